@@ -1,0 +1,169 @@
+//! The Multiboot 1 entry and the switch to long mode.
+//!
+//! The loader hands over in 32-bit protected mode with paging off, EAX =
+//! 0x2BADB002 and EBX = the Multiboot information block (Multiboot 1
+//! specification, section 3.2). The entry keeps those and the hand-off CR0,
+//! CS and EFLAGS in [`HANDOFF`], then enables long mode as the SDM Vol. 3A
+//! section 10.8.5 orders it: CR4.PAE, CR3, IA32_EFER.LME, then CR0.PG.
+//!
+//! It also prepares what compiled Rust needs before its first instruction:
+//! the target emits SSE, so CR4.OSFXSR|OSXMMEXCPT and CR0.MP are set and
+//! CR0.EM cleared (SDM Vol. 3A 13.1.3); firmware may leave caches off, so
+//! CR0.CD and CR0.NW are cleared (SDM Vol. 3A 12.5.1).
+
+use core::sync::atomic::{AtomicU32, Ordering};
+
+/// The machine state the loader handed over, recorded by the 32-bit entry
+/// before it changed anything: magic (EAX), info address (EBX), CR0, CS,
+/// EFLAGS, in that order.
+#[unsafe(no_mangle)]
+pub static HANDOFF: [AtomicU32; 5] = [const { AtomicU32::new(0) }; 5];
+
+/// The hand-off state as the entry recorded it.
+#[derive(Clone, Copy, Debug)]
+pub struct Handoff {
+    /// EAX at entry (0x2BADB002 for a Multiboot 1 loader).
+    pub magic: u32,
+    /// EBX at entry: physical address of the Multiboot information block.
+    pub info: u32,
+    /// CR0 at entry (the specification requires PE=1, PG=0).
+    pub cr0: u32,
+    /// CS selector at entry.
+    pub cs: u32,
+    /// EFLAGS at entry (the specification requires VM=0, IF=0).
+    pub eflags: u32,
+}
+
+/// Reads what the entry recorded.
+pub fn handoff() -> Handoff {
+    let r = |i: usize| HANDOFF[i].load(Ordering::Relaxed);
+    Handoff { magic: r(0), info: r(1), cr0: r(2), cs: r(3), eflags: r(4) }
+}
+
+/// Multiboot 1 header flags: bit 0 page-align modules, bit 1 memory
+/// information, bit 16 the a.out kludge (load addresses in the header).
+pub const MULTIBOOT_HEADER_FLAGS: u32 = 0x0001_0003;
+
+core::arch::global_asm!(
+    r#"
+.section .multiboot_header, "a"
+.align 4
+multiboot_header:
+    .long 0x1BADB002
+    .long {flags}
+    .long -(0x1BADB002 + {flags})
+    .long multiboot_header          /* header_addr   */
+    .long __load_start              /* load_addr     */
+    .long __load_end                /* load_end_addr */
+    .long __bss_end                 /* bss_end_addr  */
+    .long _start32                  /* entry_addr    */
+
+.section .text.boot, "ax"
+.code32
+.global _start32
+_start32:
+    cli
+    cld
+    movl %eax, %ebp                 /* keep the magic: rep stosb uses EAX */
+    /* zero .bss first: HANDOFF, the stack and the page tables live there */
+    movl $__bss_start, %edi
+    movl $__bss_end, %ecx
+    subl %edi, %ecx
+    xorl %eax, %eax
+    rep stosb
+    movl $boot_stack_top, %esp      /* ESP is undefined at Multiboot entry */
+    movl %ebp, HANDOFF
+    movl %ebx, HANDOFF+4
+    movl %cr0, %eax
+    movl %eax, HANDOFF+8
+    movw %cs, %ax
+    movzwl %ax, %eax
+    movl %eax, HANDOFF+12
+    pushfl
+    popl %eax
+    movl %eax, HANDOFF+16
+    movl $boot_stack_top, %esp
+
+    /* PML4[0] -> PDPT; PDPT[0..4] -> PD[0..4]; 2048 x 2 MiB = 4 GiB identity */
+    movl $boot_pdpt, %eax
+    orl $3, %eax
+    movl %eax, boot_pml4
+    xorl %ecx, %ecx
+1:  movl %ecx, %eax
+    shll $12, %eax
+    addl $boot_pd, %eax
+    orl $3, %eax
+    movl %eax, boot_pdpt(,%ecx,8)
+    incl %ecx
+    cmpl $4, %ecx
+    jne 1b
+    xorl %ecx, %ecx
+2:  movl %ecx, %eax
+    shll $21, %eax
+    orl $0x83, %eax
+    movl %eax, boot_pd(,%ecx,8)
+    incl %ecx
+    cmpl $2048, %ecx
+    jne 2b
+
+    /* CR4: PAE | OSFXSR | OSXMMEXCPT */
+    movl %cr4, %eax
+    orl $((1<<5)|(1<<9)|(1<<10)), %eax
+    movl %eax, %cr4
+    movl $boot_pml4, %eax
+    movl %eax, %cr3
+    /* IA32_EFER.LME */
+    movl $0xC0000080, %ecx
+    rdmsr
+    orl $(1<<8), %eax
+    wrmsr
+    /* CR0: PG | NE | MP | PE; clear EM, CD, NW */
+    movl %cr0, %eax
+    andl $~((1<<2)|(1<<29)|(1<<30)), %eax
+    orl $((1<<31)|(1<<5)|(1<<1)|(1<<0)), %eax
+    movl %eax, %cr0
+    lgdt boot_gdt_ptr
+    ljmp $0x08, $boot_long_mode
+
+.code64
+boot_long_mode:
+    movw $0x10, %ax
+    movw %ax, %ds
+    movw %ax, %es
+    movw %ax, %ss
+    movw %ax, %fs
+    movw %ax, %gs
+    movq $boot_stack_top, %rsp
+    movl HANDOFF(%rip), %edi
+    movl HANDOFF+4(%rip), %esi
+    call quadrant_kernel_main
+3:  cli
+    hlt
+    jmp 3b
+
+.section .data.boot, "aw"
+.align 16
+boot_gdt:
+    .quad 0
+    .quad 0x00AF9A000000FFFF        /* 0x08: 64-bit code, DPL 0 */
+    .quad 0x00CF92000000FFFF        /* 0x10: flat data */
+boot_gdt_end:
+.align 16
+boot_gdt_ptr:
+    .word boot_gdt_end - boot_gdt - 1
+    .quad boot_gdt
+
+.section .bss.boot, "aw", @nobits
+.align 4096
+.global boot_pml4
+boot_pml4: .skip 4096
+boot_pdpt: .skip 4096
+boot_pd:   .skip 4096*4
+.global boot_stack_bottom
+boot_stack_bottom: .skip 65536
+.global boot_stack_top
+boot_stack_top:
+"#,
+    flags = const MULTIBOOT_HEADER_FLAGS,
+    options(att_syntax)
+);

@@ -1,0 +1,19 @@
+//! Quadrant's hypervisor as a library: everything that can be tested on the
+//! host lives here (the MMU core, VMCS field tables and decoders, the guest
+//! image loader, command-line parsing); the bare-metal binary (`main.rs`)
+//! adds boot, the heap and the VMX run loop.
+//!
+//! Module owners:
+//! * [`mmu`]: the shadow page cache, pure logic over traits (no VMX, no asm,
+//!   no unsafe);
+//! * [`vmx`]: VMX capabilities, VMCS fields, VM entry/exit, exit decoding;
+//!   all VMX `unsafe` lives here;
+//! * [`vcpu`]: exit handling for one virtual CPU;
+//! * [`arch`]: boot-time CPU setup (GDT/IDT/TSS), serial log, physical memory;
+//! * [`loader`]: validating a Multiboot guest image and loading it.
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
+pub mod loader;
+pub mod mmu;

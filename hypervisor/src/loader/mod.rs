@@ -1,0 +1,1 @@
+//! Guest image loader (placeholder until the loader lands).

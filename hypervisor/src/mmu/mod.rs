@@ -1,0 +1,1 @@
+//! Shadow page cache (placeholder until the MMU core lands).
