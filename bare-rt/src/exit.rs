@@ -1,24 +1,19 @@
-//! Ending the emulator with a status, the same way everywhere:
-//! QEMU's `isa-debug-exit` on port 0xf4, then (still running, so not QEMU)
-//! Bochs: the magic breakpoint `xchg bx, bx` for a pass (the runner's debugger
-//! script answers it with `quit`, exit 0), the shutdown port for a failure
-//! (Bochs panics, exit 1). On real hardware nothing of this stops the CPU, so
-//! it halts.
+//! Ending the emulator with a status: executes `shared::ports::exit_steps`
+//! (QEMU's `isa-debug-exit`, Bochs' magic breakpoint or shutdown port), then
+//! halts, which is where real hardware stays.
 
 use crate::port::outb;
-use shared::ports;
+use shared::ports::{exit_steps, ExitStep};
 
 /// Ends the run with `status` (0 = pass) and never returns.
 pub fn exit_emulator(status: u8) -> ! {
-    // SAFETY: 0xf4 is the status port of the exit conventions (an unused port
-    // without isa-debug-exit); 0x8900 is Bochs' shutdown port, absent elsewhere.
-    unsafe {
-        outb(ports::EXIT, status);
-        if status == 0 {
-            core::arch::asm!("xchg bx, bx", options(nomem, nostack));
-        }
-        for b in ports::BOCHS_SHUTDOWN_WORD {
-            outb(ports::BOCHS_SHUTDOWN, *b);
+    for step in exit_steps(status) {
+        match step {
+            // SAFETY: the exit-convention ports (0xf4, 0x8900) are unused on
+            // machines without the matching emulator device.
+            ExitStep::Out(port, v) => unsafe { outb(port, v) },
+            // SAFETY: `xchg bx, bx` only swaps BX with itself.
+            ExitStep::MagicBreak => unsafe { core::arch::asm!("xchg bx, bx", options(nomem, nostack)) },
         }
     }
     halt_forever()

@@ -10,10 +10,18 @@
 //!   all VMX `unsafe` lives here;
 //! * [`vcpu`]: exit handling for one virtual CPU;
 //! * [`arch`]: boot-time CPU setup (GDT/IDT/TSS), serial log, physical memory;
-//! * [`loader`]: validating a Multiboot guest image and loading it.
+//! * [`loader`]: validating a Multiboot guest image and loading it;
+//! * [`config`]: the hypervisor command line;
+//! * [`fatal`]: how a run ends (error and result lines, emulator exit).
+//!
+//! Unsafe code lives only in `arch::cpu`, `arch::console`,
+//! `arch::descriptors`, `arch::phys` and `vmx::instr`.
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;
 
+pub mod arch;
+pub mod config;
+pub mod fatal;
 pub mod loader;
 pub mod mmu;

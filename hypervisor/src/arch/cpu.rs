@@ -1,0 +1,212 @@
+//! Instruction wrappers: every privileged x86 instruction the hypervisor
+//! executes outside VMX (VMX instructions live in `vmx::instr`). Reads that
+//! cannot break memory safety are safe functions; anything that changes CPU
+//! state is an `unsafe fn` whose `# Safety` says what the caller must ensure.
+
+use core::arch::asm;
+
+/// CPUID with a sub-leaf; returns (EAX, EBX, ECX, EDX).
+pub fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
+    let r = core::arch::x86_64::__cpuid_count(leaf, subleaf);
+    (r.eax, r.ebx, r.ecx, r.edx)
+}
+
+/// Reads a model-specific register.
+///
+/// # Safety
+/// RDMSR raises #GP for an MSR this CPU does not implement: the caller must
+/// know from CPUID or capability MSRs that `msr` exists (SDM Vol. 4).
+pub unsafe fn rdmsr(msr: u32) -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: the caller guarantees the MSR exists.
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    ((hi as u64) << 32) | lo as u64
+}
+
+/// Writes a model-specific register.
+///
+/// # Safety
+/// The MSR must exist and `value` must be valid for it; MSRs change CPU
+/// behaviour globally (EFER, FEATURE_CONTROL), which the caller must intend.
+pub unsafe fn wrmsr(msr: u32, value: u64) {
+    // SAFETY: the caller guarantees the MSR and value are valid.
+    unsafe {
+        asm!("wrmsr", in("ecx") msr, in("eax") value as u32, in("edx") (value >> 32) as u32,
+             options(nomem, nostack, preserves_flags))
+    };
+}
+
+macro_rules! read_cr {
+    ($(#[$m:meta])* $name:ident, $reg:literal) => {
+        $(#[$m])*
+        pub fn $name() -> u64 {
+            let v: u64;
+            // SAFETY: reading a control register in ring 0 has no side effects.
+            unsafe { asm!(concat!("mov {}, ", $reg), out(reg) v, options(nomem, nostack, preserves_flags)) };
+            v
+        }
+    };
+}
+read_cr!(/// Reads CR0.
+    cr0, "cr0");
+read_cr!(/// Reads CR2 (the last page-fault linear address).
+    cr2, "cr2");
+read_cr!(/// Reads CR3.
+    cr3, "cr3");
+read_cr!(/// Reads CR4.
+    cr4, "cr4");
+
+/// Writes CR0.
+///
+/// # Safety
+/// Changing CR0 changes paging, caching and protection for all code running
+/// on this CPU: the new value must keep the hypervisor's own execution valid.
+pub unsafe fn write_cr0(v: u64) {
+    // SAFETY: the caller guarantees the value keeps the CPU state valid.
+    unsafe { asm!("mov cr0, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// Writes CR4.
+///
+/// # Safety
+/// As for [`write_cr0`].
+pub unsafe fn write_cr4(v: u64) {
+    // SAFETY: the caller guarantees the value keeps the CPU state valid.
+    unsafe { asm!("mov cr4, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
+/// A descriptor-table register image (SGDT/SIDT/LGDT/LIDT operand).
+#[repr(C, packed)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DescriptorTablePointer {
+    /// Table size in bytes minus one.
+    pub limit: u16,
+    /// Linear base address.
+    pub base: u64,
+}
+
+/// Reads GDTR.
+pub fn sgdt() -> DescriptorTablePointer {
+    let mut d = DescriptorTablePointer::default();
+    // SAFETY: SGDT stores 10 bytes into `d`, which is exactly that size.
+    unsafe { asm!("sgdt [{}]", in(reg) &mut d, options(nostack, preserves_flags)) };
+    d
+}
+
+/// Reads IDTR.
+pub fn sidt() -> DescriptorTablePointer {
+    let mut d = DescriptorTablePointer::default();
+    // SAFETY: SIDT stores 10 bytes into `d`, which is exactly that size.
+    unsafe { asm!("sidt [{}]", in(reg) &mut d, options(nostack, preserves_flags)) };
+    d
+}
+
+/// Loads GDTR and reloads CS (far return) and the data segment registers.
+///
+/// # Safety
+/// `ptr` must describe a GDT that lives for the rest of the run, with a
+/// 64-bit code descriptor at `code` and a data descriptor at `data`.
+pub unsafe fn load_gdt(ptr: &DescriptorTablePointer, code: u16, data: u16) {
+    // SAFETY: the caller guarantees the table and selectors; the far return
+    // reloads CS with `code` and continues at the next instruction.
+    unsafe {
+        asm!(
+            "lgdt [{ptr}]",
+            "push {code}",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "retfq",
+            "2:",
+            "mov ds, {data:x}",
+            "mov es, {data:x}",
+            "mov ss, {data:x}",
+            "mov fs, {data:x}",
+            "mov gs, {data:x}",
+            ptr = in(reg) ptr,
+            code = in(reg) code as u64,
+            data = in(reg) data as u64,
+            tmp = lateout(reg) _,
+        )
+    };
+}
+
+/// Loads IDTR.
+///
+/// # Safety
+/// `ptr` must describe an IDT whose gates point at valid handlers and which
+/// lives for the rest of the run.
+pub unsafe fn load_idt(ptr: &DescriptorTablePointer) {
+    // SAFETY: the caller guarantees the table.
+    unsafe { asm!("lidt [{}]", in(reg) ptr, options(nostack, preserves_flags)) };
+}
+
+/// Loads the task register.
+///
+/// # Safety
+/// `selector` must name an available 64-bit TSS descriptor in the current GDT.
+pub unsafe fn load_tr(selector: u16) {
+    // SAFETY: the caller guarantees the descriptor.
+    unsafe { asm!("ltr {0:x}", in(reg) selector, options(nostack, preserves_flags)) };
+}
+
+/// Reads the segment selectors (CS, SS, DS, ES, FS, GS, TR).
+pub fn selectors() -> [u16; 7] {
+    let (cs, ss, ds, es, fs, gs, tr): (u16, u16, u16, u16, u16, u16, u16);
+    // SAFETY: reading segment registers and STR has no side effects.
+    unsafe {
+        asm!("mov {0:x}, cs", "mov {1:x}, ss", "mov {2:x}, ds", "mov {3:x}, es",
+             "mov {4:x}, fs", "mov {5:x}, gs", "str {6:x}",
+             out(reg) cs, out(reg) ss, out(reg) ds, out(reg) es, out(reg) fs, out(reg) gs, out(reg) tr,
+             options(nomem, nostack, preserves_flags))
+    };
+    [cs, ss, ds, es, fs, gs, tr]
+}
+
+/// Writes a byte to an I/O port.
+///
+/// # Safety
+/// The caller must know what the device at `port` does with it.
+pub unsafe fn outb(port: u16, v: u8) {
+    // SAFETY: the caller vouches for the device; OUT touches no memory.
+    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) };
+}
+
+/// Reads the time-stamp counter.
+pub fn rdtsc() -> u64 {
+    // SAFETY: RDTSC has no side effects (CR4.TSD is clear in ring 0 anyway).
+    unsafe { core::arch::x86_64::_rdtsc() }
+}
+
+/// Masks every line of both legacy 8259 PICs, so no external interrupt
+/// reaches the hypervisor or (through it) the guest.
+pub fn mask_legacy_pics() {
+    // SAFETY: 0x21/0xA1 are the PICs' interrupt-mask registers on every PC.
+    unsafe {
+        outb(0x21, 0xff);
+        outb(0xa1, 0xff);
+    }
+}
+
+/// Ends the emulator run with `status` (0 = pass), executing the steps of
+/// `shared::ports::exit_steps`, then halts this CPU.
+pub fn exit_emulator(status: u8) -> ! {
+    use shared::ports::ExitStep;
+    for step in shared::ports::exit_steps(status) {
+        match step {
+            // SAFETY: the exit-convention ports are unused on machines
+            // without the matching emulator device.
+            ExitStep::Out(port, v) => unsafe { outb(port, v) },
+            // SAFETY: `xchg bx, bx` only swaps BX with itself.
+            ExitStep::MagicBreak => unsafe { asm!("xchg bx, bx", options(nomem, nostack)) },
+        }
+    }
+    halt_forever()
+}
+
+/// Disables interrupts and halts this CPU for good.
+pub fn halt_forever() -> ! {
+    loop {
+        // SAFETY: CLI; HLT only stops this CPU.
+        unsafe { asm!("cli; hlt", options(nomem, nostack)) };
+    }
+}
