@@ -7,7 +7,8 @@
 //! * [`PROTOCOL_VERSION`], the CPUID signature the hypervisor answers with
 //!   ([`cpuid`]), and the I/O ports of the exit conventions ([`ports`]);
 //! * hypercall numbers and records passed by VMCALL ([`hypercall`]);
-//! * the text lines on COM1 that the runner parses ([`line`]).
+//! * the text lines on COM1 that the runner parses ([`line`]);
+//! * Multiboot 1 information blocks, parsed and built ([`multiboot`]).
 //!
 //! The crate is `no_std` and allocation-free so the guest can use it before it
 //! has a heap.
@@ -16,6 +17,7 @@
 pub mod cpuid;
 pub mod hypercall;
 pub mod line;
+pub mod multiboot;
 pub mod ports;
 
 /// Version of the guest/hypervisor protocol. Bump it whenever a record layout,
