@@ -190,6 +190,52 @@ pub struct MmuStats {
 impl MmuStats {
     /// Size of the record in bytes.
     pub const SIZE: usize = core::mem::size_of::<MmuStats>();
+
+    /// The record as guest memory holds it (`#[repr(C)]`, little endian).
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        b[0..4].copy_from_slice(&self.magic.to_le_bytes());
+        b[4..8].copy_from_slice(&self.version.to_le_bytes());
+        let counters = [
+            self.shadow_pages_created,
+            self.shadow_pages_live,
+            self.cr3_hits,
+            self.cr3_misses,
+            self.page_faults,
+            self.zaps,
+            self.pt_writes,
+            self.unshadows,
+            self.recycles,
+            self.exits,
+        ];
+        for (i, c) in counters.iter().enumerate() {
+            b[8 + i * 8..16 + i * 8].copy_from_slice(&c.to_le_bytes());
+        }
+        b
+    }
+
+    /// Reads the record from its byte form.
+    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Self {
+        let u64_at = |o: usize| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[o..o + 8]);
+            u64::from_le_bytes(x)
+        };
+        MmuStats {
+            magic: u32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+            version: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
+            shadow_pages_created: u64_at(8),
+            shadow_pages_live: u64_at(16),
+            cr3_hits: u64_at(24),
+            cr3_misses: u64_at(32),
+            page_faults: u64_at(40),
+            zaps: u64_at(48),
+            pt_writes: u64_at(56),
+            unshadows: u64_at(64),
+            recycles: u64_at(72),
+            exits: u64_at(80),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -223,6 +269,13 @@ mod tests {
         assert_eq!(r.decode(), Err(RecordError::BadLength));
         r.magic = 0;
         assert_eq!(r.decode(), Err(RecordError::BadMagic));
+    }
+
+    #[test]
+    fn mmu_stats_round_trip() {
+        let s = MmuStats { magic: MMU_STATS_MAGIC, version: 1, cr3_hits: 7, exits: 99, recycles: 3, ..Default::default() };
+        assert_eq!(MmuStats::SIZE, 88);
+        assert_eq!(MmuStats::from_bytes(&s.to_bytes()), s);
     }
 
     #[test]

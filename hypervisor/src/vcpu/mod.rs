@@ -1,0 +1,653 @@
+//! One virtual CPU: the VM-exit loop and the handler of every exit Quadrant
+//! expects. Anything else ends the run with a named error and a full VMCS
+//! dump (DESIGN.md 5), never a hang.
+//!
+//! * [`setup`]: the initial VMCS;
+//! * [`cr`]: the guest's CR0/CR3/CR4/EFER and paging-mode transitions;
+//! * [`io`]: port I/O (consoles, the exit port);
+//! * [`paravirt`]: CPUID and hypercalls;
+//! * [`vtlb`]: the interim (non-caching) shadow paging.
+
+pub mod cr;
+pub mod io;
+pub mod paravirt;
+pub mod setup;
+pub mod vtlb;
+
+use crate::arch::{console, cpu, phys::GuestRam};
+use crate::config::Config;
+use crate::fatal;
+use crate::vmx::caps::{self, entry_ctl, VmxCaps};
+use crate::vmx::exit_reason::{
+    entry_failure_qualification_text, CrAccess, CrAccessType, ExitReason, ExitReasonField, InterruptionInfo,
+    InterruptionType, IoQualification,
+};
+use crate::vmx::fields::{Field32, Field32Ro, FieldNatural, FieldNaturalRo};
+use crate::vmx::instr::{self, ActiveVmcs, GuestRegisters, RunResult};
+use core::fmt;
+use cr::{cr0, cr4, efer, Cr0Write, GuestControl, PagingMode};
+use io::{LineBuffer, OutEffect};
+use paravirt::CheckTally;
+use setup::Controls;
+use shared::hypercall::{self as hc, Hypercall};
+use shared::line::ErrorKind;
+use vtlb::{FaultOutcome, GuestPaging, Vtlb};
+
+/// Exception vectors used here (SDM Vol. 3A Table 6-1).
+const DF: u8 = 8;
+const GP: u8 = 13;
+const PF: u8 = 14;
+const MC: u8 = 18;
+
+/// Counters of VM exits by basic reason.
+#[derive(Clone, Debug)]
+pub struct ExitStats {
+    /// All exits.
+    pub total: u64,
+    /// Exits by basic reason number.
+    pub by_reason: [u64; 80],
+}
+
+/// A virtual CPU running one guest.
+pub struct Vcpu<'v> {
+    vmcs: ActiveVmcs<'v>,
+    regs: GuestRegisters,
+    ram: GuestRam,
+    vtlb: Vtlb,
+    caps: VmxCaps,
+    controls: Controls,
+    guest: GuestControl,
+    nx_supported: bool,
+    config: Config,
+    com1: LineBuffer,
+    debugcon: LineBuffer,
+    stats: ExitStats,
+    checks: CheckTally,
+    guest_pat: u64,
+    unclaimed_ports: u32,
+}
+
+impl<'v> Vcpu<'v> {
+    /// Builds the VMCS for a guest entering at `start` with EAX/EBX set per
+    /// the Multiboot hand-off.
+    pub fn new(
+        mut vmcs: ActiveVmcs<'v>,
+        caps: VmxCaps,
+        controls: Controls,
+        ram: GuestRam,
+        vtlb: Vtlb,
+        start: setup::GuestStart,
+        config: Config,
+    ) -> Self {
+        setup::write_vmcs(&mut vmcs, &caps, &controls, &start);
+        let mut regs = GuestRegisters::default();
+        regs.gpr[0] = shared::multiboot::BOOTLOADER_MAGIC as u64;
+        regs.gpr[3] = start.info;
+        let nx_supported = cpu::cpuid(0x8000_0001, 0).3 & (1 << 20) != 0;
+        Vcpu {
+            vmcs,
+            regs,
+            ram,
+            vtlb,
+            caps,
+            controls,
+            guest: GuestControl::MULTIBOOT,
+            nx_supported,
+            config,
+            com1: LineBuffer::default(),
+            debugcon: LineBuffer::default(),
+            stats: ExitStats { total: 0, by_reason: [0; 80] },
+            checks: CheckTally::default(),
+            guest_pat: 0x0007_0406_0007_0406,
+            unclaimed_ports: 0,
+        }
+    }
+
+    /// Runs the guest until it ends the run (or something fails).
+    pub fn run(mut self) -> ! {
+        loop {
+            // SAFETY: `setup::write_vmcs` wrote this CPU's host state.
+            match unsafe { self.vmcs.run(&mut self.regs) } {
+                RunResult::Exit => self.handle_exit(),
+                RunResult::EntryFailed(fail) => {
+                    self.dump_vmcs();
+                    fatal::fail(
+                        ErrorKind::VmEntryFailure,
+                        format_args!("VMLAUNCH/VMRESUME failed: {fail} (guest RIP {:#x})", self.rip()),
+                    )
+                }
+            }
+        }
+    }
+
+    fn rip(&self) -> u64 {
+        self.vmcs.read(FieldNatural::GuestRip)
+    }
+
+    fn advance_rip(&mut self) {
+        let len = self.vmcs.read(Field32Ro::ExitInstructionLength);
+        let rip = self.rip();
+        self.vmcs.write(FieldNatural::GuestRip, rip.wrapping_add(len));
+    }
+
+    fn gpr(&self, n: u8) -> u64 {
+        if n == 4 {
+            self.vmcs.read(FieldNatural::GuestRsp)
+        } else {
+            self.regs.gpr[n as usize]
+        }
+    }
+
+    fn set_gpr(&mut self, n: u8, v: u64) {
+        if n == 4 {
+            self.vmcs.write(FieldNatural::GuestRsp, v);
+        } else {
+            self.regs.gpr[n as usize] = v;
+        }
+    }
+
+    /// Injects a hardware exception at the next entry (SDM Vol. 3C 26.6).
+    fn inject(&mut self, vector: u8, error_code: Option<u32>) {
+        let info = InterruptionInfo::hardware_exception(vector, error_code.is_some());
+        self.vmcs.write(Field32::EntryInterruptionInfo, info.encode() as u64);
+        if let Some(ec) = error_code {
+            self.vmcs.write(Field32::EntryExceptionErrorCode, ec as u64);
+        }
+    }
+
+    fn dump_vmcs(&self) {
+        console::line(format_args!("[hv] VMCS dump:"));
+        instr::dump(&self.vmcs, |name, v| console::line(format_args!("[hv]   {name:<36} {v:#018x}")));
+    }
+
+    /// Ends the run with a named error, after the VMCS dump and the guest's
+    /// pending console output.
+    fn die(&mut self, kind: ErrorKind, dump: bool, text: fmt::Arguments<'_>) -> ! {
+        self.flush_consoles();
+        if dump {
+            self.dump_vmcs();
+        }
+        fatal::fail(kind, text)
+    }
+
+    fn flush_consoles(&mut self) {
+        if let Some(l) = self.com1.pending() {
+            console::line(format_args!("{l}"));
+        }
+        if let Some(l) = self.debugcon.pending() {
+            console::line(format_args!("{l}"));
+        }
+    }
+
+    fn handle_exit(&mut self) {
+        let reason = ExitReasonField::decode(self.vmcs.read(Field32Ro::ExitReason) as u32);
+        self.stats.total += 1;
+        if let Some(n) = self.stats.by_reason.get_mut(reason.basic as usize) {
+            *n += 1;
+        }
+        if self.config.max_exits != 0 && self.stats.total > self.config.max_exits {
+            let rip = self.rip();
+            self.die(
+                ErrorKind::Timeout,
+                false,
+                format_args!("the guest did not finish within max_exits={} VM exits (RIP {rip:#x})", self.config.max_exits),
+            );
+        }
+        if reason.entry_failure {
+            let qual = self.vmcs.read(FieldNaturalRo::ExitQualification);
+            self.die(
+                ErrorKind::VmEntryFailure,
+                true,
+                format_args!(
+                    "VM entry failed: {reason}: {} (guest {} at RIP {:#x})",
+                    entry_failure_qualification_text(reason.basic, qual),
+                    self.guest.mode().name(),
+                    self.rip()
+                ),
+            );
+        }
+        match reason.reason() {
+            Some(ExitReason::ExceptionOrNmi) => self.exception_exit(),
+            // Acknowledged on exit; the PICs are masked, so it was spurious.
+            Some(ExitReason::ExternalInterrupt) => {}
+            Some(ExitReason::TripleFault) => {
+                let g = self.guest;
+                self.die(
+                    ErrorKind::TripleFault,
+                    true,
+                    format_args!(
+                        "the guest triple-faulted at RIP {:#x} in {} (CR0 {:#x} CR3 {:#x} CR4 {:#x} EFER {:#x})",
+                        self.rip(),
+                        g.mode().name(),
+                        g.cr0,
+                        g.cr3,
+                        g.cr4,
+                        g.efer
+                    ),
+                )
+            }
+            Some(ExitReason::Cpuid) => {
+                let (a, b, c, d) =
+                    paravirt::guest_cpuid(self.regs.gpr[0] as u32, self.regs.gpr[1] as u32, cpu::cpuid);
+                self.regs.gpr[0] = a as u64;
+                self.regs.gpr[3] = b as u64;
+                self.regs.gpr[1] = c as u64;
+                self.regs.gpr[2] = d as u64;
+                self.advance_rip();
+            }
+            Some(ExitReason::Hlt) => {
+                let rip = self.rip();
+                self.die(
+                    ErrorKind::Unsupported,
+                    false,
+                    format_args!("the guest executed HLT at RIP {rip:#x}; Quadrant delivers no interrupts, so nothing would wake it"),
+                )
+            }
+            Some(ExitReason::Invlpg) => {
+                // The interim shadow drops everything (SDM Vol. 3A 4.10.4.1
+                // lets INVLPG invalidate more than the one page).
+                self.vtlb.flush();
+                self.reload_shadow_root();
+                self.advance_rip();
+            }
+            Some(ExitReason::Vmcall) => {
+                self.hypercall();
+                self.advance_rip();
+            }
+            Some(ExitReason::CrAccess) => self.cr_access(),
+            Some(ExitReason::IoInstruction) => self.io(),
+            Some(ExitReason::Rdmsr) => self.rdmsr(),
+            Some(ExitReason::Wrmsr) => self.wrmsr(),
+            _ => {
+                let qual = self.vmcs.read(FieldNaturalRo::ExitQualification);
+                let rip = self.rip();
+                self.die(
+                    ErrorKind::UnhandledExit,
+                    true,
+                    format_args!("unhandled VM exit: {reason} (qualification {qual:#x}) at guest RIP {rip:#x}"),
+                )
+            }
+        }
+    }
+
+    fn exception_exit(&mut self) {
+        let info = InterruptionInfo::decode(self.vmcs.read(Field32Ro::ExitInterruptionInfo) as u32);
+        match (info.kind, info.vector) {
+            (InterruptionType::Nmi, _) => log::warn!("NMI while the guest ran: ignored"),
+            (_, PF) => self.page_fault(),
+            (_, MC) => self.die(ErrorKind::HypervisorFault, true, format_args!("machine check while the guest ran")),
+            (_, v) => {
+                let rip = self.rip();
+                self.die(ErrorKind::UnhandledExit, true, format_args!("unexpected exception exit: {info} (vector {v}) at RIP {rip:#x}"))
+            }
+        }
+    }
+
+    fn page_fault(&mut self) {
+        let gva = self.vmcs.read(FieldNaturalRo::ExitQualification);
+        let hw_ec = self.vmcs.read(Field32Ro::ExitInterruptionErrorCode) as u32;
+        let outcome = match self.guest.mode() {
+            PagingMode::Long => {
+                let g = GuestPaging {
+                    cr3: self.guest.cr3,
+                    wp: self.guest.cr0 & cr0::WP != 0,
+                    nxe: self.guest.efer & efer::NXE != 0,
+                    smep: self.guest.cr4 & cr4::SMEP != 0,
+                };
+                self.vtlb.page_fault(&self.ram, g, gva, hw_ec)
+            }
+            // The identity shadow maps all of guest RAM: a fault there is
+            // an access beyond it.
+            _ => FaultOutcome::OutsideRam { gpa: gva },
+        };
+        match outcome {
+            FaultOutcome::Fixed => self.reinject_vectoring_event(),
+            FaultOutcome::InjectPf { error_code } => {
+                self.regs.cr2 = gva;
+                // A #PF while delivering a #PF or a contributory exception is
+                // a double fault; while delivering #DF a triple fault (SDM
+                // Vol. 3A 6.15, Table 6-5).
+                let vectoring = InterruptionInfo::decode(self.vmcs.read(Field32Ro::IdtVectoringInfo) as u32);
+                if vectoring.valid && vectoring.kind == InterruptionType::HardwareException {
+                    match vectoring.vector {
+                        DF => {
+                            let rip = self.rip();
+                            self.die(ErrorKind::TripleFault, true, format_args!("#PF while delivering #DF at RIP {rip:#x}"))
+                        }
+                        0 | 10..=14 => return self.inject(DF, Some(0)),
+                        _ => {}
+                    }
+                }
+                self.inject(PF, Some(error_code));
+            }
+            FaultOutcome::OutsideRam { gpa } => {
+                let rip = self.rip();
+                let ram_mib = self.ram.size() >> 20;
+                self.die(
+                    ErrorKind::Unsupported,
+                    false,
+                    format_args!(
+                        "the guest accessed guest-physical {gpa:#x} (linear {gva:#x}, RIP {rip:#x}), outside its {ram_mib} MiB of RAM; no MMIO is emulated"
+                    ),
+                )
+            }
+        }
+    }
+
+    /// After an exit during event delivery that the hypervisor resolved
+    /// (a shadow fill), the event must be delivered again (SDM Vol. 3C
+    /// 28.2.4, 29.2.2).
+    fn reinject_vectoring_event(&mut self) {
+        let raw = self.vmcs.read(Field32Ro::IdtVectoringInfo) as u32;
+        let v = InterruptionInfo::decode(raw);
+        if !v.valid {
+            return;
+        }
+        let reinject = InterruptionInfo { nmi_unblocking: false, ..v };
+        self.vmcs.write(Field32::EntryInterruptionInfo, reinject.encode() as u64);
+        if v.error_code_valid {
+            let ec = self.vmcs.read(Field32Ro::IdtVectoringErrorCode);
+            self.vmcs.write(Field32::EntryExceptionErrorCode, ec);
+        }
+        if matches!(
+            v.kind,
+            InterruptionType::SoftwareInterrupt
+                | InterruptionType::SoftwareException
+                | InterruptionType::PrivilegedSoftwareException
+        ) {
+            let len = self.vmcs.read(Field32Ro::ExitInstructionLength);
+            self.vmcs.write(Field32::EntryInstructionLength, len);
+        }
+    }
+
+    /// Points the hardware at the shadow for the guest's current mode.
+    fn reload_shadow_root(&mut self) {
+        let root = match self.guest.mode() {
+            PagingMode::Long => self.vtlb.long_root(),
+            _ => self.vtlb.identity_root(),
+        };
+        self.vmcs.write(FieldNatural::GuestCr3, root);
+    }
+
+    fn cr_access(&mut self) {
+        let q = CrAccess::decode(self.vmcs.read(FieldNaturalRo::ExitQualification));
+        match (q.access, q.cr) {
+            (CrAccessType::MovToCr, 0) => self.write_cr0(self.gpr(q.gpr)),
+            (CrAccessType::Clts, _) => self.write_cr0(self.guest.cr0 & !cr0::TS),
+            (CrAccessType::Lmsw, _) => {
+                // LMSW loads CR0[3:0] but cannot clear PE (SDM Vol. 2A LMSW).
+                let src = q.lmsw_source_data as u64 & 0xf;
+                self.write_cr0((self.guest.cr0 & !0xe) | src | (self.guest.cr0 & cr0::PE));
+            }
+            (CrAccessType::MovToCr, 3) => {
+                self.guest.cr3 = self.gpr(q.gpr);
+                if self.guest.mode() == PagingMode::Long {
+                    self.vtlb.flush();
+                    self.reload_shadow_root();
+                }
+                self.advance_rip();
+            }
+            (CrAccessType::MovFromCr, 3) => {
+                self.set_gpr(q.gpr, self.guest.cr3);
+                self.advance_rip();
+            }
+            (CrAccessType::MovToCr, 4) => self.write_cr4(self.gpr(q.gpr)),
+            _ => {
+                let rip = self.rip();
+                self.die(ErrorKind::UnhandledExit, true, format_args!("unexpected control-register exit: {q} at RIP {rip:#x}"))
+            }
+        }
+    }
+
+    /// Refuses, with a clear message, the paging modes the interim shadow
+    /// cannot run yet.
+    fn require_supported_mode(&mut self, g: &GuestControl) {
+        match g.mode() {
+            PagingMode::NoPaging | PagingMode::Long => {}
+            m => {
+                let rip = self.rip();
+                self.die(
+                    ErrorKind::Unsupported,
+                    false,
+                    format_args!(
+                        "the guest switched to {} at RIP {rip:#x}: this build shadows only protected mode without paging and long mode (real mode, 32-bit and PAE guests arrive with the shadow page cache)",
+                        m.name()
+                    ),
+                )
+            }
+        }
+    }
+
+    fn write_cr0(&mut self, value: u64) {
+        match self.guest.write_cr0(value) {
+            Cr0Write::Gp => self.inject(GP, Some(0)),
+            Cr0Write::Accept { cr0: new_cr0, efer: new_efer } => {
+                let next = GuestControl { cr0: new_cr0, efer: new_efer, ..self.guest };
+                self.require_supported_mode(&next);
+                let mode_changed = next.mode() != self.guest.mode() || (next.cr0 ^ self.guest.cr0) & cr0::WP != 0;
+                self.guest = next;
+                self.vmcs.write(FieldNatural::Cr0ReadShadow, new_cr0);
+                let hw = caps::fixed_cr(next.hardware_cr0(), self.caps.cr0_fixed0, self.caps.cr0_fixed1);
+                self.vmcs.write(FieldNatural::GuestCr0, hw);
+                self.sync_ia32e_mode();
+                if mode_changed {
+                    self.vtlb.flush();
+                    self.reload_shadow_root();
+                }
+                self.advance_rip();
+            }
+        }
+    }
+
+    fn write_cr4(&mut self, value: u64) {
+        // VMX is hidden from the guest, so CR4.VMXE is reserved for it; PAE
+        // cannot be cleared in IA-32e mode (SDM Vol. 3A 2.5, 10.8.5).
+        let known = cr4::VME | cr4::PSE | cr4::PAE | cr4::PGE | cr4::OSFXSR | cr4::OSXMMEXCPT | cr4::SMEP | cr4::SMAP
+            | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6) | (1 << 8) | (1 << 16);
+        if value & !known != 0 || (self.guest.mode() == PagingMode::Long && value & cr4::PAE == 0) {
+            return self.inject(GP, Some(0));
+        }
+        let next = GuestControl { cr4: value, ..self.guest };
+        self.require_supported_mode(&next);
+        let paging_bits = cr4::PSE | cr4::PAE | cr4::PGE | cr4::SMEP | cr4::SMAP;
+        let flush = (value ^ self.guest.cr4) & paging_bits != 0;
+        self.guest = next;
+        self.vmcs.write(FieldNatural::Cr4ReadShadow, value);
+        let hw = caps::fixed_cr(next.hardware_cr4(), self.caps.cr4_fixed0, self.caps.cr4_fixed1);
+        self.vmcs.write(FieldNatural::GuestCr4, hw);
+        if flush {
+            self.vtlb.flush();
+            self.reload_shadow_root();
+        }
+        self.advance_rip();
+    }
+
+    /// The "IA-32e mode guest" entry control follows the guest's EFER.LMA
+    /// (SDM Vol. 3C 25.8.1; without "load IA32_EFER" VM entry sets
+    /// EFER.LMA/LME from it, 27.3.2.1).
+    fn sync_ia32e_mode(&mut self) {
+        let entry = if self.guest.efer & efer::LMA != 0 {
+            self.controls.entry | entry_ctl::IA32E_MODE_GUEST
+        } else {
+            self.controls.entry & !entry_ctl::IA32E_MODE_GUEST
+        };
+        self.vmcs.write(Field32::EntryControls, entry as u64);
+    }
+
+    fn io(&mut self) {
+        let q = IoQualification::decode(self.vmcs.read(FieldNaturalRo::ExitQualification));
+        if q.string {
+            let rip = self.rip();
+            self.die(
+                ErrorKind::Unsupported,
+                false,
+                format_args!("string I/O (INS/OUTS{}) on port {:#x} at RIP {rip:#x} is not emulated", if q.rep { " with REP" } else { "" }, q.port),
+            );
+        }
+        let mask = match q.size {
+            1 => 0xff,
+            2 => 0xffff,
+            _ => 0xffff_ffff,
+        };
+        if q.is_in {
+            let (v, claimed) = io::port_in(q.port, q.size);
+            if !claimed {
+                self.note_unclaimed(q.port, "IN");
+            }
+            // IN AL/AX keep the rest of RAX; IN EAX zero-extends (SDM Vol. 1 3.4.1.1).
+            let rax = self.regs.gpr[0];
+            self.regs.gpr[0] = if q.size == 4 { v as u64 } else { (rax & !(mask as u64)) | v as u64 };
+        } else {
+            let v = (self.regs.gpr[0] & mask as u64) as u32;
+            match io::port_out(q.port, q.size, v) {
+                OutEffect::Com1(b) => {
+                    if let Some(l) = self.com1.push(b) {
+                        console::line(format_args!("{l}"));
+                    }
+                }
+                OutEffect::DebugCon(b) => {
+                    if let Some(l) = self.debugcon.push(b) {
+                        console::line(format_args!("{l}"));
+                    }
+                }
+                OutEffect::Exit(status) => self.guest_exit(status),
+                OutEffect::Ignored => {}
+                OutEffect::Unclaimed => self.note_unclaimed(q.port, "OUT"),
+            }
+        }
+        self.advance_rip();
+    }
+
+    fn note_unclaimed(&mut self, port: u16, dir: &str) {
+        self.unclaimed_ports += 1;
+        if self.unclaimed_ports <= 8 {
+            log::debug!("guest {dir} on port {port:#x}: no device (reads all ones, writes dropped)");
+        }
+    }
+
+    fn rdmsr(&mut self) {
+        let msr = self.regs.gpr[1] as u32;
+        let value = match msr {
+            efer::MSR => Some(self.guest.efer),
+            caps::IA32_PAT => Some(self.guest_pat),
+            // Locked with VMX off: consistent with CPUID hiding VMX.
+            caps::IA32_FEATURE_CONTROL => Some(1),
+            // Harmless to read through: TSC, APIC base, MTRR capabilities.
+            0x10 | 0x1b | 0xfe | 0x2ff => {
+                // SAFETY: these MSRs exist on every CPU with VMX.
+                Some(unsafe { cpu::rdmsr(msr) })
+            }
+            _ => None,
+        };
+        match value {
+            Some(v) => {
+                self.regs.gpr[0] = v & 0xffff_ffff;
+                self.regs.gpr[2] = v >> 32;
+                self.advance_rip();
+            }
+            None => {
+                log::debug!("guest RDMSR {msr:#x}: not virtualised, #GP");
+                self.inject(GP, Some(0));
+            }
+        }
+    }
+
+    fn wrmsr(&mut self) {
+        let msr = self.regs.gpr[1] as u32;
+        let value = (self.regs.gpr[2] << 32) | (self.regs.gpr[0] & 0xffff_ffff);
+        match msr {
+            efer::MSR => match self.guest.write_efer(value, self.nx_supported) {
+                Some(v) => {
+                    let nx_changed = (v ^ self.guest.efer) & efer::NXE != 0;
+                    self.guest.efer = v;
+                    if nx_changed {
+                        self.vtlb.flush();
+                        self.reload_shadow_root();
+                    }
+                    self.advance_rip();
+                }
+                None => self.inject(GP, Some(0)),
+            },
+            caps::IA32_PAT => {
+                self.guest_pat = value;
+                self.advance_rip();
+            }
+            _ => {
+                log::debug!("guest WRMSR {msr:#x} <- {value:#x}: not virtualised, #GP");
+                self.inject(GP, Some(0));
+            }
+        }
+    }
+
+    fn hypercall(&mut self) {
+        let (rax, rbx, rcx) = (self.regs.gpr[0], self.regs.gpr[3], self.regs.gpr[1]);
+        self.regs.gpr[0] = match Hypercall::from_u64(rax) {
+            Some(Hypercall::Version) => shared::PROTOCOL_VERSION as u64,
+            Some(Hypercall::ReportCheck) => {
+                let mut bytes = [0u8; hc::CheckRecord::SIZE];
+                if self.ram.read(rbx, &mut bytes) {
+                    self.checks.record(&bytes)
+                } else {
+                    hc::STATUS_BAD_ARGUMENT
+                }
+            }
+            Some(Hypercall::MmuStats) => {
+                let s = self.vtlb.stats;
+                let stats = hc::MmuStats {
+                    magic: hc::MMU_STATS_MAGIC,
+                    version: shared::PROTOCOL_VERSION,
+                    shadow_pages_created: s.frames_allocated,
+                    page_faults: s.faults,
+                    zaps: s.flushes,
+                    exits: self.stats.total,
+                    ..Default::default()
+                };
+                let bytes = stats.to_bytes();
+                let n = (rcx as usize).min(bytes.len());
+                if self.ram.write(rbx, &bytes[..n]) {
+                    hc::MmuStats::SIZE as u64
+                } else {
+                    hc::STATUS_BAD_ARGUMENT
+                }
+            }
+            None => hc::STATUS_UNKNOWN,
+        };
+    }
+
+    /// The guest wrote its status to the exit port: print the summary and
+    /// end the run with that status.
+    fn guest_exit(&mut self, status: u8) -> ! {
+        self.flush_consoles();
+        let t = self.checks;
+        log::info!(
+            "guest exited with status {status} after {} VM exits; checks reported by hypercall: {} passed, {} failed, {} skipped, {} rejected",
+            self.stats.total,
+            t.passed,
+            t.failed,
+            t.skipped,
+            t.rejected
+        );
+        let s = self.vtlb.stats;
+        log::info!(
+            "interim shadow: {} page faults ({} filled, {} reflected to the guest), {} flushes, {} table frames allocated",
+            s.faults,
+            s.fills,
+            s.injected,
+            s.flushes,
+            s.frames_allocated
+        );
+        let mut top: [(u64, usize); 80] = [(0, 0); 80];
+        for (i, n) in self.stats.by_reason.iter().enumerate() {
+            top[i] = (*n, i);
+        }
+        top.sort_unstable_by(|a, b| b.cmp(a));
+        for (n, r) in top.iter().take_while(|(n, _)| *n > 0).take(8) {
+            let name = ExitReason::from_basic(*r as u16).map_or("?", |e| e.name());
+            log::info!("  exits: {n:>8} {name}");
+        }
+        if status == 0 && (t.failed > 0 || t.rejected > 0) {
+            log::warn!("the guest exited with status 0 although it reported failed or malformed checks");
+        }
+        fatal::guest_exit(status)
+    }
+}

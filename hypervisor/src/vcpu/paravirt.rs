@@ -1,0 +1,107 @@
+//! What the guest learns about the hypervisor: CPUID (with VMX hidden and
+//! the Quadrant signature in the hypervisor leaves) and the hypercall
+//! records of the protocol crate (`shared::hypercall`).
+
+use shared::cpuid as sig;
+
+/// CPUID.1:ECX bits (SDM Vol. 2A, CPUID, Table 3-10).
+const CPUID1_ECX_VMX: u32 = 1 << 5;
+const CPUID1_ECX_HYPERVISOR: u32 = 1 << 31;
+
+/// The guest's CPUID: the host's answer, except that VMX is hidden (the
+/// guest cannot nest), the hypervisor-present bit is set, and leaves
+/// 0x4000_0000.. answer with Quadrant's signature and protocol version.
+pub fn guest_cpuid(leaf: u32, subleaf: u32, host: impl Fn(u32, u32) -> (u32, u32, u32, u32)) -> (u32, u32, u32, u32) {
+    match leaf {
+        1 => {
+            let (a, b, c, d) = host(leaf, subleaf);
+            (a, b, (c & !CPUID1_ECX_VMX) | CPUID1_ECX_HYPERVISOR, d)
+        }
+        sig::LEAF_SIGNATURE => {
+            let (b, c, d) = sig::signature_regs();
+            (sig::MAX_LEAF, b, c, d)
+        }
+        sig::LEAF_VERSION => (shared::PROTOCOL_VERSION, 0, 0, 0),
+        0x4000_0002..=0x4000_00ff => (0, 0, 0, 0),
+        _ => host(leaf, subleaf),
+    }
+}
+
+/// Checks reported by the guest through `ReportCheck`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckTally {
+    /// Checks that passed.
+    pub passed: u32,
+    /// Checks that failed.
+    pub failed: u32,
+    /// Checks skipped.
+    pub skipped: u32,
+    /// Records rejected as malformed.
+    pub rejected: u32,
+}
+
+impl CheckTally {
+    /// Counts one record (as raw bytes from guest memory); returns the
+    /// hypercall status.
+    pub fn record(&mut self, bytes: &[u8; shared::hypercall::CheckRecord::SIZE]) -> u64 {
+        use shared::{hypercall as hc, Outcome};
+        match hc::CheckRecord::from_bytes(bytes).decode() {
+            Ok((outcome, _, _)) => {
+                match outcome {
+                    Outcome::Pass => self.passed += 1,
+                    Outcome::Fail => self.failed += 1,
+                    Outcome::Skip => self.skipped += 1,
+                }
+                hc::STATUS_OK
+            }
+            Err(_) => {
+                self.rejected += 1;
+                hc::STATUS_BAD_ARGUMENT
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::hypercall::CheckRecord;
+
+    fn host(leaf: u32, _: u32) -> (u32, u32, u32, u32) {
+        (leaf, 0x1111, 0xffff_ffff, 0x2222)
+    }
+
+    #[test]
+    fn vmx_is_hidden_and_the_hypervisor_bit_set() {
+        let (_, _, c, _) = guest_cpuid(1, 0, |_, _| (0, 0, CPUID1_ECX_VMX, 0));
+        assert_eq!(c & CPUID1_ECX_VMX, 0);
+        assert_ne!(c & CPUID1_ECX_HYPERVISOR, 0);
+    }
+
+    #[test]
+    fn signature_and_version_leaves() {
+        let (a, b, c, d) = guest_cpuid(sig::LEAF_SIGNATURE, 0, host);
+        assert_eq!(a, sig::MAX_LEAF);
+        assert!(sig::is_quadrant(b, c, d));
+        assert_eq!(guest_cpuid(sig::LEAF_VERSION, 0, host).0, shared::PROTOCOL_VERSION);
+        assert_eq!(guest_cpuid(0x4000_0010, 0, host), (0, 0, 0, 0));
+        assert_eq!(guest_cpuid(7, 0, host), host(7, 0));
+    }
+
+    #[test]
+    fn tally_counts_and_rejects() {
+        let mut t = CheckTally::default();
+        let good = CheckRecord::new(shared::Outcome::Fail, "a/b", "x");
+        let mut bytes = [0u8; CheckRecord::SIZE];
+        bytes[0..4].copy_from_slice(&good.magic.to_le_bytes());
+        bytes[4..8].copy_from_slice(&good.version.to_le_bytes());
+        bytes[8..12].copy_from_slice(&good.outcome.to_le_bytes());
+        bytes[12..16].copy_from_slice(&good.name_len.to_le_bytes());
+        bytes[16..20].copy_from_slice(&good.detail_len.to_le_bytes());
+        bytes[20..23].copy_from_slice(b"a/b");
+        assert_eq!(t.record(&bytes), shared::hypercall::STATUS_OK);
+        bytes[0] ^= 1;
+        assert_eq!(t.record(&bytes), shared::hypercall::STATUS_BAD_ARGUMENT);
+        assert_eq!(t, CheckTally { failed: 1, rejected: 1, ..Default::default() });
+    }
+}

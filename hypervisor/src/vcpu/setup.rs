@@ -1,0 +1,178 @@
+//! Filling a fresh VMCS: controls reconciled against the capability MSRs,
+//! host state of this CPU, and the guest in the Multiboot hand-off state
+//! (Multiboot 1 specification 3.2; SDM Vol. 3C 25.3-25.8 for the fields,
+//! 27.3 for the checks VM entry makes on them).
+
+use super::cr::GuestControl;
+use crate::arch::{cpu, descriptors};
+use crate::vmx::caps::{self, entry_ctl, exit_ctl, pin_based, proc_based, reconcile, ControlError, ControlWord, VmxCaps};
+use crate::vmx::fields::{Field16, Field32, Field64, FieldNatural};
+use crate::vmx::instr::ActiveVmcs;
+
+/// The control words Quadrant runs a shadow-paging guest with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Controls {
+    /// Pin-based VM-execution controls.
+    pub pin: u32,
+    /// Primary processor-based VM-execution controls.
+    pub primary: u32,
+    /// VM-exit controls.
+    pub exit: u32,
+    /// VM-entry controls (IA-32e mode guest is toggled at run time).
+    pub entry: u32,
+}
+
+impl Controls {
+    /// Reconciles what shadow paging needs with what this CPU allows,
+    /// failing with the name of the first control it lacks (SDM Vol. 3D
+    /// A.3-A.5, using the TRUE_ MSRs when present).
+    ///
+    /// * external-interrupt and NMI exiting: the host owns interrupts;
+    /// * HLT, INVLPG, CR3-load, CR3-store, unconditional I/O exiting: the
+    ///   shadow needs every INVLPG and CR3 access, and the guest reaches no
+    ///   real device;
+    /// * no MSR bitmaps: every RDMSR/WRMSR exits (EFER is virtualised);
+    /// * host address-space size and acknowledge-interrupt-on-exit on VM
+    ///   exit; nothing special on entry.
+    pub fn for_shadow_paging(c: &VmxCaps) -> Result<Controls, ControlError> {
+        let pin = reconcile(
+            ControlWord::PinBased,
+            pin_based::EXTERNAL_INTERRUPT_EXITING | pin_based::NMI_EXITING,
+            0,
+            c.pinbased,
+        )?;
+        let primary_needed = proc_based::HLT_EXITING
+            | proc_based::INVLPG_EXITING
+            | proc_based::CR3_LOAD_EXITING
+            | proc_based::CR3_STORE_EXITING
+            | proc_based::UNCONDITIONAL_IO_EXITING;
+        let primary = reconcile(ControlWord::PrimaryProcBased, primary_needed, 0, c.procbased)?;
+        caps::check_clear(
+            ControlWord::PrimaryProcBased,
+            proc_based::USE_MSR_BITMAPS | proc_based::USE_IO_BITMAPS | proc_based::USE_TSC_OFFSETTING,
+            c.procbased,
+        )?;
+        let exit = reconcile(
+            ControlWord::Exit,
+            exit_ctl::HOST_ADDRESS_SPACE_SIZE | exit_ctl::ACK_INTERRUPT_ON_EXIT,
+            0,
+            c.exit,
+        )?;
+        let entry = reconcile(ControlWord::Entry, 0, 0, c.entry)?;
+        // The IA-32e mode guest control must be available to run a 64-bit guest.
+        reconcile(ControlWord::Entry, entry_ctl::IA32E_MODE_GUEST, 0, c.entry)?;
+        Ok(Controls { pin, primary, exit, entry })
+    }
+}
+
+/// Where the guest starts.
+#[derive(Clone, Copy, Debug)]
+pub struct GuestStart {
+    /// Entry point (guest-physical = linear, paging is off).
+    pub rip: u64,
+    /// Guest-physical address of the Multiboot information block (EBX).
+    pub info: u64,
+    /// Hardware CR3 of the identity shadow.
+    pub identity_root: u64,
+}
+
+/// Writes the whole VMCS. The caller sets RAX/RBX in the register file.
+pub fn write_vmcs(vmcs: &mut ActiveVmcs<'_>, c: &VmxCaps, ctl: &Controls, start: &GuestStart) {
+    use Field16 as F16;
+    use Field32 as F32;
+    use Field64 as F64;
+    use FieldNatural as FN;
+
+    // Controls (SDM Vol. 3C 25.6-25.8).
+    vmcs.write(F32::PinBasedControls, ctl.pin as u64);
+    vmcs.write(F32::PrimaryProcBasedControls, ctl.primary as u64);
+    vmcs.write(F32::ExitControls, ctl.exit as u64);
+    vmcs.write(F32::EntryControls, ctl.entry as u64);
+    // #PF exits for the shadow; #MC so a machine check is never reflected.
+    vmcs.write(F32::ExceptionBitmap, (1 << 14) | (1 << 18));
+    vmcs.write(F32::PageFaultErrorCodeMask, 0);
+    vmcs.write(F32::PageFaultErrorCodeMatch, 0);
+    vmcs.write(F32::Cr3TargetCount, 0);
+    vmcs.write(F32::ExitMsrStoreCount, 0);
+    vmcs.write(F32::ExitMsrLoadCount, 0);
+    vmcs.write(F32::EntryMsrLoadCount, 0);
+    vmcs.write(F32::EntryInterruptionInfo, 0);
+    vmcs.write(FN::Cr0GuestHostMask, u64::MAX);
+    vmcs.write(FN::Cr4GuestHostMask, u64::MAX);
+    vmcs.write(F64::VmcsLinkPointer, u64::MAX);
+
+    // Host state: this CPU as it is now (SDM Vol. 3C 25.5, 27.2.2-27.2.4).
+    let fixed_cr4 = caps::fixed_cr(cpu::cr4(), c.cr4_fixed0, c.cr4_fixed1);
+    vmcs.write(FN::HostCr0, cpu::cr0());
+    vmcs.write(FN::HostCr3, cpu::cr3());
+    vmcs.write(FN::HostCr4, fixed_cr4);
+    vmcs.write(F16::HostCsSelector, descriptors::HOST_CS as u64);
+    for f in [F16::HostSsSelector, F16::HostDsSelector, F16::HostEsSelector, F16::HostFsSelector, F16::HostGsSelector] {
+        vmcs.write(f, descriptors::HOST_DS as u64);
+    }
+    vmcs.write(F16::HostTrSelector, descriptors::HOST_TR as u64);
+    vmcs.write(FN::HostFsBase, 0);
+    vmcs.write(FN::HostGsBase, 0);
+    vmcs.write(FN::HostTrBase, descriptors::tss_base());
+    vmcs.write(FN::HostGdtrBase, cpu::sgdt().base);
+    vmcs.write(FN::HostIdtrBase, cpu::sidt().base);
+    vmcs.write(F32::HostSysenterCs, 0);
+    vmcs.write(FN::HostSysenterEsp, 0);
+    vmcs.write(FN::HostSysenterEip, 0);
+
+    // Guest state: the Multiboot hand-off (32-bit protected mode, paging
+    // off, flat 4 GiB segments), running on the identity shadow with
+    // hardware paging on (SDM Vol. 3C 27.3.1: without unrestricted guest
+    // CR0.PE and CR0.PG must be 1).
+    let g = GuestControl::MULTIBOOT;
+    vmcs.write(FN::GuestCr0, caps::fixed_cr(g.hardware_cr0(), c.cr0_fixed0, c.cr0_fixed1));
+    vmcs.write(FN::Cr0ReadShadow, g.cr0);
+    vmcs.write(FN::GuestCr4, caps::fixed_cr(g.hardware_cr4(), c.cr4_fixed0, c.cr4_fixed1));
+    vmcs.write(FN::Cr4ReadShadow, g.cr4);
+    vmcs.write(FN::GuestCr3, start.identity_root);
+    // Code: selector 0x08, 32-bit execute/read accessed, DPL 0, G=1, D=1.
+    vmcs.write(F16::GuestCsSelector, 0x08);
+    vmcs.write(FN::GuestCsBase, 0);
+    vmcs.write(F32::GuestCsLimit, 0xffff_ffff);
+    vmcs.write(F32::GuestCsAccessRights, 0xC09B);
+    // Data: selector 0x10, read/write accessed.
+    for (sel, base, limit, ar) in [
+        (F16::GuestSsSelector, FN::GuestSsBase, F32::GuestSsLimit, F32::GuestSsAccessRights),
+        (F16::GuestDsSelector, FN::GuestDsBase, F32::GuestDsLimit, F32::GuestDsAccessRights),
+        (F16::GuestEsSelector, FN::GuestEsBase, F32::GuestEsLimit, F32::GuestEsAccessRights),
+        (F16::GuestFsSelector, FN::GuestFsBase, F32::GuestFsLimit, F32::GuestFsAccessRights),
+        (F16::GuestGsSelector, FN::GuestGsBase, F32::GuestGsLimit, F32::GuestGsAccessRights),
+    ] {
+        vmcs.write(sel, 0x10);
+        vmcs.write(base, 0);
+        vmcs.write(limit, 0xffff_ffff);
+        vmcs.write(ar, 0xC093);
+    }
+    // LDTR unusable; TR a busy TSS (type 11 is valid in both legacy and
+    // IA-32e mode, SDM Vol. 3C 27.3.1.2).
+    vmcs.write(F16::GuestLdtrSelector, 0);
+    vmcs.write(FN::GuestLdtrBase, 0);
+    vmcs.write(F32::GuestLdtrLimit, 0);
+    vmcs.write(F32::GuestLdtrAccessRights, 0x1_0000);
+    vmcs.write(F16::GuestTrSelector, 0);
+    vmcs.write(FN::GuestTrBase, 0);
+    vmcs.write(F32::GuestTrLimit, 0x67);
+    vmcs.write(F32::GuestTrAccessRights, 0x8B);
+    // "GDTR and IDTR may be invalid": the guest loads its own.
+    vmcs.write(FN::GuestGdtrBase, 0);
+    vmcs.write(F32::GuestGdtrLimit, 0);
+    vmcs.write(FN::GuestIdtrBase, 0);
+    vmcs.write(F32::GuestIdtrLimit, 0);
+    vmcs.write(FN::GuestDr7, 0x400);
+    vmcs.write(F64::GuestDebugCtl, 0);
+    vmcs.write(FN::GuestRflags, 0x2);
+    vmcs.write(FN::GuestRip, start.rip);
+    vmcs.write(FN::GuestRsp, 0);
+    vmcs.write(FN::GuestPendingDebugExceptions, 0);
+    vmcs.write(F32::GuestInterruptibility, 0);
+    vmcs.write(F32::GuestActivityState, 0);
+    vmcs.write(F32::GuestSysenterCs, 0);
+    vmcs.write(FN::GuestSysenterEsp, 0);
+    vmcs.write(FN::GuestSysenterEip, 0);
+    let _ = start.info;
+}
