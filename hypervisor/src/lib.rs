@@ -17,3 +17,4 @@ extern crate alloc;
 
 pub mod loader;
 pub mod mmu;
+pub mod vmx;
