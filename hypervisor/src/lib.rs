@@ -25,3 +25,4 @@ pub mod config;
 pub mod fatal;
 pub mod loader;
 pub mod mmu;
+pub mod vmx;
