@@ -25,4 +25,5 @@ pub mod config;
 pub mod fatal;
 pub mod loader;
 pub mod mmu;
+pub mod vcpu;
 pub mod vmx;

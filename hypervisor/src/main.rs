@@ -127,7 +127,6 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     // SAFETY: GRUB/QEMU placed the module in RAM below 4 GiB; the physical
     // allocator below reserves its range, so nothing overwrites it.
     let image = unsafe { BootMemory.module(module.start as u64, module.end as u64) };
-    let plan = loader::parse(image).unwrap_or_else(|e| bad_image(format_args!("guest module `{guest_cmdline_full}`: {e}")));
 
     // Physical memory.
     let mut available: [Range<u64>; 32] = [const { 0..0 }; 32];
@@ -142,8 +141,7 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
             Err(err) => fatal::hypervisor_fault(format_args!("the firmware memory map is unreadable: {err:?}")),
         }
     }
-    // SAFETY: only the addresses of the linker symbols are taken.
-    let image_range = unsafe { (&raw const __load_start) as u64..(&raw const __image_end) as u64 };
+    let image_range = (&raw const __load_start) as u64..(&raw const __image_end) as u64;
     let reserved = [0..0x10_0000, image_range, module.start as u64..module.end as u64];
     let mut phys = PhysAllocator::new(available[..n].iter().cloned(), &reserved, 1 << 32);
     log::info!("physical memory: {} MiB free below 4 GiB", phys.total_free() >> 20);
@@ -154,6 +152,9 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     let heap = take("the heap", HEAP_SIZE, FRAME);
     // SAFETY: the range was just carved out of free RAM for the heap alone.
     unsafe { HEAP.lock().init(heap as *mut u8, HEAP_SIZE as usize) };
+    // The image is checked before any guest memory is committed, and
+    // before VMX: a bad image is reported even where VMX is missing.
+    let plan = loader::parse(image).unwrap_or_else(|e| bad_image(format_args!("guest module `{guest_cmdline_full}`: {e}")));
     let ram_base = take("guest RAM (lower guest_ram=)", config.guest_ram, 2 << 20);
     let fixed_base = take("VMX and identity-map frames", 8 * FRAME, FRAME);
     let shadow_base = take("shadow page frames", SHADOW_FRAMES as u64 * FRAME, FRAME);

@@ -186,11 +186,11 @@ impl<'v> Vcpu<'v> {
             *n += 1;
         }
         if self.config.max_exits != 0 && self.stats.total > self.config.max_exits {
-            let rip = self.rip();
+            let (rip, max) = (self.rip(), self.config.max_exits);
             self.die(
                 ErrorKind::Timeout,
                 false,
-                format_args!("the guest did not finish within max_exits={} VM exits (RIP {rip:#x})", self.config.max_exits),
+                format_args!("the guest did not finish within max_exits={max} VM exits (RIP {rip:#x})"),
             );
         }
         if reason.entry_failure {
@@ -484,7 +484,7 @@ impl<'v> Vcpu<'v> {
                 format_args!("string I/O (INS/OUTS{}) on port {:#x} at RIP {rip:#x} is not emulated", if q.rep { " with REP" } else { "" }, q.port),
             );
         }
-        let mask = match q.size {
+        let mask: u32 = match q.size {
             1 => 0xff,
             2 => 0xffff,
             _ => 0xffff_ffff,

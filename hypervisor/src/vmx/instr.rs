@@ -88,18 +88,19 @@ pub trait ReadableField: Copy {
 /// A field VMWRITE can write (read-only "VM-exit information" fields are not).
 pub trait WritableField: ReadableField {}
 
-macro_rules! fields {
-    ($($t:ty: $w:literal),*) => {$(
+macro_rules! readable {
+    ($($t:ty),*) => {$(
         impl ReadableField for $t {
             fn encoding(self) -> u32 { <$t>::encoding(self) }
             fn name(self) -> &'static str { <$t>::name(self) }
         }
-        fields!(@w $t, $w);
     )*};
-    (@w $t:ty, true) => { impl WritableField for $t {} };
-    (@w $t:ty, false) => {};
 }
-fields!(Field16: true, Field32: true, Field64: true, FieldNatural: true, Field32Ro: false, Field64Ro: false, FieldNaturalRo: false);
+readable!(Field16, Field32, Field64, FieldNatural, Field32Ro, Field64Ro, FieldNaturalRo);
+impl WritableField for Field16 {}
+impl WritableField for Field32 {}
+impl WritableField for Field64 {}
+impl WritableField for FieldNatural {}
 
 /// A VMWRITE that failed, with the field and the value.
 #[derive(Clone, Copy, Debug)]
