@@ -13,43 +13,99 @@ pub enum ImageError {
     /// it is shorter).
     NotMultiboot { image_len: usize },
     /// Magic found, but magic + flags + checksum is not 0 mod 2^32.
-    BadChecksum { offset: usize, flags: u32, checksum: u32 },
+    BadChecksum {
+        offset: usize,
+        flags: u32,
+        checksum: u32,
+    },
     /// A structure runs past the end of the file.
-    Truncated { what: &'static str, offset: u64, needed: u64, image_len: usize },
+    Truncated {
+        what: &'static str,
+        offset: u64,
+        needed: u64,
+        image_len: usize,
+    },
     /// A flag in bits 0-15 (must be honoured) that Quadrant does not
     /// implement, e.g. bit 2 (video mode).
     UnsupportedRequiredFlag { bit: u8 },
     /// a.out kludge: load_addr > header_addr.
     AoutLoadAfterHeader { load_addr: u32, header_addr: u32 },
     /// a.out kludge: the text would start before the beginning of the file.
-    AoutLoadBeforeFileStart { header_offset: usize, header_addr: u32, load_addr: u32 },
+    AoutLoadBeforeFileStart {
+        header_offset: usize,
+        header_addr: u32,
+        load_addr: u32,
+    },
     /// a.out kludge: load_end_addr < load_addr.
     AoutLoadEndBeforeLoad { load_addr: u32, load_end_addr: u32 },
     /// a.out kludge: load_end_addr asks for more bytes than the file has.
-    AoutLoadEndBeyondFile { load_end_addr: u32, file_offset: usize, needed_end: u64, image_len: usize },
+    AoutLoadEndBeyondFile {
+        load_end_addr: u32,
+        file_offset: usize,
+        needed_end: u64,
+        image_len: usize,
+    },
     /// a.out kludge: bss_end_addr < load_end_addr.
-    AoutBssEndBeforeLoadEnd { load_end_addr: u64, bss_end_addr: u32 },
+    AoutBssEndBeforeLoadEnd {
+        load_end_addr: u64,
+        bss_end_addr: u32,
+    },
     /// No a.out kludge and no ELF magic.
     NotElf { first_bytes: [u8; 4] },
     /// An ELF header field with a value Quadrant does not load.
-    UnsupportedElf { field: &'static str, value: u64, expected: &'static str },
+    UnsupportedElf {
+        field: &'static str,
+        value: u64,
+        expected: &'static str,
+    },
     /// A PT_LOAD segment's file bytes lie (partly) outside the file.
-    SegmentOutOfFile { phdr: usize, offset: u64, filesz: u64, image_len: usize },
+    SegmentOutOfFile {
+        phdr: usize,
+        offset: u64,
+        filesz: u64,
+        image_len: usize,
+    },
     /// A PT_LOAD segment with p_memsz < p_filesz.
-    SegmentMemszBelowFilesz { phdr: usize, filesz: u64, memsz: u64 },
+    SegmentMemszBelowFilesz {
+        phdr: usize,
+        filesz: u64,
+        memsz: u64,
+    },
     /// A segment ends above 4 GiB (Multiboot loads below 4 GiB).
-    SegmentAbove4GiB { segment: usize, gpa: u64, mem_len: u64 },
+    SegmentAbove4GiB {
+        segment: usize,
+        gpa: u64,
+        mem_len: u64,
+    },
     /// The entry point is not inside a loaded segment.
     EntryOutsideImage { field: &'static str, entry: u64 },
     /// Nothing to load.
     NoLoadableSegment,
     /// Two segments share guest-physical bytes.
-    Overlap { first: usize, first_start: u64, first_end: u64, second: usize, second_start: u64, second_end: u64 },
+    Overlap {
+        first: usize,
+        first_start: u64,
+        first_end: u64,
+        second: usize,
+        second_start: u64,
+        second_end: u64,
+    },
     /// A segment extends beyond guest RAM.
-    SegmentOutsideRam { segment: usize, start: u64, end: u64, ram_size: u64 },
+    SegmentOutsideRam {
+        segment: usize,
+        start: u64,
+        end: u64,
+        ram_size: u64,
+    },
     /// A segment covers a range the hypervisor reserved (e.g. for the
     /// Multiboot information block).
-    SegmentInReserved { segment: usize, start: u64, end: u64, reserved_start: u64, reserved_end: u64 },
+    SegmentInReserved {
+        segment: usize,
+        start: u64,
+        end: u64,
+        reserved_start: u64,
+        reserved_end: u64,
+    },
     /// The [`GuestRam`](super::GuestRam) refused a write or zero.
     RamWriteFailed { segment: usize, gpa: u64, len: u64 },
 }

@@ -98,7 +98,12 @@ pub fn parse(image: &[u8]) -> Result<LoadPlan, ImageError> {
         None => elf::plan(image)?,
     };
     check_segments(&segments)?;
-    Ok(LoadPlan { segments, entry, kind, header })
+    Ok(LoadPlan {
+        segments,
+        entry,
+        kind,
+        header,
+    })
 }
 
 /// Checks what every plan must satisfy: at least one segment, all below
@@ -109,7 +114,11 @@ fn check_segments(segments: &[Segment]) -> Result<(), ImageError> {
     }
     for (i, s) in segments.iter().enumerate() {
         if s.gpa.saturating_add(s.mem_len as u64) > 1 << 32 {
-            return Err(ImageError::SegmentAbove4GiB { segment: i, gpa: s.gpa, mem_len: s.mem_len as u64 });
+            return Err(ImageError::SegmentAbove4GiB {
+                segment: i,
+                gpa: s.gpa,
+                mem_len: s.mem_len as u64,
+            });
         }
     }
     for (i, a) in segments.iter().enumerate() {
@@ -137,9 +146,17 @@ impl LoadPlan {
         for (i, s) in self.segments.iter().enumerate() {
             let r = s.gpa_range();
             if r.end > ram_size {
-                return Err(ImageError::SegmentOutsideRam { segment: i, start: r.start, end: r.end, ram_size });
+                return Err(ImageError::SegmentOutsideRam {
+                    segment: i,
+                    start: r.start,
+                    end: r.end,
+                    ram_size,
+                });
             }
-            if let Some(res) = reserved.iter().find(|res| res.start < r.end && r.start < res.end) {
+            if let Some(res) = reserved
+                .iter()
+                .find(|res| res.start < r.end && r.start < res.end)
+            {
                 return Err(ImageError::SegmentInReserved {
                     segment: i,
                     start: r.start,
@@ -168,12 +185,20 @@ impl LoadPlan {
                     image_len: image.len(),
                 })?;
             if !bytes.is_empty() && !ram.write(s.gpa, bytes) {
-                return Err(ImageError::RamWriteFailed { segment: i, gpa: s.gpa, len: s.file_len as u64 });
+                return Err(ImageError::RamWriteFailed {
+                    segment: i,
+                    gpa: s.gpa,
+                    len: s.file_len as u64,
+                });
             }
             let bss = s.mem_len - s.file_len;
             let bss_gpa = s.gpa + s.file_len as u64;
             if bss > 0 && !ram.zero(bss_gpa, bss) {
-                return Err(ImageError::RamWriteFailed { segment: i, gpa: bss_gpa, len: bss as u64 });
+                return Err(ImageError::RamWriteFailed {
+                    segment: i,
+                    gpa: bss_gpa,
+                    len: bss as u64,
+                });
             }
         }
         Ok(())
@@ -187,17 +212,27 @@ impl LoadPlan {
     /// First guest-physical address above the whole image (e.g. where the
     /// Multiboot information may go).
     pub fn end(&self) -> u64 {
-        self.segments.iter().map(|s| s.gpa_range().end).max().unwrap_or(0)
+        self.segments
+            .iter()
+            .map(|s| s.gpa_range().end)
+            .max()
+            .unwrap_or(0)
     }
 }
 
 /// Little-endian readers that fail instead of panicking.
 pub(crate) fn read_u16(b: &[u8], off: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(b.get(off..off.checked_add(2)?)?.try_into().ok()?))
+    Some(u16::from_le_bytes(
+        b.get(off..off.checked_add(2)?)?.try_into().ok()?,
+    ))
 }
 pub(crate) fn read_u32(b: &[u8], off: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(b.get(off..off.checked_add(4)?)?.try_into().ok()?))
+    Some(u32::from_le_bytes(
+        b.get(off..off.checked_add(4)?)?.try_into().ok()?,
+    ))
 }
 pub(crate) fn read_u64(b: &[u8], off: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(b.get(off..off.checked_add(8)?)?.try_into().ok()?))
+    Some(u64::from_le_bytes(
+        b.get(off..off.checked_add(8)?)?.try_into().ok()?,
+    ))
 }

@@ -48,47 +48,90 @@ pub fn find_header(image: &[u8]) -> Result<MultibootHeader, ImageError> {
     let mut offset = 0;
     while offset + 4 <= limit {
         if read_u32(image, offset) == Some(MULTIBOOT_MAGIC) {
-            let (Some(flags), Some(checksum)) = (read_u32(image, offset + 4), read_u32(image, offset + 8)) else {
+            let (Some(flags), Some(checksum)) =
+                (read_u32(image, offset + 4), read_u32(image, offset + 8))
+            else {
                 return Err(truncated("Multiboot header", offset, BASE_LEN, image.len()));
             };
             if MULTIBOOT_MAGIC.wrapping_add(flags).wrapping_add(checksum) == 0 {
                 return checked_header(image, offset, flags);
             }
-            bad_checksum.get_or_insert(ImageError::BadChecksum { offset, flags, checksum });
+            bad_checksum.get_or_insert(ImageError::BadChecksum {
+                offset,
+                flags,
+                checksum,
+            });
         }
         offset += 4;
     }
-    Err(bad_checksum.unwrap_or(ImageError::NotMultiboot { image_len: image.len() }))
+    Err(bad_checksum.unwrap_or(ImageError::NotMultiboot {
+        image_len: image.len(),
+    }))
 }
 
 fn truncated(what: &'static str, offset: usize, needed: usize, image_len: usize) -> ImageError {
-    ImageError::Truncated { what, offset: offset as u64, needed: needed as u64, image_len }
+    ImageError::Truncated {
+        what,
+        offset: offset as u64,
+        needed: needed as u64,
+        image_len,
+    }
 }
 
 fn checked_header(image: &[u8], offset: usize, flags: u32) -> Result<MultibootHeader, ImageError> {
     let unsupported = flags & 0xFFFF & !SUPPORTED_REQUIRED_FLAGS;
     if unsupported != 0 {
-        return Err(ImageError::UnsupportedRequiredFlag { bit: unsupported.trailing_zeros() as u8 });
+        return Err(ImageError::UnsupportedRequiredFlag {
+            bit: unsupported.trailing_zeros() as u8,
+        });
     }
     let aout = if flags & FLAG_AOUT_KLUDGE != 0 {
         let field = |i: usize| read_u32(image, offset + BASE_LEN + 4 * i);
         match (field(0), field(1), field(2), field(3), field(4)) {
-            (Some(header_addr), Some(load_addr), Some(load_end_addr), Some(bss_end_addr), Some(entry_addr)) => {
-                Some(AoutAddresses { header_addr, load_addr, load_end_addr, bss_end_addr, entry_addr })
+            (
+                Some(header_addr),
+                Some(load_addr),
+                Some(load_end_addr),
+                Some(bss_end_addr),
+                Some(entry_addr),
+            ) => Some(AoutAddresses {
+                header_addr,
+                load_addr,
+                load_end_addr,
+                bss_end_addr,
+                entry_addr,
+            }),
+            _ => {
+                return Err(truncated(
+                    "Multiboot header with a.out kludge fields",
+                    offset,
+                    AOUT_LEN,
+                    image.len(),
+                ))
             }
-            _ => return Err(truncated("Multiboot header with a.out kludge fields", offset, AOUT_LEN, image.len())),
         }
     } else {
         None
     };
-    Ok(MultibootHeader { offset, flags, aout })
+    Ok(MultibootHeader {
+        offset,
+        flags,
+        aout,
+    })
 }
 
 /// The single segment and the entry point described by the a.out kludge
 /// fields of a header at file offset `header_offset`.
-pub(super) fn aout_plan(image: &[u8], header_offset: usize, a: &AoutAddresses) -> Result<(Segment, u32), ImageError> {
+pub(super) fn aout_plan(
+    image: &[u8],
+    header_offset: usize,
+    a: &AoutAddresses,
+) -> Result<(Segment, u32), ImageError> {
     if a.load_addr > a.header_addr {
-        return Err(ImageError::AoutLoadAfterHeader { load_addr: a.load_addr, header_addr: a.header_addr });
+        return Err(ImageError::AoutLoadAfterHeader {
+            load_addr: a.load_addr,
+            header_addr: a.header_addr,
+        });
     }
     let text_before_header = (a.header_addr - a.load_addr) as usize;
     let Some(file_offset) = header_offset.checked_sub(text_before_header) else {
@@ -103,7 +146,10 @@ pub(super) fn aout_plan(image: &[u8], header_offset: usize, a: &AoutAddresses) -
         available
     } else {
         if a.load_end_addr < a.load_addr {
-            return Err(ImageError::AoutLoadEndBeforeLoad { load_addr: a.load_addr, load_end_addr: a.load_end_addr });
+            return Err(ImageError::AoutLoadEndBeforeLoad {
+                load_addr: a.load_addr,
+                load_end_addr: a.load_end_addr,
+            });
         }
         let len = (a.load_end_addr - a.load_addr) as usize;
         if len > available {
@@ -120,13 +166,24 @@ pub(super) fn aout_plan(image: &[u8], header_offset: usize, a: &AoutAddresses) -
     let mem_len = if a.bss_end_addr == 0 {
         file_len
     } else if u64::from(a.bss_end_addr) < load_end {
-        return Err(ImageError::AoutBssEndBeforeLoadEnd { load_end_addr: load_end, bss_end_addr: a.bss_end_addr });
+        return Err(ImageError::AoutBssEndBeforeLoadEnd {
+            load_end_addr: load_end,
+            bss_end_addr: a.bss_end_addr,
+        });
     } else {
         (a.bss_end_addr - a.load_addr) as usize
     };
-    let segment = Segment { gpa: u64::from(a.load_addr), file_offset, file_len, mem_len };
+    let segment = Segment {
+        gpa: u64::from(a.load_addr),
+        file_offset,
+        file_len,
+        mem_len,
+    };
     if !(u64::from(a.load_addr)..load_end).contains(&u64::from(a.entry_addr)) {
-        return Err(ImageError::EntryOutsideImage { field: "a.out kludge entry_addr", entry: u64::from(a.entry_addr) });
+        return Err(ImageError::EntryOutsideImage {
+            field: "a.out kludge entry_addr",
+            entry: u64::from(a.entry_addr),
+        });
     }
     Ok((segment, a.entry_addr))
 }

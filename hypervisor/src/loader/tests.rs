@@ -29,9 +29,17 @@ fn put64(v: &mut [u8], off: usize, x: u64) {
 /// address fields (header_addr, load_addr, load_end_addr, bss_end_addr,
 /// entry_addr) and sets flag bit 16.
 fn mb_header(flags: u32, aout: Option<[u32; 5]>) -> Vec<u8> {
-    let flags = if aout.is_some() { flags | FLAG_AOUT_KLUDGE } else { flags };
+    let flags = if aout.is_some() {
+        flags | FLAG_AOUT_KLUDGE
+    } else {
+        flags
+    };
     let mut h = Vec::new();
-    for x in [MULTIBOOT_MAGIC, flags, 0u32.wrapping_sub(MULTIBOOT_MAGIC.wrapping_add(flags))] {
+    for x in [
+        MULTIBOOT_MAGIC,
+        flags,
+        0u32.wrapping_sub(MULTIBOOT_MAGIC.wrapping_add(flags)),
+    ] {
         h.extend_from_slice(&x.to_le_bytes());
     }
     for x in aout.into_iter().flatten() {
@@ -42,7 +50,9 @@ fn mb_header(flags: u32, aout: Option<[u32; 5]>) -> Vec<u8> {
 
 /// "Code" bytes that are easy to recognise in guest RAM.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed)).collect()
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(7).wrapping_add(seed))
+        .collect()
 }
 
 const FLAT_LOAD: u32 = 0x0010_0000;
@@ -54,7 +64,13 @@ const FLAT_LEN: usize = 0x200;
 /// entry_addr].
 fn flat_fields() -> [u32; 5] {
     let l = FLAT_LOAD;
-    [l + FLAT_HDR_OFF as u32, l, l + FLAT_LEN as u32, l + 0x1000, l + 0x80]
+    [
+        l + FLAT_HDR_OFF as u32,
+        l,
+        l + FLAT_LEN as u32,
+        l + 0x1000,
+        l + 0x80,
+    ]
 }
 
 fn flat_image(fields: [u32; 5]) -> Vec<u8> {
@@ -146,8 +162,18 @@ fn elf64_two() -> Vec<u8> {
     elf(
         true,
         &[
-            Seg { paddr: 0x10_0000, vaddr: 0x10_0000, data: text_with_header(0x200), memsz: 0x200 },
-            Seg { paddr: 0x20_0000, vaddr: 0x20_0000, data: pattern(0x100, 9), memsz: 0x3000 },
+            Seg {
+                paddr: 0x10_0000,
+                vaddr: 0x10_0000,
+                data: text_with_header(0x200),
+                memsz: 0x200,
+            },
+            Seg {
+                paddr: 0x20_0000,
+                vaddr: 0x20_0000,
+                data: pattern(0x100, 9),
+                memsz: 0x3000,
+            },
         ],
         0x10_0010,
     )
@@ -156,7 +182,12 @@ fn elf64_two() -> Vec<u8> {
 fn elf32_one() -> Vec<u8> {
     elf(
         false,
-        &[Seg { paddr: 0x10_0000, vaddr: 0x10_0000, data: text_with_header(0x180), memsz: 0x1180 }],
+        &[Seg {
+            paddr: 0x10_0000,
+            vaddr: 0x10_0000,
+            data: text_with_header(0x180),
+            memsz: 0x1180,
+        }],
         0x10_0020,
     )
 }
@@ -168,13 +199,24 @@ fn elf32_one() -> Vec<u8> {
 fn quadrant_like_kernel() -> Vec<u8> {
     let text_len = 0x800usize;
     let load = 0x10_0000u32;
-    let fields = [load, load, load + text_len as u32, load + text_len as u32 + 0x2000, load + 0x20];
+    let fields = [
+        load,
+        load,
+        load + text_len as u32,
+        load + text_len as u32 + 0x2000,
+        load + 0x20,
+    ];
     let mut text = pattern(text_len, 5);
     let h = mb_header(FLAG_PAGE_ALIGN | FLAG_MEMORY_INFO, Some(fields));
     text[..h.len()].copy_from_slice(&h);
     let mut img = elf(
         true,
-        &[Seg { paddr: load.into(), vaddr: load.into(), data: text, memsz: text_len as u64 + 0x2000 }],
+        &[Seg {
+            paddr: load.into(),
+            vaddr: load.into(),
+            data: text,
+            memsz: text_len as u64 + 0x2000,
+        }],
         u64::from(load) + 0x20,
     );
     // Move the segment data to file offset 0x1000 like a page-aligned link.
@@ -195,7 +237,9 @@ struct FakeRam {
 
 impl FakeRam {
     fn new(size: usize) -> Self {
-        FakeRam { bytes: vec![0xAA; size] }
+        FakeRam {
+            bytes: vec![0xAA; size],
+        }
     }
     fn range(&mut self, gpa: u64, len: usize) -> Option<&mut [u8]> {
         let start = usize::try_from(gpa).ok()?;
@@ -205,7 +249,9 @@ impl FakeRam {
 
 impl GuestRam for FakeRam {
     fn write(&mut self, gpa: u64, bytes: &[u8]) -> bool {
-        self.range(gpa, bytes.len()).map(|r| r.copy_from_slice(bytes)).is_some()
+        self.range(gpa, bytes.len())
+            .map(|r| r.copy_from_slice(bytes))
+            .is_some()
     }
     fn zero(&mut self, gpa: u64, len: usize) -> bool {
         self.range(gpa, len).map(|r| r.fill(0)).is_some()
@@ -221,7 +267,15 @@ fn aout_flat_image() {
     let plan = parse(&img).unwrap();
     assert_eq!(plan.kind, ImageKind::AoutKludge);
     assert_eq!(plan.entry, 0x10_0080);
-    assert_eq!(plan.segments, [Segment { gpa: 0x10_0000, file_offset: 0, file_len: 0x200, mem_len: 0x1000 }]);
+    assert_eq!(
+        plan.segments,
+        [Segment {
+            gpa: 0x10_0000,
+            file_offset: 0,
+            file_len: 0x200,
+            mem_len: 0x1000
+        }]
+    );
     assert_eq!(plan.header.offset, FLAT_HDR_OFF);
     assert_eq!(plan.header.flags, 0x1_0003);
     assert_eq!((plan.start(), plan.end()), (0x10_0000, 0x10_1000));
@@ -230,9 +284,15 @@ fn aout_flat_image() {
     plan.validate(0x20_0000, &[0x9000..0xA000]).unwrap();
     plan.load(&img, &mut ram).unwrap();
     assert_eq!(&ram.bytes[0x10_0000..0x10_0200], &img[..]);
-    assert!(ram.bytes[0x10_0200..0x10_1000].iter().all(|&b| b == 0), "bss zeroed");
+    assert!(
+        ram.bytes[0x10_0200..0x10_1000].iter().all(|&b| b == 0),
+        "bss zeroed"
+    );
     assert_eq!(ram.bytes[0x10_1000], 0xAA, "nothing written past bss_end");
-    assert_eq!(ram.bytes[0x0F_FFFF], 0xAA, "nothing written below load_addr");
+    assert_eq!(
+        ram.bytes[0x0F_FFFF], 0xAA,
+        "nothing written below load_addr"
+    );
 }
 
 #[test]
@@ -243,7 +303,15 @@ fn aout_load_end_zero_means_end_of_file_and_bss_end_zero_means_none() {
     f[2] = 0;
     f[3] = 0;
     let plan = parse(&flat_image(f)).unwrap();
-    assert_eq!(plan.segments, [Segment { gpa: u64::from(f[1]), file_offset: 0x20, file_len: FLAT_LEN - 0x20, mem_len: FLAT_LEN - 0x20 }]);
+    assert_eq!(
+        plan.segments,
+        [Segment {
+            gpa: u64::from(f[1]),
+            file_offset: 0x20,
+            file_len: FLAT_LEN - 0x20,
+            mem_len: FLAT_LEN - 0x20
+        }]
+    );
 }
 
 #[test]
@@ -253,14 +321,24 @@ fn elf64_with_two_segments() {
     assert_eq!(plan.kind, ImageKind::Elf64);
     assert_eq!(plan.entry, 0x10_0010);
     assert_eq!(plan.segments.len(), 2);
-    assert_eq!((plan.segments[1].gpa, plan.segments[1].file_len, plan.segments[1].mem_len), (0x20_0000, 0x100, 0x3000));
+    assert_eq!(
+        (
+            plan.segments[1].gpa,
+            plan.segments[1].file_len,
+            plan.segments[1].mem_len
+        ),
+        (0x20_0000, 0x100, 0x3000)
+    );
     assert!(plan.header.aout.is_none());
 
     let mut ram = FakeRam::new(0x40_0000);
     plan.validate(0x40_0000, &[]).unwrap();
     plan.load(&img, &mut ram).unwrap();
     let s0 = plan.segments[0];
-    assert_eq!(&ram.bytes[0x10_0000..0x10_0200], &img[s0.file_offset..s0.file_offset + 0x200]);
+    assert_eq!(
+        &ram.bytes[0x10_0000..0x10_0200],
+        &img[s0.file_offset..s0.file_offset + 0x200]
+    );
     assert_eq!(&ram.bytes[0x20_0000..0x20_0100], &pattern(0x100, 9)[..]);
     assert!(ram.bytes[0x20_0100..0x20_3000].iter().all(|&b| b == 0));
     assert_eq!(ram.bytes[0x20_3000], 0xAA);
@@ -271,13 +349,25 @@ fn elf32_with_bss() {
     let plan = parse(&elf32_one()).unwrap();
     assert_eq!(plan.kind, ImageKind::Elf32);
     assert_eq!(plan.entry, 0x10_0020);
-    assert_eq!((plan.segments[0].file_len, plan.segments[0].mem_len), (0x180, 0x1180));
+    assert_eq!(
+        (plan.segments[0].file_len, plan.segments[0].mem_len),
+        (0x180, 0x1180)
+    );
 }
 
 #[test]
 fn higher_half_elf64_entry_is_translated_to_physical() {
     let base = 0xFFFF_FFFF_8010_0000u64;
-    let img = elf(true, &[Seg { paddr: 0x10_0000, vaddr: base, data: text_with_header(0x100), memsz: 0x100 }], base + 0x40);
+    let img = elf(
+        true,
+        &[Seg {
+            paddr: 0x10_0000,
+            vaddr: base,
+            data: text_with_header(0x100),
+            memsz: 0x100,
+        }],
+        base + 0x40,
+    );
     assert_eq!(parse(&img).unwrap().entry, 0x10_0040);
 }
 
@@ -288,16 +378,30 @@ fn quadrant_kernel_layout_uses_the_kludge() {
     assert_eq!(plan.kind, ImageKind::AoutKludge);
     assert_eq!(plan.header.offset, 0x1000);
     assert_eq!(plan.entry, 0x10_0020);
-    assert_eq!(plan.segments, [Segment { gpa: 0x10_0000, file_offset: 0x1000, file_len: 0x800, mem_len: 0x2800 }]);
+    assert_eq!(
+        plan.segments,
+        [Segment {
+            gpa: 0x10_0000,
+            file_offset: 0x1000,
+            file_len: 0x800,
+            mem_len: 0x2800
+        }]
+    );
     // The ELF view of the same file agrees.
     let (segs, entry, kind) = elf::plan(&img).unwrap();
-    assert_eq!((segs[0].gpa, segs[0].file_offset, entry, kind), (0x10_0000, 0x1000, 0x10_0020, ImageKind::Elf64));
+    assert_eq!(
+        (segs[0].gpa, segs[0].file_offset, entry, kind),
+        (0x10_0000, 0x1000, 0x10_0020, ImageKind::Elf64)
+    );
 }
 
 /// The real guest kernel, when a previous build left it here.
 #[test]
 fn real_guest_kernel_if_built() {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../target-guest-test/quadrant-guest");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../target-guest-test/quadrant-guest"
+    );
     if let Ok(img) = std::fs::read(path) {
         let plan = parse(&img).unwrap_or_else(|e| panic!("{path}: {e}"));
         assert!(plan.entry >= 0x10_0000);
@@ -362,7 +466,14 @@ fn malformed_elf(mutate: fn(&mut Vec<u8>)) -> ImageError {
 fn elf32_wrong_machine() {
     let mut img = elf32_one();
     put16(&mut img, 18, 62);
-    assert!(matches!(parse(&img), Err(ImageError::UnsupportedElf { field: "e_machine", value: 62, .. })));
+    assert!(matches!(
+        parse(&img),
+        Err(ImageError::UnsupportedElf {
+            field: "e_machine",
+            value: 62,
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -370,7 +481,15 @@ fn elf_header_cut_short() {
     // ELF magic, class 64, then the Multiboot header at offset 8: 20 bytes.
     let mut img = vec![0x7f, b'E', b'L', b'F', 2, 1, 1, 0];
     img.extend_from_slice(&mb_header(0, None));
-    assert_eq!(parse(&img), Err(ImageError::Truncated { what: "ELF header", offset: 0, needed: 64, image_len: 20 }));
+    assert_eq!(
+        parse(&img),
+        Err(ImageError::Truncated {
+            what: "ELF header",
+            offset: 0,
+            needed: 64,
+            image_len: 20
+        })
+    );
 }
 
 fn header_at(len: usize, offset: usize, header: &[u8]) -> Vec<u8> {
@@ -420,7 +539,9 @@ fn malformed_aout(edit: fn(&mut [u32; 5])) -> ImageError {
 #[test_case(0x20_0000, &[0x9000..0x10_0000, 0x10_1000..0x10_2000] => Ok(()) ; "adjacent reserved")]
 #[test_case(0x20_0000, &[0x10_0000..0x10_0000] => Ok(()) ; "empty reserved")]
 fn validate_flat(ram_size: u64, reserved: &[Range<u64>]) -> Result<(), ImageError> {
-    parse(&flat_image(flat_fields())).unwrap().validate(ram_size, reserved)
+    parse(&flat_image(flat_fields()))
+        .unwrap()
+        .validate(ram_size, reserved)
 }
 
 #[test]
@@ -428,7 +549,12 @@ fn validate_names_the_second_segment() {
     let plan = parse(&elf64_two()).unwrap();
     assert_eq!(
         plan.validate(0x20_2000, &[]),
-        Err(ImageError::SegmentOutsideRam { segment: 1, start: 0x20_0000, end: 0x20_3000, ram_size: 0x20_2000 })
+        Err(ImageError::SegmentOutsideRam {
+            segment: 1,
+            start: 0x20_0000,
+            end: 0x20_3000,
+            ram_size: 0x20_2000
+        })
     );
 }
 
@@ -438,10 +564,24 @@ fn load_reports_a_refusing_ram() {
     let plan = parse(&img).unwrap();
     // Big enough for the text, not for the data segment.
     let mut ram = FakeRam::new(0x10_1000);
-    assert_eq!(plan.load(&img, &mut ram), Err(ImageError::RamWriteFailed { segment: 1, gpa: 0x20_0000, len: 0x100 }));
+    assert_eq!(
+        plan.load(&img, &mut ram),
+        Err(ImageError::RamWriteFailed {
+            segment: 1,
+            gpa: 0x20_0000,
+            len: 0x100
+        })
+    );
     // Data fits but the bss does not.
     let mut ram = FakeRam::new(0x20_1000);
-    assert_eq!(plan.load(&img, &mut ram), Err(ImageError::RamWriteFailed { segment: 1, gpa: 0x20_0100, len: 0x2f00 }));
+    assert_eq!(
+        plan.load(&img, &mut ram),
+        Err(ImageError::RamWriteFailed {
+            segment: 1,
+            gpa: 0x20_0100,
+            len: 0x2f00
+        })
+    );
 }
 
 #[test]
@@ -449,7 +589,13 @@ fn load_checks_the_image_again() {
     let img = elf64_two();
     let plan = parse(&img).unwrap();
     let mut ram = FakeRam::new(0x40_0000);
-    assert!(matches!(plan.load(&img[..0x100], &mut ram), Err(ImageError::Truncated { what: "segment data", .. })));
+    assert!(matches!(
+        plan.load(&img[..0x100], &mut ram),
+        Err(ImageError::Truncated {
+            what: "segment data",
+            ..
+        })
+    ));
 }
 
 // ---------------------------------------------------------------------------
@@ -470,7 +616,11 @@ fn error_texts() {
         "no Multiboot 1 header (magic 0x1BADB002) in the first 8192 bytes (the image is only 100 bytes long)"
     );
     assert_eq!(
-        text(ImageError::BadChecksum { offset: 0x20, flags: 3, checksum: 0 }),
+        text(ImageError::BadChecksum {
+            offset: 0x20,
+            flags: 3,
+            checksum: 0
+        }),
         "Multiboot header at file offset 0x20: bad checksum 0x00000000: magic 0x1badb002 + flags \
          0x00000003 + checksum = 0x1badb005, must be 0 (checksum should be 0xe4524ffb)"
     );
