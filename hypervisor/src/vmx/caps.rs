@@ -68,7 +68,10 @@ pub struct AllowedBits {
 impl AllowedBits {
     /// Splits a capability MSR value: bits 31:0 allowed-0, bits 63:32 allowed-1.
     pub const fn from_msr(value: u64) -> Self {
-        AllowedBits { allowed0: value as u32, allowed1: (value >> 32) as u32 }
+        AllowedBits {
+            allowed0: value as u32,
+            allowed1: (value >> 32) as u32,
+        }
     }
     /// Whether this CPU lets the control with mask `bit` be 1.
     pub const fn may_be_one(self, mask: u32) -> bool {
@@ -138,8 +141,8 @@ impl VmxCaps {
         let allowed2 = procbased2.map_or(0, |a| a.allowed1);
         let ept_vpid = (allowed2 & (proc_based2::ENABLE_EPT | proc_based2::ENABLE_VPID) != 0)
             .then(|| rdmsr(IA32_VMX_EPT_VPID_CAP));
-        let vmfunc = (allowed2 & proc_based2::ENABLE_VM_FUNCTIONS != 0)
-            .then(|| rdmsr(IA32_VMX_VMFUNC));
+        let vmfunc =
+            (allowed2 & proc_based2::ENABLE_VM_FUNCTIONS != 0).then(|| rdmsr(IA32_VMX_VMFUNC));
         VmxCaps {
             basic,
             pinbased,
@@ -521,7 +524,10 @@ impl ControlWord {
     }
     /// The name of bit `bit` (0..=31), or `"reserved"`.
     pub fn bit_name(self, bit: u32) -> &'static str {
-        self.bits().iter().find(|c| u32::from(c.bit) == bit).map_or("reserved", |c| c.name)
+        self.bits()
+            .iter()
+            .find(|c| u32::from(c.bit) == bit)
+            .map_or("reserved", |c| c.name)
     }
     /// The VMCS field holding this word.
     pub const fn field(self) -> Field32 {
@@ -607,19 +613,40 @@ impl fmt::Display for ControlError {
     }
 }
 
-fn control_error(word: ControlWord, bits: u32, kind: ControlErrorKind, allowed: AllowedBits) -> ControlError {
+fn control_error(
+    word: ControlWord,
+    bits: u32,
+    kind: ControlErrorKind,
+    allowed: AllowedBits,
+) -> ControlError {
     let bit = bits.trailing_zeros();
-    ControlError { word, bit: bit as u8, name: word.bit_name(bit), kind, allowed }
+    ControlError {
+        word,
+        bit: bit as u8,
+        name: word.bit_name(bit),
+        kind,
+        allowed,
+    }
 }
 
 /// Computes the value of one control word: every `required` bit, the
 /// `optional` bits the CPU allows, and the bits the CPU forces to 1
 /// (SDM Vol. 3D A.2). Fails, naming the lowest such bit, if a
 /// required bit may not be 1.
-pub fn reconcile(word: ControlWord, required: u32, optional: u32, allowed: AllowedBits) -> Result<u32, ControlError> {
+pub fn reconcile(
+    word: ControlWord,
+    required: u32,
+    optional: u32,
+    allowed: AllowedBits,
+) -> Result<u32, ControlError> {
     let missing = required & !allowed.allowed1;
     if missing != 0 {
-        return Err(control_error(word, missing, ControlErrorKind::RequiredButUnsupported, allowed));
+        return Err(control_error(
+            word,
+            missing,
+            ControlErrorKind::RequiredButUnsupported,
+            allowed,
+        ));
     }
     Ok(required | (optional & allowed.allowed1) | allowed.allowed0)
 }
@@ -628,10 +655,19 @@ pub fn reconcile(word: ControlWord, required: u32, optional: u32, allowed: Allow
 /// forced to 1 by allowed-0 (e.g. "CR3-load exiting" on a CPU without TRUE_
 /// controls would make every guest CR3 load exit: fine; "entry to SMM"
 /// forced on would not be).
-pub fn check_clear(word: ControlWord, must_be_clear: u32, allowed: AllowedBits) -> Result<(), ControlError> {
+pub fn check_clear(
+    word: ControlWord,
+    must_be_clear: u32,
+    allowed: AllowedBits,
+) -> Result<(), ControlError> {
     let forced = must_be_clear & allowed.allowed0;
     if forced != 0 {
-        return Err(control_error(word, forced, ControlErrorKind::ForcedToOne, allowed));
+        return Err(control_error(
+            word,
+            forced,
+            ControlErrorKind::ForcedToOne,
+            allowed,
+        ));
     }
     Ok(())
 }
@@ -739,8 +775,17 @@ impl FixedCrAdjustment {
 }
 
 /// Applies [`fixed_cr`] and records which bits it changed.
-pub const fn explain_fixed_cr(register: ControlRegister, value: u64, fixed0: u64, fixed1: u64) -> FixedCrAdjustment {
-    FixedCrAdjustment { register, before: value, after: fixed_cr(value, fixed0, fixed1) }
+pub const fn explain_fixed_cr(
+    register: ControlRegister,
+    value: u64,
+    fixed0: u64,
+    fixed1: u64,
+) -> FixedCrAdjustment {
+    FixedCrAdjustment {
+        register,
+        before: value,
+        after: fixed_cr(value, fixed0, fixed1),
+    }
 }
 
 impl fmt::Display for FixedCrAdjustment {
@@ -750,7 +795,10 @@ impl fmt::Display for FixedCrAdjustment {
             ControlRegister::Cr4 => "CR4",
         };
         write!(f, "{reg} {:#x} -> {:#x}", self.before, self.after)?;
-        for (label, mask) in [("forced to 1", self.forced_on()), ("forced to 0", self.forced_off())] {
+        for (label, mask) in [
+            ("forced to 1", self.forced_on()),
+            ("forced to 0", self.forced_off()),
+        ] {
             write!(f, "; {label}: ")?;
             if mask == 0 {
                 f.write_str("none")?;
@@ -810,7 +858,10 @@ pub const fn feature_control_enable(value: u64) -> u64 {
 impl FeatureControl {
     /// A log line for this verdict about the MSR value `value`.
     pub const fn message(self, value: u64) -> FeatureControlMessage {
-        FeatureControlMessage { verdict: self, value }
+        FeatureControlMessage {
+            verdict: self,
+            value,
+        }
     }
 }
 
@@ -869,7 +920,12 @@ mod tests {
     // Bochs corei7_skylake_x (VMX_BASIC and PROCBASED_CTLS2 allowed-1 from
     // FACTS.md; the other control words are plausible values).
     const SKYLAKE: &[(u32, u64)] = &[
-        COMMON[0], COMMON[1], COMMON[2], COMMON[3], COMMON[4], COMMON[5],
+        COMMON[0],
+        COMMON[1],
+        COMMON[2],
+        COMMON[3],
+        COMMON[4],
+        COMMON[5],
         (IA32_VMX_BASIC, 0x00d8_1000_0000_002b),
         (IA32_VMX_PINBASED_CTLS, 0x0000_00ff_0000_0016),
         (IA32_VMX_TRUE_PINBASED_CTLS, 0x0000_00ff_0000_0016),
@@ -888,7 +944,12 @@ mod tests {
     // allowed-1 0x41 (FACTS.md): no EPT, no VPID, so EPT_VPID_CAP and VMFUNC
     // are absent.
     const PENRYN: &[(u32, u64)] = &[
-        COMMON[0], COMMON[1], COMMON[2], COMMON[3], COMMON[4], COMMON[5],
+        COMMON[0],
+        COMMON[1],
+        COMMON[2],
+        COMMON[3],
+        COMMON[4],
+        COMMON[5],
         (IA32_VMX_BASIC, 0x005a_0800_0000_000d),
         (IA32_VMX_PINBASED_CTLS, 0x0000_003f_0000_0016),
         (IA32_VMX_PROCBASED_CTLS, 0xf7f9_fffe_0401_e172),
@@ -899,7 +960,12 @@ mod tests {
 
     // An old CPU without secondary controls: PROCBASED_CTLS2 is absent.
     const NO_SECONDARY: &[(u32, u64)] = &[
-        COMMON[0], COMMON[1], COMMON[2], COMMON[3], COMMON[4], COMMON[5],
+        COMMON[0],
+        COMMON[1],
+        COMMON[2],
+        COMMON[3],
+        COMMON[4],
+        COMMON[5],
         (IA32_VMX_BASIC, 0x005a_0400_0000_0007),
         (IA32_VMX_PINBASED_CTLS, 0x0000_003f_0000_0016),
         (IA32_VMX_PROCBASED_CTLS, 0x77f9_fffe_0401_e172),
@@ -909,7 +975,12 @@ mod tests {
 
     // Sandy Bridge-like: EPT, VPID, unrestricted guest, no VM functions.
     const SANDY: &[(u32, u64)] = &[
-        COMMON[0], COMMON[1], COMMON[2], COMMON[3], COMMON[4], COMMON[5],
+        COMMON[0],
+        COMMON[1],
+        COMMON[2],
+        COMMON[3],
+        COMMON[4],
+        COMMON[5],
         (IA32_VMX_BASIC, 0x00da_0400_0000_0010),
         (IA32_VMX_TRUE_PINBASED_CTLS, 0x0000_007f_0000_0016),
         (IA32_VMX_TRUE_PROCBASED_CTLS, 0xfff9_fffe_0400_6172),
@@ -946,7 +1017,13 @@ mod tests {
         assert!(!c.true_controls());
         assert_eq!(c.revision_id(), 0xd);
         assert_eq!(c.procbased.allowed0, proc_based::DEFAULT1);
-        assert_eq!(c.procbased2, Some(AllowedBits { allowed0: 0, allowed1: 0x41 }));
+        assert_eq!(
+            c.procbased2,
+            Some(AllowedBits {
+                allowed0: 0,
+                allowed1: 0x41
+            })
+        );
         assert!(!c.has_ept() && !c.has_vpid() && !c.has_unrestricted_guest());
         assert_eq!((c.ept_vpid, c.vmfunc), (None, None));
         assert!(!c.has_invvpid());
@@ -972,7 +1049,12 @@ mod tests {
     #[test_case(0x0000_11ff, 0x0000_ffff, None ; "all supported")]
     fn reconcile_entry(allowed0: u32, allowed1: u32, err: Option<&str>) {
         let want = entry_ctl::LOAD_EFER | entry_ctl::IA32E_MODE_GUEST;
-        let r = reconcile(ControlWord::Entry, want, entry_ctl::LOAD_PAT, AllowedBits { allowed0, allowed1 });
+        let r = reconcile(
+            ControlWord::Entry,
+            want,
+            entry_ctl::LOAD_PAT,
+            AllowedBits { allowed0, allowed1 },
+        );
         match err {
             Some(text) => {
                 let e = r.unwrap_err();
@@ -992,16 +1074,46 @@ mod tests {
     #[test_case(ControlWord::Exit, exit_ctl::HOST_ADDRESS_SPACE_SIZE | exit_ctl::ACK_INTERRUPT_ON_EXIT, 0, 0x36dff, 0x36fff, Err((15, "acknowledge interrupt on exit")) ; "exit ack missing")]
     #[test_case(ControlWord::PinBased, pin_based::NMI_EXITING | pin_based::EXTERNAL_INTERRUPT_EXITING, 0, 0x16, 0x3f, Ok(0x1f) ; "pin")]
     #[test_case(ControlWord::PinBased, 1 << 29, 0, 0x16, 0x3f, Err((29, "reserved")) ; "reserved bit")]
-    fn reconcile_table(word: ControlWord, required: u32, optional: u32, a0: u32, a1: u32, want: Result<u32, (u8, &str)>) {
-        let r = reconcile(word, required, optional, AllowedBits { allowed0: a0, allowed1: a1 });
+    fn reconcile_table(
+        word: ControlWord,
+        required: u32,
+        optional: u32,
+        a0: u32,
+        a1: u32,
+        want: Result<u32, (u8, &str)>,
+    ) {
+        let r = reconcile(
+            word,
+            required,
+            optional,
+            AllowedBits {
+                allowed0: a0,
+                allowed1: a1,
+            },
+        );
         assert_eq!(r.map_err(|e| (e.bit, e.name)), want);
     }
 
     #[test]
     fn forced_to_one_is_reported() {
-        let allowed = AllowedBits { allowed0: 0x0401_e172, allowed1: 0xffff_fffe };
-        assert_eq!(check_clear(ControlWord::PrimaryProcBased, proc_based::RDTSC_EXITING, allowed), Ok(()));
-        let e = check_clear(ControlWord::PrimaryProcBased, proc_based::CR3_LOAD_EXITING, allowed).unwrap_err();
+        let allowed = AllowedBits {
+            allowed0: 0x0401_e172,
+            allowed1: 0xffff_fffe,
+        };
+        assert_eq!(
+            check_clear(
+                ControlWord::PrimaryProcBased,
+                proc_based::RDTSC_EXITING,
+                allowed
+            ),
+            Ok(())
+        );
+        let e = check_clear(
+            ControlWord::PrimaryProcBased,
+            proc_based::CR3_LOAD_EXITING,
+            allowed,
+        )
+        .unwrap_err();
         assert_eq!(e.kind, ControlErrorKind::ForcedToOne);
         assert_eq!(
             alloc::format!("{e}"),
@@ -1016,16 +1128,29 @@ mod tests {
             let bits = w.bits();
             for (i, c) in bits.iter().enumerate() {
                 assert!(c.bit < 32);
-                assert!(bits[i + 1..].iter().all(|d| d.bit != c.bit), "{w}: bit {} twice", c.bit);
+                assert!(
+                    bits[i + 1..].iter().all(|d| d.bit != c.bit),
+                    "{w}: bit {} twice",
+                    c.bit
+                );
             }
         }
         assert_eq!(ControlWord::Exit.bit_name(9), "host address-space size");
         assert_eq!(ControlWord::Entry.bit_name(9), "IA-32e mode guest");
         assert_eq!(ControlWord::SecondaryProcBased.bit_name(1), "enable EPT");
         assert_eq!(ControlWord::Exit.bit_name(20), "save IA32_EFER");
-        assert_eq!(ControlWord::PrimaryProcBased.field(), Field32::PrimaryProcBasedControls);
-        assert_eq!(ControlWord::Entry.capability_msr(true), IA32_VMX_TRUE_ENTRY_CTLS);
-        assert_eq!(ControlWord::Entry.capability_msr(false), IA32_VMX_ENTRY_CTLS);
+        assert_eq!(
+            ControlWord::PrimaryProcBased.field(),
+            Field32::PrimaryProcBasedControls
+        );
+        assert_eq!(
+            ControlWord::Entry.capability_msr(true),
+            IA32_VMX_TRUE_ENTRY_CTLS
+        );
+        assert_eq!(
+            ControlWord::Entry.capability_msr(false),
+            IA32_VMX_ENTRY_CTLS
+        );
     }
 
     #[test_case(0x11, 0x8000_0021, 0xffff_ffff, 0x8000_0031 ; "pg ne forced")]
@@ -1044,7 +1169,10 @@ mod tests {
              forced to 0: NW (bit 29), CD (bit 30)"
         );
         let b = explain_fixed_cr(ControlRegister::Cr4, 0x20, 0x2000, 0x0037_27ff);
-        assert_eq!(alloc::format!("{b}"), "CR4 0x20 -> 0x2020; forced to 1: VMXE (bit 13); forced to 0: none");
+        assert_eq!(
+            alloc::format!("{b}"),
+            "CR4 0x20 -> 0x2020; forced to 1: VMXE (bit 13); forced to 0: none"
+        );
         assert!(explain_fixed_cr(ControlRegister::Cr4, 0x2020, 0x2000, !0).unchanged());
         assert_eq!(guest_cr0_fixed0(0x8000_0021, true), 0x20);
         assert_eq!(guest_cr0_fixed0(0x8000_0021, false), 0x8000_0021);
@@ -1067,6 +1195,9 @@ mod tests {
              outside SMX (bit 2) clear; enable VT-x in the firmware setup"
         );
         assert_eq!(feature_control_enable(0), 5);
-        assert_eq!(feature_control_verdict(feature_control_enable(0x2)), FeatureControl::LockedEnabled);
+        assert_eq!(
+            feature_control_verdict(feature_control_enable(0x2)),
+            FeatureControl::LockedEnabled
+        );
     }
 }

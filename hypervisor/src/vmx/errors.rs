@@ -59,7 +59,9 @@ impl VmFail {
         if cf {
             Some(VmFail::Invalid)
         } else if zf {
-            Some(VmFail::Valid { error: read_error() })
+            Some(VmFail::Valid {
+                error: read_error(),
+            })
         } else {
             None
         }
@@ -105,7 +107,13 @@ mod tests {
         for n in 1..=28 {
             let t = vm_instruction_error_text(n);
             assert_ne!(t, "unknown VM-instruction error", "{n}");
-            assert!((1..=28).filter(|&m| vm_instruction_error_text(m) == t).count() == 1, "{n}");
+            assert!(
+                (1..=28)
+                    .filter(|&m| vm_instruction_error_text(m) == t)
+                    .count()
+                    == 1,
+                "{n}"
+            );
         }
     }
 
@@ -115,9 +123,18 @@ mod tests {
             format!("{}", VmFail::Valid { error: 7 }),
             "VMfailValid (ZF=1): VM-instruction error 7: VM entry with invalid control field(s)"
         );
-        assert_eq!(format!("{}", VmFail::Invalid), "VMfailInvalid (CF=1): no current VMCS");
+        assert_eq!(
+            format!("{}", VmFail::Invalid),
+            "VMfailInvalid (CF=1): no current VMCS"
+        );
         assert_eq!(VmFail::from_flags(false, false, || unreachable!()), None);
-        assert_eq!(VmFail::from_flags(true, false, || unreachable!()), Some(VmFail::Invalid));
-        assert_eq!(VmFail::from_flags(false, true, || 12), Some(VmFail::Valid { error: 12 }));
+        assert_eq!(
+            VmFail::from_flags(true, false, || unreachable!()),
+            Some(VmFail::Invalid)
+        );
+        assert_eq!(
+            VmFail::from_flags(false, true, || 12),
+            Some(VmFail::Valid { error: 12 })
+        );
     }
 }

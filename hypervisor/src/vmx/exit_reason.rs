@@ -3,7 +3,7 @@
 //! qualifications (SDM Vol. 3C 28.2.1), interruption information for exits
 //! and for event injection (SDM Vol. 3C 25.8.3, 25.9.2), VM-entry failure
 //! qualifications (SDM Vol. 3C 27.8) and exception vector names
-//! (SDM Vol. 3A 6.15).
+//! (SDM Vol. 3A Table 6-1).
 //!
 //! Everything here is a pure function of the raw VMCS values: the caller
 //! VMREADs the fields and passes the numbers in.
@@ -180,7 +180,8 @@ impl fmt::Display for ExitReasonField {
 }
 
 // ---------------------------------------------------------------------------
-// Exception vectors (SDM Vol. 3A 6.15, Table 6-1).
+// Exception vectors (SDM Vol. 3A Table 6-1, "Protected-Mode Exceptions and
+// Interrupts").
 
 /// Mnemonic and description of an architectural exception vector.
 pub const fn exception_name(vector: u8) -> Option<(&'static str, &'static str)> {
@@ -301,13 +302,23 @@ impl InterruptionInfo {
             | (self.valid as u32) << 31
     }
     const fn inject(vector: u8, kind: InterruptionType, error_code_valid: bool) -> Self {
-        InterruptionInfo { vector, kind, error_code_valid, nmi_unblocking: false, valid: true }
+        InterruptionInfo {
+            vector,
+            kind,
+            error_code_valid,
+            nmi_unblocking: false,
+            valid: true,
+        }
     }
     /// Inject hardware exception `vector`; set `error_code_valid` for the
     /// vectors in [`exception_has_error_code`] and write the error code to
     /// VM-entry exception error code.
     pub const fn hardware_exception(vector: u8, error_code_valid: bool) -> Self {
-        Self::inject(vector, InterruptionType::HardwareException, error_code_valid)
+        Self::inject(
+            vector,
+            InterruptionType::HardwareException,
+            error_code_valid,
+        )
     }
     /// Inject external interrupt `vector`.
     pub const fn external_interrupt(vector: u8) -> Self {
@@ -365,8 +376,8 @@ impl fmt::Display for InterruptionInfo {
 /// exit qualifications and instruction information.
 pub const fn gpr_name(n: u8) -> &'static str {
     const NAMES: [&str; 16] = [
-        "RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI", "R8", "R9", "R10", "R11", "R12", "R13",
-        "R14", "R15",
+        "RAX", "RCX", "RDX", "RBX", "RSP", "RBP", "RSI", "RDI", "R8", "R9", "R10", "R11", "R12",
+        "R13", "R14", "R15",
     ];
     NAMES[(n & 15) as usize]
 }
@@ -422,7 +433,11 @@ impl fmt::Display for CrAccess {
                 f,
                 "LMSW {:#x} ({} operand)",
                 self.lmsw_source_data,
-                if self.lmsw_memory_operand { "memory" } else { "register" }
+                if self.lmsw_memory_operand {
+                    "memory"
+                } else {
+                    "register"
+                }
             ),
         }
     }
@@ -468,7 +483,11 @@ impl fmt::Display for IoQualification {
         };
         let rep = if self.rep { "REP " } else { "" };
         let src = if self.imm { "immediate" } else { "DX" };
-        write!(f, "{rep}{op} {} byte(s), port {:#x} ({src})", self.size, self.port)
+        write!(
+            f,
+            "{rep}{op} {} byte(s), port {:#x} ({src})",
+            self.size, self.port
+        )
     }
 }
 
@@ -536,7 +555,11 @@ impl fmt::Display for EptViolation {
             yn(self.executable)
         )?;
         if self.linear_address_valid {
-            let what = if self.linear_translation { "translation of" } else { "paging-structure walk for" };
+            let what = if self.linear_translation {
+                "translation of"
+            } else {
+                "paging-structure walk for"
+            };
             write!(f, "; during the {what} a guest linear address")?;
         }
         Ok(())
@@ -559,7 +582,10 @@ pub struct EntryFailureText {
 /// for reason 34 (MSR loading) it is the 1-based index of the failing entry
 /// of the VM-entry MSR-load area.
 pub const fn entry_failure_qualification_text(reason_basic: u16, qual: u64) -> EntryFailureText {
-    EntryFailureText { reason_basic, qualification: qual }
+    EntryFailureText {
+        reason_basic,
+        qualification: qual,
+    }
 }
 
 impl fmt::Display for EntryFailureText {
@@ -568,14 +594,22 @@ impl fmt::Display for EntryFailureText {
         match self.reason_basic {
             33 => f.write_str(match q {
                 0 => "invalid guest state (qualification 0: no further detail)",
-                2 => "invalid guest state: PDPTE loading failed (a PAE PDPTE has a reserved bit set)",
+                2 => {
+                    "invalid guest state: PDPTE loading failed (a PAE PDPTE has a reserved bit set)"
+                }
                 3 => "invalid guest state: NMI injection into a guest blocking events by STI",
                 4 => "invalid guest state: invalid VMCS link pointer",
                 _ => "invalid guest state (unused qualification value)",
             }),
-            34 => write!(f, "MSR loading failed at entry {q} (1-based) of the VM-entry MSR-load area"),
+            34 => write!(
+                f,
+                "MSR loading failed at entry {q} (1-based) of the VM-entry MSR-load area"
+            ),
             41 => f.write_str("machine-check event during VM entry"),
-            r => write!(f, "exit reason {r} is not a VM-entry failure (qualification {q:#x})"),
+            r => write!(
+                f,
+                "exit reason {r} is not a VM-entry failure (qualification {q:#x})"
+            ),
         }
     }
 }
@@ -591,7 +625,9 @@ mod tests {
         assert!(ExitReason::ALL.len() >= 66);
         for (i, r) in ExitReason::ALL.iter().enumerate() {
             assert_eq!(ExitReason::from_basic(*r as u16), Some(*r));
-            assert!(ExitReason::ALL[i + 1..].iter().all(|s| s.name() != r.name()));
+            assert!(ExitReason::ALL[i + 1..]
+                .iter()
+                .all(|s| s.name() != r.name()));
         }
         for basic in 0..=69 {
             let unused = matches!(basic, 35 | 38 | 42);
@@ -603,8 +639,18 @@ mod tests {
 
     #[test_case(0x0000_001e, 30, false, "exit reason 0x1e: I/O instruction (30)")]
     #[test_case(0x8000_0021, 33, true, "exit reason 0x80000021: VM-entry failure, VM-entry failure due to invalid guest state (33)")]
-    #[test_case(0x8000_0022, 34, true, "exit reason 0x80000022: VM-entry failure, VM-entry failure due to MSR loading (34)")]
-    #[test_case(0x0000_0023, 35, false, "exit reason 0x23: undefined basic exit reason 35")]
+    #[test_case(
+        0x8000_0022,
+        34,
+        true,
+        "exit reason 0x80000022: VM-entry failure, VM-entry failure due to MSR loading (34)"
+    )]
+    #[test_case(
+        0x0000_0023,
+        35,
+        false,
+        "exit reason 0x23: undefined basic exit reason 35"
+    )]
     fn exit_reason_field(raw: u32, basic: u16, failure: bool, text: &str) {
         let f = ExitReasonField::decode(raw);
         assert_eq!((f.basic, f.entry_failure), (basic, failure));
@@ -632,25 +678,125 @@ mod tests {
     }
 
     // SDM Vol. 3C 28.2.1, Table 28-5.
-    #[test_case(0x03f8_0000, 1, false, false, false, false, 0x3f8, "OUT 1 byte(s), port 0x3f8 (DX)")]
-    #[test_case(0x00f4_0043, 4, false, false, false, true, 0xf4, "OUT 4 byte(s), port 0xf4 (immediate)")]
-    #[test_case(0x0060_0008, 1, true, false, false, false, 0x60, "IN 1 byte(s), port 0x60 (DX)")]
-    #[test_case(0x01f0_0039, 2, true, true, true, false, 0x1f0, "REP INS 2 byte(s), port 0x1f0 (DX)")]
-    #[test_case(0x00e9_0010, 1, false, true, false, false, 0xe9, "OUTS 1 byte(s), port 0xe9 (DX)")]
+    #[test_case(
+        0x03f8_0000,
+        1,
+        false,
+        false,
+        false,
+        false,
+        0x3f8,
+        "OUT 1 byte(s), port 0x3f8 (DX)"
+    )]
+    #[test_case(
+        0x00f4_0043,
+        4,
+        false,
+        false,
+        false,
+        true,
+        0xf4,
+        "OUT 4 byte(s), port 0xf4 (immediate)"
+    )]
+    #[test_case(
+        0x0060_0008,
+        1,
+        true,
+        false,
+        false,
+        false,
+        0x60,
+        "IN 1 byte(s), port 0x60 (DX)"
+    )]
+    #[test_case(
+        0x01f0_0039,
+        2,
+        true,
+        true,
+        true,
+        false,
+        0x1f0,
+        "REP INS 2 byte(s), port 0x1f0 (DX)"
+    )]
+    #[test_case(
+        0x00e9_0010,
+        1,
+        false,
+        true,
+        false,
+        false,
+        0xe9,
+        "OUTS 1 byte(s), port 0xe9 (DX)"
+    )]
     #[allow(clippy::too_many_arguments)]
-    fn io(qual: u64, size: u8, is_in: bool, string: bool, rep: bool, imm: bool, port: u16, text: &str) {
+    fn io(
+        qual: u64,
+        size: u8,
+        is_in: bool,
+        string: bool,
+        rep: bool,
+        imm: bool,
+        port: u16,
+        text: &str,
+    ) {
         let q = IoQualification::decode(qual);
-        assert_eq!(q, IoQualification { size, is_in, string, rep, imm, port });
+        assert_eq!(
+            q,
+            IoQualification {
+                size,
+                is_in,
+                string,
+                rep,
+                imm,
+                port
+            }
+        );
         assert_eq!(format!("{q}"), text);
     }
 
-    #[test_case(0x8000_0b0d, 13, InterruptionType::HardwareException, true, "hardware exception vector 13 #GP (general protection), with error code")]
-    #[test_case(0x8000_0306, 6, InterruptionType::HardwareException, false, "hardware exception vector 6 #UD (invalid opcode)")]
+    #[test_case(
+        0x8000_0b0d,
+        13,
+        InterruptionType::HardwareException,
+        true,
+        "hardware exception vector 13 #GP (general protection), with error code"
+    )]
+    #[test_case(
+        0x8000_0306,
+        6,
+        InterruptionType::HardwareException,
+        false,
+        "hardware exception vector 6 #UD (invalid opcode)"
+    )]
     #[test_case(0x8000_0202, 2, InterruptionType::Nmi, false, "NMI vector 2")]
-    #[test_case(0x8000_0020, 32, InterruptionType::ExternalInterrupt, false, "external interrupt vector 32")]
-    #[test_case(0x8000_0403, 3, InterruptionType::SoftwareInterrupt, false, "software interrupt vector 3")]
-    #[test_case(0x8000_0603, 3, InterruptionType::SoftwareException, false, "software exception vector 3 #BP (breakpoint)")]
-    #[test_case(0x0000_0b0d, 13, InterruptionType::HardwareException, true, "no event (valid bit clear)")]
+    #[test_case(
+        0x8000_0020,
+        32,
+        InterruptionType::ExternalInterrupt,
+        false,
+        "external interrupt vector 32"
+    )]
+    #[test_case(
+        0x8000_0403,
+        3,
+        InterruptionType::SoftwareInterrupt,
+        false,
+        "software interrupt vector 3"
+    )]
+    #[test_case(
+        0x8000_0603,
+        3,
+        InterruptionType::SoftwareException,
+        false,
+        "software exception vector 3 #BP (breakpoint)"
+    )]
+    #[test_case(
+        0x0000_0b0d,
+        13,
+        InterruptionType::HardwareException,
+        true,
+        "no event (valid bit clear)"
+    )]
     fn interruption_info(raw: u32, vector: u8, kind: InterruptionType, ec: bool, text: &str) {
         let i = InterruptionInfo::decode(raw);
         assert_eq!((i.vector, i.kind, i.error_code_valid), (vector, kind, ec));
@@ -660,14 +806,35 @@ mod tests {
 
     #[test]
     fn injection_encodings() {
-        assert_eq!(InterruptionInfo::hardware_exception(13, true).encode(), 0x8000_0b0d);
-        assert_eq!(InterruptionInfo::hardware_exception(14, true).encode(), 0x8000_0b0e);
-        assert_eq!(InterruptionInfo::hardware_exception(6, false).encode(), 0x8000_0306);
-        assert_eq!(InterruptionInfo::external_interrupt(0x20).encode(), 0x8000_0020);
+        assert_eq!(
+            InterruptionInfo::hardware_exception(13, true).encode(),
+            0x8000_0b0d
+        );
+        assert_eq!(
+            InterruptionInfo::hardware_exception(14, true).encode(),
+            0x8000_0b0e
+        );
+        assert_eq!(
+            InterruptionInfo::hardware_exception(6, false).encode(),
+            0x8000_0306
+        );
+        assert_eq!(
+            InterruptionInfo::external_interrupt(0x20).encode(),
+            0x8000_0020
+        );
         assert_eq!(InterruptionInfo::nmi().encode(), 0x8000_0202);
-        assert_eq!(InterruptionInfo::software_interrupt(0x80).encode(), 0x8000_0480);
-        assert_eq!(InterruptionInfo::software_exception(3).encode(), 0x8000_0603);
-        assert_eq!(InterruptionInfo::privileged_software_exception(1).encode(), 0x8000_0501);
+        assert_eq!(
+            InterruptionInfo::software_interrupt(0x80).encode(),
+            0x8000_0480
+        );
+        assert_eq!(
+            InterruptionInfo::software_exception(3).encode(),
+            0x8000_0603
+        );
+        assert_eq!(
+            InterruptionInfo::privileged_software_exception(1).encode(),
+            0x8000_0501
+        );
         assert!(InterruptionInfo::decode(0x8000_1b0e).nmi_unblocking);
     }
 
@@ -685,7 +852,8 @@ mod tests {
     fn exception_tables() {
         assert_eq!(exception_name(15), None);
         assert_eq!(exception_name(32), None);
-        let with_ec: alloc::vec::Vec<u8> = (0..32).filter(|&v| exception_has_error_code(v)).collect();
+        let with_ec: alloc::vec::Vec<u8> =
+            (0..32).filter(|&v| exception_has_error_code(v)).collect();
         assert_eq!(with_ec, [8, 10, 11, 12, 13, 14, 17, 21]);
     }
 
@@ -705,13 +873,28 @@ mod tests {
     }
 
     #[test_case(33, 0, "invalid guest state (qualification 0: no further detail)")]
-    #[test_case(33, 2, "invalid guest state: PDPTE loading failed (a PAE PDPTE has a reserved bit set)")]
-    #[test_case(33, 3, "invalid guest state: NMI injection into a guest blocking events by STI")]
+    #[test_case(
+        33,
+        2,
+        "invalid guest state: PDPTE loading failed (a PAE PDPTE has a reserved bit set)"
+    )]
+    #[test_case(
+        33,
+        3,
+        "invalid guest state: NMI injection into a guest blocking events by STI"
+    )]
     #[test_case(33, 4, "invalid guest state: invalid VMCS link pointer")]
-    #[test_case(34, 3, "MSR loading failed at entry 3 (1-based) of the VM-entry MSR-load area")]
+    #[test_case(
+        34,
+        3,
+        "MSR loading failed at entry 3 (1-based) of the VM-entry MSR-load area"
+    )]
     #[test_case(41, 0, "machine-check event during VM entry")]
     #[test_case(12, 0, "exit reason 12 is not a VM-entry failure (qualification 0x0)")]
     fn entry_failures(reason: u16, qual: u64, text: &str) {
-        assert_eq!(format!("{}", entry_failure_qualification_text(reason, qual)), text);
+        assert_eq!(
+            format!("{}", entry_failure_qualification_text(reason, qual)),
+            text
+        );
     }
 }

@@ -336,13 +336,22 @@ mod tests {
         let r32 = Field32Ro::ALL.iter().map(|f| (f.encoding(), f.name()));
         let r64 = Field64Ro::ALL.iter().map(|f| (f.encoding(), f.name()));
         let rn = FieldNaturalRo::ALL.iter().map(|f| (f.encoding(), f.name()));
-        e16.chain(e32).chain(e64).chain(en).chain(r32).chain(r64).chain(rn)
+        e16.chain(e32)
+            .chain(e64)
+            .chain(en)
+            .chain(r32)
+            .chain(r64)
+            .chain(rn)
     }
 
     fn check_group(encodings: &[u32], width: FieldWidth, read_only: bool) {
         for &e in encodings {
             assert_eq!(width_of(e), width, "width bits of {e:#x}");
-            assert_eq!(type_of(e) == FieldType::ExitInformation, read_only, "type bits of {e:#x}");
+            assert_eq!(
+                type_of(e) == FieldType::ExitInformation,
+                read_only,
+                "type bits of {e:#x}"
+            );
             assert_eq!(e & 1, 0, "{e:#x} must be a full encoding");
             assert_eq!(e & (1 << 12), 0, "{e:#x}: bit 12 is reserved");
             assert_eq!(e >> 15, 0, "{e:#x}: bits 31:15 are reserved");
@@ -352,13 +361,41 @@ mod tests {
     #[test]
     fn width_and_type_bits_match_the_group() {
         let v = |it: &mut dyn Iterator<Item = u32>| it.collect::<alloc::vec::Vec<_>>();
-        check_group(&v(&mut Field16::ALL.iter().map(|f| f.encoding())), FieldWidth::Bits16, false);
-        check_group(&v(&mut Field32::ALL.iter().map(|f| f.encoding())), FieldWidth::Bits32, false);
-        check_group(&v(&mut Field64::ALL.iter().map(|f| f.encoding())), FieldWidth::Bits64, false);
-        check_group(&v(&mut FieldNatural::ALL.iter().map(|f| f.encoding())), FieldWidth::Natural, false);
-        check_group(&v(&mut Field32Ro::ALL.iter().map(|f| f.encoding())), FieldWidth::Bits32, true);
-        check_group(&v(&mut Field64Ro::ALL.iter().map(|f| f.encoding())), FieldWidth::Bits64, true);
-        check_group(&v(&mut FieldNaturalRo::ALL.iter().map(|f| f.encoding())), FieldWidth::Natural, true);
+        check_group(
+            &v(&mut Field16::ALL.iter().map(|f| f.encoding())),
+            FieldWidth::Bits16,
+            false,
+        );
+        check_group(
+            &v(&mut Field32::ALL.iter().map(|f| f.encoding())),
+            FieldWidth::Bits32,
+            false,
+        );
+        check_group(
+            &v(&mut Field64::ALL.iter().map(|f| f.encoding())),
+            FieldWidth::Bits64,
+            false,
+        );
+        check_group(
+            &v(&mut FieldNatural::ALL.iter().map(|f| f.encoding())),
+            FieldWidth::Natural,
+            false,
+        );
+        check_group(
+            &v(&mut Field32Ro::ALL.iter().map(|f| f.encoding())),
+            FieldWidth::Bits32,
+            true,
+        );
+        check_group(
+            &v(&mut Field64Ro::ALL.iter().map(|f| f.encoding())),
+            FieldWidth::Bits64,
+            true,
+        );
+        check_group(
+            &v(&mut FieldNaturalRo::ALL.iter().map(|f| f.encoding())),
+            FieldWidth::Natural,
+            true,
+        );
     }
 
     #[test]
@@ -366,7 +403,11 @@ mod tests {
         let all: alloc::vec::Vec<_> = all_encodings().collect();
         for (i, a) in all.iter().enumerate() {
             for b in &all[i + 1..] {
-                assert_ne!(a.0, b.0, "duplicate encoding {:#x}: {} and {}", a.0, a.1, b.1);
+                assert_ne!(
+                    a.0, b.0,
+                    "duplicate encoding {:#x}: {} and {}",
+                    a.0, a.1, b.1
+                );
                 assert_ne!(a.1, b.1, "duplicate name {}", a.1);
             }
         }
@@ -412,7 +453,10 @@ mod tests {
     #[test_case(0x4002, "CPU_BASED_VM_EXEC_CONTROL")]
     #[test_case(0x6400, "EXIT_QUALIFICATION")]
     fn names_by_encoding(encoding: u32, name: &str) {
-        assert_eq!(all_encodings().find(|e| e.0 == encoding).map(|e| e.1), Some(name));
+        assert_eq!(
+            all_encodings().find(|e| e.0 == encoding).map(|e| e.1),
+            Some(name)
+        );
     }
 
     #[test]
@@ -420,8 +464,15 @@ mod tests {
         for f in FieldNatural::ALL {
             assert_eq!(FieldNatural::from_encoding(f.encoding()), Some(*f));
         }
-        assert_eq!(Field32::from_encoding(0x4400), None, "read-only field is not writable");
-        assert_eq!(Field32Ro::from_encoding(0x4400), Some(Field32Ro::VmInstructionError));
+        assert_eq!(
+            Field32::from_encoding(0x4400),
+            None,
+            "read-only field is not writable"
+        );
+        assert_eq!(
+            Field32Ro::from_encoding(0x4400),
+            Some(Field32Ro::VmInstructionError)
+        );
         assert_eq!(index_of(Field32::GuestActivityState.encoding()), 0x13);
     }
 }
