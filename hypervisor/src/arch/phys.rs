@@ -85,7 +85,7 @@ impl GuestRam {
 
     /// Reads a naturally aligned little-endian u64 (one access).
     pub fn read_u64(&self, gpa: u64) -> Option<u64> {
-        if gpa % 8 != 0 || !self.range_ok(gpa, 8) {
+        if !gpa.is_multiple_of(8) || !self.range_ok(gpa, 8) {
             return None;
         }
         // SAFETY: aligned and inside the owned region; volatile because the
@@ -95,7 +95,7 @@ impl GuestRam {
 
     /// Writes a naturally aligned little-endian u64 (one access).
     pub fn write_u64(&self, gpa: u64, v: u64) -> bool {
-        if gpa % 8 != 0 || !self.range_ok(gpa, 8) {
+        if !gpa.is_multiple_of(8) || !self.range_ok(gpa, 8) {
             return false;
         }
         // SAFETY: as in `read_u64`.
@@ -105,7 +105,7 @@ impl GuestRam {
 
     /// Reads a naturally aligned u32 (one access).
     pub fn read_u32(&self, gpa: u64) -> Option<u32> {
-        if gpa % 4 != 0 || !self.range_ok(gpa, 4) {
+        if !gpa.is_multiple_of(4) || !self.range_ok(gpa, 4) {
             return None;
         }
         // SAFETY: as in `read_u64`.
@@ -114,7 +114,7 @@ impl GuestRam {
 
     /// Writes a naturally aligned u32 (one access).
     pub fn write_u32(&self, gpa: u64, v: u32) -> bool {
-        if gpa % 4 != 0 || !self.range_ok(gpa, 4) {
+        if !gpa.is_multiple_of(4) || !self.range_ok(gpa, 4) {
             return false;
         }
         // SAFETY: as in `read_u64`.
@@ -155,7 +155,7 @@ impl FramePool {
     }
 
     fn owns(&self, hpa: u64) -> bool {
-        hpa >= self.base && hpa < self.base + self.frames as u64 * FRAME && hpa % FRAME == 0
+        hpa >= self.base && hpa < self.base + self.frames as u64 * FRAME && hpa.is_multiple_of(FRAME)
     }
 
     /// A zeroed frame, or `None` when the pool is exhausted.

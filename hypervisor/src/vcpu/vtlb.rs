@@ -183,7 +183,7 @@ impl Vtlb {
             let Some(pte) = ram.read_u64(pte_gpa) else { return FaultOutcome::OutsideRam { gpa: pte_gpa } };
             entries[depth] = (pte_gpa, pte);
             let io = if fetch && (g.nxe || g.smep) { pf::ID } else { 0 };
-            let base_ec = (write as u32) * pf::W | (user as u32) * pf::U | io;
+            let base_ec = ((write as u32) * pf::W) | ((user as u32) * pf::U) | io;
             if pte & P == 0 {
                 return self.inject(base_ec);
             }
@@ -202,7 +202,7 @@ impl Vtlb {
         let (leaf_depth, leaf_level) = leaf.expect("the walk ends at level 1 at the latest");
         // Access rights (SDM Vol. 3A 4.6).
         let io = if fetch && (g.nxe || g.smep) { pf::ID } else { 0 };
-        let ec = pf::P | (write as u32) * pf::W | (user as u32) * pf::U | io;
+        let ec = pf::P | ((write as u32) * pf::W) | ((user as u32) * pf::U) | io;
         let allowed = if user {
             eff_u && (!write || eff_w) && !(fetch && eff_nx)
         } else {

@@ -13,3 +13,4 @@ pub mod errors;
 pub mod exit_reason;
 pub mod fields;
 pub mod instr;
+pub mod guest_state;
