@@ -1,4 +1,5 @@
-//! The guest's command line: space-separated words, each `key=value`.
+//! The guest's command line: space-separated words, each `key=value`:
+//! `expect_hv=0|1`, `ram_test_mib=N`, `crash=ud|pf|panic` (see [`Config`]).
 //! Unknown words (including the kernel path GRUB and QEMU put first) and bad
 //! values are reported to the caller, which logs them, and otherwise ignored.
 
@@ -13,6 +14,18 @@ pub enum ExpectHv {
     Auto,
 }
 
+/// A deliberate crash after the checks (`crash=`), to exercise the
+/// exception and panic reporting end to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crash {
+    /// `crash=ud`: execute UD2 (#UD).
+    Ud,
+    /// `crash=pf`: read an address above the 4 GiB identity map (#PF).
+    Pf,
+    /// `crash=panic`: panic.
+    Panic,
+}
+
 /// The settings the command line can change.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -21,11 +34,13 @@ pub struct Config {
     /// `ram_test_mib=N`: test at most N MiB in `boot/ram-pattern`
     /// (0 skips the check); `None` tests all RAM below 4 GiB.
     pub ram_test_mib: Option<u64>,
+    /// `crash=ud|pf|panic`: crash on purpose after the checks.
+    pub crash: Option<Crash>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { expect_hv: ExpectHv::Auto, ram_test_mib: None }
+        Config { expect_hv: ExpectHv::Auto, ram_test_mib: None, crash: None }
     }
 }
 
@@ -44,7 +59,7 @@ pub enum Note<'a> {
 }
 
 /// The keys [`parse`] understands, for help texts and logs.
-pub const KEYS: [&str; 2] = ["expect_hv", "ram_test_mib"];
+pub const KEYS: [&str; 3] = ["expect_hv", "ram_test_mib", "crash"];
 
 /// Parses `cmdline`, calling `note` for every word it does not take.
 pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
@@ -64,6 +79,12 @@ pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
                 Ok(n) => config.ram_test_mib = Some(n),
                 Err(_) => note(Note::BadValue { key, value }),
             },
+            "crash" => match value {
+                "ud" => config.crash = Some(Crash::Ud),
+                "pf" => config.crash = Some(Crash::Pf),
+                "panic" => config.crash = Some(Crash::Panic),
+                _ => note(Note::BadValue { key, value }),
+            },
             _ => note(Note::Ignored(word)),
         }
     }
@@ -74,6 +95,14 @@ pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
 mod tests {
     use super::*;
     use test_case::test_case;
+
+    #[test_case("crash=ud", Some(Crash::Ud))]
+    #[test_case("crash=pf", Some(Crash::Pf))]
+    #[test_case("crash=panic", Some(Crash::Panic))]
+    #[test_case("expect_hv=1", None)]
+    fn crash(s: &str, want: Option<Crash>) {
+        assert_eq!(parse(s, |_| {}).crash, want);
+    }
 
     fn parse_collect(s: &str) -> (Config, Vec<Note<'_>>) {
         let mut notes = Vec::new();
@@ -92,8 +121,8 @@ mod tests {
 
     #[test]
     fn notes_for_unknown_words_and_bad_values() {
-        let (c, notes) = parse_collect("/k quiet foo=bar expect_hv=2 ram_test_mib=x ram_test_mib=16");
-        assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16) });
+        let (c, notes) = parse_collect("/k quiet foo=bar expect_hv=2 ram_test_mib=x ram_test_mib=16 crash=now");
+        assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16), crash: None });
         assert_eq!(
             notes,
             [
@@ -102,6 +131,7 @@ mod tests {
                 Note::Ignored("foo=bar"),
                 Note::BadValue { key: "expect_hv", value: "2" },
                 Note::BadValue { key: "ram_test_mib", value: "x" },
+                Note::BadValue { key: "crash", value: "now" },
             ]
         );
     }

@@ -19,6 +19,7 @@ use bare_rt as _;
 use core::fmt::Write;
 use core::sync::atomic::{AtomicBool, Ordering};
 use guest_unikernel::checks::{self, Ctx};
+use guest_unikernel::cmdline::Crash;
 use guest_unikernel::report::{Detail, Tally};
 
 /// The run's result counts, reachable from the exception and panic paths.
@@ -33,6 +34,18 @@ extern "C" fn quadrant_kernel_main(_magic: u32, info: u32) -> ! {
     let mut m = BareMachine;
     let mut ctx = Ctx::start(&mut m, &mut out, &TALLY, u64::from(info));
     ctx.run_all();
+    if let Some(c) = ctx.config.crash {
+        let _ = writeln!(ctx.out, "quadrant-guest: crashing on purpose ({c:?})");
+        match c {
+            Crash::Ud => bare::cpu::raise_ud(),
+            // Above bare-rt's identity map of the low 4 GiB: not present.
+            Crash::Pf => {
+                let v = bare::cpu::touch(0x1_0000_0000 + 0xdead_b000);
+                let _ = writeln!(ctx.out, "quadrant-guest: no #PF (read {v:#x})");
+            }
+            Crash::Panic => panic!("crash=panic on the command line"),
+        }
+    }
     checks::write_summary(&mut out, &TALLY);
     bare_rt::exit::exit_emulator(TALLY.exit_status())
 }

@@ -187,12 +187,16 @@ impl Exclusions {
         Exclusions { ranges: [Range { start: 0, end: 0 }; MAX_EXCLUSIONS], len: 0, overflowed: false }
     }
 
-    /// Adds `r`, widened to whole pages.
+    /// Adds `r`, widened to whole pages (nothing when an earlier range
+    /// already covers it).
     pub fn add(&mut self, r: Range) {
         if r.is_empty() {
             return;
         }
         let widened = Range::new(r.start & !(PAGE - 1), r.end.saturating_add(PAGE - 1) & !(PAGE - 1));
+        if self.ranges().iter().any(|x| x.start <= widened.start && widened.end <= x.end) {
+            return;
+        }
         match self.ranges.get_mut(self.len) {
             Some(slot) => {
                 *slot = widened;
@@ -403,6 +407,7 @@ mod tests {
         let info = multiboot::parse(&mem, 0x9000).unwrap();
         let x = Exclusions::from_info(&info, &mem);
         assert!(!x.overflowed);
+        assert_eq!(x.ranges(), &[Range::new(0x9000, 0xa000)], "block, map and strings share a page");
         assert!(x.excludes(0x9000) && x.excludes(0x9fff) && !x.excludes(0xa000));
         let map = MemMap::read(&info, &mem).unwrap();
         assert_eq!(map.entries(), &QEMU);

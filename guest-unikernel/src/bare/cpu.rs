@@ -131,6 +131,22 @@ pub unsafe fn load_idt(base: u64, limit: u16) {
     unsafe { asm!("lidt [{}]", in(reg) &idtr, options(readonly, nostack, preserves_flags)) };
 }
 
+/// Executes UD2 (#UD): the `crash=ud` self-test of the exception path.
+pub fn raise_ud() -> ! {
+    // SAFETY: UD2 raises #UD; the handler ends the run and never returns.
+    unsafe { asm!("ud2", options(noreturn, nostack)) }
+}
+
+/// Reads `addr` with a plain MOV (#PF when it is not mapped): the
+/// `crash=pf` self-test of the exception path.
+pub fn touch(addr: u64) -> u64 {
+    let v: u64;
+    // SAFETY: the load goes through assembly, not a Rust reference; an
+    // unmapped address raises #PF, whose handler ends the run.
+    unsafe { asm!("mov {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(readonly, nostack, preserves_flags)) };
+    v
+}
+
 /// Number of exception vectors with a stub.
 pub const EXCEPTION_VECTORS: usize = 32;
 

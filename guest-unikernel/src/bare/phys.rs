@@ -48,7 +48,7 @@ pub fn read(addr: u64, buf: &mut [u8]) -> bool {
 /// True when a 64-bit word at `addr` is scratch RAM: aligned, above the
 /// guest image, inside the identity map.
 fn scratch(addr: u64) -> bool {
-    addr % 8 == 0 && addr >= image().end && addr.checked_add(8).is_some_and(|e| e <= MAPPED_END)
+    addr.is_multiple_of(8) && addr >= image().end && addr.checked_add(8).is_some_and(|e| e <= MAPPED_END)
 }
 
 /// Writes a word of scratch RAM; `false` (nothing written) outside it.

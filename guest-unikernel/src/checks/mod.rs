@@ -96,6 +96,11 @@ impl<'a> Ctx<'a> {
         match &info {
             Ok(i) => {
                 exclusions = Exclusions::from_info(i, &*m);
+                let _ = write!(out, "guest: Multiboot structures (kept out of the RAM test):");
+                for r in exclusions.ranges() {
+                    let _ = write!(out, " [{:#x},{:#x})", r.start, r.end);
+                }
+                let _ = writeln!(out);
                 if let Some(a) = i.cmdline_addr {
                     let mut buf = [0u8; MAX_CMDLINE];
                     match multiboot::read_cstr(&*m, u64::from(a), &mut buf) {
