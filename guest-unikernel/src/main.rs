@@ -47,6 +47,7 @@ extern "C" fn quadrant_kernel_main(_magic: u32, info: u32) -> ! {
         }
     }
     checks::write_summary(&mut out, &TALLY);
+    Console::flush();
     bare_rt::exit::exit_emulator(TALLY.exit_status())
 }
 
@@ -59,6 +60,7 @@ static FATAL: AtomicBool = AtomicBool::new(false);
 pub fn fatal(name: &str, detail: &str) -> ! {
     if FATAL.swap(true, Ordering::Relaxed) {
         let _ = writeln!(Console, "quadrant-guest: fault while reporting a fault ({name}: {detail})");
+        Console::flush();
         bare_rt::exit::exit_emulator(2);
     }
     trap::report_fatal(name, detail)

@@ -10,6 +10,8 @@ use core::fmt;
 
 /// Line status: transmitter holding register empty.
 const LSR_THRE: u8 = 1 << 5;
+/// Line status: transmitter empty (holding and shift register).
+const LSR_TEMT: u8 = 1 << 6;
 /// Polls of the line status before writing anyway.
 const POLL_LIMIT: u32 = 100_000;
 
@@ -18,14 +20,26 @@ const POLL_LIMIT: u32 = 100_000;
 pub struct Console;
 
 impl Console {
-    fn put(b: u8) {
+    /// Polls the line status until `bit` is set, at most [`POLL_LIMIT`] times.
+    fn wait_for(bit: u8) {
         for _ in 0..POLL_LIMIT {
-            if cpu::com1_line_status() & LSR_THRE != 0 {
-                break;
+            if cpu::com1_line_status() & bit != 0 {
+                return;
             }
             core::hint::spin_loop();
         }
+    }
+
+    fn put(b: u8) {
+        Self::wait_for(LSR_THRE);
         cpu::com1_write(b);
+    }
+
+    /// Waits (bounded) until the UART has sent its last byte, so that an
+    /// emulator stopped right after still shows the whole output (Bochs
+    /// models the transmit time).
+    pub fn flush() {
+        Self::wait_for(LSR_TEMT);
     }
 }
 

@@ -44,5 +44,6 @@ pub fn report_fatal(name: &str, detail: &str) -> ! {
     let mut out = Console;
     checks::report(&mut BareMachine, &mut out, &TALLY, Outcome::Fail, name, detail);
     checks::write_summary(&mut out, &TALLY);
+    Console::flush();
     bare_rt::exit::exit_emulator(2)
 }
