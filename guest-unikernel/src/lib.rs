@@ -1,2 +1,27 @@
-//! The guest unikernel's host-testable logic (placeholder, filled by the guest work).
+//! The guest unikernel's logic, kept free of instructions and raw memory so
+//! that the host runs it under `cargo test`.
+//!
+//! The bare-metal binary (`main.rs`) supplies the machine: it implements
+//! [`machine::Machine`] with real CPUID, MSR and control-register reads,
+//! VMCALL and identity-mapped physical memory, and a console for
+//! [`core::fmt::Write`]. Everything that decides what a check expects and
+//! whether it held lives here:
+//!
+//! * [`checks`]: the check registry, the context they share, one module per
+//!   area (`boot/...`, `hv/...`), and the runner that reports each result;
+//! * [`cmdline`]: the `key=value` words of the Multiboot command line;
+//! * [`memmap`]: memory-map validation and the RAM-test plan;
+//! * [`pattern`]: the RAM test's per-address patterns;
+//! * [`report`]: result counting and the detail text buffer;
+//! * [`hv`]: recognising the hypervisor from CPUID;
+//! * [`trap`]: IDT gate encoding and the exception frame's layout.
 #![cfg_attr(not(test), no_std)]
+
+pub mod checks;
+pub mod cmdline;
+pub mod hv;
+pub mod machine;
+pub mod memmap;
+pub mod pattern;
+pub mod report;
+pub mod trap;

@@ -7,8 +7,7 @@
 //! * [`PROTOCOL_VERSION`], the CPUID signature the hypervisor answers with
 //!   ([`cpuid`]), and the I/O ports of the exit conventions ([`ports`]);
 //! * hypercall numbers and records passed by VMCALL ([`hypercall`]);
-//! * the text lines on COM1 that the runner parses ([`line`]);
-//! * Multiboot 1 information blocks, parsed and built ([`multiboot`]).
+//! * the text lines on COM1 that the runner parses ([`line`]).
 //!
 //! The crate is `no_std` and allocation-free so the guest can use it before it
 //! has a heap.

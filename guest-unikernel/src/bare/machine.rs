@@ -1,0 +1,59 @@
+//! [`Machine`] on bare metal (or under the hypervisor): the instructions of
+//! [`super::cpu`] and the memory of [`super::phys`].
+
+use super::{cpu, phys};
+use guest_unikernel::machine::{Cpuid, Handoff, Machine, Range};
+use shared::hypercall::{CheckRecord, Hypercall, STATUS_BAD_ARGUMENT};
+use shared::multiboot::PhysRead;
+
+/// The machine the guest runs on.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct BareMachine;
+
+impl PhysRead for BareMachine {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        phys::read(addr, buf)
+    }
+}
+
+impl Machine for BareMachine {
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> Cpuid {
+        cpu::cpuid(leaf, subleaf)
+    }
+    fn cr0(&mut self) -> u64 {
+        cpu::read_cr0()
+    }
+    fn cr4(&mut self) -> u64 {
+        cpu::read_cr4()
+    }
+    fn efer(&mut self) -> u64 {
+        cpu::read_efer()
+    }
+    fn handoff(&self) -> Handoff {
+        let h = bare_rt::boot::handoff();
+        Handoff { magic: h.magic, info: h.info, cr0: h.cr0, eflags: h.eflags }
+    }
+    fn image(&self) -> Range {
+        phys::image()
+    }
+    /// Only hypercalls without memory arguments go through here; the others
+    /// have their own methods that pass a real object.
+    fn vmcall(&mut self, call: Hypercall, args: [u64; 3]) -> u64 {
+        match call {
+            // SAFETY: Version names no memory.
+            Hypercall::Version => unsafe { cpu::vmcall(call as u64, args) },
+            Hypercall::ReportCheck | Hypercall::MmuStats => STATUS_BAD_ARGUMENT,
+        }
+    }
+    fn report_check(&mut self, rec: &CheckRecord) -> u64 {
+        // SAFETY: ReportCheck only reads the record, which lives until the
+        // call returns; RBX is its physical address (identity map).
+        unsafe { cpu::vmcall(Hypercall::ReportCheck as u64, [phys::phys_addr(rec), 0, 0]) }
+    }
+    fn scratch_write(&mut self, addr: u64, value: u64) -> bool {
+        phys::scratch_write(addr, value)
+    }
+    fn scratch_read(&mut self, addr: u64) -> Option<u64> {
+        phys::scratch_read(addr)
+    }
+}

@@ -1,0 +1,156 @@
+//! A scripted machine for the host tests: low memory holding a Multiboot
+//! block, a QEMU-like map with 16 MiB of RAM, CPUID answers for a bare run
+//! (QEMU TCG) or a Quadrant run, and a word map standing for scratch RAM.
+
+use crate::machine::{Cpuid, Handoff, Machine, Range};
+use shared::hypercall::{CheckRecord, Hypercall, STATUS_OK};
+use shared::multiboot::{self, MmapEntry, PhysRead, MMAP_AVAILABLE, MMAP_RESERVED};
+use shared::Outcome;
+use std::collections::HashMap;
+
+/// Where the fake's information block sits.
+pub const FAKE_INFO: u64 = 0x9000;
+/// The fake's guest image.
+pub const IMAGE: Range = Range::new(0x10_0000, 0x14_0000);
+/// The fake's RAM ends here (16 MiB).
+pub const RAM_END: u64 = 0x100_0000;
+
+/// The fake machine.
+pub struct Fake {
+    pub low: Vec<u8>,
+    pub handoff: Handoff,
+    pub cr0: u64,
+    pub cr4: u64,
+    pub efer: u64,
+    pub cpuid1_ecx: u32,
+    pub leaf_4000_0000: Cpuid,
+    pub leaf_4000_0001: Cpuid,
+    pub hv_version: u64,
+    pub report_status: u64,
+    pub vmcalls: usize,
+    pub reported: Vec<(Outcome, String)>,
+    pub scratch: HashMap<u64, u64>,
+    /// A RAM word that reads back with bit 3 flipped.
+    pub bad_word: Option<u64>,
+}
+
+fn sig(s: &[u8; 12], max: u32) -> Cpuid {
+    let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
+    Cpuid { eax: max, ebx: w(0), ecx: w(4), edx: w(8) }
+}
+
+impl Fake {
+    fn new(cmdline: &str) -> Self {
+        let map = [
+            MmapEntry { base: 0, len: 0x9fc00, kind: MMAP_AVAILABLE },
+            MmapEntry { base: 0xf0000, len: 0x10000, kind: MMAP_RESERVED },
+            MmapEntry { base: 0x10_0000, len: RAM_END - 0x10_0000, kind: MMAP_AVAILABLE },
+        ];
+        let mut low = vec![0u8; 0x10000];
+        let upper_kb = ((RAM_END - 0x10_0000) / 1024) as u32;
+        multiboot::build(&mut low[FAKE_INFO as usize..], FAKE_INFO as u32, 639, upper_kb, &map, cmdline, "fake")
+            .unwrap();
+        Fake {
+            low,
+            handoff: Handoff { magic: multiboot::BOOTLOADER_MAGIC, info: FAKE_INFO as u32, cr0: 0x11, eflags: 0x2 },
+            cr0: 0x8000_0033,
+            cr4: 0x620,
+            efer: 0x500,
+            cpuid1_ecx: 1 << 31,
+            leaf_4000_0000: sig(b"TCGTCGTCGTCG", 0x4000_0001),
+            leaf_4000_0001: Cpuid::default(),
+            hv_version: 0,
+            report_status: STATUS_OK,
+            vmcalls: 0,
+            reported: Vec::new(),
+            scratch: HashMap::new(),
+            bad_word: None,
+        }
+    }
+
+    /// QEMU TCG: hypervisor bit set, TCG's signature.
+    pub fn bare(cmdline: &str) -> Self {
+        Self::new(cmdline)
+    }
+
+    /// The Quadrant hypervisor.
+    pub fn hv(cmdline: &str) -> Self {
+        let mut f = Self::new(cmdline);
+        f.leaf_4000_0000 = sig(&shared::cpuid::SIGNATURE, shared::cpuid::MAX_LEAF);
+        f.leaf_4000_0001 = Cpuid { eax: shared::PROTOCOL_VERSION, ..Cpuid::default() };
+        f.hv_version = u64::from(shared::PROTOCOL_VERSION);
+        f
+    }
+
+    /// Bare, VMCALL is #UD: a test that gets here without the signature
+    /// found a bug.
+    fn assert_hypervisor(&self) {
+        let l = self.leaf_4000_0000;
+        assert!(shared::cpuid::is_quadrant(l.ebx, l.ecx, l.edx), "VMCALL on a bare machine is #UD");
+    }
+
+    fn scratch_ok(addr: u64) -> bool {
+        addr.is_multiple_of(8) && (IMAGE.end..RAM_END).contains(&addr)
+    }
+}
+
+impl PhysRead for Fake {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        multiboot::SliceMem { base: 0, bytes: &self.low }.read(addr, buf)
+    }
+}
+
+impl Machine for Fake {
+    fn cpuid(&mut self, leaf: u32, _subleaf: u32) -> Cpuid {
+        match leaf {
+            1 => Cpuid { ecx: self.cpuid1_ecx, ..Cpuid::default() },
+            0x4000_0000 => self.leaf_4000_0000,
+            0x4000_0001 => self.leaf_4000_0001,
+            _ => Cpuid::default(),
+        }
+    }
+    fn cr0(&mut self) -> u64 {
+        self.cr0
+    }
+    fn cr4(&mut self) -> u64 {
+        self.cr4
+    }
+    fn efer(&mut self) -> u64 {
+        self.efer
+    }
+    fn handoff(&self) -> Handoff {
+        self.handoff
+    }
+    fn image(&self) -> Range {
+        IMAGE
+    }
+    fn vmcall(&mut self, call: Hypercall, _args: [u64; 3]) -> u64 {
+        self.assert_hypervisor();
+        self.vmcalls += 1;
+        match call {
+            Hypercall::Version => self.hv_version,
+            _ => shared::hypercall::STATUS_UNKNOWN,
+        }
+    }
+    fn report_check(&mut self, rec: &CheckRecord) -> u64 {
+        self.assert_hypervisor();
+        self.vmcalls += 1;
+        let (o, name, _) = rec.decode().unwrap();
+        self.reported.push((o, name.to_string()));
+        self.report_status
+    }
+    fn scratch_write(&mut self, addr: u64, value: u64) -> bool {
+        if !Self::scratch_ok(addr) {
+            return false;
+        }
+        self.scratch.insert(addr, value);
+        true
+    }
+    fn scratch_read(&mut self, addr: u64) -> Option<u64> {
+        if !Self::scratch_ok(addr) {
+            return None;
+        }
+        let v = self.scratch.get(&addr).copied().unwrap_or(0);
+        Some(if self.bad_word == Some(addr) { v ^ 8 } else { v })
+    }
+}

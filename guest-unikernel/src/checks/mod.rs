@@ -1,0 +1,262 @@
+//! The checks, the context they share and the runner that reports them.
+//!
+//! A check is a plain function `fn(&mut Ctx, &mut Detail) -> Outcome`
+//! registered under its name `area/scenario` in its area's `CHECKS` list;
+//! [`AREAS`] lists the areas in run order. Later areas (the mode-switch
+//! scenarios of DESIGN.md section 4, the fault harness) add a module and a
+//! line in [`AREAS`]; nothing else changes.
+//!
+//! Each result leaves the guest as a `check` line on the console and, under
+//! the Quadrant hypervisor with a matching protocol version, also as a
+//! [`CheckRecord`] through the ReportCheck hypercall.
+
+pub mod boot;
+pub mod hv;
+
+use crate::cmdline::{self, Config, Note};
+use crate::hv::{Signature, CPUID1_ECX_HYPERVISOR};
+use crate::machine::Machine;
+use crate::memmap::{Exclusions, MemMap};
+use crate::report::{Detail, Tally};
+use core::fmt::{self, Write};
+use shared::hypercall::{CheckRecord, STATUS_OK};
+use shared::multiboot::{self, Info, InfoError};
+use shared::{cpuid, Outcome};
+
+/// The signature of every check.
+pub type CheckFn = fn(&mut Ctx<'_>, &mut Detail) -> Outcome;
+
+/// A registered check.
+#[derive(Clone, Copy, Debug)]
+pub struct Check {
+    /// `area/scenario`, as it appears in the check line.
+    pub name: &'static str,
+    /// The check.
+    pub run: CheckFn,
+}
+
+/// The areas, in run order.
+pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS];
+
+/// All checks in run order.
+pub fn all() -> impl Iterator<Item = &'static Check> {
+    AREAS.iter().flat_map(|a| a.iter())
+}
+
+/// The check at position `index` of [`all`].
+pub fn check_at(index: usize) -> Option<&'static Check> {
+    all().nth(index)
+}
+
+/// Longest command line the guest reads.
+pub const MAX_CMDLINE: usize = 1024;
+
+/// What the checks share: the machine, the console, the boot information
+/// and what earlier checks found.
+pub struct Ctx<'a> {
+    /// The machine under test.
+    pub m: &'a mut dyn Machine,
+    /// The console (log lines and check lines).
+    pub out: &'a mut dyn Write,
+    /// The result counts (and whether results go through the hypercall).
+    pub tally: &'a Tally,
+    /// Settings from the command line.
+    pub config: Config,
+    /// EBX at entry.
+    pub info_addr: u64,
+    /// The parsed information block.
+    pub info: Result<Info, InfoError>,
+    /// What CPUID leaf 0x4000_0000 said.
+    pub signature: Signature,
+    /// The memory map, once `boot/memory-map` validated it.
+    pub map: Option<MemMap>,
+    /// The boot structures the RAM test must not overwrite.
+    pub exclusions: Exclusions,
+}
+
+impl fmt::Debug for Ctx<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ctx")
+            .field("config", &self.config)
+            .field("info", &self.info)
+            .field("signature", &self.signature)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Ctx<'a> {
+    /// Reads the boot information and the command line, detects the
+    /// hypervisor and decides whether results also go through hypercalls
+    /// (only with the Quadrant signature and a matching CPUID protocol
+    /// version, so that a bare run never executes VMCALL). Logs what it found.
+    pub fn start(m: &'a mut dyn Machine, out: &'a mut dyn Write, tally: &'a Tally, info_addr: u64) -> Self {
+        let info = multiboot::parse(&*m, info_addr);
+        let mut config = Config::default();
+        let mut exclusions = Exclusions::new();
+        match &info {
+            Ok(i) => {
+                exclusions = Exclusions::from_info(i, &*m);
+                let _ = write!(out, "guest: Multiboot structures (kept out of the RAM test):");
+                for r in exclusions.ranges() {
+                    let _ = write!(out, " [{:#x},{:#x})", r.start, r.end);
+                }
+                let _ = writeln!(out);
+                if let Some(a) = i.cmdline_addr {
+                    let mut buf = [0u8; MAX_CMDLINE];
+                    match multiboot::read_cstr(&*m, u64::from(a), &mut buf) {
+                        Some(s) => {
+                            let _ = writeln!(out, "guest: command line '{s}'");
+                            config = cmdline::parse(s, |n| match n {
+                                Note::Ignored(w) => {
+                                    let _ = writeln!(out, "guest: command line: ignoring '{w}'");
+                                }
+                                Note::BadValue { key, value } => {
+                                    let _ = writeln!(out, "guest: command line: ignoring bad value {key}={value}");
+                                }
+                            });
+                        }
+                        None => {
+                            let _ = writeln!(out, "guest: command line at {a:#x} unreadable or not UTF-8");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                exclusions.overflowed = true;
+                let _ = writeln!(out, "guest: Multiboot information at {info_addr:#x} unusable: {e:?}");
+            }
+        }
+
+        let ecx1 = m.cpuid(1, 0).ecx;
+        let signature = Signature::classify(m.cpuid(cpuid::LEAF_SIGNATURE, 0), ecx1);
+        let mut hypercalls = false;
+        if let Signature::Quadrant { max_leaf } = signature {
+            let version = if max_leaf >= cpuid::LEAF_VERSION { Some(m.cpuid(cpuid::LEAF_VERSION, 0).eax) } else { None };
+            hypercalls = version == Some(shared::PROTOCOL_VERSION);
+            let _ = writeln!(
+                out,
+                "guest: hypervisor {signature}, protocol version {version:?} (ours {}), hypercall reporting {}",
+                shared::PROTOCOL_VERSION,
+                if hypercalls { "on" } else { "off" }
+            );
+        } else {
+            let _ = writeln!(
+                out,
+                "guest: hypervisor: {signature} (CPUID.1:ECX bit 31 = {})",
+                u32::from(ecx1 & CPUID1_ECX_HYPERVISOR != 0)
+            );
+        }
+        tally.set_hypercall_reporting(hypercalls);
+
+        Ctx { m, out, tally, config, info_addr, info, signature, map: None, exclusions }
+    }
+
+    /// Runs every registered check and reports each result.
+    pub fn run_all(&mut self) {
+        for (i, c) in all().enumerate() {
+            self.tally.set_current(Some(i));
+            let mut d = Detail::new();
+            let outcome = (c.run)(self, &mut d);
+            report(&mut *self.m, &mut *self.out, self.tally, outcome, c.name, d.as_str());
+        }
+        self.tally.set_current(None);
+    }
+}
+
+/// Reports one result: counts it, writes the check line, and when the tally
+/// says so sends it through the ReportCheck hypercall. A hypercall that
+/// fails turns hypercall reporting off and is itself reported as a failure.
+pub fn report(m: &mut dyn Machine, out: &mut dyn Write, tally: &Tally, outcome: Outcome, name: &str, detail: &str) {
+    tally.record(outcome);
+    let _ = shared::line::write_check(&mut &mut *out, outcome, name, detail);
+    let _ = out.write_char('\n');
+    if tally.hypercall_reporting() {
+        let status = m.report_check(&CheckRecord::new(outcome, name, detail));
+        if status != STATUS_OK {
+            tally.set_hypercall_reporting(false);
+            let mut d = Detail::new();
+            let _ = write!(d, "ReportCheck for {name} returned {status:#x}; console only from here");
+            report(m, out, tally, Outcome::Fail, "hv/report-check", d.as_str());
+        }
+    }
+}
+
+/// Writes the `guest-summary` line.
+pub fn write_summary(out: &mut dyn Write, tally: &Tally) {
+    let (p, f, s) = tally.counts();
+    let _ = shared::line::write_guest_summary(&mut &mut *out, p, f, s);
+    let _ = out.write_char('\n');
+}
+
+#[cfg(test)]
+pub(crate) mod fake;
+
+#[cfg(test)]
+mod tests {
+    use super::fake::{Fake, FAKE_INFO};
+    use super::*;
+    use shared::line::{parse, Line};
+
+    #[test]
+    fn names_are_unique_and_well_formed() {
+        let names: Vec<_> = all().map(|c| c.name).collect();
+        for (i, n) in names.iter().enumerate() {
+            assert!(!names[..i].contains(n), "{n} twice");
+            let (area, scenario) = n.split_once('/').unwrap();
+            assert!(!area.is_empty() && !scenario.is_empty() && !n.contains(' '));
+        }
+        assert_eq!(check_at(0).unwrap().name, "boot/handoff");
+    }
+
+    #[test]
+    fn bare_run_passes_and_never_vmcalls() {
+        let mut m = Fake::bare("/k expect_hv=0");
+        let (mut out, tally) = (String::new(), Tally::new());
+        let mut ctx = Ctx::start(&mut m, &mut out, &tally, FAKE_INFO);
+        ctx.run_all();
+        write_summary(&mut out, &tally);
+        assert_eq!(m.vmcalls, 0);
+        let (p, f, s) = tally.counts();
+        assert_eq!((f, s), (0, 2), "{out}");
+        assert_eq!(p as usize + 2, all().count());
+        assert!(out.contains("guest: command line: ignoring '/k'"), "{out}");
+        let last = out.lines().last().unwrap();
+        assert_eq!(parse(last), Some(Line::GuestSummary { passed: p, failed: 0, skipped: 2 }));
+    }
+
+    #[test]
+    fn under_the_hypervisor_results_also_go_by_hypercall() {
+        let mut m = Fake::hv("expect_hv=1");
+        let (mut out, tally) = (String::new(), Tally::new());
+        let mut ctx = Ctx::start(&mut m, &mut out, &tally, FAKE_INFO);
+        ctx.run_all();
+        assert_eq!(tally.counts(), (all().count() as u32, 0, 0), "{out}");
+        // Version once, then one ReportCheck per check.
+        assert_eq!(m.vmcalls, 1 + all().count());
+        assert_eq!(m.reported.len(), all().count());
+        assert_eq!(m.reported[0], (Outcome::Pass, "boot/handoff".to_string()));
+    }
+
+    #[test]
+    fn failing_report_hypercall_is_reported_once() {
+        let mut m = Fake::hv("expect_hv=1");
+        m.report_status = shared::hypercall::STATUS_BAD_ARGUMENT;
+        let (mut out, tally) = (String::new(), Tally::new());
+        let mut ctx = Ctx::start(&mut m, &mut out, &tally, FAKE_INFO);
+        ctx.run_all();
+        assert_eq!(out.matches("check FAIL hv/report-check").count(), 1, "{out}");
+        assert!(!tally.hypercall_reporting());
+    }
+
+    #[test]
+    fn expectation_mismatch_fails() {
+        let mut m = Fake::bare("expect_hv=1");
+        let (mut out, tally) = (String::new(), Tally::new());
+        let mut ctx = Ctx::start(&mut m, &mut out, &tally, FAKE_INFO);
+        ctx.run_all();
+        assert_eq!(m.vmcalls, 0);
+        assert_eq!(tally.counts().1, 1, "{out}");
+        assert_eq!(tally.exit_status(), 1);
+        assert!(out.contains("check FAIL boot/hypervisor-signature: expect_hv=1"), "{out}");
+    }
+}

@@ -1,0 +1,138 @@
+//! The guest's command line: space-separated words, each `key=value`:
+//! `expect_hv=0|1`, `ram_test_mib=N`, `crash=ud|pf|panic` (see [`Config`]).
+//! Unknown words (including the kernel path GRUB and QEMU put first) and bad
+//! values are reported to the caller, which logs them, and otherwise ignored.
+
+/// What the run expects about the hypervisor (`expect_hv=`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExpectHv {
+    /// `expect_hv=1`: the run is under the Quadrant hypervisor.
+    Yes,
+    /// `expect_hv=0`: the run is bare (an emulator or real hardware).
+    No,
+    /// Word absent: detect and report what was found.
+    Auto,
+}
+
+/// A deliberate crash after the checks (`crash=`), to exercise the
+/// exception and panic reporting end to end.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Crash {
+    /// `crash=ud`: execute UD2 (#UD).
+    Ud,
+    /// `crash=pf`: read an address above the 4 GiB identity map (#PF).
+    Pf,
+    /// `crash=panic`: panic.
+    Panic,
+}
+
+/// The settings the command line can change.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Config {
+    /// `expect_hv=0|1`.
+    pub expect_hv: ExpectHv,
+    /// `ram_test_mib=N`: test at most N MiB in `boot/ram-pattern`
+    /// (0 skips the check); `None` tests all RAM below 4 GiB.
+    pub ram_test_mib: Option<u64>,
+    /// `crash=ud|pf|panic`: crash on purpose after the checks.
+    pub crash: Option<Crash>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config { expect_hv: ExpectHv::Auto, ram_test_mib: None, crash: None }
+    }
+}
+
+/// A word the parser did not take.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Note<'a> {
+    /// Not a known `key=value` word.
+    Ignored(&'a str),
+    /// A known key with a value it cannot take.
+    BadValue {
+        /// The key.
+        key: &'a str,
+        /// The value given.
+        value: &'a str,
+    },
+}
+
+/// The keys [`parse`] understands, for help texts and logs.
+pub const KEYS: [&str; 3] = ["expect_hv", "ram_test_mib", "crash"];
+
+/// Parses `cmdline`, calling `note` for every word it does not take.
+pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
+    let mut config = Config::default();
+    for word in cmdline.split_ascii_whitespace() {
+        let Some((key, value)) = word.split_once('=') else {
+            note(Note::Ignored(word));
+            continue;
+        };
+        match key {
+            "expect_hv" => match value {
+                "1" => config.expect_hv = ExpectHv::Yes,
+                "0" => config.expect_hv = ExpectHv::No,
+                _ => note(Note::BadValue { key, value }),
+            },
+            "ram_test_mib" => match value.parse::<u64>() {
+                Ok(n) => config.ram_test_mib = Some(n),
+                Err(_) => note(Note::BadValue { key, value }),
+            },
+            "crash" => match value {
+                "ud" => config.crash = Some(Crash::Ud),
+                "pf" => config.crash = Some(Crash::Pf),
+                "panic" => config.crash = Some(Crash::Panic),
+                _ => note(Note::BadValue { key, value }),
+            },
+            _ => note(Note::Ignored(word)),
+        }
+    }
+    config
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use test_case::test_case;
+
+    #[test_case("crash=ud", Some(Crash::Ud))]
+    #[test_case("crash=pf", Some(Crash::Pf))]
+    #[test_case("crash=panic", Some(Crash::Panic))]
+    #[test_case("expect_hv=1", None)]
+    fn crash(s: &str, want: Option<Crash>) {
+        assert_eq!(parse(s, |_| {}).crash, want);
+    }
+
+    fn parse_collect(s: &str) -> (Config, Vec<Note<'_>>) {
+        let mut notes = Vec::new();
+        let c = parse(s, |n| notes.push(n));
+        (c, notes)
+    }
+
+    #[test_case("", ExpectHv::Auto ; "empty")]
+    #[test_case("expect_hv=1", ExpectHv::Yes ; "yes")]
+    #[test_case("/boot/quadrant-guest expect_hv=0", ExpectHv::No ; "after the kernel path")]
+    #[test_case("  expect_hv=0   expect_hv=1 ", ExpectHv::Yes ; "last word wins")]
+    #[test_case("expect_hv=yes", ExpectHv::Auto ; "bad value keeps auto")]
+    fn expect_hv(s: &str, want: ExpectHv) {
+        assert_eq!(parse_collect(s).0.expect_hv, want);
+    }
+
+    #[test]
+    fn notes_for_unknown_words_and_bad_values() {
+        let (c, notes) = parse_collect("/k quiet foo=bar expect_hv=2 ram_test_mib=x ram_test_mib=16 crash=now");
+        assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16), crash: None });
+        assert_eq!(
+            notes,
+            [
+                Note::Ignored("/k"),
+                Note::Ignored("quiet"),
+                Note::Ignored("foo=bar"),
+                Note::BadValue { key: "expect_hv", value: "2" },
+                Note::BadValue { key: "ram_test_mib", value: "x" },
+                Note::BadValue { key: "crash", value: "now" },
+            ]
+        );
+    }
+}

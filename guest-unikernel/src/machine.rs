@@ -1,0 +1,100 @@
+//! What the checks need from the machine they run on, as a trait: the
+//! bare-metal binary implements it with instructions, the host tests with a
+//! scripted fake. Every method is safe; the bare implementation keeps its
+//! `unsafe` in the binary's `cpu` and `phys` modules.
+
+use shared::hypercall::{CheckRecord, Hypercall};
+use shared::multiboot::PhysRead;
+
+/// EAX, EBX, ECX, EDX of one CPUID leaf.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Cpuid {
+    /// EAX.
+    pub eax: u32,
+    /// EBX.
+    pub ebx: u32,
+    /// ECX.
+    pub ecx: u32,
+    /// EDX.
+    pub edx: u32,
+}
+
+/// The machine state the Multiboot loader handed over (recorded by the
+/// 32-bit entry before it changed anything).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Handoff {
+    /// EAX at entry.
+    pub magic: u32,
+    /// EBX at entry: the information block's address.
+    pub info: u32,
+    /// CR0 at entry.
+    pub cr0: u32,
+    /// EFLAGS at entry.
+    pub eflags: u32,
+}
+
+/// A half-open physical address range `[start, end)`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Range {
+    /// First address.
+    pub start: u64,
+    /// One past the last address.
+    pub end: u64,
+}
+
+impl Range {
+    /// `[start, end)`.
+    pub const fn new(start: u64, end: u64) -> Self {
+        Range { start, end }
+    }
+
+    /// True when the range holds no address.
+    pub const fn is_empty(&self) -> bool {
+        self.end <= self.start
+    }
+
+    /// Bytes in the range.
+    pub const fn len(&self) -> u64 {
+        self.end.saturating_sub(self.start)
+    }
+
+    /// True when the two ranges share an address.
+    pub const fn overlaps(&self, o: &Range) -> bool {
+        self.start < o.end && o.start < self.end
+    }
+
+    /// True when `addr` lies inside.
+    pub const fn contains(&self, addr: u64) -> bool {
+        self.start <= addr && addr < self.end
+    }
+}
+
+/// The machine under test.
+pub trait Machine: PhysRead {
+    /// CPUID with EAX = `leaf`, ECX = `subleaf`.
+    fn cpuid(&mut self, leaf: u32, subleaf: u32) -> Cpuid;
+    /// CR0 now.
+    fn cr0(&mut self) -> u64;
+    /// CR4 now.
+    fn cr4(&mut self) -> u64;
+    /// IA32_EFER (MSR 0xC000_0080) now.
+    fn efer(&mut self) -> u64;
+    /// The loader's hand-off state.
+    fn handoff(&self) -> Handoff;
+    /// Where the guest image (code, data, .bss with stack and page tables)
+    /// lies: `[__load_start, __image_end)`.
+    fn image(&self) -> Range;
+    /// VMCALL with RAX = `call`, RBX/RCX/RDX = `args`; returns RAX. Callers
+    /// issue it only after finding the hypervisor's CPUID signature: bare,
+    /// VMCALL raises #UD.
+    fn vmcall(&mut self, call: Hypercall, args: [u64; 3]) -> u64;
+    /// The ReportCheck hypercall with `rec` (VMCALL, RAX = 2, RBX = the
+    /// record's physical address); returns RAX. Same rule as [`Self::vmcall`].
+    fn report_check(&mut self, rec: &CheckRecord) -> u64;
+    /// Writes a 64-bit word of scratch RAM; `false` (nothing written) when
+    /// `addr` is not RAM the guest may overwrite (the image, the boot
+    /// structures, above 4 GiB, misaligned).
+    fn scratch_write(&mut self, addr: u64, value: u64) -> bool;
+    /// Reads back a word of scratch RAM (`None` where writes are refused).
+    fn scratch_read(&mut self, addr: u64) -> Option<u64>;
+}
