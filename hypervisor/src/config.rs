@@ -9,6 +9,7 @@
 //! | `audit=0\|1` | run the MMU audit after every exit | `0` |
 //! | `log=error\|warn\|info\|debug\|trace` | hypervisor log level | `info` |
 //! | `max_exits=N` | stop the run as a timeout after N VM exits (0 = never) | `0` |
+//! | `selftest=entry-failure` | prove the error path: enter with an invalid guest TR, which must be reported as a VM-entry failure naming `GUEST_TR_AR_BYTES` | off |
 
 use crate::arch::memory::parse_size;
 use core::fmt;
@@ -32,6 +33,14 @@ impl MmuMode {
     }
 }
 
+/// Deliberate failures that prove an error path end to end (used by
+/// `cargo xtask test`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelfTest {
+    /// Enter the guest with an invalid TR access-rights field.
+    EntryFailure,
+}
+
 /// The parsed command line.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
@@ -45,11 +54,13 @@ pub struct Config {
     pub log: log::LevelFilter,
     /// Exit budget (0 = unlimited).
     pub max_exits: u64,
+    /// A deliberate failure to provoke, if any.
+    pub selftest: Option<SelfTest>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { guest_ram: 64 << 20, mmu: MmuMode::Shadow, audit: false, log: log::LevelFilter::Info, max_exits: 0 }
+        Config { guest_ram: 64 << 20, mmu: MmuMode::Shadow, audit: false, log: log::LevelFilter::Info, max_exits: 0, selftest: None }
     }
 }
 
@@ -123,6 +134,12 @@ impl Config {
                         .parse()
                         .map_err(|_| ConfigError::BadValue { key: "max_exits", expected: "a number" })?
                 }
+                "selftest" => {
+                    c.selftest = match value {
+                        "entry-failure" => Some(SelfTest::EntryFailure),
+                        _ => return Err(ConfigError::BadValue { key: "selftest", expected: "`entry-failure`" }),
+                    }
+                }
                 _ => unknown(word),
             }
         }
@@ -145,7 +162,9 @@ mod tests {
 
     #[test]
     fn every_key() {
-        let c = Config::parse("/boot/hv guest_ram=128M mmu=ept audit=1 log=debug max_exits=1000", |_| {}).unwrap();
+        let c = Config::parse("/boot/hv guest_ram=128M mmu=ept audit=1 log=debug max_exits=1000 selftest=entry-failure", |_| {})
+            .unwrap();
+        assert_eq!(c.selftest, Some(SelfTest::EntryFailure));
         assert_eq!(c.guest_ram, 128 << 20);
         assert_eq!(c.mmu, MmuMode::Ept);
         assert!(c.audit);

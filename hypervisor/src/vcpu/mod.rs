@@ -15,7 +15,7 @@ pub mod setup;
 pub mod vtlb;
 
 use crate::arch::{console, cpu, phys::GuestRam};
-use crate::config::Config;
+use crate::config::{Config, SelfTest};
 use crate::fatal;
 use crate::vmx::caps::{self, entry_ctl, VmxCaps};
 use crate::vmx::exit_reason::{
@@ -23,6 +23,7 @@ use crate::vmx::exit_reason::{
     InterruptionType, IoQualification,
 };
 use crate::vmx::fields::{Field32, Field32Ro, FieldNatural, FieldNaturalRo};
+use crate::vmx::guest_state;
 use crate::vmx::instr::{self, ActiveVmcs, GuestRegisters, RunResult};
 use core::fmt;
 use cr::{cr0, cr4, efer, Cr0Write, GuestControl, PagingMode};
@@ -80,6 +81,12 @@ impl<'v> Vcpu<'v> {
         config: Config,
     ) -> Self {
         setup::write_vmcs(&mut vmcs, &caps, &controls, &start);
+        if config.selftest == Some(SelfTest::EntryFailure) {
+            // A TSS that is not busy: VM entry must fail on it (SDM Vol. 3C
+            // 27.3.1.2), and the report must name GUEST_TR_AR_BYTES.
+            log::warn!("selftest=entry-failure: entering with GUEST_TR_AR_BYTES = 0x89 (available TSS)");
+            vmcs.write(Field32::GuestTrAccessRights, 0x89);
+        }
         let mut regs = GuestRegisters::default();
         regs.gpr[0] = shared::multiboot::BOOTLOADER_MAGIC as u64;
         regs.gpr[3] = start.info;
@@ -117,6 +124,42 @@ impl<'v> Vcpu<'v> {
                     )
                 }
             }
+        }
+    }
+
+    /// Reads the guest-state fields `vmx::guest_state` checks.
+    fn guest_state_snapshot(&self) -> guest_state::GuestStateSnapshot {
+        use crate::vmx::fields::{Field16 as F16, Field64 as F64};
+        use FieldNatural as FN;
+        let seg = |sel: F16, base: FN, limit: Field32, ar: Field32| guest_state::Segment {
+            selector: self.vmcs.read(sel) as u16,
+            base: self.vmcs.read(base),
+            limit: self.vmcs.read(limit) as u32,
+            ar: self.vmcs.read(ar) as u32,
+        };
+        let entry = self.vmcs.read(Field32::EntryControls) as u32;
+        guest_state::GuestStateSnapshot {
+            cr0: self.vmcs.read(FN::GuestCr0),
+            cr4: self.vmcs.read(FN::GuestCr4),
+            rflags: self.vmcs.read(FN::GuestRflags),
+            rip: self.rip(),
+            segments: [
+                seg(F16::GuestEsSelector, FN::GuestEsBase, Field32::GuestEsLimit, Field32::GuestEsAccessRights),
+                seg(F16::GuestCsSelector, FN::GuestCsBase, Field32::GuestCsLimit, Field32::GuestCsAccessRights),
+                seg(F16::GuestSsSelector, FN::GuestSsBase, Field32::GuestSsLimit, Field32::GuestSsAccessRights),
+                seg(F16::GuestDsSelector, FN::GuestDsBase, Field32::GuestDsLimit, Field32::GuestDsAccessRights),
+                seg(F16::GuestFsSelector, FN::GuestFsBase, Field32::GuestFsLimit, Field32::GuestFsAccessRights),
+                seg(F16::GuestGsSelector, FN::GuestGsBase, Field32::GuestGsLimit, Field32::GuestGsAccessRights),
+                seg(F16::GuestLdtrSelector, FN::GuestLdtrBase, Field32::GuestLdtrLimit, Field32::GuestLdtrAccessRights),
+                seg(F16::GuestTrSelector, FN::GuestTrBase, Field32::GuestTrLimit, Field32::GuestTrAccessRights),
+            ],
+            activity_state: self.vmcs.read(Field32::GuestActivityState) as u32,
+            interruptibility: self.vmcs.read(Field32::GuestInterruptibility) as u32,
+            link_pointer: self.vmcs.read(F64::VmcsLinkPointer),
+            ia32e_mode_guest: entry & entry_ctl::IA32E_MODE_GUEST != 0,
+            unrestricted_guest: false,
+            cr0_fixed: (self.caps.cr0_fixed0, self.caps.cr0_fixed1),
+            cr4_fixed: (self.caps.cr4_fixed0, self.caps.cr4_fixed1),
         }
     }
 
@@ -195,16 +238,24 @@ impl<'v> Vcpu<'v> {
         }
         if reason.entry_failure {
             let qual = self.vmcs.read(FieldNaturalRo::ExitQualification);
-            self.die(
-                ErrorKind::VmEntryFailure,
-                true,
-                format_args!(
-                    "VM entry failed: {reason}: {} (guest {} at RIP {:#x})",
-                    entry_failure_qualification_text(reason.basic, qual),
-                    self.guest.mode().name(),
-                    self.rip()
+            let culprit = guest_state::check(&self.guest_state_snapshot());
+            let mode = self.guest.mode().name();
+            let rip = self.rip();
+            let text = entry_failure_qualification_text(reason.basic, qual);
+            match culprit {
+                Some(v) => self.die(
+                    ErrorKind::VmEntryFailure,
+                    true,
+                    format_args!("VM entry failed: {reason}: {text}; failing field: {v} (guest {mode} at RIP {rip:#x})"),
                 ),
-            );
+                None => self.die(
+                    ErrorKind::VmEntryFailure,
+                    true,
+                    format_args!(
+                        "VM entry failed: {reason}: {text}; no covered guest-state rule is broken, see the VMCS dump (guest {mode} at RIP {rip:#x})"
+                    ),
+                ),
+            }
         }
         match reason.reason() {
             Some(ExitReason::ExceptionOrNmi) => self.exception_exit(),
