@@ -1,5 +1,5 @@
 //! The guest's command line: space-separated words, each `key=value`:
-//! `expect_hv=0|1`, `ram_test_mib=N`, `crash=ud|pf|panic` (see [`Config`]).
+//! `expect_hv=0|1`, `ram_test_mib=N`, `crash=ud|pf|panic|triple-fault` (see [`Config`]).
 //! Unknown words (including the kernel path GRUB and QEMU put first) and bad
 //! values are reported to the caller, which logs them, and otherwise ignored.
 
@@ -24,6 +24,11 @@ pub enum Crash {
     Pf,
     /// `crash=panic`: panic.
     Panic,
+    /// `crash=triple-fault`: load an empty IDT and execute UD2. The #UD
+    /// cannot be delivered (#GP), nor can the #GP (#DF), nor the #DF: a
+    /// triple fault (SDM Vol. 3A 6.15, "Interrupt 8"), which shuts the
+    /// machine down bare and must be reported by the hypervisor.
+    TripleFault,
 }
 
 /// The settings the command line can change.
@@ -34,7 +39,7 @@ pub struct Config {
     /// `ram_test_mib=N`: test at most N MiB in `boot/ram-pattern`
     /// (0 skips the check); `None` tests all RAM below 4 GiB.
     pub ram_test_mib: Option<u64>,
-    /// `crash=ud|pf|panic`: crash on purpose after the checks.
+    /// `crash=ud|pf|panic|triple-fault`: crash on purpose after the checks.
     pub crash: Option<Crash>,
 }
 
@@ -83,6 +88,7 @@ pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
                 "ud" => config.crash = Some(Crash::Ud),
                 "pf" => config.crash = Some(Crash::Pf),
                 "panic" => config.crash = Some(Crash::Panic),
+                "triple-fault" => config.crash = Some(Crash::TripleFault),
                 _ => note(Note::BadValue { key, value }),
             },
             _ => note(Note::Ignored(word)),

@@ -44,6 +44,10 @@ extern "C" fn quadrant_kernel_main(_magic: u32, info: u32) -> ! {
                 let _ = writeln!(ctx.out, "quadrant-guest: no #PF (read {v:#x})");
             }
             Crash::Panic => panic!("crash=panic on the command line"),
+            Crash::TripleFault => {
+                Console::flush();
+                bare::cpu::triple_fault()
+            }
         }
     }
     checks::write_summary(&mut out, &TALLY);

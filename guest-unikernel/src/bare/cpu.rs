@@ -131,6 +131,18 @@ pub unsafe fn load_idt(base: u64, limit: u16) {
     unsafe { asm!("lidt [{}]", in(reg) &idtr, options(readonly, nostack, preserves_flags)) };
 }
 
+/// Loads an empty IDT and executes UD2: every exception delivery fails in
+/// turn, which is a triple fault (the `crash=triple-fault` self-test).
+pub fn triple_fault() -> ! {
+    // SAFETY: a zero-limit IDT makes the next exception escalate to a
+    // triple fault: the machine shuts down (or the hypervisor stops the
+    // guest); nothing runs after it.
+    unsafe {
+        load_idt(0, 0);
+        asm!("ud2", options(noreturn, nostack))
+    }
+}
+
 /// Executes UD2 (#UD): the `crash=ud` self-test of the exception path.
 pub fn raise_ud() -> ! {
     // SAFETY: UD2 raises #UD; the handler ends the run and never returns.
