@@ -1,19 +1,2 @@
-//! Link arguments for the bare-metal binary only (`rustc-link-arg-bins`), so
-//! `cargo test` of this package's library never sees them (FACTS.md).
-fn main() {
-    let dir = std::env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
-    let script = format!("{dir}/../bare-rt/linker.ld");
-    for arg in [
-        "-nostartfiles",
-        "-nostdlib",
-        "-static",
-        "-Wl,-z,max-page-size=0x1000",
-        "-Wl,--build-id=none",
-        "-Wl,--gc-sections",
-    ] {
-        println!("cargo:rustc-link-arg-bins={arg}");
-    }
-    println!("cargo:rustc-link-arg-bins=-Wl,-T{script}");
-    println!("cargo:rerun-if-changed={script}");
-    println!("cargo:rerun-if-changed=build.rs");
-}
+//! Build script of a bare-metal kernel: see bare-rt/link.rs.
+include!("../bare-rt/link.rs");

@@ -21,42 +21,14 @@ pub const fn interrupt_gate(handler: u64, selector: u16, ist: u8) -> [u64; 2] {
     [low, handler >> 32]
 }
 
-/// True for the exception vectors for which the CPU pushes an error code
-/// (SDM Vol. 3A 7.3, Table 7-1): #DF, #TS, #NP, #SS, #GP, #PF, #AC, #CP,
-/// #VC, #SX.
-pub const fn has_error_code(vector: u8) -> bool {
-    matches!(vector, 8 | 10..=14 | 17 | 21 | 29 | 30)
-}
+pub use shared::x86::exception_has_error_code as has_error_code;
 
-/// The mnemonic of an exception vector (SDM Vol. 3A Table 7-1).
+/// The mnemonic of an exception vector (SDM Vol. 3A Table 6-1).
 pub const fn mnemonic(vector: u64) -> &'static str {
-    match vector {
-        0 => "#DE",
-        1 => "#DB",
-        2 => "NMI",
-        3 => "#BP",
-        4 => "#OF",
-        5 => "#BR",
-        6 => "#UD",
-        7 => "#NM",
-        8 => "#DF",
-        9 => "coprocessor-overrun",
-        10 => "#TS",
-        11 => "#NP",
-        12 => "#SS",
-        13 => "#GP",
-        14 => "#PF",
-        16 => "#MF",
-        17 => "#AC",
-        18 => "#MC",
-        19 => "#XM",
-        20 => "#VE",
-        21 => "#CP",
-        28 => "#HV",
-        29 => "#VC",
-        30 => "#SX",
-        _ => "reserved",
+    if vector > 255 {
+        return "reserved";
     }
+    shared::x86::exception_mnemonic(vector as u8)
 }
 
 /// The stack frame the exception stubs hand to the Rust handler: the

@@ -15,7 +15,8 @@
 //! * [`fatal`]: how a run ends (error and result lines, emulator exit).
 //!
 //! Unsafe code lives only in `arch::cpu`, `arch::console`,
-//! `arch::descriptors`, `arch::phys` and `vmx::instr`.
+//! `arch::descriptors`, `arch::phys` and `vmx::instr`; `vcpu` makes the two
+//! calls into them that stay unsafe (entering the guest, reading an MSR).
 #![cfg_attr(not(test), no_std)]
 
 extern crate alloc;

@@ -18,6 +18,7 @@ pub mod hypercall;
 pub mod line;
 pub mod multiboot;
 pub mod ports;
+pub mod x86;
 
 /// Version of the guest/hypervisor protocol. Bump it whenever a record layout,
 /// hypercall number or line format changes; the guest refuses to use

@@ -109,11 +109,6 @@ pub struct ExceptionFrame {
     pub ss: u64,
 }
 
-/// Vectors for which the CPU pushes an error code (SDM Vol. 3A 6.15).
-const fn has_error_code(v: u32) -> bool {
-    matches!(v, 8 | 10 | 11 | 12 | 13 | 14 | 17 | 21 | 29 | 30)
-}
-
 // One stub per vector: vectors without a CPU-pushed error code push a dummy
 // 0 so every frame has the same layout (`.if` decides at assembly time).
 macro_rules! stub_asm {
@@ -150,12 +145,11 @@ stub_asm!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 
 
 /// The common exception handler: reports and ends the run.
 extern "C" fn host_exception(frame: &ExceptionFrame) -> ! {
-    debug_assert!(has_error_code(frame.vector as u32) || frame.error_code == 0);
     let cr2 = cpu::cr2();
     crate::fatal::hypervisor_fault(format_args!(
         "CPU exception in the hypervisor: vector {} ({}) error code {:#x} at RIP {:#x} (CS {:#x}, RFLAGS {:#x}, RSP {:#x}), CR2 {:#x}",
         frame.vector,
-        exception_mnemonic(frame.vector),
+        shared::x86::exception_mnemonic(frame.vector as u8),
         frame.error_code,
         frame.rip,
         frame.cs,
@@ -163,13 +157,4 @@ extern "C" fn host_exception(frame: &ExceptionFrame) -> ! {
         frame.rsp,
         cr2
     ))
-}
-
-/// Mnemonic of an exception vector (SDM Vol. 3A Table 6-1).
-pub fn exception_mnemonic(v: u64) -> &'static str {
-    const N: [&str; 32] = [
-        "#DE", "#DB", "NMI", "#BP", "#OF", "#BR", "#UD", "#NM", "#DF", "CSO", "#TS", "#NP", "#SS", "#GP", "#PF", "15",
-        "#MF", "#AC", "#MC", "#XM", "#VE", "#CP", "22", "23", "24", "25", "26", "27", "#HV", "#VC", "#SX", "31",
-    ];
-    N.get(v as usize).copied().unwrap_or("?")
 }

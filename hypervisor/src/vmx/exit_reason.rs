@@ -183,41 +183,7 @@ impl fmt::Display for ExitReasonField {
 // Exception vectors (SDM Vol. 3A Table 6-1, "Protected-Mode Exceptions and
 // Interrupts").
 
-/// Mnemonic and description of an architectural exception vector.
-pub const fn exception_name(vector: u8) -> Option<(&'static str, &'static str)> {
-    Some(match vector {
-        0 => ("#DE", "divide error"),
-        1 => ("#DB", "debug exception"),
-        2 => ("NMI", "non-maskable interrupt"),
-        3 => ("#BP", "breakpoint"),
-        4 => ("#OF", "overflow"),
-        5 => ("#BR", "BOUND range exceeded"),
-        6 => ("#UD", "invalid opcode"),
-        7 => ("#NM", "device not available"),
-        8 => ("#DF", "double fault"),
-        9 => ("#9", "coprocessor segment overrun (reserved)"),
-        10 => ("#TS", "invalid TSS"),
-        11 => ("#NP", "segment not present"),
-        12 => ("#SS", "stack-segment fault"),
-        13 => ("#GP", "general protection"),
-        14 => ("#PF", "page fault"),
-        16 => ("#MF", "x87 FPU floating-point error"),
-        17 => ("#AC", "alignment check"),
-        18 => ("#MC", "machine check"),
-        19 => ("#XM", "SIMD floating-point exception"),
-        20 => ("#VE", "virtualization exception"),
-        21 => ("#CP", "control protection exception"),
-        _ => return None,
-    })
-}
-
-/// Whether delivering hardware exception `vector` pushes an error code
-/// (#DF, #TS, #NP, #SS, #GP, #PF, #AC, #CP; SDM Vol. 3A 6.15). VM entry
-/// requires "deliver error code" to match this in protected mode
-/// (SDM Vol. 3C 27.2.1.3).
-pub const fn exception_has_error_code(vector: u8) -> bool {
-    matches!(vector, 8 | 10..=14 | 17 | 21)
-}
+pub use shared::x86::{exception_has_error_code, exception_name};
 
 // ---------------------------------------------------------------------------
 // Interruption information (SDM Vol. 3C 25.8.3 for injection, 25.9.2 for
@@ -846,15 +812,6 @@ mod tests {
     #[test_case(21, "#CP")]
     fn exception_mnemonics(vector: u8, mnemonic: &str) {
         assert_eq!(exception_name(vector).map(|e| e.0), Some(mnemonic));
-    }
-
-    #[test]
-    fn exception_tables() {
-        assert_eq!(exception_name(15), None);
-        assert_eq!(exception_name(32), None);
-        let with_ec: alloc::vec::Vec<u8> =
-            (0..32).filter(|&v| exception_has_error_code(v)).collect();
-        assert_eq!(with_ec, [8, 10, 11, 12, 13, 14, 17, 21]);
     }
 
     #[test]
