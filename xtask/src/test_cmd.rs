@@ -231,7 +231,7 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
         spec("hypervisor, bochs skylake (shadow)", Emulator::Bochs, Some("corei7_skylake_x"), true, opts),
     ];
     let parallel = Style { stream: false, verbose: opts.verbose };
-    let queue = Mutex::new(hv.drain(..).enumerate().collect::<Vec<_>>());
+    let queue = Mutex::new(hv.drain(..).enumerate().rev().collect::<Vec<_>>());
     let done: Mutex<Vec<(usize, Row)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..opts.jobs.max(1) {

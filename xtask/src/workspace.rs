@@ -102,11 +102,17 @@ pub fn cargo_program() -> String {
     std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string())
 }
 
-/// Keeps `[A-Za-z0-9._-]`, replaces anything else with `-`.
+/// Keeps `[A-Za-z0-9._]`, turns every other run of characters into one `-`.
 pub fn sanitize(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') { c } else { '-' })
-        .collect()
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() || matches!(c, '.' | '_') {
+            out.push(c);
+        } else if !out.is_empty() && !out.ends_with('-') {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').to_string()
 }
 
 /// `YYYYmmdd-HHMMSS` in UTC.
@@ -147,5 +153,6 @@ mod tests {
     #[test]
     fn sanitizes_labels() {
         assert_eq!(sanitize("bochs core2/penryn hv"), "bochs-core2-penryn-hv");
+        assert_eq!(sanitize("hypervisor, bochs penryn (shadow)"), "hypervisor-bochs-penryn-shadow");
     }
 }
