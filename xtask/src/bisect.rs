@@ -52,43 +52,55 @@ pub fn bisect(ws: &Workspace, good: &str, bad: &str, run: &RunOpts) -> Result<bo
     println!("bisecting {good} ({}) .. {bad} ({}) with {}", short(&good_sha), short(&bad_sha), copy.display());
 
     cmd!(sh, "git bisect start {bad_sha} {good_sha}").run()?;
-    let step_args = run.to_args();
-    let step_args = &step_args;
-    let copy_s = copy.to_string_lossy().into_owned();
-    let ran = cmd!(sh, "git bisect run {copy_s} bisect-step {step_args...}")
-        .env(STEP_DIR_VAR, &tmp)
-        .env("CARGO_MANIFEST_DIR", ws.root.join("xtask"))
-        .ignore_status()
-        .output()?;
-    print!("{}", String::from_utf8_lossy(&ran.stdout));
-    eprint!("{}", String::from_utf8_lossy(&ran.stderr));
+    // Whatever happens from here on, end the bisection (git bisect reset).
+    let outcome = (|| -> Result<bool> {
+        let step_args = run.to_args();
+        let step_args = &step_args;
+        let copy_s = copy.to_string_lossy().into_owned();
+        println!("$ git bisect run {copy_s} bisect-step {}", step_args.join(" "));
+        // git's and the steps' output streams straight to the terminal.
+        let ran = std::process::Command::new("git")
+            .args(["bisect", "run"])
+            .arg(&copy)
+            .arg("bisect-step")
+            .args(step_args)
+            .current_dir(&ws.root)
+            .env(STEP_DIR_VAR, &tmp)
+            .env("CARGO_MANIFEST_DIR", ws.root.join("xtask"))
+            .status()
+            .context("starting `git bisect run`")?;
 
-    let first_bad = cmd!(sh, "git rev-parse --verify --quiet refs/bisect/bad").quiet().ignore_status().read()?;
-    let log = cmd!(sh, "git bisect log").quiet().ignore_status().read().unwrap_or_default();
-    std::fs::write(tmp.join("bisect.log"), &log)?;
-    let found = ran.status.success() && !first_bad.is_empty();
-    if found {
-        let first_bad = first_bad.trim().to_string();
-        let record = tmp.join(format!("{first_bad}.json"));
-        if !record.is_file() {
-            // BAD itself was never booted (GOOD is its parent): boot it once now.
-            println!("booting the first bad commit once to show what fails there");
-            cmd!(sh, "git checkout -q {first_bad}").run()?;
-            let _ = cmd!(sh, "{copy_s} bisect-step {step_args...}")
-                .env(STEP_DIR_VAR, &tmp)
-                .env("CARGO_MANIFEST_DIR", ws.root.join("xtask"))
-                .ignore_status()
-                .run();
+        let log = cmd!(sh, "git bisect log").quiet().ignore_status().read().unwrap_or_default();
+        std::fs::write(tmp.join("bisect.log"), &log)?;
+        let first_bad = log
+            .lines()
+            .find_map(|l| l.strip_prefix("# first bad commit: ["))
+            .and_then(|l| l.split(']').next())
+            .map(str::to_string);
+        let found = first_bad.is_some();
+        if let Some(first_bad) = first_bad {
+            let record = tmp.join(format!("{first_bad}.json"));
+            if !record.is_file() {
+                // BAD itself was never booted (GOOD is its parent): boot it once now.
+                println!("booting the first bad commit once to show what fails there");
+                cmd!(sh, "git checkout -q {first_bad}").run()?;
+                let _ = cmd!(sh, "{copy_s} bisect-step {step_args...}")
+                    .env(STEP_DIR_VAR, &tmp)
+                    .env("CARGO_MANIFEST_DIR", ws.root.join("xtask"))
+                    .ignore_status()
+                    .run();
+            }
+            let subject = cmd!(sh, "git log -1 --format=%h%x20%s {first_bad}").quiet().read().unwrap_or_default();
+            println!("\n== first bad commit: {first_bad} ==\n{subject}");
+            print_failures(&record);
+        } else {
+            println!("\nthe bisection found no single first bad commit (`git bisect run` {ran}; see above)");
         }
-        let subject = cmd!(sh, "git log -1 --format=%h%x20%s {first_bad}").quiet().read().unwrap_or_default();
-        println!("\n== first bad commit: {first_bad} ==\n{subject}");
-        print_failures(&record);
-    } else {
-        println!("\nthe bisection did not finish (see git's messages above)");
-    }
+        Ok(found)
+    })();
     println!("bisect log: {}", tmp.join("bisect.log").display());
     cmd!(sh, "git bisect reset").run()?;
-    Ok(found)
+    outcome
 }
 
 fn short(sha: &str) -> &str {
