@@ -261,7 +261,7 @@ pub fn boot(ws: &Workspace, spec: &BootSpec, style: Style) -> Result<BootResult>
         checks: console.checks.clone(),
         counts: verdict.counts,
         guest_summary: console.summary,
-        result: console.result.clone(),
+        result: console.result.clone().map(|(status, reason)| report::ResultLine { status, reason }),
         passed: verdict.passed,
         failure_reasons: verdict.reasons.clone(),
         errors: console.errors.clone(),

@@ -39,8 +39,8 @@ pub struct Report {
     pub counts: Counts,
     /// The guest's own `guest-summary` counts, if it printed one.
     pub guest_summary: Option<Counts>,
-    /// The `quadrant-result` line: status and reason.
-    pub result: Option<(u8, String)>,
+    /// The `quadrant-result` line.
+    pub result: Option<ResultLine>,
     /// The verdict.
     pub passed: bool,
     /// Why it failed (empty when it passed).
@@ -65,6 +65,15 @@ pub struct Report {
     pub debugcon_log: String,
     /// The emulator command line.
     pub command: String,
+}
+
+/// The `quadrant-result status=V reason=R` line.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResultLine {
+    /// The run's status (0 = pass).
+    pub status: u8,
+    /// How the run ended.
+    pub reason: String,
 }
 
 impl Report {
