@@ -157,7 +157,15 @@ pub fn boot(ws: &Workspace, spec: &BootSpec, style: Style) -> Result<BootResult>
     let guest_path = match &spec.guest {
         GuestImage::Built => ws.release_bin("quadrant-guest"),
         GuestImage::Path(p) => {
-            std::fs::canonicalize(p).with_context(|| format!("guest image {}", p.display()))?
+            let p = std::fs::canonicalize(p).with_context(|| format!("guest image {}", p.display()))?;
+            if p.to_string_lossy().contains([' ', ',']) {
+                // QEMU's module string is "path args": keep the path one plain word.
+                let copy = dir.join("guest.elf");
+                std::fs::copy(&p, &copy).with_context(|| format!("copying {}", p.display()))?;
+                copy
+            } else {
+                p
+            }
         }
         GuestImage::NotMultiboot => {
             let p = dir.join("not-multiboot.txt");
@@ -170,7 +178,7 @@ pub fn boot(ws: &Workspace, spec: &BootSpec, style: Style) -> Result<BootResult>
     let expect_hv = if spec.hypervisor { "expect_hv=1" } else { "expect_hv=0" };
     let guest_args = media::join_args(&[expect_hv, &spec.guest_args]);
     let m = if spec.hypervisor {
-        let name = guest_path.file_name().map(|n| emulator_word(&n.to_string_lossy())).unwrap_or_default();
+        let name = guest_path.file_name().map(|n| crate::workspace::sanitize(&n.to_string_lossy())).unwrap_or_default();
         Media {
             kernel: ws.release_bin("quadrant-hv"),
             kernel_args: media::join_args(&[&format!("mmu={}", spec.mmu.as_str()), &spec.hv_args]),
@@ -303,11 +311,6 @@ pub fn boot(ws: &Workspace, spec: &BootSpec, style: Style) -> Result<BootResult>
         let _ = std::fs::remove_dir_all(dir.join("iso"));
     }
     Ok(BootResult { report, verdict, report_path })
-}
-
-/// A GRUB module name word: no spaces.
-fn emulator_word(s: &str) -> String {
-    crate::workspace::sanitize(s)
 }
 
 /// What is on the ISO (for --verbose): `xorriso -lsl /boot` and the

@@ -177,6 +177,11 @@ impl RunOpts {
 /// `run`: build, check packages, boot once.
 fn run(ws: &Workspace, opts: &RunOpts) -> Result<bool> {
     let emu = opts.resolve_emulator()?;
+    if opts.emulator.is_none() && emu == Emulator::Bochs {
+        if let Err(why) = emulator::nested_kvm_status() {
+            println!("note: booting in Bochs; qemu-kvm is not available here: {why}");
+        }
+    }
     if emu == Emulator::QemuTcg && !opts.bare && opts.expect_error.is_none() {
         println!("note: QEMU TCG has no VMX; the hypervisor is expected to stop with `quadrant-error no-vmx`");
     }
