@@ -370,7 +370,7 @@ impl Live {
         match self.console.feed(line) {
             Event::Check(c) => say(&(report::check_line(&c) + "\n")),
             Event::Error(e) => say(&(report::error_line(&e) + "\n")),
-            Event::Protocol | Event::Text if verbose => say(&format!("    | {line}\n")),
+            Event::Protocol | Event::Text if verbose => say(&format!("    | {}\n", report::printable(line))),
             _ => {}
         }
     }

@@ -54,8 +54,15 @@ fn iso_kernel_path(m: &Media) -> &'static str {
 }
 
 /// `boot/grub/grub.cfg` of the ISO.
+///
+/// GRUB also writes to COM1, so its errors (say, no Multiboot header) land
+/// in serial.log; if the entry cannot boot, it says so and ends Bochs through
+/// the shutdown port (exit 1) instead of waiting for a key until the timeout.
 pub fn grub_cfg(m: &Media) -> String {
-    let mut s = String::from("set timeout=0\nset default=0\n");
+    let mut s = String::from(
+        "serial --unit=0 --speed=115200\nterminal_output serial console\n\
+         set timeout=0\nset timeout_style=hidden\nset default=0\n",
+    );
     let title = if m.module.is_some() { "Quadrant: hypervisor + guest" } else { "Quadrant: bare guest" };
     s += &format!("menuentry \"{title}\" {{\n");
     s += &format!("  multiboot {}", iso_kernel_path(m));
@@ -70,7 +77,13 @@ pub fn grub_cfg(m: &Media) -> String {
         }
         s += "\n";
     }
-    s += "  boot\n}\n";
+    s += "  boot\n";
+    s += "  echo \"grub: could not boot the kernel (GRUB's error is above); stopping Bochs\"\n";
+    s += "  insmod iorw\n";
+    for b in shared::ports::BOCHS_SHUTDOWN_WORD {
+        s += &format!("  outb {:#x} {:#x}\n", shared::ports::BOCHS_SHUTDOWN, b);
+    }
+    s += "}\n";
     s
 }
 
@@ -137,12 +150,18 @@ mod tests {
 
     #[test]
     fn grub_cfg_hypervisor_and_bare() {
-        assert_eq!(
-            grub_cfg(&hv()),
-            "set timeout=0\nset default=0\nmenuentry \"Quadrant: hypervisor + guest\" {\n  \
-             multiboot /boot/quadrant-hv mmu=shadow\n  \
-             module /boot/quadrant-guest quadrant-guest expect_hv=1 only=a,b\n  boot\n}\n"
+        let cfg = grub_cfg(&hv());
+        assert!(cfg.starts_with("serial --unit=0 --speed=115200\nterminal_output serial console\nset timeout=0\n"), "{cfg}");
+        assert!(
+            cfg.contains(
+                "menuentry \"Quadrant: hypervisor + guest\" {\n  \
+                 multiboot /boot/quadrant-hv mmu=shadow\n  \
+                 module /boot/quadrant-guest quadrant-guest expect_hv=1 only=a,b\n  boot\n"
+            ),
+            "{cfg}"
         );
+        assert!(cfg.contains("  outb 0x8900 0x53\n  outb 0x8900 0x68\n"), "{cfg}");
+        assert!(cfg.ends_with("  outb 0x8900 0x6e\n}\n"), "{cfg}");
         let bare = Media { kernel: "/x/g".into(), kernel_args: "expect_hv=0".into(), module: None };
         assert!(grub_cfg(&bare).contains("\n  multiboot /boot/quadrant-guest expect_hv=0\n  boot\n"));
     }

@@ -95,20 +95,25 @@ pub fn check_line(c: &Check) -> String {
         _ => "SKIP",
     };
     if c.detail.is_empty() {
-        format!("  {word} {}", c.name)
+        format!("  {word} {}", printable(&c.name))
     } else {
-        format!("  {word} {}: {}", c.name, c.detail)
+        format!("  {word} {}: {}", printable(&c.name), printable(&c.detail))
     }
 }
 
 /// One `quadrant-error` line, made to stand out.
 pub fn error_line(e: &ErrorLine) -> String {
-    format!("  *** quadrant-error {}: {}", e.kind, e.text)
+    format!("  *** quadrant-error {}: {}", e.kind, printable(&e.text))
 }
 
 /// The `N passed, M failed, K skipped` line of one boot.
 pub fn counts_line(c: Counts) -> String {
     format!("{} passed, {} failed, {} skipped", c.passed, c.failed, c.skipped)
+}
+
+/// A log line made safe for a terminal: no escape sequences or control characters.
+pub fn printable(l: &str) -> String {
+    crate::verdict::strip_ansi(l).chars().filter(|c| !c.is_control() || *c == '\t').collect()
 }
 
 /// The last `n` lines of a file, indented; or why there are none.
@@ -123,7 +128,7 @@ pub fn tail(path: &Path, n: usize) -> String {
             }
             let mut s = String::new();
             for l in &lines[lines.len().saturating_sub(n)..] {
-                let _ = writeln!(s, "    | {}", l.trim_end_matches('\r'));
+                let _ = writeln!(s, "    | {}", printable(l));
             }
             s
         }
@@ -146,7 +151,7 @@ fn bochs_problems(path: &Path, n: usize) -> String {
     }
     let mut s = String::new();
     for l in &lines[lines.len().saturating_sub(n)..] {
-        let _ = writeln!(s, "    | {l}");
+        let _ = writeln!(s, "    | {}", printable(l));
     }
     s
 }
@@ -192,5 +197,11 @@ mod tests {
         assert!(is_bochs_problem("00000123456p[CPU0  ] >>PANIC<< VMENTER FAIL"));
         assert!(!is_bochs_problem("00228278050i[CPU0  ] | RSI=0000000000101588"));
         assert!(!is_bochs_problem("e[ not a bochs line"));
+    }
+
+    #[test]
+    fn log_lines_are_made_printable() {
+        assert_eq!(printable("\x1b[H\x1b[J\x1b[1;1H  Booting `x'\r"), "  Booting `x'");
+        assert_eq!(printable("\ra\tb\x07"), "a\tb");
     }
 }

@@ -154,8 +154,10 @@ impl Console {
     /// Collects one line and says what it was.
     pub fn feed(&mut self, l: &str) -> Event {
         self.lines += 1;
-        // A line can carry a leading NUL or escape from firmware: trim them.
-        let l = l.trim_start_matches(|c: char| c.is_control() && c != '\t');
+        // GRUB's serial terminal leaves escape sequences and `\r` at line
+        // starts: drop them before parsing.
+        let cleaned = strip_ansi(l);
+        let l = cleaned.trim_start_matches(|c: char| c.is_control() && c != '\t');
         match line::parse(l) {
             None => Event::Text,
             Some(Line::Check { outcome, name, detail }) => {
@@ -204,6 +206,28 @@ impl Console {
         }
         c
     }
+}
+
+/// Removes ANSI CSI sequences (`ESC [ ... final`) from a line.
+pub fn strip_ansi(l: &str) -> std::borrow::Cow<'_, str> {
+    if !l.contains('\x1b') {
+        return l.into();
+    }
+    let mut out = String::with_capacity(l.len());
+    let mut it = l.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\x1b' && it.peek() == Some(&'[') {
+            it.next();
+            for f in it.by_ref() {
+                if ('\x40'..='\x7e').contains(&f) {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
 }
 
 /// What the run was supposed to do.
@@ -442,6 +466,16 @@ guest-summary passed=2 failed=0 skipped=1\r
         let c = Console::from_text(log);
         let v = judge(&c, Exit::Code(255), ExitConvention::Qemu, bad);
         assert!(v.reasons[0].contains("got no-vmx"), "{:?}", v.reasons);
+    }
+
+    #[test]
+    fn grub_escapes_are_ignored() {
+        let log = "\x1b[H\x1b[J\x1b[1;1H  Booting `Quadrant: bare guest'\n\r\n\rcheck PASS a/b: x\r\n\
+                   \x1b[0mguest-summary passed=1 failed=0 skipped=0\r\n";
+        let c = Console::from_text(log);
+        assert_eq!(c.counts(), Counts { passed: 1, failed: 0, skipped: 0 });
+        assert_eq!(c.summary, Some(Counts { passed: 1, failed: 0, skipped: 0 }));
+        assert_eq!(strip_ansi("a\x1b[1;1Hb"), "ab");
     }
 
     #[test]
