@@ -151,6 +151,11 @@ const NOT_MULTIBOOT: &str = "This is a text file, not a Multiboot kernel.\n\
 /// (missing files, emulator not startable), not verdicts.
 pub fn boot(ws: &Workspace, spec: &BootSpec, style: Style) -> Result<BootResult> {
     let (run_id, dir) = ws.new_run_dir(&spec.name)?;
+    boot_in(ws, spec, style, run_id, &dir).with_context(|| format!("{} (run directory {})", spec.name, dir.display()))
+}
+
+fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &Path) -> Result<BootResult> {
+    let dir = dir.to_path_buf();
     let mut pre = String::new(); // text printed before the check lines
     let _ = writeln!(pre, "{}", spec.header());
 
