@@ -25,7 +25,7 @@ use workspace::Workspace;
 
 /// Quadrant's runner: build, boot, test, bisect.
 #[derive(Parser, Debug)]
-#[command(name = "cargo xtask", version, about, long_about = None)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -79,7 +79,9 @@ pub struct RunOpts {
     #[arg(long, value_name = "ARGS", default_value = "", allow_hyphen_values = true)]
     pub guest_args: String,
     /// Negative test: pass only if the run ends with this `quadrant-error`
-    /// kind and a failing exit status.
+    /// kind and a failing exit status (no-vmx, vmx-locked, vm-entry-failure,
+    /// triple-fault, unhandled-exit, bad-guest-image, unsupported,
+    /// hypervisor-fault, timeout).
     #[arg(long, value_name = "KIND", value_parser = parse_error_kind)]
     pub expect_error: Option<ErrorKind>,
     /// Print every console line, grub.cfg, the ISO listing, bochsrc and the
@@ -248,6 +250,17 @@ mod tests {
             "== bochs core2_penryn_t9600 2 cpus, hypervisor (mmu=ept), expecting quadrant-error no-vmx: \
              booting (timeout 90 s) =="
         );
+    }
+
+    #[test]
+    fn expect_error_help_lists_every_kind() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let run = cmd.find_subcommand_mut("run").unwrap();
+        let help = run.render_long_help().to_string().replace(['\n', ' '], "");
+        for k in ErrorKind::ALL {
+            assert!(help.contains(k.as_str()), "{} missing from --expect-error's help", k.as_str());
+        }
     }
 
     #[test]
