@@ -1,1 +1,276 @@
-fn main() {}
+//! `cargo xtask`: builds Quadrant, boots it in Bochs or QEMU, judges the
+//! console output, runs the whole test suite and bisects regressions.
+//!
+//! See README.md for the user's view; `cargo xtask help` lists the options.
+
+mod bisect;
+mod boot;
+mod build;
+mod emulator;
+mod media;
+mod packages;
+mod report;
+mod test_cmd;
+mod verdict;
+mod workspace;
+
+use anyhow::{bail, Result};
+use boot::{BootSpec, GuestImage, Mmu, Style};
+use clap::{Args, Parser, Subcommand};
+use emulator::Emulator;
+use shared::line::ErrorKind;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use workspace::Workspace;
+
+/// Quadrant's runner: build, boot, test, bisect.
+#[derive(Parser, Debug)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Build the hypervisor and the guest (release) into <target>/release/.
+    Build,
+    /// Build, boot once, print the checks; exit 0 on pass, 1 on fail.
+    Run(RunOpts),
+    /// Run every test: host tests, bare reference boot, hypervisor boots in
+    /// Bochs, negative tests; a table and `N passed, M failed` at the end.
+    Test(test_cmd::TestOpts),
+    /// Find the first commit whose boot fails (git bisect run).
+    Bisect(BisectOpts),
+    /// One bisect step (used by `bisect`): build (exit 125 when it does not
+    /// build), boot once (exit 0 pass, 1 fail).
+    #[command(hide = true)]
+    BisectStep(RunOpts),
+}
+
+/// Options of one boot (`run`, `bisect`).
+#[derive(Args, Clone, Debug, Default)]
+pub struct RunOpts {
+    /// Emulator [default: qemu-kvm when nested VMX works here, else bochs].
+    #[arg(long, value_enum)]
+    pub emulator: Option<Emulator>,
+    /// CPU model [default: bochs corei7_skylake_x, qemu-tcg max, qemu-kvm host,+vmx].
+    #[arg(long, value_name = "MODEL")]
+    pub cpu_model: Option<String>,
+    /// Number of CPUs.
+    #[arg(long, value_name = "N", default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=16))]
+    pub cpus: u32,
+    /// Boot the guest alone, without the hypervisor (the reference run).
+    #[arg(long)]
+    pub bare: bool,
+    /// Timeout in seconds [default: 300 for bochs, 60 for qemu].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Paging mode of the hypervisor (its `mmu=` argument).
+    #[arg(long, value_enum, default_value_t = Mmu::Shadow)]
+    pub mmu: Mmu,
+    /// Boot this Multiboot kernel instead of the built guest.
+    #[arg(long, value_name = "PATH")]
+    pub guest: Option<PathBuf>,
+    /// Extra hypervisor arguments (after `mmu=...`).
+    #[arg(long, value_name = "ARGS", default_value = "", allow_hyphen_values = true)]
+    pub hv_args: String,
+    /// Extra guest arguments (after `expect_hv=0|1`).
+    #[arg(long, value_name = "ARGS", default_value = "", allow_hyphen_values = true)]
+    pub guest_args: String,
+    /// Negative test: pass only if the run ends with this `quadrant-error`
+    /// kind and a failing exit status (no-vmx, vmx-locked, vm-entry-failure,
+    /// triple-fault, unhandled-exit, bad-guest-image, unsupported,
+    /// hypervisor-fault, timeout).
+    #[arg(long, value_name = "KIND", value_parser = parse_error_kind)]
+    pub expect_error: Option<ErrorKind>,
+    /// Print every console line, grub.cfg, the ISO listing, bochsrc and the
+    /// emulator command line.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// `bisect` arguments.
+#[derive(Args, Debug)]
+struct BisectOpts {
+    /// A commit whose boot passes.
+    good: String,
+    /// A commit whose boot fails.
+    bad: String,
+    #[command(flatten)]
+    run: RunOpts,
+}
+
+fn parse_error_kind(s: &str) -> std::result::Result<ErrorKind, String> {
+    ErrorKind::from_word(s).ok_or_else(|| {
+        let all: Vec<_> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        format!("unknown error kind {s:?}; one of: {}", all.join(", "))
+    })
+}
+
+impl RunOpts {
+    /// The same options as command-line words (for `bisect-step`).
+    pub fn to_args(&self) -> Vec<String> {
+        let mut a = Vec::new();
+        if let Some(e) = self.emulator {
+            a.extend(["--emulator".to_string(), e.to_string()]);
+        }
+        if let Some(m) = &self.cpu_model {
+            a.extend(["--cpu-model".to_string(), m.clone()]);
+        }
+        a.extend(["--cpus".to_string(), self.cpus.to_string()]);
+        if self.bare {
+            a.push("--bare".into());
+        }
+        if let Some(t) = self.timeout {
+            a.extend(["--timeout".to_string(), t.to_string()]);
+        }
+        a.extend(["--mmu".to_string(), self.mmu.as_str().to_string()]);
+        if let Some(g) = &self.guest {
+            a.extend(["--guest".to_string(), g.to_string_lossy().into_owned()]);
+        }
+        if !self.hv_args.is_empty() {
+            a.push(format!("--hv-args={}", self.hv_args));
+        }
+        if !self.guest_args.is_empty() {
+            a.push(format!("--guest-args={}", self.guest_args));
+        }
+        if let Some(k) = self.expect_error {
+            a.extend(["--expect-error".to_string(), k.as_str().to_string()]);
+        }
+        if self.verbose {
+            a.push("--verbose".into());
+        }
+        a
+    }
+
+    /// The emulator to use, checked for availability.
+    pub fn resolve_emulator(&self) -> Result<Emulator> {
+        let emu = self.emulator.unwrap_or_else(Emulator::best_available);
+        if emu == Emulator::QemuKvm {
+            if let Err(why) = emulator::nested_kvm_status() {
+                bail!("qemu-kvm is not available here: {why}");
+            }
+        }
+        Ok(emu)
+    }
+
+    /// The boot this describes.
+    pub fn spec(&self, emu: Emulator) -> BootSpec {
+        let hv = !self.bare;
+        let model = self.cpu_model.clone().unwrap_or_else(|| emu.default_cpu_model().to_string());
+        let name = format!("{emu}-{}-{}", model.split(',').next().unwrap_or(""), if hv { "hv" } else { "bare" });
+        BootSpec {
+            name,
+            emulator: emu,
+            cpu_model: self.cpu_model.clone(),
+            cpus: self.cpus,
+            hypervisor: hv,
+            mmu: self.mmu,
+            guest: self.guest.clone().map_or(GuestImage::Built, GuestImage::Path),
+            hv_args: self.hv_args.clone(),
+            guest_args: self.guest_args.clone(),
+            timeout: self.timeout,
+            expect_error: self.expect_error,
+        }
+    }
+}
+
+/// `run`: build, check packages, boot once.
+fn run(ws: &Workspace, opts: &RunOpts) -> Result<bool> {
+    let emu = opts.resolve_emulator()?;
+    if opts.emulator.is_none() && emu == Emulator::Bochs {
+        if let Err(why) = emulator::nested_kvm_status() {
+            println!("note: booting in Bochs; qemu-kvm is not available here: {why}");
+        }
+    }
+    if emu == Emulator::QemuTcg && !opts.bare && opts.expect_error.is_none() {
+        println!("note: QEMU TCG has no VMX; the hypervisor is expected to stop with `quadrant-error no-vmx`");
+    }
+    build::build(ws)?;
+    packages::ensure(emu.needs())?;
+    let r = boot::boot(ws, &opts.spec(emu), Style { stream: true, verbose: opts.verbose })?;
+    Ok(r.verdict.passed)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let ws = match Workspace::locate() {
+        Ok(ws) => ws,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            return ExitCode::from(2);
+        }
+    };
+    let res = match &cli.cmd {
+        Cmd::Build => build::build(&ws).map(|()| true),
+        Cmd::Run(o) => run(&ws, o),
+        Cmd::Test(o) => test_cmd::test(&ws, o),
+        Cmd::Bisect(o) => bisect::bisect(&ws, &o.good, &o.bad, &o.run),
+        Cmd::BisectStep(o) => return bisect::step(&ws, o),
+    };
+    match res {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_options_round_trip_through_args() {
+        let cli = Cli::try_parse_from([
+            "xtask", "run", "--emulator", "bochs", "--cpu-model", "core2_penryn_t9600", "--cpus", "2", "--timeout",
+            "90", "--mmu", "ept", "--hv-args", "audit=1", "--guest-args", "-x only=a", "--expect-error", "no-vmx",
+        ])
+        .unwrap();
+        let Cmd::Run(o) = cli.cmd else { panic!() };
+        let mut argv = vec!["xtask".to_string(), "bisect-step".to_string()];
+        argv.extend(o.to_args());
+        let Cmd::BisectStep(p) = Cli::try_parse_from(argv).unwrap().cmd else { panic!() };
+        assert_eq!(p.to_args(), o.to_args());
+        assert_eq!(p.guest_args, "-x only=a");
+        assert_eq!(p.expect_error, Some(ErrorKind::NoVmx));
+        let s = p.spec(Emulator::Bochs);
+        assert_eq!(s.name, "bochs-core2_penryn_t9600-hv");
+        assert_eq!(
+            s.header(),
+            "== bochs core2_penryn_t9600 2 cpus, hypervisor (mmu=ept), expecting quadrant-error no-vmx: \
+             booting (timeout 90 s) =="
+        );
+    }
+
+    #[test]
+    fn expect_error_help_lists_every_kind() {
+        use clap::CommandFactory;
+        let mut cmd = Cli::command();
+        let run = cmd.find_subcommand_mut("run").unwrap();
+        let help = run.render_long_help().to_string().replace(['\n', ' '], "");
+        for k in ErrorKind::ALL {
+            assert!(help.contains(k.as_str()), "{} missing from --expect-error's help", k.as_str());
+        }
+    }
+
+    #[test]
+    fn header_format() {
+        let o = RunOpts { cpus: 1, ..Default::default() };
+        assert_eq!(
+            o.spec(Emulator::Bochs).header(),
+            "== bochs corei7_skylake_x 1 cpu, hypervisor (mmu=shadow): booting (timeout 300 s) =="
+        );
+        let o = RunOpts { cpus: 1, bare: true, ..Default::default() };
+        assert_eq!(o.spec(Emulator::QemuTcg).header(), "== qemu-tcg max 1 cpu, bare guest: booting (timeout 60 s) ==");
+    }
+}

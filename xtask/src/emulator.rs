@@ -1,0 +1,341 @@
+//! The emulators: which one to use, how each is configured and started, and
+//! running one under a timeout.
+
+use crate::packages;
+use crate::verdict::{Exit, ExitConvention};
+use anyhow::{Context, Result};
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Bochs configuration template (`ci/bochsrc.template`), built into the
+/// binary so that a bisect step can boot old trees with today's runner.
+const BOCHSRC_TEMPLATE: &str = include_str!("../../ci/bochsrc.template");
+
+/// An emulator to boot in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Emulator {
+    /// Bochs 2.7: emulates VMX (and EPT on modern models); slow but everywhere.
+    Bochs,
+    /// QEMU with KVM and nested VMX (`-cpu host,+vmx`): real speed, needs an
+    /// Intel host with `kvm_intel nested=1`.
+    QemuKvm,
+    /// QEMU TCG: fast, but no VMX (bare guest runs and negative tests).
+    QemuTcg,
+}
+
+impl fmt::Display for Emulator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Emulator::Bochs => "bochs",
+            Emulator::QemuKvm => "qemu-kvm",
+            Emulator::QemuTcg => "qemu-tcg",
+        })
+    }
+}
+
+impl Emulator {
+    /// qemu-kvm when nested VMX works here, else Bochs.
+    pub fn best_available() -> Emulator {
+        if nested_kvm_status().is_ok() {
+            Emulator::QemuKvm
+        } else {
+            Emulator::Bochs
+        }
+    }
+
+    /// How its exit status is read.
+    pub fn convention(self) -> ExitConvention {
+        match self {
+            Emulator::Bochs => ExitConvention::Bochs,
+            Emulator::QemuKvm | Emulator::QemuTcg => ExitConvention::Qemu,
+        }
+    }
+
+    /// The CPU model used when the user names none.
+    pub fn default_cpu_model(self) -> &'static str {
+        match self {
+            Emulator::Bochs => "corei7_skylake_x",
+            Emulator::QemuKvm => "host,+vmx",
+            Emulator::QemuTcg => "max",
+        }
+    }
+
+    /// The default timeout in seconds.
+    pub fn default_timeout(self) -> u64 {
+        match self {
+            Emulator::Bochs => 300,
+            Emulator::QemuKvm | Emulator::QemuTcg => 60,
+        }
+    }
+
+    /// Host packages it needs.
+    pub fn needs(self) -> &'static [packages::Need] {
+        match self {
+            Emulator::Bochs => packages::BOCHS,
+            Emulator::QemuKvm | Emulator::QemuTcg => packages::QEMU,
+        }
+    }
+
+    /// The file its own messages go to, relative to the run directory.
+    pub fn log_name(self) -> &'static str {
+        match self {
+            Emulator::Bochs => "bochs.log",
+            Emulator::QemuKvm | Emulator::QemuTcg => "qemu.log",
+        }
+    }
+
+    /// The file the process's stdout and stderr go to.
+    pub fn output_name(self) -> &'static str {
+        match self {
+            Emulator::Bochs => "bochs.out",
+            Emulator::QemuKvm | Emulator::QemuTcg => "qemu.log",
+        }
+    }
+}
+
+/// Whether QEMU/KVM can run a VMX hypervisor here; the error says exactly why not.
+pub fn nested_kvm_status() -> std::result::Result<(), String> {
+    let dev = Path::new("/dev/kvm");
+    if !dev.exists() {
+        return Err("no /dev/kvm: KVM is not available on this host (no hardware virtualisation \
+                    exposed, or the kvm modules are not loaded)"
+            .into());
+    }
+    if std::fs::OpenOptions::new().read(true).write(true).open(dev).is_err() {
+        return Err("/dev/kvm exists but this user cannot open it read-write (add yourself to the \
+                    `kvm` group, then log in again)"
+            .into());
+    }
+    let intel = Path::new("/sys/module/kvm_intel");
+    if !intel.exists() {
+        let loaded: Vec<String> = std::fs::read_dir("/sys/module")
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| n.starts_with("kvm"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        return Err(format!(
+            "/dev/kvm exists but kvm_intel is not loaded (loaded: {}): this is an AMD host or a \
+             paravirtual KVM, which cannot run an Intel VMX hypervisor as a guest; use --emulator bochs",
+            if loaded.is_empty() { "none".to_string() } else { loaded.join(", ") }
+        ));
+    }
+    let nested = std::fs::read_to_string(intel.join("parameters/nested")).unwrap_or_default();
+    if !matches!(nested.trim(), "Y" | "y" | "1") {
+        return Err(format!(
+            "kvm_intel is loaded with nested VMX off (nested={}); enable it with \
+             `sudo modprobe -r kvm_intel; sudo modprobe kvm_intel nested=1` (stop running VMs \
+             first; make it permanent with `options kvm_intel nested=1` in /etc/modprobe.d/kvm.conf)",
+            nested.trim()
+        ));
+    }
+    Ok(())
+}
+
+/// Renders `ci/bochsrc.template`. Paths are relative to the run directory.
+pub fn bochsrc(model: &str, cpus: u32, iso: &str) -> String {
+    BOCHSRC_TEMPLATE
+        .replace("@BIOS@", packages::BOCHS_BIOS)
+        .replace("@VGABIOS@", packages::vga_bios())
+        .replace("@MODEL@", model)
+        .replace("@CPUS@", &cpus.to_string())
+        .replace("@ISO@", iso)
+        .replace("@SERIAL@", "serial.log")
+        .replace("@LOG@", "bochs.log")
+}
+
+/// The Bochs debugger script: continue, and quit when the magic breakpoint
+/// (the pass exit) stops the CPU.
+pub const BOCHS_RC: &str = "c\nquit\n";
+
+/// The QEMU command line (without the boot media arguments).
+pub fn qemu_args(emu: Emulator, model: &str, cpus: u32) -> Vec<String> {
+    let mut a: Vec<String> = vec!["-machine".into(), "pc".into()];
+    if emu == Emulator::QemuKvm {
+        a.push("-enable-kvm".into());
+    } else {
+        a.extend(["-accel".into(), "tcg".into()]);
+    }
+    a.extend(
+        [
+            "-cpu", model, "-m", "256", "-smp", &cpus.to_string(), "-display", "none", "-no-reboot",
+            "-serial", "file:serial.log", "-debugcon", "file:debugcon.log", "-device",
+            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+        ]
+        .map(String::from),
+    );
+    a
+}
+
+/// A process to start in a run directory.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// Program and arguments.
+    pub argv: Vec<String>,
+    /// Working directory (the run directory).
+    pub cwd: PathBuf,
+    /// stdout and stderr go here.
+    pub output: PathBuf,
+}
+
+impl Launch {
+    /// The command as one shell-pasteable line.
+    pub fn display(&self) -> String {
+        let words: Vec<String> = self.argv.iter().map(|w| shell_quote(w)).collect();
+        format!("(cd {} && {})", shell_quote(&self.cwd.to_string_lossy()), words.join(" "))
+    }
+}
+
+/// Quotes a word for a POSIX shell when it needs it.
+pub fn shell_quote(w: &str) -> String {
+    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
+        w.to_string()
+    } else {
+        format!("'{}'", w.replace('\'', "'\\''"))
+    }
+}
+
+/// The wrapper that gives Bochs its own network namespace (so parallel runs
+/// do not fight over the rfb port), if this host allows one.
+pub fn netns_wrapper() -> &'static [&'static str] {
+    static W: OnceLock<&'static [&'static str]> = OnceLock::new();
+    W.get_or_init(|| {
+        let works = |args: &[&str]| {
+            Command::new("unshare")
+                .args(args)
+                .arg("true")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false)
+        };
+        if works(&["-n"]) {
+            &["unshare", "-n"]
+        } else if works(&["-r", "-n"]) {
+            &["unshare", "-r", "-n"]
+        } else {
+            &[]
+        }
+    })
+}
+
+/// `setpriv --pdeathsig KILL --` when available: the emulator dies with the
+/// runner (Ctrl-C), although it runs in its own process group.
+fn deathsig_wrapper() -> &'static [&'static str] {
+    static W: OnceLock<bool> = OnceLock::new();
+    if *W.get_or_init(|| packages::find_program("setpriv").is_some()) {
+        &["setpriv", "--pdeathsig", "KILL", "--"]
+    } else {
+        &[]
+    }
+}
+
+/// Runs `l` with stdin from /dev/null, in its own process group, killing the
+/// group after `timeout`. `tick(elapsed)` is called about every 100 ms.
+pub fn run(l: &Launch, timeout: Duration, mut tick: impl FnMut(Duration)) -> Result<(Exit, Duration)> {
+    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    let out = std::fs::File::create(&l.output).with_context(|| format!("creating {}", l.output.display()))?;
+    let err = out.try_clone()?;
+    let mut argv: Vec<&str> = deathsig_wrapper().to_vec();
+    argv.extend(l.argv.iter().map(String::as_str));
+    let start = Instant::now();
+    let mut child = Command::new(argv[0])
+        .args(&argv[1..])
+        .current_dir(&l.cwd)
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .process_group(0)
+        .spawn()
+        .with_context(|| format!("starting {}", l.argv[0]))?;
+    loop {
+        if let Some(st) = child.try_wait()? {
+            let exit = match (st.code(), st.signal()) {
+                (Some(c), _) => Exit::Code(c),
+                (None, Some(s)) => Exit::Signal(s),
+                (None, None) => Exit::Code(-1),
+            };
+            return Ok((exit, start.elapsed()));
+        }
+        let el = start.elapsed();
+        if el >= timeout {
+            let pgid = child.id();
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
+            let _ = child.kill();
+            let _ = child.wait();
+            return Ok((Exit::Timeout { secs: timeout.as_secs() }, start.elapsed()));
+        }
+        tick(el);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bochsrc_has_the_measured_settings() {
+        let rc = bochsrc("core2_penryn_t9600", 2, "boot.iso");
+        for want in [
+            "display_library: rfb, options=\"timeout=0\"",
+            "cpu: model=core2_penryn_t9600, count=2, ips=50000000, reset_on_triple_fault=0",
+            "megs: 256",
+            "ata0-master: type=cdrom, path=boot.iso, status=inserted",
+            "boot: cdrom",
+            "com1: enabled=1, mode=file, dev=serial.log",
+            "log: bochs.log",
+            "clock: sync=none, time0=local",
+            "panic: action=fatal",
+            "magic_break: enabled=1",
+            "port_e9_hack: enabled=1",
+            "romimage: file=/usr/share/bochs/BIOS-bochs-latest",
+        ] {
+            assert!(rc.contains(want), "missing {want:?} in\n{rc}");
+        }
+        assert!(!rc.lines().any(|l| !l.starts_with('#') && l.contains('@')), "unfilled field in\n{rc}");
+    }
+
+    #[test]
+    fn qemu_command_line() {
+        let a = qemu_args(Emulator::QemuTcg, "max", 1).join(" ");
+        assert_eq!(
+            a,
+            "-machine pc -accel tcg -cpu max -m 256 -smp 1 -display none -no-reboot -serial file:serial.log \
+             -debugcon file:debugcon.log -device isa-debug-exit,iobase=0xf4,iosize=0x04"
+        );
+        let k = qemu_args(Emulator::QemuKvm, "host,+vmx", 2).join(" ");
+        assert!(k.starts_with("-machine pc -enable-kvm -cpu host,+vmx -m 256 -smp 2 "), "{k}");
+    }
+
+    #[test]
+    fn timeout_kills_and_exit_codes_pass_through() {
+        let dir = std::env::temp_dir().join(format!("xtask-emu-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let l = |s: &str| Launch {
+            argv: vec!["sh".into(), "-c".into(), s.into()],
+            cwd: dir.clone(),
+            output: dir.join("out.log"),
+        };
+        let (e, _) = run(&l("echo hi; exit 3"), Duration::from_secs(10), |_| {}).unwrap();
+        assert_eq!(e, Exit::Code(3));
+        assert_eq!(std::fs::read_to_string(dir.join("out.log")).unwrap(), "hi\n");
+        let (e, d) = run(&l("sleep 30 & sleep 30"), Duration::from_millis(300), |_| {}).unwrap();
+        assert_eq!(e, Exit::Timeout { secs: 0 });
+        assert!(d < Duration::from_secs(5));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn quoting() {
+        assert_eq!(shell_quote("-smp"), "-smp");
+        assert_eq!(shell_quote("a b"), "'a b'");
+        assert_eq!(shell_quote("it's"), "'it'\\''s'");
+    }
+}

@@ -1,0 +1,207 @@
+//! The JSON report of one boot (`<target>/quadrant/reports/<run-id>.json`)
+//! and the text block the console shows for it.
+
+use crate::verdict::{Check, Counts, ErrorLine, Verdict};
+use serde::Serialize;
+use std::fmt::Write;
+use std::path::Path;
+
+/// Everything about one boot, as written to the JSON report.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// Unique id; also the run directory's name.
+    pub run_id: String,
+    /// Short name of the run (`bochs-penryn-hv`, ...).
+    pub name: String,
+    /// `bochs`, `qemu-kvm` or `qemu-tcg`.
+    pub emulator: String,
+    /// Bochs CPU model or QEMU `-cpu` value.
+    pub cpu_model: String,
+    /// Number of CPUs.
+    pub cpus: u32,
+    /// Whether the guest ran under the hypervisor.
+    pub hypervisor: bool,
+    /// `shadow` or `ept` under the hypervisor, `null` bare.
+    pub mmu: Option<String>,
+    /// The MMU the hypervisor's banner announced, if any.
+    pub hv_mmu_reported: Option<String>,
+    /// The guest image booted.
+    pub guest: String,
+    /// The kernel command line (hypervisor's, or the guest's on a bare run).
+    pub kernel_args: String,
+    /// The guest's arguments under the hypervisor.
+    pub guest_args: Option<String>,
+    /// For a negative test: the `quadrant-error` kind that must appear.
+    pub expect_error: Option<String>,
+    /// Every check line, in order.
+    pub checks: Vec<Check>,
+    /// Counts of the check lines.
+    pub counts: Counts,
+    /// The guest's own `guest-summary` counts, if it printed one.
+    pub guest_summary: Option<Counts>,
+    /// The `quadrant-result` line.
+    pub result: Option<ResultLine>,
+    /// The verdict.
+    pub passed: bool,
+    /// Why it failed (empty when it passed).
+    pub failure_reasons: Vec<String>,
+    /// `quadrant-error` lines.
+    pub errors: Vec<ErrorLine>,
+    /// The emulator's exit status (`null` on a timeout or a signal).
+    pub exit_status: Option<i32>,
+    /// Whether the runner killed the emulator at the timeout.
+    pub timed_out: bool,
+    /// The timeout in seconds.
+    pub timeout_s: u64,
+    /// Emulator wall time in seconds.
+    pub duration_s: f64,
+    /// The run directory.
+    pub run_dir: String,
+    /// COM1 output.
+    pub serial_log: String,
+    /// The emulator's log (`bochs.log`, or QEMU's stderr).
+    pub emulator_log: String,
+    /// The port 0xe9 output (Bochs: its stdout).
+    pub debugcon_log: String,
+    /// The emulator command line.
+    pub command: String,
+}
+
+/// The `quadrant-result status=V reason=R` line.
+#[derive(Clone, Debug, Serialize)]
+pub struct ResultLine {
+    /// The run's status (0 = pass).
+    pub status: u8,
+    /// How the run ended.
+    pub reason: String,
+}
+
+impl Report {
+    /// Writes the report as pretty JSON to `path`.
+    pub fn write(&self, path: &Path) -> anyhow::Result<()> {
+        if let Some(d) = path.parent() {
+            std::fs::create_dir_all(d)?;
+        }
+        std::fs::write(path, serde_json::to_string_pretty(self)? + "\n")?;
+        Ok(())
+    }
+}
+
+/// One check as a console line.
+pub fn check_line(c: &Check) -> String {
+    let word = match c.outcome {
+        "pass" => "PASS",
+        "fail" => "FAIL",
+        _ => "SKIP",
+    };
+    if c.detail.is_empty() {
+        format!("  {word} {}", printable(&c.name))
+    } else {
+        format!("  {word} {}: {}", printable(&c.name), printable(&c.detail))
+    }
+}
+
+/// One `quadrant-error` line, made to stand out.
+pub fn error_line(e: &ErrorLine) -> String {
+    format!("  *** quadrant-error {}: {}", e.kind, printable(&e.text))
+}
+
+/// The `N passed, M failed, K skipped` line of one boot.
+pub fn counts_line(c: Counts) -> String {
+    format!("{} passed, {} failed, {} skipped", c.passed, c.failed, c.skipped)
+}
+
+/// A log line made safe for a terminal: no escape sequences or control characters.
+pub fn printable(l: &str) -> String {
+    crate::verdict::strip_ansi(l).chars().filter(|c| !c.is_control() || *c == '\t').collect()
+}
+
+/// The last `n` lines of a file, indented; or why there are none.
+pub fn tail(path: &Path, n: usize) -> String {
+    match std::fs::read(path) {
+        Err(e) => format!("      ({e})\n"),
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            let lines: Vec<&str> = text.lines().collect();
+            if lines.is_empty() {
+                return "      (empty)\n".into();
+            }
+            let mut s = String::new();
+            for l in &lines[lines.len().saturating_sub(n)..] {
+                let _ = writeln!(s, "    | {}", printable(l));
+            }
+            s
+        }
+    }
+}
+
+/// Whether a bochs.log line is an error or a panic (`00000000123e[SER   ] ...`).
+pub fn is_bochs_problem(line: &str) -> bool {
+    let head = line.trim_start_matches(|c: char| c.is_ascii_digit());
+    head.len() < line.len() && (head.starts_with("e[") || head.starts_with("p[")) || line.contains(">>PANIC<<")
+}
+
+/// The last `n` error/panic lines of a bochs.log, or its tail when it has none.
+fn bochs_problems(path: &Path, n: usize) -> String {
+    let Ok(bytes) = std::fs::read(path) else { return tail(path, n) };
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().filter(|l| is_bochs_problem(l)).collect();
+    if lines.is_empty() {
+        return format!("      (no error or panic lines; the log ends with:)\n{}", tail(path, n));
+    }
+    let mut s = String::new();
+    for l in &lines[lines.len().saturating_sub(n)..] {
+        let _ = writeln!(s, "    | {}", printable(l));
+    }
+    s
+}
+
+/// What ends a boot's block: counts, then either the pass line or the
+/// failure reasons, log paths and log tails.
+pub fn block_end(r: &Report, v: &Verdict, report_path: &Path) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "{}", counts_line(v.counts));
+    if v.passed {
+        let what = if r.expect_error.is_some() { " (failed as expected)" } else { "" };
+        let _ = writeln!(s, "PASS{what}: {} in {:.1} s (report: {})", r.name, r.duration_s, report_path.display());
+        return s;
+    }
+    let _ = writeln!(s, "FAIL: {} after {:.1} s", r.name, r.duration_s);
+    for reason in &v.reasons {
+        let _ = writeln!(s, "  - {reason}");
+    }
+    let _ = writeln!(s, "  serial log:   {} (last 20 lines):", r.serial_log);
+    s += &tail(Path::new(&r.serial_log), 20);
+    if r.emulator == "bochs" {
+        // bochs.log ends with a register dump; its errors and panics say more.
+        let _ = writeln!(s, "  emulator log: {} (last 20 error/panic lines):", r.emulator_log);
+        s += &bochs_problems(Path::new(&r.emulator_log), 20);
+    } else {
+        let _ = writeln!(s, "  emulator log: {} (last 20 lines):", r.emulator_log);
+        s += &tail(Path::new(&r.emulator_log), 20);
+    }
+    let _ = writeln!(s, "  0xe9 output:  {}", r.debugcon_log);
+    let _ = writeln!(s, "  run dir:      {}", r.run_dir);
+    let _ = writeln!(s, "  report:       {}", report_path.display());
+    let _ = writeln!(s, "  rerun:        {}", r.command);
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bochs_problem_lines() {
+        assert!(is_bochs_problem("00228277236e[SER   ] com1: write to tx hold register when not empty"));
+        assert!(is_bochs_problem("00000123456p[CPU0  ] >>PANIC<< VMENTER FAIL"));
+        assert!(!is_bochs_problem("00228278050i[CPU0  ] | RSI=0000000000101588"));
+        assert!(!is_bochs_problem("e[ not a bochs line"));
+    }
+
+    #[test]
+    fn log_lines_are_made_printable() {
+        assert_eq!(printable("\x1b[H\x1b[J\x1b[1;1H  Booting `x'\r"), "  Booting `x'");
+        assert_eq!(printable("\ra\tb\x07"), "a\tb");
+    }
+}

@@ -1,0 +1,284 @@
+//! `cargo xtask test`: every test, one table, one closing line.
+//!
+//! 1. host tests: `cargo test --workspace`, counted from its `test result:` lines;
+//! 2. the bare reference boot of the guest in QEMU TCG;
+//! 3. hypervisor boots in Bochs on `core2_penryn_t9600` (no EPT: pure shadow
+//!    paging) and `corei7_skylake_x`, in parallel (plus QEMU/KVM when nested
+//!    VMX works here);
+//! 4. negative tests that must fail in one specific way: the hypervisor in
+//!    QEMU TCG (`no-vmx`) and with a non-Multiboot guest (`bad-guest-image`).
+//!
+//! The closing `N passed, M failed` adds host tests, boot checks and negative
+//! tests; a boot that failed without a failing check (no summary, timeout,
+//! bad exit, ...) counts as one failure so that the line never hides it.
+
+use crate::boot::{self, BootResult, BootSpec, GuestImage, Mmu, Style};
+use crate::emulator::{self, Emulator};
+use crate::workspace::{cargo_program, Workspace};
+use crate::{build, packages};
+use clap::Args;
+use shared::line::ErrorKind;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// `test` options.
+#[derive(Args, Debug)]
+pub struct TestOpts {
+    /// Skip the host tests (`cargo test --workspace`).
+    #[arg(long)]
+    pub no_host: bool,
+    /// Run only the host tests (no packages, no emulators).
+    #[arg(long, conflicts_with = "no_host")]
+    pub host_only: bool,
+    /// How many Bochs boots run at the same time.
+    #[arg(long, value_name = "N", default_value_t = 2)]
+    pub jobs: usize,
+    /// Timeout of every boot in seconds [default: 300 for bochs, 60 for qemu].
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<u64>,
+    /// Print every console line, grub.cfg, bochsrc and command lines.
+    #[arg(long, short)]
+    pub verbose: bool,
+}
+
+/// One line of the closing table.
+#[derive(Clone, Debug)]
+struct Row {
+    name: String,
+    verdict: &'static str,
+    passed: u32,
+    failed: u32,
+    skipped: u32,
+    secs: f64,
+    /// Contribution to the closing line.
+    n_pass: u32,
+    n_fail: u32,
+}
+
+/// Counts of one `cargo test` output.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HostCounts {
+    /// Tests passed.
+    pub passed: u32,
+    /// Tests failed.
+    pub failed: u32,
+    /// Tests ignored.
+    pub ignored: u32,
+}
+
+/// Adds one `test result: ok. 5 passed; 0 failed; 1 ignored; ...` line.
+pub fn add_test_result(c: &mut HostCounts, line: &str) -> bool {
+    let Some(rest) = line.trim().strip_prefix("test result:") else { return false };
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    for w in words.windows(2) {
+        let n: u32 = match w[0].parse() {
+            Ok(n) => n,
+            Err(_) => continue,
+        };
+        match w[1].trim_end_matches([';', ',']) {
+            "passed" => c.passed += n,
+            "failed" => c.failed += n,
+            "ignored" => c.ignored += n,
+            _ => {}
+        }
+    }
+    true
+}
+
+/// Runs `cargo test --workspace`, streaming its output.
+fn host_tests(ws: &Workspace) -> Row {
+    println!("== host tests: cargo test --workspace ==");
+    let start = Instant::now();
+    let mut counts = HostCounts::default();
+    let child = Command::new(cargo_program())
+        .args(["test", "--workspace"])
+        .current_dir(&ws.root)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn();
+    let ok = match child {
+        Err(e) => {
+            println!("cannot start cargo: {e}");
+            false
+        }
+        Ok(mut child) => {
+            if let Some(out) = child.stdout.take() {
+                for line in BufReader::new(out).lines().map_while(Result::ok) {
+                    println!("{line}");
+                    add_test_result(&mut counts, &line);
+                }
+            }
+            child.wait().map(|s| s.success()).unwrap_or(false)
+        }
+    };
+    let mut n_fail = counts.failed;
+    if !ok && n_fail == 0 {
+        println!("FAIL: cargo test failed without a failing test (a build error? see above)");
+        n_fail = 1;
+    }
+    println!(
+        "host tests: {} passed, {} failed, {} ignored\n",
+        counts.passed, counts.failed, counts.ignored
+    );
+    Row {
+        name: "host tests (cargo test)".into(),
+        verdict: if ok && counts.failed == 0 { "PASS" } else { "FAIL" },
+        passed: counts.passed,
+        failed: counts.failed,
+        skipped: counts.ignored,
+        secs: start.elapsed().as_secs_f64(),
+        n_pass: counts.passed,
+        n_fail,
+    }
+}
+
+fn spec(name: &str, emu: Emulator, model: Option<&str>, hv: bool, opts: &TestOpts) -> BootSpec {
+    BootSpec {
+        name: name.into(),
+        emulator: emu,
+        cpu_model: model.map(String::from),
+        cpus: 1,
+        hypervisor: hv,
+        mmu: Mmu::Shadow,
+        guest: GuestImage::Built,
+        hv_args: String::new(),
+        guest_args: String::new(),
+        timeout: opts.timeout,
+        expect_error: None,
+    }
+}
+
+fn row_of(name: &str, r: anyhow::Result<BootResult>) -> Row {
+    match r {
+        Err(e) => {
+            println!("ERROR: {name}: {e:#}\n");
+            Row { name: name.into(), verdict: "ERROR", passed: 0, failed: 0, skipped: 0, secs: 0.0, n_pass: 0, n_fail: 1 }
+        }
+        Ok(r) => {
+            println!();
+            let c = r.verdict.counts;
+            let negative = r.report.expect_error.is_some();
+            let (n_pass, n_fail) = if negative {
+                (u32::from(r.verdict.passed), u32::from(!r.verdict.passed))
+            } else {
+                (c.passed, c.failed + u32::from(!r.verdict.passed && c.failed == 0))
+            };
+            Row {
+                name: name.into(),
+                verdict: if r.verdict.passed { "PASS" } else { "FAIL" },
+                passed: c.passed,
+                failed: c.failed,
+                skipped: c.skipped,
+                secs: r.report.duration_s,
+                n_pass,
+                n_fail,
+            }
+        }
+    }
+}
+
+/// Runs everything; returns whether all passed.
+pub fn test(ws: &Workspace, opts: &TestOpts) -> anyhow::Result<bool> {
+    let start = Instant::now();
+    let mut rows = Vec::new();
+    if !opts.no_host {
+        rows.push(host_tests(ws));
+    }
+    if !opts.host_only {
+        boots(ws, opts, &mut rows);
+    }
+
+    println!("== summary ({:.0} s) ==", start.elapsed().as_secs_f64());
+    println!("{:<34} {:<7} {:>6} {:>6} {:>7} {:>8}", "run", "verdict", "passed", "failed", "skipped", "time");
+    for r in &rows {
+        println!(
+            "{:<34} {:<7} {:>6} {:>6} {:>7} {:>6.1} s",
+            r.name, r.verdict, r.passed, r.failed, r.skipped, r.secs
+        );
+    }
+    let n: u32 = rows.iter().map(|r| r.n_pass).sum();
+    let m: u32 = rows.iter().map(|r| r.n_fail).sum();
+    println!("{n} passed, {m} failed");
+    Ok(m == 0 && rows.iter().all(|r| r.verdict == "PASS"))
+}
+
+fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
+    let setup = Instant::now();
+    let mut needs = packages::BOCHS.to_vec();
+    needs.extend_from_slice(packages::QEMU);
+    let ready = packages::ensure(&needs).and_then(|()| {
+        println!("== building the hypervisor and the guest ==");
+        build::build(ws)
+    });
+    if let Err(e) = ready {
+        println!("ERROR: {e:#}\n");
+        let secs = setup.elapsed().as_secs_f64();
+        rows.push(Row { name: "setup (packages, build)".into(), verdict: "ERROR", passed: 0, failed: 0, skipped: 0, secs, n_pass: 0, n_fail: 1 });
+        return;
+    }
+    println!();
+    let stream = Style { stream: true, verbose: opts.verbose };
+
+    // The bare reference boot.
+    let bare = spec("bare guest, qemu-tcg", Emulator::QemuTcg, None, false, opts);
+    rows.push(row_of(&bare.name, boot::boot(ws, &bare, stream)));
+
+    // Hypervisor boots in Bochs, `jobs` at a time.
+    let mut hv = vec![
+        spec("hypervisor, bochs penryn (shadow)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts),
+        spec("hypervisor, bochs skylake (shadow)", Emulator::Bochs, Some("corei7_skylake_x"), true, opts),
+    ];
+    let parallel = Style { stream: false, verbose: opts.verbose };
+    let queue = Mutex::new(hv.drain(..).enumerate().rev().collect::<Vec<_>>());
+    let done: Mutex<Vec<(usize, Row)>> = Mutex::new(Vec::new());
+    std::thread::scope(|s| {
+        for _ in 0..opts.jobs.max(1) {
+            s.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some((i, sp)) = next else { break };
+                let row = row_of(&sp.name, boot::boot(ws, &sp, parallel));
+                done.lock().unwrap_or_else(|e| e.into_inner()).push((i, row));
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_by_key(|(i, _)| *i);
+    rows.extend(done.into_iter().map(|(_, r)| r));
+
+    // Nested KVM where this host has it.
+    match emulator::nested_kvm_status() {
+        Ok(()) => {
+            let k = spec("hypervisor, qemu-kvm (shadow)", Emulator::QemuKvm, None, true, opts);
+            rows.push(row_of(&k.name, boot::boot(ws, &k, stream)));
+        }
+        Err(why) => println!("(skipping the qemu-kvm boot: {why})\n"),
+    }
+
+    // Negative tests.
+    let mut novmx = spec("negative: hypervisor without VMX", Emulator::QemuTcg, None, true, opts);
+    novmx.expect_error = Some(ErrorKind::NoVmx);
+    rows.push(row_of(&novmx.name, boot::boot(ws, &novmx, stream)));
+    let mut bad = spec("negative: non-Multiboot guest", Emulator::QemuTcg, None, true, opts);
+    bad.expect_error = Some(ErrorKind::BadGuestImage);
+    bad.guest = GuestImage::NotMultiboot;
+    rows.push(row_of(&bad.name, boot::boot(ws, &bad, stream)));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_cargo_test_lines() {
+        let mut c = HostCounts::default();
+        assert!(add_test_result(
+            &mut c,
+            "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s"
+        ));
+        assert!(add_test_result(&mut c, "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured"));
+        assert!(!add_test_result(&mut c, "running 12 tests"));
+        assert_eq!(c, HostCounts { passed: 15, failed: 2, ignored: 1 });
+    }
+}

@@ -1,0 +1,490 @@
+//! The verdict of one boot, from the console lines and the emulator's exit.
+//!
+//! Pure logic, no I/O: [`Console`] collects what the protocol lines
+//! (`shared::line`) say, [`judge`] turns that plus the emulator's exit into a
+//! [`Verdict`]. Host unit tests below feed it sample serial logs.
+
+use serde::Serialize;
+use shared::line::{self, ErrorKind, Line};
+use shared::Outcome;
+
+/// How an emulator reports a result through its exit status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ExitConvention {
+    /// Bochs: 0 = magic breakpoint then `quit` (pass); 1 = panic (shutdown
+    /// port, triple fault with `reset_on_triple_fault=0`, emulator error).
+    Bochs,
+    /// QEMU with `isa-debug-exit` on 0xf4: `(V << 1) | 1` for a guest status V;
+    /// 0 when QEMU stopped by itself (reset/triple fault with `-no-reboot`).
+    Qemu,
+}
+
+impl ExitConvention {
+    /// The exit status that means "the guest reported status 0".
+    pub const fn pass_status(self) -> i32 {
+        match self {
+            ExitConvention::Bochs => 0,
+            ExitConvention::Qemu => 1,
+        }
+    }
+
+    /// What an exit status means, in words.
+    pub fn describe(self, exit: Exit) -> String {
+        match (self, exit) {
+            (_, Exit::Timeout { secs }) => format!("timed out after {secs} s (killed)"),
+            (_, Exit::Signal(s)) => format!("the emulator was killed by signal {s}"),
+            (ExitConvention::Bochs, Exit::Code(0)) => "Bochs exit 0: the magic breakpoint (pass)".into(),
+            (ExitConvention::Bochs, Exit::Code(1)) => {
+                "Bochs exit 1: shutdown port, triple fault or emulator panic (see the emulator log)".into()
+            }
+            (ExitConvention::Bochs, Exit::Code(c)) => format!("Bochs exit {c}: the emulator failed"),
+            (ExitConvention::Qemu, Exit::Code(0)) => {
+                "QEMU exit 0: the machine reset or triple-faulted without a status on port 0xf4".into()
+            }
+            (ExitConvention::Qemu, Exit::Code(c)) if c & 1 == 1 => {
+                let v = c >> 1;
+                if v == 0 {
+                    format!("QEMU exit {c}: status 0 on port 0xf4 (pass)")
+                } else {
+                    format!("QEMU exit {c}: status {v} on port 0xf4 (fail)")
+                }
+            }
+            (ExitConvention::Qemu, Exit::Code(c)) => format!("QEMU exit {c}: the emulator failed (see its log)"),
+        }
+    }
+}
+
+/// How the emulator process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this status.
+    Code(i32),
+    /// A signal killed it.
+    Signal(i32),
+    /// The runner killed it after `secs` seconds.
+    Timeout {
+        /// The timeout that expired.
+        secs: u64,
+    },
+}
+
+impl Exit {
+    /// The status for the report (`None` for a timeout or signal).
+    pub fn code(self) -> Option<i32> {
+        match self {
+            Exit::Code(c) => Some(c),
+            _ => None,
+        }
+    }
+}
+
+/// One check line, as reported.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Check {
+    /// `mode/scenario[/case]`.
+    pub name: String,
+    /// `pass`, `fail` or `skip`.
+    pub outcome: &'static str,
+    /// Whether it passed (skips did not).
+    pub passed: bool,
+    /// The check's detail text.
+    pub detail: String,
+}
+
+/// A `quadrant-error` line.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ErrorLine {
+    /// The error kind word (`no-vmx`, ...).
+    pub kind: String,
+    /// The text after the colon.
+    pub text: String,
+}
+
+/// Counts of check outcomes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Checks that passed.
+    pub passed: u32,
+    /// Checks that failed.
+    pub failed: u32,
+    /// Checks that were skipped.
+    pub skipped: u32,
+}
+
+/// What one protocol line means to someone watching the run.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A check line.
+    Check(Check),
+    /// A `quadrant-error` line.
+    Error(ErrorLine),
+    /// Any other protocol line (banner, summary, result).
+    Protocol,
+    /// Log text.
+    Text,
+}
+
+/// Everything the console said, collected line by line.
+#[derive(Clone, Debug, Default)]
+pub struct Console {
+    /// Check lines in order.
+    pub checks: Vec<Check>,
+    /// The last `guest-summary` line.
+    pub summary: Option<Counts>,
+    /// The `quadrant-hv` banner: (protocol version, mmu).
+    pub banner: Option<(u32, String)>,
+    /// `quadrant-error` lines in order.
+    pub errors: Vec<ErrorLine>,
+    /// The last `quadrant-result` line: (status, reason).
+    pub result: Option<(u8, String)>,
+    /// Number of lines seen.
+    pub lines: usize,
+}
+
+impl Console {
+    /// Collects every line of `text`.
+    pub fn from_text(text: &str) -> Self {
+        let mut c = Console::default();
+        for l in text.lines() {
+            c.feed(l);
+        }
+        c
+    }
+
+    /// Collects one line and says what it was.
+    pub fn feed(&mut self, l: &str) -> Event {
+        self.lines += 1;
+        // GRUB's serial terminal leaves escape sequences and `\r` at line
+        // starts: drop them before parsing.
+        let cleaned = strip_ansi(l);
+        let l = cleaned.trim_start_matches(|c: char| c.is_control() && c != '\t');
+        match line::parse(l) {
+            None => Event::Text,
+            Some(Line::Check { outcome, name, detail }) => {
+                let check = Check {
+                    name: name.to_string(),
+                    outcome: match outcome {
+                        Outcome::Pass => "pass",
+                        Outcome::Fail => "fail",
+                        Outcome::Skip => "skip",
+                    },
+                    passed: outcome == Outcome::Pass,
+                    detail: detail.trim().to_string(),
+                };
+                self.checks.push(check.clone());
+                Event::Check(check)
+            }
+            Some(Line::GuestSummary { passed, failed, skipped }) => {
+                self.summary = Some(Counts { passed, failed, skipped });
+                Event::Protocol
+            }
+            Some(Line::HvStart { version, mmu }) => {
+                self.banner = Some((version, mmu.to_string()));
+                Event::Protocol
+            }
+            Some(Line::Error { kind, text }) => {
+                let e = ErrorLine { kind: kind.as_str().to_string(), text: text.to_string() };
+                self.errors.push(e.clone());
+                Event::Error(e)
+            }
+            Some(Line::Result { status, reason }) => {
+                self.result = Some((status, reason.to_string()));
+                Event::Protocol
+            }
+        }
+    }
+
+    /// Counts of the check lines seen.
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for k in &self.checks {
+            match k.outcome {
+                "pass" => c.passed += 1,
+                "fail" => c.failed += 1,
+                _ => c.skipped += 1,
+            }
+        }
+        c
+    }
+}
+
+/// Removes ANSI CSI sequences (`ESC [ ... final`) from a line.
+pub fn strip_ansi(l: &str) -> std::borrow::Cow<'_, str> {
+    if !l.contains('\x1b') {
+        return l.into();
+    }
+    let mut out = String::with_capacity(l.len());
+    let mut it = l.chars().peekable();
+    while let Some(c) = it.next() {
+        if c == '\x1b' && it.peek() == Some(&'[') {
+            it.next();
+            for f in it.by_ref() {
+                if ('\x40'..='\x7e').contains(&f) {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out.into()
+}
+
+/// What the run was supposed to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Expectation {
+    /// The guest ran under the hypervisor (banner and result line required).
+    pub hypervisor: bool,
+    /// A negative test: the run must end with this error and a failing exit.
+    pub expect_error: Option<ErrorKind>,
+}
+
+/// The verdict of one boot.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    /// Whether the boot passed.
+    pub passed: bool,
+    /// Why it failed (empty when it passed).
+    pub reasons: Vec<String>,
+    /// Check counts from the console.
+    pub counts: Counts,
+}
+
+/// Judges one boot.
+pub fn judge(console: &Console, exit: Exit, conv: ExitConvention, exp: Expectation) -> Verdict {
+    let counts = console.counts();
+    let mut reasons = Vec::new();
+    let exit_passed = exit == Exit::Code(conv.pass_status());
+
+    if let Some(kind) = exp.expect_error {
+        let seen = console.errors.iter().any(|e| e.kind == kind.as_str());
+        if !seen {
+            let others: Vec<_> = console.errors.iter().map(|e| e.kind.as_str()).collect();
+            reasons.push(if others.is_empty() {
+                format!("expected `quadrant-error {}`, but no error line was printed", kind.as_str())
+            } else {
+                format!("expected `quadrant-error {}`, got {}", kind.as_str(), others.join(", "))
+            });
+        }
+        if let Exit::Timeout { .. } = exit {
+            reasons.push(conv.describe(exit));
+        } else if exit_passed {
+            reasons.push(format!("expected a failing exit, got the pass status: {}", conv.describe(exit)));
+        }
+        return Verdict { passed: reasons.is_empty(), reasons, counts };
+    }
+
+    if !exit_passed {
+        reasons.push(conv.describe(exit));
+    }
+    for e in &console.errors {
+        reasons.push(format!("quadrant-error {}: {}", e.kind, e.text));
+    }
+    if exp.hypervisor {
+        match &console.banner {
+            None => reasons.push("no `quadrant-hv` banner: the hypervisor did not start".into()),
+            Some((v, _)) if *v != shared::PROTOCOL_VERSION => reasons.push(format!(
+                "the hypervisor speaks protocol version {v}, this runner version {}",
+                shared::PROTOCOL_VERSION
+            )),
+            Some(_) => {}
+        }
+        if console.result.is_none() {
+            reasons.push("no `quadrant-result` line: the hypervisor did not report an end".into());
+        }
+    }
+    if let Some((status, reason)) = &console.result {
+        if *status != 0 {
+            reasons.push(format!("quadrant-result status={status} reason={reason}"));
+        }
+    }
+    match console.summary {
+        None => reasons.push("no `guest-summary` line: the guest did not finish its checks".into()),
+        Some(s) if s != counts => reasons.push(format!(
+            "guest-summary says passed={} failed={} skipped={}, but the console shows passed={} failed={} skipped={}",
+            s.passed, s.failed, s.skipped, counts.passed, counts.failed, counts.skipped
+        )),
+        Some(_) => {}
+    }
+    if counts.passed + counts.failed == 0 {
+        reasons.push("no check ran".into());
+    }
+    if counts.failed > 0 {
+        let names: Vec<_> = console.checks.iter().filter(|c| c.outcome == "fail").map(|c| c.name.as_str()).collect();
+        reasons.push(format!("{} check(s) failed: {}", counts.failed, names.join(", ")));
+    }
+    Verdict { passed: reasons.is_empty(), reasons, counts }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const BARE: Expectation = Expectation { hypervisor: false, expect_error: None };
+    const HV: Expectation = Expectation { hypervisor: true, expect_error: None };
+
+    const GOOD_BARE: &str = "\
+SeaBIOS (version x)\r
+Booting from ROM...\r
+check PASS boot/multiboot-magic: eax=0x2badb002\r
+check PASS real/enter: ok\r
+check SKIP boot/hypervisor-signature: \r
+guest-summary passed=2 failed=0 skipped=1\r
+";
+
+    fn hv_log(body: &str, result: &str) -> String {
+        format!("quadrant-hv version={} mmu=shadow cpu=GenuineIntel\n{body}{result}\n", shared::PROTOCOL_VERSION)
+    }
+
+    #[test]
+    fn bare_pass_in_qemu_and_bochs() {
+        let c = Console::from_text(GOOD_BARE);
+        let v = judge(&c, Exit::Code(1), ExitConvention::Qemu, BARE);
+        assert!(v.passed, "{:?}", v.reasons);
+        assert_eq!(v.counts, Counts { passed: 2, failed: 0, skipped: 1 });
+        assert!(judge(&c, Exit::Code(0), ExitConvention::Bochs, BARE).passed);
+        assert_eq!(c.checks[0].detail, "eax=0x2badb002");
+        assert_eq!(c.checks[2].outcome, "skip");
+    }
+
+    #[test]
+    fn bad_exit_status_fails_even_with_good_console() {
+        let c = Console::from_text(GOOD_BARE);
+        let v = judge(&c, Exit::Code(0), ExitConvention::Qemu, BARE);
+        assert!(!v.passed);
+        assert!(v.reasons[0].contains("triple-faulted"), "{:?}", v.reasons);
+        let v = judge(&c, Exit::Code(7), ExitConvention::Qemu, BARE);
+        assert!(v.reasons[0].contains("status 3"), "{:?}", v.reasons);
+        assert!(!judge(&c, Exit::Code(1), ExitConvention::Bochs, BARE).passed);
+    }
+
+    #[test]
+    fn failed_check_fails_and_is_named() {
+        let log = "check PASS a/one: x\ncheck FAIL long/self-map/write-pde: expected #PF ec=0x3, got none\n\
+                   guest-summary passed=1 failed=1 skipped=0\n";
+        let c = Console::from_text(log);
+        let v = judge(&c, Exit::Code(1), ExitConvention::Qemu, BARE);
+        assert!(!v.passed);
+        assert_eq!(v.counts, Counts { passed: 1, failed: 1, skipped: 0 });
+        assert!(v.reasons.iter().any(|r| r.contains("long/self-map/write-pde")), "{:?}", v.reasons);
+        assert_eq!(c.checks[1].detail, "expected #PF ec=0x3, got none");
+        assert!(!c.checks[1].passed);
+    }
+
+    #[test]
+    fn missing_summary_fails() {
+        // What today's demo guest prints: one check and no summary.
+        let c = Console::from_text("check PASS boot/multiboot-magic:  cr0=0x80000011\n");
+        let v = judge(&c, Exit::Code(1), ExitConvention::Qemu, BARE);
+        assert!(!v.passed);
+        assert_eq!(v.reasons, vec!["no `guest-summary` line: the guest did not finish its checks".to_string()]);
+        assert_eq!(c.checks[0].detail, "cr0=0x80000011");
+    }
+
+    #[test]
+    fn summary_count_mismatch_fails() {
+        let c = Console::from_text("check PASS a/b: \ncheck PASS a/c: \nguest-summary passed=3 failed=0 skipped=0\n");
+        let v = judge(&c, Exit::Code(1), ExitConvention::Qemu, BARE);
+        assert!(!v.passed);
+        assert!(v.reasons[0].contains("passed=3") && v.reasons[0].contains("passed=2"), "{:?}", v.reasons);
+    }
+
+    #[test]
+    fn no_check_ran_fails() {
+        let c = Console::from_text("check SKIP a/b: needs hv\nguest-summary passed=0 failed=0 skipped=1\n");
+        let v = judge(&c, Exit::Code(1), ExitConvention::Qemu, BARE);
+        assert_eq!(v.reasons, vec!["no check ran".to_string()]);
+    }
+
+    #[test]
+    fn hypervisor_pass_needs_banner_and_result() {
+        let body = "check PASS a/b: \nguest-summary passed=1 failed=0 skipped=0\n";
+        let c = Console::from_text(&hv_log(body, "quadrant-result status=0 reason=guest-exit"));
+        let v = judge(&c, Exit::Code(0), ExitConvention::Bochs, HV);
+        assert!(v.passed, "{:?}", v.reasons);
+
+        let c = Console::from_text(body);
+        let v = judge(&c, Exit::Code(0), ExitConvention::Bochs, HV);
+        assert!(!v.passed);
+        assert!(v.reasons.iter().any(|r| r.contains("quadrant-hv")), "{:?}", v.reasons);
+        assert!(v.reasons.iter().any(|r| r.contains("quadrant-result")), "{:?}", v.reasons);
+    }
+
+    #[test]
+    fn triple_fault_error_line_fails_and_is_reported() {
+        let log = hv_log(
+            "check PASS a/b: \nquadrant-error triple-fault: guest triple fault at rip=0x1000 in long mode\n",
+            "quadrant-result status=255 reason=triple-fault",
+        );
+        let c = Console::from_text(&log);
+        let v = judge(&c, Exit::Code(1), ExitConvention::Bochs, HV);
+        assert!(!v.passed);
+        assert_eq!(c.errors, vec![ErrorLine {
+            kind: "triple-fault".into(),
+            text: "guest triple fault at rip=0x1000 in long mode".into()
+        }]);
+        assert!(v.reasons.iter().any(|r| r.starts_with("quadrant-error triple-fault")), "{:?}", v.reasons);
+        assert!(v.reasons.iter().any(|r| r.contains("status=255")), "{:?}", v.reasons);
+        assert!(v.reasons.iter().any(|r| r.contains("guest-summary")), "{:?}", v.reasons);
+    }
+
+    #[test]
+    fn error_line_fails_even_with_pass_exit() {
+        let log = hv_log("quadrant-error unsupported: task switch\ncheck PASS a/b: \nguest-summary passed=1 failed=0 skipped=0\n",
+            "quadrant-result status=0 reason=guest-exit");
+        let v = judge(&Console::from_text(&log), Exit::Code(0), ExitConvention::Bochs, HV);
+        assert!(!v.passed);
+    }
+
+    #[test]
+    fn timeout_fails() {
+        let c = Console::from_text("check PASS a/b: \n");
+        let v = judge(&c, Exit::Timeout { secs: 300 }, ExitConvention::Bochs, HV);
+        assert!(!v.passed);
+        assert_eq!(v.reasons[0], "timed out after 300 s (killed)");
+        let neg = Expectation { hypervisor: true, expect_error: Some(ErrorKind::NoVmx) };
+        let c = Console::from_text("quadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0\n");
+        assert!(!judge(&c, Exit::Timeout { secs: 60 }, ExitConvention::Qemu, neg).passed);
+    }
+
+    #[test]
+    fn expected_error_passes_only_with_that_error_and_failing_exit() {
+        let neg = Expectation { hypervisor: true, expect_error: Some(ErrorKind::NoVmx) };
+        let log = "quadrant-hv version=1 mmu=shadow\nquadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0: this CPU has no VMX\n\
+                   quadrant-result status=255 reason=no-vmx\n";
+        let c = Console::from_text(log);
+        assert!(judge(&c, Exit::Code(255), ExitConvention::Qemu, neg).passed);
+        // Right error, but the emulator said pass.
+        assert!(!judge(&c, Exit::Code(1), ExitConvention::Qemu, neg).passed);
+        // A failing exit without the error line.
+        let c = Console::from_text("check PASS a/b: \n");
+        let v = judge(&c, Exit::Code(3), ExitConvention::Qemu, neg);
+        assert!(!v.passed);
+        assert!(v.reasons[0].contains("no error line"), "{:?}", v.reasons);
+        // Another error.
+        let bad = Expectation { hypervisor: true, expect_error: Some(ErrorKind::BadGuestImage) };
+        let c = Console::from_text(log);
+        let v = judge(&c, Exit::Code(255), ExitConvention::Qemu, bad);
+        assert!(v.reasons[0].contains("got no-vmx"), "{:?}", v.reasons);
+    }
+
+    #[test]
+    fn grub_escapes_are_ignored() {
+        let log = "\x1b[H\x1b[J\x1b[1;1H  Booting `Quadrant: bare guest'\n\r\n\rcheck PASS a/b: x\r\n\
+                   \x1b[0mguest-summary passed=1 failed=0 skipped=0\r\n";
+        let c = Console::from_text(log);
+        assert_eq!(c.counts(), Counts { passed: 1, failed: 0, skipped: 0 });
+        assert_eq!(c.summary, Some(Counts { passed: 1, failed: 0, skipped: 0 }));
+        assert_eq!(strip_ansi("a\x1b[1;1Hb"), "ab");
+    }
+
+    #[test]
+    fn feed_reports_events() {
+        let mut c = Console::default();
+        assert_eq!(c.feed("hello"), Event::Text);
+        assert!(matches!(c.feed("check FAIL x/y: z"), Event::Check(Check { passed: false, .. })));
+        assert!(matches!(c.feed("\u{0}quadrant-error timeout: t"), Event::Error(_)));
+        assert_eq!(c.feed("guest-summary passed=0 failed=1 skipped=0"), Event::Protocol);
+        assert_eq!(c.lines, 4);
+    }
+}
