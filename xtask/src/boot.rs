@@ -70,6 +70,8 @@ pub struct BootSpec {
     pub timeout: Option<u64>,
     /// Negative test: the error the run must end with.
     pub expect_error: Option<ErrorKind>,
+    /// Negative test: text the error line must contain.
+    pub expect_text: Option<&'static str>,
 }
 
 impl BootSpec {
@@ -255,7 +257,7 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
 
     let text = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
     let console = Console::from_text(&text);
-    let exp = Expectation { hypervisor: spec.hypervisor, expect_error: spec.expect_error };
+    let exp = Expectation { hypervisor: spec.hypervisor, expect_error: spec.expect_error, expect_text: spec.expect_text };
     let verdict = verdict::judge(&console, exit, spec.emulator.convention(), exp);
 
     let report = Report {

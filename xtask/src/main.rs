@@ -172,6 +172,7 @@ impl RunOpts {
             guest_args: self.guest_args.clone(),
             timeout: self.timeout,
             expect_error: self.expect_error,
+            expect_text: None,
         }
     }
 }

@@ -6,7 +6,10 @@
 //!    paging) and `corei7_skylake_x`, in parallel (plus QEMU/KVM when nested
 //!    VMX works here);
 //! 4. negative tests that must fail in one specific way: the hypervisor in
-//!    QEMU TCG (`no-vmx`) and with a non-Multiboot guest (`bad-guest-image`).
+//!    QEMU TCG (`no-vmx`) and with a non-Multiboot guest (`bad-guest-image`);
+//!    in Bochs, a deliberately invalid guest TR (`vm-entry-failure` naming
+//!    `GUEST_TR_AR_BYTES`), a guest triple fault (`triple-fault`) and an
+//!    exhausted exit budget (`timeout`).
 //!
 //! The closing `N passed, M failed` adds host tests, boot checks and negative
 //! tests; a boot that failed without a failing check (no summary, timeout,
@@ -147,6 +150,7 @@ fn spec(name: &str, emu: Emulator, model: Option<&str>, hv: bool, opts: &TestOpt
         guest_args: String::new(),
         timeout: opts.timeout,
         expect_error: None,
+        expect_text: None,
     }
 }
 
@@ -191,10 +195,11 @@ pub fn test(ws: &Workspace, opts: &TestOpts) -> anyhow::Result<bool> {
     }
 
     println!("== summary ({:.0} s) ==", start.elapsed().as_secs_f64());
-    println!("{:<34} {:<7} {:>6} {:>6} {:>7} {:>8}", "run", "verdict", "passed", "failed", "skipped", "time");
+    let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(3).max(3);
+    println!("{:<w$} {:<7} {:>6} {:>6} {:>7} {:>8}", "run", "verdict", "passed", "failed", "skipped", "time");
     for r in &rows {
         println!(
-            "{:<34} {:<7} {:>6} {:>6} {:>7} {:>6.1} s",
+            "{:<w$} {:<7} {:>6} {:>6} {:>7} {:>6.1} s",
             r.name, r.verdict, r.passed, r.failed, r.skipped, r.secs
         );
     }
@@ -230,6 +235,21 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
         spec("hypervisor, bochs penryn (shadow)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts),
         spec("hypervisor, bochs skylake (shadow)", Emulator::Bochs, Some("corei7_skylake_x"), true, opts),
     ];
+    // Negative tests that need VMX, so Bochs: each error path of the
+    // hypervisor must end the run with its own named error.
+    let penryn = Some("core2_penryn_t9600");
+    let mut entry = spec("negative: VM-entry failure names the field", Emulator::Bochs, penryn, true, opts);
+    entry.hv_args = "selftest=entry-failure".into();
+    entry.expect_error = Some(ErrorKind::VmEntryFailure);
+    entry.expect_text = Some("GUEST_TR_AR_BYTES");
+    let mut triple = spec("negative: guest triple fault", Emulator::Bochs, penryn, true, opts);
+    triple.guest_args = "crash=triple-fault ram_test_mib=1".into();
+    triple.expect_error = Some(ErrorKind::TripleFault);
+    let mut budget = spec("negative: exit budget (timeout)", Emulator::Bochs, penryn, true, opts);
+    budget.hv_args = "max_exits=200".into();
+    budget.expect_error = Some(ErrorKind::Timeout);
+    budget.expect_text = Some("max_exits=200");
+    hv.extend([entry, triple, budget]);
     let parallel = Style { stream: false, verbose: opts.verbose };
     let queue = Mutex::new(hv.drain(..).enumerate().rev().collect::<Vec<_>>());
     let done: Mutex<Vec<(usize, Row)>> = Mutex::new(Vec::new());

@@ -237,6 +237,9 @@ pub struct Expectation {
     pub hypervisor: bool,
     /// A negative test: the run must end with this error and a failing exit.
     pub expect_error: Option<ErrorKind>,
+    /// With `expect_error`: text the error line must contain (e.g. the
+    /// name of the failing VMCS field).
+    pub expect_text: Option<&'static str>,
 }
 
 /// The verdict of one boot.
@@ -258,6 +261,11 @@ pub fn judge(console: &Console, exit: Exit, conv: ExitConvention, exp: Expectati
 
     if let Some(kind) = exp.expect_error {
         let seen = console.errors.iter().any(|e| e.kind == kind.as_str());
+        if let (true, Some(needle)) = (seen, exp.expect_text) {
+            if !console.errors.iter().any(|e| e.kind == kind.as_str() && e.text.contains(needle)) {
+                reasons.push(format!("the `quadrant-error {}` line does not mention `{needle}`", kind.as_str()));
+            }
+        }
         if !seen {
             let others: Vec<_> = console.errors.iter().map(|e| e.kind.as_str()).collect();
             reasons.push(if others.is_empty() {
@@ -320,8 +328,8 @@ pub fn judge(console: &Console, exit: Exit, conv: ExitConvention, exp: Expectati
 mod tests {
     use super::*;
 
-    const BARE: Expectation = Expectation { hypervisor: false, expect_error: None };
-    const HV: Expectation = Expectation { hypervisor: true, expect_error: None };
+    const BARE: Expectation = Expectation { hypervisor: false, expect_error: None, expect_text: None };
+    const HV: Expectation = Expectation { hypervisor: true, expect_error: None, expect_text: None };
 
     const GOOD_BARE: &str = "\
 SeaBIOS (version x)\r
@@ -442,14 +450,14 @@ guest-summary passed=2 failed=0 skipped=1\r
         let v = judge(&c, Exit::Timeout { secs: 300 }, ExitConvention::Bochs, HV);
         assert!(!v.passed);
         assert_eq!(v.reasons[0], "timed out after 300 s (killed)");
-        let neg = Expectation { hypervisor: true, expect_error: Some(ErrorKind::NoVmx) };
+        let neg = Expectation { hypervisor: true, expect_error: Some(ErrorKind::NoVmx), expect_text: None };
         let c = Console::from_text("quadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0\n");
         assert!(!judge(&c, Exit::Timeout { secs: 60 }, ExitConvention::Qemu, neg).passed);
     }
 
     #[test]
     fn expected_error_passes_only_with_that_error_and_failing_exit() {
-        let neg = Expectation { hypervisor: true, expect_error: Some(ErrorKind::NoVmx) };
+        let neg = Expectation { hypervisor: true, expect_error: Some(ErrorKind::NoVmx), expect_text: None };
         let log = "quadrant-hv version=1 mmu=shadow\nquadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0: this CPU has no VMX\n\
                    quadrant-result status=255 reason=no-vmx\n";
         let c = Console::from_text(log);
@@ -462,7 +470,7 @@ guest-summary passed=2 failed=0 skipped=1\r
         assert!(!v.passed);
         assert!(v.reasons[0].contains("no error line"), "{:?}", v.reasons);
         // Another error.
-        let bad = Expectation { hypervisor: true, expect_error: Some(ErrorKind::BadGuestImage) };
+        let bad = Expectation { hypervisor: true, expect_error: Some(ErrorKind::BadGuestImage), expect_text: None };
         let c = Console::from_text(log);
         let v = judge(&c, Exit::Code(255), ExitConvention::Qemu, bad);
         assert!(v.reasons[0].contains("got no-vmx"), "{:?}", v.reasons);
