@@ -11,6 +11,7 @@
 pub mod cr;
 pub mod io;
 pub mod paravirt;
+pub mod realmode;
 pub mod setup;
 pub mod vtlb;
 
