@@ -198,6 +198,10 @@ pub fn execute(state: &mut RealModeState, mem: &mut impl RealModeMemory, d: &Dec
         {
             return fault(state, vector::UD, 0);
         }
+        // UD0/UD1/UD2 raise #UD by definition (SDM Vol. 2B UD).
+        Code::Ud0 | Code::Ud0_r16_rm16 | Code::Ud0_r32_rm32 | Code::Ud1_r16_rm16 | Code::Ud1_r32_rm32 | Code::Ud2 => {
+            return fault(state, vector::UD, 0);
+        }
         Code::Mov_r32_dr | Code::Mov_dr_r32 => return unsupported_here("MOV to/from a debug register is not emulated"),
         _ => return unsupported_here("instruction not emulated in real mode"),
     };
