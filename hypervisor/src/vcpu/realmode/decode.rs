@@ -84,9 +84,12 @@ pub fn decode(state: &RealModeState, f: &Fetched) -> Result<Decoded, Outcome> {
     let insn = decoder.decode();
     if insn.is_invalid() {
         return Err(match decoder.last_error() {
-            DecoderError::NoMoreBytes if f.count < MAX_LEN => unsupported(f, f.count, "instruction fetch outside guest RAM"),
-            // More than 15 bytes of prefixes and opcode: #GP(0) (SDM Vol. 2A 2.3.11).
-            DecoderError::NoMoreBytes => fault(state, vector::GP, 0),
+            DecoderError::NoMoreBytes => unsupported(f, f.count, "instruction fetch outside guest RAM"),
+            // iced reports an instruction that needs more than 15 bytes as
+            // invalid with length 15: that is #GP(0) (SDM Vol. 2A 2.3.11).
+            // (An invalid opcode ending exactly at byte 15 is reported the
+            // same way and also gets #GP, where hardware raises #UD.)
+            _ if insn.len() == MAX_LEN => fault(state, vector::GP, 0),
             _ => fault(state, vector::UD, 0),
         });
     }
