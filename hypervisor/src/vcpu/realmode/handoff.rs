@@ -160,7 +160,7 @@ pub fn protected_mode_handoff(state: &RealModeState, gdt_descriptor: u64) -> Res
     // IA-32e mode and is dropped (SDM Vol. 3A 3.4.5).
     let cs_ar = (ar | 1) & !(1 << 13);
     segments[sreg::CS] = Segment { selector: selector & !3, base: u64::from(descriptor_base(gdt_descriptor)), limit, ar: cs_ar };
-    let rflags = (state.eflags & !(flags::VM | flags::VIF | flags::VIP | flags::RF)) | flags::FIXED1;
+    let rflags = (state.eflags & (PASSED | flags::IF | flags::IOPL)) | flags::FIXED1;
     Ok(ProtectedModeEntry { segments, rip: u64::from(state.eip), rflags: u64::from(rflags), rpl_adjusted, set_accessed: ar & 1 == 0 })
 }
 
