@@ -6,12 +6,14 @@
 //! Emulated: LGDT, LIDT, MOV to/from CR0/CR2/CR3/CR4, LMSW, SMSW, CLTS,
 //! HLT, IN/OUT (imm8 and DX, 8/16/32-bit), INT3/INT n/INTO through the IVT,
 //! far JMP (ptr16:16, ptr16:32, m16:16, m16:32) and far CALL (ptr16:16,
-//! ptr16:32) which leave vm86 once CR0.PE=1. #UD for the protected-mode-only
+//! ptr16:32) which leave vm86 once CR0.PE=1; CLI, STI, PUSHF(D), POPF(D),
+//! IRET(D) (see [`super::stack`] for when vm86 faults on them). #UD for the protected-mode-only
 //! instructions real mode rejects (LLDT, LTR, SLDT, STR, VERR, VERW, LAR,
 //! LSL, ARPL: "not recognized in real-address mode"). Everything else is
 //! [`Outcome::Unsupported`].
 
 use super::decode::{self, fault, memory_operand, read_gpr, read_rm, unsupported, write_gpr, Decoded, Fetched, OperandError};
+use super::stack::{self, interrupt, push, IretError};
 use super::{flags, sreg, vector, Dtr, Outcome, RealModeMemory, RealModeState, CR0_PE, CR0_TS};
 use iced_x86::{Code, Instruction, OpKind, Register};
 
@@ -127,6 +129,32 @@ pub fn execute(state: &mut RealModeState, mem: &mut impl RealModeMemory, d: &Dec
             return match interrupt(state, mem, v, d.next_ip) {
                 Ok(()) => Outcome::Continue,
                 Err(what) => unsupported_here(what),
+            };
+        }
+        // CLI/STI in real mode (CPL 0): clear/set IF (SDM Vol. 2A CLI, Vol.
+        // 2B STI). After STI the caller may deliver a pending interrupt
+        // (strictly, after the next instruction: the STI shadow).
+        Code::Cli => {
+            state.eflags &= !flags::IF;
+            Outcome::Continue
+        }
+        Code::Sti => {
+            state.eflags |= flags::IF;
+            Outcome::Continue
+        }
+        Code::Pushfw | Code::Pushfd => match stack::pushf(state, mem, insn.code() == Code::Pushfd) {
+            Ok(()) => Outcome::Continue,
+            Err(what) => return unsupported_here(what),
+        },
+        Code::Popfw | Code::Popfd => match stack::popf(state, mem, insn.code() == Code::Popfd) {
+            Ok(()) => Outcome::Continue,
+            Err(what) => return unsupported_here(what),
+        },
+        Code::Iretw | Code::Iretd => {
+            return match stack::iret(state, mem, insn.code() == Code::Iretd) {
+                Ok(()) => Outcome::Continue,
+                Err(IretError::BeyondLimit) => fault(state, vector::GP, 0),
+                Err(IretError::OutsideRam(what)) => unsupported_here(what),
             };
         }
         Code::Jmp_ptr1616 | Code::Jmp_ptr1632 => {
@@ -257,37 +285,4 @@ fn far_transfer(state: &mut RealModeState, selector: u16, offset: u32) -> Outcom
     state.seg[sreg::CS] = selector;
     state.eip = offset;
     Outcome::Continue
-}
-
-/// Pushes `width` bytes of `value` at SS:SP-width (16-bit SP, wrapping),
-/// updating `sp`.
-fn push(state: &RealModeState, mem: &mut impl RealModeMemory, sp: &mut u32, value: u32, width: u32) -> Result<(), &'static str> {
-    *sp = sp.wrapping_sub(width) & 0xffff;
-    let bytes = value.to_le_bytes();
-    for (i, b) in bytes.iter().take(width as usize).enumerate() {
-        let at = decode::linear(state.seg[sreg::SS], (*sp + i as u32) & 0xffff);
-        if !mem.write(at, &[*b]) {
-            return Err("stack outside guest RAM");
-        }
-    }
-    Ok(())
-}
-
-/// Real-mode interrupt delivery through the IVT at linear 0 (SDM Vol. 3A
-/// 20.1.4; Vol. 2A INT n, real-address mode: push FLAGS, CS, IP; IF, TF,
-/// AC cleared; CS:IP from the 4-byte vector). `ret` is the IP pushed.
-pub fn interrupt(state: &mut RealModeState, mem: &mut impl RealModeMemory, v: u8, ret: u16) -> Result<(), &'static str> {
-    let mut entry = [0u8; 4];
-    if !mem.read(u32::from(v) * 4, &mut entry) {
-        return Err("interrupt vector table outside guest RAM");
-    }
-    let mut sp = state.gpr[RealModeState::ESP];
-    for value in [state.eflags & 0xffff, u32::from(state.seg[sreg::CS]), u32::from(ret)] {
-        push(state, mem, &mut sp, value, 2)?;
-    }
-    state.gpr[RealModeState::ESP] = (state.gpr[RealModeState::ESP] & !0xffff) | sp;
-    state.eflags &= !(flags::IF | flags::TF | flags::AC);
-    state.eip = u32::from(u16::from_le_bytes([entry[0], entry[1]]));
-    state.seg[sreg::CS] = u16::from_le_bytes([entry[2], entry[3]]);
-    Ok(())
 }

@@ -20,6 +20,8 @@
 //! * [`decode`]: instruction fetch at CS:IP, decoding (iced-x86, 16-bit
 //!   mode), effective addresses and register access;
 //! * [`exec`]: the semantics of each emulated instruction;
+//! * [`stack`]: CLI/STI/PUSHF/POPF/IRET and interrupt delivery through the
+//!   IVT;
 //! * [`handoff`]: VMCS segment/RFLAGS state for vm86, the hand-off to
 //!   protected mode, and GDT descriptors in VMCS access-rights format.
 //!
@@ -34,6 +36,7 @@
 pub mod decode;
 pub mod exec;
 pub mod handoff;
+pub mod stack;
 
 #[cfg(test)]
 mod tests_handoff;
@@ -41,6 +44,8 @@ mod tests_handoff;
 mod tests_instr;
 #[cfg(test)]
 mod tests_more;
+#[cfg(test)]
+mod tests_stack;
 
 pub use handoff::{
     descriptor_access_rights, descriptor_base, descriptor_limit, gdt_descriptor_address, guest_eflags_from_vm86,
@@ -287,13 +292,14 @@ pub fn complete_in(state: &mut RealModeState, size: u8, value: u32) {
 /// its interrupt vector table, returning to the current EIP (SDM Vol. 3A
 /// 20.1.4 "Interrupt and exception handling": push FLAGS, CS, IP; clear IF,
 /// TF and AC; load CS:IP from the IVT entry). The table is read at linear 0,
-/// as vm86 INT n redirection does (SDM Vol. 3A 20.3.3.x, method 5). Use it to
+/// as vm86 INT n redirection does (SDM Vol. 3A 20.3.3, with VME, IOPL < 3
+/// and a clear redirection bit). Use it to
 /// inject an [`Outcome::Exception`] or an external interrupt: it answers
 /// [`Outcome::Continue`], or [`Outcome::Unsupported`] when the stack or the
 /// table is outside guest RAM.
 pub fn deliver_interrupt(state: &mut RealModeState, mem: &mut impl RealModeMemory, vector: u8) -> Outcome {
     let ret = state.eip as u16;
-    match exec::interrupt(state, mem, vector, ret) {
+    match stack::interrupt(state, mem, vector, ret) {
         Ok(()) => Outcome::Continue,
         Err(what) => Outcome::Unsupported {
             bytes: [0; 15],
