@@ -248,31 +248,64 @@ proptest! {
         of in any::<bool>(),
         small_ram in any::<bool>(),
     ) {
-        let (mut state, mut ram) = machine(&[]);
-        state.eip = u32::from(ip);
-        state.gpr = gpr;
-        state.cr0 = if pe { 0x11 } else { 0x10 };
-        if of {
-            state.eflags |= flags::OF;
-        }
-        place(&mut ram, &state, &code);
-        if small_ram {
-            ram.0.truncate(0x10000 + (usize::from(ip) + code.len()).min(0xFFFF));
-        }
-        let before = state;
-        let o = emulate(&mut state, &mut ram);
-        let delta = state.eip.wrapping_sub(before.eip) & 0xFFFF;
-        match o {
-            Outcome::Exception { .. } | Outcome::Unsupported { .. } => prop_assert_eq!(state, before),
-            Outcome::EnterProtectedMode { .. } => prop_assert!(pe),
-            Outcome::Continue if state.seg[sreg::CS] != before.seg[sreg::CS] => {}
-            _ => {
-                prop_assert!(state.eip <= 0xFFFF);
-                prop_assert!((1..=15).contains(&delta), "EIP moved by {}", delta);
-            }
-        }
-        if let Outcome::Unsupported { len, .. } = o {
-            prop_assert!(len <= 15);
+        check_random_instruction(&code, ip, gpr, pe, of, small_ram)?;
+    }
+
+    /// The same with the opcodes the emulator handles, behind random
+    /// prefixes and followed by random ModR/M, SIB, displacement and
+    /// immediate bytes.
+    #[test]
+    fn emulated_opcodes_with_random_operands_never_panic(
+        prefixes in proptest::collection::vec(proptest::sample::select(PREFIXES.to_vec()), 0..4),
+        head in proptest::sample::select(HEADS.to_vec()),
+        tail in proptest::collection::vec(any::<u8>(), 0..12),
+        ip in any::<u16>(),
+        gpr in any::<[u32; 8]>(),
+        pe in any::<bool>(),
+        of in any::<bool>(),
+        small_ram in any::<bool>(),
+    ) {
+        let code: Vec<u8> = prefixes.iter().copied().chain(head.iter().copied()).chain(tail).collect();
+        check_random_instruction(&code, ip, gpr, pe, of, small_ram)?;
+    }
+}
+
+/// Legacy prefixes (SDM Vol. 2A 2.1.1).
+const PREFIXES: [u8; 11] = [0x66, 0x67, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0xF0, 0xF2, 0xF3];
+/// Opcode bytes of the emulated instructions (and neighbours).
+const HEADS: [&[u8]; 30] = [
+    &[0x0F, 0x01], &[0x0F, 0x20], &[0x0F, 0x22], &[0x0F, 0x00], &[0x0F, 0x06], &[0x0F, 0x0B], &[0x0F, 0x21],
+    &[0xF4], &[0xE4], &[0xE5], &[0xE6], &[0xE7], &[0xEC], &[0xED], &[0xEE], &[0xEF], &[0x6C], &[0x6F],
+    &[0xCC], &[0xCD], &[0xCE], &[0xEA], &[0x9A], &[0xFF], &[0x9C], &[0x9D], &[0xCF], &[0xFA], &[0xFB], &[0x63],
+];
+
+/// Runs one instruction and checks the invariants of the property tests.
+fn check_random_instruction(code: &[u8], ip: u16, gpr: [u32; 8], pe: bool, of: bool, small_ram: bool) -> Result<(), TestCaseError> {
+    let (mut state, mut ram) = machine(&[]);
+    state.eip = u32::from(ip);
+    state.gpr = gpr;
+    state.cr0 = if pe { 0x11 } else { 0x10 };
+    if of {
+        state.eflags |= flags::OF;
+    }
+    place(&mut ram, &state, code);
+    if small_ram {
+        ram.0.truncate(0x10000 + (usize::from(ip) + code.len()).min(0xFFFF));
+    }
+    let before = state;
+    let o = emulate(&mut state, &mut ram);
+    let delta = state.eip.wrapping_sub(before.eip) & 0xFFFF;
+    match o {
+        Outcome::Exception { .. } | Outcome::Unsupported { .. } => prop_assert_eq!(state, before),
+        Outcome::EnterProtectedMode { .. } => prop_assert!(pe),
+        Outcome::Continue if state.seg[sreg::CS] != before.seg[sreg::CS] => {}
+        _ => {
+            prop_assert!(state.eip <= 0xFFFF);
+            prop_assert!((1..=15).contains(&delta), "EIP moved by {}", delta);
         }
     }
+    if let Outcome::Unsupported { len, .. } = o {
+        prop_assert!(len <= 15);
+    }
+    Ok(())
 }
