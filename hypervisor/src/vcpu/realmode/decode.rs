@@ -14,7 +14,7 @@
 use super::{sreg, vector, Outcome, RealModeMemory, RealModeState, CR0_PE};
 use iced_x86::{Decoder, DecoderError, DecoderOptions, Instruction, OpKind, Register};
 
-/// The longest instruction (SDM Vol. 2A 2.3.11: longer is #GP).
+/// The longest instruction (SDM Vol. 2A 2.1: a longer one raises #GP).
 pub const MAX_LEN: usize = 15;
 
 /// What was fetched at CS:IP.
@@ -86,7 +86,7 @@ pub fn decode(state: &RealModeState, f: &Fetched) -> Result<Decoded, Outcome> {
         return Err(match decoder.last_error() {
             DecoderError::NoMoreBytes => unsupported(f, f.count, "instruction fetch outside guest RAM"),
             // iced reports an instruction that needs more than 15 bytes as
-            // invalid with length 15: that is #GP(0) (SDM Vol. 2A 2.3.11).
+            // invalid with length 15: that is #GP(0) (SDM Vol. 2A 2.1).
             // (An invalid opcode ending exactly at byte 15 is reported the
             // same way and also gets #GP, where hardware raises #UD.)
             _ if insn.len() == MAX_LEN => fault(state, vector::GP, 0),

@@ -6,11 +6,12 @@
 //! Emulated: LGDT, LIDT, MOV to/from CR0/CR2/CR3/CR4, LMSW, SMSW, CLTS,
 //! HLT, IN/OUT (imm8 and DX, 8/16/32-bit), INT3/INT n/INTO through the IVT,
 //! far JMP (ptr16:16, ptr16:32, m16:16, m16:32) and far CALL (ptr16:16,
-//! ptr16:32) which leave vm86 once CR0.PE=1; CLI, STI, PUSHF(D), POPF(D),
-//! IRET(D) (see [`super::stack`] for when vm86 faults on them). #UD for the protected-mode-only
-//! instructions real mode rejects (LLDT, LTR, SLDT, STR, VERR, VERW, LAR,
-//! LSL, ARPL: "not recognized in real-address mode"). Everything else is
-//! [`Outcome::Unsupported`].
+//! ptr16:32), which leave vm86 once CR0.PE=1; CLI, STI, PUSHF(D), POPF(D)
+//! and IRET(D) (see [`super::stack`] for when vm86 faults on them). #UD for
+//! UD0/UD1/UD2 and for the protected-mode-only instructions real mode
+//! rejects (LLDT, LTR, SLDT, STR, VERR, VERW, LAR, LSL, ARPL: "not
+//! recognized in real-address mode"). Everything else, string I/O included,
+//! is [`Outcome::Unsupported`].
 
 use super::decode::{self, fault, memory_operand, read_gpr, read_rm, unsupported, write_gpr, Decoded, Fetched, OperandError};
 use super::stack::{self, interrupt, push, IretError};

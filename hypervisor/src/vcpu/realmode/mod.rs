@@ -25,13 +25,31 @@
 //! * [`handoff`]: VMCS segment/RFLAGS state for vm86, the hand-off to
 //!   protected mode, and GDT descriptors in VMCS access-rights format.
 //!
-//! EIP rule: every outcome except [`Outcome::EnterProtectedMode`] (which
-//! has already loaded the target CS:EIP into the state), [`Outcome::Exception`]
-//! and [`Outcome::Unsupported`] (which leave the state untouched) leaves EIP
-//! past the instruction, with the 16-bit wraparound of real mode. For
-//! [`Outcome::WriteCr`] the caller's CR model may still refuse the write
-//! with #GP: it then injects the fault at the EIP it passed in (GUEST_RIP,
-//! which it has not yet rewritten), and discards the advanced state.
+//! EIP rule: [`Outcome::Exception`] and [`Outcome::Unsupported`] leave the
+//! state untouched. A control transfer (far JMP/CALL, INT n, IRET, and
+//! [`Outcome::EnterProtectedMode`]) leaves the target CS:EIP in the state.
+//! Every other outcome leaves EIP past the instruction, with the 16-bit
+//! wraparound of real mode. For [`Outcome::WriteCr`] the caller's CR model
+//! may still refuse the write with #GP: it then injects the fault at the
+//! EIP it passed in (GUEST_RIP, which it has not yet rewritten) and drops
+//! the advanced state.
+//!
+//! Injecting an event into the real-mode guest (an [`Outcome::Exception`],
+//! an external interrupt) goes through its IVT: [`deliver_interrupt`].
+//!
+//! Leaving vm86 when the guest sets CR0.PE (SDM Vol. 3A 10.9.1: the MOV to
+//! CR0 is followed at once by a far JMP or CALL). Two ways, both pure here:
+//! 1. As verified in Bochs (FACTS.md): on the accepted [`Outcome::WriteCr`]
+//!    that sets PE, clear RFLAGS.VM, load the segments of
+//!    [`protected_mode_segments`] and resume; the guest's far jump then runs
+//!    natively against the GDTR its LGDT loaded.
+//! 2. Without re-entering the guest, update `state.cr0` and call [`emulate`]
+//!    again: the far JMP/CALL answers [`Outcome::EnterProtectedMode`]; read
+//!    the descriptor at [`gdt_descriptor_address`] and build the entry state
+//!    with [`protected_mode_handoff`]. (Never resume vm86 with the guest's
+//!    PE set: vm86 would run the far jump as a real-mode one.) Any other
+//!    instruction at that point is emulated as in real mode, or answered
+//!    [`Outcome::Unsupported`], so route 1 is the robust one.
 
 pub mod decode;
 pub mod exec;
