@@ -213,3 +213,28 @@ fn conforming_code_ignores_rpl_and_gates_are_unsupported() {
     let entry = protected_mode_handoff(&state, 0x00A0_9B00_0000_FFFF).unwrap();
     assert_eq!(entry.segments[sreg::CS].ar, 0x809B);
 }
+
+proptest! {
+    /// Whatever descriptor and selectors the guest uses, the hand-off either
+    /// faults, is refused, or yields a state VM entry accepts.
+    #[test]
+    fn handoff_is_a_fault_or_an_enterable_state(
+        bits in any::<u64>(),
+        access in proptest::sample::select(vec![0x9Au64, 0x9B, 0x9E, 0x9F, 0x93, 0xFA, 0x1A, 0x89]),
+        seg in any::<[u16; 6]>(),
+        eip in 0u32..0x2_0000,
+    ) {
+        // Mostly code descriptors (access byte from the list), random base,
+        // limit and flags.
+        let desc = (bits & !(0xFF << 40)) | (access << 40);
+        let (mut state, _) = machine(&[]);
+        state.cr0 = 0x11;
+        state.seg = seg;
+        state.eip = eip;
+        if let Ok(entry) = protected_mode_handoff(&state, desc) {
+            prop_assert_eq!(check(&snapshot(entry.segments, entry.rip, entry.rflags)), None);
+            prop_assert!(dpl_rules_hold(&entry.segments));
+            prop_assert_eq!(entry.segments[sreg::CS].base, u64::from(descriptor_base(desc)));
+        }
+    }
+}
