@@ -326,7 +326,6 @@ impl<F: ShadowFrames> ShadowCache<F> {
                 Err(e) => e,
             };
         }
-        v.last_pt_write_count = 0; // a walk resets the fork detector
         if self.make_available(&mut flush).is_err() {
             return FaultOutcome::NoShadowFrames;
         }
@@ -335,6 +334,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
         let w = match walk::walk(&ctx, mem, gva, acc) {
             Ok(w) => w,
             Err(WalkError::Fault(ec)) => {
+                v.last_pt_write_count = 0;
                 self.stats.injected_pf += 1;
                 return FaultOutcome::InjectPf { error_code: ec, cr2: gva, flush };
             }
@@ -349,9 +349,12 @@ impl<F: ShadowFrames> ShadowCache<F> {
             Err(NoFrames) => return FaultOutcome::NoShadowFrames,
         }
         if acc.kind == AccessKind::Write && self.is_write_protected(w.gpa >> 12) {
+            // A trapped page-table write: keeps counting towards flooding.
             self.stats.write_protect_faults += 1;
             return FaultOutcome::EmulateWrite { gpa: w.gpa, flush };
         }
+        // The guest used its tables: reset the fork detector.
+        v.last_pt_write_count = 0;
         FaultOutcome::Fixed { flush }
     }
 

@@ -34,9 +34,6 @@ impl TestMem {
     pub fn r64(&self, gpa: u64) -> u64 {
         self.read_u64(gpa).unwrap()
     }
-    pub fn r32(&self, gpa: u64) -> u32 {
-        self.read_u32(gpa).unwrap()
-    }
     /// Plain byte write (a hardware store that did not fault).
     pub fn store(&mut self, gpa: u64, width: u8, value: u64) {
         for i in 0..width as u64 {
@@ -204,6 +201,39 @@ impl World {
     pub fn set_ram(&mut self, ram: &[u8]) {
         self.mem.ram.copy_from_slice(ram);
         self.oracle_ram.copy_from_slice(ram);
+    }
+
+    /// Write a guest entry on both sides without trapping (setup only,
+    /// before anything shadows that page).
+    pub fn poke(&mut self, gpa: u64, size: u8, v: u64) {
+        assert!(!self.cache.is_write_protected(gpa >> 12), "poke into a shadowed page");
+        self.mem.store(gpa, size, v);
+        for i in 0..size as u64 {
+            self.oracle_ram[(gpa + i) as usize] = (v >> (8 * i)) as u8;
+        }
+    }
+
+    /// Paging mode shorthand on both sides; panics if refused.
+    #[allow(clippy::too_many_arguments)]
+    pub fn mode(&mut self, c: usize, m: GuestMode, wp: bool, nxe: bool, pse: bool, smep: bool, smap: bool) {
+        let mut cr0 = CR0_PE | if wp { CR0_WP } else { 0 };
+        let mut cr4 = if pse { CR4_PSE } else { 0 } | if smep { CR4_SMEP } else { 0 } | if smap { CR4_SMAP } else { 0 };
+        let mut efer = if nxe { EFER_NXE } else { 0 };
+        if m != GuestMode::NoPaging {
+            cr0 |= CR0_PG;
+        }
+        if matches!(m, GuestMode::Pae | GuestMode::Long) {
+            cr4 |= CR4_PAE;
+        }
+        if m == GuestMode::Long {
+            efer |= EFER_LME;
+        }
+        assert!(self.set_mode(c, cr0, cr4, efer), "mode change refused");
+    }
+
+    /// Read/write/fetch shorthand (8-byte write of `value`).
+    pub fn go(&mut self, c: usize, gva: u64, acc: MemAccess) -> RefOutcome {
+        self.access(c, gva, acc, 8, 0x5a5a_5a5a_5a5a_5a5a)
     }
 
     pub fn audit(&self) {

@@ -5,3 +5,6 @@
 mod harness;
 mod refwalk;
 mod prop;
+mod regress;
+mod mechanics;
+mod tables;
