@@ -337,7 +337,10 @@ impl World {
     }
 
     /// One access on both sides; panics on disagreement. Returns the outcome.
+    /// (An access crossing a page boundary is cut at the boundary: the
+    /// harness models one translation per access.)
     pub fn access(&mut self, c: usize, gva: u64, acc: MemAccess, width: u8, value: u64) -> RefOutcome {
+        let width = width.min((4096 - (gva & 0xfff)).min(8) as u8);
         let o = self.cpus[c].oracle.translate(&mut self.oracle_ram, gva, acc.kind == AccessKind::Write, acc.user, acc.kind == AccessKind::Fetch);
         if let (RefOutcome::Phys(gpa), AccessKind::Write) = (o, acc.kind) {
             for i in 0..width as u64 {

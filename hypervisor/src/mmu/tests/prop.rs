@@ -40,7 +40,7 @@ fn frame(r: &mut Rng) -> u64 {
 
 fn flags(r: &mut Rng) -> u64 {
     let mut f = 0;
-    for (bit, pct) in [(0u64, 93u64), (1, 75), (2, 80), (3, 5), (4, 5), (5, 60), (6, 50), (7, 12), (8, 10)] {
+    for (bit, pct) in [(0u64, 95u64), (1, 80), (2, 85), (3, 5), (4, 5), (5, 60), (6, 50), (7, 12), (8, 10)] {
         if r.chance(pct) {
             f |= 1 << bit;
         }
@@ -81,22 +81,27 @@ fn entry_pdpt(r: &mut Rng) -> u64 {
     e
 }
 
-fn gen_ram(seed: u64) -> Vec<u8> {
+/// Guest RAM and the frames filled PDPT-style (CR3 candidates for PAE).
+fn gen_ram(seed: u64) -> (Vec<u8>, Vec<u64>) {
     let mut r = Rng(seed | 1);
     let mut mem = TestMem::new(RAM_FRAMES as usize);
+    let mut pdpts = Vec::new();
     for f in 0..RAM_FRAMES {
         let style = r.next() % 20;
+        if style >= 16 {
+            pdpts.push(f);
+        }
         for i in 0..512u64 {
             let a = f * 4096 + i * 8;
             let v = match style {
                 0..=8 => entry64(&mut r),
-                9..=15 => entry32(&mut r) | (if r.chance(30) { entry32(&mut r) } else { 0 }) << 32,
+                9..=15 => entry32(&mut r) | (if r.chance(60) { entry32(&mut r) } else { 0 }) << 32,
                 _ => entry_pdpt(&mut r),
             };
             mem.w64(a, v);
         }
     }
-    mem.ram
+    (mem.ram, pdpts)
 }
 
 #[derive(Clone, Debug)]
@@ -152,14 +157,16 @@ static TOTALS: [std::sync::atomic::AtomicU64; 8] = [const { std::sync::atomic::A
 
 fn run(seed: u64, ncpu: usize, pool: usize, cache: bool, evs: &[Ev]) {
     let mut w = World::new(RAM_FRAMES as usize, pool, ncpu, cache);
-    w.set_ram(&gen_ram(seed));
+    let (ram, pdpts) = gen_ram(seed);
+    w.set_ram(&ram);
     w.check();
     // Start every vCPU in a random paging mode on a random CR3.
     let mut r = Rng(seed.rotate_left(17) | 1);
     let mut setup = Vec::new();
     for cpu in 0..ncpu {
         let b = r.next();
-        setup.push(Ev::Cr3 { cpu, frame: r.next() % RAM_FRAMES, sub: r.next() % 128 });
+        let frame = if b % 4 == 2 && !pdpts.is_empty() { pdpts[(b >> 20) as usize % pdpts.len()] } else { r.next() % RAM_FRAMES };
+        setup.push(Ev::Cr3 { cpu, frame, sub: r.next() % 128 });
         setup.push(Ev::Mode { cpu, mode: (b % 4) as u8, wp: b & 16 != 0, nxe: b & 32 != 0, smep: b & 64 == 0 && b & 128 != 0, smap: b & 256 != 0 && b & 512 != 0, pse: b & 1024 != 0 });
     }
     for e in setup.iter().chain(evs) {
@@ -179,10 +186,17 @@ fn run(seed: u64, ncpu: usize, pool: usize, cache: bool, evs: &[Ev]) {
                 }
                 let _ = w.set_mode(cpu, cr0, cr4, efer);
             }
-            Ev::Cr3 { cpu, frame, sub } => {
+            Ev::Cr3 { cpu, mut frame, sub } => {
+                // In PAE mode prefer PDPT-style frames (others mostly #GP).
+                if w.cpus[cpu].mmu.mode() == GuestMode::Pae && !pdpts.is_empty() && sub % 4 != 0 {
+                    frame = pdpts[frame as usize % pdpts.len()];
+                }
                 let _ = w.load_cr3(cpu, frame << 12 | sub << 5);
             }
-            Ev::Access { cpu, gva, kind, user, width, value } => {
+            Ev::Access { cpu, mut gva, kind, user, width, value } => {
+                if w.cpus[cpu].mmu.mode() == GuestMode::NoPaging && gva > RAM_FRAMES * 4096 && gva % 8 != 0 {
+                    gva %= RAM_FRAMES * 4096; // mostly inside RAM without paging
+                }
                 let kind = [AccessKind::Read, AccessKind::Write, AccessKind::Fetch][kind as usize];
                 let mode = w.cpus[cpu].mmu.mode() as usize;
                 let o = w.access(cpu, gva, MemAccess { kind, user }, width, value);

@@ -51,7 +51,8 @@ fn role_access_uw_upper_level_aliases_do_not_share() {
     long_chain(&mut w, f(10) | T | D);
     w.poke(f(1) + 8, 8, f(2) | P | US | A); // PML4E 1: read-only alias
     w.mode(0, GuestMode::Long, true, true, false, false, false);
-    assert_eq!(w.go(0, 0x10, wr(true)), Phys(0xa010));
+    assert_eq!(w.go(0, 1 << 39 | 0x10, rd(true)), Phys(0xa010)); // builds the read-only path
+    assert_eq!(w.go(0, 0x10, wr(true)), Phys(0xa010)); // writable leaf via the other path
     assert_eq!(w.go(0, 1 << 39 | 0x10, wr(true)), PageFault(7));
     w.check();
 }
@@ -67,7 +68,8 @@ fn role_access_nx_large_page_aliases_do_not_share() {
     w.poke(f(3) + 8, 8, P | RW | A | D | PS); // PDE 1: same frames, executable
     assert!(w.load_cr3(0, f(1)));
     w.mode(0, GuestMode::Long, true, true, false, false, false);
-    assert_eq!(w.go(0, 0x20_3000, fx(false)), Phys(0x3000));
+    assert_eq!(w.go(0, 0x3000, rd(false)), Phys(0x3000)); // builds the NX path
+    assert_eq!(w.go(0, 0x20_3000, fx(false)), Phys(0x3000)); // executable leaf via the alias
     assert_eq!(w.go(0, 0x3000, fx(false)), PageFault(0x11));
     w.check();
 }
@@ -302,6 +304,7 @@ fn role_metaphysical_large_page_vs_page_table() {
     w.mode(0, GuestMode::Pae, true, false, false, false, false);
     assert_eq!(w.go(0, 0x5010, rd(true)), Phys(0x5010));
     assert_eq!(w.go(0, 0x20_5010, rd(true)), Phys(0xc010));
+    assert_eq!(w.go(0, 0x5010, rd(true)), Phys(0x5010));
     // A write through the large page to the page table is trapped.
     w.access(0, 5 * 8, wr(true), 8, f(13) | T);
     assert_eq!(w.cache.stats().write_protect_faults, 1);
