@@ -108,7 +108,7 @@ impl ShadowFrames for TestFrames {
 
 /// Hardware walk of the shadow tables (PAE or IA-32e paging as the core
 /// asks, CR0.WP=1, EFER.NXE=1). `Ok(hpa)` or `Err(#PF error code)`.
-pub fn hw_walk(frames: &TestFrames, hw: &HwPaging, gva: u64, acc: MemAccess) -> Result<u64, u32> {
+pub fn hw_walk(frames: &TestFrames, hw: &HwPaging, gva: u64, acc: MemAccess) -> Result<TlbEntry, u32> {
     let long = hw.efer & EFER_LMA != 0;
     assert!(hw.cr0_set & CR0_WP != 0 && hw.efer & EFER_NXE != 0 && hw.cr4 & CR4_PAE != 0);
     let user = acc.user;
@@ -147,23 +147,39 @@ pub fn hw_walk(frames: &TestFrames, hw: &HwPaging, gva: u64, acc: MemAccess) -> 
         table = e & ADDR_MASK_64;
         level -= 1;
     }
-    let u = entries.iter().all(|e| e & US != 0);
-    let w = entries.iter().all(|e| e & RW != 0);
-    let x = entries.iter().all(|e| e & XD == 0);
-    let smep = hw.cr4 & CR4_SMEP != 0;
-    let smap = hw.cr4 & CR4_SMAP != 0;
-    let ok = match (acc.user, acc.kind) {
-        (true, AccessKind::Read) => u,
-        (true, AccessKind::Write) => u && w,
-        (true, AccessKind::Fetch) => u && x,
-        (false, AccessKind::Read) => !(smap && u),
-        (false, AccessKind::Write) => !(smap && u) && w,
-        (false, AccessKind::Fetch) => x && !(smep && u),
+    let t = TlbEntry {
+        hpa: entries[entries.len() - 1] & ADDR_MASK_64,
+        u: entries.iter().all(|e| e & US != 0),
+        w: entries.iter().all(|e| e & RW != 0),
+        x: entries.iter().all(|e| e & XD == 0),
     };
-    if !ok {
+    if !hw_allows(&t, hw, acc) {
         return Err(ec | PFEC_P);
     }
-    Ok((entries[entries.len() - 1] & ADDR_MASK_64) | (gva & 0xfff))
+    Ok(t)
+}
+
+/// A cached translation (the harness's conservative TLB model).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TlbEntry {
+    pub hpa: u64,
+    pub u: bool,
+    pub w: bool,
+    pub x: bool,
+}
+
+/// Hardware permission check (CR0.WP=1, EFER.NXE=1, SMEP/SMAP as loaded).
+pub fn hw_allows(t: &TlbEntry, hw: &HwPaging, acc: MemAccess) -> bool {
+    let smep = hw.cr4 & CR4_SMEP != 0;
+    let smap = hw.cr4 & CR4_SMAP != 0;
+    match (acc.user, acc.kind) {
+        (true, AccessKind::Read) => t.u,
+        (true, AccessKind::Write) => t.u && t.w,
+        (true, AccessKind::Fetch) => t.u && t.x,
+        (false, AccessKind::Read) => !(smap && t.u),
+        (false, AccessKind::Write) => !(smap && t.u) && t.w,
+        (false, AccessKind::Fetch) => t.x && !(smep && t.u),
+    }
 }
 
 /// A vCPU of the world: the core's state and the oracle's.
@@ -178,8 +194,13 @@ pub struct World {
     pub cpus: Vec<Cpu>,
     pub mem: TestMem,
     pub oracle_ram: Vec<u8>,
-    /// Flushes returned (the harness models no TLB, so they are recorded).
+    /// Flushes returned by the core, in order.
     pub flushes: Vec<Flush>,
+    /// Per-vCPU TLB model (gva page -> translation), filled by successful
+    /// hardware walks, emptied only by the flushes the core requests (and,
+    /// like a real CPU, for the faulting address on a #PF). A forgotten
+    /// flush leaves a stale translation that the oracle then disagrees with.
+    pub tlb: Vec<alloc::collections::BTreeMap<u64, TlbEntry>>,
 }
 
 impl World {
@@ -194,7 +215,17 @@ impl World {
             .map(|i| Cpu { mmu: cache.add_vcpu(i as u32).unwrap(), oracle: RefCpu { maxphyaddr: MAXPHY as u32, ..Default::default() } })
             .collect();
         let oracle_ram = mem.ram.clone();
-        World { cache, cpus, mem, oracle_ram, flushes: Vec::new() }
+        World { cache, cpus, mem, oracle_ram, flushes: Vec::new(), tlb: alloc::vec![Default::default(); ncpus] }
+    }
+
+    /// Apply (and record) a flush request.
+    pub fn flush(&mut self, f: Flush) {
+        for (i, t) in self.tlb.iter_mut().enumerate() {
+            if f.vcpus & (1 << i) != 0 {
+                t.clear();
+            }
+        }
+        self.flushes.push(f);
     }
 
     /// Load initial guest RAM contents into both sides.
@@ -264,7 +295,7 @@ impl World {
             cpu.oracle.cr0 = cr0;
             cpu.oracle.cr4 = cr4;
             cpu.oracle.efer = efer;
-            self.flushes.push(f);
+            self.flush(f);
             return true;
         }
         false
@@ -288,7 +319,7 @@ impl World {
         if let (Ok(p), Ok(f)) = (ores, m) {
             cpu.oracle.pdpte = p;
             cpu.oracle.cr3 = cr3;
-            self.flushes.push(f);
+            self.flush(f);
             return true;
         }
         false
@@ -300,9 +331,15 @@ impl World {
         for _ in 0..16 {
             let cpu = &mut self.cpus[c];
             let hw = self.cache.prepare_entry(&mut cpu.mmu).expect("root");
-            self.flushes.push(hw.flush);
-            match hw_walk(&self.cache.frames, &hw, gva, acc) {
-                Ok(hpa) => {
+            self.flush(hw.flush);
+            let cpu = &mut self.cpus[c];
+            let page = gva & !0xfff & if cpu.mmu.mode() == GuestMode::Long { !0 } else { 0xffff_ffff };
+            let cached = self.tlb[c].get(&page).copied().filter(|t| hw_allows(t, &hw, acc));
+            let walked = cached.map(Ok).unwrap_or_else(|| hw_walk(&self.cache.frames, &hw, gva, acc));
+            match walked {
+                Ok(t) => {
+                    self.tlb[c].insert(page, t);
+                    let hpa = t.hpa | (gva & 0xfff);
                     assert!(hpa >= RAM_HPA && hpa < RAM_HPA + self.mem.ram.len() as u64, "hardware reached {hpa:#x} outside guest RAM");
                     let gpa = hpa - RAM_HPA;
                     if acc.kind == AccessKind::Write {
@@ -311,22 +348,25 @@ impl World {
                     }
                     return RefOutcome::Phys(gpa);
                 }
-                Err(ec) => match self.cache.page_fault(&mut cpu.mmu, &mut self.mem, gva, ec) {
-                    FaultOutcome::Fixed { flush } => self.flushes.push(flush),
+                Err(ec) => match {
+                    self.tlb[c].remove(&page);
+                    self.cache.page_fault(&mut self.cpus[c].mmu, &mut self.mem, gva, ec)
+                } {
+                    FaultOutcome::Fixed { flush } => self.flush(flush),
                     FaultOutcome::InjectPf { error_code, cr2, flush } => {
                         assert_eq!(cr2, gva);
-                        self.flushes.push(flush);
+                        self.flush(flush);
                         return RefOutcome::PageFault(error_code);
                     }
                     FaultOutcome::OutsideRam { gpa, flush } => {
-                        self.flushes.push(flush);
+                        self.flush(flush);
                         return RefOutcome::NoRam(gpa);
                     }
                     FaultOutcome::EmulateWrite { gpa, flush } => {
-                        self.flushes.push(flush);
+                        self.flush(flush);
                         assert_eq!(acc.kind, AccessKind::Write);
-                        let f = self.cache.guest_pt_write(&mut cpu.mmu, &mut self.mem, gpa, width, value);
-                        self.flushes.push(f);
+                        let f = self.cache.guest_pt_write(&mut self.cpus[c].mmu, &mut self.mem, gpa, width, value);
+                        self.flush(f);
                         return RefOutcome::Phys(gpa);
                     }
                     FaultOutcome::NoShadowFrames => panic!("pool exhausted"),
@@ -366,7 +406,7 @@ impl World {
         if self.cache.is_write_protected(gpa >> 12) || self.cache.is_write_protected(end >> 12) {
             let cpu = &mut self.cpus[c];
             let f = self.cache.guest_pt_write(&mut cpu.mmu, &mut self.mem, gpa, width, value);
-            self.flushes.push(f);
+            self.flush(f);
         } else {
             self.mem.store(gpa, width, value);
         }
@@ -374,7 +414,7 @@ impl World {
 
     pub fn invlpg(&mut self, c: usize, gva: u64) {
         let f = self.cache.invlpg(&mut self.cpus[c].mmu, gva);
-        self.flushes.push(f);
+        self.flush(f);
     }
 }
 
