@@ -154,7 +154,10 @@ impl<F: ShadowFrames> ShadowCache<F> {
                 return Err(PoolError::BadFrame(hpa));
             }
             hpa_index.insert(hpa, i as PageId);
-            slots.push(Slot { hpa, state: SlotState::Free });
+            slots.push(Slot {
+                hpa,
+                state: SlotState::Free,
+            });
         }
         let nb = config.pool_frames.next_power_of_two().max(16);
         Ok(ShadowCache {
@@ -229,7 +232,11 @@ impl<F: ShadowFrames> ShadowCache<F> {
     }
     /// All valid (hashed) pages for `gfn`.
     pub(crate) fn pages_of_gfn(&self, gfn: u64) -> Vec<PageId> {
-        self.buckets[self.bucket_of(gfn)].iter().copied().filter(|&id| self.page(id).gfn == gfn).collect()
+        self.buckets[self.bucket_of(gfn)]
+            .iter()
+            .copied()
+            .filter(|&id| self.page(id).gfn == gfn)
+            .collect()
     }
     /// Per slot: in how many buckets it appears, and whether one of them is
     /// the bucket of its gfn (audit).
@@ -257,10 +264,13 @@ impl<F: ShadowFrames> ShadowCache<F> {
 
     /// Look up (gfn, role) without side effects.
     pub(crate) fn lookup(&self, gfn: u64, role: Role) -> Option<PageId> {
-        self.buckets[self.bucket_of(gfn)].iter().copied().find(|&id| {
-            let p = self.page(id);
-            p.gfn == gfn && p.role == role
-        })
+        self.buckets[self.bucket_of(gfn)]
+            .iter()
+            .copied()
+            .find(|&id| {
+                let p = self.page(id);
+                p.gfn == gfn && p.role == role
+            })
     }
 
     // --- LRU list: hot end = most recently looked up ---
@@ -323,7 +333,10 @@ impl<F: ShadowFrames> ShadowCache<F> {
     }
 
     fn free_slot(&mut self, id: PageId) {
-        debug_assert!((0..ENTRIES).all(|i| self.read(id, i) == 0), "freeing a non-zero frame");
+        debug_assert!(
+            (0..ENTRIES).all(|i| self.read(id, i) == 0),
+            "freeing a non-zero frame"
+        );
         self.slots[id as usize].state = SlotState::Free;
         self.free.push(id);
         self.update_in_use();
@@ -332,7 +345,12 @@ impl<F: ShadowFrames> ShadowCache<F> {
     /// Find or create the shadow page for (gfn, role). Creating a
     /// non-metaphysical page write-protects gfn (flush added to `flush`).
     /// Returns the page and whether it was created.
-    pub(crate) fn get_page(&mut self, gfn: u64, role: Role, flush: &mut Flush) -> Result<(PageId, bool), NoFrames> {
+    pub(crate) fn get_page(
+        &mut self,
+        gfn: u64,
+        role: Role,
+        flush: &mut Flush,
+    ) -> Result<(PageId, bool), NoFrames> {
         if let Some(id) = self.lookup(gfn, role) {
             self.lru_unlink(id);
             self.lru_push_hot(id);
@@ -340,7 +358,11 @@ impl<F: ShadowFrames> ShadowCache<F> {
         }
         let was_protected = self.is_write_protected(gfn);
         let id = self.free.pop().ok_or(NoFrames)?;
-        let leaf_gfns = if role.level() == 1 { vec![0; ENTRIES] } else { Vec::new() };
+        let leaf_gfns = if role.level() == 1 {
+            vec![0; ENTRIES]
+        } else {
+            Vec::new()
+        };
         self.slots[id as usize].state = SlotState::Page(ShadowPage {
             gfn,
             role,
@@ -387,7 +409,10 @@ impl<F: ShadowFrames> ShadowCache<F> {
         if !spte::present(v) {
             return false;
         }
-        let r = SptRef { page: id, index: idx as u16 };
+        let r = SptRef {
+            page: id,
+            index: idx as u16,
+        };
         if self.page(id).role.level() == 1 {
             let gfn = self.page(id).leaf_gfns[idx];
             if let Some(list) = self.rmap.get_mut(&gfn) {
@@ -412,7 +437,10 @@ impl<F: ShadowFrames> ShadowCache<F> {
         self.clear_spte(parent, idx);
         let hpa = self.hpa(child);
         self.write(parent, idx, spte::nonleaf(hpa));
-        self.page_mut(child).parents.add(SptRef { page: parent, index: idx as u16 });
+        self.page_mut(child).parents.add(SptRef {
+            page: parent,
+            index: idx as u16,
+        });
     }
 
     /// Install leaf `v` (mapping `gfn`) at entry `idx` of level-1 page `id`.
@@ -423,7 +451,10 @@ impl<F: ShadowFrames> ShadowCache<F> {
         }
         self.write(id, idx, v);
         self.page_mut(id).leaf_gfns[idx] = gfn;
-        self.rmap.entry(gfn).or_default().push(SptRef { page: id, index: idx as u16 });
+        self.rmap.entry(gfn).or_default().push(SptRef {
+            page: id,
+            index: idx as u16,
+        });
     }
 
     /// Zap a shadow page: clear its entries, unlink it from its parents and

@@ -120,8 +120,12 @@ impl VcpuMmu {
         let r = Role::new(self.mode.glevels(), 0, 0, false, Access::FULL);
         match self.mode {
             GuestMode::NoPaging => r,
-            GuestMode::Bits32 => r.with_context(wp, false, smep && !wp, smap && !wp).with_cr4_pse(self.cr4 & CR4_PSE != 0),
-            GuestMode::Pae | GuestMode::Long => r.with_context(wp, self.efer & EFER_NXE != 0, smep && !wp, smap && !wp),
+            GuestMode::Bits32 => r
+                .with_context(wp, false, smep && !wp, smap && !wp)
+                .with_cr4_pse(self.cr4 & CR4_PSE != 0),
+            GuestMode::Pae | GuestMode::Long => {
+                r.with_context(wp, self.efer & EFER_NXE != 0, smep && !wp, smap && !wp)
+            }
         }
     }
     fn root_pages(&self) -> impl Iterator<Item = PageId> {
@@ -174,10 +178,13 @@ impl<F: ShadowFrames> ShadowCache<F> {
         }
         let mut f = Flush::NONE;
         if self.free.len() <= MIN_FREE {
-            self.make_available(&mut f).map_err(|_| super::cache::PoolError::TooSmall)?;
+            self.make_available(&mut f)
+                .map_err(|_| super::cache::PoolError::TooSmall)?;
         }
         f.done(); // no vCPU runs on the new one's root yet; others: see below
-        let pae_root = self.alloc_pae_root(id).ok_or(super::cache::PoolError::TooSmall)?;
+        let pae_root = self
+            .alloc_pae_root(id)
+            .ok_or(super::cache::PoolError::TooSmall)?;
         self.vcpus |= 1 << id;
         Ok(VcpuMmu {
             id,
@@ -224,8 +231,13 @@ impl<F: ShadowFrames> ShadowCache<F> {
             let mut r = [None; 4];
             for (i, slot) in r.iter_mut().enumerate() {
                 let key = match v.mode {
-                    GuestMode::NoPaging => Some(((i as u64) << 18, base.with_level(2).with_metaphysical(true))),
-                    GuestMode::Bits32 => Some(((v.cr3 & 0xffff_f000) >> 12, base.with_level(2).with_quadrant(i as u8))),
+                    GuestMode::NoPaging => {
+                        Some(((i as u64) << 18, base.with_level(2).with_metaphysical(true)))
+                    }
+                    GuestMode::Bits32 => Some((
+                        (v.cr3 & 0xffff_f000) >> 12,
+                        base.with_level(2).with_quadrant(i as u8),
+                    )),
                     _ => {
                         let e = v.pdptes[i];
                         (e & P != 0).then(|| ((e & ADDR_MASK_64) >> 12, base.with_level(2)))
@@ -253,13 +265,28 @@ impl<F: ShadowFrames> ShadowCache<F> {
     /// Guest MOV to CR0/CR4 or EFER write: the context is reset (new root
     /// for the new role), the cache survives. Entering PAE paging loads the
     /// PDPTEs from CR3 (#GP on reserved bits, SDM Vol. 3A 4.4.1).
-    pub fn set_paging_mode(&mut self, v: &mut VcpuMmu, mem: &impl GuestMemory, cr0: u64, cr4: u64, efer: u64) -> Result<Flush, InjectGp> {
+    pub fn set_paging_mode(
+        &mut self,
+        v: &mut VcpuMmu,
+        mem: &impl GuestMemory,
+        cr0: u64,
+        cr4: u64,
+        efer: u64,
+    ) -> Result<Flush, InjectGp> {
         let mode = mode_of(cr0, cr4, efer);
-        let pdptes = if mode == GuestMode::Pae { load_pdptes(mem, v.cr3, self.config.maxphyaddr)? } else { v.pdptes };
+        let pdptes = if mode == GuestMode::Pae {
+            load_pdptes(mem, v.cr3, self.config.maxphyaddr)?
+        } else {
+            v.pdptes
+        };
         self.unload_root(v);
         v.cr0 = cr0;
         v.cr4 = cr4;
-        v.efer = if mode == GuestMode::Long { efer | EFER_LMA } else { efer & !EFER_LMA };
+        v.efer = if mode == GuestMode::Long {
+            efer | EFER_LMA
+        } else {
+            efer & !EFER_LMA
+        };
         v.mode = mode;
         v.pdptes = pdptes;
         let mut f = Flush { vcpus: 1 << v.id };
@@ -270,7 +297,12 @@ impl<F: ShadowFrames> ShadowCache<F> {
 
     /// Guest MOV to CR3: latch PDPTEs (PAE), then look up the root; a hit
     /// builds nothing. Reserved bits -> #GP and nothing changes.
-    pub fn load_cr3(&mut self, v: &mut VcpuMmu, mem: &impl GuestMemory, cr3: u64) -> Result<Flush, InjectGp> {
+    pub fn load_cr3(
+        &mut self,
+        v: &mut VcpuMmu,
+        mem: &impl GuestMemory,
+        cr3: u64,
+    ) -> Result<Flush, InjectGp> {
         let maxphy = self.config.maxphyaddr;
         match v.mode {
             GuestMode::Long if cr3 & (!0u64 << maxphy) != 0 => return Err(InjectGp),
@@ -294,15 +326,27 @@ impl<F: ShadowFrames> ShadowCache<F> {
         if !self.root_is_valid(v) {
             self.unload_root(v);
             flush = Flush { vcpus: 1 << v.id };
-            self.build_root(v, &mut flush).map_err(|_| FaultOutcome::NoShadowFrames)?;
+            self.build_root(v, &mut flush)
+                .map_err(|_| FaultOutcome::NoShadowFrames)?;
         }
         let paging = v.mode != GuestMode::NoPaging;
         let (cr3, efer) = match v.root {
             Root::Long(id) => (self.hpa(id), super::events::EFER_NXE | EFER_LME | EFER_LMA),
             _ => (self.hpa(v.pae_root), EFER_NXE),
         };
-        let cr4 = CR4_PAE | if paging { v.cr4 & (CR4_SMEP | CR4_SMAP) } else { 0 };
-        Ok(HwPaging { cr3, cr0_set: CR0_PE | CR0_PG | CR0_WP, cr4, efer, flush })
+        let cr4 = CR4_PAE
+            | if paging {
+                v.cr4 & (CR4_SMEP | CR4_SMAP)
+            } else {
+                0
+            };
+        Ok(HwPaging {
+            cr3,
+            cr0_set: CR0_PE | CR0_PG | CR0_WP,
+            cr4,
+            efer,
+            flush,
+        })
     }
 
     /// The shadow page at the top of the vCPU's root for `gva`.
@@ -317,7 +361,13 @@ impl<F: ShadowFrames> ShadowCache<F> {
     /// A #PF VM exit at `gva` with the hardware error code `error_code`:
     /// walk the guest tables (setting A/D), then build the shadow path, or
     /// tell the caller to inject #PF / emulate.
-    pub fn page_fault(&mut self, v: &mut VcpuMmu, mem: &mut impl GuestMemory, gva: u64, error_code: u32) -> FaultOutcome {
+    pub fn page_fault(
+        &mut self,
+        v: &mut VcpuMmu,
+        mem: &mut impl GuestMemory,
+        gva: u64,
+        error_code: u32,
+    ) -> FaultOutcome {
         self.stats.page_faults += 1;
         let mut flush = Flush::NONE;
         if !self.root_is_valid(v) {
@@ -336,7 +386,11 @@ impl<F: ShadowFrames> ShadowCache<F> {
             Err(WalkError::Fault(ec)) => {
                 v.last_pt_write_count = 0;
                 self.stats.injected_pf += 1;
-                return FaultOutcome::InjectPf { error_code: ec, cr2: gva, flush };
+                return FaultOutcome::InjectPf {
+                    error_code: ec,
+                    cr2: gva,
+                    flush,
+                };
             }
             Err(WalkError::OutsideRam(gpa)) => return FaultOutcome::OutsideRam { gpa, flush },
         };
@@ -380,14 +434,32 @@ impl<F: ShadowFrames> ShadowCache<F> {
             let idx = ((gva >> (12 + 9 * (level as u32 - 1))) & 511) as usize;
             let cl = level - 1;
             let (gfn, role) = if cl >= w.leaf_level {
-                let q = if v.mode == GuestMode::Bits32 { quadrant_of(gva, cl) } else { 0 };
-                (w.table_gfn[cl as usize], base.with_level(cl).with_quadrant(q).with_access(w.inherited[cl as usize]))
+                let q = if v.mode == GuestMode::Bits32 {
+                    quadrant_of(gva, cl)
+                } else {
+                    0
+                };
+                (
+                    w.table_gfn[cl as usize],
+                    base.with_level(cl)
+                        .with_quadrant(q)
+                        .with_access(w.inherited[cl as usize]),
+                )
             } else {
                 let span = (1u64 << (9 * cl as u32)) - 1;
-                ((w.gpa >> 12) & !span, base.with_level(cl).with_metaphysical(true).with_access(leaf))
+                (
+                    (w.gpa >> 12) & !span,
+                    base.with_level(cl)
+                        .with_metaphysical(true)
+                        .with_access(leaf),
+                )
             };
             let old = self.read(cur, idx);
-            let existing = if spte::present(old) { self.id_of_hpa(spte::frame(old)) } else { None };
+            let existing = if spte::present(old) {
+                self.id_of_hpa(spte::frame(old))
+            } else {
+                None
+            };
             if let Some(id) = existing.filter(|&id| {
                 let p = self.page(id);
                 p.gfn == gfn && p.role == role
@@ -441,11 +513,16 @@ impl<F: ShadowFrames> ShadowCache<F> {
         if v.mode == GuestMode::NoPaging || !self.root_is_valid(v) {
             return Flush::NONE;
         }
-        let Some((mut cur, top)) = self.root_for(v, gva) else { return Flush::NONE };
+        let Some((mut cur, top)) = self.root_for(v, gva) else {
+            return Flush::NONE;
+        };
         for level in (2..=top).rev() {
             let idx = ((gva >> (12 + 9 * (level as u32 - 1))) & 511) as usize;
             let s = self.read(cur, idx);
-            match spte::present(s).then(|| self.id_of_hpa(spte::frame(s))).flatten() {
+            match spte::present(s)
+                .then(|| self.id_of_hpa(spte::frame(s)))
+                .flatten()
+            {
                 Some(c) => cur = c,
                 None => return Flush { vcpus: 1 << v.id },
             }

@@ -73,7 +73,10 @@ mod tests;
 pub use audit::AuditError;
 pub use cache::{PageId, PoolError, ShadowCache};
 pub use events::{GuestMode, HwPaging, VcpuMmu};
-pub use events::{CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP, EFER_LMA, EFER_LME, EFER_NXE};
+pub use events::{
+    CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP, EFER_LMA, EFER_LME,
+    EFER_NXE,
+};
 pub use role::{Access, Role};
 pub use stats::{MmuStats, ZapReason};
 pub use walk::{AccessKind, MemAccess};
@@ -129,7 +132,11 @@ pub struct MmuConfig {
 impl MmuConfig {
     /// A caching configuration with `pool_frames` frames and MAXPHYADDR 36.
     pub const fn new(pool_frames: usize) -> Self {
-        Self { pool_frames, cache: true, maxphyaddr: 36 }
+        Self {
+            pool_frames,
+            cache: true,
+            maxphyaddr: 36,
+        }
     }
 }
 
@@ -149,7 +156,9 @@ impl Flush {
     pub const NONE: Flush = Flush { vcpus: 0 };
     /// Merge two flush requests.
     pub fn or(self, other: Flush) -> Flush {
-        Flush { vcpus: self.vcpus | other.vcpus }
+        Flush {
+            vcpus: self.vcpus | other.vcpus,
+        }
     }
     /// Acknowledge a flush request the caller has performed (or, in tests,
     /// does not need because it models no TLB).
@@ -169,7 +178,11 @@ pub enum FaultOutcome {
     /// after applying `flush`; the access is retried.
     Fixed { flush: Flush },
     /// Inject #PF into the guest with this error code and CR2.
-    InjectPf { error_code: u32, cr2: u64, flush: Flush },
+    InjectPf {
+        error_code: u32,
+        cr2: u64,
+        flush: Flush,
+    },
     /// The access (or a guest page-table read of the walk) touches `gpa`
     /// outside guest RAM: emulate MMIO or stop the VM. Guest A/D bits of a
     /// completed walk have been set.

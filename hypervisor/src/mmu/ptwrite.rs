@@ -48,8 +48,14 @@ fn write_bytes(mem: &mut impl GuestMemory, gpa: u64, width: u8, value: u64) {
         let base = a & !7;
         let off = a - base;
         let n = (8 - off).min(width as u64 - done);
-        let Some(old) = mem.read_u64(base) else { return };
-        let mask = if n == 8 { !0 } else { ((1u64 << (8 * n)) - 1) << (8 * off) };
+        let Some(old) = mem.read_u64(base) else {
+            return;
+        };
+        let mask = if n == 8 {
+            !0
+        } else {
+            ((1u64 << (8 * n)) - 1) << (8 * off)
+        };
         let bits = ((value >> (8 * done)) << (8 * off)) & mask;
         let _ = mem.write_u64(base, (old & !mask) | bits);
         done += n;
@@ -68,13 +74,26 @@ impl<F: ShadowFrames> ShadowCache<F> {
     /// The guest writes `width` (1, 2, 4 or 8) bytes of `value` at `gpa`,
     /// trapped because the page is write-protected. The core performs the
     /// write in guest memory and brings every shadow of the page up to date.
-    pub fn guest_pt_write(&mut self, v: &mut VcpuMmu, mem: &mut impl GuestMemory, gpa: u64, width: u8, value: u64) -> Flush {
+    pub fn guest_pt_write(
+        &mut self,
+        v: &mut VcpuMmu,
+        mem: &mut impl GuestMemory,
+        gpa: u64,
+        width: u8,
+        value: u64,
+    ) -> Flush {
         let width = width.clamp(1, 8);
         let room = 4096 - (gpa & 0xfff);
         if (width as u64) > room {
             let lo = room as u8;
             let f = self.guest_pt_write(v, mem, gpa, lo, value);
-            return f.or(self.guest_pt_write(v, mem, gpa + room, width - lo, value >> (8 * lo as u32)));
+            return f.or(self.guest_pt_write(
+                v,
+                mem,
+                gpa + room,
+                width - lo,
+                value >> (8 * lo as u32),
+            ));
         }
         self.stats.pt_writes += 1;
         let gfn = gpa >> 12;
@@ -85,7 +104,11 @@ impl<F: ShadowFrames> ShadowCache<F> {
             v.last_pt_write_gfn = Some(gfn);
             v.last_pt_write_count = 1;
         }
-        let mut pages: Vec<PageId> = self.pages_of_gfn(gfn).into_iter().filter(|&id| !self.page(id).role.metaphysical()).collect();
+        let mut pages: Vec<PageId> = self
+            .pages_of_gfn(gfn)
+            .into_iter()
+            .filter(|&id| !self.page(id).role.metaphysical())
+            .collect();
         if v.last_pt_write_count >= FLOOD_WRITES && !pages.is_empty() {
             self.stats.unshadows += 1;
             flush = flush.or(self.zap_gfn(gfn, ZapReason::Flood));
@@ -150,7 +173,11 @@ impl<F: ShadowFrames> ShadowCache<F> {
         if gpte & P == 0 || gpte & A == 0 || gpte & reserved_mask(&ctx, 1, gpte) != 0 {
             return None;
         }
-        let frame = if role.glevels() == 2 { gpte & 0xffff_f000 } else { gpte & ADDR_MASK_64 };
+        let frame = if role.glevels() == 2 {
+            gpte & 0xffff_f000
+        } else {
+            gpte & ADDR_MASK_64
+        };
         let eff = role.access().and(entry_access(&ctx, gpte));
         let a = shadow_access(&ctx, eff, gpte & super::spte::D != 0, false);
         let gfn = frame >> 12;

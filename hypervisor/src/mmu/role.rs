@@ -51,7 +51,13 @@ impl Access {
 impl fmt::Debug for Access {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let c = |a: Access, ch| if self.has(a) { ch } else { '-' };
-        write!(f, "{}{}{}", c(Access::U, 'u'), c(Access::W, 'w'), c(Access::X, 'x'))
+        write!(
+            f,
+            "{}{}{}",
+            c(Access::U, 'u'),
+            c(Access::W, 'w'),
+            c(Access::X, 'x')
+        )
     }
 }
 
@@ -173,12 +179,22 @@ impl Role {
     }
     /// With `cr4_pse` replaced.
     pub const fn with_cr4_pse(self, pse: bool) -> Role {
-        Role(if pse { self.0 | CR4_PSE } else { self.0 & !CR4_PSE })
+        Role(if pse {
+            self.0 | CR4_PSE
+        } else {
+            self.0 & !CR4_PSE
+        })
     }
 
     /// A role from its fields.
     #[allow(clippy::too_many_arguments)]
-    pub const fn new(glevels: u8, level: u8, quadrant: u8, metaphysical: bool, access: Access) -> Role {
+    pub const fn new(
+        glevels: u8,
+        level: u8,
+        quadrant: u8,
+        metaphysical: bool,
+        access: Access,
+    ) -> Role {
         let mut w = ((glevels as u32 & 0xf) << GLEVELS_SHIFT)
             | ((level as u32 & 0xf) << LEVEL_SHIFT)
             | ((quadrant as u32 & 3) << QUADRANT_SHIFT)
@@ -198,14 +214,24 @@ impl Role {
     }
     /// With `metaphysical` replaced.
     pub const fn with_metaphysical(self, m: bool) -> Role {
-        Role(if m { self.0 | METAPHYSICAL } else { self.0 & !METAPHYSICAL })
+        Role(if m {
+            self.0 | METAPHYSICAL
+        } else {
+            self.0 & !METAPHYSICAL
+        })
     }
     /// With `access` replaced.
     pub const fn with_access(self, a: Access) -> Role {
         Role((self.0 & !(7 << ACCESS_SHIFT)) | ((a.bits() as u32) << ACCESS_SHIFT))
     }
     /// With the paging-context bits replaced (normalised by the caller).
-    pub const fn with_context(self, cr0_wp: bool, efer_nx: bool, smep_andnot_wp: bool, smap_andnot_wp: bool) -> Role {
+    pub const fn with_context(
+        self,
+        cr0_wp: bool,
+        efer_nx: bool,
+        smep_andnot_wp: bool,
+        smap_andnot_wp: bool,
+    ) -> Role {
         let mut w = self.0 & !(CR0_WP | EFER_NX | SMEP_ANDNOT_WP | SMAP_ANDNOT_WP);
         if cr0_wp {
             w |= CR0_WP;
@@ -252,8 +278,16 @@ impl fmt::Debug for Role {
             self.access(),
             if self.cr0_wp() { " wp" } else { "" },
             if self.efer_nx() { " nx" } else { "" },
-            if self.smep_andnot_wp() { " smep&!wp" } else { "" },
-            if self.smap_andnot_wp() { " smap&!wp" } else { "" },
+            if self.smep_andnot_wp() {
+                " smep&!wp"
+            } else {
+                ""
+            },
+            if self.smap_andnot_wp() {
+                " smap&!wp"
+            } else {
+                ""
+            },
             if self.invalid() { " INVALID" } else { "" },
             if self.cr4_pse() { " pse" } else { "" },
         )

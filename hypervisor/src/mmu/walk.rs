@@ -64,7 +64,10 @@ impl MemAccess {
         } else {
             AccessKind::Read
         };
-        MemAccess { kind, user: ec & PFEC_U != 0 }
+        MemAccess {
+            kind,
+            user: ec & PFEC_U != 0,
+        }
     }
 }
 
@@ -154,7 +157,11 @@ pub(crate) fn reserved_mask(ctx: &PagingCtx, level: u8, value: u64) -> u64 {
             }
         }
         GuestMode::Pae | GuestMode::Long => {
-            let mut r = if ctx.mode == GuestMode::Pae { bits(62, m) } else { bits(51, m) };
+            let mut r = if ctx.mode == GuestMode::Pae {
+                bits(62, m)
+            } else {
+                bits(51, m)
+            };
             if !ctx.nxe {
                 r |= XD;
             }
@@ -222,7 +229,11 @@ fn read_entry(mem: &impl GuestMemory, gpa: u64, size: u8) -> Option<u64> {
 
 fn write_entry(mem: &mut impl GuestMemory, gpa: u64, size: u8, v: u64) {
     // The entry was just read from RAM, so it is inside RAM.
-    let _ = if size == 4 { mem.write_u32(gpa, v as u32) } else { mem.write_u64(gpa, v) };
+    let _ = if size == 4 {
+        mem.write_u32(gpa, v as u32)
+    } else {
+        mem.write_u64(gpa, v)
+    };
 }
 
 /// Access granted by one entry.
@@ -242,7 +253,12 @@ pub(crate) fn entry_access(ctx: &PagingCtx, v: u64) -> Access {
 
 /// Translate `gva` for `acc`. On success, and only then, sets the A flag of
 /// every entry used and the D flag of the leaf for a write (SDM Vol. 3A 4.8).
-pub fn walk(ctx: &PagingCtx, mem: &mut impl GuestMemory, gva: u64, acc: MemAccess) -> Result<GuestWalk, WalkError> {
+pub fn walk(
+    ctx: &PagingCtx,
+    mem: &mut impl GuestMemory,
+    gva: u64,
+    acc: MemAccess,
+) -> Result<GuestWalk, WalkError> {
     let mut w = GuestWalk {
         gpa: 0,
         leaf_level: 3,
@@ -268,7 +284,11 @@ pub fn walk(ctx: &PagingCtx, mem: &mut impl GuestMemory, gva: u64, acc: MemAcces
             (8, 9, 2, pdpte & ADDR_MASK_64)
         }
     };
-    let gva = if ctx.mode == GuestMode::Long { gva } else { gva & 0xffff_ffff };
+    let gva = if ctx.mode == GuestMode::Long {
+        gva
+    } else {
+        gva & 0xffff_ffff
+    };
     let mut a = Access::FULL;
     loop {
         w.table_gfn[level as usize] = table >> 12;
@@ -283,7 +303,11 @@ pub fn walk(ctx: &PagingCtx, mem: &mut impl GuestMemory, gva: u64, acc: MemAcces
         if v & reserved_mask(ctx, level, v) != 0 {
             return Err(WalkError::Fault(error_code(ctx, acc, false, true)));
         }
-        w.entries[w.n_entries] = WalkedEntry { gpa: egpa, value: v, size };
+        w.entries[w.n_entries] = WalkedEntry {
+            gpa: egpa,
+            value: v,
+            size,
+        };
         w.n_entries += 1;
         a = a.and(entry_access(ctx, v));
         let large = level > 1
@@ -304,7 +328,11 @@ pub fn walk(ctx: &PagingCtx, mem: &mut impl GuestMemory, gva: u64, acc: MemAcces
             w.leaf_level = level;
             break;
         }
-        table = if ctx.mode == GuestMode::Bits32 { v & 0xffff_f000 } else { v & ADDR_MASK_64 };
+        table = if ctx.mode == GuestMode::Bits32 {
+            v & 0xffff_f000
+        } else {
+            v & ADDR_MASK_64
+        };
         level -= 1;
     }
     w.access = a;
@@ -330,7 +358,9 @@ pub fn walk(ctx: &PagingCtx, mem: &mut impl GuestMemory, gva: u64, acc: MemAcces
 /// write-protecting a table of the walk, when another vCPU may have written
 /// it through a mapping that was still writable).
 pub fn still_valid(mem: &impl GuestMemory, w: &GuestWalk) -> bool {
-    w.entries[..w.n_entries].iter().all(|e| read_entry(mem, e.gpa, e.size) == Some(e.value))
+    w.entries[..w.n_entries]
+        .iter()
+        .all(|e| read_entry(mem, e.gpa, e.size) == Some(e.value))
 }
 
 impl PagingCtx {
@@ -363,7 +393,12 @@ impl PagingCtx {
 /// supervisor page is writable once dirty (supervisor writes ignore R/W).
 /// `sup_write` selects the WP=0 variant for a supervisor write to a
 /// read-only user page: writable but supervisor-only (and NX under SMEP).
-pub(crate) fn shadow_access(ctx: &PagingCtx, effective: Access, dirty: bool, sup_write: bool) -> Access {
+pub(crate) fn shadow_access(
+    ctx: &PagingCtx,
+    effective: Access,
+    dirty: bool,
+    sup_write: bool,
+) -> Access {
     if ctx.mode == GuestMode::NoPaging {
         return Access::FULL;
     }

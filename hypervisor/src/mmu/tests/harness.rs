@@ -23,7 +23,9 @@ pub struct TestMem {
 
 impl TestMem {
     pub fn new(frames: usize) -> Self {
-        TestMem { ram: alloc::vec![0; frames * 4096] }
+        TestMem {
+            ram: alloc::vec![0; frames * 4096],
+        }
     }
     pub fn w64(&mut self, gpa: u64, v: u64) {
         self.ram[gpa as usize..gpa as usize + 8].copy_from_slice(&v.to_le_bytes());
@@ -50,11 +52,15 @@ impl GuestMemory for TestMem {
     }
     fn read_u64(&self, gpa: u64) -> Option<u64> {
         let a = usize::try_from(gpa).ok()?;
-        self.ram.get(a..a.checked_add(8)?).map(|b| u64::from_le_bytes(b.try_into().unwrap()))
+        self.ram
+            .get(a..a.checked_add(8)?)
+            .map(|b| u64::from_le_bytes(b.try_into().unwrap()))
     }
     fn read_u32(&self, gpa: u64) -> Option<u32> {
         let a = usize::try_from(gpa).ok()?;
-        self.ram.get(a..a.checked_add(4)?).map(|b| u32::from_le_bytes(b.try_into().unwrap()))
+        self.ram
+            .get(a..a.checked_add(4)?)
+            .map(|b| u32::from_le_bytes(b.try_into().unwrap()))
     }
     fn write_u64(&mut self, gpa: u64, v: u64) -> Option<()> {
         self.read_u64(gpa)?;
@@ -77,10 +83,17 @@ pub struct TestFrames {
 
 impl TestFrames {
     pub fn new(n: usize, ram_size: u64) -> Self {
-        TestFrames { frames: alloc::vec![[0; 512]; n], next: 0, ram_size }
+        TestFrames {
+            frames: alloc::vec![[0; 512]; n],
+            next: 0,
+            ram_size,
+        }
     }
     fn slot(&self, hpa: u64) -> usize {
-        assert!(hpa >= POOL_BASE && hpa & 0xfff == 0, "bad shadow frame {hpa:#x}");
+        assert!(
+            hpa >= POOL_BASE && hpa & 0xfff == 0,
+            "bad shadow frame {hpa:#x}"
+        );
         ((hpa - POOL_BASE) >> 12) as usize
     }
 }
@@ -108,7 +121,12 @@ impl ShadowFrames for TestFrames {
 
 /// Hardware walk of the shadow tables (PAE or IA-32e paging as the core
 /// asks, CR0.WP=1, EFER.NXE=1). `Ok(hpa)` or `Err(#PF error code)`.
-pub fn hw_walk(frames: &TestFrames, hw: &HwPaging, gva: u64, acc: MemAccess) -> Result<TlbEntry, u32> {
+pub fn hw_walk(
+    frames: &TestFrames,
+    hw: &HwPaging,
+    gva: u64,
+    acc: MemAccess,
+) -> Result<TlbEntry, u32> {
     let long = hw.efer & EFER_LMA != 0;
     assert!(hw.cr0_set & CR0_WP != 0 && hw.efer & EFER_NXE != 0 && hw.cr4 & CR4_PAE != 0);
     let user = acc.user;
@@ -125,9 +143,18 @@ pub fn hw_walk(frames: &TestFrames, hw: &HwPaging, gva: u64, acc: MemAccess) -> 
     let (mut table, mut level) = if long {
         (hw.cr3 & ADDR_MASK_64, 4u32)
     } else {
-        assert!(hw.cr3 < 1 << 32 && hw.cr3 & 0x1f == 0, "PAE root must be below 4 GiB, 32-byte aligned");
-        let pdpte = frames.read_spte(hw.cr3 & !0xfff, (((hw.cr3 & 0xfe0) >> 3) + ((gva >> 30) & 3)) as usize);
-        assert!(pdpte & 0x8000_0000_0000_01e6 == 0, "VM entry fails: reserved bits in PAE root entry {pdpte:#x}");
+        assert!(
+            hw.cr3 < 1 << 32 && hw.cr3 & 0x1f == 0,
+            "PAE root must be below 4 GiB, 32-byte aligned"
+        );
+        let pdpte = frames.read_spte(
+            hw.cr3 & !0xfff,
+            (((hw.cr3 & 0xfe0) >> 3) + ((gva >> 30) & 3)) as usize,
+        );
+        assert!(
+            pdpte & 0x8000_0000_0000_01e6 == 0,
+            "VM entry fails: reserved bits in PAE root entry {pdpte:#x}"
+        );
         if pdpte & P == 0 {
             return Err(ec);
         }
@@ -212,10 +239,23 @@ impl World {
         cfg.maxphyaddr = MAXPHY;
         let mut cache = ShadowCache::new(cfg, frames).expect("pool");
         let cpus = (0..ncpus)
-            .map(|i| Cpu { mmu: cache.add_vcpu(i as u32).unwrap(), oracle: RefCpu { maxphyaddr: MAXPHY as u32, ..Default::default() } })
+            .map(|i| Cpu {
+                mmu: cache.add_vcpu(i as u32).unwrap(),
+                oracle: RefCpu {
+                    maxphyaddr: MAXPHY as u32,
+                    ..Default::default()
+                },
+            })
             .collect();
         let oracle_ram = mem.ram.clone();
-        World { cache, cpus, mem, oracle_ram, flushes: Vec::new(), tlb: alloc::vec![Default::default(); ncpus] }
+        World {
+            cache,
+            cpus,
+            mem,
+            oracle_ram,
+            flushes: Vec::new(),
+            tlb: alloc::vec![Default::default(); ncpus],
+        }
     }
 
     /// Apply (and record) a flush request.
@@ -237,7 +277,10 @@ impl World {
     /// Write a guest entry on both sides without trapping (setup only,
     /// before anything shadows that page).
     pub fn poke(&mut self, gpa: u64, size: u8, v: u64) {
-        assert!(!self.cache.is_write_protected(gpa >> 12), "poke into a shadowed page");
+        assert!(
+            !self.cache.is_write_protected(gpa >> 12),
+            "poke into a shadowed page"
+        );
         self.mem.store(gpa, size, v);
         for i in 0..size as u64 {
             self.oracle_ram[(gpa + i) as usize] = (v >> (8 * i)) as u8;
@@ -246,9 +289,20 @@ impl World {
 
     /// Paging mode shorthand on both sides; panics if refused.
     #[allow(clippy::too_many_arguments)]
-    pub fn mode(&mut self, c: usize, m: GuestMode, wp: bool, nxe: bool, pse: bool, smep: bool, smap: bool) {
+    pub fn mode(
+        &mut self,
+        c: usize,
+        m: GuestMode,
+        wp: bool,
+        nxe: bool,
+        pse: bool,
+        smep: bool,
+        smap: bool,
+    ) {
         let mut cr0 = CR0_PE | if wp { CR0_WP } else { 0 };
-        let mut cr4 = if pse { CR4_PSE } else { 0 } | if smep { CR4_SMEP } else { 0 } | if smap { CR4_SMAP } else { 0 };
+        let mut cr4 = if pse { CR4_PSE } else { 0 }
+            | if smep { CR4_SMEP } else { 0 }
+            | if smap { CR4_SMAP } else { 0 };
         let mut efer = if nxe { EFER_NXE } else { 0 };
         if m != GuestMode::NoPaging {
             cr0 |= CR0_PG;
@@ -277,8 +331,17 @@ impl World {
     /// Both sides agree after a step: same RAM, audit holds.
     pub fn check(&self) {
         if self.mem.ram != self.oracle_ram {
-            let i = self.mem.ram.iter().zip(&self.oracle_ram).position(|(a, b)| a != b).unwrap();
-            panic!("guest RAM differs first at {i:#x}: mmu {:#x} oracle {:#x}", self.mem.ram[i], self.oracle_ram[i]);
+            let i = self
+                .mem
+                .ram
+                .iter()
+                .zip(&self.oracle_ram)
+                .position(|(a, b)| a != b)
+                .unwrap();
+            panic!(
+                "guest RAM differs first at {i:#x}: mmu {:#x} oracle {:#x}",
+                self.mem.ram[i], self.oracle_ram[i]
+            );
         }
         self.audit();
     }
@@ -287,8 +350,14 @@ impl World {
     pub fn set_mode(&mut self, c: usize, cr0: u64, cr4: u64, efer: u64) -> bool {
         let cpu = &mut self.cpus[c];
         let pae_mode = cr0 & CR0_PG != 0 && cr4 & CR4_PAE != 0 && efer & EFER_LME == 0;
-        let o = if pae_mode { ref_load_pdptes(&self.oracle_ram, cpu.oracle.cr3, MAXPHY as u32).ok_or(()) } else { Ok(cpu.oracle.pdpte) };
-        let m = self.cache.set_paging_mode(&mut cpu.mmu, &self.mem, cr0, cr4, efer);
+        let o = if pae_mode {
+            ref_load_pdptes(&self.oracle_ram, cpu.oracle.cr3, MAXPHY as u32).ok_or(())
+        } else {
+            Ok(cpu.oracle.pdpte)
+        };
+        let m = self
+            .cache
+            .set_paging_mode(&mut cpu.mmu, &self.mem, cr0, cr4, efer);
         assert_eq!(o.is_ok(), m.is_ok(), "set_mode #GP disagreement");
         if let (Ok(p), Ok(f)) = (o, m) {
             cpu.oracle.pdpte = p;
@@ -327,50 +396,87 @@ impl World {
 
     /// The MMU side of an access: hardware walk, #PF exits into the core,
     /// retry; emulate trapped page-table writes. Stores `value` on a write.
-    pub fn mmu_access(&mut self, c: usize, gva: u64, acc: MemAccess, width: u8, value: u64) -> RefOutcome {
+    pub fn mmu_access(
+        &mut self,
+        c: usize,
+        gva: u64,
+        acc: MemAccess,
+        width: u8,
+        value: u64,
+    ) -> RefOutcome {
         for _ in 0..16 {
             let cpu = &mut self.cpus[c];
             let hw = self.cache.prepare_entry(&mut cpu.mmu).expect("root");
             self.flush(hw.flush);
             let cpu = &mut self.cpus[c];
-            let page = gva & !0xfff & if cpu.mmu.mode() == GuestMode::Long { !0 } else { 0xffff_ffff };
-            let cached = self.tlb[c].get(&page).copied().filter(|t| hw_allows(t, &hw, acc));
-            let walked = cached.map(Ok).unwrap_or_else(|| hw_walk(&self.cache.frames, &hw, gva, acc));
+            let page = gva
+                & !0xfff
+                & if cpu.mmu.mode() == GuestMode::Long {
+                    !0
+                } else {
+                    0xffff_ffff
+                };
+            let cached = self.tlb[c]
+                .get(&page)
+                .copied()
+                .filter(|t| hw_allows(t, &hw, acc));
+            let walked = cached
+                .map(Ok)
+                .unwrap_or_else(|| hw_walk(&self.cache.frames, &hw, gva, acc));
             match walked {
                 Ok(t) => {
                     self.tlb[c].insert(page, t);
                     let hpa = t.hpa | (gva & 0xfff);
-                    assert!(hpa >= RAM_HPA && hpa < RAM_HPA + self.mem.ram.len() as u64, "hardware reached {hpa:#x} outside guest RAM");
+                    assert!(
+                        hpa >= RAM_HPA && hpa < RAM_HPA + self.mem.ram.len() as u64,
+                        "hardware reached {hpa:#x} outside guest RAM"
+                    );
                     let gpa = hpa - RAM_HPA;
                     if acc.kind == AccessKind::Write {
-                        assert!(!self.cache.is_write_protected(gpa >> 12), "hardware wrote a write-protected page table at {gpa:#x}");
+                        assert!(
+                            !self.cache.is_write_protected(gpa >> 12),
+                            "hardware wrote a write-protected page table at {gpa:#x}"
+                        );
                         self.mem.store(gpa, width, value);
                     }
                     return RefOutcome::Phys(gpa);
                 }
-                Err(ec) => match {
+                Err(ec) => {
                     self.tlb[c].remove(&page);
-                    self.cache.page_fault(&mut self.cpus[c].mmu, &mut self.mem, gva, ec)
-                } {
-                    FaultOutcome::Fixed { flush } => self.flush(flush),
-                    FaultOutcome::InjectPf { error_code, cr2, flush } => {
-                        assert_eq!(cr2, gva);
-                        self.flush(flush);
-                        return RefOutcome::PageFault(error_code);
+                    let out = self
+                        .cache
+                        .page_fault(&mut self.cpus[c].mmu, &mut self.mem, gva, ec);
+                    match out {
+                        FaultOutcome::Fixed { flush } => self.flush(flush),
+                        FaultOutcome::InjectPf {
+                            error_code,
+                            cr2,
+                            flush,
+                        } => {
+                            assert_eq!(cr2, gva);
+                            self.flush(flush);
+                            return RefOutcome::PageFault(error_code);
+                        }
+                        FaultOutcome::OutsideRam { gpa, flush } => {
+                            self.flush(flush);
+                            return RefOutcome::NoRam(gpa);
+                        }
+                        FaultOutcome::EmulateWrite { gpa, flush } => {
+                            self.flush(flush);
+                            assert_eq!(acc.kind, AccessKind::Write);
+                            let f = self.cache.guest_pt_write(
+                                &mut self.cpus[c].mmu,
+                                &mut self.mem,
+                                gpa,
+                                width,
+                                value,
+                            );
+                            self.flush(f);
+                            return RefOutcome::Phys(gpa);
+                        }
+                        FaultOutcome::NoShadowFrames => panic!("pool exhausted"),
                     }
-                    FaultOutcome::OutsideRam { gpa, flush } => {
-                        self.flush(flush);
-                        return RefOutcome::NoRam(gpa);
-                    }
-                    FaultOutcome::EmulateWrite { gpa, flush } => {
-                        self.flush(flush);
-                        assert_eq!(acc.kind, AccessKind::Write);
-                        let f = self.cache.guest_pt_write(&mut self.cpus[c].mmu, &mut self.mem, gpa, width, value);
-                        self.flush(f);
-                        return RefOutcome::Phys(gpa);
-                    }
-                    FaultOutcome::NoShadowFrames => panic!("pool exhausted"),
-                },
+                }
             }
         }
         panic!("access at {gva:#x} {acc:?} does not converge");
@@ -379,9 +485,22 @@ impl World {
     /// One access on both sides; panics on disagreement. Returns the outcome.
     /// (An access crossing a page boundary is cut at the boundary: the
     /// harness models one translation per access.)
-    pub fn access(&mut self, c: usize, gva: u64, acc: MemAccess, width: u8, value: u64) -> RefOutcome {
+    pub fn access(
+        &mut self,
+        c: usize,
+        gva: u64,
+        acc: MemAccess,
+        width: u8,
+        value: u64,
+    ) -> RefOutcome {
         let width = width.min((4096 - (gva & 0xfff)).min(8) as u8);
-        let o = self.cpus[c].oracle.translate(&mut self.oracle_ram, gva, acc.kind == AccessKind::Write, acc.user, acc.kind == AccessKind::Fetch);
+        let o = self.cpus[c].oracle.translate(
+            &mut self.oracle_ram,
+            gva,
+            acc.kind == AccessKind::Write,
+            acc.user,
+            acc.kind == AccessKind::Fetch,
+        );
         if let (RefOutcome::Phys(gpa), AccessKind::Write) = (o, acc.kind) {
             for i in 0..width as u64 {
                 if let Some(b) = self.oracle_ram.get_mut((gpa + i) as usize) {
@@ -405,7 +524,9 @@ impl World {
         let end = gpa + width as u64 - 1;
         if self.cache.is_write_protected(gpa >> 12) || self.cache.is_write_protected(end >> 12) {
             let cpu = &mut self.cpus[c];
-            let f = self.cache.guest_pt_write(&mut cpu.mmu, &mut self.mem, gpa, width, value);
+            let f = self
+                .cache
+                .guest_pt_write(&mut cpu.mmu, &mut self.mem, gpa, width, value);
             self.flush(f);
         } else {
             self.mem.store(gpa, width, value);
@@ -419,11 +540,20 @@ impl World {
 }
 
 pub fn rd(user: bool) -> MemAccess {
-    MemAccess { kind: AccessKind::Read, user }
+    MemAccess {
+        kind: AccessKind::Read,
+        user,
+    }
 }
 pub fn wr(user: bool) -> MemAccess {
-    MemAccess { kind: AccessKind::Write, user }
+    MemAccess {
+        kind: AccessKind::Write,
+        user,
+    }
 }
 pub fn fx(user: bool) -> MemAccess {
-    MemAccess { kind: AccessKind::Fetch, user }
+    MemAccess {
+        kind: AccessKind::Fetch,
+        user,
+    }
 }

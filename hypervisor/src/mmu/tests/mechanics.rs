@@ -45,7 +45,11 @@ fn cr3_reload_hits_cache_and_builds_nothing() {
     let (created, hits) = (w.cache.stats().created, w.cache.stats().cr3_hits);
     assert!(w.load_cr3(0, f(1)));
     assert_eq!(w.go(0, 0x10, rd(true)), Phys(0x28010));
-    assert_eq!(w.cache.stats().created, created, "returning to an earlier CR3 created shadow pages");
+    assert_eq!(
+        w.cache.stats().created,
+        created,
+        "returning to an earlier CR3 created shadow pages"
+    );
     assert_eq!(w.cache.stats().cr3_hits, hits + 1);
     w.check();
 }
@@ -62,7 +66,10 @@ fn flooding_unshadows_and_the_page_becomes_data() {
     assert!(w.cache.is_write_protected(4));
     // memset of the PT through its data window: 3 writes in a row unshadow it.
     for i in 0..3u64 {
-        assert_eq!(w.access(0, 0x20_0100 + 8 * i, wr(true), 8, 0), Phys(f(4) + 0x100 + 8 * i));
+        assert_eq!(
+            w.access(0, 0x20_0100 + 8 * i, wr(true), 8, 0),
+            Phys(f(4) + 0x100 + 8 * i)
+        );
     }
     assert!(!w.cache.is_write_protected(4));
     assert_eq!(w.cache.stats().zaps_for(ZapReason::Flood), 1);
@@ -122,7 +129,11 @@ fn recycling_under_pressure_never_frees_a_loaded_root() {
     for round in 0..2 {
         for k in 0..12u64 {
             assert!(w.load_cr3(0, f(1 + 5 * k)));
-            assert_eq!(w.go(0, 0x10, rd(true)), Phys(f(80 + k) + 0x10), "round {round} table {k}");
+            assert_eq!(
+                w.go(0, 0x10, rd(true)),
+                Phys(f(80 + k) + 0x10),
+                "round {round} table {k}"
+            );
             w.check();
         }
     }
@@ -157,7 +168,15 @@ fn accessed_and_dirty_bits() {
     w.mode(0, GuestMode::Long, true, true, false, false, false);
     assert_eq!(w.go(0, 0x10, rd(true)), Phys(0x28010));
     assert_eq!(w.mem.r64(f(4)), f(40) | P | RW | US | A);
-    let leaf = w.cache.frames().frames.iter().flatten().find(|&&s| spte::frame(s) == RAM_HPA + f(40)).copied().unwrap();
+    let leaf = w
+        .cache
+        .frames()
+        .frames
+        .iter()
+        .flatten()
+        .find(|&&s| spte::frame(s) == RAM_HPA + f(40))
+        .copied()
+        .unwrap();
     assert_eq!(leaf & spte::RW, 0, "leaf read-only until the first write");
     assert_eq!(w.go(0, 0x10, wr(true)), Phys(0x28010));
     assert_eq!(w.mem.r64(f(4)), f(40) | P | RW | US | A | D);
@@ -189,7 +208,10 @@ fn pae_pdptes_latched_reserved_bits_gp_nonpresent_faults() {
     // Reserved bits (R/W is reserved in a PAE PDPTE): #GP, nothing changes.
     w.phys_write(0, pdpt, 8, f(1) | P | RW);
     assert!(!w.load_cr3(0, pdpt));
-    assert_eq!(w.cache.load_cr3(&mut w.cpus[0].mmu, &w.mem, pdpt), Err(InjectGp));
+    assert_eq!(
+        w.cache.load_cr3(&mut w.cpus[0].mmu, &w.mem, pdpt),
+        Err(InjectGp)
+    );
     assert_eq!(w.go(0, 0x10, rd(false)), PageFault(0));
     w.check();
 }
@@ -267,15 +289,29 @@ fn statistics_and_role_coverage() {
     assert_eq!(w.go(0, 0x10, rd(true)), Phys(0x28010));
     let s = w.cache.stats().clone();
     assert_eq!(s.created_per_role.values().sum::<u64>(), s.created);
-    assert!(w.cache.role_coverage().iter().any(|&r| Role::from_word(r).glevels() == 4 && Role::from_word(r).level() == 1));
-    assert!(w.cache.role_coverage().iter().any(|&r| Role::from_word(r).glevels() == 0 && Role::from_word(r).metaphysical()));
+    assert!(w
+        .cache
+        .role_coverage()
+        .iter()
+        .any(|&r| Role::from_word(r).glevels() == 4 && Role::from_word(r).level() == 1));
+    assert!(w
+        .cache
+        .role_coverage()
+        .iter()
+        .any(|&r| Role::from_word(r).glevels() == 0 && Role::from_word(r).metaphysical()));
     assert!(s.pool_high_water >= s.pages_in_use && s.fault_misses >= 3);
 }
 
 #[test]
 fn pool_checks() {
-    assert_eq!(ShadowCache::new(MmuConfig::new(10), TestFrames::new(10, 0)).err(), Some(PoolError::TooSmall));
-    assert_eq!(ShadowCache::new(MmuConfig::new(20), TestFrames::new(19, 0)).err(), Some(PoolError::Exhausted));
+    assert_eq!(
+        ShadowCache::new(MmuConfig::new(10), TestFrames::new(10, 0)).err(),
+        Some(PoolError::TooSmall)
+    );
+    assert_eq!(
+        ShadowCache::new(MmuConfig::new(20), TestFrames::new(19, 0)).err(),
+        Some(PoolError::Exhausted)
+    );
     let mut c = ShadowCache::new(MmuConfig::new(18), TestFrames::new(18, 0)).unwrap();
     assert!(c.add_vcpu(0).is_ok() && c.add_vcpu(1).is_ok());
     assert!(c.add_vcpu(2).is_err(), "18 frames cannot serve 3 vCPUs");

@@ -3,8 +3,8 @@
 //! tests and the property test over random event sequences.
 
 mod harness;
-mod refwalk;
-mod prop;
-mod regress;
 mod mechanics;
+mod prop;
+mod refwalk;
+mod regress;
 mod tables;

@@ -40,7 +40,17 @@ fn frame(r: &mut Rng) -> u64 {
 
 fn flags(r: &mut Rng) -> u64 {
     let mut f = 0;
-    for (bit, pct) in [(0u64, 95u64), (1, 80), (2, 85), (3, 5), (4, 5), (5, 60), (6, 50), (7, 12), (8, 10)] {
+    for (bit, pct) in [
+        (0u64, 95u64),
+        (1, 80),
+        (2, 85),
+        (3, 5),
+        (4, 5),
+        (5, 60),
+        (6, 50),
+        (7, 12),
+        (8, 10),
+    ] {
         if r.chance(pct) {
             f |= 1 << bit;
         }
@@ -54,7 +64,7 @@ fn entry64(r: &mut Rng) -> u64 {
     match r.next() % 40 {
         0..=4 => e |= 1 << 63,
         5 => e |= 1 << (36 + r.next() % 16), // reserved address bit
-        6 if e & 0x80 != 0 => e |= 1 << 13,   // reserved in a large entry
+        6 if e & 0x80 != 0 => e |= 1 << 13,  // reserved in a large entry
         _ => {}
     }
     e
@@ -106,12 +116,43 @@ fn gen_ram(seed: u64) -> (Vec<u8>, Vec<u64>) {
 
 #[derive(Clone, Debug)]
 enum Ev {
-    Mode { cpu: usize, mode: u8, wp: bool, nxe: bool, smep: bool, smap: bool, pse: bool },
-    Cr3 { cpu: usize, frame: u64, sub: u64 },
-    Access { cpu: usize, gva: u64, kind: u8, user: bool, width: u8, value: u64 },
-    PtWrite { cpu: usize, gpa: u64, width: u8, seed: u64 },
-    Burst { cpu: usize, gfn: u64, seed: u64 },
-    Invlpg { cpu: usize, gva: u64 },
+    Mode {
+        cpu: usize,
+        mode: u8,
+        wp: bool,
+        nxe: bool,
+        smep: bool,
+        smap: bool,
+        pse: bool,
+    },
+    Cr3 {
+        cpu: usize,
+        frame: u64,
+        sub: u64,
+    },
+    Access {
+        cpu: usize,
+        gva: u64,
+        kind: u8,
+        user: bool,
+        width: u8,
+        value: u64,
+    },
+    PtWrite {
+        cpu: usize,
+        gpa: u64,
+        width: u8,
+        seed: u64,
+    },
+    Burst {
+        cpu: usize,
+        gfn: u64,
+        seed: u64,
+    },
+    Invlpg {
+        cpu: usize,
+        gva: u64,
+    },
 }
 
 fn gva() -> impl Strategy<Value = u64> {
@@ -119,7 +160,13 @@ fn gva() -> impl Strategy<Value = u64> {
 }
 
 fn paged_gva() -> impl Strategy<Value = u64> {
-    (0u64..4, 0u64..4, prop::sample::select(vec![0u64, 1, 2, 255, 256, 511]), prop::sample::select(vec![0u64, 1, 2, 3, 511]), 0u64..4088)
+    (
+        0u64..4,
+        0u64..4,
+        prop::sample::select(vec![0u64, 1, 2, 255, 256, 511]),
+        prop::sample::select(vec![0u64, 1, 2, 3, 511]),
+        0u64..4088,
+    )
         .prop_map(|(a, b, c, d, off)| a << 39 | b << 30 | c << 21 | d << 12 | off)
 }
 
@@ -151,9 +198,11 @@ fn pt_value(seed: u64) -> u64 {
 
 /// Outcome counters per mode (printed with QUADRANT_PROPTEST_STATS=1):
 /// [mode][phys, #PF, outside RAM].
-static OUTCOMES: [[std::sync::atomic::AtomicU64; 3]; 4] = [const { [const { std::sync::atomic::AtomicU64::new(0) }; 3] }; 4];
+static OUTCOMES: [[std::sync::atomic::AtomicU64; 3]; 4] =
+    [const { [const { std::sync::atomic::AtomicU64::new(0) }; 3] }; 4];
 
-static TOTALS: [std::sync::atomic::AtomicU64; 8] = [const { std::sync::atomic::AtomicU64::new(0) }; 8];
+static TOTALS: [std::sync::atomic::AtomicU64; 8] =
+    [const { std::sync::atomic::AtomicU64::new(0) }; 8];
 
 fn run(seed: u64, ncpu: usize, pool: usize, cache: bool, evs: &[Ev]) {
     let mut w = World::new(RAM_FRAMES as usize, pool, ncpu, cache);
@@ -165,15 +214,41 @@ fn run(seed: u64, ncpu: usize, pool: usize, cache: bool, evs: &[Ev]) {
     let mut setup = Vec::new();
     for cpu in 0..ncpu {
         let b = r.next();
-        let frame = if b % 4 == 2 && !pdpts.is_empty() { pdpts[(b >> 20) as usize % pdpts.len()] } else { r.next() % RAM_FRAMES };
-        setup.push(Ev::Cr3 { cpu, frame, sub: r.next() % 128 });
-        setup.push(Ev::Mode { cpu, mode: (b % 4) as u8, wp: b & 16 != 0, nxe: b & 32 != 0, smep: b & 64 == 0 && b & 128 != 0, smap: b & 256 != 0 && b & 512 != 0, pse: b & 1024 != 0 });
+        let frame = if b % 4 == 2 && !pdpts.is_empty() {
+            pdpts[(b >> 20) as usize % pdpts.len()]
+        } else {
+            r.next() % RAM_FRAMES
+        };
+        setup.push(Ev::Cr3 {
+            cpu,
+            frame,
+            sub: r.next() % 128,
+        });
+        setup.push(Ev::Mode {
+            cpu,
+            mode: (b % 4) as u8,
+            wp: b & 16 != 0,
+            nxe: b & 32 != 0,
+            smep: b & 64 == 0 && b & 128 != 0,
+            smap: b & 256 != 0 && b & 512 != 0,
+            pse: b & 1024 != 0,
+        });
     }
     for e in setup.iter().chain(evs) {
         match *e {
-            Ev::Mode { cpu, mode, wp, nxe, smep, smap, pse } => {
+            Ev::Mode {
+                cpu,
+                mode,
+                wp,
+                nxe,
+                smep,
+                smap,
+                pse,
+            } => {
                 let mut cr0 = CR0_PE | if wp { CR0_WP } else { 0 };
-                let mut cr4 = if smep { CR4_SMEP } else { 0 } | if smap { CR4_SMAP } else { 0 } | if pse { CR4_PSE } else { 0 };
+                let mut cr4 = if smep { CR4_SMEP } else { 0 }
+                    | if smap { CR4_SMAP } else { 0 }
+                    | if pse { CR4_PSE } else { 0 };
                 let mut efer = if nxe { EFER_NXE } else { 0 };
                 if mode > 0 {
                     cr0 |= CR0_PG;
@@ -186,15 +261,29 @@ fn run(seed: u64, ncpu: usize, pool: usize, cache: bool, evs: &[Ev]) {
                 }
                 let _ = w.set_mode(cpu, cr0, cr4, efer);
             }
-            Ev::Cr3 { cpu, mut frame, sub } => {
+            Ev::Cr3 {
+                cpu,
+                mut frame,
+                sub,
+            } => {
                 // In PAE mode prefer PDPT-style frames (others mostly #GP).
                 if w.cpus[cpu].mmu.mode() == GuestMode::Pae && !pdpts.is_empty() && sub % 4 != 0 {
                     frame = pdpts[frame as usize % pdpts.len()];
                 }
                 let _ = w.load_cr3(cpu, frame << 12 | sub << 5);
             }
-            Ev::Access { cpu, mut gva, kind, user, width, value } => {
-                if w.cpus[cpu].mmu.mode() == GuestMode::NoPaging && gva > RAM_FRAMES * 4096 && gva % 8 != 0 {
+            Ev::Access {
+                cpu,
+                mut gva,
+                kind,
+                user,
+                width,
+                value,
+            } => {
+                if w.cpus[cpu].mmu.mode() == GuestMode::NoPaging
+                    && gva > RAM_FRAMES * 4096
+                    && gva % 8 != 0
+                {
                     gva %= RAM_FRAMES * 4096; // mostly inside RAM without paging
                 }
                 let kind = [AccessKind::Read, AccessKind::Write, AccessKind::Fetch][kind as usize];
@@ -207,7 +296,12 @@ fn run(seed: u64, ncpu: usize, pool: usize, cache: bool, evs: &[Ev]) {
                 };
                 OUTCOMES[mode][k].fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             }
-            Ev::PtWrite { cpu, gpa, width, seed } => w.phys_write(cpu, gpa, width, pt_value(seed)),
+            Ev::PtWrite {
+                cpu,
+                gpa,
+                width,
+                seed,
+            } => w.phys_write(cpu, gpa, width, pt_value(seed)),
             Ev::Burst { cpu, gfn, seed } => {
                 let mut r = Rng(seed | 1);
                 for _ in 0..3 + r.next() % 2 {
@@ -220,7 +314,19 @@ fn run(seed: u64, ncpu: usize, pool: usize, cache: bool, evs: &[Ev]) {
         w.check();
     }
     let s = w.cache.stats();
-    for (i, v) in [s.created, s.zaps.iter().sum(), s.write_protect_faults, s.unshadows, s.recycles, s.pt_writes, s.cr3_hits, s.fault_hits].into_iter().enumerate() {
+    for (i, v) in [
+        s.created,
+        s.zaps.iter().sum(),
+        s.write_protect_faults,
+        s.unshadows,
+        s.recycles,
+        s.pt_writes,
+        s.cr3_hits,
+        s.fault_hits,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         TOTALS[i].fetch_add(v, std::sync::atomic::Ordering::Relaxed);
     }
     if std::env::var("QUADRANT_PROPTEST_STATS").is_ok() {
@@ -229,13 +335,28 @@ fn run(seed: u64, ncpu: usize, pool: usize, cache: bool, evs: &[Ev]) {
 }
 
 fn cases() -> u32 {
-    std::env::var("QUADRANT_PROPTEST_CASES").ok().and_then(|s| s.parse().ok()).unwrap_or(10_000)
+    std::env::var("QUADRANT_PROPTEST_CASES")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(10_000)
 }
 
 fn scenario() -> impl Strategy<Value = (u64, usize, usize, bool, Vec<Ev>)> {
-    (any::<u64>(), 1usize..=2, prop::sample::select(vec![18usize, 24, 64]), prop::bool::weighted(0.9)).prop_flat_map(|(seed, ncpu, pool, cache)| {
-        (Just(seed), Just(ncpu), Just(pool), Just(cache), prop::collection::vec(ev(ncpu), 1..40))
-    })
+    (
+        any::<u64>(),
+        1usize..=2,
+        prop::sample::select(vec![18usize, 24, 64]),
+        prop::bool::weighted(0.9),
+    )
+        .prop_flat_map(|(seed, ncpu, pool, cache)| {
+            (
+                Just(seed),
+                Just(ncpu),
+                Just(pool),
+                Just(cache),
+                prop::collection::vec(ev(ncpu), 1..40),
+            )
+        })
 }
 
 proptest! {

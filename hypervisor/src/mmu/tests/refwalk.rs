@@ -29,7 +29,8 @@ pub enum RefOutcome {
 
 fn rd4(ram: &[u8], a: u64) -> Option<u64> {
     let a = a as usize;
-    ram.get(a..a + 4).map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
+    ram.get(a..a + 4)
+        .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u64)
 }
 fn rd8(ram: &[u8], a: u64) -> Option<u64> {
     let a = a as usize;
@@ -53,7 +54,8 @@ pub fn ref_load_pdptes(ram: &[u8], cr3: u64, maxphyaddr: u32) -> Option<[u64; 4]
     let mut out = [0u64; 4];
     for (i, o) in out.iter_mut().enumerate() {
         let e = rd8(ram, (cr3 & 0xFFFF_FFE0) + i as u64 * 8)?;
-        let rsvd = (e & 0x6) != 0 || (e & 0x1E0) != 0 || (maxphyaddr < 64 && (e >> maxphyaddr) != 0);
+        let rsvd =
+            (e & 0x6) != 0 || (e & 0x1E0) != 0 || (maxphyaddr < 64 && (e >> maxphyaddr) != 0);
         if e & 1 == 1 && rsvd {
             return None;
         }
@@ -136,7 +138,14 @@ impl RefCpu {
 
     /// Translate linear address `la`; on success sets A (and D for a write
     /// on the leaf) in `ram` the way the processor does (SDM 4.8).
-    pub fn translate(&self, ram: &mut [u8], la: u64, write: bool, user: bool, fetch: bool) -> RefOutcome {
+    pub fn translate(
+        &self,
+        ram: &mut [u8],
+        la: u64,
+        write: bool,
+        user: bool,
+        fetch: bool,
+    ) -> RefOutcome {
         let r = Req { write, user, fetch };
         let paging = self.cr0 >> 31 & 1 == 1;
         let pae = self.cr4 >> 5 & 1 == 1;
@@ -171,7 +180,12 @@ impl RefCpu {
 
     /// SDM 4.3, Figure 4-2 / 4-3, Tables 4-5 / 4-6.
     #[allow(clippy::type_complexity)]
-    fn walk_32bit(&self, ram: &[u8], la: u64, r: &Req) -> Result<(u64, alloc::vec::Vec<(u64, u8, u64)>), RefOutcome> {
+    fn walk_32bit(
+        &self,
+        ram: &[u8],
+        la: u64,
+        r: &Req,
+    ) -> Result<(u64, alloc::vec::Vec<(u64, u8, u64)>), RefOutcome> {
         let pde_addr = (self.cr3 & 0xFFFF_F000) | ((la >> 22) << 2);
         let pde = rd4(ram, pde_addr).ok_or(RefOutcome::NoRam(pde_addr))?;
         if pde & 1 == 0 {
@@ -208,7 +222,10 @@ impl RefCpu {
             return Err(RefOutcome::PageFault(self.pfec(r, true, false, false)));
         }
         let phys = (pte & 0xFFFF_F000) | (la & 0xFFF);
-        let ups = alloc::vec![(pde_addr, 4, pde | 0x20), (pte_addr, 4, pte | 0x20 | if r.write { 0x40 } else { 0 })];
+        let ups = alloc::vec![
+            (pde_addr, 4, pde | 0x20),
+            (pte_addr, 4, pte | 0x20 | if r.write { 0x40 } else { 0 })
+        ];
         Ok((phys, ups))
     }
 
@@ -235,7 +252,12 @@ impl RefCpu {
 
     /// SDM 4.4.2: PAE paging with the PDPTE registers.
     #[allow(clippy::type_complexity)]
-    fn walk_pae(&self, ram: &[u8], la: u64, r: &Req) -> Result<(u64, alloc::vec::Vec<(u64, u8, u64)>), RefOutcome> {
+    fn walk_pae(
+        &self,
+        ram: &[u8],
+        la: u64,
+        r: &Req,
+    ) -> Result<(u64, alloc::vec::Vec<(u64, u8, u64)>), RefOutcome> {
         let pdpte = self.pdpte[(la >> 30) as usize & 3];
         if pdpte & 1 == 0 {
             return Err(RefOutcome::PageFault(self.pfec(r, false, false, true)));
@@ -256,7 +278,10 @@ impl RefCpu {
                 return Err(RefOutcome::PageFault(self.pfec(r, true, false, true)));
             }
             let phys = (pde & 0x000F_FFFF_FFE0_0000) | (la & 0x1F_FFFF);
-            return Ok((phys, alloc::vec![(pde_addr, 8, pde | 0x20 | if r.write { 0x40 } else { 0 })]));
+            return Ok((
+                phys,
+                alloc::vec![(pde_addr, 8, pde | 0x20 | if r.write { 0x40 } else { 0 })],
+            ));
         }
         let pte_addr = (pde & 0x000F_FFFF_FFFF_F000) + ((la >> 12) & 0x1FF) * 8;
         let pte = rd8(ram, pte_addr).ok_or(RefOutcome::NoRam(pte_addr))?;
@@ -271,12 +296,23 @@ impl RefCpu {
             return Err(RefOutcome::PageFault(self.pfec(r, true, false, true)));
         }
         let phys = (pte & 0x000F_FFFF_FFFF_F000) | (la & 0xFFF);
-        Ok((phys, alloc::vec![(pde_addr, 8, pde | 0x20), (pte_addr, 8, pte | 0x20 | if r.write { 0x40 } else { 0 })]))
+        Ok((
+            phys,
+            alloc::vec![
+                (pde_addr, 8, pde | 0x20),
+                (pte_addr, 8, pte | 0x20 | if r.write { 0x40 } else { 0 })
+            ],
+        ))
     }
 
     /// SDM 4.5: 4-level paging, 1-GByte and 2-MByte pages.
     #[allow(clippy::type_complexity)]
-    fn walk_4level(&self, ram: &[u8], la: u64, r: &Req) -> Result<(u64, alloc::vec::Vec<(u64, u8, u64)>), RefOutcome> {
+    fn walk_4level(
+        &self,
+        ram: &[u8],
+        la: u64,
+        r: &Req,
+    ) -> Result<(u64, alloc::vec::Vec<(u64, u8, u64)>), RefOutcome> {
         let addr_of = |e: u64| e & 0x000F_FFFF_FFFF_F000;
         let mut seen: alloc::vec::Vec<(u64, u64)> = alloc::vec::Vec::new();
         // PML4E
@@ -345,7 +381,13 @@ impl RefCpu {
         let ups = seen
             .iter()
             .enumerate()
-            .map(|(i, &(a, e))| (a, 8u8, e | 0x20 | if i == n - 1 && r.write { 0x40 } else { 0 }))
+            .map(|(i, &(a, e))| {
+                (
+                    a,
+                    8u8,
+                    e | 0x20 | if i == n - 1 && r.write { 0x40 } else { 0 },
+                )
+            })
             .collect();
         Ok((phys, ups))
     }

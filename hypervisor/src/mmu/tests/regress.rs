@@ -138,7 +138,9 @@ fn role_invalid_zapped_root_stays_until_unloaded() {
     chain32(&mut w, 0, f(10) | T);
     w.mode(0, GuestMode::Bits32, true, false, false, false, false);
     assert_eq!(w.go(0, 0x10, rd(false)), Phys(0xa010));
-    let Root::Pae(r) = w.cpus[0].mmu.root else { panic!() };
+    let Root::Pae(r) = w.cpus[0].mmu.root else {
+        panic!()
+    };
     let root0 = r[0].unwrap();
     for i in 0..3u64 {
         w.phys_write(0, f(1) + 0x800 + 4 * i, 4, 0); // flood the PD
@@ -150,8 +152,15 @@ fn role_invalid_zapped_root_stays_until_unloaded() {
     }
     w.check();
     assert_eq!(w.go(0, 0x10, rd(false)), Phys(0xa010));
-    let Root::Pae(r) = w.cpus[0].mmu.root else { panic!() };
-    assert!(r.iter().flatten().all(|&id| !w.cache.page(id).role.invalid()), "reloaded root is valid");
+    let Root::Pae(r) = w.cpus[0].mmu.root else {
+        panic!()
+    };
+    assert!(
+        r.iter()
+            .flatten()
+            .all(|&id| !w.cache.page(id).role.invalid()),
+        "reloaded root is valid"
+    );
     w.check();
 }
 
@@ -186,10 +195,17 @@ fn write_protect_flushes_remote_vcpus() {
     assert_eq!(w.go(1, 0x10, wr(true)), Phys(0x5010)); // vCPU 1 maps frame 5 writable
     assert!(w.load_cr3(0, f(5)));
     let cpu0 = &mut w.cpus[0];
-    let flush = w.cache.set_paging_mode(&mut cpu0.mmu, &w.mem, CR0_PE | CR0_PG | CR0_WP, 0, 0).unwrap();
+    let flush = w
+        .cache
+        .set_paging_mode(&mut cpu0.mmu, &w.mem, CR0_PE | CR0_PG | CR0_WP, 0, 0)
+        .unwrap();
     cpu0.oracle.cr0 = CR0_PE | CR0_PG | CR0_WP;
     assert!(w.cache.is_write_protected(5));
-    assert_eq!(flush.vcpus & 0b10, 0b10, "vCPU 1 still has a writable TLB entry for the new page table");
+    assert_eq!(
+        flush.vcpus & 0b10,
+        0b10,
+        "vCPU 1 still has a writable TLB entry for the new page table"
+    );
     w.check();
 }
 
@@ -230,9 +246,17 @@ fn revalidate_guest_pte_after_write_protect() {
     chain32(&mut w, 0, f(10) | P | RW | US); // A clear: the walk writes it
     w.mode(0, GuestMode::Bits32, true, false, false, false, false);
     let race = (f(11) | T) as u32;
-    let mut racy = Racy { inner: &mut w.mem, watch: f(2), race, fired: false };
+    let mut racy = Racy {
+        inner: &mut w.mem,
+        watch: f(2),
+        race,
+        fired: false,
+    };
     let out = w.cache.page_fault(&mut w.cpus[0].mmu, &mut racy, 0x10, 0);
-    assert!(racy.fired && matches!(out, FaultOutcome::Fixed { .. }), "{out:?}");
+    assert!(
+        racy.fired && matches!(out, FaultOutcome::Fixed { .. }),
+        "{out:?}"
+    );
     w.oracle_ram[f(2) as usize..f(2) as usize + 4].copy_from_slice(&race.to_le_bytes());
     w.check();
     assert_eq!(w.go(0, 0x10, rd(false)), Phys(0xb010));
@@ -271,7 +295,10 @@ fn role_level_page_as_pd_and_pt() {
     // PDE 1 read as PTE 1 maps the PD itself: write PDE 2 through it; the
     // new mapping works at once.
     w.poke(f(3), 8, f(12) | T);
-    assert_eq!(w.access(0, 0x20_1000 + 2 * 8, wr(false), 8, f(3) | T), Phys(0x1010));
+    assert_eq!(
+        w.access(0, 0x20_1000 + 2 * 8, wr(false), 8, f(3) | T),
+        Phys(0x1010)
+    );
     assert_eq!(w.go(0, 0x40_0010, rd(false)), Phys(0xc010));
     w.check();
 }

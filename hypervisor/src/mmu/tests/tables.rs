@@ -17,7 +17,16 @@ use crate::mmu::*;
 fn role_encoding(glevels: u8, level: u8, quadrant: u8, meta: bool, access: Access, word: u32) {
     let r = Role::new(glevels, level, quadrant, meta, access);
     assert_eq!(r.word(), word);
-    assert_eq!((r.glevels(), r.level(), r.quadrant(), r.metaphysical(), r.access()), (glevels, level, quadrant, meta, access));
+    assert_eq!(
+        (
+            r.glevels(),
+            r.level(),
+            r.quadrant(),
+            r.metaphysical(),
+            r.access()
+        ),
+        (glevels, level, quadrant, meta, access)
+    );
     assert_eq!(Role::from_word(word), r);
     assert!(!r.invalid() && r.with_invalid().invalid() && r.with_invalid().valid() == r);
 }
@@ -28,9 +37,20 @@ fn role_encoding(glevels: u8, level: u8, quadrant: u8, meta: bool, access: Acces
 #[test_case(false, false, false, true, false, 1 << 17 ; "smap_andnot_wp")]
 #[test_case(false, false, false, false, true, 1 << 19 ; "cr4_pse")]
 fn role_context_bits(wp: bool, nx: bool, smep: bool, smap: bool, pse: bool, word: u32) {
-    let r = Role::default().with_context(wp, nx, smep, smap).with_cr4_pse(pse);
+    let r = Role::default()
+        .with_context(wp, nx, smep, smap)
+        .with_cr4_pse(pse);
     assert_eq!(r.word(), word);
-    assert_eq!((r.cr0_wp(), r.efer_nx(), r.smep_andnot_wp(), r.smap_andnot_wp(), r.cr4_pse()), (wp, nx, smep, smap, pse));
+    assert_eq!(
+        (
+            r.cr0_wp(),
+            r.efer_nx(),
+            r.smep_andnot_wp(),
+            r.smap_andnot_wp(),
+            r.cr4_pse()
+        ),
+        (wp, nx, smep, smap, pse)
+    );
 }
 
 #[test_case(0x0000_0000, 1, 0 ; "PT lower half")]
@@ -55,7 +75,11 @@ fn pde32_rule(i: usize, q: u8, slots: [usize; 2]) {
     assert_eq!(pde32_shadow_slots(i), (q, slots));
     for quad in 0..4u8 {
         let r = Role::new(2, 2, quad, false, Access::FULL);
-        let want = if quad == q { slots.to_vec() } else { Vec::new() };
+        let want = if quad == q {
+            slots.to_vec()
+        } else {
+            Vec::new()
+        };
         assert_eq!(affected_sptes(r, i), want);
     }
     // And a 32-bit PTE i lands in one half.
@@ -64,7 +88,17 @@ fn pde32_rule(i: usize, q: u8, slots: [usize; 2]) {
 }
 
 fn ctx(mode: GuestMode, wp: bool, nxe: bool, smep: bool, smap: bool) -> PagingCtx {
-    PagingCtx { mode, cr3: 0x1000, pdptes: [0x2000 | 1, 0, 0, 0], wp, nxe, pse: true, smep, smap, maxphyaddr: 36 }
+    PagingCtx {
+        mode,
+        cr3: 0x1000,
+        pdptes: [0x2000 | 1, 0, 0, 0],
+        wp,
+        nxe,
+        pse: true,
+        smep,
+        smap,
+        maxphyaddr: 36,
+    }
 }
 
 const U: u64 = 4;
@@ -91,10 +125,23 @@ const XD: u64 = 1 << 63;
 #[test_case(GuestMode::Pae, true, false, false, false, 0, fx(false), None ; "PAE without NXE: fetch ok")]
 #[test_case(GuestMode::Pae, true, true, false, false, U | (1 << 40), rd(true), Some(0xd) ; "PAE reserved address bit")]
 #[allow(clippy::too_many_arguments)]
-fn error_codes(mode: GuestMode, wp: bool, nxe: bool, smep: bool, smap: bool, leaf: u64, acc: MemAccess, want: Option<u32>) {
+fn error_codes(
+    mode: GuestMode,
+    wp: bool,
+    nxe: bool,
+    smep: bool,
+    smap: bool,
+    leaf: u64,
+    acc: MemAccess,
+    want: Option<u32>,
+) {
     let mut mem = TestMem::new(16);
     let c = ctx(mode, wp, nxe, smep, smap);
-    let (sz, pde) = if mode == GuestMode::Bits32 { (4u8, 0x3000 | 7 | PA) } else { (8, 0x3000 | 7 | PA) };
+    let (sz, pde) = if mode == GuestMode::Bits32 {
+        (4u8, 0x3000 | 7 | PA)
+    } else {
+        (8, 0x3000 | 7 | PA)
+    };
     match mode {
         GuestMode::Long => {
             mem.w64(0x1000, 0x4000 | 7 | PA);
