@@ -169,24 +169,24 @@ fn load_pdptes(mem: &impl GuestMemory, cr3: u64, maxphyaddr: u8) -> Result<[u64;
 }
 
 impl<F: ShadowFrames> ShadowCache<F> {
-    /// Register vCPU `id` (0..64): takes its PAE root frame from the pool.
+    /// Register vCPU `id` (0..64): takes its PAE root frame from the pool
+    /// (recycling if needed: apply the returned flush to the other vCPUs).
     /// It starts with paging off (real mode).
-    pub fn add_vcpu(&mut self, id: u32) -> Result<VcpuMmu, super::cache::PoolError> {
+    pub fn add_vcpu(&mut self, id: u32) -> Result<(VcpuMmu, Flush), super::cache::PoolError> {
         let n = self.vcpus.count_ones() as usize + 1;
         if id >= 64 || self.vcpus & (1 << id) != 0 || self.config.pool_frames < 8 + 5 * n {
             return Err(super::cache::PoolError::TooSmall);
         }
-        let mut f = Flush::NONE;
+        let mut flush = Flush::NONE;
         if self.free.len() <= MIN_FREE {
-            self.make_available(&mut f)
+            self.make_available(&mut flush)
                 .map_err(|_| super::cache::PoolError::TooSmall)?;
         }
-        f.done(); // no vCPU runs on the new one's root yet; others: see below
         let pae_root = self
             .alloc_pae_root(id)
             .ok_or(super::cache::PoolError::TooSmall)?;
         self.vcpus |= 1 << id;
-        Ok(VcpuMmu {
+        let v = VcpuMmu {
             id,
             cr0: 0,
             cr3: 0,
@@ -198,7 +198,8 @@ impl<F: ShadowFrames> ShadowCache<F> {
             pae_root,
             last_pt_write_gfn: None,
             last_pt_write_count: 0,
-        })
+        };
+        Ok((v, flush))
     }
 
     fn unload_root(&mut self, v: &mut VcpuMmu) {

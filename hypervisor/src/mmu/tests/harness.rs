@@ -240,7 +240,7 @@ impl World {
         let mut cache = ShadowCache::new(cfg, frames).expect("pool");
         let cpus = (0..ncpus)
             .map(|i| Cpu {
-                mmu: cache.add_vcpu(i as u32).unwrap(),
+                mmu: cache.add_vcpu(i as u32).unwrap().0,
                 oracle: RefCpu {
                     maxphyaddr: MAXPHY as u32,
                     ..Default::default()
