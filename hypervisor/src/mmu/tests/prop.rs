@@ -61,8 +61,11 @@ fn flags(r: &mut Rng) -> u64 {
 /// A plausible 64-bit (PAE / long) entry.
 fn entry64(r: &mut Rng) -> u64 {
     let mut e = (frame(r) << 12) | flags(r);
+    if e & 0x80 != 0 && r.chance(70) {
+        e &= 0xfff; // a large page at 0 (the only aligned one in RAM)
+    }
     match r.next() % 40 {
-        0..=4 => e |= 1 << 63,
+        0..=2 => e |= 1 << 63,
         5 => e |= 1 << (36 + r.next() % 16), // reserved address bit
         6 if e & 0x80 != 0 => e |= 1 << 13,  // reserved in a large entry
         _ => {}
@@ -96,17 +99,22 @@ fn gen_ram(seed: u64) -> (Vec<u8>, Vec<u64>) {
     let mut r = Rng(seed | 1);
     let mut mem = TestMem::new(RAM_FRAMES as usize);
     let mut pdpts = Vec::new();
+    // Per case, a mix of frame styles: 64-bit heavy, 32-bit heavy or even
+    // (percent of 64-bit-style and 32-bit-style frames; the rest PDPT-style).
+    let (p64, p32) = [(80, 10), (10, 80), (45, 35)][(r.next() % 3) as usize];
     for f in 0..RAM_FRAMES {
-        let style = r.next() % 20;
-        if style >= 16 {
+        let style = r.next() % 100;
+        if style >= p64 + p32 {
             pdpts.push(f);
         }
         for i in 0..512u64 {
             let a = f * 4096 + i * 8;
-            let v = match style {
-                0..=8 => entry64(&mut r),
-                9..=15 => entry32(&mut r) | (if r.chance(60) { entry32(&mut r) } else { 0 }) << 32,
-                _ => entry_pdpt(&mut r),
+            let v = if style < p64 {
+                entry64(&mut r)
+            } else if style < p64 + p32 {
+                entry32(&mut r) | (if r.chance(35) { entry32(&mut r) } else { 0 }) << 32
+            } else {
+                entry_pdpt(&mut r)
             };
             mem.w64(a, v);
         }
