@@ -1,0 +1,10 @@
+//! Host tests of the MMU core: the independent reference walker (oracle),
+//! the simulated hardware harness, table-driven tests, named regression
+//! tests and the property test over random event sequences.
+
+mod harness;
+mod mechanics;
+mod prop;
+mod refwalk;
+mod regress;
+mod tables;
