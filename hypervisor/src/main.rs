@@ -22,10 +22,11 @@ extern crate alloc;
 use bare_rt as _;
 use core::ops::Range;
 use hypervisor::arch::memory::PhysAllocator;
-use hypervisor::arch::phys::{BootMemory, FramePool, GuestRam, FRAME};
+use hypervisor::arch::phys::{BootMemory, FramePool, GuestRam, ShadowPool, FRAME};
 use hypervisor::arch::{console, cpu, descriptors};
 use hypervisor::config::{Config, MmuMode};
-use hypervisor::vcpu::{setup, vtlb::Vtlb, Vcpu};
+use hypervisor::mmu::{MmuConfig, ShadowCache};
+use hypervisor::vcpu::{self, setup, Vcpu};
 use hypervisor::vmx::caps::{self, FeatureControl, VmxCaps};
 use hypervisor::vmx::instr::VmxOn;
 use hypervisor::{fatal, loader};
@@ -38,12 +39,15 @@ static HEAP: LockedHeap = LockedHeap::empty();
 
 /// Heap for the hypervisor's own data structures.
 const HEAP_SIZE: u64 = 8 << 20;
-/// Frames for the interim shadow's long-mode tables.
-const SHADOW_FRAMES: usize = 512;
+/// Frames of the shadow page pool (PAE roots included).
+const SHADOW_FRAMES: usize = 1024;
 /// Where the guest's Multiboot information block goes (guest-physical),
 /// and how much room it has.
 const GUEST_INFO_GPA: u64 = 0x8000;
 const GUEST_INFO_SIZE: usize = 0x2000;
+/// The page of guest RAM that holds the TSS used while the guest's real
+/// mode runs as virtual-8086 mode (reserved in the guest's memory map).
+const VM86_TSS_GPA: u64 = 0x9_F000;
 
 unsafe extern "C" {
     static __load_start: u8;
@@ -105,9 +109,6 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     if config.mmu == MmuMode::Ept {
         fatal::fail(ErrorKind::Unsupported, format_args!("mmu=ept: the EPT reference mode is not implemented in this build; use mmu=shadow"));
     }
-    if config.audit {
-        fatal::fail(ErrorKind::Unsupported, format_args!("audit=1: the MMU audit checks the shadow page cache, which this build does not run yet"));
-    }
 
     // The guest module.
     let mut modules = info.modules(&Boot);
@@ -156,14 +157,14 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     // before VMX: a bad image is reported even where VMX is missing.
     let plan = loader::parse(image).unwrap_or_else(|e| bad_image(format_args!("guest module `{guest_cmdline_full}`: {e}")));
     let ram_base = take("guest RAM (lower guest_ram=)", config.guest_ram, 2 << 20);
-    let fixed_base = take("VMX and identity-map frames", 8 * FRAME, FRAME);
+    let fixed_base = take("VMX frames", 2 * FRAME, FRAME);
     let shadow_base = take("shadow page frames", SHADOW_FRAMES as u64 * FRAME, FRAME);
     // SAFETY: each range was allocated once above, below 4 GiB, and is
     // owned by the object built from it for the rest of the run.
     let (ram, mut fixed, shadow) = unsafe {
         (
             GuestRam::new(ram_base, config.guest_ram),
-            FramePool::new(fixed_base, 8),
+            FramePool::new(fixed_base, 2),
             FramePool::new(shadow_base, SHADOW_FRAMES),
         )
     };
@@ -175,21 +176,21 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     );
 
     // Load the guest and build its Multiboot information.
-    let info_range = GUEST_INFO_GPA..GUEST_INFO_GPA + GUEST_INFO_SIZE as u64;
-    plan.validate(config.guest_ram, core::slice::from_ref(&info_range))
+    let reserved_gpa = [GUEST_INFO_GPA..GUEST_INFO_GPA + GUEST_INFO_SIZE as u64, VM86_TSS_GPA..0x10_0000];
+    plan.validate(config.guest_ram, &reserved_gpa)
         .unwrap_or_else(|e| bad_image(format_args!("guest module `{guest_cmdline_full}`: {e}")));
     plan.load(image, &mut LoadTarget(&ram))
         .unwrap_or_else(|e| bad_image(format_args!("guest module `{guest_cmdline_full}`: {e}")));
     let guest_mmap = [
-        MmapEntry { base: 0, len: 0x9_fc00, kind: multiboot::MMAP_AVAILABLE },
-        MmapEntry { base: 0x9_fc00, len: 0x10_0000 - 0x9_fc00, kind: multiboot::MMAP_RESERVED },
+        MmapEntry { base: 0, len: VM86_TSS_GPA, kind: multiboot::MMAP_AVAILABLE },
+        MmapEntry { base: VM86_TSS_GPA, len: 0x10_0000 - VM86_TSS_GPA, kind: multiboot::MMAP_RESERVED },
         MmapEntry { base: 0x10_0000, len: config.guest_ram - 0x10_0000, kind: multiboot::MMAP_AVAILABLE },
     ];
     let mut info_block = [0u8; GUEST_INFO_SIZE];
     let used = multiboot::build(
         &mut info_block,
         GUEST_INFO_GPA as u32,
-        639,
+        (VM86_TSS_GPA >> 10) as u32,
         ((config.guest_ram - 0x10_0000) >> 10) as u32,
         &guest_mmap,
         guest_cmdline_full,
@@ -197,6 +198,10 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     )
     .unwrap_or_else(|e| bad_image(format_args!("the guest command line does not fit the information block: {e:?}")));
     ram.write(GUEST_INFO_GPA, &info_block[..used]);
+    // The vm86 TSS: zero (no redirection: INT n uses the real-mode IVT), I/O
+    // map base at the limit (no port permitted).
+    ram.zero(VM86_TSS_GPA, 4096);
+    ram.write(VM86_TSS_GPA + vcpu::TSS_IOMAP_BASE, &(vcpu::VM86_TSS_LIMIT as u16).to_le_bytes());
     log::info!("guest `{guest_cmdline_full}` loaded ({:?}, entry {:#x})", plan.kind, plan.entry);
 
     // VMX (SDM Vol. 3C 24.6: discovering support; 24.7: enabling).
@@ -257,11 +262,17 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     let vmcs = unsafe { vmx.load(vmcs_frame) }
         .unwrap_or_else(|e| fatal::fail(ErrorKind::VmEntryFailure, format_args!("VMCLEAR/VMPTRLD failed: {e}")));
 
-    let vtlb = Vtlb::new(&ram, &mut fixed, shadow)
-        .unwrap_or_else(|| fatal::hypervisor_fault(format_args!("no frames for the identity shadow")));
-    let start = setup::GuestStart { rip: plan.entry as u64, info: GUEST_INFO_GPA, identity_root: vtlb.identity_root() };
+    let maxphyaddr = (cpu::cpuid(0x8000_0008, 0).0 & 0xff) as u8;
+    let mmu_config = MmuConfig { maxphyaddr: if maxphyaddr == 0 { 36 } else { maxphyaddr }, ..MmuConfig::new(SHADOW_FRAMES) };
+    let mut mmu = ShadowCache::new(mmu_config, ShadowPool::new(shadow, &ram))
+        .unwrap_or_else(|e| fatal::hypervisor_fault(format_args!("the shadow page pool cannot be built: {e:?}")));
+    let (vmmu, flush) = mmu
+        .add_vcpu(0)
+        .unwrap_or_else(|e| fatal::hypervisor_fault(format_args!("no shadow root for vCPU 0: {e:?}")));
+    flush.done();
+    let start = setup::GuestStart { rip: plan.entry as u64, info: GUEST_INFO_GPA, vm86_tss: VM86_TSS_GPA };
     log::info!("entering the guest at {:#x}", start.rip);
-    Vcpu::new(vmcs, vmx_caps, controls, ram, vtlb, start, config).run()
+    Vcpu::new(vmcs, vmx_caps, controls, ram, mmu, vmmu, start, config).run()
 }
 
 #[panic_handler]

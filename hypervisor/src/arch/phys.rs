@@ -235,3 +235,61 @@ impl BootMemory {
         unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) }
     }
 }
+
+/// Guest RAM as the MMU core reads and writes it (guest page tables, A/D
+/// updates, emulated page-table writes).
+#[derive(Clone, Copy, Debug)]
+pub struct GuestRamView<'a>(pub &'a GuestRam);
+
+impl crate::mmu::GuestMemory for GuestRamView<'_> {
+    fn ram_size(&self) -> u64 {
+        self.0.size()
+    }
+    fn read_u64(&self, gpa: u64) -> Option<u64> {
+        self.0.read_u64(gpa)
+    }
+    fn read_u32(&self, gpa: u64) -> Option<u32> {
+        self.0.read_u32(gpa)
+    }
+    fn write_u64(&mut self, gpa: u64, v: u64) -> Option<()> {
+        self.0.write_u64(gpa, v).then_some(())
+    }
+    fn write_u32(&mut self, gpa: u64, v: u32) -> Option<()> {
+        self.0.write_u32(gpa, v).then_some(())
+    }
+}
+
+/// The shadow page pool as the MMU core sees it: frames from a
+/// [`FramePool`], and the guest-RAM placement to turn guest frames into
+/// host frames for shadow leaves.
+#[derive(Debug)]
+pub struct ShadowPool {
+    frames: FramePool,
+    ram_base: u64,
+    ram_size: u64,
+}
+
+impl ShadowPool {
+    /// Shadow tables in `frames`, guest RAM as `ram` places it.
+    pub fn new(frames: FramePool, ram: &GuestRam) -> Self {
+        ShadowPool { frames, ram_base: ram.base_hpa(), ram_size: ram.size() }
+    }
+}
+
+impl crate::mmu::ShadowFrames for ShadowPool {
+    fn alloc(&mut self) -> Option<u64> {
+        self.frames.alloc()
+    }
+    fn free(&mut self, hpa: u64) {
+        self.frames.free(hpa)
+    }
+    fn read_spte(&self, hpa: u64, index: usize) -> u64 {
+        self.frames.read_entry(hpa, index)
+    }
+    fn write_spte(&mut self, hpa: u64, index: usize, v: u64) {
+        self.frames.write_entry(hpa, index, v)
+    }
+    fn gpa_to_hpa(&self, gpa: u64) -> Option<u64> {
+        (gpa < self.ram_size).then(|| self.ram_base + gpa)
+    }
+}

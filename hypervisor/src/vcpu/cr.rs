@@ -182,19 +182,20 @@ impl GuestControl {
         Some((value & !efer::LMA) | (self.efer & efer::LMA))
     }
 
-    /// The hardware CR0 while this guest state runs on shadow paging:
-    /// PE, PG, NE and WP forced on (WP so the shadow can track D bits and
-    /// emulate guest WP=0 itself), the guest's FPU-related bits passed
-    /// through, caching left enabled.
-    pub fn hardware_cr0(&self) -> u64 {
-        (self.cr0 & (cr0::MP | cr0::EM | cr0::TS | cr0::AM)) | cr0::PE | cr0::PG | cr0::NE | cr0::ET | cr0::WP
+    /// The hardware CR0 while this guest state runs on its shadow: the bits
+    /// the MMU core forces (PE, PG, WP: `mmu::HwPaging::cr0_set`), NE and
+    /// ET, and the guest's FPU-related bits passed through. Caching stays
+    /// enabled whatever the guest asks (CD/NW are the host's business).
+    pub fn hardware_cr0(&self, mmu_cr0_set: u64) -> u64 {
+        (self.cr0 & (cr0::MP | cr0::EM | cr0::TS | cr0::AM)) | mmu_cr0_set | cr0::NE | cr0::ET
     }
 
-    /// The hardware CR4: VMXE and PAE forced on (PAE-format or 4-level
-    /// shadows), PGE off (the shadow is rebuilt anyway), the guest's SSE and
-    /// SMEP/SMAP bits passed through.
-    pub fn hardware_cr4(&self) -> u64 {
-        (self.cr4 & (cr4::OSFXSR | cr4::OSXMMEXCPT | cr4::SMEP | cr4::SMAP)) | cr4::VMXE | cr4::PAE
+    /// The hardware CR4: the paging bits the MMU core chooses
+    /// (`mmu::HwPaging::cr4`: PAE, SMEP/SMAP), VMXE, the guest's SSE bits,
+    /// and VME while real mode runs as virtual-8086 mode (SDM Vol. 3A 20.4:
+    /// CLI/STI/PUSHF/POPF/INT n/IRET then work on VIF without exits).
+    pub fn hardware_cr4(&self, mmu_cr4: u64, vm86: bool) -> u64 {
+        (self.cr4 & (cr4::OSFXSR | cr4::OSXMMEXCPT)) | mmu_cr4 | cr4::VMXE | if vm86 { cr4::VME } else { 0 }
     }
 }
 
@@ -251,8 +252,10 @@ mod tests {
 
     #[test]
     fn hardware_view_keeps_vmx_requirements() {
-        let g = GuestControl::MULTIBOOT;
-        assert_eq!(g.hardware_cr0() & (cr0::PE | cr0::PG | cr0::NE | cr0::WP), cr0::PE | cr0::PG | cr0::NE | cr0::WP);
-        assert_eq!(g.hardware_cr4() & (cr4::VMXE | cr4::PAE), cr4::VMXE | cr4::PAE);
+        let g = GuestControl { cr0: cr0::PE | cr0::TS | cr0::CD, ..GuestControl::MULTIBOOT };
+        let forced = cr0::PE | cr0::PG | cr0::WP;
+        assert_eq!(g.hardware_cr0(forced) & (forced | cr0::NE | cr0::TS | cr0::CD), forced | cr0::NE | cr0::TS);
+        assert_eq!(g.hardware_cr4(cr4::PAE, false) & (cr4::VMXE | cr4::PAE | cr4::VME), cr4::VMXE | cr4::PAE);
+        assert_ne!(g.hardware_cr4(cr4::PAE, true) & cr4::VME, 0);
     }
 }

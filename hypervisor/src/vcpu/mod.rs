@@ -6,34 +6,43 @@
 //! * [`cr`]: the guest's CR0/CR3/CR4/EFER and paging-mode transitions;
 //! * [`io`]: port I/O (consoles, the exit port);
 //! * [`paravirt`]: CPUID and hypercalls;
-//! * [`vtlb`]: the interim (non-caching) shadow paging.
+//! * `paging`: the guest's paging events, applied through the shadow page
+//!   cache (`crate::mmu`), and its page-table writes;
+//! * [`ptwrite`]: decoding a store to a write-protected guest page table;
+//! * `vm86`: the guest's real mode, run as virtual-8086 mode;
+//! * [`realmode`]: the instruction emulator for what vm86 cannot run.
 
 pub mod cr;
 pub mod io;
+mod paging;
 pub mod paravirt;
+pub mod ptwrite;
 pub mod realmode;
 pub mod setup;
-pub mod vtlb;
+mod vm86;
 
-use crate::arch::{console, cpu, phys::GuestRam};
+pub use vm86::{TSS_IOMAP_BASE, VM86_TSS_LIMIT};
+
+use crate::arch::phys::{GuestRam, ShadowPool};
+use crate::arch::{console, cpu};
+use crate::mmu::{ShadowCache, VcpuMmu};
 use crate::config::{Config, SelfTest};
 use crate::fatal;
 use crate::vmx::caps::{self, entry_ctl, VmxCaps};
 use crate::vmx::exit_reason::{
-    entry_failure_qualification_text, CrAccess, CrAccessType, ExitReason, ExitReasonField, InterruptionInfo,
+    entry_failure_qualification_text, ExitReason, ExitReasonField, InterruptionInfo,
     InterruptionType, IoQualification,
 };
 use crate::vmx::fields::{Field32, Field32Ro, FieldNatural, FieldNaturalRo};
 use crate::vmx::guest_state;
 use crate::vmx::instr::{self, ActiveVmcs, GuestRegisters, RunResult};
 use core::fmt;
-use cr::{cr0, cr4, efer, Cr0Write, GuestControl, PagingMode};
+use cr::{efer, GuestControl};
 use io::{LineBuffer, OutEffect};
 use paravirt::CheckTally;
 use setup::Controls;
 use shared::hypercall::{self as hc, Hypercall};
 use shared::line::ErrorKind;
-use vtlb::{FaultOutcome, GuestPaging, Vtlb};
 
 /// Exception vectors used here (SDM Vol. 3A Table 6-1).
 const DF: u8 = 8;
@@ -55,7 +64,15 @@ pub struct Vcpu<'v> {
     vmcs: ActiveVmcs<'v>,
     regs: GuestRegisters,
     ram: GuestRam,
-    vtlb: Vtlb,
+    mmu: ShadowCache<ShadowPool>,
+    vmmu: VcpuMmu,
+    /// The guest is in real mode, running as virtual-8086 mode.
+    vm86: bool,
+    /// The current exit reached the MMU core (for `audit=1`).
+    mmu_touched: bool,
+    /// The hardware paging state last written (CR3, CR0, CR4, IA-32e).
+    hw_paging: Option<(u64, u64, u64, bool)>,
+    vm86_tss: u64,
     caps: VmxCaps,
     controls: Controls,
     guest: GuestControl,
@@ -77,7 +94,8 @@ impl<'v> Vcpu<'v> {
         caps: VmxCaps,
         controls: Controls,
         ram: GuestRam,
-        vtlb: Vtlb,
+        mmu: ShadowCache<ShadowPool>,
+        vmmu: VcpuMmu,
         start: setup::GuestStart,
         config: Config,
     ) -> Self {
@@ -96,7 +114,12 @@ impl<'v> Vcpu<'v> {
             vmcs,
             regs,
             ram,
-            vtlb,
+            mmu,
+            vmmu,
+            vm86: false,
+            hw_paging: None,
+            mmu_touched: false,
+            vm86_tss: start.vm86_tss,
             caps,
             controls,
             guest: GuestControl::MULTIBOOT,
@@ -114,6 +137,7 @@ impl<'v> Vcpu<'v> {
     /// Runs the guest until it ends the run (or something fails).
     pub fn run(mut self) -> ! {
         loop {
+            self.prepare_entry();
             // SAFETY: `setup::write_vmcs` wrote this CPU's host state.
             match unsafe { self.vmcs.run(&mut self.regs) } {
                 RunResult::Exit => self.handle_exit(),
@@ -224,6 +248,17 @@ impl<'v> Vcpu<'v> {
     }
 
     fn handle_exit(&mut self) {
+        self.mmu_touched = false;
+        self.dispatch_exit();
+        // `audit=1`: after every exit that reached the MMU core (page faults,
+        // CR0/CR3/CR4/EFER writes, INVLPG, page-table writes, mode changes);
+        // port I/O, CPUID and hypercalls cannot change its state.
+        if self.config.audit && self.mmu_touched {
+            self.audit();
+        }
+    }
+
+    fn dispatch_exit(&mut self) {
         let reason = ExitReasonField::decode(self.vmcs.read(Field32Ro::ExitReason) as u32);
         self.stats.total += 1;
         if let Some(n) = self.stats.by_reason.get_mut(reason.basic as usize) {
@@ -296,10 +331,9 @@ impl<'v> Vcpu<'v> {
                 )
             }
             Some(ExitReason::Invlpg) => {
-                // The interim shadow drops everything (SDM Vol. 3A 4.10.4.1
-                // lets INVLPG invalidate more than the one page).
-                self.vtlb.flush();
-                self.reload_shadow_root();
+                self.mmu_touched = true;
+                let gva = self.vmcs.read(FieldNaturalRo::ExitQualification);
+                self.mmu.invlpg(&mut self.vmmu, gva).done();
                 self.advance_rip();
             }
             Some(ExitReason::Vmcall) => {
@@ -327,203 +361,13 @@ impl<'v> Vcpu<'v> {
         match (info.kind, info.vector) {
             (InterruptionType::Nmi, _) => log::warn!("NMI while the guest ran: ignored"),
             (_, PF) => self.page_fault(),
+            (_, v) if self.vm86 => self.vm86_exception(v),
             (_, MC) => self.die(ErrorKind::HypervisorFault, true, format_args!("machine check while the guest ran")),
             (_, v) => {
                 let rip = self.rip();
                 self.die(ErrorKind::UnhandledExit, true, format_args!("unexpected exception exit: {info} (vector {v}) at RIP {rip:#x}"))
             }
         }
-    }
-
-    fn page_fault(&mut self) {
-        let gva = self.vmcs.read(FieldNaturalRo::ExitQualification);
-        let hw_ec = self.vmcs.read(Field32Ro::ExitInterruptionErrorCode) as u32;
-        let outcome = match self.guest.mode() {
-            PagingMode::Long => {
-                let g = GuestPaging {
-                    cr3: self.guest.cr3,
-                    wp: self.guest.cr0 & cr0::WP != 0,
-                    nxe: self.guest.efer & efer::NXE != 0,
-                    smep: self.guest.cr4 & cr4::SMEP != 0,
-                };
-                self.vtlb.page_fault(&self.ram, g, gva, hw_ec)
-            }
-            // The identity shadow maps all of guest RAM: a fault there is
-            // an access beyond it.
-            _ => FaultOutcome::OutsideRam { gpa: gva },
-        };
-        match outcome {
-            FaultOutcome::Fixed => self.reinject_vectoring_event(),
-            FaultOutcome::InjectPf { error_code } => {
-                self.regs.cr2 = gva;
-                // A #PF while delivering a #PF or a contributory exception is
-                // a double fault; while delivering #DF a triple fault (SDM
-                // Vol. 3A 6.15, Table 6-5).
-                let vectoring = InterruptionInfo::decode(self.vmcs.read(Field32Ro::IdtVectoringInfo) as u32);
-                if vectoring.valid && vectoring.kind == InterruptionType::HardwareException {
-                    match vectoring.vector {
-                        DF => {
-                            let rip = self.rip();
-                            self.die(ErrorKind::TripleFault, true, format_args!("#PF while delivering #DF at RIP {rip:#x}"))
-                        }
-                        0 | 10..=14 => return self.inject(DF, Some(0)),
-                        _ => {}
-                    }
-                }
-                self.inject(PF, Some(error_code));
-            }
-            FaultOutcome::OutsideRam { gpa } => {
-                let rip = self.rip();
-                let ram_mib = self.ram.size() >> 20;
-                self.die(
-                    ErrorKind::Unsupported,
-                    false,
-                    format_args!(
-                        "the guest accessed guest-physical {gpa:#x} (linear {gva:#x}, RIP {rip:#x}), outside its {ram_mib} MiB of RAM; no MMIO is emulated"
-                    ),
-                )
-            }
-        }
-    }
-
-    /// After an exit during event delivery that the hypervisor resolved
-    /// (a shadow fill), the event must be delivered again (SDM Vol. 3C
-    /// 28.2.4, 29.2.2).
-    fn reinject_vectoring_event(&mut self) {
-        let raw = self.vmcs.read(Field32Ro::IdtVectoringInfo) as u32;
-        let v = InterruptionInfo::decode(raw);
-        if !v.valid {
-            return;
-        }
-        let reinject = InterruptionInfo { nmi_unblocking: false, ..v };
-        self.vmcs.write(Field32::EntryInterruptionInfo, reinject.encode() as u64);
-        if v.error_code_valid {
-            let ec = self.vmcs.read(Field32Ro::IdtVectoringErrorCode);
-            self.vmcs.write(Field32::EntryExceptionErrorCode, ec);
-        }
-        if matches!(
-            v.kind,
-            InterruptionType::SoftwareInterrupt
-                | InterruptionType::SoftwareException
-                | InterruptionType::PrivilegedSoftwareException
-        ) {
-            let len = self.vmcs.read(Field32Ro::ExitInstructionLength);
-            self.vmcs.write(Field32::EntryInstructionLength, len);
-        }
-    }
-
-    /// Points the hardware at the shadow for the guest's current mode.
-    fn reload_shadow_root(&mut self) {
-        let root = match self.guest.mode() {
-            PagingMode::Long => self.vtlb.long_root(),
-            _ => self.vtlb.identity_root(),
-        };
-        self.vmcs.write(FieldNatural::GuestCr3, root);
-    }
-
-    fn cr_access(&mut self) {
-        let q = CrAccess::decode(self.vmcs.read(FieldNaturalRo::ExitQualification));
-        match (q.access, q.cr) {
-            (CrAccessType::MovToCr, 0) => self.write_cr0(self.gpr(q.gpr)),
-            (CrAccessType::Clts, _) => self.write_cr0(self.guest.cr0 & !cr0::TS),
-            (CrAccessType::Lmsw, _) => {
-                // LMSW loads CR0[3:0] but cannot clear PE (SDM Vol. 2A LMSW).
-                let src = q.lmsw_source_data as u64 & 0xf;
-                self.write_cr0((self.guest.cr0 & !0xe) | src | (self.guest.cr0 & cr0::PE));
-            }
-            (CrAccessType::MovToCr, 3) => {
-                self.guest.cr3 = self.gpr(q.gpr);
-                if self.guest.mode() == PagingMode::Long {
-                    self.vtlb.flush();
-                    self.reload_shadow_root();
-                }
-                self.advance_rip();
-            }
-            (CrAccessType::MovFromCr, 3) => {
-                self.set_gpr(q.gpr, self.guest.cr3);
-                self.advance_rip();
-            }
-            (CrAccessType::MovToCr, 4) => self.write_cr4(self.gpr(q.gpr)),
-            _ => {
-                let rip = self.rip();
-                self.die(ErrorKind::UnhandledExit, true, format_args!("unexpected control-register exit: {q} at RIP {rip:#x}"))
-            }
-        }
-    }
-
-    /// Refuses, with a clear message, the paging modes the interim shadow
-    /// cannot run yet.
-    fn require_supported_mode(&mut self, g: &GuestControl) {
-        match g.mode() {
-            PagingMode::NoPaging | PagingMode::Long => {}
-            m => {
-                let rip = self.rip();
-                self.die(
-                    ErrorKind::Unsupported,
-                    false,
-                    format_args!(
-                        "the guest switched to {} at RIP {rip:#x}: this build shadows only protected mode without paging and long mode (real mode, 32-bit and PAE guests arrive with the shadow page cache)",
-                        m.name()
-                    ),
-                )
-            }
-        }
-    }
-
-    fn write_cr0(&mut self, value: u64) {
-        match self.guest.write_cr0(value) {
-            Cr0Write::Gp => self.inject(GP, Some(0)),
-            Cr0Write::Accept { cr0: new_cr0, efer: new_efer } => {
-                let next = GuestControl { cr0: new_cr0, efer: new_efer, ..self.guest };
-                self.require_supported_mode(&next);
-                let mode_changed = next.mode() != self.guest.mode() || (next.cr0 ^ self.guest.cr0) & cr0::WP != 0;
-                self.guest = next;
-                self.vmcs.write(FieldNatural::Cr0ReadShadow, new_cr0);
-                let hw = caps::fixed_cr(next.hardware_cr0(), self.caps.cr0_fixed0, self.caps.cr0_fixed1);
-                self.vmcs.write(FieldNatural::GuestCr0, hw);
-                self.sync_ia32e_mode();
-                if mode_changed {
-                    self.vtlb.flush();
-                    self.reload_shadow_root();
-                }
-                self.advance_rip();
-            }
-        }
-    }
-
-    fn write_cr4(&mut self, value: u64) {
-        // VMX is hidden from the guest, so CR4.VMXE is reserved for it; PAE
-        // cannot be cleared in IA-32e mode (SDM Vol. 3A 2.5, 10.8.5).
-        let known = cr4::VME | cr4::PSE | cr4::PAE | cr4::PGE | cr4::OSFXSR | cr4::OSXMMEXCPT | cr4::SMEP | cr4::SMAP
-            | (1 << 1) | (1 << 2) | (1 << 3) | (1 << 6) | (1 << 8) | (1 << 16);
-        if value & !known != 0 || (self.guest.mode() == PagingMode::Long && value & cr4::PAE == 0) {
-            return self.inject(GP, Some(0));
-        }
-        let next = GuestControl { cr4: value, ..self.guest };
-        self.require_supported_mode(&next);
-        let paging_bits = cr4::PSE | cr4::PAE | cr4::PGE | cr4::SMEP | cr4::SMAP;
-        let flush = (value ^ self.guest.cr4) & paging_bits != 0;
-        self.guest = next;
-        self.vmcs.write(FieldNatural::Cr4ReadShadow, value);
-        let hw = caps::fixed_cr(next.hardware_cr4(), self.caps.cr4_fixed0, self.caps.cr4_fixed1);
-        self.vmcs.write(FieldNatural::GuestCr4, hw);
-        if flush {
-            self.vtlb.flush();
-            self.reload_shadow_root();
-        }
-        self.advance_rip();
-    }
-
-    /// The "IA-32e mode guest" entry control follows the guest's EFER.LMA
-    /// (SDM Vol. 3C 25.8.1; without "load IA32_EFER" VM entry sets
-    /// EFER.LMA/LME from it, 27.3.2.1).
-    fn sync_ia32e_mode(&mut self) {
-        let entry = if self.guest.efer & efer::LMA != 0 {
-            self.controls.entry | entry_ctl::IA32E_MODE_GUEST
-        } else {
-            self.controls.entry & !entry_ctl::IA32E_MODE_GUEST
-        };
-        self.vmcs.write(Field32::EntryControls, entry as u64);
     }
 
     fn io(&mut self) {
@@ -536,38 +380,46 @@ impl<'v> Vcpu<'v> {
                 format_args!("string I/O (INS/OUTS{}) on port {:#x} at RIP {rip:#x} is not emulated", if q.rep { " with REP" } else { "" }, q.port),
             );
         }
-        let mask: u32 = match q.size {
+        let mask: u64 = match q.size {
             1 => 0xff,
             2 => 0xffff,
             _ => 0xffff_ffff,
         };
+        let rax = self.regs.gpr[0];
+        let value = self.port_access(q.port, q.size, q.is_in, (rax & mask) as u32);
         if q.is_in {
-            let (v, claimed) = io::port_in(q.port, q.size);
-            if !claimed {
-                self.note_unclaimed(q.port, "IN");
-            }
             // IN AL/AX keep the rest of RAX; IN EAX zero-extends (SDM Vol. 1 3.4.1.1).
-            let rax = self.regs.gpr[0];
-            self.regs.gpr[0] = if q.size == 4 { v as u64 } else { (rax & !(mask as u64)) | v as u64 };
-        } else {
-            let v = (self.regs.gpr[0] & mask as u64) as u32;
-            match io::port_out(q.port, q.size, v) {
-                OutEffect::Com1(b) => {
-                    if let Some(l) = self.com1.push(b) {
-                        console::line(format_args!("{l}"));
-                    }
-                }
-                OutEffect::DebugCon(b) => {
-                    if let Some(l) = self.debugcon.push(b) {
-                        console::line(format_args!("{l}"));
-                    }
-                }
-                OutEffect::Exit(status) => self.guest_exit(status),
-                OutEffect::Ignored => {}
-                OutEffect::Unclaimed => self.note_unclaimed(q.port, "OUT"),
-            }
+            self.regs.gpr[0] = if q.size == 4 { value as u64 } else { (rax & !mask) | value as u64 };
         }
         self.advance_rip();
+    }
+
+    /// One guest port access (from an I/O exit or the real-mode emulator):
+    /// returns the value an IN reads.
+    fn port_access(&mut self, port: u16, size: u8, is_in: bool, value: u32) -> u32 {
+        if is_in {
+            let (v, claimed) = io::port_in(port, size);
+            if !claimed {
+                self.note_unclaimed(port, "IN");
+            }
+            return v;
+        }
+        match io::port_out(port, size, value) {
+            OutEffect::Com1(b) => {
+                if let Some(l) = self.com1.push(b) {
+                    console::line(format_args!("{l}"));
+                }
+            }
+            OutEffect::DebugCon(b) => {
+                if let Some(l) = self.debugcon.push(b) {
+                    console::line(format_args!("{l}"));
+                }
+            }
+            OutEffect::Exit(status) => self.guest_exit(status),
+            OutEffect::Ignored => {}
+            OutEffect::Unclaimed => self.note_unclaimed(port, "OUT"),
+        }
+        0
     }
 
     fn note_unclaimed(&mut self, port: u16, dir: &str) {
@@ -610,13 +462,10 @@ impl<'v> Vcpu<'v> {
         match msr {
             efer::MSR => match self.guest.write_efer(value, self.nx_supported) {
                 Some(v) => {
-                    let nx_changed = (v ^ self.guest.efer) & efer::NXE != 0;
-                    self.guest.efer = v;
-                    if nx_changed {
-                        self.vtlb.flush();
-                        self.reload_shadow_root();
+                    let next = GuestControl { efer: v, ..self.guest };
+                    if self.apply_paging_state(next) {
+                        self.advance_rip();
                     }
-                    self.advance_rip();
                 }
                 None => self.inject(GP, Some(0)),
             },
@@ -644,15 +493,20 @@ impl<'v> Vcpu<'v> {
                 }
             }
             Some(Hypercall::MmuStats) => {
-                let s = self.vtlb.stats;
+                let s = self.mmu.stats();
                 let stats = hc::MmuStats {
                     magic: hc::MMU_STATS_MAGIC,
                     version: shared::PROTOCOL_VERSION,
-                    shadow_pages_created: s.frames_allocated,
-                    page_faults: s.faults,
-                    zaps: s.flushes,
+                    shadow_pages_created: s.created,
+                    shadow_pages_live: s.pages_in_use as u64,
+                    cr3_hits: s.cr3_hits,
+                    cr3_misses: s.cr3_misses,
+                    page_faults: s.page_faults,
+                    zaps: s.zaps.iter().sum(),
+                    pt_writes: s.pt_writes,
+                    unshadows: s.unshadows,
+                    recycles: s.recycles,
                     exits: self.stats.total,
-                    ..Default::default()
                 };
                 let bytes = stats.to_bytes();
                 let n = (rcx as usize).min(bytes.len());
@@ -679,14 +533,21 @@ impl<'v> Vcpu<'v> {
             t.skipped,
             t.rejected
         );
-        let s = self.vtlb.stats;
+        let s = self.mmu.stats();
         log::info!(
-            "interim shadow: {} page faults ({} filled, {} reflected to the guest), {} flushes, {} table frames allocated",
-            s.faults,
-            s.fills,
-            s.injected,
-            s.flushes,
-            s.frames_allocated
+            "shadow page cache: {} pages created, {} live (high water {}), CR3 loads {} hits / {} misses, {} page faults ({} injected), {} guest page-table writes, {} zaps, {} unshadows, {} recycles, {} role values covered",
+            s.created,
+            s.pages_in_use,
+            s.pool_high_water,
+            s.cr3_hits,
+            s.cr3_misses,
+            s.page_faults,
+            s.injected_pf,
+            s.pt_writes,
+            s.zaps.iter().sum::<u64>(),
+            s.unshadows,
+            s.recycles,
+            self.mmu.role_coverage().len()
         );
         let mut top: [(u64, usize); 80] = [(0, 0); 80];
         for (i, n) in self.stats.by_reason.iter().enumerate() {

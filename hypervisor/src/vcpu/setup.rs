@@ -72,8 +72,9 @@ pub struct GuestStart {
     pub rip: u64,
     /// Guest-physical address of the Multiboot information block (EBX).
     pub info: u64,
-    /// Hardware CR3 of the identity shadow.
-    pub identity_root: u64,
+    /// Guest-physical address of the 32-bit TSS the vCPU uses while the
+    /// guest's real mode runs as virtual-8086 mode.
+    pub vm86_tss: u64,
 }
 
 /// Writes the whole VMCS. The caller sets RAX/RBX in the register file.
@@ -89,7 +90,7 @@ pub fn write_vmcs(vmcs: &mut ActiveVmcs<'_>, c: &VmxCaps, ctl: &Controls, start:
     vmcs.write(F32::ExitControls, ctl.exit as u64);
     vmcs.write(F32::EntryControls, ctl.entry as u64);
     // #PF exits for the shadow; #MC so a machine check is never reflected.
-    vmcs.write(F32::ExceptionBitmap, (1 << 14) | (1 << 18));
+    vmcs.write(F32::ExceptionBitmap, super::vm86::PROTECTED_EXCEPTIONS);
     vmcs.write(F32::PageFaultErrorCodeMask, 0);
     vmcs.write(F32::PageFaultErrorCodeMatch, 0);
     vmcs.write(F32::Cr3TargetCount, 0);
@@ -125,11 +126,14 @@ pub fn write_vmcs(vmcs: &mut ActiveVmcs<'_>, c: &VmxCaps, ctl: &Controls, start:
     // hardware paging on (SDM Vol. 3C 27.3.1: without unrestricted guest
     // CR0.PE and CR0.PG must be 1).
     let g = GuestControl::MULTIBOOT;
-    vmcs.write(FN::GuestCr0, caps::fixed_cr(g.hardware_cr0(), c.cr0_fixed0, c.cr0_fixed1));
+    // CR0/CR3/CR4 are rewritten from the MMU core's choice before every
+    // entry (`Vcpu::prepare_entry`); these are the same values.
+    let forced = super::cr::cr0::PE | super::cr::cr0::PG | super::cr::cr0::WP;
+    vmcs.write(FN::GuestCr0, caps::fixed_cr(g.hardware_cr0(forced), c.cr0_fixed0, c.cr0_fixed1));
     vmcs.write(FN::Cr0ReadShadow, g.cr0);
-    vmcs.write(FN::GuestCr4, caps::fixed_cr(g.hardware_cr4(), c.cr4_fixed0, c.cr4_fixed1));
+    vmcs.write(FN::GuestCr4, caps::fixed_cr(g.hardware_cr4(super::cr::cr4::PAE, false), c.cr4_fixed0, c.cr4_fixed1));
     vmcs.write(FN::Cr4ReadShadow, g.cr4);
-    vmcs.write(FN::GuestCr3, start.identity_root);
+    vmcs.write(FN::GuestCr3, 0);
     // Code: selector 0x08, 32-bit execute/read accessed, DPL 0, G=1, D=1.
     vmcs.write(F16::GuestCsSelector, 0x08);
     vmcs.write(FN::GuestCsBase, 0);

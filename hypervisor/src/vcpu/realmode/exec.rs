@@ -127,7 +127,9 @@ pub fn execute(state: &mut RealModeState, mem: &mut impl RealModeMemory, d: &Dec
                 Code::Into => vector::OF,
                 _ => insn.immediate8(),
             };
-            return match interrupt(state, mem, v, d.next_ip) {
+            // vm86 INT n redirection reads the 8086 IVT at linear 0 (SDM Vol. 3A
+            // 20.3.3.5), and so does this emulation of it.
+            return match interrupt(state, mem, 0, v, d.next_ip) {
                 Ok(()) => Outcome::Continue,
                 Err(what) => unsupported_here(what),
             };

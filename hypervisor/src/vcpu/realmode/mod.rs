@@ -312,12 +312,14 @@ pub fn complete_in(state: &mut RealModeState, size: u8, value: u32) {
 /// TF and AC; load CS:IP from the IVT entry). The table is read at linear 0,
 /// as vm86 INT n redirection does (SDM Vol. 3A 20.3.3, with VME, IOPL < 3
 /// and a clear redirection bit). Use it to
-/// inject an [`Outcome::Exception`] or an external interrupt: it answers
+/// inject an [`Outcome::Exception`] or an external interrupt through the
+/// interrupt table at `ivt_base` (the real-mode IDTR base, SDM Vol. 3A
+/// 21.1.4, normally 0): it answers
 /// [`Outcome::Continue`], or [`Outcome::Unsupported`] when the stack or the
 /// table is outside guest RAM.
-pub fn deliver_interrupt(state: &mut RealModeState, mem: &mut impl RealModeMemory, vector: u8) -> Outcome {
+pub fn deliver_interrupt(state: &mut RealModeState, mem: &mut impl RealModeMemory, ivt_base: u32, vector: u8) -> Outcome {
     let ret = state.eip as u16;
-    match stack::interrupt(state, mem, vector, ret) {
+    match stack::interrupt(state, mem, ivt_base, vector, ret) {
         Ok(()) => Outcome::Continue,
         Err(what) => Outcome::Unsupported {
             bytes: [0; 15],

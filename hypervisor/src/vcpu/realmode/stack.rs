@@ -110,9 +110,15 @@ pub fn iret(state: &mut RealModeState, mem: &impl RealModeMemory, wide: bool) ->
 /// Real-mode interrupt delivery through the IVT at linear 0 (SDM Vol. 3A
 /// 20.1.4; Vol. 2A INT n, real-address mode: push FLAGS, CS, IP; IF, TF,
 /// AC cleared; CS:IP from the 4-byte vector). `ret` is the IP pushed.
-pub fn interrupt(state: &mut RealModeState, mem: &mut impl RealModeMemory, v: u8, ret: u16) -> Result<(), &'static str> {
+pub fn interrupt(
+    state: &mut RealModeState,
+    mem: &mut impl RealModeMemory,
+    ivt_base: u32,
+    v: u8,
+    ret: u16,
+) -> Result<(), &'static str> {
     let mut entry = [0u8; 4];
-    if !mem.read(u32::from(v) * 4, &mut entry) {
+    if !mem.read(ivt_base.wrapping_add(u32::from(v) * 4), &mut entry) {
         return Err("interrupt vector table outside guest RAM");
     }
     let mut sp = state.gpr[RealModeState::ESP];

@@ -98,7 +98,7 @@ fn into_without_overflow_falls_through() {
 fn interrupt_stack_wraps_at_64k_and_deliver_interrupt_returns_to_eip() {
     let (mut state, mut ram) = with_ivt(&[]);
     state.gpr[RealModeState::ESP] = 0xABCD_0002;
-    assert_eq!(deliver_interrupt(&mut state, &mut ram, 13), Outcome::Continue);
+    assert_eq!(deliver_interrupt(&mut state, &mut ram, 0, 13), Outcome::Continue);
     assert_eq!(state.gpr[RealModeState::ESP], 0xABCD_FFFC, "SP wraps, the high half of ESP is kept");
     assert_eq!(word_at(&ram, 0x30000), (flags::FIXED1 | flags::IF) as u16);
     assert_eq!(word_at(&ram, 0x3FFFE), CODE_CS);
