@@ -14,6 +14,7 @@
 //! * [`pattern`]: the RAM test's per-address patterns;
 //! * [`report`]: result counting and the detail text buffer;
 //! * [`hv`]: recognising the hypervisor from CPUID;
+//! * [`modes`]: the mode-switch engine's programs, page tables and verdicts;
 //! * [`trap`]: IDT gate encoding and the exception frame's layout.
 #![cfg_attr(not(test), no_std)]
 
@@ -22,6 +23,7 @@ pub mod cmdline;
 pub mod hv;
 pub mod machine;
 pub mod memmap;
+pub mod modes;
 pub mod pattern;
 pub mod report;
 pub mod trap;

@@ -12,6 +12,7 @@
 
 pub mod boot;
 pub mod hv;
+pub mod modes;
 
 use crate::cmdline::{self, Config, Note};
 use crate::hv::{Signature, CPUID1_ECX_HYPERVISOR};
@@ -36,7 +37,7 @@ pub struct Check {
 }
 
 /// The areas, in run order.
-pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS];
+pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS];
 
 /// All checks in run order.
 pub fn all() -> impl Iterator<Item = &'static Check> {
@@ -72,6 +73,8 @@ pub struct Ctx<'a> {
     pub map: Option<MemMap>,
     /// The boot structures the RAM test must not overwrite.
     pub exclusions: Exclusions,
+    /// The mode walk's verdicts, once the first `modes/...` check ran it.
+    pub modes: Option<crate::modes::engine::Verdicts>,
 }
 
 impl fmt::Debug for Ctx<'_> {
@@ -148,7 +151,7 @@ impl<'a> Ctx<'a> {
         }
         tally.set_hypercall_reporting(hypercalls);
 
-        Ctx { m, out, tally, config, info_addr, info, signature, map: None, exclusions }
+        Ctx { m, out, tally, config, info_addr, info, signature, map: None, exclusions, modes: None }
     }
 
     /// Runs every registered check and reports each result.
