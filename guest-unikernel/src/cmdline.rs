@@ -1,6 +1,6 @@
 //! The guest's command line: space-separated words, each `key=value`:
 //! `expect_hv=0|1`, `ram_test_mib=N`, `crash=ud|pf|panic|triple-fault`,
-//! `modes_break=0|1` (see [`Config`]).
+//! `modes=0|1`, `modes_break=0|1` (see [`Config`]).
 //! Unknown words (including the kernel path GRUB and QEMU put first) and bad
 //! values are reported to the caller, which logs them, and otherwise ignored.
 
@@ -45,11 +45,14 @@ pub struct Config {
     /// `modes_break=1`: one probe of `modes/walk1/pg32` expects a wrong
     /// value, so that the run shows what a failing mode check reports.
     pub modes_break: bool,
+    /// `modes=0`: skip the `modes/...` checks (the guest then never leaves
+    /// long mode), for a hypervisor that does not run other modes yet.
+    pub modes: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { expect_hv: ExpectHv::Auto, ram_test_mib: None, crash: None, modes_break: false }
+        Config { expect_hv: ExpectHv::Auto, ram_test_mib: None, crash: None, modes_break: false, modes: true }
     }
 }
 
@@ -68,7 +71,7 @@ pub enum Note<'a> {
 }
 
 /// The keys [`parse`] understands, for help texts and logs.
-pub const KEYS: [&str; 4] = ["expect_hv", "ram_test_mib", "crash", "modes_break"];
+pub const KEYS: [&str; 5] = ["expect_hv", "ram_test_mib", "crash", "modes", "modes_break"];
 
 /// Parses `cmdline`, calling `note` for every word it does not take.
 pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
@@ -93,6 +96,11 @@ pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
                 "pf" => config.crash = Some(Crash::Pf),
                 "panic" => config.crash = Some(Crash::Panic),
                 "triple-fault" => config.crash = Some(Crash::TripleFault),
+                _ => note(Note::BadValue { key, value }),
+            },
+            "modes" => match value {
+                "1" => config.modes = true,
+                "0" => config.modes = false,
                 _ => note(Note::BadValue { key, value }),
             },
             "modes_break" => match value {
@@ -137,8 +145,9 @@ mod tests {
     #[test]
     fn notes_for_unknown_words_and_bad_values() {
         let (c, notes) = parse_collect("/k quiet foo=bar expect_hv=2 ram_test_mib=x ram_test_mib=16 crash=now");
-        assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16), crash: None, modes_break: false });
+        assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16), crash: None, modes_break: false, modes: true });
         assert!(parse("modes_break=1", |_| {}).modes_break);
+        assert!(!parse("modes=0", |_| {}).modes && parse("", |_| {}).modes);
         assert_eq!(
             notes,
             [

@@ -1,6 +1,7 @@
 //! A scripted machine for the host tests: low memory holding a Multiboot
 //! block, a QEMU-like map with 16 MiB of RAM, CPUID answers for a bare run
-//! (QEMU TCG) or a Quadrant run, and a word map standing for scratch RAM.
+//! (QEMU TCG) or a Quadrant run, a word map standing for scratch RAM, and
+//! a model of the mode-switch engine (`fake_engine`).
 
 use crate::machine::{Cpuid, Handoff, Machine, Range};
 use crate::modes::layout::{self, EngineInfo};
@@ -72,9 +73,9 @@ impl Fake {
             reported: Vec::new(),
             scratch: HashMap::new(),
             bad_word: None,
-            engine: None,
+            engine: Some(EngineInfo { len: 0xb00, entry: 0x20, stubs16: 0x500, stubs32: 0x700, stubs64: 0x900 }),
             engine_runs: 0,
-            on_run: None,
+            on_run: Some(|f| super::fake_engine::run(f, Default::default())),
         }
     }
 

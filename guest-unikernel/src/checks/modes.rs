@@ -74,6 +74,9 @@ fn window_clear(x: &Exclusions) -> bool {
 /// judges every probe.
 pub fn run(ctx: &mut Ctx<'_>) -> Verdicts {
     let fail = |t: &str| Verdicts::all(Outcome::Fail, t);
+    if !ctx.config.modes {
+        return Verdicts::all(Outcome::Skip, "modes=0 on the command line");
+    }
     let Some(map) = ctx.map else { return fail("no validated memory map (see boot/memory-map)") };
     let image = ctx.m.image();
     if !map.available_covers(LOW) || !window_clear(&ctx.exclusions) || image.overlaps(&LOW) {
@@ -141,8 +144,101 @@ pub fn run(ctx: &mut Ctx<'_>) -> Verdicts {
 
 #[cfg(test)]
 mod tests {
+    use super::super::fake::{Fake, FAKE_INFO};
+    use super::super::fake_engine::{self, Quirks};
     use super::*;
+    use crate::machine::Range;
     use crate::modes::walk::{EXTRA, STOPS, TAGS, WALKS};
+    use crate::report::Tally;
+
+    /// Runs every check on `m`; returns the modes/... lines.
+    fn modes_lines(m: &mut Fake) -> Vec<(Outcome, String, String)> {
+        let (mut out, tally) = (String::new(), Tally::new());
+        let mut ctx = Ctx::start(m, &mut out, &tally, FAKE_INFO);
+        let mut lines = Vec::new();
+        for c in super::super::all() {
+            let mut d = Detail::new();
+            let o = (c.run)(&mut ctx, &mut d);
+            if c.name.starts_with("modes/") {
+                lines.push((o, c.name.to_string(), d.as_str().to_string()));
+            }
+        }
+        lines
+    }
+
+    fn only_failures(lines: &[(Outcome, String, String)]) -> Vec<&str> {
+        lines.iter().filter(|l| l.0 == Outcome::Fail).map(|l| l.1.as_str()).collect()
+    }
+
+    #[test]
+    fn architectural_model_passes_everything() {
+        let lines = modes_lines(&mut Fake::hv("expect_hv=1"));
+        assert!(lines.iter().all(|l| l.0 == Outcome::Pass), "{lines:#?}");
+        let pg32 = &lines[2];
+        assert!(pg32.2.starts_with("22 probes, 5 exceptions as expected; stop 3 pg32 cr0=0x80010033"), "{pg32:?}");
+    }
+
+    #[test]
+    fn tcg_skips_only_the_pdpte_register_checks() {
+        let mut m = Fake::bare("");
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { no_pdpte_registers: true, ..Quirks::default() }));
+        let lines = modes_lines(&mut m);
+        let skipped: Vec<_> = lines.iter().filter(|l| l.0 == Outcome::Skip).map(|l| l.1.as_str()).collect();
+        assert_eq!(skipped, ["modes/pae-pdpte-cached", "modes/pae-pdpte-reserved"]);
+        assert!(lines[18].2.starts_with("QEMU TCG has no PDPTE registers"), "{:?}", lines[18]);
+        assert!(only_failures(&lines).is_empty(), "{lines:#?}");
+    }
+
+    #[test]
+    fn missing_pdpte_registers_fail_outside_tcg() {
+        let mut m = Fake::hv("");
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { no_pdpte_registers: true, ..Quirks::default() }));
+        let lines = modes_lines(&mut m);
+        assert_eq!(only_failures(&lines), ["modes/pae-pdpte-cached", "modes/pae-pdpte-reserved"]);
+        assert!(lines[19].2.contains("mov cr3=") && lines[19].2.contains("expected #GP ec=0x0, got value"), "{:?}", lines[19]);
+    }
+
+    #[test]
+    fn wrong_error_code_is_named() {
+        let mut m = Fake::hv("");
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { pf_write_bit_lost: true, ..Quirks::default() }));
+        let lines = modes_lines(&mut m);
+        let pg32 = lines.iter().find(|l| l.1 == "modes/walk1/pg32").unwrap();
+        assert_eq!(pg32.0, Outcome::Fail);
+        assert!(pg32.2.contains("write32 0x40001010=0x1: expected #PF ec=0x3 cr2=0x40001010, got #PF ec=0x1 cr2=0x40001010"), "{pg32:?}");
+        assert!(lines.iter().find(|l| l.1 == "modes/walk1/real").unwrap().0 == Outcome::Pass, "real mode has no paging");
+    }
+
+    #[test]
+    fn broken_expectation_fails_with_the_probe() {
+        let lines = modes_lines(&mut Fake::hv("modes_break=1"));
+        assert_eq!(only_failures(&lines), ["modes/walk1/pg32"]);
+        let d = &lines[2].2;
+        assert!(d.starts_with("probe ") && d.contains(" read32 0x40000000: expected value 0x"), "{d}");
+        assert!(d.contains("| 22 probes"), "{d}");
+    }
+
+    #[test]
+    fn skipped_without_engine_or_by_request_and_refused_when_window_taken() {
+        let mut m = Fake::hv("");
+        m.engine = None;
+        let lines = modes_lines(&mut m);
+        assert!(lines.iter().all(|l| l.0 == Outcome::Skip && l.2 == "no mode-switch engine on this machine"));
+        let mut m = Fake::hv("modes=0");
+        assert!(modes_lines(&mut m).iter().all(|l| l.0 == Outcome::Skip));
+        assert_eq!(m.engine_runs, 0);
+        // A Multiboot structure inside the window: refuse, never run.
+        let mut m = Fake::hv("");
+        let (mut out, tally) = (String::new(), Tally::new());
+        let mut ctx = Ctx::start(&mut m, &mut out, &tally, FAKE_INFO);
+        for c in super::super::boot::CHECKS {
+            (c.run)(&mut ctx, &mut Detail::new());
+        }
+        ctx.exclusions.add(Range::new(0x7800, 0x7900));
+        let v = run(&mut ctx);
+        assert!(v.0.iter().all(|v| v.outcome == Outcome::Fail && v.detail.as_str().contains("not free RAM")));
+        assert_eq!(m.engine_runs, 0);
+    }
 
     #[test]
     fn names_follow_the_tags() {

@@ -177,24 +177,41 @@ pub enum Format {
 /// CR0.WP = 1, reading 64-bit words of physical memory through `word`.
 /// Returns the physical address or the kind of #PF.
 pub fn translate(word: &impl Fn(u64) -> u64, format: Format, cr3: u64, va: u64, write: bool) -> Result<u64, WalkFault> {
+    translate_visiting(word, format, cr3, va, write, &mut |_| {})
+}
+
+/// [`translate`], calling `visit` with the physical address of every
+/// present entry it uses (where the processor sets the accessed flag,
+/// SDM Vol. 3A 4.8; PAE PDPTEs have none).
+pub fn translate_visiting(
+    word: &impl Fn(u64) -> u64,
+    format: Format,
+    cr3: u64,
+    va: u64,
+    write: bool,
+    visit: &mut dyn FnMut(u64),
+) -> Result<u64, WalkFault> {
     let read32 = |a: u64| (word(a & !7) >> (8 * (a & 4))) as u32;
     let mut writable = true;
-    let mut check = |e: u64| -> Result<(), WalkFault> {
+    let mut check = |at: u64, e: u64| -> Result<(), WalkFault> {
         if e & P == 0 {
             return Err(WalkFault::NotPresent);
         }
+        visit(at);
         writable &= e & RW != 0;
         Ok(())
     };
     let pa = match format {
         Format::Bits32 => {
-            let pde = u64::from(read32((cr3 & 0xFFFF_F000) + 4 * ((va >> 22) & 0x3FF)));
-            check(pde)?;
+            let at = (cr3 & 0xFFFF_F000) + 4 * ((va >> 22) & 0x3FF);
+            let pde = u64::from(read32(at));
+            check(at, pde)?;
             if pde & PS != 0 {
                 (pde & 0xFFC0_0000) | (va & 0x3F_FFFF)
             } else {
-                let pte = u64::from(read32((pde & 0xFFFF_F000) + 4 * ((va >> 12) & 0x3FF)));
-                check(pte)?;
+                let at = (pde & 0xFFFF_F000) + 4 * ((va >> 12) & 0x3FF);
+                let pte = u64::from(read32(at));
+                check(at, pte)?;
                 (pte & 0xFFFF_F000) | (va & 0xFFF)
             }
         }
@@ -206,10 +223,12 @@ pub fn translate(word: &impl Fn(u64) -> u64, format: Format, cr3: u64, va: u64, 
             lower_levels(word, pdpte, va, &mut check)?
         }
         Format::Long => {
-            let pml4e = word((cr3 & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 39) & 0x1FF));
-            check(pml4e)?;
-            let pdpte = word((pml4e & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 30) & 0x1FF));
-            check(pdpte)?;
+            let at = (cr3 & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 39) & 0x1FF);
+            let pml4e = word(at);
+            check(at, pml4e)?;
+            let at = (pml4e & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 30) & 0x1FF);
+            let pdpte = word(at);
+            check(at, pdpte)?;
             lower_levels(word, pdpte, va, &mut check)?
         }
     };
@@ -224,15 +243,17 @@ fn lower_levels(
     word: &impl Fn(u64) -> u64,
     pdpte: u64,
     va: u64,
-    check: &mut impl FnMut(u64) -> Result<(), WalkFault>,
+    check: &mut impl FnMut(u64, u64) -> Result<(), WalkFault>,
 ) -> Result<u64, WalkFault> {
-    let pde = word((pdpte & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 21) & 0x1FF));
-    check(pde)?;
+    let at = (pdpte & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 21) & 0x1FF);
+    let pde = word(at);
+    check(at, pde)?;
     if pde & PS != 0 {
         return Ok((pde & 0x000F_FFFF_FFE0_0000) | (va & 0x1F_FFFF));
     }
-    let pte = word((pde & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 12) & 0x1FF));
-    check(pte)?;
+    let at = (pde & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 12) & 0x1FF);
+    let pte = word(at);
+    check(at, pte)?;
     Ok((pte & 0x000F_FFFF_FFFF_F000) | (va & 0xFFF))
 }
 
