@@ -116,7 +116,18 @@ pub const BLOB_MAX: u64 = 0x1c00;
 /// The stack top in every mode (SS base 0).
 pub const STACK_TOP: u64 = LOW_END;
 
-/// Null selector's neighbours: the guest-owned GDT. 0x08 and 0x10 match
+// The areas fit and do not overlap, and the stack ends below the
+// hypervisor's Multiboot information at 0x8000.
+const _: () = {
+    assert!(IDT64 + 16 * VECTORS as u64 <= VARS);
+    assert!(VARS + 0x70 <= REAL_DATA && REAL_DATA + REAL_DATA_LEN <= STOP_COUNT);
+    assert!(STOPS + STOP_SIZE * MAX_STOPS as u64 <= OPS);
+    assert!(OPS + OP_SIZE * MAX_OPS as u64 <= RESULTS);
+    assert!(RESULTS + RESULT_SIZE * MAX_OPS as u64 <= BLOB_BASE);
+    assert!(BLOB_BASE + BLOB_MAX < STACK_TOP && STACK_TOP <= 0x8000);
+};
+
+/// 64-bit code selector of the guest-owned GDT. 0x08 and 0x10 match
 /// bare-rt's boot GDT, so leaving and re-entering 64-bit mode keeps the
 /// selectors the Rust code runs with.
 pub const SEL_CODE64: u16 = 0x08;
@@ -221,14 +232,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn areas_fit_and_do_not_overlap() {
-        assert!(VARS + 0x70 <= REAL_DATA && REAL_DATA + REAL_DATA_LEN <= STOP_COUNT);
-        assert!(STOPS + STOP_SIZE * MAX_STOPS as u64 <= OPS);
-        assert!(OPS + OP_SIZE * MAX_OPS as u64 <= RESULTS);
-        assert!(RESULTS + RESULT_SIZE * MAX_OPS as u64 <= BLOB_BASE);
-        assert!(BLOB_BASE + BLOB_MAX < STACK_TOP && STACK_TOP <= 0x8000, "below the hypervisor's Multiboot info");
+    fn capacities() {
         assert_eq!((MAX_STOPS, MAX_OPS), (31, 341));
-        assert!(IDT64 + 16 * VECTORS as u64 <= VARS);
     }
 
     #[test]
