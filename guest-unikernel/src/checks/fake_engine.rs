@@ -9,7 +9,7 @@ use super::fake::Fake;
 use crate::modes::layout as l;
 use crate::modes::paging::{self, Format, WalkFault};
 use crate::modes::probe::{status, Op, VECTOR_GP, VECTOR_PF};
-use crate::modes::walk::{cr4, EFER_LMA, EFER_LME, MSR_EFER};
+use crate::modes::walk::{cr0, cr4, EFER_LMA, EFER_LME, MSR_EFER};
 use crate::modes::Mode;
 
 /// Deliberate deviations from the architecture.
@@ -120,6 +120,12 @@ impl Cpu {
                 go(self.translate(f, q, addr, false), &mut |pa| Res::Value(u64::from(read32(f, pa)) | u64::from(read32(f, pa + 4)) << 32))
             }
             Op::Write32 { addr, value, .. } => match self.translate(f, q, addr, true) {
+                // CR0.WP = 0: supervisor writes ignore R/W (SDM Vol. 3A 4.6.1).
+                Err(Res::Fault(VECTOR_PF, 3, _)) if self.cr0 & cr0::WP == 0 => {
+                    let pa = self.translate(f, q, addr, false).ok().expect("readable");
+                    write32(f, pa, value);
+                    Res::Value(0)
+                }
                 Ok(pa) => {
                     write32(f, pa, value);
                     Res::Value(0)
@@ -138,6 +144,10 @@ impl Cpu {
                 }
                 self.cr3 = value;
                 Res::Value(value)
+            }
+            Op::WriteCr0 { value } => {
+                self.cr0 = u64::from(value);
+                Res::Value(self.cr0)
             }
             Op::ReadCr0 => Res::Value(self.cr0),
             Op::ReadCr3 => Res::Value(self.cr3),

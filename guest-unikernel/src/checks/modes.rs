@@ -13,7 +13,8 @@
 //! * `modes/edit-from-pg32`: the PAE PD edited in 32-bit paging is in
 //!   effect in the next PAE stop;
 //! * `modes/pae-pdpte-cached`, `-reserved`, `-not-present`: PDPTE loading
-//!   at MOV CR3 (SDM Vol. 3A 4.4.1).
+//!   at MOV CR3 (SDM Vol. 3A 4.4.1);
+//! * `modes/cr0-wp`: CR0.WP toggled in 32-bit and PAE paging.
 
 use super::{Check, Ctx};
 use crate::memmap::Exclusions;
@@ -50,6 +51,7 @@ pub static CHECKS: &[Check] = &[
     Check { name: "modes/pae-pdpte-cached", run: verdict::<18> },
     Check { name: "modes/pae-pdpte-reserved", run: verdict::<19> },
     Check { name: "modes/pae-pdpte-not-present", run: verdict::<20> },
+    Check { name: "modes/cr0-wp", run: verdict::<21> },
 ];
 
 /// Reports tag `T`, running the walk first if no check did yet.

@@ -9,7 +9,7 @@
 //! 0x2000  stop count, then the stops (32 bytes each)
 //! 0x2400  probe ops (16 bytes each)
 //! 0x4000  probe results (24 bytes each)
-//! 0x6000  the engine's code (copied from the image), stack below 0x8000
+//! 0x6800  the engine's code (copied from the image), stack below 0x8000
 //! ```
 //!
 //! The window stays clear of the Multiboot information the hypervisor puts
@@ -110,9 +110,9 @@ pub const MAX_OPS: usize = {
     (if by_ops < by_results { by_ops } else { by_results }) as usize
 };
 /// Where the engine's code is copied.
-pub const BLOB_BASE: u64 = 0x6000;
+pub const BLOB_BASE: u64 = 0x6800;
 /// Most bytes of engine code (the stack needs the rest).
-pub const BLOB_MAX: u64 = 0x1c00;
+pub const BLOB_MAX: u64 = 0x1000;
 /// The stack top in every mode (SS base 0).
 pub const STACK_TOP: u64 = LOW_END;
 
@@ -233,7 +233,7 @@ mod tests {
 
     #[test]
     fn capacities() {
-        assert_eq!((MAX_STOPS, MAX_OPS), (31, 341));
+        assert_eq!((MAX_STOPS, MAX_OPS), (31, 426));
     }
 
     #[test]

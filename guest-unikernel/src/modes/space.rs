@@ -255,7 +255,8 @@ mod tests {
         let formats = [(Format::Bits32, s.pd32), (Format::Pae { pdptes }, s.pdpt), (Format::Long, s.pml4)];
         for (fmt, cr3) in formats {
             let t = |va, write| translate(&w, fmt, cr3, va, write);
-            assert_eq!(t(0x6000, true), Ok(0x6000), "{fmt:?}: the engine's code is identity-mapped");
+            let code = crate::modes::layout::BLOB_BASE;
+            assert_eq!(t(code, true), Ok(code), "{fmt:?}: the engine's code is identity-mapped");
             assert_eq!(t(s.pd32 + 4 * 258, true), Ok(s.pd32 + 4 * 258), "{fmt:?}: tables identity-mapped");
             assert_eq!(t(WIN + 0x10, true), Ok(s.d0 + 0x10), "{fmt:?}");
             assert_eq!(t(WIN + 0x1000, false), Ok(s.d1));

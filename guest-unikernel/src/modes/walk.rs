@@ -27,7 +27,8 @@ pub const STOPS: [(Mode, &str); 8] = [
 /// How many times the walk is done.
 pub const WALKS: usize = 2;
 /// Checks that span stops (tags after the per-stop ones).
-pub const EXTRA: [&str; 5] = ["edit-from-long", "edit-from-pg32", "pae-pdpte-cached", "pae-pdpte-reserved", "pae-pdpte-not-present"];
+pub const EXTRA: [&str; 6] =
+    ["edit-from-long", "edit-from-pg32", "pae-pdpte-cached", "pae-pdpte-reserved", "pae-pdpte-not-present", "cr0-wp"];
 /// Number of tags: one per stop of each walk, then [`EXTRA`].
 pub const TAGS: usize = WALKS * STOPS.len() + EXTRA.len();
 /// Tag of [`EXTRA`] entry `i`.
@@ -39,6 +40,7 @@ const EDIT_FROM_PG32: usize = extra(1);
 const PDPTE_CACHED: usize = extra(2);
 const PDPTE_RESERVED: usize = extra(3);
 const PDPTE_NOT_PRESENT: usize = extra(4);
+const CR0_WP: usize = extra(5);
 
 /// The control registers a stop loads, in the order the SDM gives for its
 /// mode (the engine loads CR4, then CR3, then CR0).
@@ -165,6 +167,7 @@ pub fn program(s: &Space, env: &Env, emit: &mut dyn FnMut(Item)) {
                 (Mode::Paging32, _) => {
                     identity(s, env, *mode, tag, op);
                     translation(s, w, tag, op, false);
+                    write_protect(s, env, *mode, w, op);
                     pg32_back(s, &mut st, op);
                 }
                 (Mode::Pae, 3) => {
@@ -176,6 +179,7 @@ pub fn program(s: &Space, env: &Env, emit: &mut dyn FnMut(Item)) {
                 (Mode::Pae, _) => {
                     identity(s, env, *mode, tag, op);
                     translation(s, w, tag, op, false);
+                    write_protect(s, env, *mode, w, op);
                 }
                 (Mode::Long, _) => {
                     identity(s, env, *mode, tag, op);
@@ -278,6 +282,20 @@ fn translation(s: &Space, w: usize, tag: usize, op: &mut dyn FnMut(usize, Op, Ex
 fn long_only(s: &Space, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
     op(tag, Op::Read64 { addr: HIGH_VA + 0x7f8 }, Expect::Value(pat64(s.d3 + 0x7f8)));
     op(tag, Op::Read32 { seg: 0, addr: 0x0000_8000_0000_0000 }, Expect::gp0());
+}
+
+/// CR0.WP (SDM Vol. 3A 4.6.1): with WP = 0 a supervisor write to a
+/// read-only page succeeds; with WP = 1 it is a #PF with P and W/R set.
+/// The written word is not one of the pattern words.
+fn write_protect(s: &Space, env: &Env, mode: Mode, w: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
+    let cr0 = u64::from(regs(s, env, mode).cr0);
+    let (va, v) = (WIN + 0x1020, 0x5770_0000 | (w as u32) << 8 | mode as u32);
+    op(CR0_WP, Op::WriteCr0 { value: (cr0 & !cr0::WP) as u32 }, Expect::Value(cr0 & !cr0::WP));
+    op(CR0_WP, Op::Write32 { seg: 0, addr: va, value: v }, Expect::Done);
+    op(CR0_WP, Op::Read32 { seg: 0, addr: va }, Expect::Value(u64::from(v)));
+    op(CR0_WP, Op::WriteCr0 { value: cr0 as u32 }, Expect::Value(cr0));
+    op(CR0_WP, Op::Write32 { seg: 0, addr: va, value: !v }, Expect::pf(pf_error(true, true, false, false), va));
+    op(CR0_WP, Op::Read32 { seg: 0, addr: va }, Expect::Value(u64::from(v)));
 }
 
 /// Back in 32-bit paging after long mode: the PDE edited from long mode is

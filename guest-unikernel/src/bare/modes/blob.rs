@@ -432,26 +432,36 @@ qm_loop64:
     mov %rdx, %cr3
     mov %cr3, %rax
     jmp qm_store64
-6:  cmp ${op_read_cr0}, %eax
+6:  cmp ${op_write_cr0}, %eax
     jne 7f
+    mov %rdx, %cr0
     mov %cr0, %rax
     jmp qm_store64
-7:  cmp ${op_read_cr3}, %eax
+7:  cmp ${op_write_cr4}, %eax
     jne 8f
-    mov %cr3, %rax
-    jmp qm_store64
-8:  cmp ${op_read_cr4}, %eax
-    jne 1f
+    mov %rdx, %cr4
     mov %cr4, %rax
     jmp qm_store64
-1:  cmp ${op_rdmsr}, %eax
+8:  cmp ${op_read_cr0}, %eax
+    jne 1f
+    mov %cr0, %rax
+    jmp qm_store64
+1:  cmp ${op_read_cr3}, %eax
     jne 2f
+    mov %cr3, %rax
+    jmp qm_store64
+2:  cmp ${op_read_cr4}, %eax
+    jne 3f
+    mov %cr4, %rax
+    jmp qm_store64
+3:  cmp ${op_rdmsr}, %eax
+    jne 4f
     mov %ebx, %ecx
     rdmsr
     shl $32, %rdx
     or %rdx, %rax
     jmp qm_store64
-2:  movb $3, (%rdi)
+4:  movb $3, (%rdi)
     jmp qm_next64
 qm_zero64:
     xor %eax, %eax
