@@ -8,7 +8,7 @@
 use super::fake::Fake;
 use crate::modes::layout as l;
 use crate::modes::paging::{self, Format, WalkFault};
-use crate::modes::probe::{status, Op, VECTOR_GP, VECTOR_PF};
+use crate::modes::probe::{status, Op, VECTOR_GP, VECTOR_PF, VECTOR_UD};
 use crate::modes::walk::{cr0, cr4, EFER_LMA, EFER_LME, MSR_EFER};
 use crate::modes::Mode;
 
@@ -107,6 +107,7 @@ impl Cpu {
                     Res::Value(0)
                 }
                 Op::ReadCr0 => Res::Value(self.cr0),
+                Op::Ud2 => Res::Fault(VECTOR_UD, 0, 0),
                 _ => Res::Unsupported,
             };
         }
@@ -152,6 +153,7 @@ impl Cpu {
             Op::ReadCr0 => Res::Value(self.cr0),
             Op::ReadCr3 => Res::Value(self.cr3),
             Op::ReadCr4 => Res::Value(self.cr4),
+            Op::Ud2 => Res::Fault(VECTOR_UD, 0, 0),
             Op::Rdmsr { msr: MSR_EFER } => Res::Value(if self.mode == Mode::Long { EFER_LME | EFER_LMA } else { 0 }),
             _ => Res::Unsupported,
         }

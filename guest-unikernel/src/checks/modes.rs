@@ -177,7 +177,7 @@ mod tests {
         let lines = modes_lines(&mut Fake::hv("expect_hv=1"));
         assert!(lines.iter().all(|l| l.0 == Outcome::Pass), "{lines:#?}");
         let pg32 = &lines[2];
-        assert!(pg32.2.starts_with("22 probes, 5 exceptions as expected; stop 3 pg32 cr0=0x80010033"), "{pg32:?}");
+        assert!(pg32.2.starts_with("23 probes, 6 exceptions as expected; stop 3 pg32 cr0=0x80010033"), "{pg32:?}");
     }
 
     #[test]
@@ -217,7 +217,7 @@ mod tests {
         assert_eq!(only_failures(&lines), ["modes/walk1/pg32"]);
         let d = &lines[2].2;
         assert!(d.starts_with("probe ") && d.contains(" read32 0x40000000: expected value 0x"), "{d}");
-        assert!(d.contains("| 22 probes"), "{d}");
+        assert!(d.contains("| 23 probes"), "{d}");
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //! vector, error code and CR2 (SDM Vol. 3A 6.13 "Error Code", 4.7
 //! "Page-Fault Exceptions"). The interpreters are in the binary's
 //! `bare::modes`; the 32-bit and 64-bit ones run every op, the real-mode one
-//! only [`Op::Read32`], [`Op::Write32`] and [`Op::ReadCr0`].
+//! only [`Op::Read32`], [`Op::Write32`], [`Op::ReadCr0`] and [`Op::Ud2`].
 
 use core::fmt;
 
 /// #GP's vector (SDM Vol. 3A Table 6-1).
 pub const VECTOR_GP: u8 = 13;
+/// #UD's vector (SDM Vol. 3A Table 6-1).
+pub const VECTOR_UD: u8 = 6;
 /// #PF's vector (SDM Vol. 3A Table 6-1).
 pub const VECTOR_PF: u8 = 14;
 
@@ -76,6 +78,9 @@ pub enum Op {
         /// The MSR index.
         msr: u32,
     },
+    /// UD2: always #UD (SDM Vol. 2B UD), which tests the mode's exception
+    /// delivery (IVT, 32-bit or 64-bit IDT) itself.
+    Ud2,
 }
 
 /// Op codes of the encoding (the assembly compares against these).
@@ -93,6 +98,7 @@ pub mod code {
     pub const READ_CR3: u16 = 10;
     pub const READ_CR4: u16 = 11;
     pub const RDMSR: u16 = 12;
+    pub const UD2: u16 = 13;
 }
 
 impl Op {
@@ -112,6 +118,7 @@ impl Op {
             Op::ReadCr3 => (READ_CR3, 0, 0, 0),
             Op::ReadCr4 => (READ_CR4, 0, 0, 0),
             Op::Rdmsr { msr } => (RDMSR, 0, 0, u64::from(msr)),
+            Op::Ud2 => (UD2, 0, 0, 0),
         };
         let mut b = [0u8; 16];
         b[0..2].copy_from_slice(&c.to_le_bytes());
@@ -141,6 +148,7 @@ impl Op {
             READ_CR3 => Op::ReadCr3,
             READ_CR4 => Op::ReadCr4,
             RDMSR => Op::Rdmsr { msr: addr as u32 },
+            UD2 => Op::Ud2,
             _ => return None,
         })
     }
@@ -163,6 +171,7 @@ impl fmt::Display for Op {
             Op::ReadCr3 => write!(f, "read cr3"),
             Op::ReadCr4 => write!(f, "read cr4"),
             Op::Rdmsr { msr } => write!(f, "rdmsr {msr:#x}"),
+            Op::Ud2 => write!(f, "ud2"),
         }
     }
 }
@@ -269,6 +278,11 @@ impl Expect {
         Expect::Fault { vector: VECTOR_GP, error: 0, cr2: 0 }
     }
 
+    /// #UD (no error code).
+    pub const fn ud() -> Self {
+        Expect::Fault { vector: VECTOR_UD, error: 0, cr2: 0 }
+    }
+
     /// True when `got` meets the expectation.
     pub fn met_by(&self, got: &Got) -> bool {
         match (*self, *got) {
@@ -324,6 +338,7 @@ mod tests {
             Op::ReadCr3,
             Op::ReadCr4,
             Op::Rdmsr { msr: 0xC000_0080 },
+            Op::Ud2,
         ];
         for op in ops {
             assert_eq!(Op::decode(&op.encode()), Some(op), "{op}");

@@ -210,6 +210,8 @@ fn real(env: &Env, w: usize, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) 
     let base = layout::REAL_DATA;
     let v = |a: u64| Expect::Value(u64::from(real_word(a)));
     op(tag, Op::ReadCr0, Expect::Masked { mask: cr0::PE | cr0::PG, want: 0 });
+    // Delivered through the IVT the engine loaded with LIDT (SDM Vol. 3A 21.1.4).
+    op(tag, Op::Ud2, Expect::ud());
     op(tag, Op::Read32 { seg: 0, addr: base }, v(base));
     op(tag, Op::Read32 { seg: (base >> 4) as u16, addr: 0 }, v(base));
     op(tag, Op::Read32 { seg: (base >> 4) as u16 - 1, addr: 0x10 }, v(base));
@@ -225,6 +227,7 @@ fn real(env: &Env, w: usize, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) 
 fn prot(s: &Space, w: usize, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
     op(tag, Op::ReadCr0, Expect::Masked { mask: cr0::PE | cr0::PG, want: cr0::PE });
     op(tag, Op::Rdmsr { msr: MSR_EFER }, Expect::Masked { mask: EFER_LME | EFER_LMA, want: 0 });
+    op(tag, Op::Ud2, Expect::ud());
     op(tag, Op::Read32 { seg: 0, addr: layout::REAL_DATA }, Expect::Value(u64::from(real_word(layout::REAL_DATA))));
     op(tag, Op::Read32 { seg: 0, addr: s.d0 }, Expect::Value(pat32(s.d0)));
     op(tag, Op::Read64 { addr: s.large + 0x20_0000 }, Expect::Value(pat64(s.large + 0x20_0000)));
@@ -246,6 +249,7 @@ fn identity(s: &Space, env: &Env, mode: Mode, tag: usize, op: &mut dyn FnMut(usi
     op(tag, Op::ReadCr4, Expect::Masked { mask: cr4::PSE | cr4::PAE, want: u64::from(r.cr4) & (cr4::PSE | cr4::PAE) });
     let lma = if mode == Mode::Long { EFER_LME | EFER_LMA } else { 0 };
     op(tag, Op::Rdmsr { msr: MSR_EFER }, Expect::Masked { mask: EFER_LME | EFER_LMA, want: lma });
+    op(tag, Op::Ud2, Expect::ud());
 }
 
 /// The window through the mode's tables (SDM Vol. 3A 4.3, 4.4.2, 4.5.4),

@@ -252,7 +252,7 @@ qm_home:
     pop %rbx
     ret
 
-/* ---- the real-mode interpreter: READ32, WRITE32, READ_CR0 ---- */
+/* ---- the real-mode interpreter: READ32, WRITE32, READ_CR0, UD2 ---- */
 .code16
 qm_interp16:
     mov %esp, {v_recover}
@@ -278,7 +278,10 @@ qm_loop16:
     jne 3f
     mov %cr0, %eax
     jmp qm_store16
-3:  movb $3, (%edi)
+3:  cmp ${op_ud2}, %ax
+    jne 4f
+    ud2
+4:  movb $3, (%edi)
     jmp qm_next16
 qm_store16:
     mov %eax, 8(%edi)
@@ -367,7 +370,10 @@ qm_loop32:
     rdmsr
     mov %edx, %ecx
     jmp qm_store32
-4:  movb $3, (%edi)
+4:  cmp ${op_ud2}, %eax
+    jne 5f
+    ud2
+5:  movb $3, (%edi)
     jmp qm_next32
 qm_zero32:
     xor %eax, %eax
@@ -461,7 +467,10 @@ qm_loop64:
     shl $32, %rdx
     or %rdx, %rax
     jmp qm_store64
-4:  movb $3, (%rdi)
+4:  cmp ${op_ud2}, %eax
+    jne 5f
+    ud2
+5:  movb $3, (%rdi)
     jmp qm_next64
 qm_zero64:
     xor %eax, %eax
@@ -561,6 +570,7 @@ qm_end:
     op_read_cr3 = const op::READ_CR3,
     op_read_cr4 = const op::READ_CR4,
     op_rdmsr = const op::RDMSR,
+    op_ud2 = const op::UD2,
     options(att_syntax)
 );
 
