@@ -83,6 +83,73 @@ pub fn load(m: &mut dyn Machine, e: &EngineInfo, s: &Space, env: &Env) -> Result
     Ok(ops)
 }
 
+/// Why the engine refuses what the low window holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The window could not be read.
+    Unreadable(u64),
+    /// More stops than the window holds.
+    Stops(u32),
+    /// Stop `n` has an unknown mode or ops outside the op area.
+    Stop(u32),
+    /// Op `n` is not a known op.
+    Op(u32),
+    /// Op `n` writes at `addr`, into the guest image or the engine's own
+    /// tables, code or stack.
+    Write {
+        /// The op's index.
+        op: u32,
+        /// The linear address written.
+        addr: u64,
+    },
+}
+
+/// Checks a loaded program before it runs: the probes execute with full
+/// privilege, so this is what keeps a wrong program from writing over the
+/// Rust side (the guest image) or the engine itself. Reads the window
+/// through `read`; returns the number of ops.
+pub fn vet(read: &mut dyn FnMut(u64, &mut [u8]) -> bool, image: crate::machine::Range) -> Result<u32, Refusal> {
+    use crate::machine::Range;
+    let mut rd = |a: u64, b: &mut [u8]| if read(a, b) { Ok(()) } else { Err(Refusal::Unreadable(a)) };
+    let mut w = [0u8; 4];
+    rd(layout::STOP_COUNT, &mut w)?;
+    let stops = u32::from_le_bytes(w);
+    if stops as usize > layout::MAX_STOPS {
+        return Err(Refusal::Stops(stops));
+    }
+    let forbidden = [image, Range::new(layout::GDT, layout::REAL_DATA), Range::new(layout::BLOB_BASE, layout::LOW_END)];
+    let mut total = 0;
+    for i in 0..stops {
+        let mut b = [0u8; 32];
+        rd(layout::STOPS + layout::STOP_SIZE * u64::from(i), &mut b)?;
+        let f = |k: usize| u64::from(u32::from_le_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]]));
+        let (mode, first, n, results) = (f(0), f(4), f(5), f(6));
+        let index = first.wrapping_sub(layout::OPS) / layout::OP_SIZE;
+        let ok = mode <= super::Mode::Long as u64
+            && first >= layout::OPS
+            && (first - layout::OPS).is_multiple_of(layout::OP_SIZE)
+            && index + n <= layout::MAX_OPS as u64
+            && results == layout::RESULTS + layout::RESULT_SIZE * index;
+        if !ok {
+            return Err(Refusal::Stop(i));
+        }
+        for k in index..index + n {
+            let mut ob = [0u8; 16];
+            rd(layout::OPS + layout::OP_SIZE * k, &mut ob)?;
+            let op = Op::decode(&ob).ok_or(Refusal::Op(k as u32))?;
+            if let Op::Write32 { seg, addr, .. } = op {
+                let lin = if mode == super::Mode::Real as u64 { u64::from(seg) * 16 + (addr & 0xFFFF) } else { addr };
+                let r = Range::new(lin, lin.saturating_add(4));
+                if forbidden.iter().any(|x| x.overlaps(&r)) {
+                    return Err(Refusal::Write { op: k as u32, addr: lin });
+                }
+            }
+            total += 1;
+        }
+    }
+    Ok(total)
+}
+
 /// One check line's result.
 #[derive(Clone, Debug)]
 pub struct Verdict {
@@ -187,6 +254,31 @@ mod tests {
         assert_eq!(w(4), 0x2400 + 2 * 16);
         assert_eq!(w(5), 5);
         assert_eq!(w(6), 0x4000 + 2 * 24);
+    }
+
+    #[test]
+    fn vet_accepts_the_walk_and_refuses_writes_into_the_image() {
+        use crate::checks::fake::Fake;
+        use crate::machine::Range;
+        let (s, _) = crate::modes::space::tests::built();
+        let mut m = Fake::hv("");
+        let e = EngineInfo { len: 0xb00, entry: 0, stubs16: 0x500, stubs32: 0x700, stubs64: 0x900 };
+        let env = Env::default();
+        let n = load(&mut m, &e, &s, &env).unwrap();
+        let image = Range::new(0x10_0000, 0x12_5000);
+        let mut read = |a: u64, b: &mut [u8]| m.low_read(a, b);
+        assert_eq!(vet(&mut read, image), Ok(n as u32));
+        // Op 3 becomes a real-mode write to FFFF:0010 = 0x10_0000.
+        let bad = Op::Write32 { seg: 0xFFFF, addr: 0x10, value: 0 }.encode();
+        assert!(m.low_write(layout::OPS + 3 * layout::OP_SIZE, &bad));
+        let mut read = |a: u64, b: &mut [u8]| m.low_read(a, b);
+        assert_eq!(vet(&mut read, image), Err(Refusal::Write { op: 3, addr: 0x10_0000 }));
+        assert!(m.low_write(layout::OPS + 3 * layout::OP_SIZE, &[0xEE; 16]));
+        let mut read = |a: u64, b: &mut [u8]| m.low_read(a, b);
+        assert_eq!(vet(&mut read, image), Err(Refusal::Op(3)));
+        assert!(m.low_write(layout::STOP_COUNT, &99u32.to_le_bytes()));
+        let mut read = |a: u64, b: &mut [u8]| m.low_read(a, b);
+        assert_eq!(vet(&mut read, image), Err(Refusal::Stops(99)));
     }
 
     #[test]

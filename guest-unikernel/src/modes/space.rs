@@ -209,7 +209,7 @@ impl Space {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::machine::Range;
     use crate::memmap::{Exclusions, MemMap};

@@ -33,6 +33,9 @@
 
 mod blob;
 
+use super::console::Console;
+use core::fmt::Write;
+use guest_unikernel::modes::engine;
 use guest_unikernel::modes::layout::{self as l, EngineInfo};
 
 unsafe extern "C" {
@@ -90,15 +93,22 @@ pub fn read(addr: u64, bytes: &mut [u8]) -> bool {
     true
 }
 
-/// Calls the installed engine.
+/// Runs the installed engine when [`engine::vet`] accepts the program in
+/// the window; otherwise says why on the console and leaves every result
+/// slot as it was ("not run").
 ///
 /// # Safety
 /// [`install`] must have copied the blob, and the low window must hold the
 /// tables page and a program whose page tables identity-map the window and
-/// whose probes write only into the window and into frames the caller
-/// owns: the engine switches modes, loads those tables and executes every
-/// op as given.
+/// map the guest image, if at all, at its physical address (so that the
+/// vetting of linear write addresses covers it), and whose probes write
+/// only into the window and into frames the caller owns: the engine
+/// switches modes, loads those tables and executes every op as given.
 pub unsafe fn run() {
+    if let Err(r) = engine::vet(&mut |a, b| read(a, b), super::phys::image()) {
+        let _ = writeln!(Console, "guest: modes: the engine refuses the program in the low window: {r:?}");
+        return;
+    }
     let entry = l::BLOB_BASE + u64::from(info().entry);
     // SAFETY: the caller vouches for the blob and the program; the entry
     // saves and restores every callee-saved register, RFLAGS, the control
