@@ -48,7 +48,7 @@ const CR0_WP: usize = extra(5);
 pub struct StopRegs {
     /// The mode.
     pub mode: Mode,
-    /// CR0 (ignored for real mode).
+    /// CR0 (for real mode: CR0 once PE is cleared).
     pub cr0: u32,
     /// CR3 (paged modes).
     pub cr3: u32,
@@ -209,7 +209,7 @@ fn edit_expect(s: &Space, edited: bool) -> Expect {
 fn real(env: &Env, w: usize, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
     let base = layout::REAL_DATA;
     let v = |a: u64| Expect::Value(u64::from(real_word(a)));
-    op(tag, Op::ReadCr0, Expect::Masked { mask: cr0::PE | cr0::PG, want: 0 });
+    op(tag, Op::ReadCr0, Expect::Masked { mask: cr0::PE | cr0::PG | cr0::WP, want: 0 });
     // Delivered through the IVT the engine loaded with LIDT (SDM Vol. 3A 21.1.4).
     op(tag, Op::Ud2, Expect::ud());
     op(tag, Op::Read32 { seg: 0, addr: base }, v(base));
@@ -225,7 +225,7 @@ fn real(env: &Env, w: usize, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) 
 
 /// Protected mode without paging: linear = physical (SDM Vol. 3A 3.4).
 fn prot(s: &Space, w: usize, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
-    op(tag, Op::ReadCr0, Expect::Masked { mask: cr0::PE | cr0::PG, want: cr0::PE });
+    op(tag, Op::ReadCr0, Expect::Masked { mask: cr0::PE | cr0::PG | cr0::WP, want: cr0::PE });
     op(tag, Op::Rdmsr { msr: MSR_EFER }, Expect::Masked { mask: EFER_LME | EFER_LMA, want: 0 });
     op(tag, Op::Ud2, Expect::ud());
     op(tag, Op::Read32 { seg: 0, addr: layout::REAL_DATA }, Expect::Value(u64::from(real_word(layout::REAL_DATA))));

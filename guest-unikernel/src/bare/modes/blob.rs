@@ -164,6 +164,12 @@ qm_long_out:
 
 /* ---- real mode (SDM Vol. 3A 10.9.2), then back (10.9.1) ---- */
 qm_to_real:
+    /* the stop's CR4, and its CR0 with PE still set (PE goes at step 6) */
+    mov 12(%ebx), %eax
+    mov %eax, %cr4
+    mov 4(%ebx), %eax
+    or $1, %eax
+    mov %eax, %cr0
     /* step 3: a 16-bit code segment with a 64 KiB limit */
     ljmp ${code16}, $(QM_BASE + qm_pm16 - qm_start)
 .code16
