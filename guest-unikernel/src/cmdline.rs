@@ -45,14 +45,16 @@ pub struct Config {
     /// `modes_break=1`: one probe of `modes/walk1/pg32` expects a wrong
     /// value, so that the run shows what a failing mode check reports.
     pub modes_break: bool,
-    /// `modes=0`: skip the `modes/...` checks (the guest then never leaves
-    /// long mode), for a hypervisor that does not run other modes yet.
-    pub modes: bool,
+    /// `modes=0|1`: skip or run the `modes/...` checks (with 0 the guest
+    /// never leaves long mode). Without the word they run bare and skip
+    /// under the Quadrant hypervisor, which does not run real-mode, 32-bit
+    /// or PAE guests yet.
+    pub modes: Option<bool>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { expect_hv: ExpectHv::Auto, ram_test_mib: None, crash: None, modes_break: false, modes: true }
+        Config { expect_hv: ExpectHv::Auto, ram_test_mib: None, crash: None, modes_break: false, modes: None }
     }
 }
 
@@ -99,8 +101,8 @@ pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
                 _ => note(Note::BadValue { key, value }),
             },
             "modes" => match value {
-                "1" => config.modes = true,
-                "0" => config.modes = false,
+                "1" => config.modes = Some(true),
+                "0" => config.modes = Some(false),
                 _ => note(Note::BadValue { key, value }),
             },
             "modes_break" => match value {
@@ -145,9 +147,9 @@ mod tests {
     #[test]
     fn notes_for_unknown_words_and_bad_values() {
         let (c, notes) = parse_collect("/k quiet foo=bar expect_hv=2 ram_test_mib=x ram_test_mib=16 crash=now");
-        assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16), crash: None, modes_break: false, modes: true });
+        assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16), crash: None, modes_break: false, modes: None });
         assert!(parse("modes_break=1", |_| {}).modes_break);
-        assert!(!parse("modes=0", |_| {}).modes && parse("", |_| {}).modes);
+        assert_eq!([parse("modes=0", |_| {}).modes, parse("modes=1", |_| {}).modes, parse("", |_| {}).modes], [Some(false), Some(true), None]);
         assert_eq!(
             notes,
             [

@@ -15,6 +15,9 @@
 //! * `modes/pae-pdpte-cached`, `-reserved`, `-not-present`: PDPTE loading
 //!   at MOV CR3 (SDM Vol. 3A 4.4.1);
 //! * `modes/cr0-wp`: CR0.WP toggled in 32-bit and PAE paging.
+//!
+//! `modes=0` skips them all; under the Quadrant hypervisor they run only
+//! with `modes=1` until it runs real-mode, 32-bit and PAE guests.
 
 use super::{Check, Ctx};
 use crate::memmap::Exclusions;
@@ -76,8 +79,15 @@ fn window_clear(x: &Exclusions) -> bool {
 /// judges every probe.
 pub fn run(ctx: &mut Ctx<'_>) -> Verdicts {
     let fail = |t: &str| Verdicts::all(Outcome::Fail, t);
-    if !ctx.config.modes {
-        return Verdicts::all(Outcome::Skip, "modes=0 on the command line");
+    match (ctx.config.modes, ctx.signature.is_quadrant()) {
+        (Some(false), _) => return Verdicts::all(Outcome::Skip, "modes=0 on the command line"),
+        (None, true) => {
+            return Verdicts::all(
+                Outcome::Skip,
+                "under the Quadrant hypervisor the mode walk runs with modes=1 (it does not run real-mode, 32-bit or PAE guests yet)",
+            )
+        }
+        _ => {}
     }
     let Some(map) = ctx.map else { return fail("no validated memory map (see boot/memory-map)") };
     let image = ctx.m.image();
@@ -174,7 +184,7 @@ mod tests {
 
     #[test]
     fn architectural_model_passes_everything() {
-        let lines = modes_lines(&mut Fake::hv("expect_hv=1"));
+        let lines = modes_lines(&mut Fake::hv("expect_hv=1 modes=1"));
         assert!(lines.iter().all(|l| l.0 == Outcome::Pass), "{lines:#?}");
         let pg32 = &lines[2];
         assert!(pg32.2.starts_with("23 probes, 6 exceptions as expected; stop 3 pg32 cr0=0x80010033"), "{pg32:?}");
@@ -193,7 +203,7 @@ mod tests {
 
     #[test]
     fn missing_pdpte_registers_fail_outside_tcg() {
-        let mut m = Fake::hv("");
+        let mut m = Fake::hv("modes=1");
         m.on_run = Some(|f| fake_engine::run(f, Quirks { no_pdpte_registers: true, ..Quirks::default() }));
         let lines = modes_lines(&mut m);
         assert_eq!(only_failures(&lines), ["modes/pae-pdpte-cached", "modes/pae-pdpte-reserved"]);
@@ -202,7 +212,7 @@ mod tests {
 
     #[test]
     fn wrong_error_code_is_named() {
-        let mut m = Fake::hv("");
+        let mut m = Fake::hv("modes=1");
         m.on_run = Some(|f| fake_engine::run(f, Quirks { pf_write_bit_lost: true, ..Quirks::default() }));
         let lines = modes_lines(&mut m);
         let pg32 = lines.iter().find(|l| l.1 == "modes/walk1/pg32").unwrap();
@@ -213,7 +223,7 @@ mod tests {
 
     #[test]
     fn broken_expectation_fails_with_the_probe() {
-        let lines = modes_lines(&mut Fake::hv("modes_break=1"));
+        let lines = modes_lines(&mut Fake::hv("modes=1 modes_break=1"));
         assert_eq!(only_failures(&lines), ["modes/walk1/pg32"]);
         let d = &lines[2].2;
         assert!(d.starts_with("probe ") && d.contains(" read32 0x40000000: expected value 0x"), "{d}");
@@ -222,15 +232,18 @@ mod tests {
 
     #[test]
     fn skipped_without_engine_or_by_request_and_refused_when_window_taken() {
-        let mut m = Fake::hv("");
+        let mut m = Fake::hv("modes=1");
         m.engine = None;
         let lines = modes_lines(&mut m);
         assert!(lines.iter().all(|l| l.0 == Outcome::Skip && l.2 == "no mode-switch engine on this machine"));
-        let mut m = Fake::hv("modes=0");
-        assert!(modes_lines(&mut m).iter().all(|l| l.0 == Outcome::Skip));
-        assert_eq!(m.engine_runs, 0);
+        for cmd in ["modes=0", ""] {
+            let mut m = Fake::hv(cmd);
+            assert!(modes_lines(&mut m).iter().all(|l| l.0 == Outcome::Skip), "{cmd}");
+            assert_eq!(m.engine_runs, 0);
+        }
+        assert_eq!(modes_lines(&mut Fake::bare("modes=0"))[0].2, "modes=0 on the command line");
         // A Multiboot structure inside the window: refuse, never run.
-        let mut m = Fake::hv("");
+        let mut m = Fake::hv("modes=1");
         let (mut out, tally) = (String::new(), Tally::new());
         let mut ctx = Ctx::start(&mut m, &mut out, &tally, FAKE_INFO);
         for c in super::super::boot::CHECKS {
