@@ -12,6 +12,7 @@
 //! * [`cmdline`]: the `key=value` words of the Multiboot command line;
 //! * [`memmap`]: memory-map validation and the RAM-test plan;
 //! * [`pattern`]: the RAM test's per-address patterns;
+//! * [`regs`]: CR0, CR4 and IA32_EFER bits;
 //! * [`report`]: result counting and the detail text buffer;
 //! * [`hv`]: recognising the hypervisor from CPUID;
 //! * [`modes`]: the mode-switch engine's programs, page tables and verdicts;
@@ -25,5 +26,6 @@ pub mod machine;
 pub mod memmap;
 pub mod modes;
 pub mod pattern;
+pub mod regs;
 pub mod report;
 pub mod trap;

@@ -9,7 +9,7 @@ use super::fake::Fake;
 use crate::modes::layout as l;
 use crate::modes::paging::{self, Format, WalkFault};
 use crate::modes::probe::{status, Op, VECTOR_GP, VECTOR_PF, VECTOR_UD};
-use crate::modes::walk::{cr0, cr4, EFER_LMA, EFER_LME, MSR_EFER};
+use crate::regs::{CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, MSR_EFER};
 use crate::modes::Mode;
 
 /// Deliberate deviations from the architecture.
@@ -122,7 +122,7 @@ impl Cpu {
             }
             Op::Write32 { addr, value, .. } => match self.translate(f, q, addr, true) {
                 // CR0.WP = 0: supervisor writes ignore R/W (SDM Vol. 3A 4.6.1).
-                Err(Res::Fault(VECTOR_PF, 3, _)) if self.cr0 & cr0::WP == 0 => {
+                Err(Res::Fault(VECTOR_PF, 3, _)) if self.cr0 & CR0_WP == 0 => {
                     let pa = self.translate(f, q, addr, false).ok().expect("readable");
                     write32(f, pa, value);
                     Res::Value(0)
@@ -169,7 +169,7 @@ pub fn run(f: &mut Fake, q: Quirks) {
         let mode = [Mode::Real, Mode::Prot, Mode::Paging32, Mode::Pae, Mode::Long][field(0) as usize];
         let mut cpu = Cpu { mode, cr0: field(1), cr3: field(2), cr4: field(3), pdptes: [0; 4] };
         if mode == Mode::Pae {
-            assert!(cpu.cr4 & cr4::PAE != 0);
+            assert!(cpu.cr4 & CR4_PAE != 0);
             let p = [0, 1, 2, 3].map(|i| word(f, (cpu.cr3 & !0x1f) + 8 * i));
             cpu.pdptes = load_pdptes(f, cpu.cr3).unwrap_or_else(|()| panic!("stop {s}: PAE entered with bad PDPTEs {p:x?}"));
         }

@@ -12,6 +12,9 @@
 use super::probe::{pf_error, Expect, Op};
 use super::space::{pat32, pat64, Space, EDIT_VA, HIGH_VA, LARGE_VA, UNMAPPED_VA, WIN};
 use super::{layout, paging, Mode};
+use crate::regs::{
+    CR0_PE, CR0_PG, CR0_WP, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PAE, CR4_PSE, EFER_LMA, EFER_LME, MSR_EFER,
+};
 
 /// The stops of one walk, in order, with the name of their check.
 pub const STOPS: [(Mode, &str); 8] = [
@@ -40,7 +43,7 @@ const EDIT_FROM_PG32: usize = extra(1);
 const PDPTE_CACHED: usize = extra(2);
 const PDPTE_RESERVED: usize = extra(3);
 const PDPTE_NOT_PRESENT: usize = extra(4);
-const CR0_WP: usize = extra(5);
+const WP_TOGGLE: usize = extra(5);
 
 /// The control registers a stop loads, in the order the SDM gives for its
 /// mode (the engine loads CR4, then CR3, then CR0).
@@ -80,41 +83,19 @@ pub struct Env {
     pub broken: bool,
 }
 
-/// CR0 bits (SDM Vol. 3A 2.5).
-pub mod cr0 {
-    #![allow(missing_docs)]
-    pub const PE: u64 = 1 << 0;
-    pub const WP: u64 = 1 << 16;
-    pub const PG: u64 = 1 << 31;
-}
-/// CR4 bits (SDM Vol. 3A 2.5).
-pub mod cr4 {
-    #![allow(missing_docs)]
-    pub const PSE: u64 = 1 << 4;
-    pub const PAE: u64 = 1 << 5;
-    pub const OSFXSR: u64 = 1 << 9;
-    pub const OSXMMEXCPT: u64 = 1 << 10;
-}
-/// IA32_EFER (SDM Vol. 3A 2.2.1).
-pub const MSR_EFER: u32 = 0xC000_0080;
-/// EFER.LME.
-pub const EFER_LME: u64 = 1 << 8;
-/// EFER.LMA.
-pub const EFER_LMA: u64 = 1 << 10;
-
 /// The registers of a stop in `mode`.
 pub fn regs(s: &Space, env: &Env, mode: Mode) -> StopRegs {
-    let base0 = env.cr0 & !(cr0::PG | cr0::WP) | cr0::PE;
-    let base4 = env.cr4 & (cr4::OSFXSR | cr4::OSXMMEXCPT);
+    let base0 = env.cr0 & !(CR0_PG | CR0_WP) | CR0_PE;
+    let base4 = env.cr4 & (CR4_OSFXSR | CR4_OSXMMEXCPT);
     // Paged modes set CR0.WP so that supervisor writes to read-only pages
     // fault (SDM Vol. 3A 4.6.1).
-    let paged = base0 | cr0::PG | cr0::WP;
+    let paged = base0 | CR0_PG | CR0_WP;
     let (c0, c3, c4) = match mode {
-        Mode::Real => (env.cr0 & !(cr0::PG | cr0::PE | cr0::WP), 0, base4),
+        Mode::Real => (env.cr0 & !(CR0_PG | CR0_PE | CR0_WP), 0, base4),
         Mode::Prot => (base0, 0, base4),
-        Mode::Paging32 => (paged, s.pd32, base4 | cr4::PSE),
-        Mode::Pae => (paged, s.pdpt, base4 | cr4::PAE),
-        Mode::Long => (paged, s.pml4, base4 | cr4::PAE),
+        Mode::Paging32 => (paged, s.pd32, base4 | CR4_PSE),
+        Mode::Pae => (paged, s.pdpt, base4 | CR4_PAE),
+        Mode::Long => (paged, s.pml4, base4 | CR4_PAE),
     };
     StopRegs { mode, cr0: c0 as u32, cr3: c3 as u32, cr4: c4 as u32 }
 }
@@ -209,7 +190,7 @@ fn edit_expect(s: &Space, edited: bool) -> Expect {
 fn real(env: &Env, w: usize, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
     let base = layout::REAL_DATA;
     let v = |a: u64| Expect::Value(u64::from(real_word(a)));
-    op(tag, Op::ReadCr0, Expect::Masked { mask: cr0::PE | cr0::PG | cr0::WP, want: 0 });
+    op(tag, Op::ReadCr0, Expect::Masked { mask: CR0_PE | CR0_PG | CR0_WP, want: 0 });
     // Delivered through the IVT the engine loaded with LIDT (SDM Vol. 3A 21.1.4).
     op(tag, Op::Ud2, Expect::ud());
     op(tag, Op::Read32 { seg: 0, addr: base }, v(base));
@@ -225,7 +206,7 @@ fn real(env: &Env, w: usize, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) 
 
 /// Protected mode without paging: linear = physical (SDM Vol. 3A 3.4).
 fn prot(s: &Space, w: usize, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
-    op(tag, Op::ReadCr0, Expect::Masked { mask: cr0::PE | cr0::PG | cr0::WP, want: cr0::PE });
+    op(tag, Op::ReadCr0, Expect::Masked { mask: CR0_PE | CR0_PG | CR0_WP, want: CR0_PE });
     op(tag, Op::Rdmsr { msr: MSR_EFER }, Expect::Masked { mask: EFER_LME | EFER_LMA, want: 0 });
     op(tag, Op::Ud2, Expect::ud());
     op(tag, Op::Read32 { seg: 0, addr: layout::REAL_DATA }, Expect::Value(u64::from(real_word(layout::REAL_DATA))));
@@ -243,10 +224,10 @@ fn prot(s: &Space, w: usize, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) 
 /// The mode's own control state: CR0/CR4/CR3 as loaded, EFER.LMA.
 fn identity(s: &Space, env: &Env, mode: Mode, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
     let r = regs(s, env, mode);
-    let paged = cr0::PE | cr0::PG | cr0::WP;
+    let paged = CR0_PE | CR0_PG | CR0_WP;
     op(tag, Op::ReadCr0, Expect::Masked { mask: paged, want: paged });
     op(tag, Op::ReadCr3, Expect::Value(u64::from(r.cr3)));
-    op(tag, Op::ReadCr4, Expect::Masked { mask: cr4::PSE | cr4::PAE, want: u64::from(r.cr4) & (cr4::PSE | cr4::PAE) });
+    op(tag, Op::ReadCr4, Expect::Masked { mask: CR4_PSE | CR4_PAE, want: u64::from(r.cr4) & (CR4_PSE | CR4_PAE) });
     let lma = if mode == Mode::Long { EFER_LME | EFER_LMA } else { 0 };
     op(tag, Op::Rdmsr { msr: MSR_EFER }, Expect::Masked { mask: EFER_LME | EFER_LMA, want: lma });
     op(tag, Op::Ud2, Expect::ud());
@@ -294,12 +275,12 @@ fn long_only(s: &Space, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
 fn write_protect(s: &Space, env: &Env, mode: Mode, w: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
     let cr0 = u64::from(regs(s, env, mode).cr0);
     let (va, v) = (WIN + 0x1020, 0x5770_0000 | (w as u32) << 8 | mode as u32);
-    op(CR0_WP, Op::WriteCr0 { value: (cr0 & !cr0::WP) as u32 }, Expect::Value(cr0 & !cr0::WP));
-    op(CR0_WP, Op::Write32 { seg: 0, addr: va, value: v }, Expect::Done);
-    op(CR0_WP, Op::Read32 { seg: 0, addr: va }, Expect::Value(u64::from(v)));
-    op(CR0_WP, Op::WriteCr0 { value: cr0 as u32 }, Expect::Value(cr0));
-    op(CR0_WP, Op::Write32 { seg: 0, addr: va, value: !v }, Expect::pf(pf_error(true, true, false, false), va));
-    op(CR0_WP, Op::Read32 { seg: 0, addr: va }, Expect::Value(u64::from(v)));
+    op(WP_TOGGLE, Op::WriteCr0 { value: (cr0 & !CR0_WP) as u32 }, Expect::Value(cr0 & !CR0_WP));
+    op(WP_TOGGLE, Op::Write32 { seg: 0, addr: va, value: v }, Expect::Done);
+    op(WP_TOGGLE, Op::Read32 { seg: 0, addr: va }, Expect::Value(u64::from(v)));
+    op(WP_TOGGLE, Op::WriteCr0 { value: cr0 as u32 }, Expect::Value(cr0));
+    op(WP_TOGGLE, Op::Write32 { seg: 0, addr: va, value: !v }, Expect::pf(pf_error(true, true, false, false), va));
+    op(WP_TOGGLE, Op::Read32 { seg: 0, addr: va }, Expect::Value(u64::from(v)));
 }
 
 /// Back in 32-bit paging after long mode: the PDE edited from long mode is
