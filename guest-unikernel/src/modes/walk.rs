@@ -342,8 +342,42 @@ fn pdpte(s: &Space, op: &mut dyn FnMut(usize, Op, Expect)) {
     op(PDPTE_RESERVED, r, Expect::Value(pat32(s.d0)));
     op(PDPTE_RESERVED, wr(2, paging::pdpte_pae(s.pd_low)), Expect::Done);
     op(PDPTE_RESERVED, Op::MovCr3 { value: cr3 }, Expect::Value(u64::from(cr3)));
-    op(PDPTE_RESERVED, Op::Read32 { seg: 0, addr: 0x8000_1c00 }, Expect::Value(u64::from(real_word(0x1c00))));
+    // PDPTE 2 (linear 2..3 GiB) is the identity PD again.
+    let again = 0x8000_0000 + layout::REAL_DATA;
+    op(PDPTE_RESERVED, Op::Read32 { seg: 0, addr: again }, Expect::Value(u64::from(real_word(layout::REAL_DATA))));
 
     op(PDPTE_NOT_PRESENT, Op::Read32 { seg: 0, addr: UNMAPPED_VA + 0x123 * 4 }, Expect::pf(0, UNMAPPED_VA + 0x123 * 4));
     op(PDPTE_NOT_PRESENT, Op::Write32 { seg: 0, addr: UNMAPPED_VA, value: 0 }, Expect::pf(pf_error(false, true, false, false), UNMAPPED_VA));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn program_shape() {
+        let (s, _) = crate::modes::space::tests::built();
+        let env = Env { cr0: 0x8000_0033, cr4: 0x620, ..Env::default() };
+        let (mut stops, mut ops, mut per_tag) = (Vec::new(), 0, [0u32; TAGS]);
+        program(&s, &env, &mut |item| match item {
+            Item::Stop(r) => stops.push(r),
+            Item::Op(t, ..) => {
+                ops += 1;
+                per_tag[t] += 1;
+            }
+        });
+        assert_eq!(stops.len(), WALKS * STOPS.len());
+        assert!(stops.len() <= layout::MAX_STOPS && ops <= layout::MAX_OPS, "{ops} ops");
+        assert!(per_tag.iter().all(|n| *n > 0), "every check has probes: {per_tag:?}");
+        // 32-bit paging -> PAE and PAE -> 32-bit paging are direct (through
+        // the hub, not through long mode); real -> protected likewise.
+        let modes: Vec<_> = stops.iter().map(|r| r.mode).collect();
+        assert!(modes.windows(2).any(|w| w == [Mode::Paging32, Mode::Pae]));
+        assert!(modes.windows(2).any(|w| w == [Mode::Pae, Mode::Paging32]));
+        assert!(modes.windows(2).any(|w| w == [Mode::Real, Mode::Prot]));
+        let pae = stops.iter().find(|r| r.mode == Mode::Pae).unwrap();
+        assert_eq!((pae.cr0, pae.cr3 as u64, pae.cr4), (0x8001_0033, s.pdpt, 0x620));
+        let real = stops[0];
+        assert_eq!((real.cr0, real.cr4), (0x32, 0x600), "PE, PG and WP clear; SSE bits kept");
+    }
 }
