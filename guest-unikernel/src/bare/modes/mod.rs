@@ -62,9 +62,11 @@ pub fn install() -> Option<EngineInfo> {
         return None;
     }
     let src = &raw const quadrant_modes_blob as *const u8;
-    // SAFETY: the blob is `e.len` bytes of read-only data in the image; the
-    // destination is the low window, identity-mapped and below the image,
-    // where no Rust object lives (the caller checked it is free RAM).
+    // SAFETY: the symbol starts the `e.len`-byte blob the assembly in `blob`
+    // defines (the header is its first 20 bytes), read-only data in the
+    // image; the destination is the low window, identity-mapped and below
+    // the image, where no Rust object lives (the caller checked it is free
+    // RAM).
     unsafe { core::ptr::copy_nonoverlapping(src, l::BLOB_BASE as *mut u8, e.len as usize) };
     Some(e)
 }
