@@ -181,6 +181,8 @@ struct Acc {
     first_bad: Option<(usize, Op, Expect, Got)>,
     /// The stop the tag's first op ran in (index, registers).
     stop: Option<(usize, StopRegs)>,
+    /// The stop of its last op.
+    last_stop: usize,
 }
 
 /// Reads each op's result and judges it; every mismatch also gets a
@@ -205,6 +207,7 @@ pub fn judge(m: &mut dyn Machine, out: &mut dyn Write, s: &Space, env: &Env) -> 
             if a.stop.is_none() {
                 a.stop = regs.map(|r| (stop, r));
             }
+            a.last_stop = stop;
             if matches!(exp, Expect::Fault { .. }) && exp.met_by(&got) {
                 a.faults += 1;
             }
@@ -230,8 +233,14 @@ fn describe(a: &Acc) -> Verdict {
         let _ = write!(d, " | ");
     }
     let _ = write!(d, "{} probes, {} exceptions as expected", a.probes, a.faults);
-    if let Some((i, r)) = a.stop {
-        let _ = write!(d, "; stop {i} {} cr0={:#x} cr3={:#x} cr4={:#x}", r.mode.name(), r.cr0, r.cr3, r.cr4);
+    match a.stop {
+        Some((i, r)) if i == a.last_stop => {
+            let _ = write!(d, "; stop {i} {} cr0={:#x} cr3={:#x} cr4={:#x}", r.mode.name(), r.cr0, r.cr3, r.cr4);
+        }
+        Some((i, r)) => {
+            let _ = write!(d, "; stops {i}..{} from {} cr3={:#x}", a.last_stop, r.mode.name(), r.cr3);
+        }
+        None => {}
     }
     let outcome = if a.probes > 0 && a.bad == 0 { Outcome::Pass } else { Outcome::Fail };
     if a.probes == 0 {
@@ -284,7 +293,7 @@ mod tests {
     #[test]
     fn describe_pass_and_first_mismatch() {
         let r = StopRegs { mode: Mode::Paging32, cr0: 0x8001_0033, cr3: 0x12_6000, cr4: 0x610 };
-        let mut a = Acc { probes: 3, faults: 1, stop: Some((2, r)), ..Acc::default() };
+        let mut a = Acc { probes: 3, faults: 1, stop: Some((2, r)), last_stop: 2, ..Acc::default() };
         let v = describe(&a);
         assert_eq!(v.outcome, Outcome::Pass);
         assert_eq!(v.detail.as_str(), "3 probes, 1 exceptions as expected; stop 2 pg32 cr0=0x80010033 cr3=0x126000 cr4=0x610");
@@ -300,5 +309,7 @@ mod tests {
             v.detail.as_str()
         );
         assert_eq!(describe(&Acc::default()).outcome, Outcome::Fail, "a tag without probes fails");
+        let spread = Acc { probes: 2, stop: Some((3, r)), last_stop: 15, ..Acc::default() };
+        assert_eq!(describe(&spread).detail.as_str(), "2 probes, 0 exceptions as expected; stops 3..15 from pg32 cr3=0x126000");
     }
 }
