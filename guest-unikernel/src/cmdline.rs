@@ -1,5 +1,6 @@
 //! The guest's command line: space-separated words, each `key=value`:
-//! `expect_hv=0|1`, `ram_test_mib=N`, `crash=ud|pf|panic|triple-fault` (see [`Config`]).
+//! `expect_hv=0|1`, `ram_test_mib=N`, `crash=ud|pf|panic|triple-fault`,
+//! `modes=0|1`, `modes_break=0|1` (see [`Config`]).
 //! Unknown words (including the kernel path GRUB and QEMU put first) and bad
 //! values are reported to the caller, which logs them, and otherwise ignored.
 
@@ -41,11 +42,19 @@ pub struct Config {
     pub ram_test_mib: Option<u64>,
     /// `crash=ud|pf|panic|triple-fault`: crash on purpose after the checks.
     pub crash: Option<Crash>,
+    /// `modes_break=1`: one probe of `modes/walk1/pg32` expects a wrong
+    /// value, so that the run shows what a failing mode check reports.
+    pub modes_break: bool,
+    /// `modes=0|1`: skip or run the `modes/...` checks (with 0 the guest
+    /// never leaves long mode). Without the word they run bare and skip
+    /// under the Quadrant hypervisor, which does not run real-mode, 32-bit
+    /// or PAE guests yet.
+    pub modes: Option<bool>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { expect_hv: ExpectHv::Auto, ram_test_mib: None, crash: None }
+        Config { expect_hv: ExpectHv::Auto, ram_test_mib: None, crash: None, modes_break: false, modes: None }
     }
 }
 
@@ -64,7 +73,7 @@ pub enum Note<'a> {
 }
 
 /// The keys [`parse`] understands, for help texts and logs.
-pub const KEYS: [&str; 3] = ["expect_hv", "ram_test_mib", "crash"];
+pub const KEYS: [&str; 5] = ["expect_hv", "ram_test_mib", "crash", "modes", "modes_break"];
 
 /// Parses `cmdline`, calling `note` for every word it does not take.
 pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
@@ -89,6 +98,16 @@ pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
                 "pf" => config.crash = Some(Crash::Pf),
                 "panic" => config.crash = Some(Crash::Panic),
                 "triple-fault" => config.crash = Some(Crash::TripleFault),
+                _ => note(Note::BadValue { key, value }),
+            },
+            "modes" => match value {
+                "1" => config.modes = Some(true),
+                "0" => config.modes = Some(false),
+                _ => note(Note::BadValue { key, value }),
+            },
+            "modes_break" => match value {
+                "1" => config.modes_break = true,
+                "0" => config.modes_break = false,
                 _ => note(Note::BadValue { key, value }),
             },
             _ => note(Note::Ignored(word)),
@@ -128,7 +147,9 @@ mod tests {
     #[test]
     fn notes_for_unknown_words_and_bad_values() {
         let (c, notes) = parse_collect("/k quiet foo=bar expect_hv=2 ram_test_mib=x ram_test_mib=16 crash=now");
-        assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16), crash: None });
+        assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16), crash: None, modes_break: false, modes: None });
+        assert!(parse("modes_break=1", |_| {}).modes_break);
+        assert_eq!([parse("modes=0", |_| {}).modes, parse("modes=1", |_| {}).modes, parse("", |_| {}).modes], [Some(false), Some(true), None]);
         assert_eq!(
             notes,
             [

@@ -33,6 +33,12 @@ pub enum Signature {
 }
 
 impl Signature {
+    /// QEMU's TCG accelerator (signature `TCGTCGTCGTCG`), whose deviations
+    /// from the SDM some checks must allow for.
+    pub fn is_tcg(&self) -> bool {
+        matches!(self, Signature::Other { sig } if sig == b"TCGTCGTCGTCG")
+    }
+
     /// Classifies leaf 0x4000_0000 given CPUID.1:ECX.
     pub fn classify(leaf: Cpuid, cpuid1_ecx: u32) -> Self {
         if shared::cpuid::is_quadrant(leaf.ebx, leaf.ecx, leaf.edx) {

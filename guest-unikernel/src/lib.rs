@@ -12,8 +12,10 @@
 //! * [`cmdline`]: the `key=value` words of the Multiboot command line;
 //! * [`memmap`]: memory-map validation and the RAM-test plan;
 //! * [`pattern`]: the RAM test's per-address patterns;
+//! * [`regs`]: CR0, CR4 and IA32_EFER bits;
 //! * [`report`]: result counting and the detail text buffer;
 //! * [`hv`]: recognising the hypervisor from CPUID;
+//! * [`modes`]: the mode-switch engine's programs, page tables and verdicts;
 //! * [`trap`]: IDT gate encoding and the exception frame's layout.
 #![cfg_attr(not(test), no_std)]
 
@@ -22,6 +24,8 @@ pub mod cmdline;
 pub mod hv;
 pub mod machine;
 pub mod memmap;
+pub mod modes;
 pub mod pattern;
+pub mod regs;
 pub mod report;
 pub mod trap;

@@ -3,6 +3,7 @@
 //! scripted fake. Every method is safe; the bare implementation keeps its
 //! `unsafe` in the binary's `cpu` and `phys` modules.
 
+use crate::modes::layout::EngineInfo;
 use shared::hypercall::{CheckRecord, Hypercall};
 use shared::multiboot::PhysRead;
 
@@ -97,4 +98,19 @@ pub trait Machine: PhysRead {
     fn scratch_write(&mut self, addr: u64, value: u64) -> bool;
     /// Reads back a word of scratch RAM (`None` where writes are refused).
     fn scratch_read(&mut self, addr: u64) -> Option<u64>;
+    /// Copies the mode-switch engine's code to
+    /// [`crate::modes::layout::BLOB_BASE`] and says where its pieces are;
+    /// `None` when this machine has no engine. Callers first make sure the
+    /// low window ([`crate::modes::layout::LOW`]) is free RAM.
+    fn install_engine(&mut self) -> Option<EngineInfo>;
+    /// Writes `bytes` at `addr` inside the low window; `false` (nothing
+    /// written) when the range is not inside it.
+    fn low_write(&mut self, addr: u64, bytes: &[u8]) -> bool;
+    /// Reads the low window; `false` when the range is not inside it.
+    fn low_read(&mut self, addr: u64, bytes: &mut [u8]) -> bool;
+    /// Runs the installed engine over the stops loaded in the low window
+    /// and comes back to long mode with the boot page tables. The probes
+    /// write where the program says: programs only write into the low
+    /// window and frames they allocated from scratch RAM.
+    fn run_engine(&mut self);
 }

@@ -1,8 +1,9 @@
 //! [`Machine`] on bare metal (or under the hypervisor): the instructions of
 //! [`super::cpu`] and the memory of [`super::phys`].
 
-use super::{cpu, phys};
+use super::{cpu, modes, phys};
 use guest_unikernel::machine::{Cpuid, Handoff, Machine, Range};
+use guest_unikernel::modes::layout::EngineInfo;
 use shared::hypercall::{CheckRecord, Hypercall, STATUS_BAD_ARGUMENT};
 use shared::multiboot::PhysRead;
 
@@ -55,5 +56,21 @@ impl Machine for BareMachine {
     }
     fn scratch_read(&mut self, addr: u64) -> Option<u64> {
         phys::scratch_read(addr)
+    }
+    fn install_engine(&mut self) -> Option<EngineInfo> {
+        modes::install()
+    }
+    fn low_write(&mut self, addr: u64, bytes: &[u8]) -> bool {
+        modes::write(addr, bytes)
+    }
+    fn low_read(&mut self, addr: u64, bytes: &mut [u8]) -> bool {
+        modes::read(addr, bytes)
+    }
+    fn run_engine(&mut self) {
+        // SAFETY: the Machine contract: callers install the engine first and
+        // load a program (guest_unikernel::modes::engine::load) whose tables
+        // identity-map the low window and whose probes write only into the
+        // window and into scratch frames they allocated above the image.
+        unsafe { modes::run() }
     }
 }

@@ -23,16 +23,7 @@ pub static CHECKS: &[Check] = &[
     Check { name: "boot/ram-pattern", run: ram_pattern },
 ];
 
-/// CR0.PE (SDM Vol. 3A 2.5).
-pub const CR0_PE: u64 = 1 << 0;
-/// CR0.PG (SDM Vol. 3A 2.5).
-pub const CR0_PG: u64 = 1 << 31;
-/// CR4.PAE (SDM Vol. 3A 2.5).
-pub const CR4_PAE: u64 = 1 << 5;
-/// IA32_EFER.LME (SDM Vol. 3A 2.2.1).
-pub const EFER_LME: u64 = 1 << 8;
-/// IA32_EFER.LMA (SDM Vol. 3A 2.2.1).
-pub const EFER_LMA: u64 = 1 << 10;
+pub use crate::regs::{CR0_PE, CR0_PG, CR4_PAE, EFER_LME, EFER_LMA};
 /// EFLAGS.IF (SDM Vol. 1 3.4.3).
 pub const EFLAGS_IF: u32 = 1 << 9;
 /// EFLAGS.VM (SDM Vol. 1 3.4.3).

@@ -1,8 +1,10 @@
 //! A scripted machine for the host tests: low memory holding a Multiboot
 //! block, a QEMU-like map with 16 MiB of RAM, CPUID answers for a bare run
-//! (QEMU TCG) or a Quadrant run, and a word map standing for scratch RAM.
+//! (QEMU TCG) or a Quadrant run, a word map standing for scratch RAM, and
+//! a model of the mode-switch engine (`fake_engine`).
 
 use crate::machine::{Cpuid, Handoff, Machine, Range};
+use crate::modes::layout::{self, EngineInfo};
 use shared::hypercall::{CheckRecord, Hypercall, STATUS_OK};
 use shared::multiboot::{self, MmapEntry, PhysRead, MMAP_AVAILABLE, MMAP_RESERVED};
 use shared::Outcome;
@@ -32,6 +34,12 @@ pub struct Fake {
     pub scratch: HashMap<u64, u64>,
     /// A RAM word that reads back with bit 3 flipped.
     pub bad_word: Option<u64>,
+    /// What `install_engine` answers (`None`: no engine, the modes checks skip).
+    pub engine: Option<EngineInfo>,
+    /// Calls of `run_engine`.
+    pub engine_runs: usize,
+    /// Stands in for the engine: called by `run_engine` with the fake.
+    pub on_run: Option<fn(&mut Fake)>,
 }
 
 fn sig(s: &[u8; 12], max: u32) -> Cpuid {
@@ -65,6 +73,9 @@ impl Fake {
             reported: Vec::new(),
             scratch: HashMap::new(),
             bad_word: None,
+            engine: Some(EngineInfo { len: 0xb00, entry: 0x20, stubs16: 0x500, stubs32: 0x700, stubs64: 0x900 }),
+            engine_runs: 0,
+            on_run: Some(|f| super::fake_engine::run(f, Default::default())),
         }
     }
 
@@ -152,5 +163,30 @@ impl Machine for Fake {
         }
         let v = self.scratch.get(&addr).copied().unwrap_or(0);
         Some(if self.bad_word == Some(addr) { v ^ 8 } else { v })
+    }
+    fn install_engine(&mut self) -> Option<EngineInfo> {
+        self.engine
+    }
+    fn low_write(&mut self, addr: u64, bytes: &[u8]) -> bool {
+        let end = addr + bytes.len() as u64;
+        if addr < layout::LOW_START || end > layout::LOW_END {
+            return false;
+        }
+        self.low[addr as usize..end as usize].copy_from_slice(bytes);
+        true
+    }
+    fn low_read(&mut self, addr: u64, bytes: &mut [u8]) -> bool {
+        let end = addr + bytes.len() as u64;
+        if addr < layout::LOW_START || end > layout::LOW_END {
+            return false;
+        }
+        bytes.copy_from_slice(&self.low[addr as usize..end as usize]);
+        true
+    }
+    fn run_engine(&mut self) {
+        self.engine_runs += 1;
+        if let Some(f) = self.on_run {
+            f(self);
+        }
     }
 }

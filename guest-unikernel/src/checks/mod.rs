@@ -12,6 +12,7 @@
 
 pub mod boot;
 pub mod hv;
+pub mod modes;
 
 use crate::cmdline::{self, Config, Note};
 use crate::hv::{Signature, CPUID1_ECX_HYPERVISOR};
@@ -36,7 +37,7 @@ pub struct Check {
 }
 
 /// The areas, in run order.
-pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS];
+pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS];
 
 /// All checks in run order.
 pub fn all() -> impl Iterator<Item = &'static Check> {
@@ -72,6 +73,8 @@ pub struct Ctx<'a> {
     pub map: Option<MemMap>,
     /// The boot structures the RAM test must not overwrite.
     pub exclusions: Exclusions,
+    /// The mode walk's verdicts, once the first `modes/...` check ran it.
+    pub modes: Option<crate::modes::engine::Verdicts>,
 }
 
 impl fmt::Debug for Ctx<'_> {
@@ -148,7 +151,7 @@ impl<'a> Ctx<'a> {
         }
         tally.set_hypercall_reporting(hypercalls);
 
-        Ctx { m, out, tally, config, info_addr, info, signature, map: None, exclusions }
+        Ctx { m, out, tally, config, info_addr, info, signature, map: None, exclusions, modes: None }
     }
 
     /// Runs every registered check and reports each result.
@@ -190,6 +193,8 @@ pub fn write_summary(out: &mut dyn Write, tally: &Tally) {
 
 #[cfg(test)]
 pub(crate) mod fake;
+#[cfg(test)]
+pub(crate) mod fake_engine;
 
 #[cfg(test)]
 mod tests {
@@ -217,11 +222,14 @@ mod tests {
         write_summary(&mut out, &tally);
         assert_eq!(m.vmcalls, 0);
         let (p, f, s) = tally.counts();
-        assert_eq!((f, s), (0, 2), "{out}");
-        assert_eq!(p as usize + 2, all().count());
+        // hv/... skip bare; QEMU TCG (the fake's signature) has no PDPTE
+        // registers, so two modes/... checks skip there.
+        assert_eq!((f, s), (0, 4), "{out}");
+        assert_eq!(p as usize + 4, all().count());
         assert!(out.contains("guest: command line: ignoring '/k'"), "{out}");
         let last = out.lines().last().unwrap();
-        assert_eq!(parse(last), Some(Line::GuestSummary { passed: p, failed: 0, skipped: 2 }));
+        assert_eq!(parse(last), Some(Line::GuestSummary { passed: p, failed: 0, skipped: 4 }));
+        assert_eq!(m.engine_runs, 1, "one engine run serves every modes/... check");
     }
 
     #[test]
@@ -230,6 +238,12 @@ mod tests {
         let (mut out, tally) = (String::new(), Tally::new());
         let mut ctx = Ctx::start(&mut m, &mut out, &tally, FAKE_INFO);
         ctx.run_all();
+        // modes/... skip under the hypervisor unless modes=1.
+        let n_modes = modes::CHECKS.len() as u32;
+        assert_eq!(tally.counts(), (all().count() as u32 - n_modes, 0, n_modes), "{out}");
+        let mut m = Fake::hv("expect_hv=1 modes=1");
+        let (mut out, tally) = (String::new(), Tally::new());
+        Ctx::start(&mut m, &mut out, &tally, FAKE_INFO).run_all();
         assert_eq!(tally.counts(), (all().count() as u32, 0, 0), "{out}");
         // Version once, then one ReportCheck per check.
         assert_eq!(m.vmcalls, 1 + all().count());

@@ -1,0 +1,270 @@
+//! `modes/...`: the mode walk (DESIGN.md section 4, scenarios 1 and 14).
+//! One run of the mode-switch engine goes real -> protected -> 32-bit
+//! paging -> PAE -> long mode with the walk's own CR3 -> PAE -> 32-bit
+//! paging -> real, twice, probing translations at every stop; the first
+//! `modes/...` check runs it, and every check reports its own part:
+//!
+//! * `modes/walkN/<stop>`: the stop's mode (CR0/CR3/CR4/EFER as loaded),
+//!   reads of known patterns through its mappings, #PF error codes and CR2
+//!   for not-present and read-only pages, large pages, the alias, a fetch;
+//!   in real mode segment:offset aliases and FFFF:0010 with A20 on;
+//! * `modes/edit-from-long`: the 32-bit PD edited in long mode is in
+//!   effect back in 32-bit paging; undone with INVLPG;
+//! * `modes/edit-from-pg32`: the PAE PD edited in 32-bit paging is in
+//!   effect in the next PAE stop;
+//! * `modes/pae-pdpte-cached`, `-reserved`, `-not-present`: PDPTE loading
+//!   at MOV CR3 (SDM Vol. 3A 4.4.1);
+//! * `modes/cr0-wp`: CR0.WP toggled in 32-bit and PAE paging.
+//!
+//! `modes=0` skips them all; under the Quadrant hypervisor they run only
+//! with `modes=1` until it runs real-mode, 32-bit and PAE guests.
+
+use super::{Check, Ctx};
+use crate::memmap::Exclusions;
+use crate::modes::engine::{self, Verdicts};
+use crate::modes::layout::{BLOB_MAX, LOW};
+use crate::modes::paging::Frames;
+use crate::modes::space::{Space, IDENTITY_END};
+use crate::modes::walk::{self, Env};
+use crate::report::Detail;
+use core::fmt::Write;
+use shared::Outcome;
+
+/// The `modes/...` checks in run order; `verdict::<T>` reports tag T of
+/// [`crate::modes::walk`].
+pub static CHECKS: &[Check] = &[
+    Check { name: "modes/walk1/real", run: verdict::<0> },
+    Check { name: "modes/walk1/prot", run: verdict::<1> },
+    Check { name: "modes/walk1/pg32", run: verdict::<2> },
+    Check { name: "modes/walk1/pae", run: verdict::<3> },
+    Check { name: "modes/walk1/long", run: verdict::<4> },
+    Check { name: "modes/walk1/pae-back", run: verdict::<5> },
+    Check { name: "modes/walk1/pg32-back", run: verdict::<6> },
+    Check { name: "modes/walk1/real-back", run: verdict::<7> },
+    Check { name: "modes/walk2/real", run: verdict::<8> },
+    Check { name: "modes/walk2/prot", run: verdict::<9> },
+    Check { name: "modes/walk2/pg32", run: verdict::<10> },
+    Check { name: "modes/walk2/pae", run: verdict::<11> },
+    Check { name: "modes/walk2/long", run: verdict::<12> },
+    Check { name: "modes/walk2/pae-back", run: verdict::<13> },
+    Check { name: "modes/walk2/pg32-back", run: verdict::<14> },
+    Check { name: "modes/walk2/real-back", run: verdict::<15> },
+    Check { name: "modes/edit-from-long", run: verdict::<16> },
+    Check { name: "modes/edit-from-pg32", run: verdict::<17> },
+    Check { name: "modes/pae-pdpte-cached", run: verdict::<18> },
+    Check { name: "modes/pae-pdpte-reserved", run: verdict::<19> },
+    Check { name: "modes/pae-pdpte-not-present", run: verdict::<20> },
+    Check { name: "modes/cr0-wp", run: verdict::<21> },
+];
+
+/// Reports tag `T`, running the walk first if no check did yet.
+fn verdict<const T: usize>(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
+    let v = match &ctx.modes {
+        Some(v) => &v.0[T],
+        None => {
+            let v = run(ctx);
+            &ctx.modes.insert(v).0[T]
+        }
+    };
+    *d = v.detail.clone();
+    v.outcome
+}
+
+/// True when no Multiboot structure lies in the low window.
+fn window_clear(x: &Exclusions) -> bool {
+    !x.overflowed && !x.ranges().iter().any(|r| r.overlaps(&LOW))
+}
+
+/// Builds the address spaces, loads the program, runs the engine once and
+/// judges every probe.
+pub fn run(ctx: &mut Ctx<'_>) -> Verdicts {
+    let fail = |t: &str| Verdicts::all(Outcome::Fail, t);
+    match (ctx.config.modes, ctx.signature.is_quadrant()) {
+        (Some(false), _) => return Verdicts::all(Outcome::Skip, "modes=0 on the command line"),
+        (None, true) => {
+            return Verdicts::all(
+                Outcome::Skip,
+                "under the Quadrant hypervisor the mode walk runs with modes=1 (it does not run real-mode, 32-bit or PAE guests yet)",
+            )
+        }
+        _ => {}
+    }
+    let Some(map) = ctx.map else { return fail("no validated memory map (see boot/memory-map)") };
+    let image = ctx.m.image();
+    if !map.available_covers(LOW) || !window_clear(&ctx.exclusions) || image.overlaps(&LOW) {
+        return fail("the engine's low window [0x1000,0x8000) is not free RAM (memory map, Multiboot structures or image)");
+    }
+    let Some(e) = ctx.m.install_engine() else {
+        return Verdicts::all(Outcome::Skip, "no mode-switch engine on this machine");
+    };
+    if u64::from(e.len) > BLOB_MAX {
+        let mut d = Detail::new();
+        let _ = write!(d, "engine code is {:#x} bytes, more than the {BLOB_MAX:#x} the window holds", e.len);
+        return fail(d.as_str());
+    }
+    let mut frames = Frames::new(&map, &ctx.exclusions, image.end, IDENTITY_END);
+    let Some(space) = Space::alloc(&mut frames) else {
+        return fail("not enough free RAM below 64 MiB for the walk's tables and a 4 MiB-aligned region");
+    };
+    let mut refused = None;
+    let m = &mut *ctx.m;
+    space.tables(&mut |frame, t| {
+        for (i, w) in t.0.iter().enumerate() {
+            let a = frame + 8 * i as u64;
+            if !m.scratch_write(a, *w) {
+                refused.get_or_insert(a);
+            }
+        }
+    });
+    space.data(&mut |a, w| {
+        if !m.scratch_write(a, w) {
+            refused.get_or_insert(a);
+        }
+    });
+    if let Some(a) = refused {
+        let mut d = Detail::new();
+        let _ = write!(d, "the machine refused a write of the walk's tables or data at {a:#x}");
+        return fail(d.as_str());
+    }
+    let mut a20 = [0u8; 4];
+    let _ = m.read(0x10_0000, &mut a20);
+    let env = Env { cr0: m.cr0(), cr4: m.cr4(), a20_word: u32::from_le_bytes(a20), broken: ctx.config.modes_break };
+    let ops = match engine::load(m, &e, &space, &env) {
+        Ok(n) => n,
+        Err(err) => {
+            let mut d = Detail::new();
+            let _ = write!(d, "could not load the program into the low window: {err:?}");
+            return fail(d.as_str());
+        }
+    };
+    let _ = writeln!(
+        ctx.out,
+        "guest: modes: {ops} probes; pd32={:#x} pdpt={:#x} pml4={:#x} data={:#x},{:#x},{:#x},{:#x} large={:#x}",
+        space.pd32, space.pdpt, space.pml4, space.d0, space.d1, space.d2, space.d3, space.large
+    );
+    ctx.m.run_engine();
+    let mut v = engine::judge(&mut *ctx.m, &mut *ctx.out, &space, &env);
+    if ctx.signature.is_tcg() {
+        for t in [walk::extra(2), walk::extra(3)] {
+            let mut d = Detail::new();
+            let _ = write!(d, "QEMU TCG has no PDPTE registers (it reads PDPTEs at every walk); here: {}", v.0[t].detail.as_str());
+            v.0[t] = engine::Verdict { outcome: Outcome::Skip, detail: d };
+        }
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{Fake, FAKE_INFO};
+    use super::super::fake_engine::{self, Quirks};
+    use super::*;
+    use crate::machine::Range;
+    use crate::modes::walk::{EXTRA, STOPS, TAGS, WALKS};
+    use crate::report::Tally;
+
+    /// Runs every check on `m`; returns the modes/... lines.
+    fn modes_lines(m: &mut Fake) -> Vec<(Outcome, String, String)> {
+        let (mut out, tally) = (String::new(), Tally::new());
+        let mut ctx = Ctx::start(m, &mut out, &tally, FAKE_INFO);
+        let mut lines = Vec::new();
+        for c in super::super::all() {
+            let mut d = Detail::new();
+            let o = (c.run)(&mut ctx, &mut d);
+            if c.name.starts_with("modes/") {
+                lines.push((o, c.name.to_string(), d.as_str().to_string()));
+            }
+        }
+        lines
+    }
+
+    fn only_failures(lines: &[(Outcome, String, String)]) -> Vec<&str> {
+        lines.iter().filter(|l| l.0 == Outcome::Fail).map(|l| l.1.as_str()).collect()
+    }
+
+    #[test]
+    fn architectural_model_passes_everything() {
+        let lines = modes_lines(&mut Fake::hv("expect_hv=1 modes=1"));
+        assert!(lines.iter().all(|l| l.0 == Outcome::Pass), "{lines:#?}");
+        let pg32 = &lines[2];
+        assert!(pg32.2.starts_with("23 probes, 6 exceptions as expected; stop 3 pg32 cr0=0x80010033"), "{pg32:?}");
+    }
+
+    #[test]
+    fn tcg_skips_only_the_pdpte_register_checks() {
+        let mut m = Fake::bare("");
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { no_pdpte_registers: true, ..Quirks::default() }));
+        let lines = modes_lines(&mut m);
+        let skipped: Vec<_> = lines.iter().filter(|l| l.0 == Outcome::Skip).map(|l| l.1.as_str()).collect();
+        assert_eq!(skipped, ["modes/pae-pdpte-cached", "modes/pae-pdpte-reserved"]);
+        assert!(lines[18].2.starts_with("QEMU TCG has no PDPTE registers"), "{:?}", lines[18]);
+        assert!(only_failures(&lines).is_empty(), "{lines:#?}");
+    }
+
+    #[test]
+    fn missing_pdpte_registers_fail_outside_tcg() {
+        let mut m = Fake::hv("modes=1");
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { no_pdpte_registers: true, ..Quirks::default() }));
+        let lines = modes_lines(&mut m);
+        assert_eq!(only_failures(&lines), ["modes/pae-pdpte-cached", "modes/pae-pdpte-reserved"]);
+        assert!(lines[19].2.contains("mov cr3=") && lines[19].2.contains("expected #GP ec=0x0, got value"), "{:?}", lines[19]);
+    }
+
+    #[test]
+    fn wrong_error_code_is_named() {
+        let mut m = Fake::hv("modes=1");
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { pf_write_bit_lost: true, ..Quirks::default() }));
+        let lines = modes_lines(&mut m);
+        let pg32 = lines.iter().find(|l| l.1 == "modes/walk1/pg32").unwrap();
+        assert_eq!(pg32.0, Outcome::Fail);
+        assert!(pg32.2.contains("write32 0x40001010=0x1: expected #PF ec=0x3 cr2=0x40001010, got #PF ec=0x1 cr2=0x40001010"), "{pg32:?}");
+        assert!(lines.iter().find(|l| l.1 == "modes/walk1/real").unwrap().0 == Outcome::Pass, "real mode has no paging");
+    }
+
+    #[test]
+    fn broken_expectation_fails_with_the_probe() {
+        let lines = modes_lines(&mut Fake::hv("modes=1 modes_break=1"));
+        assert_eq!(only_failures(&lines), ["modes/walk1/pg32"]);
+        let d = &lines[2].2;
+        assert!(d.starts_with("probe ") && d.contains(" read32 0x40000000: expected value 0x"), "{d}");
+        assert!(d.contains("| 23 probes"), "{d}");
+    }
+
+    #[test]
+    fn skipped_without_engine_or_by_request_and_refused_when_window_taken() {
+        let mut m = Fake::hv("modes=1");
+        m.engine = None;
+        let lines = modes_lines(&mut m);
+        assert!(lines.iter().all(|l| l.0 == Outcome::Skip && l.2 == "no mode-switch engine on this machine"));
+        for cmd in ["modes=0", ""] {
+            let mut m = Fake::hv(cmd);
+            assert!(modes_lines(&mut m).iter().all(|l| l.0 == Outcome::Skip), "{cmd}");
+            assert_eq!(m.engine_runs, 0);
+        }
+        assert_eq!(modes_lines(&mut Fake::bare("modes=0"))[0].2, "modes=0 on the command line");
+        // A Multiboot structure inside the window: refuse, never run.
+        let mut m = Fake::hv("modes=1");
+        let (mut out, tally) = (String::new(), Tally::new());
+        let mut ctx = Ctx::start(&mut m, &mut out, &tally, FAKE_INFO);
+        for c in super::super::boot::CHECKS {
+            (c.run)(&mut ctx, &mut Detail::new());
+        }
+        ctx.exclusions.add(Range::new(0x7800, 0x7900));
+        let v = run(&mut ctx);
+        assert!(v.0.iter().all(|v| v.outcome == Outcome::Fail && v.detail.as_str().contains("not free RAM")));
+        assert_eq!(m.engine_runs, 0);
+    }
+
+    #[test]
+    fn names_follow_the_tags() {
+        assert_eq!(CHECKS.len(), TAGS);
+        for (t, c) in CHECKS.iter().enumerate() {
+            let want = if t < WALKS * STOPS.len() {
+                format!("modes/walk{}/{}", t / STOPS.len() + 1, STOPS[t % STOPS.len()].1)
+            } else {
+                format!("modes/{}", EXTRA[t - WALKS * STOPS.len()])
+            };
+            assert_eq!(c.name, want);
+        }
+    }
+}

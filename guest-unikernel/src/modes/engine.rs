@@ -1,0 +1,315 @@
+//! Loading a program into the low window and judging what the engine
+//! left in the result slots: one [`Verdict`] per tag (per check line).
+//!
+//! The program is built twice by [`walk::program`]: once to encode the
+//! stops and ops, once after the run to pair each op with its result, so
+//! nothing but the window itself holds the ops.
+
+use super::layout::{self, EngineInfo};
+use super::probe::{Expect, Got, Op};
+use super::space::Space;
+use super::walk::{self, Env, Item, StopRegs, TAGS};
+use crate::machine::Machine;
+use crate::report::Detail;
+use core::fmt::Write;
+use shared::Outcome;
+
+/// A stop record (32 bytes): mode, CR0, CR3, CR4, first op's address, op
+/// count, first result's address, reserved.
+pub fn encode_stop(r: &StopRegs, first_op: usize, ops: usize) -> [u8; 32] {
+    let words = [
+        r.mode as u32,
+        r.cr0,
+        r.cr3,
+        r.cr4,
+        (layout::OPS + layout::OP_SIZE * first_op as u64) as u32,
+        ops as u32,
+        (layout::RESULTS + layout::RESULT_SIZE * first_op as u64) as u32,
+        0,
+    ];
+    let mut b = [0u8; 32];
+    for (i, w) in words.iter().enumerate() {
+        b[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+    }
+    b
+}
+
+/// Why a program could not be loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadError {
+    /// More stops or ops than the window holds.
+    TooLarge,
+    /// The machine refused a write into the window.
+    Refused(u64),
+}
+
+/// Writes the tables page, the real-mode data, the stops and ops, and zero
+/// result slots; returns the number of ops.
+pub fn load(m: &mut dyn Machine, e: &EngineInfo, s: &Space, env: &Env) -> Result<usize, LoadError> {
+    let w = |m: &mut dyn Machine, a: u64, b: &[u8]| if m.low_write(a, b) { Ok(()) } else { Err(LoadError::Refused(a)) };
+    w(m, layout::GDT, &layout::tables_page(e))?;
+    w(m, layout::REAL_DATA, &walk::real_data())?;
+    let (mut stops, mut ops) = (0usize, 0usize);
+    let mut cur: Option<(StopRegs, usize)> = None;
+    let mut err = Ok(());
+    let flush = |m: &mut dyn Machine, cur: Option<(StopRegs, usize)>, stops: &mut usize, ops: usize| {
+        if let Some((r, first)) = cur {
+            if *stops >= layout::MAX_STOPS {
+                return Err(LoadError::TooLarge);
+            }
+            w(m, layout::STOPS + layout::STOP_SIZE * *stops as u64, &encode_stop(&r, first, ops - first))?;
+            *stops += 1;
+        }
+        Ok(())
+    };
+    walk::program(s, env, &mut |item| {
+        if err.is_err() {
+            return;
+        }
+        err = match item {
+            Item::Stop(r) => flush(m, cur.replace((r, ops)), &mut stops, ops),
+            Item::Op(_, op, _) if ops < layout::MAX_OPS => {
+                let r = w(m, layout::OPS + layout::OP_SIZE * ops as u64, &op.encode())
+                    .and_then(|_| w(m, layout::RESULTS + layout::RESULT_SIZE * ops as u64, &[0; 24]));
+                ops += 1;
+                r
+            }
+            Item::Op(..) => Err(LoadError::TooLarge),
+        };
+    });
+    err?;
+    flush(m, cur, &mut stops, ops)?;
+    w(m, layout::STOP_COUNT, &(stops as u32).to_le_bytes())?;
+    Ok(ops)
+}
+
+/// Why the engine refuses what the low window holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The window could not be read.
+    Unreadable(u64),
+    /// More stops than the window holds.
+    Stops(u32),
+    /// Stop `n` has an unknown mode or ops outside the op area.
+    Stop(u32),
+    /// Op `n` is not a known op.
+    Op(u32),
+    /// Op `n` writes at `addr`, into the guest image or the engine's own
+    /// tables, code or stack.
+    Write {
+        /// The op's index.
+        op: u32,
+        /// The linear address written.
+        addr: u64,
+    },
+}
+
+/// Checks a loaded program before it runs: the probes execute with full
+/// privilege, so this is what keeps a wrong program from writing over the
+/// Rust side (the guest image) or the engine itself. Reads the window
+/// through `read`; returns the number of ops.
+pub fn vet(read: &mut dyn FnMut(u64, &mut [u8]) -> bool, image: crate::machine::Range) -> Result<u32, Refusal> {
+    use crate::machine::Range;
+    let mut rd = |a: u64, b: &mut [u8]| if read(a, b) { Ok(()) } else { Err(Refusal::Unreadable(a)) };
+    let mut w = [0u8; 4];
+    rd(layout::STOP_COUNT, &mut w)?;
+    let stops = u32::from_le_bytes(w);
+    if stops as usize > layout::MAX_STOPS {
+        return Err(Refusal::Stops(stops));
+    }
+    let forbidden = [image, Range::new(layout::GDT, layout::REAL_DATA), Range::new(layout::BLOB_BASE, layout::LOW_END)];
+    let mut total = 0;
+    for i in 0..stops {
+        let mut b = [0u8; 32];
+        rd(layout::STOPS + layout::STOP_SIZE * u64::from(i), &mut b)?;
+        let f = |k: usize| u64::from(u32::from_le_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]]));
+        let (mode, first, n, results) = (f(0), f(4), f(5), f(6));
+        let index = first.wrapping_sub(layout::OPS) / layout::OP_SIZE;
+        let ok = mode <= super::Mode::Long as u64
+            && first >= layout::OPS
+            && (first - layout::OPS).is_multiple_of(layout::OP_SIZE)
+            && index + n <= layout::MAX_OPS as u64
+            && results == layout::RESULTS + layout::RESULT_SIZE * index;
+        if !ok {
+            return Err(Refusal::Stop(i));
+        }
+        for k in index..index + n {
+            let mut ob = [0u8; 16];
+            rd(layout::OPS + layout::OP_SIZE * k, &mut ob)?;
+            let op = Op::decode(&ob).ok_or(Refusal::Op(k as u32))?;
+            if let Op::Write32 { seg, addr, .. } = op {
+                let lin = if mode == super::Mode::Real as u64 { u64::from(seg) * 16 + (addr & 0xFFFF) } else { addr };
+                let r = Range::new(lin, lin.saturating_add(4));
+                if forbidden.iter().any(|x| x.overlaps(&r)) {
+                    return Err(Refusal::Write { op: k as u32, addr: lin });
+                }
+            }
+            total += 1;
+        }
+    }
+    Ok(total)
+}
+
+/// One check line's result.
+#[derive(Clone, Debug)]
+pub struct Verdict {
+    /// Pass when every op of the tag met its expectation.
+    pub outcome: Outcome,
+    /// What was seen, or the first mismatch.
+    pub detail: Detail,
+}
+
+/// The verdicts of every tag.
+#[derive(Clone, Debug)]
+pub struct Verdicts(pub [Verdict; TAGS]);
+
+impl Verdicts {
+    /// Every tag with the same outcome and text (the program could not run).
+    pub fn all(outcome: Outcome, text: &str) -> Self {
+        let mut d = Detail::new();
+        let _ = d.write_str(text);
+        Verdicts(core::array::from_fn(|_| Verdict { outcome, detail: d.clone() }))
+    }
+}
+
+/// What the ops of one tag did.
+#[derive(Clone, Copy, Debug, Default)]
+struct Acc {
+    probes: u32,
+    faults: u32,
+    bad: u32,
+    first_bad: Option<(usize, Op, Expect, Got)>,
+    /// The stop the tag's first op ran in (index, registers).
+    stop: Option<(usize, StopRegs)>,
+    /// The stop of its last op.
+    last_stop: usize,
+}
+
+/// Reads each op's result and judges it; every mismatch also gets a
+/// `guest: modes: ...` line on `out`.
+pub fn judge(m: &mut dyn Machine, out: &mut dyn Write, s: &Space, env: &Env) -> Verdicts {
+    let mut acc = [Acc::default(); TAGS];
+    let (mut n, mut stop, mut regs) = (0usize, 0usize, None);
+    walk::program(s, env, &mut |item| match item {
+        Item::Stop(r) => {
+            stop += 1;
+            regs = Some(r);
+        }
+        Item::Op(tag, op, exp) => {
+            let mut b = [0u8; 24];
+            let got = if m.low_read(layout::RESULTS + layout::RESULT_SIZE * n as u64, &mut b) {
+                Got::decode(&b)
+            } else {
+                Got::NotRun
+            };
+            let a = &mut acc[tag];
+            a.probes += 1;
+            if a.stop.is_none() {
+                a.stop = regs.map(|r| (stop, r));
+            }
+            a.last_stop = stop;
+            if matches!(exp, Expect::Fault { .. }) && exp.met_by(&got) {
+                a.faults += 1;
+            }
+            if !exp.met_by(&got) {
+                let mode = regs.map_or("?", |r: StopRegs| r.mode.name());
+                let _ = writeln!(out, "guest: modes: stop {stop} ({mode}) probe {n} {op}: expected {exp}, got {got}");
+                a.bad += 1;
+                a.first_bad.get_or_insert((n, op, exp, got));
+            }
+            n += 1;
+        }
+    });
+    Verdicts(core::array::from_fn(|t| describe(&acc[t])))
+}
+
+fn describe(a: &Acc) -> Verdict {
+    let mut d = Detail::new();
+    if let Some((i, op, exp, got)) = a.first_bad {
+        let _ = write!(d, "probe {i} {op}: expected {exp}, got {got}");
+        if a.bad > 1 {
+            let _ = write!(d, " (+{} more wrong)", a.bad - 1);
+        }
+        let _ = write!(d, " | ");
+    }
+    let _ = write!(d, "{} probes, {} exceptions as expected", a.probes, a.faults);
+    match a.stop {
+        Some((i, r)) if i == a.last_stop => {
+            let _ = write!(d, "; stop {i} {} cr0={:#x} cr3={:#x} cr4={:#x}", r.mode.name(), r.cr0, r.cr3, r.cr4);
+        }
+        Some((i, r)) => {
+            let _ = write!(d, "; stops {i}..{} from {} cr3={:#x}", a.last_stop, r.mode.name(), r.cr3);
+        }
+        None => {}
+    }
+    let outcome = if a.probes > 0 && a.bad == 0 { Outcome::Pass } else { Outcome::Fail };
+    if a.probes == 0 {
+        let _ = write!(d, "; no probes");
+    }
+    Verdict { outcome, detail: d }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::modes::Mode;
+
+    #[test]
+    fn stop_record() {
+        let r = StopRegs { mode: Mode::Pae, cr0: 0x8001_0033, cr3: 0x20_3000, cr4: 0x620 };
+        let b = encode_stop(&r, 2, 5);
+        let w = |i: usize| u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().unwrap());
+        assert_eq!([w(0), w(1), w(2), w(3)], [3, 0x8001_0033, 0x20_3000, 0x620]);
+        assert_eq!(w(4), 0x2400 + 2 * 16);
+        assert_eq!(w(5), 5);
+        assert_eq!(w(6), 0x4000 + 2 * 24);
+    }
+
+    #[test]
+    fn vet_accepts_the_walk_and_refuses_writes_into_the_image() {
+        use crate::checks::fake::Fake;
+        use crate::machine::Range;
+        let (s, _) = crate::modes::space::tests::built();
+        let mut m = Fake::hv("");
+        let e = EngineInfo { len: 0xb00, entry: 0, stubs16: 0x500, stubs32: 0x700, stubs64: 0x900 };
+        let env = Env::default();
+        let n = load(&mut m, &e, &s, &env).unwrap();
+        let image = Range::new(0x10_0000, 0x12_5000);
+        let mut read = |a: u64, b: &mut [u8]| m.low_read(a, b);
+        assert_eq!(vet(&mut read, image), Ok(n as u32));
+        // Op 3 becomes a real-mode write to FFFF:0010 = 0x10_0000.
+        let bad = Op::Write32 { seg: 0xFFFF, addr: 0x10, value: 0 }.encode();
+        assert!(m.low_write(layout::OPS + 3 * layout::OP_SIZE, &bad));
+        let mut read = |a: u64, b: &mut [u8]| m.low_read(a, b);
+        assert_eq!(vet(&mut read, image), Err(Refusal::Write { op: 3, addr: 0x10_0000 }));
+        assert!(m.low_write(layout::OPS + 3 * layout::OP_SIZE, &[0xEE; 16]));
+        let mut read = |a: u64, b: &mut [u8]| m.low_read(a, b);
+        assert_eq!(vet(&mut read, image), Err(Refusal::Op(3)));
+        assert!(m.low_write(layout::STOP_COUNT, &99u32.to_le_bytes()));
+        let mut read = |a: u64, b: &mut [u8]| m.low_read(a, b);
+        assert_eq!(vet(&mut read, image), Err(Refusal::Stops(99)));
+    }
+
+    #[test]
+    fn describe_pass_and_first_mismatch() {
+        let r = StopRegs { mode: Mode::Paging32, cr0: 0x8001_0033, cr3: 0x12_6000, cr4: 0x610 };
+        let mut a = Acc { probes: 3, faults: 1, stop: Some((2, r)), last_stop: 2, ..Acc::default() };
+        let v = describe(&a);
+        assert_eq!(v.outcome, Outcome::Pass);
+        assert_eq!(v.detail.as_str(), "3 probes, 1 exceptions as expected; stop 2 pg32 cr0=0x80010033 cr3=0x126000 cr4=0x610");
+        a.bad = 2;
+        a.first_bad = Some((7, Op::Write32 { seg: 0, addr: 0x4000_1010, value: 1 }, Expect::pf(3, 0x4000_1010), Got::Value(0)));
+        let v = describe(&a);
+        assert_eq!(v.outcome, Outcome::Fail);
+        assert!(
+            v.detail.as_str().starts_with(
+                "probe 7 write32 0x40001010=0x1: expected #PF ec=0x3 cr2=0x40001010, got value 0x0 (+1 more wrong) | 3 probes"
+            ),
+            "{}",
+            v.detail.as_str()
+        );
+        assert_eq!(describe(&Acc::default()).outcome, Outcome::Fail, "a tag without probes fails");
+        let spread = Acc { probes: 2, stop: Some((3, r)), last_stop: 15, ..Acc::default() };
+        assert_eq!(describe(&spread).detail.as_str(), "2 probes, 0 exceptions as expected; stops 3..15 from pg32 cr3=0x126000");
+    }
+}

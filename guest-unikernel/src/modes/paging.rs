@@ -1,0 +1,351 @@
+//! The guest's own page tables: entry encoders for 32-bit paging, PAE
+//! paging and 4-level paging, a 4 KiB table image, a frame allocator over
+//! free RAM, and a reference translation (straight from SDM Vol. 3A 4.3,
+//! 4.4.2 and 4.5.4) that the host tests use to check what the builders
+//! produce.
+
+use crate::machine::Range;
+use crate::memmap::{self, Exclusions, MemMap, PAGE};
+
+/// P: present (every format).
+pub const P: u64 = 1 << 0;
+/// R/W: writes allowed (not in PAE PDPTEs).
+pub const RW: u64 = 1 << 1;
+/// U/S: user-mode accesses allowed (not in PAE PDPTEs).
+pub const US: u64 = 1 << 2;
+/// A: accessed.
+pub const A: u64 = 1 << 5;
+/// D: dirty (leaf entries).
+pub const D: u64 = 1 << 6;
+/// PS: the entry maps a page (4 MiB in a 32-bit PDE with CR4.PSE = 1,
+/// 2 MiB in a PAE/4-level PDE, 1 GiB in a 4-level PDPTE).
+pub const PS: u64 = 1 << 7;
+
+/// Supervisor read/write, present.
+pub const KRW: u64 = P | RW;
+/// Supervisor read-only, present.
+pub const KRO: u64 = P;
+
+/// 32-bit paging PTE mapping the 4 KiB page at `frame` (SDM Vol. 3A 4.3,
+/// Table 4-6): address bits 31:12.
+pub const fn pte32(frame: u64, flags: u64) -> u32 {
+    ((frame & 0xFFFF_F000) | (flags & 0xFFF)) as u32
+}
+
+/// 32-bit paging PDE referencing the page table at `pt` (Table 4-5).
+pub const fn pde32_table(pt: u64, flags: u64) -> u32 {
+    ((pt & 0xFFFF_F000) | (flags & 0xFFF & !PS)) as u32
+}
+
+/// 32-bit paging PDE mapping a 4 MiB page at `base` (Table 4-4; needs
+/// CR4.PSE = 1): bits 31:22 of the address, bits 20:13 hold physical
+/// address bits 39:32 (zero here: the guest stays below 4 GiB).
+pub const fn pde32_4m(base: u64, flags: u64) -> u32 {
+    ((base & 0xFFC0_0000) | (flags & 0xFFF) | PS) as u32
+}
+
+/// PAE PDPTE referencing the page directory at `pd` (SDM Vol. 3A 4.4.1,
+/// Table 4-8): only P and the address; bits 2:1 and 8:5 are reserved.
+pub const fn pdpte_pae(pd: u64) -> u64 {
+    (pd & 0x000F_FFFF_FFFF_F000) | P
+}
+
+/// The reserved bits of a PAE PDPTE below bit 12 (Table 4-8): 2:1, 8:5.
+pub const PDPTE_PAE_RESERVED_LOW: u64 = 0x1E6;
+
+/// A PAE or 4-level entry referencing a table or mapping a 4 KiB page
+/// (Tables 4-9..4-11, 4-14..4-19): address bits 51:12 plus `flags`.
+pub const fn entry64(addr: u64, flags: u64) -> u64 {
+    (addr & 0x000F_FFFF_FFFF_F000) | (flags & 0xFFF)
+}
+
+/// A PAE or 4-level PDE mapping a 2 MiB page (Tables 4-9, 4-17).
+pub const fn pde_2m(base: u64, flags: u64) -> u64 {
+    (base & 0x000F_FFFF_FFE0_0000) | (flags & 0xFFF) | PS
+}
+
+/// One 4 KiB page-table image: 512 words (1024 entries in 32-bit format).
+#[derive(Clone)]
+pub struct Table(pub [u64; 512]);
+
+impl core::fmt::Debug for Table {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Table({} non-zero words)", self.0.iter().filter(|w| **w != 0).count())
+    }
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table([0; 512])
+    }
+}
+
+impl Table {
+    /// Sets 32-bit entry `i` (0..1024).
+    pub fn set32(&mut self, i: usize, e: u32) {
+        let w = &mut self.0[i / 2];
+        let shift = 32 * (i % 2);
+        *w = (*w & !(0xFFFF_FFFF << shift)) | (u64::from(e) << shift);
+    }
+
+    /// 32-bit entry `i`.
+    pub fn get32(&self, i: usize) -> u32 {
+        (self.0[i / 2] >> (32 * (i % 2))) as u32
+    }
+
+    /// Sets 64-bit entry `i` (0..512).
+    pub fn set64(&mut self, i: usize, e: u64) {
+        self.0[i] = e;
+    }
+}
+
+/// Most free ranges the allocator keeps.
+pub const MAX_RANGES: usize = 16;
+
+/// A bump allocator over free RAM: available in the memory map, inside
+/// `[lo, hi)`, minus the Multiboot structures (the ranges
+/// `memmap::plan_ram_test` gives).
+#[derive(Clone, Copy, Debug)]
+pub struct Frames {
+    ranges: [Range; MAX_RANGES],
+    n: usize,
+    cur: usize,
+    next: u64,
+}
+
+impl Frames {
+    /// The free ranges of `map` inside `[lo, hi)`.
+    pub fn new(map: &MemMap, excl: &Exclusions, lo: u64, hi: u64) -> Self {
+        let mut f = Frames { ranges: [Range::default(); MAX_RANGES], n: 0, cur: 0, next: 0 };
+        memmap::plan_ram_test(map, lo, hi, excl, |r| {
+            if f.n < MAX_RANGES {
+                f.ranges[f.n] = r;
+                f.n += 1;
+            }
+        });
+        f.next = f.ranges[0].start;
+        f
+    }
+
+    /// `size` bytes aligned to `align` (powers of two, at least a page),
+    /// inside one free range.
+    pub fn alloc_aligned(&mut self, size: u64, align: u64) -> Option<u64> {
+        while self.cur < self.n {
+            let r = self.ranges[self.cur];
+            let start = self.next.max(r.start).checked_add(align - 1)? & !(align - 1);
+            if start.checked_add(size)? <= r.end {
+                self.next = start + size;
+                return Some(start);
+            }
+            self.cur += 1;
+            self.next = self.ranges.get(self.cur).map_or(0, |r| r.start);
+        }
+        None
+    }
+
+    /// One 4 KiB frame.
+    pub fn alloc(&mut self) -> Option<u64> {
+        self.alloc_aligned(PAGE, PAGE)
+    }
+}
+
+/// How a translation failed: the #PF error code's P bit says which.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkFault {
+    /// An entry on the way was not present (error code P = 0).
+    NotPresent,
+    /// A supervisor write hit a read-only mapping with CR0.WP = 1 (P = 1).
+    ReadOnly,
+}
+
+/// The paging structures a reference translation walks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Format {
+    /// 32-bit paging with CR4.PSE = 1 (SDM Vol. 3A 4.3).
+    Bits32,
+    /// PAE paging; `pdptes` are the PDPTE registers as loaded at MOV CR3
+    /// (SDM Vol. 3A 4.4.1), not the PDPT in memory.
+    Pae {
+        /// The four PDPTE registers.
+        pdptes: [u64; 4],
+    },
+    /// 4-level paging (SDM Vol. 3A 4.5.4).
+    Long,
+}
+
+/// Translates `va` for a supervisor access (write when `write`) with
+/// CR0.WP = 1, reading 64-bit words of physical memory through `word`.
+/// Returns the physical address or the kind of #PF.
+pub fn translate(word: &impl Fn(u64) -> u64, format: Format, cr3: u64, va: u64, write: bool) -> Result<u64, WalkFault> {
+    translate_visiting(word, format, cr3, va, write, &mut |_| {})
+}
+
+/// [`translate`], calling `visit` with the physical address of every
+/// present entry it uses (where the processor sets the accessed flag,
+/// SDM Vol. 3A 4.8; PAE PDPTEs have none).
+pub fn translate_visiting(
+    word: &impl Fn(u64) -> u64,
+    format: Format,
+    cr3: u64,
+    va: u64,
+    write: bool,
+    visit: &mut dyn FnMut(u64),
+) -> Result<u64, WalkFault> {
+    let read32 = |a: u64| (word(a & !7) >> (8 * (a & 4))) as u32;
+    let mut writable = true;
+    let mut check = |at: u64, e: u64| -> Result<(), WalkFault> {
+        if e & P == 0 {
+            return Err(WalkFault::NotPresent);
+        }
+        visit(at);
+        writable &= e & RW != 0;
+        Ok(())
+    };
+    let pa = match format {
+        Format::Bits32 => {
+            let at = (cr3 & 0xFFFF_F000) + 4 * ((va >> 22) & 0x3FF);
+            let pde = u64::from(read32(at));
+            check(at, pde)?;
+            if pde & PS != 0 {
+                (pde & 0xFFC0_0000) | (va & 0x3F_FFFF)
+            } else {
+                let at = (pde & 0xFFFF_F000) + 4 * ((va >> 12) & 0x3FF);
+                let pte = u64::from(read32(at));
+                check(at, pte)?;
+                (pte & 0xFFFF_F000) | (va & 0xFFF)
+            }
+        }
+        Format::Pae { pdptes } => {
+            let pdpte = pdptes[((va >> 30) & 3) as usize];
+            if pdpte & P == 0 {
+                return Err(WalkFault::NotPresent);
+            }
+            lower_levels(word, pdpte, va, &mut check)?
+        }
+        Format::Long => {
+            let at = (cr3 & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 39) & 0x1FF);
+            let pml4e = word(at);
+            check(at, pml4e)?;
+            let at = (pml4e & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 30) & 0x1FF);
+            let pdpte = word(at);
+            check(at, pdpte)?;
+            lower_levels(word, pdpte, va, &mut check)?
+        }
+    };
+    if write && !writable {
+        return Err(WalkFault::ReadOnly);
+    }
+    Ok(pa)
+}
+
+/// PD and PT levels shared by PAE and 4-level paging.
+fn lower_levels(
+    word: &impl Fn(u64) -> u64,
+    pdpte: u64,
+    va: u64,
+    check: &mut impl FnMut(u64, u64) -> Result<(), WalkFault>,
+) -> Result<u64, WalkFault> {
+    let at = (pdpte & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 21) & 0x1FF);
+    let pde = word(at);
+    check(at, pde)?;
+    if pde & PS != 0 {
+        return Ok((pde & 0x000F_FFFF_FFE0_0000) | (va & 0x1F_FFFF));
+    }
+    let at = (pde & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 12) & 0x1FF);
+    let pte = word(at);
+    check(at, pte)?;
+    Ok((pte & 0x000F_FFFF_FFFF_F000) | (va & 0xFFF))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shared::multiboot::{MmapEntry, MMAP_AVAILABLE as AV};
+    use std::collections::HashMap;
+
+    #[test]
+    fn entry_encodings() {
+        assert_eq!(pte32(0x12_3000, KRW), 0x0012_3003);
+        assert_eq!(pde32_table(0x20_1000, KRW | PS), 0x0020_1003, "PS never set in a table PDE");
+        assert_eq!(pde32_4m(0x0080_0000, KRW), 0x0080_0083);
+        assert_eq!(pde32_4m(0x0080_1000, KRO), 0x0080_0081, "4 MiB base bits 21:12 dropped");
+        assert_eq!(pdpte_pae(0x20_3000), 0x20_3001);
+        assert_eq!(pdpte_pae(0x20_3000) & PDPTE_PAE_RESERVED_LOW, 0);
+        assert_eq!(entry64(0x1_2345_6000, KRW | US), 0x1_2345_6007);
+        assert_eq!(pde_2m(0x0060_0000, KRO), 0x0060_0081);
+    }
+
+    #[test]
+    fn table_packs_32_bit_entries() {
+        let mut t = Table::default();
+        t.set32(0, 0x1003);
+        t.set32(1, 0x2003);
+        t.set32(1023, 0xFFC0_0083);
+        assert_eq!(t.0[0], 0x0000_2003_0000_1003);
+        assert_eq!(t.get32(1023), 0xFFC0_0083);
+        t.set32(0, 0);
+        assert_eq!(t.0[0], 0x0000_2003_0000_0000);
+    }
+
+    #[test]
+    fn frames_skip_exclusions_and_align() {
+        let map = MemMap::from_entries(&[MmapEntry { base: 0x10_0000, len: 0x3F0_0000, kind: AV }]);
+        let mut x = Exclusions::new();
+        x.add(Range::new(0x12_5000, 0x12_6000));
+        let mut f = Frames::new(&map, &x, 0x12_5000, 0x400_0000);
+        assert_eq!(f.alloc(), Some(0x12_6000));
+        assert_eq!(f.alloc(), Some(0x12_7000));
+        assert_eq!(f.alloc_aligned(0x40_0000, 0x40_0000), Some(0x40_0000));
+        assert_eq!(f.alloc(), Some(0x80_0000));
+        assert_eq!(f.alloc_aligned(0x400_0000, 0x40_0000), None, "nothing that large is left");
+    }
+
+    /// Physical memory of 64-bit words for the reference walker.
+    fn mem(tables: &[(u64, &Table)]) -> HashMap<u64, u64> {
+        let mut m = HashMap::new();
+        for (base, t) in tables {
+            for (i, w) in t.0.iter().enumerate() {
+                m.insert(base + 8 * i as u64, *w);
+            }
+        }
+        m
+    }
+
+    #[test]
+    fn reference_walks() {
+        // 32-bit: PDE 256 -> PT (PTE 1 read-only), PDE 257 a 4 MiB page.
+        let (pd, pt) = (0x10_0000u64, 0x10_1000u64);
+        let mut tpd = Table::default();
+        let mut tpt = Table::default();
+        tpd.set32(256, pde32_table(pt, KRW));
+        tpd.set32(257, pde32_4m(0x80_0000, KRW));
+        tpt.set32(0, pte32(0x20_0000, KRW));
+        tpt.set32(1, pte32(0x20_1000, KRO));
+        let m = mem(&[(pd, &tpd), (pt, &tpt)]);
+        let w = |a: u64| m.get(&a).copied().unwrap_or(0);
+        assert_eq!(translate(&w, Format::Bits32, pd, 0x4000_0123, true), Ok(0x20_0123));
+        assert_eq!(translate(&w, Format::Bits32, pd, 0x4000_1000, false), Ok(0x20_1000));
+        assert_eq!(translate(&w, Format::Bits32, pd, 0x4000_1000, true), Err(WalkFault::ReadOnly));
+        assert_eq!(translate(&w, Format::Bits32, pd, 0x4000_2000, false), Err(WalkFault::NotPresent));
+        assert_eq!(translate(&w, Format::Bits32, pd, 0x407F_FFFC, false), Ok(0xBF_FFFC));
+        // PAE: the PDPTE registers decide, whatever the PDPT in memory says.
+        let (pdp, pde) = (0x30_0000u64, 0x30_1000u64);
+        let mut tpd = Table::default();
+        tpd.set64(1, pde_2m(0x60_0000, KRW));
+        let m = mem(&[(pde, &tpd)]);
+        let w = |a: u64| m.get(&a).copied().unwrap_or(0);
+        let pdptes = [0, pdpte_pae(pde), 0, 0];
+        assert_eq!(translate(&w, Format::Pae { pdptes }, pdp, 0x4020_0010, false), Ok(0x60_0010));
+        assert_eq!(translate(&w, Format::Pae { pdptes }, pdp, 0x0020_0010, false), Err(WalkFault::NotPresent));
+        // 4-level: PML4[0] -> PDPT; PDPT[5] -> the same PD.
+        let (pml4, pdpt) = (0x40_0000u64, 0x40_1000u64);
+        let mut t4 = Table::default();
+        let mut t3 = Table::default();
+        t4.set64(0, entry64(pdpt, KRW));
+        t3.set64(5, entry64(pde, KRW));
+        let m = mem(&[(pde, &tpd), (pml4, &t4), (pdpt, &t3)]);
+        let w = |a: u64| m.get(&a).copied().unwrap_or(0);
+        assert_eq!(translate(&w, Format::Long, pml4, 0x1_4020_0008, true), Ok(0x60_0008));
+        assert_eq!(translate(&w, Format::Long, pml4, 0x8000_0000_0000, false), Err(WalkFault::NotPresent));
+    }
+}
