@@ -46,9 +46,7 @@ pub struct Config {
     /// value, so that the run shows what a failing mode check reports.
     pub modes_break: bool,
     /// `modes=0|1`: skip or run the `modes/...` checks (with 0 the guest
-    /// never leaves long mode). Without the word they run bare and skip
-    /// under the Quadrant hypervisor, which does not run real-mode, 32-bit
-    /// or PAE guests yet.
+    /// never leaves long mode). Without the word they run.
     pub modes: Option<bool>,
 }
 

@@ -3,8 +3,8 @@
 //! 1. host tests: `cargo test --workspace`, counted from its `test result:` lines;
 //! 2. the bare reference boot of the guest in QEMU TCG;
 //! 3. hypervisor boots in Bochs on `core2_penryn_t9600` (no EPT: pure shadow
-//!    paging) and `corei7_skylake_x`, in parallel (plus QEMU/KVM when nested
-//!    VMX works here);
+//!    paging) and `corei7_skylake_x`, and one on Penryn with the MMU audit
+//!    (`audit=1`), in parallel (plus QEMU/KVM when nested VMX works here);
 //! 4. negative tests that must fail in one specific way: the hypervisor in
 //!    QEMU TCG (`no-vmx`) and with a non-Multiboot guest (`bad-guest-image`);
 //!    in Bochs, a deliberately invalid guest TR (`vm-entry-failure` naming
@@ -235,6 +235,14 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
         spec("hypervisor, bochs penryn (shadow)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts),
         spec("hypervisor, bochs skylake (shadow)", Emulator::Bochs, Some("corei7_skylake_x"), true, opts),
     ];
+    // The MMU audit after every exit that reaches the shadow page cache
+    // (the RAM test is skipped: its thousands of faults would each be
+    // audited; the mode walk is what exercises the cache).
+    let mut audit = spec("hypervisor, bochs penryn (shadow, audit=1)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts);
+    audit.hv_args = "audit=1".into();
+    audit.guest_args = "ram_test_mib=0".into();
+    audit.timeout = Some(opts.timeout.unwrap_or(900));
+    hv.push(audit);
     // Negative tests that need VMX, so Bochs: each error path of the
     // hypervisor must end the run with its own named error.
     let penryn = Some("core2_penryn_t9600");
@@ -243,7 +251,7 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     entry.expect_error = Some(ErrorKind::VmEntryFailure);
     entry.expect_text = Some("GUEST_TR_AR_BYTES");
     let mut triple = spec("negative: guest triple fault", Emulator::Bochs, penryn, true, opts);
-    triple.guest_args = "crash=triple-fault ram_test_mib=1".into();
+    triple.guest_args = "crash=triple-fault ram_test_mib=1 modes=0".into();
     triple.expect_error = Some(ErrorKind::TripleFault);
     let mut budget = spec("negative: exit budget (timeout)", Emulator::Bochs, penryn, true, opts);
     budget.hv_args = "max_exits=200".into();

@@ -238,8 +238,12 @@ mod tests {
         let (mut out, tally) = (String::new(), Tally::new());
         let mut ctx = Ctx::start(&mut m, &mut out, &tally, FAKE_INFO);
         ctx.run_all();
-        // modes/... skip under the hypervisor unless modes=1.
+        // modes=0 skips the mode walk.
         let n_modes = modes::CHECKS.len() as u32;
+        assert_eq!(tally.counts(), (all().count() as u32, 0, 0), "{out}");
+        let mut m = Fake::hv("expect_hv=1 modes=0");
+        let (mut out, tally) = (String::new(), Tally::new());
+        Ctx::start(&mut m, &mut out, &tally, FAKE_INFO).run_all();
         assert_eq!(tally.counts(), (all().count() as u32 - n_modes, 0, n_modes), "{out}");
         let mut m = Fake::hv("expect_hv=1 modes=1");
         let (mut out, tally) = (String::new(), Tally::new());

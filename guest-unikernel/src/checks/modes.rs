@@ -16,8 +16,7 @@
 //!   at MOV CR3 (SDM Vol. 3A 4.4.1);
 //! * `modes/cr0-wp`: CR0.WP toggled in 32-bit and PAE paging.
 //!
-//! `modes=0` skips them all; under the Quadrant hypervisor they run only
-//! with `modes=1` until it runs real-mode, 32-bit and PAE guests.
+//! `modes=0` skips them all (the guest then never leaves long mode).
 
 use super::{Check, Ctx};
 use crate::memmap::Exclusions;
@@ -79,15 +78,8 @@ fn window_clear(x: &Exclusions) -> bool {
 /// judges every probe.
 pub fn run(ctx: &mut Ctx<'_>) -> Verdicts {
     let fail = |t: &str| Verdicts::all(Outcome::Fail, t);
-    match (ctx.config.modes, ctx.signature.is_quadrant()) {
-        (Some(false), _) => return Verdicts::all(Outcome::Skip, "modes=0 on the command line"),
-        (None, true) => {
-            return Verdicts::all(
-                Outcome::Skip,
-                "under the Quadrant hypervisor the mode walk runs with modes=1 (it does not run real-mode, 32-bit or PAE guests yet)",
-            )
-        }
-        _ => {}
+    if ctx.config.modes == Some(false) {
+        return Verdicts::all(Outcome::Skip, "modes=0 on the command line");
     }
     let Some(map) = ctx.map else { return fail("no validated memory map (see boot/memory-map)") };
     let image = ctx.m.image();
@@ -236,11 +228,13 @@ mod tests {
         m.engine = None;
         let lines = modes_lines(&mut m);
         assert!(lines.iter().all(|l| l.0 == Outcome::Skip && l.2 == "no mode-switch engine on this machine"));
-        for cmd in ["modes=0", ""] {
-            let mut m = Fake::hv(cmd);
-            assert!(modes_lines(&mut m).iter().all(|l| l.0 == Outcome::Skip), "{cmd}");
-            assert_eq!(m.engine_runs, 0);
-        }
+        let mut m = Fake::hv("modes=0");
+        assert!(modes_lines(&mut m).iter().all(|l| l.0 == Outcome::Skip));
+        assert_eq!(m.engine_runs, 0);
+        // Without the word the walk runs, under the hypervisor too.
+        let mut m = Fake::hv("");
+        assert!(modes_lines(&mut m).iter().all(|l| l.0 == Outcome::Pass));
+        assert_eq!(m.engine_runs, 1);
         assert_eq!(modes_lines(&mut Fake::bare("modes=0"))[0].2, "modes=0 on the command line");
         // A Multiboot structure inside the window: refuse, never run.
         let mut m = Fake::hv("modes=1");
