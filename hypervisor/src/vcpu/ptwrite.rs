@@ -112,7 +112,7 @@ fn logic_flags(result: u64, bits: u32) -> u64 {
     if (r >> (bits - 1)) & 1 != 0 {
         f |= flags::SF;
     }
-    if (r as u8).count_ones() % 2 == 0 {
+    if (r as u8).count_ones().is_multiple_of(2) {
         f |= flags::PF;
     }
     f
