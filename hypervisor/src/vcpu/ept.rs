@@ -17,10 +17,13 @@
 //!   so setting one raises #GP exactly as under shadow paging.
 //! * IA32_EFER: the "save/load IA32_EFER" controls keep the guest's EFER in
 //!   GUEST_IA32_EFER; WRMSR/RDMSR exit (no MSR bitmap) and use that field.
-//!   At every VM exit the CPU stores EFER.LMA into the "IA-32e mode guest"
-//!   entry control (SDM Vol. 3C 28.3 / 28.2 "updating VM-entry control
-//!   fields"); [`Vcpu::ept_prepare_entry`] re-derives it from
-//!   GUEST_IA32_EFER anyway, which also covers the emulated writes here.
+//!   At every VM exit a CPU with "unrestricted guest" stores EFER.LMA into
+//!   the "IA-32e mode guest" entry control, since the guest may have
+//!   switched modes natively (SDM Vol. 3C 28.3, saving guest state; seen in
+//!   Bochs 2.7 `corei7_skylake_x`: with `log=debug` the control flips at the
+//!   first exit after each native switch). [`Vcpu::ept_prepare_entry`]
+//!   re-derives it from GUEST_IA32_EFER anyway, which also covers the
+//!   emulated CR0 writes here.
 //! * PAE PDPTEs: with EPT the CPU loads them from the GUEST_PDPTE0-3 fields
 //!   at VM entry and saves them at exit (SDM Vol. 3C 27.3.2.4, 28.3.4), so
 //!   an emulated CR write that enters or stays in PAE paging loads them from
@@ -127,6 +130,7 @@ impl Vcpu<'_> {
         self.vmcs.write(FieldNatural::GuestCr3, g.cr3);
         self.vmcs.write(Field64::GuestEfer, g.efer);
         self.vmcs.write(Field64::HostEfer, host_efer);
+        self.ept_mut().entry = self.controls.entry;
         self.ept_prepare_entry();
     }
 
@@ -136,7 +140,11 @@ impl Vcpu<'_> {
         let lma = self.vmcs.read(Field64::GuestEfer) & efer::LMA != 0;
         let base = self.controls.entry & !entry_ctl::IA32E_MODE_GUEST;
         let want = if lma { base | entry_ctl::IA32E_MODE_GUEST } else { base };
-        if self.ept().entry != want || self.vmcs.read(Field32::EntryControls) as u32 != want {
+        let current = self.vmcs.read(Field32::EntryControls) as u32;
+        if current != self.ept().entry {
+            log::debug!("EPT: the CPU rewrote the VM-entry controls at VM exit: {:#x} -> {current:#x} (EFER.LMA {lma})", self.ept().entry);
+        }
+        if self.ept().entry != want || current != want {
             self.vmcs.write(Field32::EntryControls, want as u64);
             self.ept_mut().entry = want;
         }

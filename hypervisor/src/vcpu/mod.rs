@@ -12,7 +12,8 @@
 //! * [`setup`]: the initial VMCS;
 //! * [`cr`]: the guest's CR0/CR3/CR4/EFER and paging-mode transitions;
 //! * [`io`]: port I/O (consoles, the exit port);
-//! * [`paravirt`]: CPUID and hypercalls;
+//! * [`paravirt`]: CPUID and hypercalls (`MmuStats` reports zeros for the
+//!   shadow counters under EPT);
 //! * `paging`: the guest's paging events, applied through the shadow page
 //!   cache (`crate::mmu`), and its page-table writes;
 //! * [`ptwrite`]: decoding a store to a write-protected guest page table;
@@ -61,7 +62,6 @@ use cr::{efer, GuestControl};
 use io::{LineBuffer, OutEffect};
 use paravirt::CheckTally;
 use setup::Controls;
-use shared::hypercall::{self as hc, Hypercall};
 use shared::line::ErrorKind;
 
 /// Exception vectors used here (SDM Vol. 3A Table 6-1).
@@ -87,7 +87,9 @@ pub struct ShadowPaging {
     pub vmmu: VcpuMmu,
 }
 
-/// How the guest's memory is virtualised (`mmu=`).
+/// How the guest's memory is virtualised (`mmu=`). One per vCPU, so the
+/// size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
 pub enum PagingBackend {
     /// Shadow page tables built by `crate::mmu` (`mmu=shadow`).
     Shadow(ShadowPaging),
@@ -543,65 +545,6 @@ impl<'v> Vcpu<'v> {
                 self.inject(GP, Some(0));
             }
         }
-    }
-
-    fn hypercall(&mut self) {
-        let (rax, rbx, rcx) = (self.regs.gpr[0], self.regs.gpr[3], self.regs.gpr[1]);
-        self.regs.gpr[0] = match Hypercall::from_u64(rax) {
-            Some(Hypercall::Version) => shared::PROTOCOL_VERSION as u64,
-            Some(Hypercall::ReportCheck) => {
-                let mut bytes = [0u8; hc::CheckRecord::SIZE];
-                if self.ram.read(rbx, &mut bytes) {
-                    self.checks.record(&bytes)
-                } else {
-                    hc::STATUS_BAD_ARGUMENT
-                }
-            }
-            Some(Hypercall::MmuStats) => {
-                let stats = match &self.paging {
-                    PagingBackend::Shadow(sh) => {
-                        let s = sh.mmu.stats();
-                        hc::MmuStats {
-                    magic: hc::MMU_STATS_MAGIC,
-                    version: shared::PROTOCOL_VERSION,
-                    shadow_pages_created: s.created,
-                    shadow_pages_live: s.pages_in_use as u64,
-                    cr3_hits: s.cr3_hits,
-                    cr3_misses: s.cr3_misses,
-                    page_faults: s.page_faults,
-                    zaps: s.zaps.iter().sum(),
-                    pt_writes: s.pt_writes,
-                    unshadows: s.unshadows,
-                    recycles: s.recycles,
-                    exits: self.stats.total,
-                        }
-                    }
-                    // No shadow under EPT: every shadow counter is honestly 0.
-                    PagingBackend::Ept(_) => hc::MmuStats {
-                        magic: hc::MMU_STATS_MAGIC,
-                        version: shared::PROTOCOL_VERSION,
-                        shadow_pages_created: 0,
-                        shadow_pages_live: 0,
-                        cr3_hits: 0,
-                        cr3_misses: 0,
-                        page_faults: 0,
-                        zaps: 0,
-                        pt_writes: 0,
-                        unshadows: 0,
-                        recycles: 0,
-                        exits: self.stats.total,
-                    },
-                };
-                let bytes = stats.to_bytes();
-                let n = (rcx as usize).min(bytes.len());
-                if self.ram.write(rbx, &bytes[..n]) {
-                    hc::MmuStats::SIZE as u64
-                } else {
-                    hc::STATUS_BAD_ARGUMENT
-                }
-            }
-            None => hc::STATUS_UNKNOWN,
-        };
     }
 
     /// The guest wrote its status to the exit port: print the summary and

@@ -128,7 +128,9 @@ pub struct GuestStart {
     pub vm86_tss: u64,
 }
 
-/// Writes the whole VMCS. The caller sets RAX/RBX in the register file.
+/// Writes the whole VMCS for shadow paging. The caller sets RAX/RBX in the
+/// register file; under `mmu=ept`, `Vcpu::ept_init_vmcs` then replaces the
+/// paging parts (EPTP, exception bitmap, CR0/CR4 and their masks, EFER).
 pub fn write_vmcs(vmcs: &mut ActiveVmcs<'_>, c: &VmxCaps, ctl: &Controls, start: &GuestStart) {
     use Field16 as F16;
     use Field32 as F32;
