@@ -7,9 +7,12 @@
 //!    the guest kernel as the first module;
 //! 3. the guest image is validated *before* anything else is committed
 //!    (so a bad image is reported even on a machine without VMX);
-//! 4. physical memory: heap, guest RAM, frames for VMX and the shadow;
+//! 4. physical memory: heap, guest RAM, frames for VMX and the shadow
+//!    (or, with `mmu=ept`, for the identity EPT);
 //! 5. the guest is loaded and its Multiboot information built;
-//! 6. VMX: CPUID, IA32_FEATURE_CONTROL, capability MSRs, VMXON, VMCS;
+//! 6. VMX: CPUID, IA32_FEATURE_CONTROL, capability MSRs (`mmu=ept` is
+//!    refused here, before VMXON, on a CPU without EPT or unrestricted
+//!    guest), VMXON, VMCS;
 //! 7. the vCPU runs until the guest writes its status to port 0xf4.
 //!
 //! Unsafe code here: the global allocator's heap hand-over and the creation
@@ -26,8 +29,10 @@ use hypervisor::arch::phys::{BootMemory, FramePool, GuestRam, ShadowPool, FRAME}
 use hypervisor::arch::{console, cpu, descriptors};
 use hypervisor::config::{Config, MmuMode};
 use hypervisor::mmu::{MmuConfig, ShadowCache};
-use hypervisor::vcpu::{self, setup, Vcpu};
+use hypervisor::vcpu::ept::EptPaging;
+use hypervisor::vcpu::{self, setup, PagingBackend, ShadowPaging, Vcpu};
 use hypervisor::vmx::caps::{self, FeatureControl, VmxCaps};
+use hypervisor::vmx::ept;
 use hypervisor::vmx::instr::VmxOn;
 use hypervisor::{fatal, loader};
 use linked_list_allocator::LockedHeap;
@@ -41,6 +46,9 @@ static HEAP: LockedHeap = LockedHeap::empty();
 const HEAP_SIZE: u64 = 8 << 20;
 /// Frames of the shadow page pool (PAE roots included).
 const SHADOW_FRAMES: usize = 1024;
+/// Frames for the identity EPT (`mmu=ept`): a PML4, a PDPT and one PD per
+/// GiB of guest RAM (`vmx::ept::tables_needed`) fit up to 6 GiB.
+const EPT_FRAMES: usize = 8;
 /// Where the guest's Multiboot information block goes (guest-physical),
 /// and how much room it has.
 const GUEST_INFO_GPA: u64 = 0x8000;
@@ -106,8 +114,9 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
         let _ = core::fmt::Write::write_str(c, "\n");
     });
     log::info!("command line: `{cmdline}`");
-    if config.mmu == MmuMode::Ept {
-        fatal::fail(ErrorKind::Unsupported, format_args!("mmu=ept: the EPT reference mode is not implemented in this build; use mmu=shadow"));
+    let ept = config.mmu == MmuMode::Ept;
+    if ept && config.audit {
+        log::warn!("audit=1 checks the shadow page cache: it has nothing to check under mmu=ept");
     }
 
     // The guest module.
@@ -158,21 +167,23 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     let plan = loader::parse(image).unwrap_or_else(|e| bad_image(format_args!("guest module `{guest_cmdline_full}`: {e}")));
     let ram_base = take("guest RAM (lower guest_ram=)", config.guest_ram, 2 << 20);
     let fixed_base = take("VMX frames", 2 * FRAME, FRAME);
-    let shadow_base = take("shadow page frames", SHADOW_FRAMES as u64 * FRAME, FRAME);
+    let paging_frames = if ept { EPT_FRAMES } else { SHADOW_FRAMES };
+    let paging_base = take(if ept { "EPT frames" } else { "shadow page frames" }, paging_frames as u64 * FRAME, FRAME);
     // SAFETY: each range was allocated once above, below 4 GiB, and is
     // owned by the object built from it for the rest of the run.
-    let (ram, mut fixed, shadow) = unsafe {
+    let (ram, mut fixed, paging_pool) = unsafe {
         (
             GuestRam::new(ram_base, config.guest_ram),
             FramePool::new(fixed_base, 2),
-            FramePool::new(shadow_base, SHADOW_FRAMES),
+            FramePool::new(paging_base, paging_frames),
         )
     };
     log::info!(
-        "guest RAM: {} MiB at host {:#x}; shadow pool {} frames",
+        "guest RAM: {} MiB at host {:#x}; {} pool {} frames",
         config.guest_ram >> 20,
         ram_base,
-        SHADOW_FRAMES
+        if ept { "EPT" } else { "shadow" },
+        paging_frames
     );
 
     // Load the guest and build its Multiboot information.
@@ -235,8 +246,19 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
         vmx_caps.has_unrestricted_guest(),
         vmx_caps.has_vpid()
     );
-    let controls = setup::Controls::for_shadow_paging(&vmx_caps)
-        .unwrap_or_else(|e| fatal::fail(ErrorKind::VmEntryFailure, format_args!("{e}")));
+    let controls = if ept {
+        // SDM Vol. 3C 25.6.2 (secondary controls), 29.3 (EPT); Vol. 3D A.10.
+        let controls = setup::Controls::for_ept(&vmx_caps).unwrap_or_else(|e| {
+            fatal::fail(ErrorKind::Unsupported, format_args!("mmu=ept needs EPT and unrestricted guest: {e}; use mmu=shadow on this CPU"))
+        });
+        if let Some(missing) = ept::missing_capability(vmx_caps.ept_vpid) {
+            fatal::fail(ErrorKind::Unsupported, format_args!("mmu=ept: this CPU's EPT lacks {missing}; use mmu=shadow"));
+        }
+        controls
+    } else {
+        setup::Controls::for_shadow_paging(&vmx_caps)
+            .unwrap_or_else(|e| fatal::fail(ErrorKind::VmEntryFailure, format_args!("{e}")))
+    };
 
     // Host CR0/CR4 with the VMX fixed bits, CR4.VMXE, and EFER.NXE so shadow
     // entries may use the XD bit (SDM Vol. 3C A.7, A.8; Vol. 3A 4.1.4).
@@ -262,17 +284,29 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     let vmcs = unsafe { vmx.load(vmcs_frame) }
         .unwrap_or_else(|e| fatal::fail(ErrorKind::VmEntryFailure, format_args!("VMCLEAR/VMPTRLD failed: {e}")));
 
-    let maxphyaddr = (cpu::cpuid(0x8000_0008, 0).0 & 0xff) as u8;
-    let mmu_config = MmuConfig { maxphyaddr: if maxphyaddr == 0 { 36 } else { maxphyaddr }, ..MmuConfig::new(SHADOW_FRAMES) };
-    let mut mmu = ShadowCache::new(mmu_config, ShadowPool::new(shadow, &ram))
-        .unwrap_or_else(|e| fatal::hypervisor_fault(format_args!("the shadow page pool cannot be built: {e:?}")));
-    let (vmmu, flush) = mmu
-        .add_vcpu(0)
-        .unwrap_or_else(|e| fatal::hypervisor_fault(format_args!("no shadow root for vCPU 0: {e:?}")));
-    flush.done();
+    let maxphyaddr = match (cpu::cpuid(0x8000_0008, 0).0 & 0xff) as u8 {
+        0 => 36,
+        m => m,
+    };
+    let paging = if ept {
+        let mut pool = paging_pool;
+        let map = ept::build_identity(&mut pool, ram.base_hpa(), ram.size())
+            .unwrap_or_else(|e| fatal::fail(ErrorKind::Unsupported, format_args!("mmu=ept: the identity EPT cannot be built: {e}")));
+        log::info!("identity EPT: guest-physical 0..{:#x} in 2 MiB WB leaves, {} tables, EPTP {:#x}", map.size, map.tables, map.eptp);
+        PagingBackend::Ept(EptPaging::new(map, &vmx_caps, maxphyaddr))
+    } else {
+        let mmu_config = MmuConfig { maxphyaddr, ..MmuConfig::new(SHADOW_FRAMES) };
+        let mut mmu = ShadowCache::new(mmu_config, ShadowPool::new(paging_pool, &ram))
+            .unwrap_or_else(|e| fatal::hypervisor_fault(format_args!("the shadow page pool cannot be built: {e:?}")));
+        let (vmmu, flush) = mmu
+            .add_vcpu(0)
+            .unwrap_or_else(|e| fatal::hypervisor_fault(format_args!("no shadow root for vCPU 0: {e:?}")));
+        flush.done();
+        PagingBackend::Shadow(ShadowPaging { mmu, vmmu })
+    };
     let start = setup::GuestStart { rip: plan.entry as u64, info: GUEST_INFO_GPA, vm86_tss: VM86_TSS_GPA };
     log::info!("entering the guest at {:#x}", start.rip);
-    Vcpu::new(vmcs, vmx_caps, controls, ram, mmu, vmmu, start, config).run()
+    Vcpu::new(vmcs, vmx_caps, controls, ram, paging, start, config).run()
 }
 
 #[panic_handler]

@@ -235,6 +235,11 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
         spec("hypervisor, bochs penryn (shadow)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts),
         spec("hypervisor, bochs skylake (shadow)", Emulator::Bochs, Some("corei7_skylake_x"), true, opts),
     ];
+    // The EPT reference: the same guest on an identity EPT with
+    // unrestricted guest (Skylake has both).
+    let mut ept = spec("hypervisor, bochs skylake (ept)", Emulator::Bochs, Some("corei7_skylake_x"), true, opts);
+    ept.mmu = Mmu::Ept;
+    hv.push(ept);
     // The MMU audit after every exit that reaches the shadow page cache
     // (the RAM test is skipped: its thousands of faults would each be
     // audited; the mode walk is what exercises the cache).
@@ -257,7 +262,12 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     budget.hv_args = "max_exits=200".into();
     budget.expect_error = Some(ErrorKind::Timeout);
     budget.expect_text = Some("max_exits=200");
-    hv.extend([entry, triple, budget]);
+    // mmu=ept on a CPU without EPT: refused before VM entry, naming the control.
+    let mut no_ept = spec("negative: mmu=ept without EPT", Emulator::Bochs, penryn, true, opts);
+    no_ept.mmu = Mmu::Ept;
+    no_ept.expect_error = Some(ErrorKind::Unsupported);
+    no_ept.expect_text = Some("\"enable EPT\"");
+    hv.extend([entry, triple, budget, no_ept]);
     let parallel = Style { stream: false, verbose: opts.verbose };
     let queue = Mutex::new(hv.drain(..).enumerate().rev().collect::<Vec<_>>());
     let done: Mutex<Vec<(usize, Row)>> = Mutex::new(Vec::new());

@@ -208,6 +208,19 @@ impl FramePool {
     }
 }
 
+/// EPT paging structures (`mmu=ept`) in pool frames.
+impl crate::vmx::ept::EptTables for FramePool {
+    fn alloc_table(&mut self) -> Option<u64> {
+        self.alloc()
+    }
+    fn read_entry(&self, table: u64, index: usize) -> u64 {
+        FramePool::read_entry(self, table, index)
+    }
+    fn write_entry(&mut self, table: u64, index: usize, value: u64) {
+        FramePool::write_entry(self, table, index, value)
+    }
+}
+
 /// Reads physical memory below 4 GiB that the firmware or boot loader
 /// handed over (the Multiboot information and modules).
 #[derive(Clone, Copy, Debug)]

@@ -56,6 +56,26 @@ pub mod cr4 {
     pub const SMAP: u64 = 1 << 21;
 }
 
+/// The CR4 bits a guest may set: VME, PVI, TSD, DE, PSE, PAE, PGE, PCE,
+/// OSFXSR, OSXMMEXCPT, FSGSBASE, SMEP, SMAP. VMX is hidden, so VMXE is
+/// reserved for the guest; bits Quadrant does not virtualise (PCIDE,
+/// OSXSAVE, PKE, ...) are refused with #GP, as on a CPU without them
+/// (SDM Vol. 3A 2.5).
+pub const GUEST_CR4_BITS: u64 = cr4::VME
+    | cr4::PSE
+    | cr4::PAE
+    | cr4::PGE
+    | cr4::OSFXSR
+    | cr4::OSXMMEXCPT
+    | cr4::SMEP
+    | cr4::SMAP
+    | (1 << 1)
+    | (1 << 2)
+    | (1 << 3)
+    | (1 << 6)
+    | (1 << 8)
+    | (1 << 16);
+
 /// IA32_EFER bits (SDM Vol. 3A 2.2.1).
 pub mod efer {
     /// MSR number.

@@ -2,17 +2,38 @@
 //! expects. Anything else ends the run with a named error and a full VMCS
 //! dump (DESIGN.md 5), never a hang.
 //!
+//! The guest's memory reaches it through one of two paging back ends
+//! ([`PagingBackend`]), chosen by `mmu=` and fixed for the run:
+//! * shadow paging (the default): `paging`, `ptwrite`, `vm86` and
+//!   [`realmode`], over the shadow page cache;
+//! * [`ept`]: the differential reference, a static identity EPT with
+//!   unrestricted guest.
+//!
 //! * [`setup`]: the initial VMCS;
 //! * [`cr`]: the guest's CR0/CR3/CR4/EFER and paging-mode transitions;
 //! * [`io`]: port I/O (consoles, the exit port);
-//! * [`paravirt`]: CPUID and hypercalls;
+//! * [`paravirt`]: CPUID and hypercalls (`MmuStats` reports zeros for the
+//!   shadow counters under EPT);
 //! * `paging`: the guest's paging events, applied through the shadow page
 //!   cache (`crate::mmu`), and its page-table writes;
 //! * [`ptwrite`]: decoding a store to a write-protected guest page table;
 //! * `vm86`: the guest's real mode, run as virtual-8086 mode;
 //! * [`realmode`]: the instruction emulator for what vm86 cannot run.
 
+/// The shadow back end of a vCPU whose shadow-only code path is running
+/// (reaching one under EPT is a hypervisor bug). Borrows only the
+/// `paging` field, so the caller may use the other fields alongside.
+macro_rules! shadow {
+    ($self:ident) => {
+        match &mut $self.paging {
+            $crate::vcpu::PagingBackend::Shadow(s) => s,
+            $crate::vcpu::PagingBackend::Ept(_) => unreachable!("a shadow-paging path was reached under mmu=ept"),
+        }
+    };
+}
+
 pub mod cr;
+pub mod ept;
 pub mod io;
 mod paging;
 pub mod paravirt;
@@ -41,7 +62,6 @@ use cr::{efer, GuestControl};
 use io::{LineBuffer, OutEffect};
 use paravirt::CheckTally;
 use setup::Controls;
-use shared::hypercall::{self as hc, Hypercall};
 use shared::line::ErrorKind;
 
 /// Exception vectors used here (SDM Vol. 3A Table 6-1).
@@ -59,13 +79,30 @@ pub struct ExitStats {
     pub by_reason: [u64; 80],
 }
 
+/// The shadow paging back end: the page cache and this vCPU's place in it.
+pub struct ShadowPaging {
+    /// The shadow page cache.
+    pub mmu: ShadowCache<ShadowPool>,
+    /// This vCPU's roots and paging mode in it.
+    pub vmmu: VcpuMmu,
+}
+
+/// How the guest's memory is virtualised (`mmu=`). One per vCPU, so the
+/// size difference of the variants does not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum PagingBackend {
+    /// Shadow page tables built by `crate::mmu` (`mmu=shadow`).
+    Shadow(ShadowPaging),
+    /// A static identity EPT with unrestricted guest (`mmu=ept`).
+    Ept(ept::EptPaging),
+}
+
 /// A virtual CPU running one guest.
 pub struct Vcpu<'v> {
     vmcs: ActiveVmcs<'v>,
     regs: GuestRegisters,
     ram: GuestRam,
-    mmu: ShadowCache<ShadowPool>,
-    vmmu: VcpuMmu,
+    paging: PagingBackend,
     /// The guest is in real mode, running as virtual-8086 mode.
     vm86: bool,
     /// The current exit reached the MMU core (for `audit=1`).
@@ -75,6 +112,8 @@ pub struct Vcpu<'v> {
     vm86_tss: u64,
     caps: VmxCaps,
     controls: Controls,
+    /// The guest's control registers under shadow paging (under EPT they
+    /// live in the VMCS: [`Vcpu::guest_control`]).
     guest: GuestControl,
     nx_supported: bool,
     config: Config,
@@ -88,14 +127,14 @@ pub struct Vcpu<'v> {
 
 impl<'v> Vcpu<'v> {
     /// Builds the VMCS for a guest entering at `start` with EAX/EBX set per
-    /// the Multiboot hand-off.
+    /// the Multiboot hand-off, on the paging back end `paging` (`controls`
+    /// must be the matching `Controls::for_shadow_paging`/`for_ept`).
     pub fn new(
         mut vmcs: ActiveVmcs<'v>,
         caps: VmxCaps,
         controls: Controls,
         ram: GuestRam,
-        mmu: ShadowCache<ShadowPool>,
-        vmmu: VcpuMmu,
+        paging: PagingBackend,
         start: setup::GuestStart,
         config: Config,
     ) -> Self {
@@ -110,12 +149,12 @@ impl<'v> Vcpu<'v> {
         regs.gpr[0] = shared::multiboot::BOOTLOADER_MAGIC as u64;
         regs.gpr[3] = start.info;
         let nx_supported = cpu::cpuid(0x8000_0001, 0).3 & (1 << 20) != 0;
-        Vcpu {
+        let is_ept = matches!(paging, PagingBackend::Ept(_));
+        let mut vcpu = Vcpu {
             vmcs,
             regs,
             ram,
-            mmu,
-            vmmu,
+            paging,
             vm86: false,
             hw_paging: None,
             mmu_touched: false,
@@ -131,13 +170,30 @@ impl<'v> Vcpu<'v> {
             checks: CheckTally::default(),
             guest_pat: 0x0007_0406_0007_0406,
             unclaimed_ports: 0,
+        };
+        if is_ept {
+            // SAFETY: IA32_EFER exists on every CPU with VMX (64-bit host).
+            let host_efer = unsafe { cpu::rdmsr(caps::IA32_EFER) };
+            vcpu.ept_init_vmcs(host_efer);
+        }
+        vcpu
+    }
+
+    /// The guest's control registers and EFER as it sees them.
+    fn guest_control(&self) -> GuestControl {
+        match self.paging {
+            PagingBackend::Shadow(_) => self.guest,
+            PagingBackend::Ept(_) => self.ept_guest_control(),
         }
     }
 
     /// Runs the guest until it ends the run (or something fails).
     pub fn run(mut self) -> ! {
         loop {
-            self.prepare_entry();
+            match self.paging {
+                PagingBackend::Shadow(_) => self.prepare_entry(),
+                PagingBackend::Ept(_) => self.ept_prepare_entry(),
+            }
             // SAFETY: `setup::write_vmcs` wrote this CPU's host state.
             match unsafe { self.vmcs.run(&mut self.regs) } {
                 RunResult::Exit => self.handle_exit(),
@@ -182,7 +238,7 @@ impl<'v> Vcpu<'v> {
             interruptibility: self.vmcs.read(Field32::GuestInterruptibility) as u32,
             link_pointer: self.vmcs.read(F64::VmcsLinkPointer),
             ia32e_mode_guest: entry & entry_ctl::IA32E_MODE_GUEST != 0,
-            unrestricted_guest: false,
+            unrestricted_guest: matches!(self.paging, PagingBackend::Ept(_)),
             cr0_fixed: (self.caps.cr0_fixed0, self.caps.cr0_fixed1),
             cr4_fixed: (self.caps.cr4_fixed0, self.caps.cr4_fixed1),
         }
@@ -275,7 +331,7 @@ impl<'v> Vcpu<'v> {
         if reason.entry_failure {
             let qual = self.vmcs.read(FieldNaturalRo::ExitQualification);
             let culprit = guest_state::check(&self.guest_state_snapshot());
-            let mode = self.guest.mode().name();
+            let mode = self.guest_control().mode().name();
             let rip = self.rip();
             let text = entry_failure_qualification_text(reason.basic, qual);
             match culprit {
@@ -298,7 +354,7 @@ impl<'v> Vcpu<'v> {
             // Acknowledged on exit; the PICs are masked, so it was spurious.
             Some(ExitReason::ExternalInterrupt) => {}
             Some(ExitReason::TripleFault) => {
-                let g = self.guest;
+                let g = self.guest_control();
                 self.die(
                     ErrorKind::TripleFault,
                     true,
@@ -331,16 +387,26 @@ impl<'v> Vcpu<'v> {
                 )
             }
             Some(ExitReason::Invlpg) => {
-                self.mmu_touched = true;
-                let gva = self.vmcs.read(FieldNaturalRo::ExitQualification);
-                self.mmu.invlpg(&mut self.vmmu, gva).done();
+                // Under EPT only a CPU that forces INVLPG exiting gets here;
+                // without VPID the entry flushes the guest's TLB anyway
+                // (SDM Vol. 3C 29.4.3.1).
+                if let PagingBackend::Shadow(sh) = &mut self.paging {
+                    self.mmu_touched = true;
+                    let gva = self.vmcs.read(FieldNaturalRo::ExitQualification);
+                    sh.mmu.invlpg(&mut sh.vmmu, gva).done();
+                }
                 self.advance_rip();
             }
             Some(ExitReason::Vmcall) => {
                 self.hypercall();
                 self.advance_rip();
             }
-            Some(ExitReason::CrAccess) => self.cr_access(),
+            Some(ExitReason::CrAccess) => match self.paging {
+                PagingBackend::Shadow(_) => self.cr_access(),
+                PagingBackend::Ept(_) => self.ept_cr_access(),
+            },
+            Some(ExitReason::EptViolation) => self.ept_violation(),
+            Some(ExitReason::EptMisconfiguration) => self.ept_misconfiguration(),
             Some(ExitReason::IoInstruction) => self.io(),
             Some(ExitReason::Rdmsr) => self.rdmsr(),
             Some(ExitReason::Wrmsr) => self.wrmsr(),
@@ -432,7 +498,7 @@ impl<'v> Vcpu<'v> {
     fn rdmsr(&mut self) {
         let msr = self.regs.gpr[1] as u32;
         let value = match msr {
-            efer::MSR => Some(self.guest.efer),
+            efer::MSR => Some(self.guest_control().efer),
             caps::IA32_PAT => Some(self.guest_pat),
             // Locked with VMX off: consistent with CPUID hiding VMX.
             caps::IA32_FEATURE_CONTROL => Some(1),
@@ -460,6 +526,7 @@ impl<'v> Vcpu<'v> {
         let msr = self.regs.gpr[1] as u32;
         let value = (self.regs.gpr[2] << 32) | (self.regs.gpr[0] & 0xffff_ffff);
         match msr {
+            efer::MSR if matches!(self.paging, PagingBackend::Ept(_)) => self.ept_write_efer(value),
             efer::MSR => match self.guest.write_efer(value, self.nx_supported) {
                 Some(v) => {
                     let next = GuestControl { efer: v, ..self.guest };
@@ -480,46 +547,6 @@ impl<'v> Vcpu<'v> {
         }
     }
 
-    fn hypercall(&mut self) {
-        let (rax, rbx, rcx) = (self.regs.gpr[0], self.regs.gpr[3], self.regs.gpr[1]);
-        self.regs.gpr[0] = match Hypercall::from_u64(rax) {
-            Some(Hypercall::Version) => shared::PROTOCOL_VERSION as u64,
-            Some(Hypercall::ReportCheck) => {
-                let mut bytes = [0u8; hc::CheckRecord::SIZE];
-                if self.ram.read(rbx, &mut bytes) {
-                    self.checks.record(&bytes)
-                } else {
-                    hc::STATUS_BAD_ARGUMENT
-                }
-            }
-            Some(Hypercall::MmuStats) => {
-                let s = self.mmu.stats();
-                let stats = hc::MmuStats {
-                    magic: hc::MMU_STATS_MAGIC,
-                    version: shared::PROTOCOL_VERSION,
-                    shadow_pages_created: s.created,
-                    shadow_pages_live: s.pages_in_use as u64,
-                    cr3_hits: s.cr3_hits,
-                    cr3_misses: s.cr3_misses,
-                    page_faults: s.page_faults,
-                    zaps: s.zaps.iter().sum(),
-                    pt_writes: s.pt_writes,
-                    unshadows: s.unshadows,
-                    recycles: s.recycles,
-                    exits: self.stats.total,
-                };
-                let bytes = stats.to_bytes();
-                let n = (rcx as usize).min(bytes.len());
-                if self.ram.write(rbx, &bytes[..n]) {
-                    hc::MmuStats::SIZE as u64
-                } else {
-                    hc::STATUS_BAD_ARGUMENT
-                }
-            }
-            None => hc::STATUS_UNKNOWN,
-        };
-    }
-
     /// The guest wrote its status to the exit port: print the summary and
     /// end the run with that status.
     fn guest_exit(&mut self, status: u8) -> ! {
@@ -533,22 +560,35 @@ impl<'v> Vcpu<'v> {
             t.skipped,
             t.rejected
         );
-        let s = self.mmu.stats();
-        log::info!(
-            "shadow page cache: {} pages created, {} live (high water {}), CR3 loads {} hits / {} misses, {} page faults ({} injected), {} guest page-table writes, {} zaps, {} unshadows, {} recycles, {} role values covered",
-            s.created,
-            s.pages_in_use,
-            s.pool_high_water,
-            s.cr3_hits,
-            s.cr3_misses,
-            s.page_faults,
-            s.injected_pf,
-            s.pt_writes,
-            s.zaps.iter().sum::<u64>(),
-            s.unshadows,
-            s.recycles,
-            self.mmu.role_coverage().len()
-        );
+        match &self.paging {
+            PagingBackend::Shadow(sh) => {
+                let s = sh.mmu.stats();
+                log::info!(
+                    "shadow page cache: {} pages created, {} live (high water {}), CR3 loads {} hits / {} misses, {} page faults ({} injected), {} guest page-table writes, {} zaps, {} unshadows, {} recycles, {} role values covered",
+                    s.created,
+                    s.pages_in_use,
+                    s.pool_high_water,
+                    s.cr3_hits,
+                    s.cr3_misses,
+                    s.page_faults,
+                    s.injected_pf,
+                    s.pt_writes,
+                    s.zaps.iter().sum::<u64>(),
+                    s.unshadows,
+                    s.recycles,
+                    sh.mmu.role_coverage().len()
+                );
+            }
+            PagingBackend::Ept(e) => {
+                let m = e.map();
+                log::info!(
+                    "EPT identity map: {} MiB of guest RAM in 2 MiB leaves, {} table frames, EPTP {:#x}; no shadow paging",
+                    m.size >> 20,
+                    m.tables,
+                    m.eptp
+                );
+            }
+        }
         let mut top: [(u64, usize); 80] = [(0, 0); 80];
         for (i, n) in self.stats.by_reason.iter().enumerate() {
             top[i] = (*n, i);

@@ -11,7 +11,7 @@
 //! translations (SDM Vol. 3C 29.4.2 with VPID disabled), so the `Flush`
 //! requests of a single vCPU are met by the next entry.
 
-use super::cr::{cr0, cr4, Cr0Write, GuestControl};
+use super::cr::{cr0, cr4, Cr0Write, GuestControl, GUEST_CR4_BITS};
 use super::ptwrite::{self, Emulated};
 use super::{Vcpu, DF, GP, PF};
 use crate::arch::phys::GuestRamView;
@@ -26,7 +26,8 @@ impl Vcpu<'_> {
     /// Loads the hardware paging state the MMU core chose for the guest's
     /// current mode (a zapped root is rebuilt here).
     pub(super) fn prepare_entry(&mut self) {
-        let hw = match self.mmu.prepare_entry(&mut self.vmmu) {
+        let sh = shadow!(self);
+        let hw = match sh.mmu.prepare_entry(&mut sh.vmmu) {
             Ok(hw) => hw,
             Err(e) => self.die(
                 ErrorKind::HypervisorFault,
@@ -64,7 +65,8 @@ impl Vcpu<'_> {
     pub(super) fn apply_paging_state(&mut self, next: GuestControl) -> bool {
         self.mmu_touched = true;
         let mem = GuestRamView(&self.ram);
-        match self.mmu.set_paging_mode(&mut self.vmmu, &mem, next.cr0, next.cr4, next.efer) {
+        let sh = shadow!(self);
+        match sh.mmu.set_paging_mode(&mut sh.vmmu, &mem, next.cr0, next.cr4, next.efer) {
             Err(InjectGp) => {
                 self.inject(GP, Some(0));
                 false
@@ -84,7 +86,8 @@ impl Vcpu<'_> {
         let gva = self.vmcs.read(FieldNaturalRo::ExitQualification);
         let hw_ec = self.vmcs.read(Field32Ro::ExitInterruptionErrorCode) as u32;
         let mut mem = GuestRamView(&self.ram);
-        match self.mmu.page_fault(&mut self.vmmu, &mut mem, gva, hw_ec) {
+        let sh = shadow!(self);
+        match sh.mmu.page_fault(&mut sh.vmmu, &mut mem, gva, hw_ec) {
             FaultOutcome::Fixed { flush } => {
                 flush.done();
                 self.reinject_vectoring_event();
@@ -184,7 +187,8 @@ impl Vcpu<'_> {
             (self.vmcs.read(FieldNatural::GuestCsBase) + rip) & 0xffff_ffff
         };
         let user = (self.vmcs.read(Field32::GuestCsAccessRights) >> 5) & 3 == 3;
-        let ctx = self.vmmu.ctx(self.mmu.config().maxphyaddr);
+        let sh = shadow!(self);
+        let ctx = sh.vmmu.ctx(sh.mmu.config().maxphyaddr);
         let mut mem = GuestRamView(&self.ram);
         let mut bytes = [0u8; 15];
         let mut n = 0;
@@ -225,7 +229,8 @@ impl Vcpu<'_> {
             Emulated::Store(s) => {
                 if s.store {
                     let mut mem = GuestRamView(&self.ram);
-                    self.mmu.guest_pt_write(&mut self.vmmu, &mut mem, gpa, s.width, s.value).done();
+                    let sh = shadow!(self);
+                    sh.mmu.guest_pt_write(&mut sh.vmmu, &mut mem, gpa, s.width, s.value).done();
                 }
                 if let Some((r, v)) = s.reg {
                     self.set_gpr(r, v);
@@ -240,7 +245,8 @@ impl Vcpu<'_> {
             }
             Emulated::Retry(why) => {
                 log::debug!("guest page-table store at {gpa:#x} not emulated ({why}): unshadowing the frame and retrying");
-                self.mmu.unshadow(gpa >> 12).done();
+                let sh = shadow!(self);
+                sh.mmu.unshadow(gpa >> 12).done();
             }
         }
     }
@@ -277,7 +283,8 @@ impl Vcpu<'_> {
     pub(super) fn load_cr3(&mut self, value: u64) -> bool {
         self.mmu_touched = true;
         let mem = GuestRamView(&self.ram);
-        match self.mmu.load_cr3(&mut self.vmmu, &mem, value) {
+        let sh = shadow!(self);
+        match sh.mmu.load_cr3(&mut sh.vmmu, &mem, value) {
             Ok(flush) => {
                 flush.done();
                 self.guest.cr3 = value;
@@ -311,21 +318,7 @@ impl Vcpu<'_> {
     /// (10.8.5); bits Quadrant does not virtualise (PCIDE, OSXSAVE, PKE, ...)
     /// are refused with #GP, as on a CPU without them. Returns false on #GP.
     pub(super) fn write_cr4_value(&mut self, value: u64) -> bool {
-        let known = cr4::VME
-            | cr4::PSE
-            | cr4::PAE
-            | cr4::PGE
-            | cr4::OSFXSR
-            | cr4::OSXMMEXCPT
-            | cr4::SMEP
-            | cr4::SMAP
-            | (1 << 1)
-            | (1 << 2)
-            | (1 << 3)
-            | (1 << 6)
-            | (1 << 8)
-            | (1 << 16);
-        if value & !known != 0 || (self.guest.efer & crate::mmu::EFER_LMA != 0 && value & cr4::PAE == 0) {
+        if value & !GUEST_CR4_BITS != 0 || (self.guest.efer & crate::mmu::EFER_LMA != 0 && value & cr4::PAE == 0) {
             self.inject(GP, Some(0));
             return false;
         }
@@ -342,7 +335,8 @@ impl Vcpu<'_> {
     /// broken one.
     pub(super) fn audit(&mut self) {
         let mem = GuestRamView(&self.ram);
-        if let Err(e) = self.mmu.audit(&mem, &[&self.vmmu]) {
+        let sh = shadow!(self);
+        if let Err(e) = sh.mmu.audit(&mem, &[&sh.vmmu]) {
             let n = self.stats.total;
             self.die(ErrorKind::HypervisorFault, true, format_args!("MMU audit failed after VM exit {n}: {e}"));
         }

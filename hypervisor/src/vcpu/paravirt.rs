@@ -2,7 +2,9 @@
 //! the Quadrant signature in the hypervisor leaves) and the hypercall
 //! records of the protocol crate (`shared::hypercall`).
 
+use super::{PagingBackend, Vcpu};
 use shared::cpuid as sig;
+use shared::hypercall::{self as hc, Hypercall};
 
 /// CPUID.1:ECX bits (SDM Vol. 2A, CPUID, Table 3-10).
 const CPUID1_ECX_VMX: u32 = 1 << 5;
@@ -59,6 +61,69 @@ impl CheckTally {
                 hc::STATUS_BAD_ARGUMENT
             }
         }
+    }
+}
+
+impl Vcpu<'_> {
+    /// A VMCALL: RAX the call number, RBX/RCX its arguments (the protocol
+    /// of `shared::hypercall`); the result goes to RAX.
+    pub(super) fn hypercall(&mut self) {
+        let (rax, rbx, rcx) = (self.regs.gpr[0], self.regs.gpr[3], self.regs.gpr[1]);
+        self.regs.gpr[0] = match Hypercall::from_u64(rax) {
+            Some(Hypercall::Version) => shared::PROTOCOL_VERSION as u64,
+            Some(Hypercall::ReportCheck) => {
+                let mut bytes = [0u8; hc::CheckRecord::SIZE];
+                if self.ram.read(rbx, &mut bytes) {
+                    self.checks.record(&bytes)
+                } else {
+                    hc::STATUS_BAD_ARGUMENT
+                }
+            }
+            Some(Hypercall::MmuStats) => {
+                let stats = match &self.paging {
+                    PagingBackend::Shadow(sh) => {
+                        let s = sh.mmu.stats();
+                        hc::MmuStats {
+                    magic: hc::MMU_STATS_MAGIC,
+                    version: shared::PROTOCOL_VERSION,
+                    shadow_pages_created: s.created,
+                    shadow_pages_live: s.pages_in_use as u64,
+                    cr3_hits: s.cr3_hits,
+                    cr3_misses: s.cr3_misses,
+                    page_faults: s.page_faults,
+                    zaps: s.zaps.iter().sum(),
+                    pt_writes: s.pt_writes,
+                    unshadows: s.unshadows,
+                    recycles: s.recycles,
+                    exits: self.stats.total,
+                        }
+                    }
+                    // No shadow under EPT: every shadow counter is honestly 0.
+                    PagingBackend::Ept(_) => hc::MmuStats {
+                        magic: hc::MMU_STATS_MAGIC,
+                        version: shared::PROTOCOL_VERSION,
+                        shadow_pages_created: 0,
+                        shadow_pages_live: 0,
+                        cr3_hits: 0,
+                        cr3_misses: 0,
+                        page_faults: 0,
+                        zaps: 0,
+                        pt_writes: 0,
+                        unshadows: 0,
+                        recycles: 0,
+                        exits: self.stats.total,
+                    },
+                };
+                let bytes = stats.to_bytes();
+                let n = (rcx as usize).min(bytes.len());
+                if self.ram.write(rbx, &bytes[..n]) {
+                    hc::MmuStats::SIZE as u64
+                } else {
+                    hc::STATUS_BAD_ARGUMENT
+                }
+            }
+            None => hc::STATUS_UNKNOWN,
+        };
     }
 }
 

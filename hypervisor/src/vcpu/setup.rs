@@ -5,17 +5,22 @@
 
 use super::cr::GuestControl;
 use crate::arch::{cpu, descriptors};
-use crate::vmx::caps::{self, entry_ctl, exit_ctl, pin_based, proc_based, reconcile, ControlError, ControlWord, VmxCaps};
+use crate::vmx::caps::{
+    self, entry_ctl, exit_ctl, pin_based, proc_based, proc_based2, reconcile, AllowedBits, ControlError, ControlWord, VmxCaps,
+};
 use crate::vmx::fields::{Field16, Field32, Field64, FieldNatural};
 use crate::vmx::instr::ActiveVmcs;
 
-/// The control words Quadrant runs a shadow-paging guest with.
+/// The control words Quadrant runs a guest with (shadow paging or EPT).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Controls {
     /// Pin-based VM-execution controls.
     pub pin: u32,
     /// Primary processor-based VM-execution controls.
     pub primary: u32,
+    /// Secondary processor-based VM-execution controls (written only when
+    /// `primary` activates them; 0 for shadow paging).
+    pub secondary: u32,
     /// VM-exit controls.
     pub exit: u32,
     /// VM-entry controls (IA-32e mode guest is toggled at run time).
@@ -61,7 +66,53 @@ impl Controls {
         let entry = reconcile(ControlWord::Entry, 0, 0, c.entry)?;
         // The IA-32e mode guest control must be available to run a 64-bit guest.
         reconcile(ControlWord::Entry, entry_ctl::IA32E_MODE_GUEST, 0, c.entry)?;
-        Ok(Controls { pin, primary, exit, entry })
+        Ok(Controls { pin, primary, secondary: 0, exit, entry })
+    }
+
+    /// Reconciles what the `mmu=ept` reference mode needs (SDM Vol. 3C
+    /// 25.6.2 secondary controls, 29.3 EPT), failing with the name of the
+    /// first control this CPU lacks:
+    ///
+    /// * secondary controls "enable EPT" and "unrestricted guest": the guest
+    ///   runs real mode and paging-off protected mode natively (SDM Vol. 3C
+    ///   27.3.1.1: CR0.PE and CR0.PG may then be 0);
+    /// * HLT and unconditional I/O exiting as for shadow paging; no INVLPG
+    ///   and no CR3-load/store exiting (a CPU without TRUE_ controls may
+    ///   force the CR3 ones: `vcpu::ept` handles those exits too);
+    /// * "save IA32_EFER" and "load IA32_EFER" on exit, "load IA32_EFER" on
+    ///   entry: the guest's EFER (LME, LMA, NXE) lives in GUEST_IA32_EFER
+    ///   and the host's is restored from HOST_IA32_EFER (SDM Vol. 3C 25.7.1,
+    ///   25.8.1, 27.3.2.1, 28.3, 28.5.1).
+    pub fn for_ept(c: &VmxCaps) -> Result<Controls, ControlError> {
+        let secondary = reconcile(
+            ControlWord::SecondaryProcBased,
+            proc_based2::ENABLE_EPT | proc_based2::UNRESTRICTED_GUEST,
+            0,
+            c.procbased2.unwrap_or(AllowedBits { allowed0: 0, allowed1: 0 }),
+        )?;
+        let pin = reconcile(
+            ControlWord::PinBased,
+            pin_based::EXTERNAL_INTERRUPT_EXITING | pin_based::NMI_EXITING,
+            0,
+            c.pinbased,
+        )?;
+        let primary_needed =
+            proc_based::HLT_EXITING | proc_based::UNCONDITIONAL_IO_EXITING | proc_based::ACTIVATE_SECONDARY_CONTROLS;
+        let primary = reconcile(ControlWord::PrimaryProcBased, primary_needed, 0, c.procbased)?;
+        caps::check_clear(
+            ControlWord::PrimaryProcBased,
+            proc_based::USE_MSR_BITMAPS | proc_based::USE_IO_BITMAPS | proc_based::USE_TSC_OFFSETTING,
+            c.procbased,
+        )?;
+        let exit = reconcile(
+            ControlWord::Exit,
+            exit_ctl::HOST_ADDRESS_SPACE_SIZE | exit_ctl::ACK_INTERRUPT_ON_EXIT | exit_ctl::SAVE_EFER | exit_ctl::LOAD_EFER,
+            0,
+            c.exit,
+        )?;
+        let entry = reconcile(ControlWord::Entry, entry_ctl::LOAD_EFER, 0, c.entry)?;
+        reconcile(ControlWord::Entry, entry_ctl::IA32E_MODE_GUEST, 0, c.entry)?;
+        Ok(Controls { pin, primary, secondary, exit, entry })
     }
 }
 
@@ -77,7 +128,9 @@ pub struct GuestStart {
     pub vm86_tss: u64,
 }
 
-/// Writes the whole VMCS. The caller sets RAX/RBX in the register file.
+/// Writes the whole VMCS for shadow paging. The caller sets RAX/RBX in the
+/// register file; under `mmu=ept`, `Vcpu::ept_init_vmcs` then replaces the
+/// paging parts (EPTP, exception bitmap, CR0/CR4 and their masks, EFER).
 pub fn write_vmcs(vmcs: &mut ActiveVmcs<'_>, c: &VmxCaps, ctl: &Controls, start: &GuestStart) {
     use Field16 as F16;
     use Field32 as F32;
@@ -87,6 +140,9 @@ pub fn write_vmcs(vmcs: &mut ActiveVmcs<'_>, c: &VmxCaps, ctl: &Controls, start:
     // Controls (SDM Vol. 3C 25.6-25.8).
     vmcs.write(F32::PinBasedControls, ctl.pin as u64);
     vmcs.write(F32::PrimaryProcBasedControls, ctl.primary as u64);
+    if ctl.primary & proc_based::ACTIVATE_SECONDARY_CONTROLS != 0 {
+        vmcs.write(F32::SecondaryProcBasedControls, ctl.secondary as u64);
+    }
     vmcs.write(F32::ExitControls, ctl.exit as u64);
     vmcs.write(F32::EntryControls, ctl.entry as u64);
     // #PF exits for the shadow; #MC so a machine check is never reflected.
@@ -179,4 +235,85 @@ pub fn write_vmcs(vmcs: &mut ActiveVmcs<'_>, c: &VmxCaps, ctl: &Controls, start:
     vmcs.write(FN::GuestSysenterEsp, 0);
     vmcs.write(FN::GuestSysenterEip, 0);
     let _ = start.info;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vmx::caps::{ControlErrorKind, AllowedBits as A};
+
+    /// A capability snapshot with Bochs' control MSRs (FACTS.md; the control
+    /// words other than PROCBASED_CTLS2 as in `vmx::caps` tests).
+    fn bochs(procbased2: Option<u64>, true_ctls: bool) -> VmxCaps {
+        let m = A::from_msr;
+        VmxCaps {
+            basic: if true_ctls { 0x00d8_1000_0000_002b } else { 0x005a_0800_0000_000d },
+            pinbased: m(0x0000_00ff_0000_0016),
+            procbased: m(if true_ctls { 0xfff9_fffe_0400_6172 } else { 0xf7f9_fffe_0401_e172 }),
+            procbased2: procbased2.map(m),
+            exit: m(if true_ctls { 0x01ff_ffff_0003_6dfb } else { 0x0003_ffff_0003_6dff }),
+            entry: m(if true_ctls { 0x0003_ffff_0000_11fb } else { 0x0000_33ff_0000_11ff }),
+            misc: 0x4_01E5,
+            cr0_fixed0: 0x8000_0021,
+            cr0_fixed1: 0xFFFF_FFFF,
+            cr4_fixed0: 0x2000,
+            cr4_fixed1: 0x0037_27FF,
+            vmcs_enum: 0x2E,
+            ept_vpid: procbased2.map(|_| 0x0000_0f01_0631_4141),
+            vmfunc: None,
+        }
+    }
+
+    fn skylake() -> VmxCaps {
+        bochs(Some(0x0217_7fff_0000_0000), true)
+    }
+
+    fn penryn() -> VmxCaps {
+        VmxCaps { ept_vpid: None, ..bochs(Some(0x0000_0041_0000_0000), false) }
+    }
+
+    #[test]
+    fn skylake_allows_ept() {
+        let c = Controls::for_ept(&skylake()).unwrap();
+        assert_eq!(c.secondary, proc_based2::ENABLE_EPT | proc_based2::UNRESTRICTED_GUEST);
+        assert_ne!(c.primary & proc_based::ACTIVATE_SECONDARY_CONTROLS, 0);
+        for off in [proc_based::CR3_LOAD_EXITING, proc_based::CR3_STORE_EXITING, proc_based::INVLPG_EXITING, proc_based::USE_MSR_BITMAPS] {
+            assert_eq!(c.primary & off, 0, "{off:#x}");
+        }
+        assert_ne!(c.primary & proc_based::HLT_EXITING, 0);
+        assert_ne!(c.primary & proc_based::UNCONDITIONAL_IO_EXITING, 0);
+        assert_eq!(c.exit & (exit_ctl::SAVE_EFER | exit_ctl::LOAD_EFER), exit_ctl::SAVE_EFER | exit_ctl::LOAD_EFER);
+        assert_ne!(c.entry & entry_ctl::LOAD_EFER, 0);
+        assert_eq!(c.entry & entry_ctl::IA32E_MODE_GUEST, 0, "set at run time from EFER.LMA");
+        assert_eq!(crate::vmx::ept::missing_capability(skylake().ept_vpid), None);
+    }
+
+    #[test]
+    fn skylake_shadow_paging_keeps_secondary_off() {
+        let c = Controls::for_shadow_paging(&skylake()).unwrap();
+        assert_eq!(c.secondary, 0);
+        assert_eq!(c.primary & proc_based::ACTIVATE_SECONDARY_CONTROLS, 0);
+    }
+
+    #[test]
+    fn penryn_refuses_naming_enable_ept() {
+        let e = Controls::for_ept(&penryn()).unwrap_err();
+        assert_eq!((e.word, e.bit, e.kind), (ControlWord::SecondaryProcBased, 1, ControlErrorKind::RequiredButUnsupported));
+        let text = e.to_string();
+        assert!(text.contains("\"enable EPT\""), "{text}");
+        assert!(text.contains("0x00000041"), "{text}");
+        assert!(Controls::for_shadow_paging(&penryn()).is_ok());
+    }
+
+    #[test]
+    fn ept_without_unrestricted_guest_names_it() {
+        let e = Controls::for_ept(&bochs(Some(0x0000_0043_0000_0000), false)).unwrap_err();
+        assert_eq!(e.name, "unrestricted guest");
+    }
+
+    #[test]
+    fn no_secondary_controls_names_enable_ept() {
+        let e = Controls::for_ept(&bochs(None, false)).unwrap_err();
+        assert_eq!(e.name, "enable EPT");
+    }
 }

@@ -235,7 +235,8 @@ impl Vcpu<'_> {
                     // `apply_paging_state` injects #GP itself on refusal;
                     // in vm86 that must go through the IVT instead.
                     let mem = crate::arch::phys::GuestRamView(&self.ram);
-                    match self.mmu.set_paging_mode(&mut self.vmmu, &mem, next.cr0, next.cr4, next.efer) {
+                    let sh = shadow!(self);
+                    match sh.mmu.set_paging_mode(&mut sh.vmmu, &mem, next.cr0, next.cr4, next.efer) {
                         Err(_) => false,
                         Ok(flush) => {
                             flush.done();
@@ -257,7 +258,8 @@ impl Vcpu<'_> {
             }
             3 => {
                 let mem = crate::arch::phys::GuestRamView(&self.ram);
-                match self.mmu.load_cr3(&mut self.vmmu, &mem, value) {
+                let sh = shadow!(self);
+                match sh.mmu.load_cr3(&mut sh.vmmu, &mem, value) {
                     Ok(f) => {
                         f.done();
                         self.guest.cr3 = value;
@@ -269,7 +271,8 @@ impl Vcpu<'_> {
             _ => {
                 let mem = crate::arch::phys::GuestRamView(&self.ram);
                 let next = GuestControl { cr4: value, ..self.guest };
-                match self.mmu.set_paging_mode(&mut self.vmmu, &mem, next.cr0, next.cr4, next.efer) {
+                let sh = shadow!(self);
+                match sh.mmu.set_paging_mode(&mut sh.vmmu, &mem, next.cr0, next.cr4, next.efer) {
                     Ok(f) => {
                         f.done();
                         self.guest = next;

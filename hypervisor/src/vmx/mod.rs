@@ -2,6 +2,7 @@
 //! place VMX `unsafe` lives (in [`instr`]).
 //!
 //! * [`fields`]: typed VMCS field encodings (pure);
+//! * [`ept`]: the identity extended page tables of `mmu=ept` (pure);
 //! * [`caps`]: capability MSRs, control reconciliation, fixed CR bits,
 //!   IA32_FEATURE_CONTROL (pure);
 //! * [`exit_reason`]: exit reasons and qualification decoders (pure);
@@ -9,6 +10,7 @@
 //! * [`instr`]: VMXON/VMCLEAR/VMPTRLD/VMREAD/VMWRITE, the entry/exit stub
 //!   and the VMCS dump.
 pub mod caps;
+pub mod ept;
 pub mod errors;
 pub mod exit_reason;
 pub mod fields;
