@@ -67,6 +67,7 @@ use shared::line::ErrorKind;
 /// Exception vectors used here (SDM Vol. 3A Table 6-1).
 const DF: u8 = 8;
 const GP: u8 = 13;
+const UD: u8 = 6;
 const PF: u8 = 14;
 const MC: u8 = 18;
 
@@ -397,6 +398,24 @@ impl<'v> Vcpu<'v> {
                 }
                 self.advance_rip();
             }
+            // VMX is hidden (CPUID.1:ECX.VMX=0, and the guest's CR4.VMXE
+            // reads 0): these instructions are #UD for the guest (SDM Vol. 3C
+            // 31.3 "VMXON": #UD if CR4.VMXE = 0), although the hardware runs
+            // it with VMXE=1 and therefore exits.
+            Some(
+                ExitReason::Vmclear
+                | ExitReason::Vmlaunch
+                | ExitReason::Vmptrld
+                | ExitReason::Vmptrst
+                | ExitReason::Vmread
+                | ExitReason::Vmresume
+                | ExitReason::Vmwrite
+                | ExitReason::Vmxoff
+                | ExitReason::Vmxon
+                | ExitReason::Invept
+                | ExitReason::Invvpid
+                | ExitReason::Vmfunc,
+            ) => self.inject(UD, None),
             Some(ExitReason::Vmcall) => {
                 self.hypercall();
                 self.advance_rip();
