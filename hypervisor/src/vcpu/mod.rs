@@ -568,8 +568,12 @@ impl<'v> Vcpu<'v> {
         console::with_console(|c| {
             for &word in coverage {
                 let role = crate::mmu::Role::from_word(word);
-                let count: u64 =
-                    s.created_per_role.iter().filter(|(w, _)| crate::mmu::Role::from_word(**w).valid() == role).map(|(_, n)| n).sum();
+                let count: u64 = s
+                    .created_per_role
+                    .iter()
+                    .filter(|(w, _)| crate::mmu::Role::from_word(**w).valid() == role)
+                    .map(|(_, n)| n)
+                    .sum();
                 let _ = shared::line::write_role_coverage(c, &role.value(), word, count);
                 let _ = fmt::Write::write_str(c, "\n");
             }
