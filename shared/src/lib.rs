@@ -7,12 +7,14 @@
 //! * [`PROTOCOL_VERSION`], the CPUID signature the hypervisor answers with
 //!   ([`cpuid`]), and the I/O ports of the exit conventions ([`ports`]);
 //! * hypercall numbers and records passed by VMCALL ([`hypercall`]);
-//! * the text lines on COM1 that the runner parses ([`line`]).
+//! * the text lines on COM1 that the runner parses ([`line`]);
+//! * the role values the guest suite promises to create ([`coverage`]).
 //!
 //! The crate is `no_std` and allocation-free so the guest can use it before it
 //! has a heap.
 #![no_std]
 
+pub mod coverage;
 pub mod cpuid;
 pub mod hypercall;
 pub mod line;

@@ -9,9 +9,16 @@
 //! guest-summary passed=5 failed=0 skipped=1
 //! quadrant-hv version=1 mmu=shadow cpu=GenuineIntel
 //! quadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0: this CPU has no VMX
+//! role-coverage glevels=2 level=1 quadrant=1 metaphysical=0 access=uwx cr0_wp=1 efer_nx=0 smep_andnot_wp=0 smap_andnot_wp=0 cr4_pse=1 word=0x84112 count=3
+//! role-coverage-end distinct=17
 //! quadrant-result status=0 reason=guest-exit
 //! ```
+//!
+//! The hypervisor prints its role-coverage table (one `role-coverage` line
+//! per distinct role value created, see [`crate::coverage`], then
+//! `role-coverage-end`) just before the result line.
 
+use crate::coverage::{self, RoleValue};
 use crate::Outcome;
 use core::fmt::{self, Write};
 
@@ -25,6 +32,10 @@ pub const HV_START: &str = "quadrant-hv";
 pub const ERROR: &str = "quadrant-error";
 /// Keyword of the final result line of a run.
 pub const RESULT: &str = "quadrant-result";
+/// Keyword of one row of the role-coverage table.
+pub const ROLE_COVERAGE: &str = "role-coverage";
+/// Keyword of the line closing the role-coverage table.
+pub const ROLE_COVERAGE_END: &str = "role-coverage-end";
 
 /// Kinds of fatal error, the word after [`ERROR`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +138,21 @@ pub enum Line<'a> {
         /// A word saying how the run ended (`guest-exit`, an error kind, ...).
         reason: &'a str,
     },
+    /// `role-coverage glevels=G level=L ... word=0xW count=N`
+    RoleCoverage {
+        /// The decoded role.
+        role: RoleValue,
+        /// The packed role word (for cross-reference with the hypervisor's
+        /// `mmu::role::Role`; the runner judges the decoded fields).
+        word: u32,
+        /// Shadow pages created with this role.
+        count: u64,
+    },
+    /// `role-coverage-end distinct=K`
+    RoleCoverageEnd {
+        /// Number of `role-coverage` lines before it.
+        distinct: u32,
+    },
 }
 
 /// Writes `check OUTCOME NAME: DETAIL` (no newline). Newlines in the detail
@@ -157,6 +183,34 @@ pub fn write_error(w: &mut impl Write, kind: ErrorKind, text: fmt::Arguments<'_>
 /// Writes the final result line (no newline).
 pub fn write_result(w: &mut impl Write, status: u8, reason: &str) -> fmt::Result {
     write!(w, "{RESULT} status={status} reason={reason}")
+}
+
+/// Writes one row of the role-coverage table (no newline).
+pub fn write_role_coverage(w: &mut impl Write, role: &RoleValue, word: u32, count: u64) -> fmt::Result {
+    let b = u8::from;
+    write!(
+        w,
+        "{ROLE_COVERAGE} glevels={} level={} quadrant={} metaphysical={} access=",
+        role.glevels,
+        role.level,
+        role.quadrant,
+        b(role.metaphysical)
+    )?;
+    coverage::write_access(w, role.access)?;
+    write!(
+        w,
+        " cr0_wp={} efer_nx={} smep_andnot_wp={} smap_andnot_wp={} cr4_pse={} word={word:#x} count={count}",
+        b(role.cr0_wp),
+        b(role.efer_nx),
+        b(role.smep_andnot_wp),
+        b(role.smap_andnot_wp),
+        b(role.cr4_pse)
+    )
+}
+
+/// Writes the line closing the role-coverage table (no newline).
+pub fn write_role_coverage_end(w: &mut impl Write, distinct: u32) -> fmt::Result {
+    write!(w, "{ROLE_COVERAGE_END} distinct={distinct}")
 }
 
 /// Parses one console line (trailing `\r`/`\n` ignored). Returns `None` for
@@ -194,6 +248,35 @@ pub fn parse(line: &str) -> Option<Line<'_>> {
             status: field(rest, "status")?.parse().ok()?,
             reason: field(rest, "reason")?,
         }),
+        ROLE_COVERAGE => {
+            let num = |key| -> Option<u8> { field(rest, key)?.parse().ok() };
+            let flag = |key| -> Option<bool> {
+                match field(rest, key)? {
+                    "0" => Some(false),
+                    "1" => Some(true),
+                    _ => None,
+                }
+            };
+            let role = RoleValue {
+                glevels: num("glevels")?,
+                level: num("level")?,
+                quadrant: num("quadrant")?,
+                metaphysical: flag("metaphysical")?,
+                access: coverage::parse_access(field(rest, "access")?)?,
+                cr0_wp: flag("cr0_wp")?,
+                efer_nx: flag("efer_nx")?,
+                smep_andnot_wp: flag("smep_andnot_wp")?,
+                smap_andnot_wp: flag("smap_andnot_wp")?,
+                cr4_pse: flag("cr4_pse")?,
+            };
+            let word = field(rest, "word")?.strip_prefix("0x")?;
+            Some(Line::RoleCoverage {
+                role,
+                word: u32::from_str_radix(word, 16).ok()?,
+                count: field(rest, "count")?.parse().ok()?,
+            })
+        }
+        ROLE_COVERAGE_END => Some(Line::RoleCoverageEnd { distinct: field(rest, "distinct")?.parse().ok()? }),
         _ => None,
     }
 }
@@ -262,6 +345,74 @@ mod tests {
         let mut b = buf();
         write_hv_start(&mut b, "shadow").unwrap();
         assert_eq!(parse(b.as_str()), Some(Line::HvStart { version: crate::PROTOCOL_VERSION, mmu: "shadow" }));
+    }
+
+    #[test]
+    fn role_coverage_round_trip() {
+        let roles = [
+            RoleValue::default(),
+            RoleValue {
+                glevels: 2,
+                level: 1,
+                quadrant: 1,
+                access: 7,
+                cr0_wp: true,
+                cr4_pse: true,
+                ..RoleValue::default()
+            },
+            RoleValue {
+                glevels: 4,
+                level: 1,
+                metaphysical: true,
+                access: coverage::ACCESS_U | coverage::ACCESS_X,
+                efer_nx: true,
+                smep_andnot_wp: true,
+                smap_andnot_wp: true,
+                ..RoleValue::default()
+            },
+        ];
+        for (i, role) in roles.iter().enumerate() {
+            let mut b = buf();
+            write_role_coverage(&mut b, role, 0x84112 + i as u32, 40 + i as u64).unwrap();
+            assert_eq!(
+                parse(b.as_str()),
+                Some(Line::RoleCoverage { role: *role, word: 0x84112 + i as u32, count: 40 + i as u64 }),
+                "{}",
+                b.as_str()
+            );
+        }
+        let mut b = buf();
+        write_role_coverage_end(&mut b, 17).unwrap();
+        assert_eq!(b.as_str(), "role-coverage-end distinct=17");
+        assert_eq!(parse(b.as_str()), Some(Line::RoleCoverageEnd { distinct: 17 }));
+    }
+
+    #[test]
+    fn role_coverage_line_format() {
+        let mut b = buf();
+        let role = RoleValue {
+            glevels: 2,
+            level: 1,
+            quadrant: 1,
+            access: 7,
+            cr0_wp: true,
+            cr4_pse: true,
+            ..RoleValue::default()
+        };
+        write_role_coverage(&mut b, &role, 0x84112, 3).unwrap();
+        assert_eq!(
+            b.as_str(),
+            "role-coverage glevels=2 level=1 quadrant=1 metaphysical=0 access=uwx cr0_wp=1 efer_nx=0 \
+             smep_andnot_wp=0 smap_andnot_wp=0 cr4_pse=1 word=0x84112 count=3"
+        );
+    }
+
+    #[test_case("role-coverage glevels=2 level=1 quadrant=1 metaphysical=2 access=uwx cr0_wp=1 efer_nx=0 smep_andnot_wp=0 smap_andnot_wp=0 cr4_pse=1 word=0x1 count=3"; "bad flag")]
+    #[test_case("role-coverage glevels=2 level=1 quadrant=1 metaphysical=0 access=uw cr0_wp=1 efer_nx=0 smep_andnot_wp=0 smap_andnot_wp=0 cr4_pse=1 word=0x1 count=3"; "bad access")]
+    #[test_case("role-coverage glevels=2 level=1 quadrant=1 metaphysical=0 access=uwx cr0_wp=1 efer_nx=0 smep_andnot_wp=0 smap_andnot_wp=0 cr4_pse=1 word=0x1"; "no count")]
+    #[test_case("role-coverage-end distinct=x"; "bad distinct")]
+    fn malformed_coverage_lines_are_not_parsed(s: &str) {
+        assert_eq!(parse(s), None);
     }
 
     #[test_case("hello world")]

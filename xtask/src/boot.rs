@@ -4,6 +4,7 @@
 use crate::emulator::{self, Emulator, Launch};
 use crate::media::{self, Media, Module};
 use crate::report::{self, Report};
+use crate::verdict::coverage::{MissingRow, RoleRow};
 use crate::verdict::{self, Console, Event, Exit, Expectation, Verdict};
 use crate::workspace::Workspace;
 use anyhow::{bail, Context, Result};
@@ -257,7 +258,19 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
 
     let text = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
     let console = Console::from_text(&text);
-    let exp = Expectation { hypervisor: spec.hypervisor, expect_error: spec.expect_error, expect_text: spec.expect_text };
+    let role_coverage = verdict::coverage::applies(
+        spec.hypervisor,
+        spec.mmu == Mmu::Shadow,
+        spec.guest == GuestImage::Built,
+        spec.expect_error.is_some(),
+        &spec.guest_args,
+    );
+    let exp = Expectation {
+        hypervisor: spec.hypervisor,
+        expect_error: spec.expect_error,
+        expect_text: spec.expect_text,
+        role_coverage,
+    };
     let verdict = verdict::judge(&console, exit, spec.emulator.convention(), exp);
 
     let report = Report {
@@ -280,6 +293,10 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
         passed: verdict.passed,
         failure_reasons: verdict.reasons.clone(),
         errors: console.errors.clone(),
+        role_coverage: (console.role_coverage_end.is_some() || !console.role_coverage.is_empty())
+            .then(|| console.role_coverage.iter().map(RoleRow::of).collect()),
+        coverage_checked: role_coverage,
+        coverage_missing: verdict.coverage_missing.iter().map(|p| MissingRow::of(p)).collect(),
         exit_status: exit.code(),
         timed_out: matches!(exit, Exit::Timeout { .. }),
         timeout_s: spec.timeout(),
@@ -309,6 +326,7 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
             block += "\n";
         }
     }
+    block += &verdict::coverage::block_lines(&console, role_coverage, &verdict.coverage_missing, style.verbose);
     block += &report::block_end(&report, &verdict, &report_path);
     say(&block);
 
@@ -350,7 +368,9 @@ struct Live {
 
 impl Live {
     fn poll(&mut self, path: &Path, verbose: bool) {
-        let Ok(mut f) = std::fs::File::open(path) else { return };
+        let Ok(mut f) = std::fs::File::open(path) else {
+            return;
+        };
         if f.seek(SeekFrom::Start(self.pos)).is_err() {
             return;
         }

@@ -1,6 +1,7 @@
 //! The JSON report of one boot (`<target>/quadrant/reports/<run-id>.json`)
 //! and the text block the console shows for it.
 
+use crate::verdict::coverage::{MissingRow, RoleRow};
 use crate::verdict::{Check, Counts, ErrorLine, Verdict};
 use serde::Serialize;
 use std::fmt::Write;
@@ -47,6 +48,14 @@ pub struct Report {
     pub failure_reasons: Vec<String>,
     /// `quadrant-error` lines.
     pub errors: Vec<ErrorLine>,
+    /// The hypervisor's role-coverage table: every distinct role value
+    /// created, with the shadow pages created under it and the promises it
+    /// matches (`null` when the run printed no table).
+    pub role_coverage: Option<Vec<RoleRow>>,
+    /// Whether the role-coverage gate applied to this run.
+    pub coverage_checked: bool,
+    /// Promised role values never created (the gate's failures).
+    pub coverage_missing: Vec<MissingRow>,
     /// The emulator's exit status (`null` on a timeout or a signal).
     pub exit_status: Option<i32>,
     /// Whether the runner killed the emulator at the timeout.
@@ -143,7 +152,9 @@ pub fn is_bochs_problem(line: &str) -> bool {
 
 /// The last `n` error/panic lines of a bochs.log, or its tail when it has none.
 fn bochs_problems(path: &Path, n: usize) -> String {
-    let Ok(bytes) = std::fs::read(path) else { return tail(path, n) };
+    let Ok(bytes) = std::fs::read(path) else {
+        return tail(path, n);
+    };
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().filter(|l| is_bochs_problem(l)).collect();
     if lines.is_empty() {

@@ -4,7 +4,10 @@
 //! (`shared::line`) say, [`judge`] turns that plus the emulator's exit into a
 //! [`Verdict`]. Host unit tests below feed it sample serial logs.
 
+pub mod coverage;
+
 use serde::Serialize;
+use shared::coverage::{RolePattern, RoleValue};
 use shared::line::{self, ErrorKind, Line};
 use shared::Outcome;
 
@@ -37,7 +40,9 @@ impl ExitConvention {
             (ExitConvention::Bochs, Exit::Code(1)) => {
                 "Bochs exit 1: shutdown port, triple fault or emulator panic (see the emulator log)".into()
             }
-            (ExitConvention::Bochs, Exit::Code(c)) => format!("Bochs exit {c}: the emulator failed"),
+            (ExitConvention::Bochs, Exit::Code(c)) => {
+                format!("Bochs exit {c}: the emulator failed")
+            }
             (ExitConvention::Qemu, Exit::Code(0)) => {
                 "QEMU exit 0: the machine reset or triple-faulted without a status on port 0xf4".into()
             }
@@ -49,7 +54,9 @@ impl ExitConvention {
                     format!("QEMU exit {c}: status {v} on port 0xf4 (fail)")
                 }
             }
-            (ExitConvention::Qemu, Exit::Code(c)) => format!("QEMU exit {c}: the emulator failed (see its log)"),
+            (ExitConvention::Qemu, Exit::Code(c)) => {
+                format!("QEMU exit {c}: the emulator failed (see its log)")
+            }
         }
     }
 }
@@ -111,6 +118,17 @@ pub struct Counts {
     pub skipped: u32,
 }
 
+/// One row of the hypervisor's role-coverage table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RoleCount {
+    /// The role, field by field.
+    pub role: RoleValue,
+    /// The packed role word.
+    pub word: u32,
+    /// Shadow pages created with it.
+    pub count: u64,
+}
+
 /// What one protocol line means to someone watching the run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -137,6 +155,10 @@ pub struct Console {
     pub errors: Vec<ErrorLine>,
     /// The last `quadrant-result` line: (status, reason).
     pub result: Option<(u8, String)>,
+    /// `role-coverage` lines in order.
+    pub role_coverage: Vec<RoleCount>,
+    /// The `role-coverage-end distinct=K` line's K.
+    pub role_coverage_end: Option<u32>,
     /// Number of lines seen.
     pub lines: usize,
 }
@@ -191,6 +213,14 @@ impl Console {
                 self.result = Some((status, reason.to_string()));
                 Event::Protocol
             }
+            Some(Line::RoleCoverage { role, word, count }) => {
+                self.role_coverage.push(RoleCount { role, word, count });
+                Event::Protocol
+            }
+            Some(Line::RoleCoverageEnd { distinct }) => {
+                self.role_coverage_end = Some(distinct);
+                Event::Protocol
+            }
         }
     }
 
@@ -240,6 +270,10 @@ pub struct Expectation {
     /// With `expect_error`: text the error line must contain (e.g. the
     /// name of the failing VMCS field).
     pub expect_text: Option<&'static str>,
+    /// Apply the role-coverage gate: the hypervisor's role-coverage table
+    /// must be there and match every pattern of
+    /// `shared::coverage::PROMISED` (see [`coverage::applies`]).
+    pub role_coverage: bool,
 }
 
 /// The verdict of one boot.
@@ -251,6 +285,8 @@ pub struct Verdict {
     pub reasons: Vec<String>,
     /// Check counts from the console.
     pub counts: Counts,
+    /// Promised role values that were never created (gate applied only).
+    pub coverage_missing: Vec<&'static RolePattern>,
 }
 
 /// Judges one boot.
@@ -279,7 +315,7 @@ pub fn judge(console: &Console, exit: Exit, conv: ExitConvention, exp: Expectati
         } else if exit_passed {
             reasons.push(format!("expected a failing exit, got the pass status: {}", conv.describe(exit)));
         }
-        return Verdict { passed: reasons.is_empty(), reasons, counts };
+        return Verdict { passed: reasons.is_empty(), reasons, counts, coverage_missing: Vec::new() };
     }
 
     if !exit_passed {
@@ -321,15 +357,21 @@ pub fn judge(console: &Console, exit: Exit, conv: ExitConvention, exp: Expectati
         let names: Vec<_> = console.checks.iter().filter(|c| c.outcome == "fail").map(|c| c.name.as_str()).collect();
         reasons.push(format!("{} check(s) failed: {}", counts.failed, names.join(", ")));
     }
-    Verdict { passed: reasons.is_empty(), reasons, counts }
+    let mut coverage_missing = Vec::new();
+    if exp.role_coverage {
+        coverage_missing = coverage::judge(console, shared::coverage::PROMISED, &mut reasons);
+    }
+    Verdict { passed: reasons.is_empty(), reasons, counts, coverage_missing }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const BARE: Expectation = Expectation { hypervisor: false, expect_error: None, expect_text: None };
-    const HV: Expectation = Expectation { hypervisor: true, expect_error: None, expect_text: None };
+    const BARE: Expectation =
+        Expectation { hypervisor: false, expect_error: None, expect_text: None, role_coverage: false };
+    const HV: Expectation =
+        Expectation { hypervisor: true, expect_error: None, expect_text: None, role_coverage: false };
 
     const GOOD_BARE: &str = "\
 SeaBIOS (version x)\r
@@ -450,14 +492,24 @@ guest-summary passed=2 failed=0 skipped=1\r
         let v = judge(&c, Exit::Timeout { secs: 300 }, ExitConvention::Bochs, HV);
         assert!(!v.passed);
         assert_eq!(v.reasons[0], "timed out after 300 s (killed)");
-        let neg = Expectation { hypervisor: true, expect_error: Some(ErrorKind::NoVmx), expect_text: None };
+        let neg = Expectation {
+            hypervisor: true,
+            expect_error: Some(ErrorKind::NoVmx),
+            expect_text: None,
+            role_coverage: false,
+        };
         let c = Console::from_text("quadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0\n");
         assert!(!judge(&c, Exit::Timeout { secs: 60 }, ExitConvention::Qemu, neg).passed);
     }
 
     #[test]
     fn expected_error_passes_only_with_that_error_and_failing_exit() {
-        let neg = Expectation { hypervisor: true, expect_error: Some(ErrorKind::NoVmx), expect_text: None };
+        let neg = Expectation {
+            hypervisor: true,
+            expect_error: Some(ErrorKind::NoVmx),
+            expect_text: None,
+            role_coverage: false,
+        };
         let log = "quadrant-hv version=1 mmu=shadow\nquadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0: this CPU has no VMX\n\
                    quadrant-result status=255 reason=no-vmx\n";
         let c = Console::from_text(log);
@@ -470,7 +522,12 @@ guest-summary passed=2 failed=0 skipped=1\r
         assert!(!v.passed);
         assert!(v.reasons[0].contains("no error line"), "{:?}", v.reasons);
         // Another error.
-        let bad = Expectation { hypervisor: true, expect_error: Some(ErrorKind::BadGuestImage), expect_text: None };
+        let bad = Expectation {
+            hypervisor: true,
+            expect_error: Some(ErrorKind::BadGuestImage),
+            expect_text: None,
+            role_coverage: false,
+        };
         let c = Console::from_text(log);
         let v = judge(&c, Exit::Code(255), ExitConvention::Qemu, bad);
         assert!(v.reasons[0].contains("got no-vmx"), "{:?}", v.reasons);

@@ -255,6 +255,22 @@ impl Role {
     pub const fn valid(self) -> Role {
         Role(self.0 & !INVALID)
     }
+    /// The role field by field, as the role-coverage table prints it
+    /// (`shared::coverage`; `invalid` is left out).
+    pub const fn value(self) -> shared::coverage::RoleValue {
+        shared::coverage::RoleValue {
+            glevels: self.glevels(),
+            level: self.level(),
+            quadrant: self.quadrant(),
+            metaphysical: self.metaphysical(),
+            access: self.access().bits(),
+            cr0_wp: self.cr0_wp(),
+            efer_nx: self.efer_nx(),
+            smep_andnot_wp: self.smep_andnot_wp(),
+            smap_andnot_wp: self.smap_andnot_wp(),
+            cr4_pse: self.cr4_pse(),
+        }
+    }
     /// Bytes per guest entry of the table this page shadows.
     pub const fn gpte_size(self) -> u64 {
         if self.glevels() == 2 {
