@@ -25,7 +25,10 @@ pub mod x86;
 /// Version of the guest/hypervisor protocol. Bump it whenever a record layout,
 /// hypercall number or line format changes; the guest refuses to use
 /// hypercalls of a hypervisor that reports another version.
-pub const PROTOCOL_VERSION: u32 = 1;
+///
+/// History: 1, the first protocol; 2, the role-coverage lines
+/// (`line::ROLE_COVERAGE`) at the end of a hypervisor run.
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Outcome of one self-check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

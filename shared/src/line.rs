@@ -7,7 +7,7 @@
 //! ```text
 //! check PASS boot/multiboot-magic: eax=0x2badb002
 //! guest-summary passed=5 failed=0 skipped=1
-//! quadrant-hv version=1 mmu=shadow cpu=GenuineIntel
+//! quadrant-hv version=2 mmu=shadow
 //! quadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0: this CPU has no VMX
 //! role-coverage glevels=2 level=1 quadrant=1 metaphysical=0 access=uwx cr0_wp=1 efer_nx=0 smep_andnot_wp=0 smap_andnot_wp=0 cr4_pse=1 word=0x84112 count=3
 //! role-coverage-end distinct=17

@@ -597,6 +597,25 @@ impl<'v> Vcpu<'v> {
                     s.recycles,
                     sh.mmu.role_coverage().len()
                 );
+            // The role-coverage table (DESIGN.md 4): one line per distinct role
+            // value ever created, with the shadow pages created under it; the
+            // runner checks it against `shared::coverage::PROMISED`.
+            let coverage = sh.mmu.role_coverage();
+            console::with_console(|c| {
+                for &word in coverage {
+                    let role = crate::mmu::Role::from_word(word);
+                    let count: u64 = s
+                        .created_per_role
+                        .iter()
+                        .filter(|(w, _)| crate::mmu::Role::from_word(**w).valid() == role)
+                        .map(|(_, n)| n)
+                        .sum();
+                    let _ = shared::line::write_role_coverage(c, &role.value(), word, count);
+                    let _ = fmt::Write::write_str(c, "\n");
+                }
+                let _ = shared::line::write_role_coverage_end(c, coverage.len() as u32);
+                let _ = fmt::Write::write_str(c, "\n");
+            });
             }
             PagingBackend::Ept(e) => {
                 let m = e.map();
@@ -620,25 +639,6 @@ impl<'v> Vcpu<'v> {
         if status == 0 && (t.failed > 0 || t.rejected > 0) {
             log::warn!("the guest exited with status 0 although it reported failed or malformed checks");
         }
-        // The role-coverage table (DESIGN.md 4): one line per distinct role
-        // value ever created, with the shadow pages created under it; the
-        // runner checks it against `shared::coverage::PROMISED`.
-        let coverage = self.mmu.role_coverage();
-        console::with_console(|c| {
-            for &word in coverage {
-                let role = crate::mmu::Role::from_word(word);
-                let count: u64 = s
-                    .created_per_role
-                    .iter()
-                    .filter(|(w, _)| crate::mmu::Role::from_word(**w).valid() == role)
-                    .map(|(_, n)| n)
-                    .sum();
-                let _ = shared::line::write_role_coverage(c, &role.value(), word, count);
-                let _ = fmt::Write::write_str(c, "\n");
-            }
-            let _ = shared::line::write_role_coverage_end(c, coverage.len() as u32);
-            let _ = fmt::Write::write_str(c, "\n");
-        });
         fatal::guest_exit(status)
     }
 }
