@@ -13,6 +13,7 @@
 pub mod boot;
 pub mod hv;
 pub mod modes;
+pub mod scen;
 
 use crate::cmdline::{self, Config, Note};
 use crate::hv::{Signature, CPUID1_ECX_HYPERVISOR};
@@ -37,7 +38,7 @@ pub struct Check {
 }
 
 /// The areas, in run order.
-pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS];
+pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS, scen::CHECKS];
 
 /// All checks in run order.
 pub fn all() -> impl Iterator<Item = &'static Check> {
