@@ -290,7 +290,7 @@ pub fn fixup(frame: &mut TrapFrame) -> bool {
         FAULT_CR2.store(cpu::read_cr2(), Ordering::Relaxed);
     };
     // SAFETY: the table is initialised read-only data of FIXUPS entries.
-    let table = unsafe { &*(&raw const qlong_fixups) };
+    let table = unsafe { &qlong_fixups };
     if let Some(&[_, resume]) = table.iter().find(|e| e[0] == rip) {
         record(frame);
         frame.rip = resume;

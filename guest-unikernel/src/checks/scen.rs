@@ -706,6 +706,7 @@ fn hostile_cr3(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::checks::Ctx;
 
     #[test]
     fn indices_and_matching() {
@@ -723,6 +724,60 @@ mod tests {
         assert!(matches(Ok(5), Want::Val(5), 0) && !matches(Ok(4), Want::Val(5), 0));
         assert!(matches(Err(Fault { vector: GP, error_code: 0, cr2: 9 }), Want::Gp0, 0));
         assert!(!matches(Err(Fault { vector: GP, error_code: 8, cr2: 0 }), Want::Gp0, 0));
+    }
+
+    /// Runs every check on the fake (under the hypervisor's signature, so
+    /// nothing skips) with the model bugs `bugs`; returns the console.
+    fn run_with(bugs: u32) -> String {
+        use super::super::fake::{Fake, FAKE_INFO};
+        use super::super::fake_long::BUGS;
+        use crate::report::Tally;
+        BUGS.with(|b| b.set(bugs));
+        let mut m = Fake::hv("expect_hv=1 modes=0");
+        let (mut out, tally) = (String::new(), Tally::new());
+        Ctx::start(&mut m, &mut out, &tally, FAKE_INFO).run_all();
+        BUGS.with(|b| b.set(0));
+        out
+    }
+
+    #[test]
+    fn every_check_passes_on_the_reference_model() {
+        let out = run_with(0);
+        for c in CHECKS {
+            assert!(out.contains(&format!("check PASS {}:", c.name)), "{}\n{out}", c.name);
+        }
+    }
+
+    #[test]
+    fn each_check_fails_when_the_mmu_breaks_its_rule() {
+        use super::super::fake_long::bug;
+        let cases: &[(u32, &[&str])] = &[
+            (bug::UPPER_W, &["long/upper-alias-perms/rw-first", "long/upper-alias-perms/ro-first", "long/upper-alias-perms/pml4"]),
+            (bug::NO_DIRTY, &["long/ad-bits"]),
+            (bug::NO_RSVD, &["long/hostile/rsvd-bits", "long/pt-write/write32"]),
+            (bug::LARGE_U, &["long/large-alias-perms"]),
+            (bug::NO_XD, &["long/large-alias-perms"]),
+            (bug::CR3_RSVD, &["long/hostile/cr3-reserved"]),
+            (
+                bug::NO_INVLPG,
+                &[
+                    "long/pt-write/remap-invlpg",
+                    "long/pt-write/clear-w-invlpg",
+                    "long/pt-write/write32",
+                    "long/pt-write/rep-stosb",
+                    "long/pt-write/and-byte",
+                    "long/pt-write/lock-cmpxchg",
+                    "long/ad-bits",
+                ],
+            ),
+            (bug::NEG_CACHE, &["long/self-map", "long/pt-write/np-to-p"]),
+        ];
+        for (b, names) in cases {
+            let out = run_with(*b);
+            for n in *names {
+                assert!(out.contains(&format!("check FAIL {n}:")), "bug {b:#x}: {n} did not fail\n{out}");
+            }
+        }
     }
 
     #[test]
