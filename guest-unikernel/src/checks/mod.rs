@@ -76,6 +76,8 @@ pub struct Ctx<'a> {
     pub exclusions: Exclusions,
     /// The mode walk's verdicts, once the first `modes/...` check ran it.
     pub modes: Option<crate::modes::engine::Verdicts>,
+    /// The long-mode checks' shared tables, once the first `long/...` check built them.
+    pub long: Option<scen::Base>,
 }
 
 impl fmt::Debug for Ctx<'_> {
@@ -152,7 +154,7 @@ impl<'a> Ctx<'a> {
         }
         tally.set_hypercall_reporting(hypercalls);
 
-        Ctx { m, out, tally, config, info_addr, info, signature, map: None, exclusions, modes: None }
+        Ctx { m, out, tally, config, info_addr, info, signature, map: None, exclusions, modes: None, long: None }
     }
 
     /// Runs every registered check and reports each result.

@@ -46,10 +46,6 @@ pub static CHECKS: &[Check] = &[
     Check { name: "long/hostile/cr3-reserved", run: hostile_cr3 },
 ];
 
-/// The scenario's linear base: PML4E 1.
-pub const T: u64 = 0x80_0000_0000;
-/// PML4E 2 (the second path of `long/upper-alias-perms/pml4`).
-pub const T2: u64 = 0x100_0000_0000;
 /// Flags of upper-level entries that allow everything.
 const UP: u64 = P | RW | US;
 /// XD (bit 63, SDM Vol. 3A 4.6.2: with EFER.NXE=1 no fetch; with NXE=0 reserved).
@@ -113,10 +109,28 @@ impl fmt::Display for Got {
     }
 }
 
+/// What the `long/...` checks share (kept in [`Ctx::long`]): one PML4
+/// whose entry 0 identity-maps the low 1 GiB, the frame allocator and the
+/// next free PML4 entry. Each check takes two fresh PML4 entries and fresh
+/// frames, so no check rewrites a frame an earlier one used as a table
+/// (under a shadow MMU the shared identity map stays shadowed and each
+/// check's tables start unshadowed).
+#[derive(Clone, Copy, Debug)]
+pub struct Base {
+    pml4: u64,
+    f: Frames,
+    next_slot: u64,
+}
+
+/// Bytes one PML4 entry maps.
+const SLOT: u64 = 1 << 39;
+
 /// One check's address space and the machine state it changed.
 struct Lab<'m> {
     m: &'m mut dyn Machine,
-    f: Frames,
+    base: &'m mut Base,
+    /// The check's linear base: its first PML4 entry (the second is `t + SLOT`).
+    t: u64,
     pml4: u64,
     boot_cr3: u64,
     cr0: u64,
@@ -126,8 +140,8 @@ struct Lab<'m> {
 }
 
 impl<'m> Lab<'m> {
-    /// Allocates the PML4 and the identity map of the low 1 GiB; `Err` is
-    /// the outcome to report (SKIP without a harness).
+    /// Builds the [`Base`] on first use and takes two PML4 entries for the
+    /// check; `Err` is the outcome to report (SKIP without a harness).
     fn new(ctx: &'m mut Ctx<'_>, d: &mut Detail) -> Result<Self, Outcome> {
         let Some(map) = ctx.map else {
             let _ = write!(d, "no validated memory map (see boot/memory-map)");
@@ -142,18 +156,25 @@ impl<'m> Lab<'m> {
         };
         let boot_cr3 = cpu.cr3();
         let (cr0, efer) = (m.cr0(), m.efer());
-        let f = Frames::new(&map, &excl, image.end, IDENTITY_END);
-        let mut lab = Lab { m, f, pml4: 0, boot_cr3, cr0, efer, refused: None, probes: 0 };
-        lab.pml4 = lab.table();
-        let pdpt = lab.table();
-        let pd = lab.table();
-        for i in 0..IDENT / M2 {
-            lab.w(pd + 8 * i, pde_2m(i * M2, UP));
+        let fresh = ctx.long.is_none();
+        let base = ctx.long.get_or_insert(Base { pml4: 0, f: Frames::new(&map, &excl, image.end, IDENTITY_END), next_slot: 1 });
+        let t = base.next_slot * SLOT;
+        base.next_slot += 2;
+        let mut lab = Lab { m, base, t, pml4: 0, boot_cr3, cr0, efer, refused: None, probes: 0 };
+        if fresh {
+            let pml4 = lab.table();
+            let pdpt = lab.table();
+            let pd = lab.table();
+            for i in 0..IDENT / M2 {
+                lab.w(pd + 8 * i, pde_2m(i * M2, UP));
+            }
+            lab.w(pdpt, entry64(pd, UP));
+            lab.w(pml4, entry64(pdpt, UP));
+            lab.base.pml4 = if pdpt == 0 || pd == 0 { 0 } else { pml4 };
         }
-        lab.w(pdpt, entry64(pd, UP));
-        lab.w(lab.pml4, entry64(pdpt, UP));
-        if lab.pml4 == 0 || lab.refused.is_some() {
-            let _ = write!(d, "no free frames below {IDENTITY_END:#x} or a refused write at {:?}", lab.refused);
+        lab.pml4 = lab.base.pml4;
+        if lab.pml4 == 0 || lab.refused.is_some() || t >= 256 * SLOT {
+            let _ = write!(d, "no free frames below {IDENTITY_END:#x}, a refused write at {:?} or no free PML4 entry", lab.refused);
             return Err(Outcome::Fail);
         }
         Ok(lab)
@@ -177,7 +198,7 @@ impl<'m> Lab<'m> {
 
     /// A zeroed 4 KiB table (0 when RAM ran out).
     fn table(&mut self) -> u64 {
-        let Some(t) = self.f.alloc() else { return 0 };
+        let Some(t) = self.base.f.alloc() else { return 0 };
         for i in 0..512 {
             self.w(t + 8 * i, 0);
         }
@@ -186,7 +207,7 @@ impl<'m> Lab<'m> {
 
     /// A data frame: [`marker`] at offset 0, `ret` at [`RET_OFF`].
     fn data(&mut self) -> u64 {
-        let Some(t) = self.f.alloc() else { return 0 };
+        let Some(t) = self.base.f.alloc() else { return 0 };
         self.w(t, marker(t));
         self.w(t + WR_OFF, 0);
         self.w(t + RET_OFF, 0xC3);
@@ -280,21 +301,22 @@ macro_rules! lab {
     };
 }
 
-/// Scenario 2: one page X is the PD of [`T`] and, through PDE 1 = X, also
-/// the PT of `T + 2 MiB`, whose PTE 1 (= X again) maps X itself as data
-/// at `W = T + 2 MiB + 4 KiB`: the "PT window". Reads of `W + 8i` return
+/// Scenario 2: one page X is the PD of `t` and, through PDE 1 = X, also
+/// the PT of `t + 2 MiB`, whose PTE 1 (= X again) maps X itself as data
+/// at `W = t + 2 MiB + 4 KiB`: the "PT window". Reads of `W + 8i` return
 /// X's PDEs exactly as memory holds them (A/D included); a write of the
-/// not-present PDE 2 through the window makes `T + 4 MiB` translate at
+/// not-present PDE 2 through the window makes `t + 4 MiB` translate at
 /// once, with no INVLPG (SDM Vol. 3A 4.10.2.3, 4.10.4.3: not-present
 /// entries are never cached), and PTE 2 of the window now maps that PT.
 fn self_map(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let mut lab = lab!(ctx, d);
-    let x = lab.table_for(T, 2);
+    let t = lab.t;
+    let x = lab.table_for(t, 2);
     lab.w(x + 8, entry64(x, UP));
     let pt = lab.table();
     let d0 = lab.data();
     lab.w(pt, entry64(d0, P | RW));
-    let win = T + M2 + 0x1000;
+    let win = t + M2 + 0x1000;
     let mut e = Expect::new(d);
     if lab.enter(&mut e, false) {
         let c = Cpl::Sup;
@@ -307,12 +329,12 @@ fn self_map(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             let want = lab.r(x + 8 * i);
             lab.expect(&mut e, "window read of a PDE", Op::Read, win + 8 * i, c, Want::Val(want));
         }
-        lab.expect(&mut e, "T+4M before PDE 2 is present", Op::Read, T + 2 * M2, c, Want::Pf(0));
+        lab.expect(&mut e, "t+4M before PDE 2 is present", Op::Read, t + 2 * M2, c, Want::Pf(0));
         lab.expect(&mut e, "write PDE 2 through the window", Op::Write(entry64(pt, UP)), win + 16, c, Want::Done);
         let pde2 = lab.r(x + 16);
         e.that(pde2 & !A == entry64(pt, UP), format_args!("PDE 2 in memory {pde2:#x}"));
-        lab.expect(&mut e, "T+4M after the PDE write, no INVLPG", Op::Read, T + 2 * M2, c, Want::Val(marker(d0)));
-        let got = lab.probe(Op::Read, T + M2 + 0x2000, c);
+        lab.expect(&mut e, "t+4M after the PDE write, no INVLPG", Op::Read, t + 2 * M2, c, Want::Val(marker(d0)));
+        let got = lab.probe(Op::Read, t + M2 + 0x2000, c);
         e.that(
             got.is_ok_and(|v| v & !(A | D) == entry64(d0, P | RW)),
             format_args!("window PTE 2 maps the new PT: want {:#x}, got {}", entry64(d0, P | RW), Got(got)),
@@ -324,9 +346,9 @@ fn self_map(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
 }
 
 /// Scenario 6: four 2 MiB PDEs alias one 2 MiB frame (SDM Vol. 3A 4.6,
-/// 4.7): `T` U=1 W=1 (everything allowed at CPL 0 and 3, fetches too),
-/// `T+2M` W=0 (supervisor write #PF 0x3 with CR0.WP=1, user write 0x7),
-/// `T+4M` U=0 (user read 0x5, user write 0x7, user fetch 0x15), `T+6M`
+/// 4.7): `t` U=1 W=1 (everything allowed at CPL 0 and 3, fetches too),
+/// `t+2M` W=0 (supervisor write #PF 0x3 with CR0.WP=1, user write 0x7),
+/// `t+4M` U=0 (user read 0x5, user write 0x7, user fetch 0x15), `t+6M`
 /// XD=1 with EFER.NXE=1 (supervisor fetch 0x11, user fetch 0x15, reads
 /// fine). The permissive alias keeps working before and after, and
 /// writes through it are seen through the others (one frame).
@@ -336,7 +358,8 @@ fn large_alias_perms(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         return Outcome::Skip;
     }
     let mut lab = lab!(ctx, d);
-    let Some(l) = lab.f.alloc_aligned(M2, M2) else {
+    let t = lab.t;
+    let Some(l) = lab.base.f.alloc_aligned(M2, M2) else {
         let _ = write!(d, "no free 2 MiB-aligned 2 MiB below {IDENTITY_END:#x}");
         return Outcome::Fail;
     };
@@ -344,12 +367,12 @@ fn large_alias_perms(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     lab.w(l, marker(l));
     lab.w(l + RET_OFF, 0xC3);
     lab.w(l + far, 0);
-    let pd = lab.table_for(T, 2);
+    let pd = lab.table_for(t, 2);
     lab.w(pd, pde_2m(l, P | RW | US));
     lab.w(pd + 8, pde_2m(l, P | US));
     lab.w(pd + 16, pde_2m(l, P | RW));
     lab.w(pd + 24, pde_2m(l, P | RW | US) | XD);
-    let a = |i: u64| T + i * M2;
+    let a = |i: u64| t + i * M2;
     let (s, u) = (Cpl::Sup, Cpl::User);
     let mut e = Expect::new(d);
     if lab.enter(&mut e, true) {
@@ -393,23 +416,24 @@ fn large_alias_perms(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
 /// writing.
 fn upper_alias<const CASE: u32>(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let mut lab = lab!(ctx, d);
+    let t = lab.t;
     let d0 = lab.data();
     let pt = lab.table();
     lab.w(pt, entry64(d0, P | RW | US));
     let (vw, vr) = if CASE == 2 {
-        let pdpt = lab.table_for(T, 3);
+        let pdpt = lab.table_for(t, 3);
         let pd = lab.table();
         lab.w(pdpt, entry64(pd, UP));
         lab.w(pd, entry64(pt, UP));
-        lab.w(lab.pml4 + 8 * idx(T2, 4), entry64(pdpt, P | US));
-        (T, T2)
+        lab.w(lab.pml4 + 8 * idx(t + SLOT, 4), entry64(pdpt, P | US));
+        (t, t + SLOT)
     } else {
-        let pdpt = lab.table_for(T, 3);
+        let pdpt = lab.table_for(t, 3);
         let pd = lab.table();
         lab.w(pdpt, entry64(pd, UP));
         lab.w(pdpt + 8, entry64(pd, P | US));
         lab.w(pd, entry64(pt, UP));
-        (T, T + G1)
+        (t, t + G1)
     };
     let (vw, vr) = (vw + WR_OFF, vr + WR_OFF);
     let (s, u) = (Cpl::Sup, Cpl::User);
@@ -451,11 +475,12 @@ fn pt_write<const CASE: u32>(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     // QEMU TCG reports reserved-bit faults with P=0 (see `hostile_rsvd`).
     let rsvd = if ctx.signature.is_tcg() { ec::RSVD } else { ec::P | ec::RSVD };
     let mut lab = lab!(ctx, d);
-    let pt = lab.table_for(T, 1);
+    let t = lab.t;
+    let pt = lab.table_for(t, 1);
     let (d0, d1) = (lab.data(), lab.data());
     let rw = P | RW | US;
     let s = Cpl::Sup;
-    let v = |i: u64| T + (i << 12);
+    let v = |i: u64| t + (i << 12);
     let pte = |i: u64| pt + 8 * i;
     match CASE {
         0 => {}
@@ -543,19 +568,20 @@ fn pt_write<const CASE: u32>(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
 /// D again. The same for a 2 MiB leaf.
 fn ad_bits(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let mut lab = lab!(ctx, d);
-    let Some(l) = lab.f.alloc_aligned(M2, M2) else {
+    let t = lab.t;
+    let Some(l) = lab.base.f.alloc_aligned(M2, M2) else {
         let _ = write!(d, "no free 2 MiB-aligned 2 MiB below {IDENTITY_END:#x}");
         return Outcome::Fail;
     };
     lab.w(l, marker(l));
-    let pt = lab.table_for(T, 1);
+    let pt = lab.table_for(t, 1);
     let (d0, d1) = (lab.data(), lab.data());
     let rw = P | RW;
     lab.w(pt, entry64(d0, rw));
     lab.w(pt + 8, entry64(d1, rw));
-    let pd = lab.table_for(T, 2);
+    let pd = lab.table_for(t, 2);
     lab.w(pd + 8, pde_2m(l, rw));
-    let (e4, e3, e2) = (lab.slot(T, 4), lab.slot(T, 3), lab.slot(T, 2));
+    let (e4, e3, e2) = (lab.slot(t, 4), lab.slot(t, 3), lab.slot(t, 2));
     let s = Cpl::Sup;
     let mut e = Expect::new(d);
     if lab.enter(&mut e, false) {
@@ -564,30 +590,30 @@ fn ad_bits(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             let got = lab.r(slot) & (A | D);
             x.that(got == want, format_args!("{what}: A/D {got:#x}, want {want:#x}"));
         };
-        lab.expect(x, "read", Op::Read, T, s, Want::Val(marker(d0)));
+        lab.expect(x, "read", Op::Read, t, s, Want::Val(marker(d0)));
         ad(&mut lab, x, "PTE after read", pt, A);
         ad(&mut lab, x, "PDE after read", e2, A);
         ad(&mut lab, x, "PDPTE after read", e3, A);
         let g = lab.r(e4) & A;
         x.that(g == A, format_args!("PML4E after read: A {g:#x}"));
-        lab.expect(x, "write", Op::Write(1), T + WR_OFF, s, Want::Done);
+        lab.expect(x, "write", Op::Write(1), t + WR_OFF, s, Want::Done);
         ad(&mut lab, x, "PTE after write", pt, A | D);
         lab.w(pt, entry64(d0, rw));
-        lab.invlpg(x, T);
-        lab.expect(x, "read after clearing", Op::Read, T, s, Want::Val(marker(d0)));
+        lab.invlpg(x, t);
+        lab.expect(x, "read after clearing", Op::Read, t, s, Want::Val(marker(d0)));
         ad(&mut lab, x, "PTE after clear+read", pt, A);
-        lab.expect(x, "write after clearing", Op::Write(2), T + WR_OFF, s, Want::Done);
+        lab.expect(x, "write after clearing", Op::Write(2), t + WR_OFF, s, Want::Done);
         ad(&mut lab, x, "PTE after clear+write", pt, A | D);
-        lab.expect(x, "first access a write", Op::Write(3), T + 0x1000 + WR_OFF, s, Want::Done);
+        lab.expect(x, "first access a write", Op::Write(3), t + 0x1000 + WR_OFF, s, Want::Done);
         ad(&mut lab, x, "PTE 1 after write", pt + 8, A | D);
-        lab.expect(x, "2M read", Op::Read, T + M2, s, Want::Val(marker(l)));
+        lab.expect(x, "2M read", Op::Read, t + M2, s, Want::Val(marker(l)));
         ad(&mut lab, x, "2M PDE after read", pd + 8, A);
-        lab.expect(x, "2M write", Op::Write(4), T + M2 + 0x1F_F000, s, Want::Done);
+        lab.expect(x, "2M write", Op::Write(4), t + M2 + 0x1F_F000, s, Want::Done);
         ad(&mut lab, x, "2M PDE after write", pd + 8, A | D);
         lab.w(pd + 8, pde_2m(l, rw));
-        lab.invlpg(x, T + M2);
-        lab.invlpg(x, T + M2 + 0x1F_F000);
-        lab.expect(x, "2M write after clearing", Op::Write(5), T + M2 + 0x1F_F000, s, Want::Done);
+        lab.invlpg(x, t + M2);
+        lab.invlpg(x, t + M2 + 0x1F_F000);
+        lab.expect(x, "2M write after clearing", Op::Write(5), t + M2 + 0x1F_F000, s, Want::Done);
         ad(&mut lab, x, "2M PDE after clear+write", pd + 8, A | D);
         lab.leave();
     }
@@ -605,9 +631,10 @@ fn hostile_rsvd(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let mp = maxphyaddr(&mut *ctx.m);
     let tcg = ctx.signature.is_tcg();
     let mut lab = lab!(ctx, d);
-    let pt = lab.table_for(T, 1);
-    let pd = lab.table_for(T, 2);
-    let pdpt = lab.table_for(T, 3);
+    let t = lab.t;
+    let pt = lab.table_for(t, 1);
+    let pd = lab.table_for(t, 2);
+    let pdpt = lab.table_for(t, 3);
     let d0 = lab.data();
     let rw = P | RW | US;
     let hi = if mp < 52 { 1u64 << mp } else { 0 };
@@ -627,15 +654,15 @@ fn hostile_rsvd(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     if lab.enter(&mut e, false) {
         let x = &mut e;
         if mp < 52 {
-            lab.expect(x, "PTE bit MAXPHYADDR read", Op::Read, T, s, Want::Pf(rsvd));
-            lab.expect(x, "PTE bit MAXPHYADDR write", Op::Write(1), T + WR_OFF, s, Want::Pf(rsvd | ec::W));
-            lab.expect(x, "PTE bit MAXPHYADDR user read", Op::Read, T, u, Want::Pf(rsvd | ec::U));
-            lab.expect(x, "PTE bit 51", Op::Read, T + 0x1000, s, Want::Pf(rsvd));
-            lab.expect(x, "PDPTE bit MAXPHYADDR", Op::Read, T + G1, s, Want::Pf(rsvd));
+            lab.expect(x, "PTE bit MAXPHYADDR read", Op::Read, t, s, Want::Pf(rsvd));
+            lab.expect(x, "PTE bit MAXPHYADDR write", Op::Write(1), t + WR_OFF, s, Want::Pf(rsvd | ec::W));
+            lab.expect(x, "PTE bit MAXPHYADDR user read", Op::Read, t, u, Want::Pf(rsvd | ec::U));
+            lab.expect(x, "PTE bit 51", Op::Read, t + 0x1000, s, Want::Pf(rsvd));
+            lab.expect(x, "PDPTE bit MAXPHYADDR", Op::Read, t + G1, s, Want::Pf(rsvd));
         }
-        lab.expect(x, "PTE bit 63, NXE=0", Op::Read, T + 0x2000, s, Want::Pf(rsvd));
-        lab.expect(x, "clean PTE", Op::Read, T + 0x3000, s, Want::Val(marker(d0)));
-        lab.expect(x, "2M PDE bit 13", Op::Read, T + M2, s, Want::Pf(rsvd));
+        lab.expect(x, "PTE bit 63, NXE=0", Op::Read, t + 0x2000, s, Want::Pf(rsvd));
+        lab.expect(x, "clean PTE", Op::Read, t + 0x3000, s, Want::Val(marker(d0)));
+        lab.expect(x, "2M PDE bit 13", Op::Read, t + M2, s, Want::Pf(rsvd));
         lab.leave();
     }
     let n = lab.probes;
@@ -649,18 +676,19 @@ fn hostile_rsvd(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
 /// exception; a mapped page still translates afterwards.
 fn hostile_invlpg(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let mut lab = lab!(ctx, d);
-    let pt = lab.table_for(T, 1);
+    let t = lab.t;
+    let pt = lab.table_for(t, 1);
     let d0 = lab.data();
     lab.w(pt, entry64(d0, P | RW));
     let s = Cpl::Sup;
     let mut e = Expect::new(d);
     if lab.enter(&mut e, false) {
         let x = &mut e;
-        lab.expect(x, "mapped", Op::Read, T, s, Want::Val(marker(d0)));
-        for va in [0x8000_0000_0000_0000, 0x0000_8000_0000_0000, 0xFFFF_8000_0000_0000, T + 0x1000, T + 0x7000_0000] {
+        lab.expect(x, "mapped", Op::Read, t, s, Want::Val(marker(d0)));
+        for va in [0x8000_0000_0000_0000, 0x0000_8000_0000_0000, 0xFFFF_8000_0000_0000, t + 0x1000, t + 0x7000_0000] {
             lab.expect(x, "invlpg", Op::Invlpg, va, s, Want::Val(0));
         }
-        lab.expect(x, "still mapped", Op::Read, T, s, Want::Val(marker(d0)));
+        lab.expect(x, "still mapped", Op::Read, t, s, Want::Val(marker(d0)));
         lab.leave();
     }
     let n = lab.probes;
@@ -683,7 +711,8 @@ fn hostile_cr3(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         return Outcome::Skip;
     }
     let mut lab = lab!(ctx, d);
-    let pt = lab.table_for(T, 1);
+    let t = lab.t;
+    let pt = lab.table_for(t, 1);
     let d0 = lab.data();
     lab.w(pt, entry64(d0, P | RW));
     let s = Cpl::Sup;
@@ -696,7 +725,7 @@ fn hostile_cr3(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             let c = lab.cpu().cr3();
             x.that(c == pml4, format_args!("CR3 after the #GP: {c:#x}, want {pml4:#x}"));
         }
-        lab.expect(x, "still translates", Op::Read, T, s, Want::Val(marker(d0)));
+        lab.expect(x, "still translates", Op::Read, t, s, Want::Val(marker(d0)));
         lab.leave();
     }
     let n = lab.probes;
@@ -707,6 +736,9 @@ fn hostile_cr3(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
 mod tests {
     use super::*;
     use crate::checks::Ctx;
+
+    const T: u64 = 0x80_0000_0000;
+    const T2: u64 = 0x100_0000_0000;
 
     #[test]
     fn indices_and_matching() {
