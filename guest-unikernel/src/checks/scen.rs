@@ -15,16 +15,21 @@
 //! VM's RAM ends the run with `quadrant-error unsupported: ... outside its
 //! N MiB of RAM` by design, so such a check could not pass in both places.
 
+#[macro_use]
+mod lab;
+mod hostile;
+
 use super::{Check, Ctx};
-use crate::longcpu::{ec, Cpl, Fault, LongCpu, Op, Probe, GP, PF};
-use crate::machine::Machine;
-use crate::modes::paging::{entry64, pde_2m, Frames, A, D, P, RW, US};
+use crate::longcpu::{ec, Cpl, Op};
+use crate::modes::paging::{entry64, pde_2m, A, D, P, RW, US};
 use crate::modes::space::IDENTITY_END;
-use crate::pattern::pattern;
 use crate::report::{Detail, Expect};
-use crate::regs::CR0_WP;
-use core::fmt::{self, Write};
+use core::fmt::Write;
+use hostile::{hostile_cr3, hostile_invlpg, hostile_rsvd};
+use lab::*;
 use shared::Outcome;
+
+pub use lab::Base;
 
 /// The `long/...` checks in run order.
 pub static CHECKS: &[Check] = &[
@@ -45,261 +50,6 @@ pub static CHECKS: &[Check] = &[
     Check { name: "long/hostile/invlpg", run: hostile_invlpg },
     Check { name: "long/hostile/cr3-reserved", run: hostile_cr3 },
 ];
-
-/// Flags of upper-level entries that allow everything.
-const UP: u64 = P | RW | US;
-/// XD (bit 63, SDM Vol. 3A 4.6.2: with EFER.NXE=1 no fetch; with NXE=0 reserved).
-const XD: u64 = 1 << 63;
-/// Where a data frame holds `ret` (0xC3) for fetch probes.
-const RET_OFF: u64 = 0x800;
-/// Where the probes write in a data frame.
-const WR_OFF: u64 = 0x10;
-/// Seed of the data frames' marker words.
-const SEED: u64 = 0x4c4f_4e47_5343_454e; // "LONGSCEN"
-/// 2 MiB.
-const M2: u64 = 1 << 21;
-/// 1 GiB.
-const G1: u64 = 1 << 30;
-/// The end of the identity map every scenario CR3 keeps.
-const IDENT: u64 = G1;
-/// The address bits of an entry.
-const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
-
-/// The marker word at offset 0 of data frame `pa`.
-pub const fn marker(pa: u64) -> u64 {
-    pattern(pa, SEED)
-}
-
-/// Index of `va` in the table at `level` (4 = PML4 .. 1 = PT), SDM Vol. 3A 4.5.4.
-pub const fn idx(va: u64, level: u32) -> u64 {
-    (va >> (12 + 9 * (level - 1))) & 0x1FF
-}
-
-/// What a probe should do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Want {
-    /// Complete, with this RAX (the value read).
-    Val(u64),
-    /// Complete; the value does not matter.
-    Done,
-    /// #PF with this error code; CR2 = the probe's address.
-    Pf(u64),
-    /// #GP(0).
-    Gp0,
-}
-
-/// True when `got` (a probe at `addr`) is what `want` says.
-pub fn matches(got: Probe, want: Want, addr: u64) -> bool {
-    match (got, want) {
-        (Ok(v), Want::Val(w)) => v == w,
-        (Ok(_), Want::Done) => true,
-        (Err(f), Want::Pf(e)) => f.vector == PF && f.error_code == e && f.cr2 == addr,
-        (Err(f), Want::Gp0) => f.vector == GP && f.error_code == 0,
-        _ => false,
-    }
-}
-
-struct Got(Probe);
-impl fmt::Display for Got {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0 {
-            Ok(v) => write!(f, "ok {v:#x}"),
-            Err(Fault { vector, error_code, cr2 }) => write!(f, "{}", Fault { vector, error_code, cr2 }),
-        }
-    }
-}
-
-/// What the `long/...` checks share (kept in [`Ctx::long`]): one PML4
-/// whose entry 0 identity-maps the low 1 GiB, the frame allocator and the
-/// next free PML4 entry. Each check takes two fresh PML4 entries and fresh
-/// frames, so no check rewrites a frame an earlier one used as a table
-/// (under a shadow MMU the shared identity map stays shadowed and each
-/// check's tables start unshadowed).
-#[derive(Clone, Copy, Debug)]
-pub struct Base {
-    pml4: u64,
-    f: Frames,
-    next_slot: u64,
-}
-
-/// Bytes one PML4 entry maps.
-const SLOT: u64 = 1 << 39;
-
-/// One check's address space and the machine state it changed.
-struct Lab<'m> {
-    m: &'m mut dyn Machine,
-    base: &'m mut Base,
-    /// The check's linear base: its first PML4 entry (the second is `t + SLOT`).
-    t: u64,
-    pml4: u64,
-    boot_cr3: u64,
-    cr0: u64,
-    efer: u64,
-    refused: Option<u64>,
-    probes: u32,
-}
-
-impl<'m> Lab<'m> {
-    /// Builds the [`Base`] on first use and takes two PML4 entries for the
-    /// check; `Err` is the outcome to report (SKIP without a harness).
-    fn new(ctx: &'m mut Ctx<'_>, d: &mut Detail) -> Result<Self, Outcome> {
-        let Some(map) = ctx.map else {
-            let _ = write!(d, "no validated memory map (see boot/memory-map)");
-            return Err(Outcome::Fail);
-        };
-        let image = ctx.m.image();
-        let excl = ctx.exclusions;
-        let m = &mut *ctx.m;
-        let Some(cpu) = m.long_cpu() else {
-            let _ = write!(d, "no long-mode probe harness on this machine");
-            return Err(Outcome::Skip);
-        };
-        let boot_cr3 = cpu.cr3();
-        let (cr0, efer) = (m.cr0(), m.efer());
-        let fresh = ctx.long.is_none();
-        let base = ctx.long.get_or_insert(Base { pml4: 0, f: Frames::new(&map, &excl, image.end, IDENTITY_END), next_slot: 1 });
-        let t = base.next_slot * SLOT;
-        base.next_slot += 2;
-        let mut lab = Lab { m, base, t, pml4: 0, boot_cr3, cr0, efer, refused: None, probes: 0 };
-        if fresh {
-            let pml4 = lab.table();
-            let pdpt = lab.table();
-            let pd = lab.table();
-            for i in 0..IDENT / M2 {
-                lab.w(pd + 8 * i, pde_2m(i * M2, UP));
-            }
-            lab.w(pdpt, entry64(pd, UP));
-            lab.w(pml4, entry64(pdpt, UP));
-            lab.base.pml4 = if pdpt == 0 || pd == 0 { 0 } else { pml4 };
-        }
-        lab.pml4 = lab.base.pml4;
-        if lab.pml4 == 0 || lab.refused.is_some() || t >= 256 * SLOT {
-            let _ = write!(d, "no free frames below {IDENTITY_END:#x}, a refused write at {:?} or no free PML4 entry", lab.refused);
-            return Err(Outcome::Fail);
-        }
-        Ok(lab)
-    }
-
-    fn cpu(&mut self) -> &mut dyn LongCpu {
-        self.m.long_cpu().expect("checked in Lab::new")
-    }
-
-    /// Writes a word of a table or data frame (physical = identity address).
-    fn w(&mut self, pa: u64, v: u64) {
-        if !self.m.scratch_write(pa, v) {
-            self.refused.get_or_insert(pa);
-        }
-    }
-
-    /// Reads a word of a table or data frame.
-    fn r(&mut self, pa: u64) -> u64 {
-        self.m.scratch_read(pa).unwrap_or(0xDEAD_DEAD_DEAD_DEAD)
-    }
-
-    /// A zeroed 4 KiB table (0 when RAM ran out).
-    fn table(&mut self) -> u64 {
-        let Some(t) = self.base.f.alloc() else { return 0 };
-        for i in 0..512 {
-            self.w(t + 8 * i, 0);
-        }
-        t
-    }
-
-    /// A data frame: [`marker`] at offset 0, `ret` at [`RET_OFF`].
-    fn data(&mut self) -> u64 {
-        let Some(t) = self.base.f.alloc() else { return 0 };
-        self.w(t, marker(t));
-        self.w(t + WR_OFF, 0);
-        self.w(t + RET_OFF, 0xC3);
-        t
-    }
-
-    /// The table at `level` (3 = PDPT, 2 = PD, 1 = PT) on the way to `va`,
-    /// created with [`UP`] entries where missing.
-    fn table_for(&mut self, va: u64, level: u32) -> u64 {
-        let mut t = self.pml4;
-        for l in (level + 1..=4).rev() {
-            let a = t + 8 * idx(va, l);
-            let e = self.r(a);
-            t = if e & P != 0 {
-                e & ADDR
-            } else {
-                let n = self.table();
-                self.w(a, entry64(n, UP));
-                n
-            };
-        }
-        t
-    }
-
-    /// The address of `va`'s entry in the table at `level`.
-    fn slot(&mut self, va: u64, level: u32) -> u64 {
-        self.table_for(va, level) + 8 * idx(va, level)
-    }
-
-    fn probe(&mut self, op: Op, addr: u64, cpl: Cpl) -> Probe {
-        self.probes += 1;
-        self.cpu().probe(op, addr, cpl)
-    }
-
-    /// Probes and records the expectation.
-    fn expect(&mut self, e: &mut Expect<'_>, what: &str, op: Op, addr: u64, cpl: Cpl, want: Want) {
-        let got = self.probe(op, addr, cpl);
-        e.that(matches(got, want, addr), format_args!("{what}: want {want:?} at {addr:#x}, got {}", Got(got)));
-    }
-
-    /// CR0.WP=1, EFER.NXE as asked, CR3 = our PML4.
-    fn enter(&mut self, e: &mut Expect<'_>, nxe: bool) -> bool {
-        if let Some(a) = self.refused {
-            e.that(false, format_args!("the machine refused a table write at {a:#x}"));
-            return false;
-        }
-        self.cpu().set_cr0_wp(true);
-        self.cpu().set_efer_nxe(nxe);
-        let pml4 = self.pml4;
-        let r = self.probe(Op::MovCr3, pml4, Cpl::Sup);
-        e.that(r.is_ok(), format_args!("MOV CR3 {pml4:#x}: {}", Got(r)))
-    }
-
-    /// Boot CR3, CR0.WP and EFER.NXE as they were.
-    fn leave(&mut self) {
-        let b = self.boot_cr3;
-        let _ = self.probe(Op::MovCr3, b, Cpl::Sup);
-        let (wp, nxe) = (self.cr0 & CR0_WP != 0, self.efer & EFER_NXE != 0);
-        self.cpu().set_cr0_wp(wp);
-        self.cpu().set_efer_nxe(nxe);
-    }
-
-    fn invlpg(&mut self, e: &mut Expect<'_>, va: u64) {
-        self.expect(e, "invlpg", Op::Invlpg, va, Cpl::Sup, Want::Done);
-    }
-}
-
-/// IA32_EFER.NXE (SDM Vol. 3A 2.2.1).
-const EFER_NXE: u64 = 1 << 11;
-
-/// CPUID.80000001H:EDX.NX \[bit 20\].
-fn has_nx(m: &mut dyn Machine) -> bool {
-    m.cpuid(0x8000_0000, 0).eax >= 0x8000_0001 && m.cpuid(0x8000_0001, 0).edx & (1 << 20) != 0
-}
-
-/// MAXPHYADDR (CPUID.80000008H:EAX\[7:0\], 36 without the leaf; SDM Vol. 3A 4.1.4).
-fn maxphyaddr(m: &mut dyn Machine) -> u32 {
-    if m.cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
-        m.cpuid(0x8000_0008, 0).eax & 0xFF
-    } else {
-        36
-    }
-}
-
-macro_rules! lab {
-    ($ctx:expr, $d:expr) => {
-        match Lab::new($ctx, $d) {
-            Ok(l) => l,
-            Err(o) => return o,
-        }
-    };
-}
 
 /// Scenario 2: one page X is the PD of `t` and, through PDE 1 = X, also
 /// the PT of `t + 2 MiB`, whose PTE 1 (= X again) maps X itself as data
@@ -359,7 +109,7 @@ fn large_alias_perms(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     }
     let mut lab = lab!(ctx, d);
     let t = lab.t;
-    let Some(l) = lab.base.f.alloc_aligned(M2, M2) else {
+    let Some(l) = lab.alloc_2m() else {
         let _ = write!(d, "no free 2 MiB-aligned 2 MiB below {IDENTITY_END:#x}");
         return Outcome::Fail;
     };
@@ -569,7 +319,7 @@ fn pt_write<const CASE: u32>(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
 fn ad_bits(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let mut lab = lab!(ctx, d);
     let t = lab.t;
-    let Some(l) = lab.base.f.alloc_aligned(M2, M2) else {
+    let Some(l) = lab.alloc_2m() else {
         let _ = write!(d, "no free 2 MiB-aligned 2 MiB below {IDENTITY_END:#x}");
         return Outcome::Fail;
     };
@@ -621,120 +371,10 @@ fn ad_bits(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     e.finish(format_args!("PT {pt:#x} 2M {l:#x}, {n} probes"))
 }
 
-/// Scenario 21, reserved bits (SDM Vol. 3A 4.5.4, 4.7): a present entry
-/// with a reserved bit set gives #PF with RSVD=1 and P=1 (0x9 read, 0xB
-/// write, 0xD user read): PTE bit MAXPHYADDR, PTE bit 51, PTE bit 63 with
-/// EFER.NXE=0, bit 13 of a 2 MiB PDE (bits 20:13 are reserved there),
-/// PDPTE bit MAXPHYADDR. Address bits above MAXPHYADDR are skipped when
-/// MAXPHYADDR is 52.
-fn hostile_rsvd(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
-    let mp = maxphyaddr(&mut *ctx.m);
-    let tcg = ctx.signature.is_tcg();
-    let mut lab = lab!(ctx, d);
-    let t = lab.t;
-    let pt = lab.table_for(t, 1);
-    let pd = lab.table_for(t, 2);
-    let pdpt = lab.table_for(t, 3);
-    let d0 = lab.data();
-    let rw = P | RW | US;
-    let hi = if mp < 52 { 1u64 << mp } else { 0 };
-    lab.w(pt, entry64(d0, rw) | hi);
-    lab.w(pt + 8, entry64(d0, rw) | if mp < 52 { 1 << 51 } else { 0 });
-    lab.w(pt + 16, entry64(d0, rw) | XD);
-    lab.w(pt + 24, entry64(d0, rw));
-    lab.w(pd + 8, pde_2m(0, rw) | (1 << 13));
-    let pd2 = lab.table();
-    lab.w(pd2, pde_2m(0, rw));
-    lab.w(pdpt + 8, entry64(pd2, UP) | hi);
-    let (s, u) = (Cpl::Sup, Cpl::User);
-    // QEMU TCG reports reserved-bit faults with P=0 (0x8); the SDM and the
-    // hardware (and Bochs) set P=1 because the entry is present.
-    let rsvd = if tcg { ec::RSVD } else { ec::P | ec::RSVD };
-    let mut e = Expect::new(d);
-    if lab.enter(&mut e, false) {
-        let x = &mut e;
-        if mp < 52 {
-            lab.expect(x, "PTE bit MAXPHYADDR read", Op::Read, t, s, Want::Pf(rsvd));
-            lab.expect(x, "PTE bit MAXPHYADDR write", Op::Write(1), t + WR_OFF, s, Want::Pf(rsvd | ec::W));
-            lab.expect(x, "PTE bit MAXPHYADDR user read", Op::Read, t, u, Want::Pf(rsvd | ec::U));
-            lab.expect(x, "PTE bit 51", Op::Read, t + 0x1000, s, Want::Pf(rsvd));
-            lab.expect(x, "PDPTE bit MAXPHYADDR", Op::Read, t + G1, s, Want::Pf(rsvd));
-        }
-        lab.expect(x, "PTE bit 63, NXE=0", Op::Read, t + 0x2000, s, Want::Pf(rsvd));
-        lab.expect(x, "clean PTE", Op::Read, t + 0x3000, s, Want::Val(marker(d0)));
-        lab.expect(x, "2M PDE bit 13", Op::Read, t + M2, s, Want::Pf(rsvd));
-        lab.leave();
-    }
-    let n = lab.probes;
-    let q = if tcg { " (QEMU TCG: RSVD faults expected with P=0)" } else { "" };
-    e.finish(format_args!("MAXPHYADDR {mp}, {n} probes{q}"))
-}
-
-/// Scenario 21, INVLPG (SDM Vol. 2A INVLPG; Vol. 3A 4.10.4.1): INVLPG of a
-/// non-canonical address is a no-op, as is INVLPG of a canonical address
-/// with no translation (a not-present PML4E, a not-present PTE): no
-/// exception; a mapped page still translates afterwards.
-fn hostile_invlpg(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
-    let mut lab = lab!(ctx, d);
-    let t = lab.t;
-    let pt = lab.table_for(t, 1);
-    let d0 = lab.data();
-    lab.w(pt, entry64(d0, P | RW));
-    let s = Cpl::Sup;
-    let mut e = Expect::new(d);
-    if lab.enter(&mut e, false) {
-        let x = &mut e;
-        lab.expect(x, "mapped", Op::Read, t, s, Want::Val(marker(d0)));
-        for va in [0x8000_0000_0000_0000, 0x0000_8000_0000_0000, 0xFFFF_8000_0000_0000, t + 0x1000, t + 0x7000_0000] {
-            lab.expect(x, "invlpg", Op::Invlpg, va, s, Want::Val(0));
-        }
-        lab.expect(x, "still mapped", Op::Read, t, s, Want::Val(marker(d0)));
-        lab.leave();
-    }
-    let n = lab.probes;
-    e.finish(format_args!("{n} probes"))
-}
-
-/// Scenario 21, CR3 (SDM Vol. 2B MOV to/from control registers; Vol. 3A
-/// 4.5.2): in IA-32e mode CR3 bits 51:MAXPHYADDR are reserved; MOV to CR3
-/// with one set is #GP(0) and CR3 keeps its value (here: bit MAXPHYADDR
-/// and bit 51). Skipped when MAXPHYADDR is 52, and in QEMU TCG, which
-/// loads such a value (and then hangs walking it).
-fn hostile_cr3(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
-    let mp = maxphyaddr(&mut *ctx.m);
-    if ctx.signature.is_tcg() {
-        let _ = write!(d, "QEMU TCG loads CR3 without checking reserved bits");
-        return Outcome::Skip;
-    }
-    if mp >= 52 {
-        let _ = write!(d, "MAXPHYADDR {mp}: no reserved CR3 address bits");
-        return Outcome::Skip;
-    }
-    let mut lab = lab!(ctx, d);
-    let t = lab.t;
-    let pt = lab.table_for(t, 1);
-    let d0 = lab.data();
-    lab.w(pt, entry64(d0, P | RW));
-    let s = Cpl::Sup;
-    let pml4 = lab.pml4;
-    let mut e = Expect::new(d);
-    if lab.enter(&mut e, false) {
-        let x = &mut e;
-        for b in [mp, 51] {
-            lab.expect(x, "MOV CR3 reserved bit", Op::MovCr3, pml4 | 1 << b, s, Want::Gp0);
-            let c = lab.cpu().cr3();
-            x.that(c == pml4, format_args!("CR3 after the #GP: {c:#x}, want {pml4:#x}"));
-        }
-        lab.expect(x, "still translates", Op::Read, t, s, Want::Val(marker(d0)));
-        lab.leave();
-    }
-    let n = lab.probes;
-    e.finish(format_args!("MAXPHYADDR {mp}, {n} probes"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::longcpu::{Fault, GP, PF};
     use crate::checks::Ctx;
 
     const T: u64 = 0x80_0000_0000;
