@@ -80,15 +80,17 @@ impl fmt::Display for Got {
 
 /// What the `long/...` checks share (kept in [`Ctx::long`]): one PML4
 /// whose entry 0 identity-maps the low 1 GiB, the frame allocator and the
-/// next free PML4 entry. Each check takes two fresh PML4 entries and fresh
-/// frames, so no check rewrites a frame an earlier one used as a table
-/// (under a shadow MMU the shared identity map stays shadowed and each
-/// check's tables start unshadowed).
+/// next free PML4 entry, the boot CR3. Each check takes two fresh PML4
+/// entries and fresh frames, so no check rewrites a frame an earlier one
+/// used as a table, and builds them with the PML4 already loaded (under a
+/// shadow MMU the shared identity map stays shadowed, each check's tables
+/// start unshadowed and each frame faults in once).
 #[derive(Clone, Copy, Debug)]
 pub struct Base {
     pub(super) pml4: u64,
     f: Frames,
     next_slot: u64,
+    boot_cr3: u64,
 }
 
 /// Bytes one PML4 entry maps.
@@ -106,6 +108,8 @@ pub(super) struct Lab<'m> {
     pub(super) efer: u64,
     pub(super) refused: Option<u64>,
     pub(super) probes: u32,
+    /// CR3 holds our PML4 (`leave` loads the boot CR3 again; so does drop).
+    active: bool,
 }
 
 impl<'m> Lab<'m> {
@@ -123,13 +127,15 @@ impl<'m> Lab<'m> {
             let _ = write!(d, "no long-mode probe harness on this machine");
             return Err(Outcome::Skip);
         };
-        let boot_cr3 = cpu.cr3();
-        let (cr0, efer) = (m.cr0(), m.efer());
         let fresh = ctx.long.is_none();
-        let base = ctx.long.get_or_insert(Base { pml4: 0, f: Frames::new(&map, &excl, image.end, IDENTITY_END), next_slot: 1 });
+        let boot_cr3 = if fresh { cpu.cr3() } else { 0 };
+        let (cr0, efer) = (m.cr0(), m.efer());
+        let f = Frames::new(&map, &excl, image.end, IDENTITY_END);
+        let base = ctx.long.get_or_insert(Base { pml4: 0, f, next_slot: 1, boot_cr3 });
         let t = base.next_slot * SLOT;
         base.next_slot += 2;
-        let mut lab = Lab { m, base, t, pml4: 0, boot_cr3, cr0, efer, refused: None, probes: 0 };
+        let boot_cr3 = base.boot_cr3;
+        let mut lab = Lab { m, base, t, pml4: 0, boot_cr3, cr0, efer, refused: None, probes: 0, active: false };
         if fresh {
             let pml4 = lab.table();
             let pdpt = lab.table();
@@ -146,6 +152,12 @@ impl<'m> Lab<'m> {
             let _ = write!(d, "no free frames below {IDENTITY_END:#x}, a refused write at {:?} or no free PML4 entry", lab.refused);
             return Err(Outcome::Fail);
         }
+        let pml4 = lab.pml4;
+        if let Err(f) = lab.probe(Op::MovCr3, pml4, Cpl::Sup) {
+            let _ = write!(d, "MOV CR3 {pml4:#x}: {f}");
+            return Err(Outcome::Fail);
+        }
+        lab.active = true;
         Ok(lab)
     }
 
@@ -222,7 +234,10 @@ impl<'m> Lab<'m> {
         e.that(matches(got, want, addr), format_args!("{what}: want {want:?} at {addr:#x}, got {}", Got(got)));
     }
 
-    /// CR0.WP=1, EFER.NXE as asked, CR3 = our PML4.
+    /// CR0.WP=1 and EFER.NXE as asked, once the check's tables are built
+    /// (CR3 holds our PML4 since [`Lab::new`]; the check's entries went
+    /// from not present to present, which needs no invalidation, SDM Vol.
+    /// 3A 4.10.4.3).
     pub(super) fn enter(&mut self, e: &mut Expect<'_>, nxe: bool) -> bool {
         if let Some(a) = self.refused {
             e.that(false, format_args!("the machine refused a table write at {a:#x}"));
@@ -230,13 +245,15 @@ impl<'m> Lab<'m> {
         }
         self.cpu().set_cr0_wp(true);
         self.cpu().set_efer_nxe(nxe);
-        let pml4 = self.pml4;
-        let r = self.probe(Op::MovCr3, pml4, Cpl::Sup);
-        e.that(r.is_ok(), format_args!("MOV CR3 {pml4:#x}: {}", Got(r)))
+        true
     }
 
     /// Boot CR3, CR0.WP and EFER.NXE as they were.
     pub(super) fn leave(&mut self) {
+        if !self.active {
+            return;
+        }
+        self.active = false;
         let b = self.boot_cr3;
         let _ = self.probe(Op::MovCr3, b, Cpl::Sup);
         let (wp, nxe) = (self.cr0 & CR0_WP != 0, self.efer & EFER_NXE != 0);
@@ -246,6 +263,13 @@ impl<'m> Lab<'m> {
 
     pub(super) fn invlpg(&mut self, e: &mut Expect<'_>, va: u64) {
         self.expect(e, "invlpg", Op::Invlpg, va, Cpl::Sup, Want::Done);
+    }
+}
+
+impl Drop for Lab<'_> {
+    /// A check that returns early still leaves the machine as it found it.
+    fn drop(&mut self) {
+        self.leave();
     }
 }
 
