@@ -15,6 +15,7 @@
 //! * [`regs`]: CR0, CR4 and IA32_EFER bits;
 //! * [`report`]: result counting and the detail text buffer;
 //! * [`hv`]: recognising the hypervisor from CPUID;
+//! * [`longcpu`]: the probe harness the long-mode scenarios need;
 //! * [`modes`]: the mode-switch engine's programs, page tables and verdicts;
 //! * [`trap`]: IDT gate encoding and the exception frame's layout.
 #![cfg_attr(not(test), no_std)]
@@ -22,6 +23,7 @@
 pub mod checks;
 pub mod cmdline;
 pub mod hv;
+pub mod longcpu;
 pub mod machine;
 pub mod memmap;
 pub mod modes;

@@ -113,4 +113,9 @@ pub trait Machine: PhysRead {
     /// write where the program says: programs only write into the low
     /// window and frames they allocated from scratch RAM.
     fn run_engine(&mut self);
+    /// The long-mode probe harness of the `long/...` checks; `None` (the
+    /// default) when this machine has none.
+    fn long_cpu(&mut self) -> Option<&mut dyn crate::longcpu::LongCpu> {
+        None
+    }
 }

@@ -73,4 +73,7 @@ impl Machine for BareMachine {
         // window and into scratch frames they allocated above the image.
         unsafe { modes::run() }
     }
+    fn long_cpu(&mut self) -> Option<&mut dyn guest_unikernel::longcpu::LongCpu> {
+        Some(self)
+    }
 }

@@ -1,11 +1,12 @@
 //! The machine under the checks: instructions ([`cpu`]), physical memory
-//! ([`phys`]) and the mode-switch engine ([`modes`]), the only modules of the
-//! binary with `unsafe` code; the
+//! ([`phys`]), the mode-switch engine ([`modes`]) and the long-mode probe
+//! harness ([`long`]), the only modules of the binary with `unsafe` code; the
 //! console, the IDT and exception handling, and [`machine::BareMachine`],
 //! which implements the library's `Machine` with them.
 
 pub mod console;
 pub mod cpu;
+pub mod long;
 pub mod machine;
 pub mod modes;
 pub mod phys;

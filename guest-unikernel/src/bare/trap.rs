@@ -30,8 +30,12 @@ pub fn init() {
     unsafe { cpu::load_idt(IDT.as_ptr() as u64, (core::mem::size_of_val(&IDT) - 1) as u16) };
 }
 
-/// Handles an exception the stubs caught. None is expected yet.
+/// Handles an exception the stubs caught: a probe's (see [`super::long`])
+/// resumes; any other ends the run.
 pub fn handle(frame: &mut TrapFrame) {
+    if super::long::fixup(frame) {
+        return;
+    }
     let mut d = Detail::new();
     let during = TALLY.current().and_then(checks::check_at).map(|c| c.name);
     let _ = core::fmt::write(&mut d, format_args!("{}", ExceptionReport { frame, cr2: cpu::read_cr2(), during }));

@@ -1,7 +1,8 @@
 //! A scripted machine for the host tests: low memory holding a Multiboot
 //! block, a QEMU-like map with 16 MiB of RAM, CPUID answers for a bare run
 //! (QEMU TCG) or a Quadrant run, a word map standing for scratch RAM, and
-//! a model of the mode-switch engine (`fake_engine`).
+//! a model of the mode-switch engine (`fake_engine`) and of 4-level paging
+//! for the long-mode probes (`fake_long`).
 
 use crate::machine::{Cpuid, Handoff, Machine, Range};
 use crate::modes::layout::{self, EngineInfo};
@@ -40,6 +41,8 @@ pub struct Fake {
     pub engine_runs: usize,
     /// Stands in for the engine: called by `run_engine` with the fake.
     pub on_run: Option<fn(&mut Fake)>,
+    /// CR3 of the long-mode probe model (`fake_long`).
+    pub cr3: u64,
 }
 
 fn sig(s: &[u8; 12], max: u32) -> Cpuid {
@@ -76,6 +79,7 @@ impl Fake {
             engine: Some(EngineInfo { len: 0xb00, entry: 0x20, stubs16: 0x500, stubs32: 0x700, stubs64: 0x900 }),
             engine_runs: 0,
             on_run: Some(|f| super::fake_engine::run(f, Default::default())),
+            cr3: 0x1000,
         }
     }
 
@@ -117,6 +121,9 @@ impl Machine for Fake {
             1 => Cpuid { ecx: self.cpuid1_ecx, ..Cpuid::default() },
             0x4000_0000 => self.leaf_4000_0000,
             0x4000_0001 => self.leaf_4000_0001,
+            0x8000_0000 => Cpuid { eax: 0x8000_0008, ..Cpuid::default() },
+            0x8000_0001 => Cpuid { edx: 1 << 20, ..Cpuid::default() },
+            0x8000_0008 => Cpuid { eax: super::fake_long::MAXPHYADDR, ..Cpuid::default() },
             _ => Cpuid::default(),
         }
     }
@@ -188,5 +195,8 @@ impl Machine for Fake {
         if let Some(f) = self.on_run {
             f(self);
         }
+    }
+    fn long_cpu(&mut self) -> Option<&mut dyn crate::longcpu::LongCpu> {
+        Some(self)
     }
 }

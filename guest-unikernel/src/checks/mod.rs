@@ -13,6 +13,7 @@
 pub mod boot;
 pub mod hv;
 pub mod modes;
+pub mod scen;
 
 use crate::cmdline::{self, Config, Note};
 use crate::hv::{Signature, CPUID1_ECX_HYPERVISOR};
@@ -37,7 +38,7 @@ pub struct Check {
 }
 
 /// The areas, in run order.
-pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS];
+pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS, scen::CHECKS];
 
 /// All checks in run order.
 pub fn all() -> impl Iterator<Item = &'static Check> {
@@ -75,6 +76,8 @@ pub struct Ctx<'a> {
     pub exclusions: Exclusions,
     /// The mode walk's verdicts, once the first `modes/...` check ran it.
     pub modes: Option<crate::modes::engine::Verdicts>,
+    /// The long-mode checks' shared tables, once the first `long/...` check built them.
+    pub long: Option<scen::Base>,
 }
 
 impl fmt::Debug for Ctx<'_> {
@@ -151,7 +154,7 @@ impl<'a> Ctx<'a> {
         }
         tally.set_hypercall_reporting(hypercalls);
 
-        Ctx { m, out, tally, config, info_addr, info, signature, map: None, exclusions, modes: None }
+        Ctx { m, out, tally, config, info_addr, info, signature, map: None, exclusions, modes: None, long: None }
     }
 
     /// Runs every registered check and reports each result.
@@ -195,6 +198,8 @@ pub fn write_summary(out: &mut dyn Write, tally: &Tally) {
 pub(crate) mod fake;
 #[cfg(test)]
 pub(crate) mod fake_engine;
+#[cfg(test)]
+pub(crate) mod fake_long;
 
 #[cfg(test)]
 mod tests {
@@ -223,12 +228,13 @@ mod tests {
         assert_eq!(m.vmcalls, 0);
         let (p, f, s) = tally.counts();
         // hv/... skip bare; QEMU TCG (the fake's signature) has no PDPTE
-        // registers, so two modes/... checks skip there.
-        assert_eq!((f, s), (0, 4), "{out}");
-        assert_eq!(p as usize + 4, all().count());
+        // registers, so two modes/... checks skip there, and it does not
+        // check reserved CR3 bits, so long/hostile/cr3-reserved skips.
+        assert_eq!((f, s), (0, 5), "{out}");
+        assert_eq!(p as usize + 5, all().count());
         assert!(out.contains("guest: command line: ignoring '/k'"), "{out}");
         let last = out.lines().last().unwrap();
-        assert_eq!(parse(last), Some(Line::GuestSummary { passed: p, failed: 0, skipped: 4 }));
+        assert_eq!(parse(last), Some(Line::GuestSummary { passed: p, failed: 0, skipped: 5 }));
         assert_eq!(m.engine_runs, 1, "one engine run serves every modes/... check");
     }
 

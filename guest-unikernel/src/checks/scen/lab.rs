@@ -1,0 +1,300 @@
+//! The `long/...` checks' laboratory: the shared [`Base`] (one PML4 with
+//! the identity map of the low 1 GiB), one check's [`Lab`] (its PML4
+//! entries, tables and data frames, CR3/CR0.WP/EFER.NXE in and out), the
+//! expected outcome of a probe ([`Want`]) and the CPUID facts the checks
+//! depend on.
+
+use crate::checks::Ctx;
+use crate::longcpu::{Cpl, Fault, LongCpu, Op, Probe, GP, PF};
+use crate::machine::Machine;
+use crate::modes::paging::{entry64, pde_2m, Frames, P, RW, US};
+use crate::modes::space::IDENTITY_END;
+use crate::pattern::pattern;
+use crate::report::{Detail, Expect};
+use crate::regs::CR0_WP;
+use core::fmt::{self, Write};
+use shared::Outcome;
+
+/// Flags of upper-level entries that allow everything.
+pub(super) const UP: u64 = P | RW | US;
+/// XD (bit 63, SDM Vol. 3A 4.6.2: with EFER.NXE=1 no fetch; with NXE=0 reserved).
+pub(super) const XD: u64 = 1 << 63;
+/// Where a data frame holds `ret` (0xC3) for fetch probes.
+pub(super) const RET_OFF: u64 = 0x800;
+/// Where the probes write in a data frame.
+pub(super) const WR_OFF: u64 = 0x10;
+/// Seed of the data frames' marker words.
+pub(super) const SEED: u64 = 0x4c4f_4e47_5343_454e; // "LONGSCEN"
+/// 2 MiB.
+pub(super) const M2: u64 = 1 << 21;
+/// 1 GiB.
+pub(super) const G1: u64 = 1 << 30;
+/// The end of the identity map every scenario CR3 keeps.
+pub(super) const IDENT: u64 = G1;
+/// The address bits of an entry.
+pub(super) const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
+
+/// The marker word at offset 0 of data frame `pa`.
+pub(super) const fn marker(pa: u64) -> u64 {
+    pattern(pa, SEED)
+}
+
+/// Index of `va` in the table at `level` (4 = PML4 .. 1 = PT), SDM Vol. 3A 4.5.4.
+pub(super) const fn idx(va: u64, level: u32) -> u64 {
+    (va >> (12 + 9 * (level - 1))) & 0x1FF
+}
+
+/// What a probe should do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Want {
+    /// Complete, with this RAX (the value read).
+    Val(u64),
+    /// Complete; the value does not matter.
+    Done,
+    /// #PF with this error code; CR2 = the probe's address.
+    Pf(u64),
+    /// #GP(0).
+    Gp0,
+}
+
+/// True when `got` (a probe at `addr`) is what `want` says.
+pub(super) fn matches(got: Probe, want: Want, addr: u64) -> bool {
+    match (got, want) {
+        (Ok(v), Want::Val(w)) => v == w,
+        (Ok(_), Want::Done) => true,
+        (Err(f), Want::Pf(e)) => f.vector == PF && f.error_code == e && f.cr2 == addr,
+        (Err(f), Want::Gp0) => f.vector == GP && f.error_code == 0,
+        _ => false,
+    }
+}
+
+pub(super) struct Got(pub(super) Probe);
+impl fmt::Display for Got {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Ok(v) => write!(f, "ok {v:#x}"),
+            Err(Fault { vector, error_code, cr2 }) => write!(f, "{}", Fault { vector, error_code, cr2 }),
+        }
+    }
+}
+
+/// What the `long/...` checks share (kept in [`Ctx::long`]): one PML4
+/// whose entry 0 identity-maps the low 1 GiB, the frame allocator and the
+/// next free PML4 entry, the boot CR3. Each check takes two fresh PML4
+/// entries and fresh frames, so no check rewrites a frame an earlier one
+/// used as a table, and builds them with the PML4 already loaded (under a
+/// shadow MMU the shared identity map stays shadowed, each check's tables
+/// start unshadowed and each frame faults in once).
+#[derive(Clone, Copy, Debug)]
+pub struct Base {
+    pub(super) pml4: u64,
+    f: Frames,
+    next_slot: u64,
+    boot_cr3: u64,
+}
+
+/// Bytes one PML4 entry maps.
+pub(super) const SLOT: u64 = 1 << 39;
+
+/// One check's address space and the machine state it changed.
+pub(super) struct Lab<'m> {
+    pub(super) m: &'m mut dyn Machine,
+    pub(super) base: &'m mut Base,
+    /// The check's linear base: its first PML4 entry (the second is `t + SLOT`).
+    pub(super) t: u64,
+    pub(super) pml4: u64,
+    pub(super) boot_cr3: u64,
+    pub(super) cr0: u64,
+    pub(super) efer: u64,
+    pub(super) refused: Option<u64>,
+    pub(super) probes: u32,
+    /// CR3 holds our PML4 (`leave` loads the boot CR3 again; so does drop).
+    active: bool,
+}
+
+impl<'m> Lab<'m> {
+    /// Builds the [`Base`] on first use and takes two PML4 entries for the
+    /// check; `Err` is the outcome to report (SKIP without a harness).
+    pub(super) fn new(ctx: &'m mut Ctx<'_>, d: &mut Detail) -> Result<Self, Outcome> {
+        let Some(map) = ctx.map else {
+            let _ = write!(d, "no validated memory map (see boot/memory-map)");
+            return Err(Outcome::Fail);
+        };
+        let image = ctx.m.image();
+        let excl = ctx.exclusions;
+        let m = &mut *ctx.m;
+        let Some(cpu) = m.long_cpu() else {
+            let _ = write!(d, "no long-mode probe harness on this machine");
+            return Err(Outcome::Skip);
+        };
+        let fresh = ctx.long.is_none();
+        let boot_cr3 = if fresh { cpu.cr3() } else { 0 };
+        let (cr0, efer) = (m.cr0(), m.efer());
+        let f = Frames::new(&map, &excl, image.end, IDENTITY_END);
+        let base = ctx.long.get_or_insert(Base { pml4: 0, f, next_slot: 1, boot_cr3 });
+        let t = base.next_slot * SLOT;
+        base.next_slot += 2;
+        let boot_cr3 = base.boot_cr3;
+        let mut lab = Lab { m, base, t, pml4: 0, boot_cr3, cr0, efer, refused: None, probes: 0, active: false };
+        if fresh {
+            let pml4 = lab.table();
+            let pdpt = lab.table();
+            let pd = lab.table();
+            for i in 0..IDENT / M2 {
+                lab.w(pd + 8 * i, pde_2m(i * M2, UP));
+            }
+            lab.w(pdpt, entry64(pd, UP));
+            lab.w(pml4, entry64(pdpt, UP));
+            lab.base.pml4 = if pdpt == 0 || pd == 0 { 0 } else { pml4 };
+        }
+        lab.pml4 = lab.base.pml4;
+        if lab.pml4 == 0 || lab.refused.is_some() || t >= 256 * SLOT {
+            let _ = write!(d, "no free frames below {IDENTITY_END:#x}, a refused write at {:?} or no free PML4 entry", lab.refused);
+            return Err(Outcome::Fail);
+        }
+        let pml4 = lab.pml4;
+        if let Err(f) = lab.probe(Op::MovCr3, pml4, Cpl::Sup) {
+            let _ = write!(d, "MOV CR3 {pml4:#x}: {f}");
+            return Err(Outcome::Fail);
+        }
+        lab.active = true;
+        Ok(lab)
+    }
+
+    pub(super) fn cpu(&mut self) -> &mut dyn LongCpu {
+        self.m.long_cpu().expect("checked in Lab::new")
+    }
+
+    /// Writes a word of a table or data frame (physical = identity address).
+    pub(super) fn w(&mut self, pa: u64, v: u64) {
+        if !self.m.scratch_write(pa, v) {
+            self.refused.get_or_insert(pa);
+        }
+    }
+
+    /// Reads a word of a table or data frame.
+    pub(super) fn r(&mut self, pa: u64) -> u64 {
+        self.m.scratch_read(pa).unwrap_or(0xDEAD_DEAD_DEAD_DEAD)
+    }
+
+    /// A zeroed 4 KiB table (0 when RAM ran out).
+    pub(super) fn table(&mut self) -> u64 {
+        let Some(t) = self.base.f.alloc() else { return 0 };
+        for i in 0..512 {
+            self.w(t + 8 * i, 0);
+        }
+        t
+    }
+
+    /// A 2 MiB-aligned 2 MiB block (`None` when RAM ran out).
+    pub(super) fn alloc_2m(&mut self) -> Option<u64> {
+        self.base.f.alloc_aligned(M2, M2)
+    }
+
+    /// A data frame: [`marker`] at offset 0, `ret` at [`RET_OFF`].
+    pub(super) fn data(&mut self) -> u64 {
+        let Some(t) = self.base.f.alloc() else { return 0 };
+        self.w(t, marker(t));
+        self.w(t + WR_OFF, 0);
+        self.w(t + RET_OFF, 0xC3);
+        t
+    }
+
+    /// The table at `level` (3 = PDPT, 2 = PD, 1 = PT) on the way to `va`,
+    /// created with [`UP`] entries where missing.
+    pub(super) fn table_for(&mut self, va: u64, level: u32) -> u64 {
+        let mut t = self.pml4;
+        for l in (level + 1..=4).rev() {
+            let a = t + 8 * idx(va, l);
+            let e = self.r(a);
+            t = if e & P != 0 {
+                e & ADDR
+            } else {
+                let n = self.table();
+                self.w(a, entry64(n, UP));
+                n
+            };
+        }
+        t
+    }
+
+    /// The address of `va`'s entry in the table at `level`.
+    pub(super) fn slot(&mut self, va: u64, level: u32) -> u64 {
+        self.table_for(va, level) + 8 * idx(va, level)
+    }
+
+    pub(super) fn probe(&mut self, op: Op, addr: u64, cpl: Cpl) -> Probe {
+        self.probes += 1;
+        self.cpu().probe(op, addr, cpl)
+    }
+
+    /// Probes and records the expectation.
+    pub(super) fn expect(&mut self, e: &mut Expect<'_>, what: &str, op: Op, addr: u64, cpl: Cpl, want: Want) {
+        let got = self.probe(op, addr, cpl);
+        e.that(matches(got, want, addr), format_args!("{what}: want {want:?} at {addr:#x}, got {}", Got(got)));
+    }
+
+    /// CR0.WP=1 and EFER.NXE as asked, once the check's tables are built
+    /// (CR3 holds our PML4 since [`Lab::new`]; the check's entries went
+    /// from not present to present, which needs no invalidation, SDM Vol.
+    /// 3A 4.10.4.3).
+    pub(super) fn enter(&mut self, e: &mut Expect<'_>, nxe: bool) -> bool {
+        if let Some(a) = self.refused {
+            e.that(false, format_args!("the machine refused a table write at {a:#x}"));
+            return false;
+        }
+        self.cpu().set_cr0_wp(true);
+        self.cpu().set_efer_nxe(nxe);
+        true
+    }
+
+    /// Boot CR3, CR0.WP and EFER.NXE as they were.
+    pub(super) fn leave(&mut self) {
+        if !self.active {
+            return;
+        }
+        self.active = false;
+        let b = self.boot_cr3;
+        let _ = self.probe(Op::MovCr3, b, Cpl::Sup);
+        let (wp, nxe) = (self.cr0 & CR0_WP != 0, self.efer & EFER_NXE != 0);
+        self.cpu().set_cr0_wp(wp);
+        self.cpu().set_efer_nxe(nxe);
+    }
+
+    pub(super) fn invlpg(&mut self, e: &mut Expect<'_>, va: u64) {
+        self.expect(e, "invlpg", Op::Invlpg, va, Cpl::Sup, Want::Done);
+    }
+}
+
+impl Drop for Lab<'_> {
+    /// A check that returns early still leaves the machine as it found it.
+    fn drop(&mut self) {
+        self.leave();
+    }
+}
+
+/// IA32_EFER.NXE (SDM Vol. 3A 2.2.1).
+pub(super) const EFER_NXE: u64 = 1 << 11;
+
+/// CPUID.80000001H:EDX.NX \[bit 20\].
+pub(super) fn has_nx(m: &mut dyn Machine) -> bool {
+    m.cpuid(0x8000_0000, 0).eax >= 0x8000_0001 && m.cpuid(0x8000_0001, 0).edx & (1 << 20) != 0
+}
+
+/// MAXPHYADDR (CPUID.80000008H:EAX\[7:0\], 36 without the leaf; SDM Vol. 3A 4.1.4).
+pub(super) fn maxphyaddr(m: &mut dyn Machine) -> u32 {
+    if m.cpuid(0x8000_0000, 0).eax >= 0x8000_0008 {
+        m.cpuid(0x8000_0008, 0).eax & 0xFF
+    } else {
+        36
+    }
+}
+
+macro_rules! lab {
+    ($ctx:expr, $d:expr) => {
+        match Lab::new($ctx, $d) {
+            Ok(l) => l,
+            Err(o) => return o,
+        }
+    };
+}

@@ -1,0 +1,116 @@
+//! What the long-mode scenario checks (`long/...`, [`crate::checks::scen`])
+//! need from the CPU beyond [`crate::machine::Machine`]: loads of CR3, CR0.WP
+//! and EFER.NXE, INVLPG, and *probes*: single memory accesses at CPL 0 or
+//! CPL 3 whose architectural outcome (the value, or the exception with its
+//! error code and CR2) is recorded instead of ending the run.
+//!
+//! The bare binary implements [`LongCpu`] with a fault harness (its
+//! `bare::long`: an exception-fixup table of probe instructions and a ring-3
+//! trampoline, SDM Vol. 3A 6.12, 6.14); the host tests' fake has none, so
+//! the checks report SKIP there.
+
+use core::fmt;
+
+/// One probe: the instruction the harness executes at `addr`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `mov rax, [addr]`.
+    Read,
+    /// `mov [addr], value` (8 bytes).
+    Write(u64),
+    /// `mov [addr], value` (4 bytes).
+    Write32(u32),
+    /// `and byte [addr], mask`.
+    AndByte(u8),
+    /// `rep stosb` of `len` copies of `byte` from `addr`.
+    RepStosb {
+        /// The byte stored.
+        byte: u8,
+        /// How many bytes.
+        len: u64,
+    },
+    /// `lock cmpxchg [addr], new` with RAX = `expect`; the probe's value is
+    /// RAX afterwards (the old memory value).
+    LockCmpxchg {
+        /// Compared with memory.
+        expect: u64,
+        /// Stored when equal.
+        new: u64,
+    },
+    /// `call addr` (the page must hold `ret`, 0xC3, at `addr`).
+    Fetch,
+    /// `invlpg [addr]`.
+    Invlpg,
+    /// `mov cr3, addr`.
+    MovCr3,
+}
+
+/// Privilege of a probe.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Cpl {
+    /// Supervisor (CPL 0).
+    Sup,
+    /// User (CPL 3), through the ring-3 trampoline.
+    User,
+}
+
+/// An exception a probe raised.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Fault {
+    /// The vector (14 for #PF, 13 for #GP).
+    pub vector: u8,
+    /// The error code.
+    pub error_code: u64,
+    /// CR2 when the handler ran (meaningful for #PF).
+    pub cr2: u64,
+}
+
+impl fmt::Display for Fault {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} ec={:#x} cr2={:#x}",
+            shared::x86::exception_mnemonic(self.vector),
+            self.error_code,
+            self.cr2
+        )
+    }
+}
+
+/// What a probe did: the value it read (RAX afterwards), or its fault.
+pub type Probe = Result<u64, Fault>;
+
+/// The CPU operations of the long-mode checks; every method is safe, the
+/// bare implementation keeps its `unsafe` in `bare::long`.
+pub trait LongCpu {
+    /// Executes `op` on `addr` at privilege `cpl` under the fault harness.
+    /// Callers must make sure the probe cannot write memory Rust owns: the
+    /// checks write only page tables and data frames they allocated, and
+    /// load only CR3 values naming tables they built (or the boot tables).
+    fn probe(&mut self, op: Op, addr: u64, cpl: Cpl) -> Probe;
+    /// CR3 now.
+    fn cr3(&mut self) -> u64;
+    /// Sets or clears CR0.WP.
+    fn set_cr0_wp(&mut self, on: bool);
+    /// Sets or clears IA32_EFER.NXE.
+    fn set_efer_nxe(&mut self, on: bool);
+}
+
+/// #PF error code bits (SDM Vol. 3A 4.7, Figure 4-12).
+pub mod ec {
+    /// P: the fault was a protection violation (0: not present).
+    pub const P: u64 = 1 << 0;
+    /// W/R: the access was a write.
+    pub const W: u64 = 1 << 1;
+    /// U/S: the access was a user-mode access.
+    pub const U: u64 = 1 << 2;
+    /// RSVD: a reserved bit was set in a paging-structure entry.
+    pub const RSVD: u64 = 1 << 3;
+    /// I/D: the access was an instruction fetch.
+    pub const I: u64 = 1 << 4;
+}
+
+/// #PF's vector.
+pub const PF: u8 = 14;
+/// #GP's vector.
+pub const GP: u8 = 13;
