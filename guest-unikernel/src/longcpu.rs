@@ -43,6 +43,11 @@ pub enum Op {
     Invlpg,
     /// `mov cr3, addr`.
     MovCr3,
+    /// `vmxon [addr]`. With CR4.VMXE=0 (the guest never sets it) this is
+    /// #UD (SDM Vol. 3C 31.3, VMXON); under Quadrant VMX is hidden and the
+    /// hypervisor must raise that #UD itself, since the hardware runs the
+    /// guest with VMXE=1 and VMXON exits.
+    Vmxon,
 }
 
 /// Privilege of a probe.
@@ -114,3 +119,5 @@ pub mod ec {
 pub const PF: u8 = 14;
 /// #GP's vector.
 pub const GP: u8 = 13;
+/// #UD.
+pub const UD: u8 = 6;

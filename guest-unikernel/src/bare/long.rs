@@ -98,6 +98,13 @@ qlong_k_movcr3_i:
     mov cr3, rdi
 qlong_k_movcr3_r:
     ret
+.global qlong_k_vmxon
+qlong_k_vmxon:
+    xor eax, eax
+qlong_k_vmxon_i:
+    vmxon [rdi]
+qlong_k_vmxon_r:
+    ret
 
 /* qlong_user(addr: rdi, op: rsi (0 read, 1 write, 2 fetch), value: rdx,
    user stack top: rcx) -> rax */
@@ -160,6 +167,7 @@ qlong_fixups:
     .quad qlong_k_cmpxchg_i, qlong_k_cmpxchg_r
     .quad qlong_k_invlpg_i, qlong_k_invlpg_r
     .quad qlong_k_movcr3_i, qlong_k_movcr3_r
+    .quad qlong_k_vmxon_i, qlong_k_vmxon_r
     .quad qlong_u_read_i, qlong_user_done
     .quad qlong_u_write_i, qlong_user_done
 .text
@@ -167,7 +175,7 @@ qlong_fixups:
 );
 
 /// Entries of `qlong_fixups`.
-const FIXUPS: usize = 10;
+const FIXUPS: usize = 11;
 
 unsafe extern "C" {
     static qlong_fixups: [[u64; 2]; FIXUPS];
@@ -182,6 +190,7 @@ unsafe extern "C" {
     fn qlong_k_fetch(addr: u64, a: u64, b: u64) -> u64;
     fn qlong_k_invlpg(addr: u64, a: u64, b: u64) -> u64;
     fn qlong_k_movcr3(addr: u64, a: u64, b: u64) -> u64;
+    fn qlong_k_vmxon(addr: u64, a: u64, b: u64) -> u64;
     fn qlong_user(addr: u64, op: u64, value: u64, stack: u64) -> u64;
 }
 
@@ -329,6 +338,7 @@ impl LongCpu for super::machine::BareMachine {
                     Op::Fetch => qlong_k_fetch(addr, 0, 0),
                     Op::Invlpg => qlong_k_invlpg(addr, 0, 0),
                     Op::MovCr3 => qlong_k_movcr3(addr, 0, 0),
+                    Op::Vmxon => qlong_k_vmxon(addr, 0, 0),
                 }
             },
             Cpl::User => {

@@ -213,6 +213,8 @@ impl LongCpu for Fake {
                 }
                 Ok(0)
             }
+            // CR4.VMXE is 0 on the fake, as on every guest here: #UD.
+            Op::Vmxon => Err(Fault { vector: crate::longcpu::UD, error_code: 0, cr2: 0 }),
             Op::MovCr3 => {
                 if addr & (HIGH_RSVD | XD) != 0 && !has(bug::CR3_RSVD) {
                     return Err(Fault { vector: GP, error_code: 0, cr2: 0 });

@@ -25,7 +25,7 @@ use crate::modes::paging::{entry64, pde_2m, A, D, P, RW, US};
 use crate::modes::space::IDENTITY_END;
 use crate::report::{Detail, Expect};
 use core::fmt::Write;
-use hostile::{hostile_cr3, hostile_invlpg, hostile_rsvd};
+use hostile::{hostile_cr3, hostile_invlpg, hostile_rsvd, hostile_vmxon};
 use lab::*;
 use shared::Outcome;
 
@@ -49,6 +49,7 @@ pub static CHECKS: &[Check] = &[
     Check { name: "long/hostile/rsvd-bits", run: hostile_rsvd },
     Check { name: "long/hostile/invlpg", run: hostile_invlpg },
     Check { name: "long/hostile/cr3-reserved", run: hostile_cr3 },
+    Check { name: "long/hostile/vmxon-ud", run: hostile_vmxon },
 ];
 
 /// Scenario 2: one page X is the PD of `t` and, through PDE 1 = X, also

@@ -85,6 +85,29 @@ pub(super) fn hostile_invlpg(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     e.finish(format_args!("{n} probes"))
 }
 
+/// VMX instructions with CR4.VMXE=0: VMXON raises #UD (SDM Vol. 3C 31.3;
+/// Vol. 3C 24.7: VMX is entered only with CR4.VMXE=1). Bare this is the
+/// CPU's own check (Bochs with VMX, or QEMU TCG without it); under Quadrant,
+/// which hides VMX and runs the guest with hardware VMXE=1, the VMXON exits
+/// and the hypervisor must inject the #UD. The guest carries on afterwards.
+pub(super) fn hostile_vmxon(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
+    let mut lab = lab!(ctx, d);
+    let t = lab.t;
+    let pt = lab.table_for(t, 1);
+    let d0 = lab.data();
+    lab.w(pt, entry64(d0, P | RW));
+    let s = Cpl::Sup;
+    let mut e = Expect::new(d);
+    if lab.enter(&mut e, false) {
+        let x = &mut e;
+        lab.expect(x, "vmxon", Op::Vmxon, t, s, Want::Ud);
+        lab.expect(x, "still mapped", Op::Read, t, s, Want::Val(marker(d0)));
+        lab.leave();
+    }
+    let n = lab.probes;
+    e.finish(format_args!("{n} probes"))
+}
+
 /// Scenario 21, CR3 (SDM Vol. 2B MOV to/from control registers; Vol. 3A
 /// 4.5.2): in IA-32e mode CR3 bits 51:MAXPHYADDR are reserved; MOV to CR3
 /// with one set is #GP(0) and CR3 keeps its value (here: bit MAXPHYADDR

@@ -55,6 +55,8 @@ pub(super) enum Want {
     Pf(u64),
     /// #GP(0).
     Gp0,
+    /// #UD.
+    Ud,
 }
 
 /// True when `got` (a probe at `addr`) is what `want` says.
@@ -64,6 +66,7 @@ pub(super) fn matches(got: Probe, want: Want, addr: u64) -> bool {
         (Ok(_), Want::Done) => true,
         (Err(f), Want::Pf(e)) => f.vector == PF && f.error_code == e && f.cr2 == addr,
         (Err(f), Want::Gp0) => f.vector == GP && f.error_code == 0,
+        (Err(f), Want::Ud) => f.vector == crate::longcpu::UD,
         _ => false,
     }
 }
