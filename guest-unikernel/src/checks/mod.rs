@@ -11,6 +11,7 @@
 //! [`CheckRecord`] through the ReportCheck hypercall.
 
 pub mod boot;
+pub mod cache;
 pub mod hv;
 pub mod modes;
 
@@ -37,7 +38,7 @@ pub struct Check {
 }
 
 /// The areas, in run order.
-pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS];
+pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS, cache::CHECKS];
 
 /// All checks in run order.
 pub fn all() -> impl Iterator<Item = &'static Check> {
