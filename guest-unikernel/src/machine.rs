@@ -145,5 +145,5 @@ pub const TEST_VA_START: u64 = 1 << 39;
 pub const TEST_VA_END: u64 = 1 << 47;
 /// True when the quadword at `va` lies in the test region, 8-aligned.
 pub const fn is_test_va(va: u64) -> bool {
-    va % 8 == 0 && va >= TEST_VA_START && va < TEST_VA_END
+    va.is_multiple_of(8) && va >= TEST_VA_START && va < TEST_VA_END
 }

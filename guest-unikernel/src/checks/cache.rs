@@ -127,7 +127,7 @@ impl fmt::Display for Deltas {
         let Some(d) = self.0 else { return Ok(()) };
         write!(
             f,
-            "; mmu: created +{} hits +{} misses +{} faults +{} zaps +{} ptw +{} unshadows +{} recycles +{} exits +{}",
+            "; mmu new+{} hit+{} miss+{} pf+{} zap+{} ptw+{} unsh+{} rec+{} exit+{}",
             d.shadow_pages_created as i64,
             d.cr3_hits as i64,
             d.cr3_misses as i64,
@@ -138,6 +138,18 @@ impl fmt::Display for Deltas {
             d.recycles as i64,
             d.exits as i64
         )
+    }
+}
+
+/// ` (name+N)` when the hypervisor's count is known, else nothing.
+struct Plus(&'static str, Option<u64>);
+
+impl fmt::Display for Plus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.1 {
+            Some(v) => write!(f, " ({}+{v})", self.0),
+            None => Ok(()),
+        }
     }
 }
 
@@ -226,7 +238,7 @@ pub fn cr3_return(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         let loads = ROUNDS as u64;
         Ok(cache_verdict(
             d,
-            format_args!("{reads} reads right over {} CR3 loads, A={:#x} B={:#x}", WARM + ROUNDS, spaces[0].0, spaces[1].0),
+            format_args!("{reads} reads right, {} CR3 loads", WARM + ROUNDS),
             before.zip(after),
             |e, dl| {
                 e.that(dl.shadow_pages_created == 0, format_args!("{} shadow pages created on return", dl.shadow_pages_created));
@@ -310,7 +322,7 @@ pub fn flood_unshadows(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         let ptw = s2.zip(s3).map(|(a, b)| b.pt_writes.wrapping_sub(a.pt_writes));
         Ok(cache_verdict(
             d,
-            format_args!("8 pages right before, 8 after remaking T={t:#x} a PT, edit through the alias seen; retracked ptw +{ptw:?}"),
+            format_args!("T={t:#x}: 8+8 pages right, alias edit seen{}", Plus("ptw", ptw)),
             s0.zip(s1),
             |e, dl| {
                 e.that(dl.unshadows >= 1, format_args!("memset of the shadowed PT: unshadows +{}", dl.unshadows));
@@ -366,7 +378,7 @@ pub fn pressure_recycles(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         let s1 = stats(m, on);
         Ok(cache_verdict(
             d,
-            format_args!("{reads} reads right in {P_ROUNDS} rounds over {P_SPACES} CR3s, {tables} tables"),
+            format_args!("{reads} reads right, {P_SPACES} CR3s x{P_ROUNDS}, {tables} tables"),
             s0.zip(s1),
             |e, dl| {
                 e.that(dl.recycles > 0, format_args!("{tables} tables over a 1024-frame pool: recycles +0"));
@@ -460,8 +472,8 @@ pub fn parent_chain(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             e.that(dl.pt_writes >= 2 * PC_EDITS as u64, format_args!("edits of the PT F through aliases: pt_writes +{}, expected >= {}", dl.pt_writes, 2 * PC_EDITS));
         }
         Ok(e.finish(format_args!(
-            "F={f:#x} at {touched} aliases written+read, {PC_EDITS} PTE edits through aliases seen{}{}",
-            Deltas(dl0),
+            "{touched} aliases{}, {PC_EDITS}x2 edits seen{}",
+            Plus("pf", dl0.map(|d| d.page_faults)),
             Deltas(dl)
         )))
     })();
@@ -519,7 +531,98 @@ pub fn zap_active_root(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         if let Some(dl) = dl {
             e.that(dl.unshadows >= 2, format_args!("flooding the active PML4 and PD: unshadows +{}, expected >= 2", dl.unshadows));
         }
-        Ok(e.finish(format_args!("PML4={pml4:#x} PD={pd:#x} rewritten in place, 8 pages right 3 times{}", Deltas(dl))))
+        Ok(e.finish(format_args!("PML4+PD rewritten, 8 pages right x3{}", Deltas(dl))))
     })();
     finish(ctx, home, d, r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fake::{Fake, FAKE_INFO};
+    use super::*;
+    use crate::report::Tally;
+
+    /// Runs the boot checks (for the memory map), then the checks of this
+    /// area; returns (name, outcome, detail) of each.
+    fn run(m: &mut Fake) -> Vec<(&'static str, Outcome, String)> {
+        let (mut out, tally) = (String::new(), Tally::new());
+        let mut ctx = Ctx::start(m, &mut out, &tally, FAKE_INFO);
+        for c in super::super::boot::CHECKS {
+            (c.run)(&mut ctx, &mut Detail::new());
+        }
+        let mut v = Vec::new();
+        for c in CHECKS {
+            let mut d = Detail::new();
+            let o = (c.run)(&mut ctx, &mut d);
+            assert_eq!(ctx.m.cr3(), super::super::fake::BOOT_CR3, "{} goes back to the boot CR3", c.name);
+            v.push((c.name, o, d.as_str().to_string()));
+        }
+        v
+    }
+
+    fn outcome(v: &[(&str, Outcome, String)], name: &str) -> (Outcome, String) {
+        let r = v.iter().find(|r| r.0 == name).unwrap();
+        (r.1, r.2.clone())
+    }
+
+    #[test]
+    fn bare_runs_the_architectural_part_and_skips_the_cache_part() {
+        let mut m = Fake::bare("");
+        let v = run(&mut m);
+        for (name, o, d) in &v {
+            let want = if name.starts_with("cache/") { Outcome::Skip } else { Outcome::Pass };
+            assert_eq!(*o, want, "{name}: {d}");
+            if *o == Outcome::Skip {
+                assert!(d.starts_with("needs the hypervisor (architectural part passed: "), "{d}");
+            }
+        }
+        assert_eq!(m.mmu.stats_calls, 0);
+        assert!(m.mmu.stats.page_faults > 4000, "the walks ran");
+    }
+
+    #[test]
+    fn under_the_model_cache_every_check_passes() {
+        let v = run(&mut Fake::hv(""));
+        for (name, o, d) in &v {
+            assert_eq!(*o, Outcome::Pass, "{name}: {d}");
+            assert!(d.len() < 160, "{name}: detail fits a check record: {d}");
+        }
+        let (_, d) = outcome(&v, "cache/cr3-return-no-new-shadows");
+        assert!(d.contains("mmu new+0 hit+6 miss+0"), "{d}");
+    }
+
+    #[test]
+    fn each_cache_fault_is_caught() {
+        let mut m = Fake::hv("");
+        m.mmu.cr3_always_miss = true;
+        let (o, d) = outcome(&run(&mut m), "cache/cr3-return-no-new-shadows");
+        assert_eq!(o, Outcome::Fail);
+        assert!(d.contains("shadow pages created on return") && d.contains("cr3_misses +6"), "{d}");
+
+        let mut m = Fake::hv("");
+        m.mmu.no_flood = true;
+        let v = run(&mut m);
+        assert_eq!(outcome(&v, "cache/flood-unshadows").0, Outcome::Fail);
+        let (o, d) = outcome(&v, "long/zap-active-root");
+        assert_eq!(o, Outcome::Fail);
+        assert!(d.contains("unshadows +0, expected >= 2"), "{d}");
+
+        let mut m = Fake::hv("");
+        m.mmu.no_recycle = true;
+        let (o, d) = outcome(&run(&mut m), "cache/pressure-recycles");
+        assert_eq!(o, Outcome::Fail);
+        assert!(d.contains("recycles +0"), "{d}");
+    }
+
+    #[test]
+    fn a_stale_tlb_is_caught_bare_too() {
+        let mut m = Fake::bare("");
+        m.mmu.invlpg_ignored = true;
+        let v = run(&mut m);
+        let (o, d) = outcome(&v, "long/parent-chain");
+        assert_eq!(o, Outcome::Fail);
+        assert!(d.starts_with("present PTE changed through an alias + INVLPG: read 0x"), "{d}");
+        let (o, d) = outcome(&v, "cache/flood-unshadows");
+        assert_eq!(o, Outcome::Fail, "{d}");
+    }
 }
