@@ -480,11 +480,15 @@ pub fn parent_chain(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     finish(ctx, home, d, r)
 }
 
+/// Entries of the active PML4 and PD rewritten in place (a flood needs
+/// three; under the hypervisor each three cost a root rebuild).
+const ZAP_ENTRIES: u64 = 64;
+
 /// `long/zap-active-root` (scenario 18; DESIGN.md section 2 `invalid`: a
 /// zapped page that is still a loaded root stays until unloaded): while
-/// running on its own PML4, the guest rewrites all 512 entries of that
+/// running on its own PML4, the guest rewrites entries 0..64 of that
 /// PML4, then of the PD of its test window, with the values they hold,
-/// through a data alias of each (512 stores in a row: flooding, so the
+/// through a data alias of each (64 stores in a row: flooding, so the
 /// hypervisor unshadows the active root). Architecturally nothing changed
 /// (SDM Vol. 3A 4.5): the guest runs on and every page reads its frame
 /// after each flood and after a CR3 reload. Under the hypervisor the
@@ -516,7 +520,7 @@ pub fn zap_active_root(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         check_all(m, "before")?;
         let s0 = stats(m, on);
         for (table, at) in [(alias, "after flooding the active PML4"), (alias + span(1), "after flooding the active PD")] {
-            for i in 0..512 {
+            for i in 0..ZAP_ENTRIES {
                 let a = table + 8 * i;
                 let v = m.linear_read(a).ok_or(Stop::Write(a))?;
                 write(m, a, v)?;
