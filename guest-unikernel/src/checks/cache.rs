@@ -435,12 +435,13 @@ const PC_EDITS: usize = 64;
 /// is used without INVLPG (4.10.4.3: a not-present entry is not cached),
 /// a present PTE changed through an alias is used after INVLPG of the
 /// address (4.10.4.1), for 64 aliases spread over all PTs and PD entries.
-/// When MMU exits are slow (`audit=1`), one alias per PD entry is written
-/// and read instead of four.
+/// When MMU exits are slow (`audit=1`), one alias in 16 PD entries is
+/// written and read instead of four in each, and 8 PTEs are edited.
 pub fn parent_chain(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let on = has_stats(ctx);
-    // One alias per PD entry instead of four when MMU exits are slow.
-    let per_pde = if mmu_exit_ratio(ctx, on).is_some_and(|r| r > SLOW_RATIO) { 1 } else { PC_PTS };
+    // When MMU exits are slow: one alias in 16 PD entries, 8 edits.
+    let slow = mmu_exit_ratio(ctx, on).is_some_and(|r| r > SLOW_RATIO);
+    let (pde_step, per_pde, edits) = if slow { (16, 1, 8) } else { (1, PC_PTS, PC_EDITS) };
     let mut home = None;
     let r = (|| -> Result<Outcome, Stop> {
         let mut b = builder(ctx)?;
@@ -471,7 +472,7 @@ pub fn parent_chain(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         // entries once: j runs over 4 values per PD entry.
         let alias = |i: usize, j: usize| W + i as u64 * span(2) + j as u64 * span(1);
         let mut touched = 0;
-        for i in 0..512 {
+        for i in (0..512).step_by(pde_step) {
             for t in 0..per_pde {
                 let j = (i / PC_PTS) * PC_PTS + t;
                 let v = ((i * 512 + j) as u64) << 1;
@@ -487,7 +488,7 @@ pub fn parent_chain(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         Builder::put(m, pd_r + 8 * index(region, 2) as u64, entry64(f, KRW))?;
         frame_at(m, "F linked as a PT", region, data[0])?;
         let s1 = stats(m, on);
-        for s in 0..PC_EDITS {
+        for s in 0..edits {
             // PD entry i (all residues mod 4 and all 512 reached in steps),
             // PTE j: a different alias for each edit.
             let i = (s * 37 + s / 8) % 512;
@@ -506,10 +507,10 @@ pub fn parent_chain(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         let dl0 = s0.zip(s1).map(|(a, b)| delta(&a, &b));
         let mut e = Expect::new(d);
         if let Some(dl) = dl {
-            e.that(dl.pt_writes >= 2 * PC_EDITS as u64, format_args!("edits of the PT F through aliases: pt_writes +{}, expected >= {}", dl.pt_writes, 2 * PC_EDITS));
+            e.that(dl.pt_writes >= 2 * edits as u64, format_args!("edits of the PT F through aliases: pt_writes +{}, expected >= {}", dl.pt_writes, 2 * edits));
         }
         Ok(e.finish(format_args!(
-            "{touched} aliases{}, {PC_EDITS}x2 edits seen{}",
+            "{touched} aliases{}, {edits}x2 edits seen{}",
             Plus("pf", dl0.map(|d| d.page_faults)),
             Deltas(dl)
         )))
@@ -529,9 +530,11 @@ const ZAP_ENTRIES: u64 = 64;
 /// hypervisor unshadows the active root). Architecturally nothing changed
 /// (SDM Vol. 3A 4.5): the guest runs on and every page reads its frame
 /// after each flood and after a CR3 reload. Under the hypervisor the
-/// `unshadows` counter must show that the root was flooded.
+/// `unshadows` counter must show that the root was flooded. When MMU exits
+/// are slow (`audit=1`) 8 entries of each table are rewritten.
 pub fn zap_active_root(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let on = has_stats(ctx);
+    let n = if mmu_exit_ratio(ctx, on).is_some_and(|r| r > SLOW_RATIO) { 8 } else { ZAP_ENTRIES };
     let mut home = None;
     let r = (|| -> Result<Outcome, Stop> {
         let mut b = builder(ctx)?;
@@ -557,7 +560,7 @@ pub fn zap_active_root(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         check_all(m, "before")?;
         let s0 = stats(m, on);
         for (table, at) in [(alias, "after flooding the active PML4"), (alias + span(1), "after flooding the active PD")] {
-            for i in 0..ZAP_ENTRIES {
+            for i in 0..n {
                 let a = table + 8 * i;
                 let v = m.linear_read(a).ok_or(Stop::Write(a))?;
                 write(m, a, v)?;
@@ -572,7 +575,7 @@ pub fn zap_active_root(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         if let Some(dl) = dl {
             e.that(dl.unshadows >= 2, format_args!("flooding the active PML4 and PD: unshadows +{}, expected >= 2", dl.unshadows));
         }
-        Ok(e.finish(format_args!("PML4+PD rewritten, 8 pages right x3{}", Deltas(dl))))
+        Ok(e.finish(format_args!("{n} PML4+PD entries rewritten, 8 pages right x3{}", Deltas(dl))))
     })();
     finish(ctx, home, d, r)
 }
@@ -665,7 +668,10 @@ mod tests {
         assert!(d.starts_with("an MMU exit costs ") && d.contains("x a CPUID exit here (audit=1?)"), "{d}");
         let (o, d) = outcome(&v, "long/parent-chain");
         assert_eq!(o, Outcome::Pass);
-        assert!(d.starts_with("512 aliases"), "{d}");
+        assert!(d.starts_with("32 aliases") && d.contains(", 8x2 edits seen"), "{d}");
+        let (o, d) = outcome(&v, "long/zap-active-root");
+        assert_eq!(o, Outcome::Pass);
+        assert!(d.starts_with("8 PML4+PD entries rewritten"), "{d}");
     }
 
     #[test]
