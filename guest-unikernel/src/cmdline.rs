@@ -1,6 +1,6 @@
 //! The guest's command line: space-separated words, each `key=value`:
 //! `expect_hv=0|1`, `ram_test_mib=N`, `crash=ud|pf|panic|triple-fault`,
-//! `modes=0|1`, `modes_break=0|1` (see [`Config`]).
+//! `modes=0|1`, `modes_break=0|1`, `light=0|1` (see [`Config`]).
 //! Unknown words (including the kernel path GRUB and QEMU put first) and bad
 //! values are reported to the caller, which logs them, and otherwise ignored.
 
@@ -48,11 +48,15 @@ pub struct Config {
     /// `modes=0|1`: skip or run the `modes/...` checks (with 0 the guest
     /// never leaves long mode). Without the word they run.
     pub modes: Option<bool>,
+    /// `light=1`: a lighter workload for runs where every MMU exit is
+    /// expensive (the hypervisor's `audit=1`): `cache/pressure-recycles`
+    /// skips, `long/parent-chain` and `long/zap-active-root` do less.
+    pub light: bool,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { expect_hv: ExpectHv::Auto, ram_test_mib: None, crash: None, modes_break: false, modes: None }
+        Config { expect_hv: ExpectHv::Auto, ram_test_mib: None, crash: None, modes_break: false, modes: None, light: false }
     }
 }
 
@@ -71,7 +75,7 @@ pub enum Note<'a> {
 }
 
 /// The keys [`parse`] understands, for help texts and logs.
-pub const KEYS: [&str; 5] = ["expect_hv", "ram_test_mib", "crash", "modes", "modes_break"];
+pub const KEYS: [&str; 6] = ["expect_hv", "ram_test_mib", "crash", "modes", "modes_break", "light"];
 
 /// Parses `cmdline`, calling `note` for every word it does not take.
 pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
@@ -101,6 +105,11 @@ pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
             "modes" => match value {
                 "1" => config.modes = Some(true),
                 "0" => config.modes = Some(false),
+                _ => note(Note::BadValue { key, value }),
+            },
+            "light" => match value {
+                "1" => config.light = true,
+                "0" => config.light = false,
                 _ => note(Note::BadValue { key, value }),
             },
             "modes_break" => match value {
@@ -145,7 +154,7 @@ mod tests {
     #[test]
     fn notes_for_unknown_words_and_bad_values() {
         let (c, notes) = parse_collect("/k quiet foo=bar expect_hv=2 ram_test_mib=x ram_test_mib=16 crash=now");
-        assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16), crash: None, modes_break: false, modes: None });
+        assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16), crash: None, modes_break: false, modes: None, light: false });
         assert!(parse("modes_break=1", |_| {}).modes_break);
         assert_eq!([parse("modes=0", |_| {}).modes, parse("modes=1", |_| {}).modes, parse("", |_| {}).modes], [Some(false), Some(true), None]);
         assert_eq!(

@@ -17,12 +17,14 @@
 //! * [`hv`]: recognising the hypervisor from CPUID;
 //! * [`longcpu`]: the probe harness the long-mode scenarios need;
 //! * [`modes`]: the mode-switch engine's programs, page tables and verdicts;
+//! * [`long`]: 4-level address spaces built from Rust for the cache checks;
 //! * [`trap`]: IDT gate encoding and the exception frame's layout.
 #![cfg_attr(not(test), no_std)]
 
 pub mod checks;
 pub mod cmdline;
 pub mod hv;
+pub mod long;
 pub mod longcpu;
 pub mod machine;
 pub mod memmap;

@@ -4,7 +4,7 @@
 //! `unsafe` in the binary's `cpu` and `phys` modules.
 
 use crate::modes::layout::EngineInfo;
-use shared::hypercall::{CheckRecord, Hypercall};
+use shared::hypercall::{CheckRecord, Hypercall, MmuStats};
 use shared::multiboot::PhysRead;
 
 /// EAX, EBX, ECX, EDX of one CPUID leaf.
@@ -118,4 +118,39 @@ pub trait Machine: PhysRead {
     fn long_cpu(&mut self) -> Option<&mut dyn crate::longcpu::LongCpu> {
         None
     }
+
+    // --- Long-mode paging from Rust (the `cache/...` and `long/...` checks) ---
+
+    /// CR3 now.
+    fn cr3(&mut self) -> u64;
+    /// MOV CR3 with a 4-level PML4 (SDM Vol. 3A 4.5, 4.10.4.1: flushes the
+    /// non-global TLB entries). Refused (`false`, nothing loaded) unless
+    /// `cr3` is the boot CR3 or a PML4 in scratch RAM whose entry 0 equals
+    /// the boot PML4's entry 0, so the identity map of the low 512 GiB the
+    /// code, stack and IDT live in stays as it is.
+    fn load_cr3(&mut self, cr3: u64) -> bool;
+    /// INVLPG `va` (SDM Vol. 3A 4.10.4.1).
+    fn invlpg(&mut self, va: u64);
+    /// Reads the quadword at linear `va` through the current translation
+    /// (test addresses only: PML4 entries 1..256, [`TEST_VA_START`] up to
+    /// the canonical hole); `None` when refused. A #PF there ends the run.
+    fn linear_read(&mut self, va: u64) -> Option<u64>;
+    /// Writes the quadword at linear `va` (a test address whose current
+    /// translation is scratch RAM); `false` (nothing written) when refused.
+    fn linear_write(&mut self, va: u64, value: u64) -> bool;
+    /// The MmuStats hypercall. Same rule as [`Self::vmcall`]: only after
+    /// finding the Quadrant signature; `None` when the call fails.
+    fn mmu_stats(&mut self) -> Option<MmuStats>;
+    /// The time-stamp counter (RDTSC, SDM Vol. 2B), to weigh VM exits.
+    fn tsc(&mut self) -> u64;
+}
+
+/// First linear address of the test region (PML4 entry 1): the boot page
+/// tables identity-map PML4 entry 0 only.
+pub const TEST_VA_START: u64 = 1 << 39;
+/// End of the test region: the lower canonical half ends at 2^47.
+pub const TEST_VA_END: u64 = 1 << 47;
+/// True when the quadword at `va` lies in the test region, 8-aligned.
+pub const fn is_test_va(va: u64) -> bool {
+    va.is_multiple_of(8) && va >= TEST_VA_START && va < TEST_VA_END
 }

@@ -245,7 +245,7 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     // audited; the mode walk is what exercises the cache).
     let mut audit = spec("hypervisor, bochs penryn (shadow, audit=1)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts);
     audit.hv_args = "audit=1".into();
-    audit.guest_args = "ram_test_mib=0".into();
+    audit.guest_args = "ram_test_mib=0 light=1".into();
     audit.timeout = Some(opts.timeout.unwrap_or(900));
     hv.push(audit);
     // Negative tests that need VMX, so Bochs: each error path of the

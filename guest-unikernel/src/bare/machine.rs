@@ -1,10 +1,10 @@
 //! [`Machine`] on bare metal (or under the hypervisor): the instructions of
 //! [`super::cpu`] and the memory of [`super::phys`].
 
-use super::{cpu, modes, phys};
+use super::{cpu, modes, paging, phys};
 use guest_unikernel::machine::{Cpuid, Handoff, Machine, Range};
 use guest_unikernel::modes::layout::EngineInfo;
-use shared::hypercall::{CheckRecord, Hypercall, STATUS_BAD_ARGUMENT};
+use shared::hypercall::{CheckRecord, Hypercall, MmuStats, STATUS_BAD_ARGUMENT};
 use shared::multiboot::PhysRead;
 
 /// The machine the guest runs on.
@@ -52,7 +52,7 @@ impl Machine for BareMachine {
         unsafe { cpu::vmcall(Hypercall::ReportCheck as u64, [phys::phys_addr(rec), 0, 0]) }
     }
     fn scratch_write(&mut self, addr: u64, value: u64) -> bool {
-        phys::scratch_write(addr, value)
+        !paging::write_refused(addr, value) && phys::scratch_write(addr, value)
     }
     fn scratch_read(&mut self, addr: u64) -> Option<u64> {
         phys::scratch_read(addr)
@@ -75,5 +75,26 @@ impl Machine for BareMachine {
     }
     fn long_cpu(&mut self) -> Option<&mut dyn guest_unikernel::longcpu::LongCpu> {
         Some(self)
+    }
+    fn cr3(&mut self) -> u64 {
+        paging::read_cr3()
+    }
+    fn load_cr3(&mut self, cr3: u64) -> bool {
+        paging::load_cr3(cr3)
+    }
+    fn invlpg(&mut self, va: u64) {
+        paging::invlpg(va)
+    }
+    fn linear_read(&mut self, va: u64) -> Option<u64> {
+        paging::linear_read(va)
+    }
+    fn linear_write(&mut self, va: u64, value: u64) -> bool {
+        paging::linear_write(va, value)
+    }
+    fn mmu_stats(&mut self) -> Option<MmuStats> {
+        paging::mmu_stats()
+    }
+    fn tsc(&mut self) -> u64 {
+        paging::rdtsc()
     }
 }

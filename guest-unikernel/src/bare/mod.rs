@@ -1,6 +1,7 @@
 //! The machine under the checks: instructions ([`cpu`]), physical memory
-//! ([`phys`]), the mode-switch engine ([`modes`]) and the long-mode probe
-//! harness ([`long`]), the only modules of the binary with `unsafe` code; the
+//! ([`phys`]), the mode-switch engine ([`modes`]), the long-mode probe
+//! harness ([`long`]) and long-mode paging from Rust ([`paging`]), the only
+//! modules of the binary with `unsafe` code; the
 //! console, the IDT and exception handling, and [`machine::BareMachine`],
 //! which implements the library's `Machine` with them.
 
@@ -9,5 +10,6 @@ pub mod cpu;
 pub mod long;
 pub mod machine;
 pub mod modes;
+pub mod paging;
 pub mod phys;
 pub mod trap;

@@ -1,12 +1,16 @@
 //! A scripted machine for the host tests: low memory holding a Multiboot
 //! block, a QEMU-like map with 16 MiB of RAM, CPUID answers for a bare run
 //! (QEMU TCG) or a Quadrant run, a word map standing for scratch RAM, and
-//! a model of the mode-switch engine (`fake_engine`) and of 4-level paging
-//! for the long-mode probes (`fake_long`).
+//! a model of the mode-switch engine (`fake_engine`), of 4-level paging
+//! for the long-mode probes (`fake_long`), and for the cache checks a
+//! 4-level MMU with a TLB over that word map plus a toy shadow cache that
+//! counts MmuStats ([`FakeMmu`]).
 
 use crate::machine::{Cpuid, Handoff, Machine, Range};
 use crate::modes::layout::{self, EngineInfo};
-use shared::hypercall::{CheckRecord, Hypercall, STATUS_OK};
+use crate::machine::is_test_va;
+use crate::modes::paging::{translate, translate_visiting, Format};
+use shared::hypercall::{CheckRecord, Hypercall, MmuStats, MMU_STATS_MAGIC, STATUS_OK};
 use shared::multiboot::{self, MmapEntry, PhysRead, MMAP_AVAILABLE, MMAP_RESERVED};
 use shared::Outcome;
 use std::collections::HashMap;
@@ -43,7 +47,87 @@ pub struct Fake {
     pub on_run: Option<fn(&mut Fake)>,
     /// CR3 of the long-mode probe model (`fake_long`).
     pub cr3: u64,
+    /// Long-mode paging and the toy shadow cache.
+    pub mmu: FakeMmu,
 }
+
+/// The fake's boot PML4 (in low memory); its entry 0 stands for the
+/// identity map, which the fake never walks.
+pub const BOOT_CR3: u64 = 0xE000;
+/// The fake boot PML4's entry 0.
+pub const BOOT_ENTRY0: u64 = 0xD023;
+/// The toy cache's pool.
+pub const POOL: usize = 1024;
+
+/// Long-mode paging for the fake: CR3, a TLB of present translations
+/// (MOV CR3 and INVLPG drop entries, SDM Vol. 3A 4.10.4.1), and a toy
+/// shadow cache: a walk shadows every table frame it uses, a CR3 load hits
+/// when the root is shadowed, three writes in a row to a shadowed frame
+/// unshadow it, more than [`POOL`] shadowed frames recycle one.
+#[derive(Debug, Default)]
+pub struct FakeMmu {
+    /// CR3 (0: [`BOOT_CR3`]).
+    pub cr3: u64,
+    /// Page -> (frame, writable).
+    pub tlb: HashMap<u64, (u64, bool)>,
+    /// Shadowed table frames, in shadowing order.
+    pub shadowed: Vec<u64>,
+    /// Frame of the last write to a shadowed frame, and the writes in a row.
+    pub last_write: Option<(u64, u32)>,
+    /// The counters.
+    pub stats: MmuStats,
+    /// Calls of `mmu_stats`.
+    pub stats_calls: usize,
+    /// The time-stamp counter: +1 per read, +[`Self::cr3_cost`] per CR3 load.
+    pub tsc: u64,
+    /// What a CR3 load adds to the counter (an MMU exit under an audit).
+    pub cr3_cost: u64,
+    /// Quirks: INVLPG does nothing; flooding is never detected; the pool
+    /// never runs out; every CR3 load misses and rebuilds.
+    pub invlpg_ignored: bool,
+    #[allow(missing_docs)]
+    pub no_flood: bool,
+    #[allow(missing_docs)]
+    pub no_recycle: bool,
+    #[allow(missing_docs)]
+    pub cr3_always_miss: bool,
+}
+
+impl FakeMmu {
+    fn shadow(&mut self, frame: u64) {
+        if self.shadowed.contains(&frame) {
+            return;
+        }
+        self.shadowed.push(frame);
+        self.stats.shadow_pages_created += 1;
+        if self.shadowed.len() > POOL && !self.no_recycle {
+            self.shadowed.remove(0);
+            self.stats.recycles += 1;
+            self.stats.zaps += 1;
+        }
+    }
+
+    /// A store to physical `addr`.
+    fn wrote(&mut self, addr: u64) {
+        let frame = addr & !0xfff;
+        if !self.shadowed.contains(&frame) {
+            return;
+        }
+        self.stats.pt_writes += 1;
+        let n = match self.last_write {
+            Some((f, n)) if f == frame => n + 1,
+            _ => 1,
+        };
+        self.last_write = Some((frame, n));
+        if n >= 3 && !self.no_flood {
+            self.shadowed.retain(|&f| f != frame);
+            self.stats.unshadows += 1;
+            self.stats.zaps += 1;
+            self.tlb.clear();
+        }
+    }
+}
+
 
 fn sig(s: &[u8; 12], max: u32) -> Cpuid {
     let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
@@ -58,6 +142,7 @@ impl Fake {
             MmapEntry { base: 0x10_0000, len: RAM_END - 0x10_0000, kind: MMAP_AVAILABLE },
         ];
         let mut low = vec![0u8; 0x10000];
+        low[BOOT_CR3 as usize..][..8].copy_from_slice(&BOOT_ENTRY0.to_le_bytes());
         let upper_kb = ((RAM_END - 0x10_0000) / 1024) as u32;
         multiboot::build(&mut low[FAKE_INFO as usize..], FAKE_INFO as u32, 639, upper_kb, &map, cmdline, "fake")
             .unwrap();
@@ -80,6 +165,7 @@ impl Fake {
             engine_runs: 0,
             on_run: Some(|f| super::fake_engine::run(f, Default::default())),
             cr3: 0x1000,
+            mmu: FakeMmu::default(),
         }
     }
 
@@ -106,6 +192,36 @@ impl Fake {
 
     fn scratch_ok(addr: u64) -> bool {
         addr.is_multiple_of(8) && (IMAGE.end..RAM_END).contains(&addr)
+    }
+
+    /// The current CR3.
+    fn cr3_now(&self) -> u64 {
+        if self.mmu.cr3 == 0 { BOOT_CR3 } else { self.mmu.cr3 }
+    }
+
+    /// The physical address of test address `va` (TLB first, then a walk
+    /// that shadows the tables it uses); `None` for a #PF.
+    fn translate(&mut self, va: u64, write: bool) -> Option<u64> {
+        let page = va & !0xfff;
+        if let Some(&(frame, w)) = self.mmu.tlb.get(&page) {
+            if w || !write {
+                return Some(frame + (va & 0xfff));
+            }
+        }
+        let cr3 = self.cr3_now();
+        let scratch = &self.scratch;
+        let word = |a: u64| scratch.get(&a).copied().unwrap_or(0);
+        let mut used = Vec::new();
+        let r = translate_visiting(&word, Format::Long, cr3, va, write, &mut |at| used.push(at & !0xfff));
+        self.mmu.stats.page_faults += 1;
+        self.mmu.last_write = None;
+        let writable = translate(&word, Format::Long, cr3, va, true).is_ok();
+        for f in used {
+            self.mmu.shadow(f);
+        }
+        let pa = r.ok()?;
+        self.mmu.tlb.insert(page, (pa & !0xfff, writable));
+        Some(pa)
     }
 }
 
@@ -162,6 +278,7 @@ impl Machine for Fake {
             return false;
         }
         self.scratch.insert(addr, value);
+        self.mmu.wrote(addr);
         true
     }
     fn scratch_read(&mut self, addr: u64) -> Option<u64> {
@@ -199,4 +316,56 @@ impl Machine for Fake {
     fn long_cpu(&mut self) -> Option<&mut dyn crate::longcpu::LongCpu> {
         Some(self)
     }
+    fn cr3(&mut self) -> u64 {
+        self.cr3_now()
+    }
+    fn load_cr3(&mut self, cr3: u64) -> bool {
+        let e0 = self.scratch.get(&cr3).copied().unwrap_or(0);
+        if cr3 != BOOT_CR3 && !(Self::scratch_ok(cr3) && cr3.is_multiple_of(4096) && e0 | 0x20 == BOOT_ENTRY0 | 0x20) {
+            return false;
+        }
+        self.mmu.cr3 = cr3;
+        self.mmu.tsc += self.mmu.cr3_cost;
+        self.mmu.tlb.clear();
+        if self.mmu.shadowed.contains(&cr3) && !self.mmu.cr3_always_miss {
+            self.mmu.stats.cr3_hits += 1;
+        } else {
+            self.mmu.stats.cr3_misses += 1;
+            self.mmu.shadowed.retain(|&f| f != cr3);
+            self.mmu.shadow(cr3);
+        }
+        true
+    }
+    fn invlpg(&mut self, va: u64) {
+        if !self.mmu.invlpg_ignored {
+            self.mmu.tlb.remove(&(va & !0xfff));
+        }
+    }
+    fn linear_read(&mut self, va: u64) -> Option<u64> {
+        if !is_test_va(va) {
+            return None;
+        }
+        let pa = self.translate(va, false)?;
+        Some(self.scratch.get(&pa).copied().unwrap_or(0))
+    }
+    fn linear_write(&mut self, va: u64, value: u64) -> bool {
+        if !is_test_va(va) {
+            return false;
+        }
+        match self.translate(va, true) {
+            Some(pa) if Self::scratch_ok(pa) => self.scratch_write(pa, value),
+            _ => false,
+        }
+    }
+    fn mmu_stats(&mut self) -> Option<MmuStats> {
+        self.assert_hypervisor();
+        self.mmu.stats_calls += 1;
+        let live = self.mmu.shadowed.len() as u64;
+        Some(MmuStats { magic: MMU_STATS_MAGIC, version: shared::PROTOCOL_VERSION, shadow_pages_live: live, ..self.mmu.stats })
+    }
+    fn tsc(&mut self) -> u64 {
+        self.mmu.tsc += 1;
+        self.mmu.tsc
+    }
 }
+

@@ -11,6 +11,7 @@
 //! [`CheckRecord`] through the ReportCheck hypercall.
 
 pub mod boot;
+pub mod cache;
 pub mod hv;
 pub mod modes;
 pub mod scen;
@@ -38,7 +39,7 @@ pub struct Check {
 }
 
 /// The areas, in run order.
-pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS, scen::CHECKS];
+pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS, scen::CHECKS, cache::CHECKS];
 
 /// All checks in run order.
 pub fn all() -> impl Iterator<Item = &'static Check> {
@@ -227,14 +228,16 @@ mod tests {
         write_summary(&mut out, &tally);
         assert_eq!(m.vmcalls, 0);
         let (p, f, s) = tally.counts();
-        // hv/... skip bare; QEMU TCG (the fake's signature) has no PDPTE
-        // registers, so two modes/... checks skip there, and it does not
-        // check reserved CR3 bits, so long/hostile/cr3-reserved skips.
-        assert_eq!((f, s), (0, 5), "{out}");
-        assert_eq!(p as usize + 5, all().count());
+        // hv/... and cache/... skip bare; QEMU TCG (the fake's signature)
+        // has no PDPTE registers, so two modes/... checks skip there, and it
+        // does not check reserved CR3 bits, so long/hostile/cr3-reserved skips.
+        let skips = 5 + all().filter(|c| c.name.starts_with("cache/")).count() as u32;
+        assert_eq!((f, s), (0, skips), "{out}");
+        assert_eq!((p + skips) as usize, all().count());
         assert!(out.contains("guest: command line: ignoring '/k'"), "{out}");
         let last = out.lines().last().unwrap();
-        assert_eq!(parse(last), Some(Line::GuestSummary { passed: p, failed: 0, skipped: 5 }));
+        assert_eq!(parse(last), Some(Line::GuestSummary { passed: p, failed: 0, skipped: skips }));
+        assert_eq!(m.mmu.stats_calls, 0, "no MmuStats hypercall bare");
         assert_eq!(m.engine_runs, 1, "one engine run serves every modes/... check");
     }
 
