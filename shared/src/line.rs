@@ -36,6 +36,8 @@ pub const RESULT: &str = "quadrant-result";
 pub const ROLE_COVERAGE: &str = "role-coverage";
 /// Keyword of the line closing the role-coverage table.
 pub const ROLE_COVERAGE_END: &str = "role-coverage-end";
+/// Keyword of the MMU statistics line at the end of a shadow-paging run.
+pub const MMU_STATS: &str = "mmu-stats";
 
 /// Kinds of fatal error, the word after [`ERROR`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -147,6 +149,14 @@ pub enum Line<'a> {
         word: u32,
         /// Shadow pages created with this role.
         count: u64,
+        /// Cache hits on shadow pages of this role.
+        hits: u64,
+    },
+    /// `mmu-stats KEY=N ...`: the shadow page cache's counters at the end
+    /// of a run (the words after the keyword, for the runner to split).
+    MmuStats {
+        /// `key=value` words separated by spaces.
+        fields: &'a str,
     },
     /// `role-coverage-end distinct=K`
     RoleCoverageEnd {
@@ -186,7 +196,7 @@ pub fn write_result(w: &mut impl Write, status: u8, reason: &str) -> fmt::Result
 }
 
 /// Writes one row of the role-coverage table (no newline).
-pub fn write_role_coverage(w: &mut impl Write, role: &RoleValue, word: u32, count: u64) -> fmt::Result {
+pub fn write_role_coverage(w: &mut impl Write, role: &RoleValue, word: u32, count: u64, hits: u64) -> fmt::Result {
     let b = u8::from;
     write!(
         w,
@@ -199,13 +209,22 @@ pub fn write_role_coverage(w: &mut impl Write, role: &RoleValue, word: u32, coun
     coverage::write_access(w, role.access)?;
     write!(
         w,
-        " cr0_wp={} efer_nx={} smep_andnot_wp={} smap_andnot_wp={} cr4_pse={} word={word:#x} count={count}",
+        " cr0_wp={} efer_nx={} smep_andnot_wp={} smap_andnot_wp={} cr4_pse={} word={word:#x} count={count} hits={hits}",
         b(role.cr0_wp),
         b(role.efer_nx),
         b(role.smep_andnot_wp),
         b(role.smap_andnot_wp),
         b(role.cr4_pse)
     )
+}
+
+/// Writes the MMU statistics line `mmu-stats key=value ...` (no newline).
+pub fn write_mmu_stats(w: &mut impl Write, fields: &[(&str, u64)]) -> fmt::Result {
+    w.write_str(MMU_STATS)?;
+    for (k, v) in fields {
+        write!(w, " {k}={v}")?;
+    }
+    Ok(())
 }
 
 /// Writes the line closing the role-coverage table (no newline).
@@ -274,8 +293,10 @@ pub fn parse(line: &str) -> Option<Line<'_>> {
                 role,
                 word: u32::from_str_radix(word, 16).ok()?,
                 count: field(rest, "count")?.parse().ok()?,
+                hits: field(rest, "hits").map_or(Some(0), |h| h.parse().ok())?,
             })
         }
+        MMU_STATS => Some(Line::MmuStats { fields: rest }),
         ROLE_COVERAGE_END => Some(Line::RoleCoverageEnd { distinct: field(rest, "distinct")?.parse().ok()? }),
         _ => None,
     }
@@ -373,10 +394,10 @@ mod tests {
         ];
         for (i, role) in roles.iter().enumerate() {
             let mut b = buf();
-            write_role_coverage(&mut b, role, 0x84112 + i as u32, 40 + i as u64).unwrap();
+            write_role_coverage(&mut b, role, 0x84112 + i as u32, 40 + i as u64, 7 * i as u64).unwrap();
             assert_eq!(
                 parse(b.as_str()),
-                Some(Line::RoleCoverage { role: *role, word: 0x84112 + i as u32, count: 40 + i as u64 }),
+                Some(Line::RoleCoverage { role: *role, word: 0x84112 + i as u32, count: 40 + i as u64, hits: 7 * i as u64 }),
                 "{}",
                 b.as_str()
             );
@@ -399,12 +420,16 @@ mod tests {
             cr4_pse: true,
             ..RoleValue::default()
         };
-        write_role_coverage(&mut b, &role, 0x84112, 3).unwrap();
+        write_role_coverage(&mut b, &role, 0x84112, 3, 9).unwrap();
         assert_eq!(
             b.as_str(),
             "role-coverage glevels=2 level=1 quadrant=1 metaphysical=0 access=uwx cr0_wp=1 efer_nx=0 \
-             smep_andnot_wp=0 smap_andnot_wp=0 cr4_pse=1 word=0x84112 count=3"
+             smep_andnot_wp=0 smap_andnot_wp=0 cr4_pse=1 word=0x84112 count=3 hits=9"
         );
+        let mut b = buf();
+        write_mmu_stats(&mut b, &[("created", 52), ("cr3_hits", 70)]).unwrap();
+        assert_eq!(b.as_str(), "mmu-stats created=52 cr3_hits=70");
+        assert_eq!(parse(b.as_str()), Some(Line::MmuStats { fields: "created=52 cr3_hits=70" }));
     }
 
     #[test_case("role-coverage glevels=2 level=1 quadrant=1 metaphysical=2 access=uwx cr0_wp=1 efer_nx=0 smep_andnot_wp=0 smap_andnot_wp=0 cr4_pse=1 word=0x1 count=3"; "bad flag")]

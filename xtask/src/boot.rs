@@ -295,6 +295,7 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
         errors: console.errors.clone(),
         role_coverage: (console.role_coverage_end.is_some() || !console.role_coverage.is_empty())
             .then(|| console.role_coverage.iter().map(RoleRow::of).collect()),
+        mmu_stats: console.mmu_stats.clone(),
         coverage_checked: role_coverage,
         coverage_missing: verdict.coverage_missing.iter().map(|p| MissingRow::of(p)).collect(),
         exit_status: exit.code(),

@@ -69,6 +69,10 @@ pub struct RunOpts {
     /// Paging mode of the hypervisor (its `mmu=` argument).
     #[arg(long, value_enum, default_value_t = Mmu::Shadow)]
     pub mmu: Mmu,
+    /// Run the MMU audit after every exit that reaches the shadow page
+    /// cache (the hypervisor's `audit=1`; slow: minutes in Bochs).
+    #[arg(long)]
+    pub mmu_audit: bool,
     /// Boot this Multiboot kernel instead of the built guest.
     #[arg(long, value_name = "PATH")]
     pub guest: Option<PathBuf>,
@@ -129,6 +133,9 @@ impl RunOpts {
         if let Some(g) = &self.guest {
             a.extend(["--guest".to_string(), g.to_string_lossy().into_owned()]);
         }
+        if self.mmu_audit {
+            a.push("--mmu-audit".to_string());
+        }
         if !self.hv_args.is_empty() {
             a.push(format!("--hv-args={}", self.hv_args));
         }
@@ -168,7 +175,7 @@ impl RunOpts {
             hypervisor: hv,
             mmu: self.mmu,
             guest: self.guest.clone().map_or(GuestImage::Built, GuestImage::Path),
-            hv_args: self.hv_args.clone(),
+            hv_args: if self.mmu_audit { format!("audit=1 {}", self.hv_args).trim_end().to_string() } else { self.hv_args.clone() },
             guest_args: self.guest_args.clone(),
             timeout: self.timeout,
             expect_error: self.expect_error,

@@ -49,9 +49,13 @@ pub struct Report {
     /// `quadrant-error` lines.
     pub errors: Vec<ErrorLine>,
     /// The hypervisor's role-coverage table: every distinct role value
-    /// created, with the shadow pages created under it and the promises it
-    /// matches (`null` when the run printed no table).
+    /// created, with the shadow pages created and the cache hits under it,
+    /// and the promises it matches (`null` when the run printed no table).
+    #[serde(rename = "coverage")]
     pub role_coverage: Option<Vec<RoleRow>>,
+    /// The shadow page cache's counters at the end of the run (`null`
+    /// without shadow paging).
+    pub mmu_stats: Option<std::collections::BTreeMap<String, u64>>,
     /// Whether the role-coverage gate applied to this run.
     pub coverage_checked: bool,
     /// Promised role values never created (the gate's failures).

@@ -127,6 +127,8 @@ pub struct RoleCount {
     pub word: u32,
     /// Shadow pages created with it.
     pub count: u64,
+    /// Cache hits on shadow pages with it.
+    pub hits: u64,
 }
 
 /// What one protocol line means to someone watching the run.
@@ -157,6 +159,8 @@ pub struct Console {
     pub result: Option<(u8, String)>,
     /// `role-coverage` lines in order.
     pub role_coverage: Vec<RoleCount>,
+    /// The hypervisor's `mmu-stats` counters, by name.
+    pub mmu_stats: Option<std::collections::BTreeMap<String, u64>>,
     /// The `role-coverage-end distinct=K` line's K.
     pub role_coverage_end: Option<u32>,
     /// Number of lines seen.
@@ -213,8 +217,20 @@ impl Console {
                 self.result = Some((status, reason.to_string()));
                 Event::Protocol
             }
-            Some(Line::RoleCoverage { role, word, count }) => {
-                self.role_coverage.push(RoleCount { role, word, count });
+            Some(Line::RoleCoverage { role, word, count, hits }) => {
+                self.role_coverage.push(RoleCount { role, word, count, hits });
+                Event::Protocol
+            }
+            Some(Line::MmuStats { fields }) => {
+                self.mmu_stats = Some(
+                    fields
+                        .split_ascii_whitespace()
+                        .filter_map(|w| {
+                            let (k, v) = w.split_once('=')?;
+                            Some((k.to_string(), v.parse().ok()?))
+                        })
+                        .collect(),
+                );
                 Event::Protocol
             }
             Some(Line::RoleCoverageEnd { distinct }) => {

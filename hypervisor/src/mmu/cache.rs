@@ -354,6 +354,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
         if let Some(id) = self.lookup(gfn, role) {
             self.lru_unlink(id);
             self.lru_push_hot(id);
+            *self.stats.hits_per_role.entry(role.valid().word()).or_insert(0) += 1;
             return Ok((id, false));
         }
         let was_protected = self.is_write_protected(gfn);

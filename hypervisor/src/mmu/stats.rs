@@ -28,6 +28,9 @@ pub const ZAP_REASONS: usize = 5;
 pub struct MmuStats {
     /// Shadow pages created, per role word.
     pub created_per_role: BTreeMap<u32, u64>,
+    /// Cache hits (a lookup that found an existing shadow page) per role
+    /// word (with `invalid` cleared).
+    pub hits_per_role: BTreeMap<u32, u64>,
     /// Shadow pages created in total.
     pub created: u64,
     /// CR3 loads whose root(s) were all found in the cache.

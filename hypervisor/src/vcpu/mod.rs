@@ -610,10 +610,31 @@ impl<'v> Vcpu<'v> {
                         .filter(|(w, _)| crate::mmu::Role::from_word(**w).valid() == role)
                         .map(|(_, n)| n)
                         .sum();
-                    let _ = shared::line::write_role_coverage(c, &role.value(), word, count);
+                    let hits = s.hits_per_role.get(&word).copied().unwrap_or(0);
+                    let _ = shared::line::write_role_coverage(c, &role.value(), word, count, hits);
                     let _ = fmt::Write::write_str(c, "\n");
                 }
                 let _ = shared::line::write_role_coverage_end(c, coverage.len() as u32);
+                let _ = fmt::Write::write_str(c, "\n");
+                let _ = shared::line::write_mmu_stats(
+                    c,
+                    &[
+                        ("created", s.created),
+                        ("live", s.pages_in_use as u64),
+                        ("high_water", s.pool_high_water as u64),
+                        ("cr3_hits", s.cr3_hits),
+                        ("cr3_misses", s.cr3_misses),
+                        ("fault_hits", s.fault_hits),
+                        ("fault_misses", s.fault_misses),
+                        ("page_faults", s.page_faults),
+                        ("injected_pf", s.injected_pf),
+                        ("write_protect_faults", s.write_protect_faults),
+                        ("pt_writes", s.pt_writes),
+                        ("zaps", s.zaps.iter().sum()),
+                        ("unshadows", s.unshadows),
+                        ("recycles", s.recycles),
+                    ],
+                );
                 let _ = fmt::Write::write_str(c, "\n");
             });
             }

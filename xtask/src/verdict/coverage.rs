@@ -81,6 +81,10 @@ pub struct RoleRow {
     pub word: String,
     /// Shadow pages created with this role.
     pub count: u64,
+    /// The same count under the name for it.
+    pub created: u64,
+    /// Cache hits on shadow pages of this role.
+    pub hits: u64,
     /// Names of the promised patterns it matches.
     pub promised: Vec<&'static str>,
 }
@@ -104,6 +108,8 @@ impl RoleRow {
             cr4_pse: v.cr4_pse,
             word: format!("{:#x}", r.word),
             count: r.count,
+            created: r.count,
+            hits: r.hits,
             promised: coverage::PROMISED.iter().filter(|p| p.matches(&v)).map(|p| p.name).collect(),
         }
     }
@@ -208,7 +214,7 @@ mod tests {
             shared::PROTOCOL_VERSION
         );
         for (i, r) in roles.iter().enumerate() {
-            line::write_role_coverage(&mut log, r, i as u32, 1).unwrap();
+            line::write_role_coverage(&mut log, r, i as u32, 1, 0).unwrap();
             log.push('\n');
         }
         line::write_role_coverage_end(&mut log, roles.len() as u32).unwrap();
