@@ -5,8 +5,13 @@
 /// Leaf answered with the signature: EAX = highest hypervisor leaf,
 /// EBX/ECX/EDX = [`SIGNATURE`] as twelve ASCII bytes.
 pub const LEAF_SIGNATURE: u32 = 0x4000_0000;
-/// Leaf answered with EAX = [`crate::PROTOCOL_VERSION`].
+/// Leaf answered with EAX = [`crate::PROTOCOL_VERSION`] and EBX = feature
+/// bits ([`FEATURE_SHADOW_PAGING`]).
 pub const LEAF_VERSION: u32 = 0x4000_0001;
+/// EBX bit of [`LEAF_VERSION`]: the guest runs on the hypervisor's shadow
+/// page cache (`mmu=shadow`), so the MmuStats hypercall reports its
+/// counters; clear under the EPT reference (`mmu=ept`).
+pub const FEATURE_SHADOW_PAGING: u32 = 1 << 0;
 /// The highest hypervisor leaf Quadrant answers.
 pub const MAX_LEAF: u32 = LEAF_VERSION;
 /// The hypervisor signature in EBX, ECX, EDX order.

@@ -7,7 +7,8 @@
 //! each translation must reach the frame the guest tables name (SDM Vol. 3A
 //! 4.5), and a table edit must be seen as SDM Vol. 3A 4.10.4 allows. The
 //! `cache/...` checks then compare the hypervisor's MmuStats before and
-//! after; bare they report SKIP "needs the hypervisor" once the
+//! after; bare or under `mmu=ept` they report SKIP "needs the hypervisor's
+//! shadow paging" once the
 //! architectural part passed (and FAIL when it did not). The `long/...`
 //! checks are architectural; under the hypervisor their detail adds the
 //! MmuStats deltas.
@@ -89,12 +90,15 @@ fn frame_at(m: &mut dyn Machine, at: &'static str, va: u64, frame: u64) -> Resul
     expect_frame(m, va, frame).map_err(|w| Stop::Wrong(at, w))
 }
 
-/// True when the MmuStats hypercall may be issued: the Quadrant signature
-/// and our protocol version (bare, VMCALL is #UD, SDM Vol. 3C 26.1.2).
+/// True when the MmuStats hypercall may be issued and reports a shadow
+/// page cache: the Quadrant signature, our protocol version (bare, VMCALL
+/// is #UD, SDM Vol. 3C 26.1.2) and the shadow-paging feature bit (under the
+/// EPT reference there is no cache to count).
 fn has_stats(ctx: &mut Ctx<'_>) -> bool {
     ctx.signature.is_quadrant()
         && ctx.m.cpuid(cpuid::LEAF_SIGNATURE, 0).eax >= cpuid::LEAF_VERSION
         && ctx.m.cpuid(cpuid::LEAF_VERSION, 0).eax == PROTOCOL_VERSION
+        && ctx.m.cpuid(cpuid::LEAF_VERSION, 0).ebx & cpuid::FEATURE_SHADOW_PAGING != 0
 }
 
 /// MmuStats when [`has_stats`] said so.
@@ -181,7 +185,7 @@ fn cache_verdict(
     hv: impl FnOnce(&mut Expect<'_>, &MmuStats),
 ) -> Outcome {
     let Some((a, b)) = s else {
-        let _ = write!(d, "needs the hypervisor (architectural part passed: {arch})");
+        let _ = write!(d, "needs the hypervisor's shadow paging (architectural part passed: {arch})");
         return Outcome::Skip;
     };
     let dl = delta(&a, &b);
@@ -590,7 +594,7 @@ mod tests {
             let want = if name.starts_with("cache/") { Outcome::Skip } else { Outcome::Pass };
             assert_eq!(*o, want, "{name}: {d}");
             if *o == Outcome::Skip {
-                assert!(d.starts_with("needs the hypervisor (architectural part passed: "), "{d}");
+                assert!(d.starts_with("needs the hypervisor's shadow paging (architectural part passed: "), "{d}");
             }
         }
         assert_eq!(m.mmu.stats_calls, 0);
@@ -644,6 +648,20 @@ mod tests {
         let (o, d) = outcome(&v, "long/zap-active-root");
         assert_eq!(o, Outcome::Pass);
         assert!(d.starts_with("8 PML4+PD entries rewritten"), "{d}");
+    }
+
+    #[test]
+    fn without_shadow_paging_the_cache_checks_skip_after_their_architectural_part() {
+        // The EPT reference answers CPUID 0x40000001 without the feature bit.
+        let mut m = Fake::hv("");
+        m.leaf_4000_0001.ebx = 0;
+        let v = run(&mut m);
+        for name in ["cache/cr3-return-no-new-shadows", "cache/flood-unshadows", "cache/pressure-recycles"] {
+            let (o, d) = outcome(&v, name);
+            assert_eq!(o, Outcome::Skip, "{name}: {d}");
+            assert!(d.starts_with("needs the hypervisor's shadow paging (architectural part passed: "), "{d}");
+        }
+        assert_eq!(m.mmu.stats_calls, 0, "no MmuStats hypercall without shadow paging");
     }
 
     #[test]

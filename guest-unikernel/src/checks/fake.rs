@@ -178,7 +178,8 @@ impl Fake {
     pub fn hv(cmdline: &str) -> Self {
         let mut f = Self::new(cmdline);
         f.leaf_4000_0000 = sig(&shared::cpuid::SIGNATURE, shared::cpuid::MAX_LEAF);
-        f.leaf_4000_0001 = Cpuid { eax: shared::PROTOCOL_VERSION, ..Cpuid::default() };
+        f.leaf_4000_0001 =
+            Cpuid { eax: shared::PROTOCOL_VERSION, ebx: shared::cpuid::FEATURE_SHADOW_PAGING, ..Cpuid::default() };
         f.hv_version = u64::from(shared::PROTOCOL_VERSION);
         f
     }

@@ -371,8 +371,12 @@ impl<'v> Vcpu<'v> {
                 )
             }
             Some(ExitReason::Cpuid) => {
+                let features = match self.paging {
+                    PagingBackend::Shadow(_) => shared::cpuid::FEATURE_SHADOW_PAGING,
+                    PagingBackend::Ept(_) => 0,
+                };
                 let (a, b, c, d) =
-                    paravirt::guest_cpuid(self.regs.gpr[0] as u32, self.regs.gpr[1] as u32, cpu::cpuid);
+                    paravirt::guest_cpuid(self.regs.gpr[0] as u32, self.regs.gpr[1] as u32, features, cpu::cpuid);
                 self.regs.gpr[0] = a as u64;
                 self.regs.gpr[3] = b as u64;
                 self.regs.gpr[1] = c as u64;

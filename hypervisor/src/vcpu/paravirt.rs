@@ -13,7 +13,12 @@ const CPUID1_ECX_HYPERVISOR: u32 = 1 << 31;
 /// The guest's CPUID: the host's answer, except that VMX is hidden (the
 /// guest cannot nest), the hypervisor-present bit is set, and leaves
 /// 0x4000_0000.. answer with Quadrant's signature and protocol version.
-pub fn guest_cpuid(leaf: u32, subleaf: u32, host: impl Fn(u32, u32) -> (u32, u32, u32, u32)) -> (u32, u32, u32, u32) {
+pub fn guest_cpuid(
+    leaf: u32,
+    subleaf: u32,
+    features: u32,
+    host: impl Fn(u32, u32) -> (u32, u32, u32, u32),
+) -> (u32, u32, u32, u32) {
     match leaf {
         1 => {
             let (a, b, c, d) = host(leaf, subleaf);
@@ -23,7 +28,7 @@ pub fn guest_cpuid(leaf: u32, subleaf: u32, host: impl Fn(u32, u32) -> (u32, u32
             let (b, c, d) = sig::signature_regs();
             (sig::MAX_LEAF, b, c, d)
         }
-        sig::LEAF_VERSION => (shared::PROTOCOL_VERSION, 0, 0, 0),
+        sig::LEAF_VERSION => (shared::PROTOCOL_VERSION, features, 0, 0),
         0x4000_0002..=0x4000_00ff => (0, 0, 0, 0),
         _ => host(leaf, subleaf),
     }
@@ -138,19 +143,19 @@ mod tests {
 
     #[test]
     fn vmx_is_hidden_and_the_hypervisor_bit_set() {
-        let (_, _, c, _) = guest_cpuid(1, 0, |_, _| (0, 0, CPUID1_ECX_VMX, 0));
+        let (_, _, c, _) = guest_cpuid(1, 0, 0, |_, _| (0, 0, CPUID1_ECX_VMX, 0));
         assert_eq!(c & CPUID1_ECX_VMX, 0);
         assert_ne!(c & CPUID1_ECX_HYPERVISOR, 0);
     }
 
     #[test]
     fn signature_and_version_leaves() {
-        let (a, b, c, d) = guest_cpuid(sig::LEAF_SIGNATURE, 0, host);
+        let (a, b, c, d) = guest_cpuid(sig::LEAF_SIGNATURE, 0, 0, host);
         assert_eq!(a, sig::MAX_LEAF);
         assert!(sig::is_quadrant(b, c, d));
-        assert_eq!(guest_cpuid(sig::LEAF_VERSION, 0, host).0, shared::PROTOCOL_VERSION);
-        assert_eq!(guest_cpuid(0x4000_0010, 0, host), (0, 0, 0, 0));
-        assert_eq!(guest_cpuid(7, 0, host), host(7, 0));
+        assert_eq!(guest_cpuid(sig::LEAF_VERSION, 0, sig::FEATURE_SHADOW_PAGING, host), (shared::PROTOCOL_VERSION, sig::FEATURE_SHADOW_PAGING, 0, 0));
+        assert_eq!(guest_cpuid(0x4000_0010, 0, 1, host), (0, 0, 0, 0));
+        assert_eq!(guest_cpuid(7, 0, 1, host), host(7, 0));
     }
 
     #[test]
