@@ -141,8 +141,6 @@ pub trait Machine: PhysRead {
     /// The MmuStats hypercall. Same rule as [`Self::vmcall`]: only after
     /// finding the Quadrant signature; `None` when the call fails.
     fn mmu_stats(&mut self) -> Option<MmuStats>;
-    /// The time-stamp counter (RDTSC, SDM Vol. 2B), to weigh VM exits.
-    fn tsc(&mut self) -> u64;
 }
 
 /// First linear address of the test region (PML4 entry 1): the boot page

@@ -94,7 +94,4 @@ impl Machine for BareMachine {
     fn mmu_stats(&mut self) -> Option<MmuStats> {
         paging::mmu_stats()
     }
-    fn tsc(&mut self) -> u64 {
-        paging::rdtsc()
-    }
 }

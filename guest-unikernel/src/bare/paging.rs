@@ -1,5 +1,5 @@
 //! Long-mode paging from Rust for the `cache/...` and `long/...` checks:
-//! MOV CR3, INVLPG, RDTSC and quadword loads and stores at linear test addresses,
+//! MOV CR3, INVLPG and quadword loads and stores at linear test addresses,
 //! each guarded so that the code, stack, IDT and every Rust object stay
 //! reachable and untouched, and the MmuStats hypercall.
 //!
@@ -147,11 +147,3 @@ pub fn mmu_stats() -> Option<MmuStats> {
     (n == MmuStats::SIZE as u64).then(|| MmuStats::from_bytes(&buf))
 }
 
-/// RDTSC (SDM Vol. 2B): the time-stamp counter.
-pub fn rdtsc() -> u64 {
-    let (lo, hi): (u32, u32);
-    // SAFETY: RDTSC only reads the counter into EDX:EAX (CR4.TSD is clear:
-    // and at CPL 0 it is allowed anyway).
-    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
-    (u64::from(hi) << 32) | u64::from(lo)
-}

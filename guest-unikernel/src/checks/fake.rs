@@ -78,10 +78,6 @@ pub struct FakeMmu {
     pub stats: MmuStats,
     /// Calls of `mmu_stats`.
     pub stats_calls: usize,
-    /// The time-stamp counter: +1 per read, +[`Self::cr3_cost`] per CR3 load.
-    pub tsc: u64,
-    /// What a CR3 load adds to the counter (an MMU exit under an audit).
-    pub cr3_cost: u64,
     /// Quirks: INVLPG does nothing; flooding is never detected; the pool
     /// never runs out; every CR3 load misses and rebuilds.
     pub invlpg_ignored: bool,
@@ -326,7 +322,6 @@ impl Machine for Fake {
             return false;
         }
         self.mmu.cr3 = cr3;
-        self.mmu.tsc += self.mmu.cr3_cost;
         self.mmu.tlb.clear();
         if self.mmu.shadowed.contains(&cr3) && !self.mmu.cr3_always_miss {
             self.mmu.stats.cr3_hits += 1;
@@ -363,10 +358,6 @@ impl Machine for Fake {
         self.mmu.stats_calls += 1;
         let live = self.mmu.shadowed.len() as u64;
         Some(MmuStats { magic: MMU_STATS_MAGIC, version: shared::PROTOCOL_VERSION, shadow_pages_live: live, ..self.mmu.stats })
-    }
-    fn tsc(&mut self) -> u64 {
-        self.mmu.tsc += 1;
-        self.mmu.tsc
     }
 }
 
