@@ -40,33 +40,17 @@ impl Controls {
     /// * host address-space size and acknowledge-interrupt-on-exit on VM
     ///   exit; nothing special on entry.
     pub fn for_shadow_paging(c: &VmxCaps) -> Result<Controls, ControlError> {
-        let pin = reconcile(
-            ControlWord::PinBased,
-            pin_based::EXTERNAL_INTERRUPT_EXITING | pin_based::NMI_EXITING,
+        Self::reconcile_all(
+            c,
+            None,
+            proc_based::HLT_EXITING
+                | proc_based::INVLPG_EXITING
+                | proc_based::CR3_LOAD_EXITING
+                | proc_based::CR3_STORE_EXITING
+                | proc_based::UNCONDITIONAL_IO_EXITING,
             0,
-            c.pinbased,
-        )?;
-        let primary_needed = proc_based::HLT_EXITING
-            | proc_based::INVLPG_EXITING
-            | proc_based::CR3_LOAD_EXITING
-            | proc_based::CR3_STORE_EXITING
-            | proc_based::UNCONDITIONAL_IO_EXITING;
-        let primary = reconcile(ControlWord::PrimaryProcBased, primary_needed, 0, c.procbased)?;
-        caps::check_clear(
-            ControlWord::PrimaryProcBased,
-            proc_based::USE_MSR_BITMAPS | proc_based::USE_IO_BITMAPS | proc_based::USE_TSC_OFFSETTING,
-            c.procbased,
-        )?;
-        let exit = reconcile(
-            ControlWord::Exit,
-            exit_ctl::HOST_ADDRESS_SPACE_SIZE | exit_ctl::ACK_INTERRUPT_ON_EXIT,
             0,
-            c.exit,
-        )?;
-        let entry = reconcile(ControlWord::Entry, 0, 0, c.entry)?;
-        // The IA-32e mode guest control must be available to run a 64-bit guest.
-        reconcile(ControlWord::Entry, entry_ctl::IA32E_MODE_GUEST, 0, c.entry)?;
-        Ok(Controls { pin, primary, secondary: 0, exit, entry })
+        )
     }
 
     /// Reconciles what the `mmu=ept` reference mode needs (SDM Vol. 3C
@@ -84,21 +68,45 @@ impl Controls {
     ///   and the host's is restored from HOST_IA32_EFER (SDM Vol. 3C 25.7.1,
     ///   25.8.1, 27.3.2.1, 28.3, 28.5.1).
     pub fn for_ept(c: &VmxCaps) -> Result<Controls, ControlError> {
-        let secondary = reconcile(
-            ControlWord::SecondaryProcBased,
-            proc_based2::ENABLE_EPT | proc_based2::UNRESTRICTED_GUEST,
-            0,
-            c.procbased2.unwrap_or(AllowedBits { allowed0: 0, allowed1: 0 }),
-        )?;
+        Self::reconcile_all(
+            c,
+            Some(proc_based2::ENABLE_EPT | proc_based2::UNRESTRICTED_GUEST),
+            proc_based::HLT_EXITING | proc_based::UNCONDITIONAL_IO_EXITING | proc_based::ACTIVATE_SECONDARY_CONTROLS,
+            exit_ctl::SAVE_EFER | exit_ctl::LOAD_EFER,
+            entry_ctl::LOAD_EFER,
+        )
+    }
+
+    /// The reconciliation both paging back ends share, given what each
+    /// adds: the required secondary controls (checked first, so a CPU
+    /// without EPT names "enable EPT"), the primary controls, and extra
+    /// VM-exit and VM-entry controls. Common to both: external-interrupt and
+    /// NMI exiting; no MSR bitmaps, I/O bitmaps or TSC offsetting; host
+    /// address-space size and acknowledge-interrupt-on-exit; the IA-32e mode
+    /// guest entry control must be available (it is toggled at run time).
+    fn reconcile_all(
+        c: &VmxCaps,
+        secondary: Option<u32>,
+        primary: u32,
+        exit_extra: u32,
+        entry_extra: u32,
+    ) -> Result<Controls, ControlError> {
+        let secondary = match secondary {
+            Some(need) => reconcile(
+                ControlWord::SecondaryProcBased,
+                need,
+                0,
+                c.procbased2.unwrap_or(AllowedBits { allowed0: 0, allowed1: 0 }),
+            )?,
+            None => 0,
+        };
         let pin = reconcile(
             ControlWord::PinBased,
             pin_based::EXTERNAL_INTERRUPT_EXITING | pin_based::NMI_EXITING,
             0,
             c.pinbased,
         )?;
-        let primary_needed =
-            proc_based::HLT_EXITING | proc_based::UNCONDITIONAL_IO_EXITING | proc_based::ACTIVATE_SECONDARY_CONTROLS;
-        let primary = reconcile(ControlWord::PrimaryProcBased, primary_needed, 0, c.procbased)?;
+        let primary = reconcile(ControlWord::PrimaryProcBased, primary, 0, c.procbased)?;
         caps::check_clear(
             ControlWord::PrimaryProcBased,
             proc_based::USE_MSR_BITMAPS | proc_based::USE_IO_BITMAPS | proc_based::USE_TSC_OFFSETTING,
@@ -106,11 +114,11 @@ impl Controls {
         )?;
         let exit = reconcile(
             ControlWord::Exit,
-            exit_ctl::HOST_ADDRESS_SPACE_SIZE | exit_ctl::ACK_INTERRUPT_ON_EXIT | exit_ctl::SAVE_EFER | exit_ctl::LOAD_EFER,
+            exit_ctl::HOST_ADDRESS_SPACE_SIZE | exit_ctl::ACK_INTERRUPT_ON_EXIT | exit_extra,
             0,
             c.exit,
         )?;
-        let entry = reconcile(ControlWord::Entry, entry_ctl::LOAD_EFER, 0, c.entry)?;
+        let entry = reconcile(ControlWord::Entry, entry_extra, 0, c.entry)?;
         reconcile(ControlWord::Entry, entry_ctl::IA32E_MODE_GUEST, 0, c.entry)?;
         Ok(Controls { pin, primary, secondary, exit, entry })
     }
