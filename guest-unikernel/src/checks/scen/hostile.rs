@@ -67,9 +67,7 @@ pub(super) fn hostile_rsvd(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
 pub(super) fn hostile_invlpg(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let mut lab = lab!(ctx, d);
     let t = lab.t;
-    let pt = lab.table_for(t, 1);
-    let d0 = lab.data();
-    lab.w(pt, entry64(d0, P | RW));
+    let d0 = lab.map_data();
     let s = Cpl::Sup;
     let mut e = Expect::new(d);
     if lab.enter(&mut e, false) {
@@ -93,9 +91,7 @@ pub(super) fn hostile_invlpg(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
 pub(super) fn hostile_vmxon(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let mut lab = lab!(ctx, d);
     let t = lab.t;
-    let pt = lab.table_for(t, 1);
-    let d0 = lab.data();
-    lab.w(pt, entry64(d0, P | RW));
+    let d0 = lab.map_data();
     let s = Cpl::Sup;
     let mut e = Expect::new(d);
     if lab.enter(&mut e, false) {
@@ -125,9 +121,7 @@ pub(super) fn hostile_cr3(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     }
     let mut lab = lab!(ctx, d);
     let t = lab.t;
-    let pt = lab.table_for(t, 1);
-    let d0 = lab.data();
-    lab.w(pt, entry64(d0, P | RW));
+    let d0 = lab.map_data();
     let s = Cpl::Sup;
     let pml4 = lab.pml4;
     let mut e = Expect::new(d);

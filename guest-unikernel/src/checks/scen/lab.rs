@@ -203,6 +203,16 @@ impl<'m> Lab<'m> {
         t
     }
 
+    /// A fresh data frame ([`Self::data`]) mapped present and writable by
+    /// PTE 0 of the page table on the way to the test address `t`; returns
+    /// the frame.
+    pub(super) fn map_data(&mut self) -> u64 {
+        let pt = self.table_for(self.t, 1);
+        let d0 = self.data();
+        self.w(pt, entry64(d0, P | RW));
+        d0
+    }
+
     /// The table at `level` (3 = PDPT, 2 = PD, 1 = PT) on the way to `va`,
     /// created with [`UP`] entries where missing.
     pub(super) fn table_for(&mut self, va: u64, level: u32) -> u64 {
