@@ -1,6 +1,7 @@
 //! The guest's command line: space-separated words, each `key=value`:
 //! `expect_hv=0|1`, `ram_test_mib=N`, `crash=ud|pf|panic|triple-fault`,
-//! `modes=0|1`, `modes_break=0|1`, `light=0|1` (see [`Config`]).
+//! `modes=0|1`, `modes_break=0|1`, `light=0|1`, `sweep=quick|full`,
+//! `only=PREFIX[,PREFIX...]` (see [`Config`]).
 //! Unknown words (including the kernel path GRUB and QEMU put first) and bad
 //! values are reported to the caller, which logs them, and otherwise ignored.
 
@@ -52,11 +53,74 @@ pub struct Config {
     /// expensive (the hypervisor's `audit=1`): `cache/pressure-recycles`
     /// skips, `long/parent-chain` and `long/zap-active-root` do less.
     pub light: bool,
+    /// `sweep=quick|full`: how much of the access sweep runs (`quick`, the
+    /// default, samples the space; `full` runs every combination).
+    pub sweep_full: bool,
+    /// `only=PREFIX[,PREFIX...]`: run only the checks whose names start
+    /// with one of the prefixes (the `boot/...` checks always run); the
+    /// others report SKIP. For developing one scenario without the rest.
+    pub only: Only,
+}
+
+/// The `only=` filter: comma-separated name prefixes, kept in a fixed
+/// buffer (the guest has no heap when it parses the command line).
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct Only {
+    buf: [u8; Only::CAP],
+    len: usize,
+}
+
+impl Only {
+    /// Longest `only=` value kept.
+    pub const CAP: usize = 96;
+
+    /// No filter: every check runs.
+    pub const fn all() -> Self {
+        Only { buf: [0; Only::CAP], len: 0 }
+    }
+
+    /// The filter from an `only=` value; `None` when it is empty, too long
+    /// or not ASCII.
+    pub fn new(value: &str) -> Option<Self> {
+        if value.is_empty() || value.len() > Self::CAP || !value.is_ascii() || value.split(',').any(str::is_empty) {
+            return None;
+        }
+        let mut o = Only::all();
+        o.buf[..value.len()].copy_from_slice(value.as_bytes());
+        o.len = value.len();
+        Some(o)
+    }
+
+    /// The value as given (empty: no filter).
+    pub fn as_str(&self) -> &str {
+        core::str::from_utf8(&self.buf[..self.len]).unwrap_or("")
+    }
+
+    /// True when the check `name` runs: no filter, a `boot/...` check, or
+    /// a name starting with one of the prefixes.
+    pub fn selects(&self, name: &str) -> bool {
+        self.len == 0 || name.starts_with("boot/") || self.as_str().split(',').any(|p| name.starts_with(p))
+    }
+}
+
+impl core::fmt::Debug for Only {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "Only({:?})", self.as_str())
+    }
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { expect_hv: ExpectHv::Auto, ram_test_mib: None, crash: None, modes_break: false, modes: None, light: false }
+        Config {
+            expect_hv: ExpectHv::Auto,
+            ram_test_mib: None,
+            crash: None,
+            modes_break: false,
+            modes: None,
+            light: false,
+            sweep_full: false,
+            only: Only::all(),
+        }
     }
 }
 
@@ -75,7 +139,7 @@ pub enum Note<'a> {
 }
 
 /// The keys [`parse`] understands, for help texts and logs.
-pub const KEYS: [&str; 6] = ["expect_hv", "ram_test_mib", "crash", "modes", "modes_break", "light"];
+pub const KEYS: [&str; 8] = ["expect_hv", "ram_test_mib", "crash", "modes", "modes_break", "light", "sweep", "only"];
 
 /// Parses `cmdline`, calling `note` for every word it does not take.
 pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
@@ -117,6 +181,15 @@ pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
                 "0" => config.modes_break = false,
                 _ => note(Note::BadValue { key, value }),
             },
+            "sweep" => match value {
+                "quick" => config.sweep_full = false,
+                "full" => config.sweep_full = true,
+                _ => note(Note::BadValue { key, value }),
+            },
+            "only" => match Only::new(value) {
+                Some(o) => config.only = o,
+                None => note(Note::BadValue { key, value }),
+            },
             _ => note(Note::Ignored(word)),
         }
     }
@@ -154,7 +227,7 @@ mod tests {
     #[test]
     fn notes_for_unknown_words_and_bad_values() {
         let (c, notes) = parse_collect("/k quiet foo=bar expect_hv=2 ram_test_mib=x ram_test_mib=16 crash=now");
-        assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16), crash: None, modes_break: false, modes: None, light: false });
+        assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16), ..Config::default() });
         assert!(parse("modes_break=1", |_| {}).modes_break);
         assert_eq!([parse("modes=0", |_| {}).modes, parse("modes=1", |_| {}).modes, parse("", |_| {}).modes], [Some(false), Some(true), None]);
         assert_eq!(
@@ -168,5 +241,36 @@ mod tests {
                 Note::BadValue { key: "crash", value: "now" },
             ]
         );
+    }
+
+    #[test]
+    fn sweep_and_only() {
+        assert!(!parse("", |_| {}).sweep_full);
+        assert!(parse("sweep=full", |_| {}).sweep_full);
+        assert!(!parse("sweep=full sweep=quick", |_| {}).sweep_full);
+        let (c, notes) = parse_collect("sweep=all only= only=a,,b");
+        assert_eq!(c, Config::default());
+        assert_eq!(
+            notes,
+            [
+                Note::BadValue { key: "sweep", value: "all" },
+                Note::BadValue { key: "only", value: "" },
+                Note::BadValue { key: "only", value: "a,,b" },
+            ]
+        );
+        let only = parse("only=long/pt-write,cache/", |_| {}).only;
+        assert_eq!(only.as_str(), "long/pt-write,cache/");
+        for (name, want) in [
+            ("boot/handoff", true),
+            ("long/pt-write/np-to-p", true),
+            ("cache/flood-unshadows", true),
+            ("long/self-map", false),
+            ("modes/walk1/real", false),
+        ] {
+            assert_eq!(only.selects(name), want, "{name}");
+        }
+        assert!(Only::all().selects("long/self-map"));
+        let long = "x".repeat(Only::CAP + 1);
+        assert_eq!(Only::new(&long), None);
     }
 }

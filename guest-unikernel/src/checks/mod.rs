@@ -163,7 +163,12 @@ impl<'a> Ctx<'a> {
         for (i, c) in all().enumerate() {
             self.tally.set_current(Some(i));
             let mut d = Detail::new();
-            let outcome = (c.run)(self, &mut d);
+            let outcome = if self.config.only.selects(c.name) {
+                (c.run)(self, &mut d)
+            } else {
+                let _ = write!(d, "not selected (only={})", self.config.only.as_str());
+                Outcome::Skip
+            };
             report(&mut *self.m, &mut *self.out, self.tally, outcome, c.name, d.as_str());
         }
         self.tally.set_current(None);
