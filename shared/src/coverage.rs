@@ -89,6 +89,9 @@ pub struct RolePattern {
     pub metaphysical: Option<bool>,
     /// Inherited access bits, exactly.
     pub access: Option<u8>,
+    /// One inherited access bit ([`ACCESS_W`], [`ACCESS_U`] or
+    /// [`ACCESS_X`]) and the value it must have, whatever the others are.
+    pub access_bit: Option<(u8, bool)>,
     /// CR0.WP.
     pub cr0_wp: Option<bool>,
     /// EFER.NXE.
@@ -110,6 +113,7 @@ impl RolePattern {
         quadrant: None,
         metaphysical: None,
         access: None,
+        access_bit: None,
         cr0_wp: None,
         efer_nx: None,
         smep_andnot_wp: None,
@@ -127,6 +131,7 @@ impl RolePattern {
             && ok(self.quadrant, v.quadrant)
             && ok(self.metaphysical, v.metaphysical)
             && ok(self.access, v.access)
+            && self.access_bit.is_none_or(|(bit, set)| (v.access & bit != 0) == set)
             && ok(self.cr0_wp, v.cr0_wp)
             && ok(self.efer_nx, v.efer_nx)
             && ok(self.smep_andnot_wp, v.smep_andnot_wp)
@@ -154,6 +159,16 @@ impl fmt::Display for RolePattern {
         if let Some(a) = self.access {
             write!(f, "{sep}access=")?;
             write_access(f, a)?;
+            sep = " ";
+        }
+        if let Some((bit, set)) = self.access_bit {
+            let name = match bit {
+                ACCESS_U => "u",
+                ACCESS_W => "w",
+                ACCESS_X => "x",
+                _ => "?",
+            };
+            write!(f, "{sep}access.{name}={}", u8::from(set))?;
             sep = " ";
         }
         let mut num = |f: &mut fmt::Formatter<'_>, key: &str, v: Option<bool>| -> fmt::Result {
@@ -195,6 +210,14 @@ const fn walk(name: &'static str, glevels: u8, level: u8, metaphysical: bool) ->
 }
 
 /// A 32-bit walk pattern fixing the quadrant of a shadowed guest table.
+const fn long_access(name: &'static str, bit: u8, set: bool) -> RolePattern {
+    RolePattern { glevels: Some(4), access_bit: Some((bit, set)), name, ..RolePattern::ANY }
+}
+
+const fn long_nx(name: &'static str, set: bool) -> RolePattern {
+    RolePattern { glevels: Some(4), efer_nx: Some(set), name, ..RolePattern::ANY }
+}
+
 const fn q32(name: &'static str, level: u8, quadrant: u8) -> RolePattern {
     RolePattern { quadrant: Some(quadrant), ..walk(name, 2, level, false) }
 }
@@ -252,6 +275,20 @@ pub const PROMISED: &[RolePattern] = &[
             ..RolePattern::ANY
         }
     },
+    // Both values of each inherited access bit (KVM's role.access), in long
+    // mode: the boot tables are supervisor-only (U=0) while the long/...
+    // laboratory's upper levels allow everything (U=1); the read-only paths
+    // of long/upper-alias-perms give W=0; the XD 2 MiB alias of
+    // long/large-alias-perms gives X=0.
+    long_access("long mode, supervisor-only path (access U=0)", ACCESS_U, false),
+    long_access("long mode, user path (access U=1)", ACCESS_U, true),
+    long_access("long mode, read-only path (access W=0, long/upper-alias-perms)", ACCESS_W, false),
+    long_access("long mode, writable path (access W=1)", ACCESS_W, true),
+    long_access("long mode, XD path (access X=0, long/large-alias-perms)", ACCESS_X, false),
+    long_access("long mode, executable path (access X=1)", ACCESS_X, true),
+    // EFER.NXE: the boot runs with NXE=0; the long/... laboratory sets it.
+    long_nx("long mode with EFER.NXE=0", false),
+    long_nx("long mode with EFER.NXE=1 (the long/... laboratory)", true),
 ];
 
 /// The promised patterns that no value of `created` matches, in
@@ -295,6 +332,16 @@ mod tests {
         let ro = RolePattern { access: Some(ACCESS_U | ACCESS_X), ..RolePattern::ANY };
         assert!(!ro.matches(&x));
         assert!(ro.matches(&RoleValue { access: ACCESS_U | ACCESS_X, ..x }));
+        let w0 = long_access("w0", ACCESS_W, false);
+        assert!(!w0.matches(&RoleValue { glevels: 4, ..x }), "access uwx has W");
+        assert!(w0.matches(&RoleValue { glevels: 4, access: ACCESS_U | ACCESS_X, ..x }));
+        assert!(w0.matches(&RoleValue { glevels: 4, access: 0, ..x }));
+        assert!(!w0.matches(&RoleValue { access: 0, ..x }), "glevels 2");
+        let mut s = heapless_names::Str::default();
+        fmt::write(&mut s, format_args!("{w0} / {}", long_access("x1", ACCESS_X, true))).unwrap();
+        assert_eq!(s.as_str(), "glevels=4 access.w=0 / glevels=4 access.x=1");
+        assert!(long_nx("nx1", true).matches(&RoleValue { glevels: 4, efer_nx: true, ..x }));
+        assert!(!long_nx("nx1", true).matches(&RoleValue { glevels: 4, ..x }));
     }
 
     #[test]

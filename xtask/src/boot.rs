@@ -288,6 +288,7 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
         expect_error: spec.expect_error.map(|k| k.as_str().to_string()),
         checks: console.checks.clone(),
         counts: verdict.counts,
+        counts_by_mode: console.counts_by_mode(),
         guest_summary: console.summary,
         result: console.result.clone().map(|(status, reason)| report::ResultLine { status, reason }),
         passed: verdict.passed,

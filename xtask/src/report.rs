@@ -2,7 +2,7 @@
 //! and the text block the console shows for it.
 
 use crate::verdict::coverage::{MissingRow, RoleRow};
-use crate::verdict::{Check, Counts, ErrorLine, Verdict};
+use crate::verdict::{Check, Counts, ErrorLine, ModeCounts, Verdict};
 use serde::Serialize;
 use std::fmt::Write;
 use std::path::Path;
@@ -38,6 +38,9 @@ pub struct Report {
     pub checks: Vec<Check>,
     /// Counts of the check lines.
     pub counts: Counts,
+    /// The same counts per mode (the first part of the check names:
+    /// `boot`, `modes`, `pg32`, `pae`, `long`, `cache`, ...), in run order.
+    pub counts_by_mode: Vec<ModeCounts>,
     /// The guest's own `guest-summary` counts, if it printed one.
     pub guest_summary: Option<Counts>,
     /// The `quadrant-result` line.
@@ -124,6 +127,20 @@ pub fn counts_line(c: Counts) -> String {
     format!("{} passed, {} failed, {} skipped", c.passed, c.failed, c.skipped)
 }
 
+/// The per-mode counts as one line:
+/// `by mode (passed/failed/skipped): boot 6/0/0, long 17/0/0, ...`;
+/// empty when there were no checks.
+pub fn mode_counts_line(by_mode: &[ModeCounts]) -> String {
+    if by_mode.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = by_mode
+        .iter()
+        .map(|m| format!("{} {}/{}/{}", m.mode, m.counts.passed, m.counts.failed, m.counts.skipped))
+        .collect();
+    format!("by mode (passed/failed/skipped): {}", parts.join(", "))
+}
+
 /// A log line made safe for a terminal: no escape sequences or control characters.
 pub fn printable(l: &str) -> String {
     crate::verdict::strip_ansi(l).chars().filter(|c| !c.is_control() || *c == '\t').collect()
@@ -176,6 +193,10 @@ fn bochs_problems(path: &Path, n: usize) -> String {
 pub fn block_end(r: &Report, v: &Verdict, report_path: &Path) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{}", counts_line(v.counts));
+    let by_mode = mode_counts_line(&r.counts_by_mode);
+    if !by_mode.is_empty() {
+        let _ = writeln!(s, "{by_mode}");
+    }
     if v.passed {
         let what = if r.expect_error.is_some() { " (failed as expected)" } else { "" };
         let _ = writeln!(s, "PASS{what}: {} in {:.1} s (report: {})", r.name, r.duration_s, report_path.display());
@@ -212,6 +233,26 @@ mod tests {
         assert!(is_bochs_problem("00000123456p[CPU0  ] >>PANIC<< VMENTER FAIL"));
         assert!(!is_bochs_problem("00228278050i[CPU0  ] | RSI=0000000000101588"));
         assert!(!is_bochs_problem("e[ not a bochs line"));
+    }
+
+    #[test]
+    fn per_mode_counts() {
+        use crate::verdict::Console;
+        let c = Console::from_text(
+            "check PASS boot/handoff: x\ncheck PASS long/a: x\ncheck FAIL long/b/c: y\ncheck SKIP cache/d: z\n\
+             check PASS cpu1/long/e: x\ncheck PASS pg32/f: x\n",
+        );
+        let m = c.counts_by_mode();
+        assert_eq!(
+            mode_counts_line(&m),
+            "by mode (passed/failed/skipped): boot 1/0/0, long 2/1/0, cache 0/0/1, pg32 1/0/0"
+        );
+        assert_eq!(m[1].counts.ran(), 3);
+        let json = serde_json::to_string(&m[1]).unwrap();
+        assert_eq!(json, r#"{"mode":"long","passed":2,"failed":1,"skipped":0}"#);
+        assert_eq!(mode_counts_line(&[]), "");
+        assert_eq!(crate::verdict::mode_of("cpu12/pae/x"), "pae");
+        assert_eq!(crate::verdict::mode_of("cpux/pae"), "cpux");
     }
 
     #[test]

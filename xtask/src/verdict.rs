@@ -118,6 +118,22 @@ pub struct Counts {
     pub skipped: u32,
 }
 
+impl Counts {
+    /// Counts one check with outcome `pass`, `fail` or anything else (skip).
+    pub fn add(&mut self, outcome: &str) {
+        match outcome {
+            "pass" => self.passed += 1,
+            "fail" => self.failed += 1,
+            _ => self.skipped += 1,
+        }
+    }
+
+    /// Checks that ran (passed or failed; a skip did not run).
+    pub fn ran(&self) -> u32 {
+        self.passed + self.failed
+    }
+}
+
 /// One row of the hypervisor's role-coverage table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RoleCount {
@@ -244,14 +260,50 @@ impl Console {
     pub fn counts(&self) -> Counts {
         let mut c = Counts::default();
         for k in &self.checks {
-            match k.outcome {
-                "pass" => c.passed += 1,
-                "fail" => c.failed += 1,
-                _ => c.skipped += 1,
-            }
+            c.add(k.outcome);
         }
         c
     }
+
+    /// Counts of the check lines per mode (see [`mode_of`]), in the order
+    /// each mode first appeared.
+    pub fn counts_by_mode(&self) -> Vec<ModeCounts> {
+        let mut v: Vec<ModeCounts> = Vec::new();
+        for k in &self.checks {
+            let mode = mode_of(&k.name);
+            let i = match v.iter().position(|m| m.mode == mode) {
+                Some(i) => i,
+                None => {
+                    v.push(ModeCounts { mode: mode.to_string(), counts: Counts::default() });
+                    v.len() - 1
+                }
+            };
+            v[i].counts.add(k.outcome);
+        }
+        v
+    }
+}
+
+/// The mode of a check: the first part of its name (`long` of
+/// `long/pt-write/np-to-p`), after a `cpuN/` prefix if there is one.
+pub fn mode_of(name: &str) -> &str {
+    let mut parts = name.split('/');
+    let first = parts.next().unwrap_or("");
+    let is_cpu = first.len() > 3 && first.starts_with("cpu") && first[3..].bytes().all(|b| b.is_ascii_digit());
+    match (is_cpu, parts.next()) {
+        (true, Some(second)) => second,
+        _ => first,
+    }
+}
+
+/// Check counts of one mode.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ModeCounts {
+    /// The mode (first part of the check names).
+    pub mode: String,
+    /// Its counts.
+    #[serde(flatten)]
+    pub counts: Counts,
 }
 
 /// Removes ANSI CSI sequences (`ESC [ ... final`) from a line.
