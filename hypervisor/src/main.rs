@@ -114,6 +114,9 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
         let _ = core::fmt::Write::write_str(c, "\n");
     });
     log::info!("command line: `{cmdline}`");
+    for bug in hypervisor::mmu::inject::active() {
+        log::warn!("this build has the deliberate MMU bug `{bug}` (cargo feature inject-{bug}): its results are not Quadrant's");
+    }
     let ept = config.mmu == MmuMode::Ept;
     if ept && config.audit {
         log::warn!("audit=1 checks the shadow page cache: it has nothing to check under mmu=ept");

@@ -5,6 +5,7 @@
 //! guest's console lines are forwarded unchanged, so one parser reads both.
 //!
 //! ```text
+//! check-begin boot/multiboot-magic
 //! check PASS boot/multiboot-magic: eax=0x2badb002
 //! guest-summary passed=5 failed=0 skipped=1
 //! quadrant-hv version=2 mmu=shadow
@@ -24,6 +25,9 @@ use core::fmt::{self, Write};
 
 /// Keyword of a check line.
 pub const CHECK: &str = "check";
+/// Keyword of the line the guest prints before a check runs, so that a run
+/// which hangs or dies inside a check names it.
+pub const CHECK_BEGIN: &str = "check-begin";
 /// Keyword of the guest's closing summary.
 pub const GUEST_SUMMARY: &str = "guest-summary";
 /// Keyword of the hypervisor's start banner.
@@ -109,6 +113,11 @@ pub enum Line<'a> {
         /// Free text (may be empty).
         detail: &'a str,
     },
+    /// `check-begin NAME`: the check NAME starts now.
+    CheckBegin {
+        /// `mode/scenario[/case]`.
+        name: &'a str,
+    },
     /// `guest-summary passed=P failed=F skipped=S`
     GuestSummary {
         /// Checks passed.
@@ -173,6 +182,11 @@ pub fn write_check(w: &mut impl Write, outcome: Outcome, name: &str, detail: &st
         w.write_char(if c == '\n' || c == '\r' { ' ' } else { c })?;
     }
     Ok(())
+}
+
+/// Writes the line announcing check `name` (no newline).
+pub fn write_check_begin(w: &mut impl Write, name: &str) -> fmt::Result {
+    write!(w, "{CHECK_BEGIN} {name}")
 }
 
 /// Writes the guest summary line (no newline).
@@ -249,6 +263,10 @@ pub fn parse(line: &str) -> Option<Line<'_>> {
                 return None;
             }
             Some(Line::Check { outcome, name, detail })
+        }
+        CHECK_BEGIN => {
+            let name = rest.trim_end();
+            (!name.is_empty() && !name.contains(' ')).then_some(Line::CheckBegin { name })
         }
         GUEST_SUMMARY => Some(Line::GuestSummary {
             passed: field(rest, "passed")?.parse().ok()?,
@@ -430,6 +448,11 @@ mod tests {
         write_mmu_stats(&mut b, &[("created", 52), ("cr3_hits", 70)]).unwrap();
         assert_eq!(b.as_str(), "mmu-stats created=52 cr3_hits=70");
         assert_eq!(parse(b.as_str()), Some(Line::MmuStats { fields: "created=52 cr3_hits=70" }));
+        let mut b = buf();
+        write_check_begin(&mut b, "long/pt-write/np-to-p").unwrap();
+        assert_eq!(b.as_str(), "check-begin long/pt-write/np-to-p");
+        assert_eq!(parse(b.as_str()), Some(Line::CheckBegin { name: "long/pt-write/np-to-p" }));
+        assert_eq!(parse("check-begin a/b\r"), Some(Line::CheckBegin { name: "a/b" }));
     }
 
     #[test_case("role-coverage glevels=2 level=1 quadrant=1 metaphysical=2 access=uwx cr0_wp=1 efer_nx=0 smep_andnot_wp=0 smap_andnot_wp=0 cr4_pse=1 word=0x1 count=3"; "bad flag")]
@@ -443,6 +466,8 @@ mod tests {
     #[test_case("hello world")]
     #[test_case("check MAYBE a/b: x")]
     #[test_case("check PASS : x")]
+    #[test_case("check-begin a b")]
+    #[test_case("check-begin ")]
     #[test_case("quadrant-result status=300 reason=x")]
     #[test_case("")]
     fn log_text_is_not_parsed(s: &str) {

@@ -73,6 +73,8 @@ pub struct BootSpec {
     pub expect_error: Option<ErrorKind>,
     /// Negative test: text the error line must contain.
     pub expect_text: Option<&'static str>,
+    /// The hypervisor binary, when not the built release one (`--inject`).
+    pub hv_kernel: Option<PathBuf>,
 }
 
 impl BootSpec {
@@ -188,7 +190,7 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
     let m = if spec.hypervisor {
         let name = guest_path.file_name().map(|n| crate::workspace::sanitize(&n.to_string_lossy())).unwrap_or_default();
         Media {
-            kernel: ws.release_bin("quadrant-hv"),
+            kernel: spec.hv_kernel.clone().unwrap_or_else(|| ws.release_bin("quadrant-hv")),
             kernel_args: media::join_args(&[&format!("mmu={}", spec.mmu.as_str()), &spec.hv_args]),
             module: Some(Module { path: guest_path.clone(), name, args: guest_args.clone() }),
         }
@@ -257,7 +259,17 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
     }
 
     let text = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
-    let console = Console::from_text(&text);
+    let mut console = Console::from_text(&text);
+    // A run that ended inside a check (hang, crash, error): that check failed.
+    let how = match console.errors.last() {
+        Some(e) => format!("quadrant-error {}", e.kind),
+        None => spec.emulator.convention().describe(exit),
+    };
+    if let Some(c) = console.fail_unfinished(&how) {
+        if style.stream {
+            say(&(report::check_line(&c) + "\n"));
+        }
+    }
     let role_coverage = verdict::coverage::applies(
         spec.hypervisor,
         spec.mmu == Mmu::Shadow,

@@ -88,6 +88,11 @@ pub struct RunOpts {
     /// hypervisor-fault, timeout).
     #[arg(long, value_name = "KIND", value_parser = parse_error_kind)]
     pub expect_error: Option<ErrorKind>,
+    /// Boot a hypervisor built with the deliberate MMU bug NAME (its cargo
+    /// feature `inject-NAME`, listed in `hypervisor/src/mmu/inject.rs`), to
+    /// see which checks catch it. Built into `<target>/inject/`.
+    #[arg(long, value_name = "NAME")]
+    pub inject: Option<String>,
     /// Print every console line, grub.cfg, the ISO listing, bochsrc and the
     /// emulator command line.
     #[arg(long, short)]
@@ -145,6 +150,9 @@ impl RunOpts {
         if let Some(k) = self.expect_error {
             a.extend(["--expect-error".to_string(), k.as_str().to_string()]);
         }
+        if let Some(b) = &self.inject {
+            a.extend(["--inject".to_string(), b.clone()]);
+        }
         if self.verbose {
             a.push("--verbose".into());
         }
@@ -180,6 +188,7 @@ impl RunOpts {
             timeout: self.timeout,
             expect_error: self.expect_error,
             expect_text: None,
+            hv_kernel: None,
         }
     }
 }
@@ -196,8 +205,13 @@ fn run(ws: &Workspace, opts: &RunOpts) -> Result<bool> {
         println!("note: QEMU TCG has no VMX; the hypervisor is expected to stop with `quadrant-error no-vmx`");
     }
     build::build(ws)?;
+    let mut spec = opts.spec(emu);
+    if let Some(bug) = &opts.inject {
+        spec.hv_kernel = Some(build::build_injected(ws, bug)?);
+        spec.name = format!("{}-inject-{bug}", spec.name);
+    }
     packages::ensure(emu.needs())?;
-    let r = boot::boot(ws, &opts.spec(emu), Style { stream: true, verbose: opts.verbose })?;
+    let r = boot::boot(ws, &spec, Style { stream: true, verbose: opts.verbose })?;
     Ok(r.verdict.passed)
 }
 

@@ -247,12 +247,29 @@ mod tests {
             mode_counts_line(&m),
             "by mode (passed/failed/skipped): boot 1/0/0, long 2/1/0, cache 0/0/1, pg32 1/0/0"
         );
-        assert_eq!(m[1].counts.ran(), 3);
         let json = serde_json::to_string(&m[1]).unwrap();
         assert_eq!(json, r#"{"mode":"long","passed":2,"failed":1,"skipped":0}"#);
         assert_eq!(mode_counts_line(&[]), "");
         assert_eq!(crate::verdict::mode_of("cpu12/pae/x"), "pae");
         assert_eq!(crate::verdict::mode_of("cpux/pae"), "cpux");
+    }
+
+    #[test]
+    fn a_check_that_never_finished_fails_by_name() {
+        use crate::verdict::Console;
+        let mut c = Console::from_text("check-begin boot/a\ncheck PASS boot/a: x\ncheck-begin modes/walk1/pg32\n");
+        assert_eq!(c.running.as_deref(), Some("modes/walk1/pg32"));
+        let f = c.fail_unfinished("timed out after 300 s (killed)").unwrap();
+        assert_eq!(
+            check_line(&f),
+            "  FAIL modes/walk1/pg32: did not finish: timed out after 300 s (killed) while it ran \
+             (runner's verdict; the guest reported nothing)"
+        );
+        assert_eq!((c.counts().passed, c.counts().failed), (1, 1));
+        assert_eq!(c.fail_unfinished("again"), None);
+        // Every begun check reported: nothing to add.
+        let mut c = Console::from_text("check-begin boot/a\ncheck FAIL boot/a: x\n");
+        assert_eq!(c.fail_unfinished("x"), None);
     }
 
     #[test]

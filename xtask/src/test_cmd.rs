@@ -151,6 +151,7 @@ fn spec(name: &str, emu: Emulator, model: Option<&str>, hv: bool, opts: &TestOpt
         timeout: opts.timeout,
         expect_error: None,
         expect_text: None,
+        hv_kernel: None,
     }
 }
 

@@ -127,11 +127,6 @@ impl Counts {
             _ => self.skipped += 1,
         }
     }
-
-    /// Checks that ran (passed or failed; a skip did not run).
-    pub fn ran(&self) -> u32 {
-        self.passed + self.failed
-    }
 }
 
 /// One row of the hypervisor's role-coverage table.
@@ -179,6 +174,8 @@ pub struct Console {
     pub mmu_stats: Option<std::collections::BTreeMap<String, u64>>,
     /// The `role-coverage-end distinct=K` line's K.
     pub role_coverage_end: Option<u32>,
+    /// The check a `check-begin` line announced and no check line ended yet.
+    pub running: Option<String>,
     /// Number of lines seen.
     pub lines: usize,
 }
@@ -213,8 +210,15 @@ impl Console {
                     passed: outcome == Outcome::Pass,
                     detail: detail.trim().to_string(),
                 };
+                if self.running.as_deref() == Some(name) {
+                    self.running = None;
+                }
                 self.checks.push(check.clone());
                 Event::Check(check)
+            }
+            Some(Line::CheckBegin { name }) => {
+                self.running = Some(name.to_string());
+                Event::Protocol
             }
             Some(Line::GuestSummary { passed, failed, skipped }) => {
                 self.summary = Some(Counts { passed, failed, skipped });
@@ -254,6 +258,21 @@ impl Console {
                 Event::Protocol
             }
         }
+    }
+
+    /// Ends the check that began and never reported (the run hung, crashed
+    /// or was stopped inside it) as a failure whose detail says `how` the
+    /// run ended, and returns it; `None` when no check was running.
+    pub fn fail_unfinished(&mut self, how: &str) -> Option<Check> {
+        let name = self.running.take()?;
+        let check = Check {
+            name,
+            outcome: "fail",
+            passed: false,
+            detail: format!("did not finish: {how} while it ran (runner's verdict; the guest reported nothing)"),
+        };
+        self.checks.push(check.clone());
+        Some(check)
     }
 
     /// Counts of the check lines seen.

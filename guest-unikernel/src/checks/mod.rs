@@ -164,6 +164,8 @@ impl<'a> Ctx<'a> {
             self.tally.set_current(Some(i));
             let mut d = Detail::new();
             let outcome = if self.config.only.selects(c.name) {
+                let _ = shared::line::write_check_begin(&mut &mut *self.out, c.name);
+                let _ = self.out.write_char('\n');
                 (c.run)(self, &mut d)
             } else {
                 let _ = write!(d, "not selected (only={})", self.config.only.as_str());

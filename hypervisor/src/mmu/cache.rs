@@ -269,7 +269,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
             .copied()
             .find(|&id| {
                 let p = self.page(id);
-                p.gfn == gfn && p.role == role
+                p.gfn == gfn && p.role.key_eq(role)
             })
     }
 

@@ -463,7 +463,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
             };
             if let Some(id) = existing.filter(|&id| {
                 let p = self.page(id);
-                p.gfn == gfn && p.role == role
+                p.gfn == gfn && p.role.key_eq(role)
             }) {
                 self.stats.fault_hits += 1;
                 cur = id;

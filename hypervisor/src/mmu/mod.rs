@@ -58,6 +58,7 @@
 //! was zapped meanwhile (`invalid`).
 #![forbid(unsafe_code)]
 
+pub mod inject;
 pub mod audit;
 mod cache;
 mod events;

@@ -93,6 +93,15 @@ const SMAP_ANDNOT_WP: u32 = 1 << 17;
 const INVALID: u32 = 1 << 18;
 const CR4_PSE: u32 = 1 << 19;
 
+/// Role bits the cache key leaves out: none, except in a build with a
+/// deliberate bug from [`super::inject`].
+const KEY_IGNORED: u32 = (if cfg!(feature = "inject-key-no-glevels") { 0xf << GLEVELS_SHIFT } else { 0 })
+    | (if cfg!(feature = "inject-key-no-level") { 0xf << LEVEL_SHIFT } else { 0 })
+    | (if cfg!(feature = "inject-key-no-quadrant") { 3 << QUADRANT_SHIFT } else { 0 })
+    | (if cfg!(feature = "inject-key-no-access") { 7 << ACCESS_SHIFT } else { 0 })
+    | (if cfg!(feature = "inject-key-no-cr0-wp") { CR0_WP } else { 0 })
+    | (if cfg!(feature = "inject-key-no-efer-nx") { EFER_NX } else { 0 });
+
 impl Role {
     /// The packed word (what the role-coverage record stores).
     pub const fn word(self) -> u32 {
@@ -250,6 +259,12 @@ impl Role {
     /// With `invalid` set.
     pub const fn with_invalid(self) -> Role {
         Role(self.0 | INVALID)
+    }
+    /// Whether a page with role `self` is the one the cache key (gfn,
+    /// `other`) names: equal roles (with `invalid`, so a zapped page never
+    /// matches a lookup).
+    pub const fn key_eq(self, other: Role) -> bool {
+        (self.0 ^ other.0) & !KEY_IGNORED == 0
     }
     /// The role without `invalid` (what the key compares).
     pub const fn valid(self) -> Role {
