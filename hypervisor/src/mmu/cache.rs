@@ -262,6 +262,19 @@ impl<F: ShadowFrames> ShadowCache<F> {
         })
     }
 
+    /// Whether writes to `gfn` are trapped (and leaves mapping it are made
+    /// read-only): exactly when it is write-protected, except in a build
+    /// with a deliberate bug from [`super::inject`].
+    pub(crate) fn traps_writes(&self, gfn: u64) -> bool {
+        if cfg!(feature = "inject-no-write-protect") {
+            return false;
+        }
+        if cfg!(feature = "inject-metaphysical-write-protected") {
+            return self.buckets[self.bucket_of(gfn)].iter().any(|&id| self.page(id).gfn == gfn);
+        }
+        self.is_write_protected(gfn)
+    }
+
     /// Look up (gfn, role) without side effects.
     pub(crate) fn lookup(&self, gfn: u64, role: Role) -> Option<PageId> {
         self.buckets[self.bucket_of(gfn)]
@@ -378,7 +391,9 @@ impl<F: ShadowFrames> ShadowCache<F> {
         self.lru_push_hot(id);
         self.update_in_use();
         stats::record_created(&mut self.stats, &mut self.coverage, role);
-        if !role.metaphysical() && !was_protected && self.write_protect(gfn) {
+        let protects = (!role.metaphysical() || cfg!(feature = "inject-metaphysical-write-protected"))
+            && !cfg!(feature = "inject-no-write-protect");
+        if protects && !was_protected && self.write_protect(gfn) {
             *flush = flush.or(self.flush_all());
         }
         Ok((id, true))
@@ -478,7 +493,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
         }
         self.lru_unlink(id);
         self.stats.zaps[reason as usize] += 1;
-        if self.page(id).root_count > 0 {
+        if self.page(id).root_count > 0 && !(reason == ZapReason::Recycle && cfg!(feature = "inject-recycle-loaded-root")) {
             let p = self.page_mut(id);
             p.role = p.role.with_invalid();
             dirty = true;
@@ -520,7 +535,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
             let mut victim = None;
             while let Some(id) = cur {
                 let p = self.page(id);
-                if p.root_count == 0 {
+                if p.root_count == 0 || cfg!(feature = "inject-recycle-loaded-root") {
                     victim = Some(id);
                     break;
                 }

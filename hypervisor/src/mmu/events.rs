@@ -305,6 +305,9 @@ impl<F: ShadowFrames> ShadowCache<F> {
         cr3: u64,
     ) -> Result<Flush, InjectGp> {
         let maxphy = self.config.maxphyaddr;
+        if cfg!(feature = "inject-cr3-reuses-stale-root") && cr3 == v.cr3 && v.root != Root::None {
+            return Ok(Flush { vcpus: 1 << v.id });
+        }
         match v.mode {
             GuestMode::Long if cr3 & (!0u64 << maxphy) != 0 => return Err(InjectGp),
             GuestMode::Pae => v.pdptes = load_pdptes(mem, cr3, maxphy)?,
@@ -403,7 +406,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
             Ok(false) => return FaultOutcome::Fixed { flush }, // guest tables changed meanwhile: retry
             Err(NoFrames) => return FaultOutcome::NoShadowFrames,
         }
-        if acc.kind == AccessKind::Write && self.is_write_protected(w.gpa >> 12) {
+        if acc.kind == AccessKind::Write && self.traps_writes(w.gpa >> 12) {
             // A trapped page-table write: keeps counting towards flooding.
             self.stats.write_protect_faults += 1;
             return FaultOutcome::EmulateWrite { gpa: w.gpa, flush };
@@ -499,7 +502,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
         if a.has(Access::U) {
             s |= US;
         }
-        if a.has(Access::W) && !self.is_write_protected(gfn) {
+        if a.has(Access::W) && !self.traps_writes(gfn) {
             s |= RW | D;
         }
         if !a.has(Access::X) {

@@ -14,6 +14,15 @@
 //! | `key-no-access` | the key ignores the inherited U/W/X | two upper-level paths with different permissions share a lower shadow: a write through a read-only path succeeds (CVE-2021-38198 class) |
 //! | `key-no-cr0-wp` | the key ignores CR0.WP | shadows built for WP=0 (supervisor writes to read-only user pages allowed) reused with WP=1 (KVM's `role.cr0_wp`) |
 //! | `key-no-efer-nx` | the key ignores EFER.NXE | shadows built with NXE=1 reused with NXE=0, where bit 63 is reserved (KVM's `role.nxe`) |
+//! | `no-write-protect` | shadowing a guest page table does not write-protect its gfn, and writes to it are not trapped | the guest edits a table without exiting and the shadow keeps the old translation (the invariant every shadow MMU rests on) |
+//! | `no-pt-write-update` | a trapped guest page-table write lands in memory but neither updates nor zaps the shadow entries (and never counts towards flooding) | stale shadow entries after a PTE edit (kvm_mmu_pte_write's job) |
+//! | `pde32-offset-2007` | a write to a 32-bit PDE is applied like a PT write: one shadow slot at the PTE-style index in quarter `i / 512`, instead of both 2 MiB halves (slots 2(i mod 256), +1) in quarter `i / 256` | the 2007 fix of KVM's 32-bit PDE offset arithmetic in the PTE-write path (`page_offset <<= 1` once more and `npte = 2` for PT32 root-level writes) |
+//! | `metaphysical-write-protected` | gfns that only have metaphysical shadows (identity map, large-page splits) are write-protected and their writes trapped | every data write into a large page or into real-mode memory becomes an emulated page-table write (KVM: metaphysical pages must not write-protect) |
+//! | `cr3-reuses-stale-root` | MOV CR3 with the value already loaded keeps the current root, without re-reading PAE PDPTEs | a CR3 "fast path" that skips the PDPTE reload SDM Vol. 3A 4.4.1 requires on every MOV CR3 in PAE paging |
+//! | `recycle-loaded-root` | recycling under pressure may pick a loaded root and frees it | use-after-free of an in-use root (roots must be pinned, `root_count`) |
+//!
+//! Not here yet: "no remote TLB flush after write-protecting" needs more
+//! than one vCPU (the SMP issue).
 
 /// Every switch and whether this build has it.
 pub const SWITCHES: &[(&str, bool)] = &[
@@ -23,6 +32,12 @@ pub const SWITCHES: &[(&str, bool)] = &[
     ("key-no-access", cfg!(feature = "inject-key-no-access")),
     ("key-no-cr0-wp", cfg!(feature = "inject-key-no-cr0-wp")),
     ("key-no-efer-nx", cfg!(feature = "inject-key-no-efer-nx")),
+    ("no-write-protect", cfg!(feature = "inject-no-write-protect")),
+    ("no-pt-write-update", cfg!(feature = "inject-no-pt-write-update")),
+    ("pde32-offset-2007", cfg!(feature = "inject-pde32-offset-2007")),
+    ("metaphysical-write-protected", cfg!(feature = "inject-metaphysical-write-protected")),
+    ("cr3-reuses-stale-root", cfg!(feature = "inject-cr3-reuses-stale-root")),
+    ("recycle-loaded-root", cfg!(feature = "inject-recycle-loaded-root")),
 ];
 
 /// The switches this build has on.
@@ -39,5 +54,10 @@ mod tests {
         }
         // `cargo test` builds without features: the suite tests the real MMU.
         assert_eq!(super::active().count(), 0);
+        // Every switch has a cargo feature (the xtask reads the manifest).
+        let manifest = include_str!("../../Cargo.toml");
+        for s in super::SWITCHES {
+            assert!(manifest.contains(&format!("inject-{} = []", s.0)), "{}", s.0);
+        }
     }
 }

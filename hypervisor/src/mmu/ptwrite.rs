@@ -29,7 +29,11 @@ pub fn affected_sptes(role: Role, gi: usize) -> Vec<usize> {
     match role.level() {
         1 if gi / 512 == role.quadrant() as usize => alloc::vec![gi % 512],
         2 => {
-            let (q, slots) = super::role::pde32_shadow_slots(gi);
+            let (q, slots) = if cfg!(feature = "inject-pde32-offset-2007") {
+                ((gi / 512) as u8, [gi % 512, gi % 512])
+            } else {
+                super::role::pde32_shadow_slots(gi)
+            };
             if q == role.quadrant() {
                 slots.to_vec()
             } else {
@@ -96,6 +100,10 @@ impl<F: ShadowFrames> ShadowCache<F> {
             ));
         }
         self.stats.pt_writes += 1;
+        if cfg!(feature = "inject-no-pt-write-update") {
+            write_bytes(mem, gpa, width, value);
+            return Flush::NONE;
+        }
         let gfn = gpa >> 12;
         let mut flush = Flush::NONE;
         if v.last_pt_write_gfn == Some(gfn) {
