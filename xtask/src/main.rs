@@ -8,6 +8,7 @@ mod boot;
 mod build;
 mod emulator;
 mod media;
+mod mutants;
 mod packages;
 mod report;
 mod test_cmd;
@@ -42,6 +43,10 @@ enum Cmd {
     Test(test_cmd::TestOpts),
     /// Find the first commit whose boot fails (git bisect run).
     Bisect(BisectOpts),
+    /// The kill matrix: build the hypervisor with each deliberate MMU bug
+    /// (`inject-*` features), boot the suite against each, name the first
+    /// failing check; exit 1 when a variant survives.
+    Mutants(mutants::MutantsOpts),
     /// One bisect step (used by `bisect`): build (exit 125 when it does not
     /// build), boot once (exit 0 pass, 1 fail).
     #[command(hide = true)]
@@ -229,6 +234,7 @@ fn main() -> ExitCode {
         Cmd::Run(o) => run(&ws, o),
         Cmd::Test(o) => test_cmd::test(&ws, o),
         Cmd::Bisect(o) => bisect::bisect(&ws, &o.good, &o.bad, &o.run),
+        Cmd::Mutants(o) => mutants::mutants(&ws, o),
         Cmd::BisectStep(o) => return bisect::step(&ws, o),
     };
     match res {
