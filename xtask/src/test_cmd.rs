@@ -17,6 +17,7 @@
 
 use crate::boot::{self, BootResult, BootSpec, GuestImage, Mmu, Style};
 use crate::emulator::{self, Emulator};
+use crate::formats::{self, Format};
 use crate::workspace::{cargo_program, Workspace};
 use crate::{build, packages};
 use clap::Args;
@@ -44,21 +45,47 @@ pub struct TestOpts {
     /// Print every console line, grub.cfg, bochsrc and command lines.
     #[arg(long, short)]
     pub verbose: bool,
+    /// Also give the results as TAP version 13 on stdout (everything else
+    /// then goes to stderr) or as a JUnit XML file.
+    #[arg(long, value_enum, default_value_t = Format::Text)]
+    pub format: Format,
+    /// Where `--format tap|junit` writes [default: tap: stdout; junit:
+    /// <target>/quadrant/junit.xml].
+    #[arg(long, value_name = "PATH")]
+    pub output: Option<std::path::PathBuf>,
 }
 
-/// One line of the closing table.
+/// One line of the closing table, with the results it stands for.
 #[derive(Clone, Debug)]
-struct Row {
-    name: String,
-    verdict: &'static str,
+pub struct Row {
+    /// The run's name.
+    pub name: String,
+    /// `PASS`, `FAIL` or `ERROR`.
+    pub verdict: &'static str,
     passed: u32,
     failed: u32,
     skipped: u32,
-    secs: f64,
+    /// Wall time in seconds.
+    pub secs: f64,
     /// Contribution to the closing line.
     n_pass: u32,
     n_fail: u32,
+    /// Every result in the run, for `--format tap|junit`.
+    pub items: Vec<Item>,
 }
+
+/// One result inside a run: a host test, a boot's check, or the run itself
+/// when it failed without a failing check (or is a negative test).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Item {
+    /// Test or check name.
+    pub name: String,
+    /// `pass`, `fail` or `skip`.
+    pub outcome: &'static str,
+    /// Detail, failure reasons, or why it was skipped.
+    pub detail: String,
+}
+
 
 /// Counts of one `cargo test` output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -95,6 +122,7 @@ fn host_tests(ws: &Workspace) -> Row {
     println!("== host tests: cargo test --workspace ==");
     let start = Instant::now();
     let mut counts = HostCounts::default();
+    let mut items = Vec::new();
     let child = Command::new(cargo_program())
         .args(["test", "--workspace"])
         .current_dir(&ws.root)
@@ -111,6 +139,11 @@ fn host_tests(ws: &Workspace) -> Row {
                 for line in BufReader::new(out).lines().map_while(Result::ok) {
                     println!("{line}");
                     add_test_result(&mut counts, &line);
+                    // (The `Running <binary>` lines go to stderr, unordered
+                    // with these: a test is named by its path alone.)
+                    if let Some((name, outcome)) = test_line(&line) {
+                        items.push(Item { name, outcome, detail: String::new() });
+                    }
                 }
             }
             child.wait().map(|s| s.success()).unwrap_or(false)
@@ -120,6 +153,11 @@ fn host_tests(ws: &Workspace) -> Row {
     if !ok && n_fail == 0 {
         println!("FAIL: cargo test failed without a failing test (a build error? see above)");
         n_fail = 1;
+        items.push(Item {
+            name: "cargo test".into(),
+            outcome: "fail",
+            detail: "cargo test failed without a failing test (a build error?)".into(),
+        });
     }
     println!(
         "host tests: {} passed, {} failed, {} ignored\n",
@@ -134,7 +172,29 @@ fn host_tests(ws: &Workspace) -> Row {
         secs: start.elapsed().as_secs_f64(),
         n_pass: counts.passed,
         n_fail,
+        items,
     }
+}
+
+#[cfg(test)]
+impl Row {
+    /// A row holding `items` (for the format tests).
+    pub fn for_test(name: &str, items: Vec<Item>) -> Row {
+        Row { name: name.into(), verdict: "PASS", passed: 0, failed: 0, skipped: 0, secs: 1.5, n_pass: 0, n_fail: 0, items }
+    }
+}
+
+/// A `test NAME ... ok|FAILED|ignored` line: (NAME, outcome).
+fn test_line(line: &str) -> Option<(String, &'static str)> {
+    let rest = line.strip_prefix("test ")?;
+    let (name, result) = rest.rsplit_once(" ... ")?;
+    let outcome = match result.trim() {
+        "ok" => "pass",
+        "FAILED" => "fail",
+        r if r.starts_with("ignored") => "skip",
+        _ => return None,
+    };
+    Some((name.trim().to_string(), outcome))
 }
 
 fn spec(name: &str, emu: Emulator, model: Option<&str>, hv: bool, opts: &TestOpts) -> BootSpec {
@@ -159,7 +219,8 @@ fn row_of(name: &str, r: anyhow::Result<BootResult>) -> Row {
     match r {
         Err(e) => {
             println!("ERROR: {name}: {e:#}\n");
-            Row { name: name.into(), verdict: "ERROR", passed: 0, failed: 0, skipped: 0, secs: 0.0, n_pass: 0, n_fail: 1 }
+            let items = vec![Item { name: "run".into(), outcome: "fail", detail: format!("runner error: {e:#}") }];
+            Row { name: name.into(), verdict: "ERROR", passed: 0, failed: 0, skipped: 0, secs: 0.0, n_pass: 0, n_fail: 1, items }
         }
         Ok(r) => {
             println!();
@@ -170,6 +231,23 @@ fn row_of(name: &str, r: anyhow::Result<BootResult>) -> Row {
             } else {
                 (c.passed, c.failed + u32::from(!r.verdict.passed && c.failed == 0))
             };
+            let reasons = r.verdict.reasons.join("; ");
+            let items = if negative {
+                let outcome = if r.verdict.passed { "pass" } else { "fail" };
+                let what = format!("ends with quadrant-error {}", r.report.expect_error.as_deref().unwrap_or("?"));
+                vec![Item { name: what, outcome, detail: reasons }]
+            } else {
+                let mut v: Vec<Item> = r
+                    .report
+                    .checks
+                    .iter()
+                    .map(|k| Item { name: k.name.clone(), outcome: k.outcome, detail: k.detail.clone() })
+                    .collect();
+                if !r.verdict.passed && c.failed == 0 {
+                    v.push(Item { name: "boot".into(), outcome: "fail", detail: reasons });
+                }
+                v
+            };
             Row {
                 name: name.into(),
                 verdict: if r.verdict.passed { "PASS" } else { "FAIL" },
@@ -179,6 +257,7 @@ fn row_of(name: &str, r: anyhow::Result<BootResult>) -> Row {
                 secs: r.report.duration_s,
                 n_pass,
                 n_fail,
+                items,
             }
         }
     }
@@ -186,6 +265,11 @@ fn row_of(name: &str, r: anyhow::Result<BootResult>) -> Row {
 
 /// Runs everything; returns whether all passed.
 pub fn test(ws: &Workspace, opts: &TestOpts) -> anyhow::Result<bool> {
+    // TAP to stdout: move everything else to stderr first.
+    let mut tap_out = match (opts.format, &opts.output) {
+        (Format::Tap, None) => Some(crate::stdio::divert_stdout_to_stderr()?),
+        _ => None,
+    };
     let start = Instant::now();
     let mut rows = Vec::new();
     if !opts.no_host {
@@ -207,6 +291,29 @@ pub fn test(ws: &Workspace, opts: &TestOpts) -> anyhow::Result<bool> {
     let n: u32 = rows.iter().map(|r| r.n_pass).sum();
     let m: u32 = rows.iter().map(|r| r.n_fail).sum();
     println!("{n} passed, {m} failed");
+    let text = match opts.format {
+        Format::Text => None,
+        Format::Tap => Some(formats::tap(&rows)),
+        Format::Junit => Some(formats::junit(&rows)),
+    };
+    if let Some(text) = text {
+        match (&mut tap_out, &opts.output) {
+            (Some(f), _) => {
+                use std::io::Write;
+                f.write_all(text.as_bytes())?;
+                f.flush()?;
+            }
+            (None, path) => {
+                let path = path.clone().unwrap_or_else(|| ws.quadrant_dir().join("junit.xml"));
+                if let Some(d) = path.parent() {
+                    std::fs::create_dir_all(d)?;
+                }
+                std::fs::write(&path, text)?;
+                let what = if opts.format == Format::Tap { "TAP" } else { "JUnit XML" };
+                println!("{what} results: {}", path.display());
+            }
+        }
+    }
     Ok(m == 0 && rows.iter().all(|r| r.verdict == "PASS"))
 }
 
@@ -221,7 +328,8 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     if let Err(e) = ready {
         println!("ERROR: {e:#}\n");
         let secs = setup.elapsed().as_secs_f64();
-        rows.push(Row { name: "setup (packages, build)".into(), verdict: "ERROR", passed: 0, failed: 0, skipped: 0, secs, n_pass: 0, n_fail: 1 });
+        let items = vec![Item { name: "setup".into(), outcome: "fail", detail: format!("{e:#}") }];
+        rows.push(Row { name: "setup (packages, build)".into(), verdict: "ERROR", passed: 0, failed: 0, skipped: 0, secs, n_pass: 0, n_fail: 1, items });
         return;
     }
     println!();
@@ -319,5 +427,13 @@ mod tests {
         assert!(add_test_result(&mut c, "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured"));
         assert!(!add_test_result(&mut c, "running 12 tests"));
         assert_eq!(c, HostCounts { passed: 15, failed: 2, ignored: 1 });
+    }
+
+    #[test]
+    fn host_test_lines_become_items() {
+        assert_eq!(test_line("test mmu::tests::a ... ok"), Some(("mmu::tests::a".into(), "pass")));
+        assert_eq!(test_line("test b ... FAILED"), Some(("b".into(), "fail")));
+        assert_eq!(test_line("test c ... ignored, slow"), Some(("c".into(), "skip")));
+        assert_eq!(test_line("test result: ok. 1 passed"), None);
     }
 }
