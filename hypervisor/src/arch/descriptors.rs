@@ -73,8 +73,7 @@ pub fn init() {
         (*t).gdt[4] = tss >> 32;
         let stack_top = core::ptr::addr_of!((*t).ist1_stack) as u64 + 16384;
         (*t).tss.ist[0] = stack_top & !0xf;
-        for v in 0..32 {
-            let handler = host_exception_stubs[v];
+        for (v, &handler) in host_exception_stubs.iter().enumerate() {
             let ist = if v == 2 || v == 8 { 1u64 } else { 0 };
             // 64-bit interrupt gate, present, DPL 0 (SDM Vol. 3A 6.14.1).
             (*t).idt[v][0] = (handler & 0xffff) | ((HOST_CS as u64) << 16) | (ist << 32) | (0x8E << 40)

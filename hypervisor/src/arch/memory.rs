@@ -150,7 +150,7 @@ mod tests {
 
     #[test]
     fn allocations_do_not_overlap_and_run_out_cleanly() {
-        let mut a = PhysAllocator::new([MIB..MIB + 10 * 4096], &[], 4 << 30);
+        let mut a = PhysAllocator::new(core::iter::once(MIB..MIB + 10 * 4096), &[], 4 << 30);
         let mut got = std::vec::Vec::new();
         while let Ok(p) = a.alloc(4096, 4096) {
             got.push(p);
@@ -165,7 +165,7 @@ mod tests {
 
     #[test]
     fn memory_above_the_limit_is_ignored() {
-        let mut a = PhysAllocator::new([(4u64 << 30) - MIB..(5u64 << 30)], &[], 4 << 30);
+        let mut a = PhysAllocator::new(core::iter::once((4u64 << 30) - MIB..(5u64 << 30)), &[], 4 << 30);
         assert_eq!(a.total_free(), MIB);
         assert!(a.alloc(2 * MIB, 4096).is_err());
     }
