@@ -9,7 +9,7 @@ use super::fake::Fake;
 use crate::modes::layout as l;
 use crate::modes::paging::{self, Format, WalkFault};
 use crate::modes::probe::{status, Op, VECTOR_GP, VECTOR_PF, VECTOR_UD};
-use crate::regs::{CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, MSR_EFER};
+use crate::regs::{CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, MSR_EFER};
 use crate::modes::Mode;
 
 /// Deliberate deviations from the architecture.
@@ -72,7 +72,9 @@ fn load_pdptes(f: &Fake, cr3: u64) -> Result<[u64; 4], ()> {
 impl Cpu {
     /// Linear to physical for a paged mode, or the #PF.
     fn translate(&self, f: &mut Fake, q: &Quirks, va: u64, write: bool) -> Result<u64, Res> {
-        if self.mode == Mode::Prot {
+        // Protected mode, or CR0.PG cleared inside a paged stop: linear
+        // addresses are physical (SDM Vol. 3A 4.1.1).
+        if self.mode == Mode::Prot || self.cr0 & CR0_PG == 0 {
             return Ok(va);
         }
         if self.mode == Mode::Long && ((va as i64) << 16 >> 16) as u64 != va {
@@ -149,6 +151,11 @@ impl Cpu {
             Op::WriteCr0 { value } => {
                 self.cr0 = u64::from(value);
                 Res::Value(self.cr0)
+            }
+            // No TLB here: every access walks, so what CR4.PGE keeps is moot.
+            Op::WriteCr4 { value } => {
+                self.cr4 = u64::from(value);
+                Res::Value(self.cr4)
             }
             Op::ReadCr0 => Res::Value(self.cr0),
             Op::ReadCr3 => Res::Value(self.cr3),

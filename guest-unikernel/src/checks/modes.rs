@@ -54,6 +54,15 @@ pub static CHECKS: &[Check] = &[
     Check { name: "modes/pae-pdpte-reserved", run: verdict::<19> },
     Check { name: "modes/pae-pdpte-not-present", run: verdict::<20> },
     Check { name: "modes/cr0-wp", run: verdict::<21> },
+    Check { name: "modes/same-gfn", run: verdict::<22> },
+    Check { name: "pg32/pt-quadrants", run: verdict::<23> },
+    Check { name: "pg32/pd-quadrants", run: verdict::<24> },
+    Check { name: "pg32/pse-4m", run: verdict::<25> },
+    Check { name: "pae/large-2m", run: verdict::<26> },
+    Check { name: "modes/low-frames", run: verdict::<27> },
+    Check { name: "pae/pdpte-cr3-align", run: verdict::<28> },
+    Check { name: "pg32/global-pages", run: verdict::<29> },
+    Check { name: "pae/global-pages", run: verdict::<30> },
 ];
 
 /// Reports tag `T`, running the walk first if no check did yet.
@@ -121,21 +130,40 @@ pub fn run(ctx: &mut Ctx<'_>) -> Verdicts {
     let mut a20 = [0u8; 4];
     let _ = m.read(0x10_0000, &mut a20);
     let env = Env { cr0: m.cr0(), cr4: m.cr4(), a20_word: u32::from_le_bytes(a20), broken: ctx.config.modes_break };
-    let ops = match engine::load(m, &e, &space, &env) {
-        Ok(n) => n,
-        Err(err) => {
-            let mut d = Detail::new();
-            let _ = write!(d, "could not load the program into the low window: {err:?}");
-            return fail(d.as_str());
+    let mut judgement = engine::Judgement::default();
+    for part in 0..walk::PARTS {
+        let m = &mut *ctx.m;
+        let ops = match engine::load(m, &e, &space, &env, part) {
+            Ok(n) => n,
+            Err(err) => {
+                let mut d = Detail::new();
+                let _ = write!(d, "could not load program {} into the low window: {err:?}", part + 1);
+                return fail(d.as_str());
+            }
+        };
+        if part == 0 {
+            let _ = writeln!(
+                ctx.out,
+                "guest: modes: {ops} probes; pd32={:#x} pdpt={:#x} pml4={:#x} data={:#x},{:#x},{:#x},{:#x} large={:#x}",
+                space.pd32, space.pdpt, space.pml4, space.d0, space.d1, space.d2, space.d3, space.large
+            );
+        } else {
+            let _ = writeln!(
+                ctx.out,
+                "guest: modes: program {}: {ops} probes; pd_same={:#x} pd_q={:#x} pt_q={:#x} pdpt_x={:#x} pd_2m={:#x} large2={:#x}",
+                part + 1,
+                space.pd_same,
+                space.pd_q,
+                space.pt_q,
+                space.pdpt_x,
+                space.pd_2m,
+                space.large2
+            );
         }
-    };
-    let _ = writeln!(
-        ctx.out,
-        "guest: modes: {ops} probes; pd32={:#x} pdpt={:#x} pml4={:#x} data={:#x},{:#x},{:#x},{:#x} large={:#x}",
-        space.pd32, space.pdpt, space.pml4, space.d0, space.d1, space.d2, space.d3, space.large
-    );
-    ctx.m.run_engine();
-    let mut v = engine::judge(&mut *ctx.m, &mut *ctx.out, &space, &env);
+        ctx.m.run_engine();
+        judgement.part(&mut *ctx.m, &mut *ctx.out, &space, &env, part);
+    }
+    let mut v = judgement.verdicts();
     if ctx.signature.is_tcg() {
         for t in [walk::extra(2), walk::extra(3)] {
             let mut d = Detail::new();
@@ -163,7 +191,7 @@ mod tests {
         for c in super::super::all() {
             let mut d = Detail::new();
             let o = (c.run)(&mut ctx, &mut d);
-            if c.name.starts_with("modes/") {
+            if CHECKS.iter().any(|k| k.name == c.name) {
                 lines.push((o, c.name.to_string(), d.as_str().to_string()));
             }
         }
@@ -234,7 +262,7 @@ mod tests {
         // Without the word the walk runs, under the hypervisor too.
         let mut m = Fake::hv("");
         assert!(modes_lines(&mut m).iter().all(|l| l.0 == Outcome::Pass));
-        assert_eq!(m.engine_runs, 1);
+        assert_eq!(m.engine_runs, walk::PARTS);
         assert_eq!(modes_lines(&mut Fake::bare("modes=0"))[0].2, "modes=0 on the command line");
         // A Multiboot structure inside the window: refuse, never run.
         let mut m = Fake::hv("modes=1");
@@ -256,7 +284,7 @@ mod tests {
             let want = if t < WALKS * STOPS.len() {
                 format!("modes/walk{}/{}", t / STOPS.len() + 1, STOPS[t % STOPS.len()].1)
             } else {
-                format!("modes/{}", EXTRA[t - WALKS * STOPS.len()])
+                EXTRA[t - WALKS * STOPS.len()].to_string()
             };
             assert_eq!(c.name, want);
         }
