@@ -19,6 +19,15 @@
 //! | [`EDIT_VA`] | d2 (PDE 258 -> PT `pt32_e`) | d2 (PDE 4 -> PT `pt_e`) |
 //! | [`HIGH_VA`] | - | d3 (4-level only) |
 //! | `0xC000_0000` | PDE not present | PDPTE 3 not present |
+//!
+//! The named scenarios (`walk::named`) have their own frames besides: a
+//! frame that is a page directory in all three modes (`pd_same`), a 32-bit
+//! PD `pd_q` with 4 MiB pages at PDEs 255/256/511/512 and a PT of 1024
+//! distinct frames, a second 4 MiB region `large2` holding a 32-bit and a
+//! PAE page table, global-page PTs, a frame with two PDPTs that are not
+//! page aligned, and a 32-bit PD at the first 2 MiB-aligned free frame.
+//! [`Space::initial32`] says what the space puts in every word the
+//! programs read, for the model that gives their expectations.
 
 use super::layout;
 use super::paging::{self, Frames, Table, KRO, KRW};

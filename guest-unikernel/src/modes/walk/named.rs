@@ -267,20 +267,32 @@ fn same_gfn(b: &mut B) {
 /// bits 21:12 = i, SDM Vol. 3A 4.3 Table 4-6); entries 0..511 and
 /// 512..1023 are the two 2 MiB halves. After PTE 600 changes and INVLPG of
 /// its page (SDM Vol. 3A 4.10.4.1), that page maps the new frame; PTE 88
-/// (the same index within the lower half) and the neighbours stay.
+/// (the same index within the lower half) and the neighbours stay. PTE
+/// 700 cleared (+ INVLPG), then set again without INVLPG: the new frame,
+/// and PTE 188 stays.
 fn pt_quadrants(b: &mut B) {
     let t = PT_QUADRANTS;
     let page = |i: u64, o: u64| PTQ_VA + PAGE * i + o;
     for i in [0, 88, 511, 512, 599, 600, 601, 1023] {
         b.read(t, page(i, FRAME_OFFSETS[(i % 2) as usize]));
     }
-    let pte = b.s.pt_q + 4 * 600;
-    b.write(t, pte, pte32(b.s.large + PAGE * q_frame(89), KRW));
+    let pte = |i: u64| b.s.pt_q + 4 * i;
+    let (p600, p700) = (pte(600), pte(700));
+    b.write(t, p600, pte32(b.s.large + PAGE * q_frame(89), KRW));
     b.invlpg(t, page(600, 0));
     for i in [600, 88, 599, 601, 512, 0] {
         b.read(t, page(i, FRAME_OFFSETS[0]));
     }
     b.read(t, page(600, FRAME_OFFSETS[1]));
+    // Upper half, not present -> present: no INVLPG needed (SDM Vol. 3A
+    // 4.10.4.3); PTE 188 (same index in the lower half) stays.
+    b.read(t, page(188, FRAME_OFFSETS[0]));
+    b.write(t, p700, 0);
+    b.invlpg(t, page(700, 0));
+    b.read(t, page(700, FRAME_OFFSETS[1]));
+    b.write(t, p700, pte32(b.s.large + PAGE * q_frame(189), KRW));
+    b.read(t, page(700, FRAME_OFFSETS[1]));
+    b.read(t, page(188, FRAME_OFFSETS[0]));
 }
 
 /// Scenario 4: PDEs 255/256 and 511/512 (the edges of the PD's four 1 KiB
@@ -288,7 +300,8 @@ fn pt_quadrants(b: &mut B) {
 /// another region, both 2 MiB halves of each follow: after INVLPG of one
 /// address in the page (which invalidates every TLB entry of the page,
 /// SDM Vol. 3A 4.10.4.1) for 255/256, after MOV CR3 for 511/512; the
-/// unchanged PDEs keep their mapping in between.
+/// unchanged PDEs keep their mapping in between. PDEs 767/768 go from
+/// not present to present without invalidation (SDM Vol. 3A 4.10.4.3).
 fn pd_quadrants(b: &mut B) {
     let t = PD_QUADRANTS;
     let halves = |b: &mut B| {
@@ -308,6 +321,19 @@ fn pd_quadrants(b: &mut B) {
     b.invlpg(t, (255 << 22) + 0x1000);
     b.invlpg(t, (256 << 22) + 0x30_0000);
     halves(b);
+    // PDEs 767 and 768 (the edge of the last two quarters), not present
+    // -> present: no invalidation needed (SDM Vol. 3A 4.10.4.3).
+    let np = |b: &mut B| {
+        for i in [767u64, 768] {
+            b.read(t, (i << 22) + PAGE + FRAME_OFFSETS[1]);
+            b.read(t, (i << 22) + (2 << 20) + 9 * PAGE + FRAME_OFFSETS[0]);
+        }
+    };
+    np(b);
+    for i in [767, 768] {
+        b.write(t, s.pd_q + 4 * i, pde32_4m(s.large2, KRW));
+    }
+    np(b);
     for i in [511, 512] {
         b.write(t, s.pd_q + 4 * i, pde32_4m(s.large2, KRW));
     }
