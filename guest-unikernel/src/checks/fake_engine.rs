@@ -190,7 +190,12 @@ pub fn run(f: &mut Fake, q: Quirks) {
         if mode == Mode::Pae {
             assert!(cpu.cr4 & CR4_PAE != 0);
             let p = [0, 1, 2, 3].map(|i| word(f, (cpu.cr3 & !0x1f) + 8 * i));
-            cpu.pdptes = load_pdptes(f, &q, cpu.cr3).unwrap_or_else(|()| panic!("stop {s}: PAE entered with bad PDPTEs {p:x?}"));
+            cpu.pdptes = match load_pdptes(f, &q, cpu.cr3) {
+                Ok(p) => p,
+                // The quirk reads a PDPT from the wrong place: whatever is there.
+                Err(()) if q.pdpt_page_aligned => [0, 1, 2, 3].map(|i| word(f, (cpu.cr3 & !0xfff) + 8 * i)),
+                Err(()) => panic!("stop {s}: PAE entered with bad PDPTEs {p:x?}"),
+            };
         }
         let (first_op, n, first_result) = (field(4), field(5), field(6));
         for i in 0..n {

@@ -49,6 +49,11 @@ pub fn load(m: &mut dyn Machine, e: &EngineInfo, s: &Space, env: &Env, part: usi
     let w = |m: &mut dyn Machine, a: u64, b: &[u8]| if m.low_write(a, b) { Ok(()) } else { Err(LoadError::Refused(a)) };
     w(m, layout::GDT, &layout::tables_page(e))?;
     w(m, layout::REAL_DATA, &walk::real_data())?;
+    let mut pdpt = [0u8; 32];
+    for (b, e) in pdpt.chunks_exact_mut(8).zip(s.real_pdpt()) {
+        b.copy_from_slice(&e.to_le_bytes());
+    }
+    w(m, layout::REAL_PDPT, &pdpt)?;
     let (mut stops, mut ops) = (0usize, 0usize);
     let mut cur: Option<(StopRegs, usize)> = None;
     let mut err = Ok(());

@@ -227,6 +227,13 @@ impl Space {
         }
     }
 
+    /// The PDPT at [`layout::REAL_PDPT`] (written over the end of the
+    /// real-mode data): the same PDPTEs as `pdpt`.
+    pub fn real_pdpt(&self) -> [u64; 4] {
+        use paging::pdpte_pae;
+        [pdpte_pae(self.pd_low), pdpte_pae(self.pd_win), pdpte_pae(self.pd_low), 0]
+    }
+
     /// The 32-bit word the space puts at physical `addr` (4-aligned) before
     /// the program runs: a table entry, a pattern word, the real-mode data;
     /// `None` where the space puts nothing.
@@ -235,6 +242,10 @@ impl Space {
         if self.table_frames().contains(&frame) {
             let t = self.table(frame)?;
             return Some(t.get32(((addr & (PAGE - 1)) / 4) as usize));
+        }
+        if (layout::REAL_PDPT..layout::REAL_PDPT + 32).contains(&addr) {
+            let e = self.real_pdpt()[((addr - layout::REAL_PDPT) / 8) as usize];
+            return Some((e >> (8 * (addr & 4))) as u32);
         }
         let r = layout::REAL_DATA..layout::REAL_DATA + layout::REAL_DATA_LEN;
         if r.contains(&addr) {

@@ -16,9 +16,10 @@
 //! 7. the same with CR4.PGE = 1: `pg32/global-pages`;
 //! 8. PAE: `pae/large-2m`, `pae/pdpte-cr3-align`;
 //! 9. PAE with CR4.PGE = 1: `pae/global-pages`;
-//! 10. 32-bit paging on the PD at 2 MiB, 11. real, 12. protected mode
-//!     without paging, 13. 32-bit paging again (paging turned off and on
-//!     inside the stop): `modes/low-frames`.
+//! 10. 32-bit paging on the PD at 2 MiB, 11. PAE with the PDPT in the
+//!     real-mode data, 12. real, 13. protected mode without paging,
+//!     14. 32-bit paging again (paging turned off and on inside the stop),
+//!     15. PAE again: `modes/low-frames`.
 
 use super::{extra, regs, Env, Item};
 use crate::modes::paging::{self, pde32_4m, pde32_table, pte32, Format, WalkFault, KRW};
@@ -431,10 +432,13 @@ fn global(b: &mut B, t: usize, mode: Mode) {
 }
 
 /// Scenario 8: a 32-bit PD at physical 2 MiB and its PT, edited while
-/// paging is off (real mode, protected mode, CR0.PG cleared inside a
-/// paged stop), are in effect when paging comes back: every CR3 load and
-/// every change of CR0.PG invalidates the TLBs (SDM Vol. 3A 4.10.4.1), and
-/// with paging off linear addresses are physical (SDM Vol. 3A 4.1.1).
+/// paging is off (protected mode, CR0.PG cleared inside a paged stop),
+/// and a PAE PDPT below 1 MiB (in the real-mode data) edited in real mode,
+/// are in effect when paging comes back: every CR3 load and every change
+/// of CR0.PG invalidates the TLBs (SDM Vol. 3A 4.10.4.1), PAE PDPTEs are
+/// loaded at each CR3 load (SDM Vol. 3A 4.4.1), and with paging off
+/// linear addresses are physical (SDM Vol. 3A 4.1.1; real mode: segment
+/// * 16 + offset, SDM Vol. 3A 21.1.1).
 fn low_frames(b: &mut B) {
     let t = LOW_FRAMES;
     let s = b.s;
@@ -444,9 +448,18 @@ fn low_frames(b: &mut B) {
     b.read(t, LF_VA);
     b.read(t, LF_VA + PAGE);
     b.read(t, LF_VA + (4 << 20));
+    // PAE with the PDPT in the real-mode data area (below 1 MiB).
+    let pdpte1 = layout::REAL_PDPT + 8;
+    b.stop(Mode::Pae, layout::REAL_PDPT, 0);
+    b.op(t, Op::ReadCr3, Expect::Value(layout::REAL_PDPT));
+    b.read(t, WIN);
     b.stop(Mode::Real, 0, 0);
     b.op(t, Op::ReadCr0, Expect::Masked { mask: CR0_PE | CR0_PG | CR0_WP, want: 0 });
     b.op(t, Op::Read32 { seg: 0, addr: layout::REAL_DATA }, Expect::Value(u64::from(super::real_word(layout::REAL_DATA))));
+    // (No read of the PDPTE before the write: QEMU TCG sets bit 5 in PAE
+    // PDPTEs it walks, which the SDM reserves there, Vol. 3A Table 4-8.)
+    b.write(t, pdpte1, paging::pdpte_pae(s.pd_alt) as u32);
+    b.read(t, pdpte1);
     b.stop(Mode::Prot, 0, 0);
     b.read_entry(t, pde);
     b.write(t, pde + 4, pde32_table(s.pt_lf, KRW));
@@ -466,4 +479,8 @@ fn low_frames(b: &mut B) {
     b.read(t, LF_VA);
     b.read(t, LF_VA + PAGE);
     b.read(t, LF_VA + (4 << 20));
+    // The PDPTE real mode edited is loaded with CR3 (SDM Vol. 3A 4.4.1).
+    b.stop(Mode::Pae, layout::REAL_PDPT, 0);
+    b.read(t, WIN);
+    b.read(t, WIN + 0xffc);
 }
