@@ -109,8 +109,8 @@ struct B<'a, 'e> {
     mem: Mem<'a>,
     /// The stop's paging format; `None` with paging off.
     fmt: Option<Format>,
-    /// The format paging comes back with when CR0.PG is set again.
-    paged: Option<Format>,
+    /// The stop's mode.
+    mode: Mode,
     cr0: u64,
     cr3: u64,
     cr4: u64,
@@ -126,8 +126,8 @@ impl B<'_, '_> {
         }
         r.cr4 |= cr4_extra as u32;
         (self.cr0, self.cr3, self.cr4) = (u64::from(r.cr0), u64::from(r.cr3), u64::from(r.cr4));
+        self.mode = mode;
         self.fmt = self.format(mode);
-        self.paged = self.fmt;
         (self.emit)(Item::Stop(r));
     }
 
@@ -195,15 +195,15 @@ impl B<'_, '_> {
     fn mov_cr3(&mut self, tag: usize, cr3: u64, mode: Mode) {
         self.cr3 = cr3;
         self.fmt = self.format(mode);
-        self.paged = self.fmt;
         self.op(tag, Op::MovCr3 { value: cr3 as u32 }, Expect::Value(cr3));
     }
 
     /// MOV CR0 with CR0.PG set or clear (SDM Vol. 3A 10.9.1: the code runs
-    /// identity-mapped, so paging can go off and on under it).
+    /// identity-mapped, so paging can go off and on under it). Setting PG
+    /// with CR4.PAE = 1 loads the PDPTE registers again (SDM Vol. 3A 4.4.1).
     fn paging(&mut self, tag: usize, on: bool) {
         let cr0 = if on { self.cr0 | CR0_PG } else { self.cr0 & !CR0_PG };
-        self.fmt = if on { self.paged } else { None };
+        self.fmt = if on { self.format(self.mode) } else { None };
         self.op(tag, Op::WriteCr0 { value: cr0 as u32 }, Expect::Value(cr0));
     }
 
@@ -215,7 +215,7 @@ impl B<'_, '_> {
 
 /// Emits the second program.
 pub fn program(s: &Space, env: &Env, emit: &mut dyn FnMut(Item)) {
-    let mut b = B { s, env, mem: Mem::new(s), fmt: None, paged: None, cr0: 0, cr3: 0, cr4: 0, emit };
+    let mut b = B { s, env, mem: Mem::new(s), fmt: None, mode: Mode::Prot, cr0: 0, cr3: 0, cr4: 0, emit };
     same_gfn(&mut b);
     b.stop(Mode::Paging32, s.pd_q, 0);
     pt_quadrants(&mut b);
