@@ -308,6 +308,11 @@ mod tests {
         let image = Range::new(0x10_0000, 0x12_5000);
         let mut read = |a: u64, b: &mut [u8]| m.low_read(a, b);
         assert_eq!(vet(&mut read, image), Ok(n as u32));
+        // The named scenarios' program passes the vetting as well.
+        let n1 = load(&mut m, &e, &s, &env, 1).unwrap();
+        let mut read = |a: u64, b: &mut [u8]| m.low_read(a, b);
+        assert_eq!(vet(&mut read, image), Ok(n1 as u32));
+        assert_eq!(load(&mut m, &e, &s, &env, 0), Ok(n));
         // Op 3 becomes a real-mode write to FFFF:0010 = 0x10_0000.
         let bad = Op::Write32 { seg: 0xFFFF, addr: 0x10, value: 0 }.encode();
         assert!(m.low_write(layout::OPS + 3 * layout::OP_SIZE, &bad));
