@@ -9,7 +9,7 @@ use super::fake::Fake;
 use crate::modes::layout as l;
 use crate::modes::paging::{self, Format, WalkFault};
 use crate::modes::probe::{status, Op, VECTOR_GP, VECTOR_PF, VECTOR_UD};
-use crate::regs::{CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, MSR_EFER};
+use crate::regs::{CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, MSR_EFER};
 use crate::modes::Mode;
 
 /// Deliberate deviations from the architecture.
@@ -19,6 +19,11 @@ pub struct Quirks {
     pub no_pdpte_registers: bool,
     /// Report #PF with the W/R bit always clear.
     pub pf_write_bit_lost: bool,
+    /// Load PAE PDPTEs from CR3 bits 31:12 instead of 31:5.
+    pub pdpt_page_aligned: bool,
+    /// Drop stores made through a 4 MiB or 2 MiB page (write tracking
+    /// lost for tables inside a large page).
+    pub large_writes_lost: bool,
 }
 
 fn word(f: &Fake, a: u64) -> u64 {
@@ -50,6 +55,8 @@ struct Cpu {
     cr3: u64,
     cr4: u64,
     pdptes: [u64; 4],
+    /// The last translation went through a 4 MiB or 2 MiB page.
+    large: bool,
 }
 
 enum Res {
@@ -58,8 +65,9 @@ enum Res {
     Unsupported,
 }
 
-fn load_pdptes(f: &Fake, cr3: u64) -> Result<[u64; 4], ()> {
-    let p = [0, 1, 2, 3].map(|i| word(f, (cr3 & !0x1f) + 8 * i));
+fn load_pdptes(f: &Fake, q: &Quirks, cr3: u64) -> Result<[u64; 4], ()> {
+    let base = if q.pdpt_page_aligned { cr3 & !0xfff } else { cr3 & !0x1f };
+    let p = [0, 1, 2, 3].map(|i| word(f, base + 8 * i));
     // SDM Vol. 3A 4.4.1: a present PDPTE with a reserved bit: #GP(0).
     let bad = p.iter().any(|e| e & paging::P != 0 && e & (paging::PDPTE_PAE_RESERVED_LOW | 0xFFF0_0000_0000_0000) != 0);
     if bad {
@@ -71,8 +79,11 @@ fn load_pdptes(f: &Fake, cr3: u64) -> Result<[u64; 4], ()> {
 
 impl Cpu {
     /// Linear to physical for a paged mode, or the #PF.
-    fn translate(&self, f: &mut Fake, q: &Quirks, va: u64, write: bool) -> Result<u64, Res> {
-        if self.mode == Mode::Prot {
+    fn translate(&mut self, f: &mut Fake, q: &Quirks, va: u64, write: bool) -> Result<u64, Res> {
+        // Protected mode, or CR0.PG cleared inside a paged stop: linear
+        // addresses are physical (SDM Vol. 3A 4.1.1).
+        if self.mode == Mode::Prot || self.cr0 & CR0_PG == 0 {
+            self.large = false;
             return Ok(va);
         }
         if self.mode == Mode::Long && ((va as i64) << 16 >> 16) as u64 != va {
@@ -87,6 +98,8 @@ impl Cpu {
         };
         let mut visited = Vec::new();
         let r = paging::translate_visiting(&|a| word(f, a), format, self.cr3, va, write, &mut |a| visited.push(a));
+        // The leaf is the last entry visited; bit 7 is PS there (no PTE here sets PAT).
+        self.large = visited.last().is_some_and(|a| read32(f, *a) & paging::PS as u32 != 0);
         for a in visited {
             let e = read32(f, a);
             write32(f, a, e | paging::A as u32);
@@ -127,6 +140,7 @@ impl Cpu {
                     write32(f, pa, value);
                     Res::Value(0)
                 }
+                Ok(_) if q.large_writes_lost && self.large => Res::Value(0),
                 Ok(pa) => {
                     write32(f, pa, value);
                     Res::Value(0)
@@ -138,7 +152,7 @@ impl Cpu {
             Op::MovCr3 { value } => {
                 let value = u64::from(value);
                 if self.mode == Mode::Pae && !q.no_pdpte_registers {
-                    match load_pdptes(f, value) {
+                    match load_pdptes(f, q, value) {
                         Ok(p) => self.pdptes = p,
                         Err(()) => return Res::Fault(VECTOR_GP, 0, 0),
                     }
@@ -149,6 +163,11 @@ impl Cpu {
             Op::WriteCr0 { value } => {
                 self.cr0 = u64::from(value);
                 Res::Value(self.cr0)
+            }
+            // No TLB here: every access walks, so what CR4.PGE keeps is moot.
+            Op::WriteCr4 { value } => {
+                self.cr4 = u64::from(value);
+                Res::Value(self.cr4)
             }
             Op::ReadCr0 => Res::Value(self.cr0),
             Op::ReadCr3 => Res::Value(self.cr3),
@@ -167,11 +186,16 @@ pub fn run(f: &mut Fake, q: Quirks) {
         let at = l::STOPS + l::STOP_SIZE * s;
         let field = |i: u64| u64::from(read32(f, at + 4 * i));
         let mode = [Mode::Real, Mode::Prot, Mode::Paging32, Mode::Pae, Mode::Long][field(0) as usize];
-        let mut cpu = Cpu { mode, cr0: field(1), cr3: field(2), cr4: field(3), pdptes: [0; 4] };
+        let mut cpu = Cpu { mode, cr0: field(1), cr3: field(2), cr4: field(3), pdptes: [0; 4], large: false };
         if mode == Mode::Pae {
             assert!(cpu.cr4 & CR4_PAE != 0);
             let p = [0, 1, 2, 3].map(|i| word(f, (cpu.cr3 & !0x1f) + 8 * i));
-            cpu.pdptes = load_pdptes(f, cpu.cr3).unwrap_or_else(|()| panic!("stop {s}: PAE entered with bad PDPTEs {p:x?}"));
+            cpu.pdptes = match load_pdptes(f, &q, cpu.cr3) {
+                Ok(p) => p,
+                // The quirk reads a PDPT from the wrong place: whatever is there.
+                Err(()) if q.pdpt_page_aligned => [0, 1, 2, 3].map(|i| word(f, (cpu.cr3 & !0xfff) + 8 * i)),
+                Err(()) => panic!("stop {s}: PAE entered with bad PDPTEs {p:x?}"),
+            };
         }
         let (first_op, n, first_result) = (field(4), field(5), field(6));
         for i in 0..n {

@@ -43,12 +43,17 @@ pub enum LoadError {
     Refused(u64),
 }
 
-/// Writes the tables page, the real-mode data, the stops and ops, and zero
-/// result slots; returns the number of ops.
-pub fn load(m: &mut dyn Machine, e: &EngineInfo, s: &Space, env: &Env) -> Result<usize, LoadError> {
+/// Writes the tables page, the real-mode data, the stops and ops of
+/// program `part`, and zero result slots; returns the number of ops.
+pub fn load(m: &mut dyn Machine, e: &EngineInfo, s: &Space, env: &Env, part: usize) -> Result<usize, LoadError> {
     let w = |m: &mut dyn Machine, a: u64, b: &[u8]| if m.low_write(a, b) { Ok(()) } else { Err(LoadError::Refused(a)) };
     w(m, layout::GDT, &layout::tables_page(e))?;
     w(m, layout::REAL_DATA, &walk::real_data())?;
+    let mut pdpt = [0u8; 32];
+    for (b, e) in pdpt.chunks_exact_mut(8).zip(s.real_pdpt()) {
+        b.copy_from_slice(&e.to_le_bytes());
+    }
+    w(m, layout::REAL_PDPT, &pdpt)?;
     let (mut stops, mut ops) = (0usize, 0usize);
     let mut cur: Option<(StopRegs, usize)> = None;
     let mut err = Ok(());
@@ -62,7 +67,7 @@ pub fn load(m: &mut dyn Machine, e: &EngineInfo, s: &Space, env: &Env) -> Result
         }
         Ok(())
     };
-    walk::program(s, env, &mut |item| {
+    walk::program(s, env, part, &mut |item| {
         if err.is_err() {
             return;
         }
@@ -185,42 +190,68 @@ struct Acc {
     last_stop: usize,
 }
 
-/// Reads each op's result and judges it; every mismatch also gets a
-/// `guest: modes: ...` line on `out`.
-pub fn judge(m: &mut dyn Machine, out: &mut dyn Write, s: &Space, env: &Env) -> Verdicts {
-    let mut acc = [Acc::default(); TAGS];
-    let (mut n, mut stop, mut regs) = (0usize, 0usize, None);
-    walk::program(s, env, &mut |item| match item {
-        Item::Stop(r) => {
-            stop += 1;
-            regs = Some(r);
-        }
-        Item::Op(tag, op, exp) => {
-            let mut b = [0u8; 24];
-            let got = if m.low_read(layout::RESULTS + layout::RESULT_SIZE * n as u64, &mut b) {
-                Got::decode(&b)
-            } else {
-                Got::NotRun
-            };
-            let a = &mut acc[tag];
-            a.probes += 1;
-            if a.stop.is_none() {
-                a.stop = regs.map(|r| (stop, r));
+/// The judging of every program's results, one part after the other.
+#[derive(Clone, Debug)]
+pub struct Judgement {
+    acc: [Acc; TAGS],
+    /// Stops and ops of the parts judged so far (numbers continue across
+    /// parts in the messages).
+    stops: usize,
+    ops: usize,
+}
+
+impl Default for Judgement {
+    fn default() -> Self {
+        Judgement { acc: [Acc::default(); TAGS], stops: 0, ops: 0 }
+    }
+}
+
+impl Judgement {
+    /// Reads each op's result of program `part` (just run) and judges it;
+    /// every mismatch also gets a `guest: modes: ...` line on `out`.
+    pub fn part(&mut self, m: &mut dyn Machine, out: &mut dyn Write, s: &Space, env: &Env, part: usize) {
+        let acc = &mut self.acc;
+        let (mut n, mut stop, mut regs) = (0usize, self.stops, None);
+        let base = self.ops;
+        walk::program(s, env, part, &mut |item| match item {
+            Item::Stop(r) => {
+                stop += 1;
+                regs = Some(r);
             }
-            a.last_stop = stop;
-            if matches!(exp, Expect::Fault { .. }) && exp.met_by(&got) {
-                a.faults += 1;
+            Item::Op(tag, op, exp) => {
+                let mut b = [0u8; 24];
+                let got = if m.low_read(layout::RESULTS + layout::RESULT_SIZE * n as u64, &mut b) {
+                    Got::decode(&b)
+                } else {
+                    Got::NotRun
+                };
+                let a = &mut acc[tag];
+                a.probes += 1;
+                if a.stop.is_none() {
+                    a.stop = regs.map(|r| (stop, r));
+                }
+                a.last_stop = stop;
+                if matches!(exp, Expect::Fault { .. }) && exp.met_by(&got) {
+                    a.faults += 1;
+                }
+                if !exp.met_by(&got) {
+                    let mode = regs.map_or("?", |r: StopRegs| r.mode.name());
+                    let i = base + n;
+                    let _ = writeln!(out, "guest: modes: stop {stop} ({mode}) probe {i} {op}: expected {exp}, got {got}");
+                    a.bad += 1;
+                    a.first_bad.get_or_insert((i, op, exp, got));
+                }
+                n += 1;
             }
-            if !exp.met_by(&got) {
-                let mode = regs.map_or("?", |r: StopRegs| r.mode.name());
-                let _ = writeln!(out, "guest: modes: stop {stop} ({mode}) probe {n} {op}: expected {exp}, got {got}");
-                a.bad += 1;
-                a.first_bad.get_or_insert((n, op, exp, got));
-            }
-            n += 1;
-        }
-    });
-    Verdicts(core::array::from_fn(|t| describe(&acc[t])))
+        });
+        self.stops = stop;
+        self.ops += n;
+    }
+
+    /// One verdict per tag.
+    pub fn verdicts(&self) -> Verdicts {
+        Verdicts(core::array::from_fn(|t| describe(&self.acc[t])))
+    }
 }
 
 fn describe(a: &Acc) -> Verdict {
@@ -273,10 +304,15 @@ mod tests {
         let mut m = Fake::hv("");
         let e = EngineInfo { len: 0xb00, entry: 0, stubs16: 0x500, stubs32: 0x700, stubs64: 0x900 };
         let env = Env::default();
-        let n = load(&mut m, &e, &s, &env).unwrap();
+        let n = load(&mut m, &e, &s, &env, 0).unwrap();
         let image = Range::new(0x10_0000, 0x12_5000);
         let mut read = |a: u64, b: &mut [u8]| m.low_read(a, b);
         assert_eq!(vet(&mut read, image), Ok(n as u32));
+        // The named scenarios' program passes the vetting as well.
+        let n1 = load(&mut m, &e, &s, &env, 1).unwrap();
+        let mut read = |a: u64, b: &mut [u8]| m.low_read(a, b);
+        assert_eq!(vet(&mut read, image), Ok(n1 as u32));
+        assert_eq!(load(&mut m, &e, &s, &env, 0), Ok(n));
         // Op 3 becomes a real-mode write to FFFF:0010 = 0x10_0000.
         let bad = Op::Write32 { seg: 0xFFFF, addr: 0x10, value: 0 }.encode();
         assert!(m.low_write(layout::OPS + 3 * layout::OP_SIZE, &bad));

@@ -86,6 +86,9 @@ pub const V_DS: u64 = VARS + 0x64;
 pub const REAL_DATA: u64 = 0x1c00;
 /// Bytes of real-mode data.
 pub const REAL_DATA_LEN: u64 = 0x400;
+/// A PAE PDPT in the last 32 bytes of the real-mode data (32-byte aligned,
+/// below 1 MiB, so real mode can edit it; SDM Vol. 3A 4.4.1).
+pub const REAL_PDPT: u64 = REAL_DATA + REAL_DATA_LEN - 32;
 
 /// Stops left to run (u32), decremented by the engine.
 pub const STOP_COUNT: u64 = 0x2000;
@@ -121,6 +124,7 @@ pub const STACK_TOP: u64 = LOW_END;
 const _: () = {
     assert!(IDT64 + 16 * VECTORS as u64 <= VARS);
     assert!(VARS + 0x70 <= REAL_DATA && REAL_DATA + REAL_DATA_LEN <= STOP_COUNT);
+    assert!(REAL_PDPT.is_multiple_of(32) && !REAL_PDPT.is_multiple_of(0x1000));
     assert!(STOPS + STOP_SIZE * MAX_STOPS as u64 <= OPS);
     assert!(OPS + OP_SIZE * MAX_OPS as u64 <= RESULTS);
     assert!(RESULTS + RESULT_SIZE * MAX_OPS as u64 <= BLOB_BASE);

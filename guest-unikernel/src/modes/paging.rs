@@ -21,6 +21,9 @@ pub const D: u64 = 1 << 6;
 /// 2 MiB in a PAE/4-level PDE, 1 GiB in a 4-level PDPTE).
 pub const PS: u64 = 1 << 7;
 
+/// G: global (leaf entries; honoured with CR4.PGE = 1, SDM Vol. 3A 4.10.2.4).
+pub const G: u64 = 1 << 8;
+
 /// Supervisor read/write, present.
 pub const KRW: u64 = P | RW;
 /// Supervisor read-only, present.

@@ -19,7 +19,17 @@
 //! | [`EDIT_VA`] | d2 (PDE 258 -> PT `pt32_e`) | d2 (PDE 4 -> PT `pt_e`) |
 //! | [`HIGH_VA`] | - | d3 (4-level only) |
 //! | `0xC000_0000` | PDE not present | PDPTE 3 not present |
+//!
+//! The named scenarios (`walk::named`) have their own frames besides: a
+//! frame that is a page directory in all three modes (`pd_same`), a 32-bit
+//! PD `pd_q` with 4 MiB pages at PDEs 255/256/511/512 and a PT of 1024
+//! distinct frames, a second 4 MiB region `large2` holding a 32-bit and a
+//! PAE page table, global-page PTs, a frame with two PDPTs that are not
+//! page aligned, and a 32-bit PD at the first 2 MiB-aligned free frame.
+//! [`Space::initial32`] says what the space puts in every word the
+//! programs read, for the model that gives their expectations.
 
+use super::layout;
 use super::paging::{self, Frames, Table, KRO, KRW};
 use crate::memmap::PAGE;
 use crate::pattern::pattern;
@@ -69,6 +79,66 @@ pub struct Space {
     pub ret: u64,
     /// 4 MiB, 4 MiB-aligned.
     pub large: u64,
+    // The named scenarios' frames (see `walk::named`).
+    pub pd_same: u64,
+    pub pdpt_same: u64,
+    pub pml4_same: u64,
+    pub pdpt_lsame: u64,
+    pub pt_same: u64,
+    pub pd_q: u64,
+    pub pt_q: u64,
+    pub pt_g: u64,
+    pub pt_gp: u64,
+    pub pdpt_x: u64,
+    pub pt_lf: u64,
+    /// The 32-bit PD of `modes/low-frames`: the first 2 MiB-aligned free
+    /// frame (physical 2 MiB wherever the image ends below it).
+    pub pd_2m: u64,
+    /// A second 4 MiB region, 4 MiB-aligned; [`Space::pt_l`] and
+    /// [`Space::pt_lp`] are page tables inside it.
+    pub large2: u64,
+}
+
+/// The named scenarios' virtual addresses. 32-bit paging through `pd_q`:
+/// PDEs 255, 256, 511 and 512 ([`Q_PDES`]) map `large` (4 MiB pages),
+/// PDE 259 maps `large2`, PDE 260 the PT inside `large2`, PDE 261 the PT of
+/// 1024 distinct frames, PDE 262 the global-page PT.
+pub const Q_PDES: [u64; 4] = [255, 256, 511, 512];
+/// `large2` as one 4 MiB page (32-bit, `pd_q` PDE 259).
+pub const L2_VA32: u64 = 259 << 22;
+/// Through the 32-bit PT inside `large2` (`pd_q` PDE 260).
+pub const PTL_VA32: u64 = 260 << 22;
+/// Through the PT of 1024 distinct frames (`pd_q` PDE 261).
+pub const PTQ_VA: u64 = 261 << 22;
+/// Through the global-page PT (`pd_q` PDE 262; PAE `pd_win` PDE 8).
+pub const G_VA32: u64 = 262 << 22;
+/// PAE (`pd_win`, PDPTE 1): PDE 5 and 6 the two 2 MiB halves of `large2`,
+/// PDE 7 the PAE PT inside `large2`, PDE 8 the global-page PT.
+pub const L2_VA_PAE: u64 = WIN + (5 << 21);
+#[allow(missing_docs)]
+pub const PTL_VA_PAE: u64 = WIN + (7 << 21);
+#[allow(missing_docs)]
+pub const G_VA_PAE: u64 = WIN + (8 << 21);
+/// `same-gfn`: 32-bit PDE 8 of `pd_same` is PAE/long PDE 4 of the same frame.
+pub const SAME_VA32: u64 = 8 << 22;
+#[allow(missing_docs)]
+pub const SAME_VA64: u64 = 4 << 21;
+/// Where long mode reaches `pd_same` (PDPTE 1 of `pdpt_lsame` is the
+/// identity PD, so linear 1 GiB + x is physical x).
+pub const SAME_ALIAS: u64 = 1 << 30;
+/// `low-frames`: `pd_2m` PDE 256 -> `pt_lf`; PDE 257 is set with paging off.
+pub const LF_VA: u64 = 256 << 22;
+/// Byte offsets of the two pattern words in every 4 KiB frame of the
+/// large regions (besides [`LARGE_OFFSETS`]).
+pub const FRAME_OFFSETS: [u64; 2] = [0x10, 0x7f0];
+/// Offsets in the PDPT frame of `pae/pdpte-cr3-align`: two PDPTs that are
+/// 32-byte aligned but not page aligned.
+pub const PDPT_X_OFFSETS: [u64; 2] = [0x7e0, 0x20];
+
+/// Frame `i` of `large` that entry `i` of the quadrant PT maps: a
+/// permutation (7 is odd), so 1024 distinct frames, none at its own index.
+pub const fn q_frame(i: u64) -> u64 {
+    (i * 7 + 3) & 1023
 }
 
 /// The 32-bit value at physical `addr` (4-aligned) of a pattern word.
@@ -105,87 +175,228 @@ impl Space {
             &mut s.d2,
             &mut s.d3,
             &mut s.ret,
+            &mut s.pd_same,
+            &mut s.pdpt_same,
+            &mut s.pml4_same,
+            &mut s.pdpt_lsame,
+            &mut s.pt_same,
+            &mut s.pd_q,
+            &mut s.pt_q,
+            &mut s.pt_g,
+            &mut s.pt_gp,
+            &mut s.pdpt_x,
+            &mut s.pt_lf,
         ] {
             *slot = f.alloc()?;
         }
+        s.pd_2m = f.alloc_aligned(PAGE, 2 << 20)?;
         s.large = f.alloc_aligned(4 << 20, 4 << 20)?;
-        (s.large + (4 << 20) <= IDENTITY_END).then_some(s)
+        s.large2 = f.alloc_aligned(4 << 20, 4 << 20)?;
+        (s.large2 + (4 << 20) <= IDENTITY_END).then_some(s)
+    }
+
+    /// The 32-bit PT inside `large2` (at 3 MiB: the upper 2 MiB half).
+    pub const fn pt_l(&self) -> u64 {
+        self.large2 + 0x30_0000
+    }
+
+    /// The PAE PT inside `large2` (at 3.5 MiB).
+    pub const fn pt_lp(&self) -> u64 {
+        self.large2 + 0x38_0000
+    }
+
+    /// Every page-table frame.
+    fn table_frames(&self) -> [u64; 28] {
+        [
+            self.pd32, self.pt32_low, self.pt32_win, self.pt32_e, self.pdpt, self.pd_low, self.pd_win, self.pt_win,
+            self.pt_e, self.pd_alt, self.pml4, self.pdpt_l, self.pd_high, self.pt_high, self.pd_same, self.pdpt_same,
+            self.pml4_same, self.pdpt_lsame, self.pt_same, self.pd_q, self.pt_q, self.pt_g, self.pt_gp, self.pdpt_x,
+            self.pt_lf, self.pd_2m, self.pt_l(), self.pt_lp(),
+        ]
     }
 
     /// Calls `sink(frame, table)` for every page table, one at a time.
     pub fn tables(&self, sink: &mut dyn FnMut(u64, &Table)) {
-        use paging::{entry64, pde32_4m, pde32_table, pde_2m, pdpte_pae, pte32};
+        let frames = self.table_frames();
+        for (i, f) in frames.iter().enumerate() {
+            if !frames[..i].contains(f) {
+                if let Some(t) = self.table(*f) {
+                    sink(*f, &t);
+                }
+            }
+        }
+    }
+
+    /// The PDPT at [`layout::REAL_PDPT`] (written over the end of the
+    /// real-mode data): the same PDPTEs as `pdpt`.
+    pub fn real_pdpt(&self) -> [u64; 4] {
+        use paging::pdpte_pae;
+        [pdpte_pae(self.pd_low), pdpte_pae(self.pd_win), pdpte_pae(self.pd_low), 0]
+    }
+
+    /// The 32-bit word the space puts at physical `addr` (4-aligned) before
+    /// the program runs: a table entry, a pattern word, the real-mode data;
+    /// `None` where the space puts nothing.
+    pub fn initial32(&self, addr: u64) -> Option<u32> {
+        let frame = addr & !(PAGE - 1);
+        if self.table_frames().contains(&frame) {
+            let t = self.table(frame)?;
+            return Some(t.get32(((addr & (PAGE - 1)) / 4) as usize));
+        }
+        if (layout::REAL_PDPT..layout::REAL_PDPT + 32).contains(&addr) {
+            let e = self.real_pdpt()[((addr - layout::REAL_PDPT) / 8) as usize];
+            return Some((e >> (8 * (addr & 4))) as u32);
+        }
+        let r = layout::REAL_DATA..layout::REAL_DATA + layout::REAL_DATA_LEN;
+        if r.contains(&addr) {
+            return Some(super::walk::real_word(addr));
+        }
+        self.is_pattern(addr & !7).then(|| pat32(addr) as u32)
+    }
+
+    /// True when [`Space::data`] puts a pattern word at `addr` (8-aligned).
+    pub fn is_pattern(&self, addr: u64) -> bool {
+        let (frame, off) = (addr & !(PAGE - 1), addr & (PAGE - 1));
+        if [self.d0, self.d1, self.d2, self.d3].contains(&frame) {
+            return OFFSETS.contains(&off);
+        }
+        if (self.large..self.large + (4 << 20)).contains(&addr) && LARGE_OFFSETS.contains(&(addr - self.large)) {
+            return true;
+        }
+        let in_large = |b: u64| (b..b + (4 << 20)).contains(&addr);
+        (in_large(self.large) || in_large(self.large2))
+            && frame != self.pt_l()
+            && frame != self.pt_lp()
+            && FRAME_OFFSETS.contains(&off)
+    }
+
+    /// The page table the space puts in `frame`, or `None` when `frame`
+    /// holds no table.
+    pub fn table(&self, frame: u64) -> Option<Table> {
+        use paging::{entry64, pde32_4m, pde32_table, pde_2m, pdpte_pae, pte32, G};
         let mut t = Table::default();
-        // 32-bit paging (SDM Vol. 3A 4.3): PDE 0 -> 4 KiB identity PT,
-        // PDEs 1..16 4 MiB identity pages, the window at PDEs 256..258.
-        for i in 0..16 {
-            t.set32(i, if i == 0 { pde32_table(self.pt32_low, KRW) } else { pde32_4m((i as u64) << 22, KRW) });
+        // 32-bit identity: PDE 0 -> 4 KiB identity PT, PDEs 1..16 4 MiB
+        // identity pages (every 32-bit PD of the space has them).
+        let identity32 = |t: &mut Table| {
+            for i in 0..16 {
+                t.set32(i, if i == 0 { pde32_table(self.pt32_low, KRW) } else { pde32_4m((i as u64) << 22, KRW) });
+            }
+        };
+        let f = frame;
+        if f == self.pd32 {
+            // 32-bit paging (SDM Vol. 3A 4.3): the window at PDEs 256..258.
+            identity32(&mut t);
+            t.set32(256, pde32_table(self.pt32_win, KRW));
+            t.set32(257, pde32_4m(self.large, KRW));
+            t.set32(258, pde32_table(self.pt32_e, KRW));
+        } else if f == self.pt32_low {
+            for i in 0..1024 {
+                t.set32(i, pte32((i as u64) * PAGE, KRW));
+            }
+        } else if f == self.pt32_win {
+            for (i, (frame, flags)) in self.window() {
+                t.set32(i, pte32(frame, flags));
+            }
+        } else if f == self.pt32_e {
+            t.set32(0, pte32(self.d2, KRW));
+        } else if f == self.pdpt {
+            // PAE paging (SDM Vol. 3A 4.4): PDPTE 0 and 2 -> identity PD,
+            // PDPTE 1 -> the window's PD, PDPTE 3 not present.
+            t.set64(0, pdpte_pae(self.pd_low));
+            t.set64(1, pdpte_pae(self.pd_win));
+            t.set64(2, pdpte_pae(self.pd_low));
+        } else if f == self.pd_low {
+            for i in 0..(IDENTITY_END >> 21) as usize {
+                t.set64(i, pde_2m((i as u64) << 21, KRW));
+            }
+        } else if f == self.pd_win {
+            t.set64(0, entry64(self.pt_win, KRW));
+            t.set64(2, pde_2m(self.large, KRW));
+            t.set64(3, pde_2m(self.large + (2 << 20), KRW));
+            t.set64(4, entry64(self.pt_e, KRW));
+            // The named scenarios: both halves of large2 as 2 MiB pages,
+            // the PAE PT inside large2, the global-page PT.
+            t.set64(5, pde_2m(self.large2, KRW));
+            t.set64(6, pde_2m(self.large2 + (2 << 20), KRW));
+            t.set64(7, entry64(self.pt_lp(), KRW));
+            t.set64(8, entry64(self.pt_gp, KRW));
+        } else if f == self.pt_win {
+            for (i, (frame, flags)) in self.window() {
+                t.set64(i, entry64(frame, flags));
+            }
+        } else if f == self.pt_e {
+            t.set64(0, entry64(self.d2, KRW));
+        } else if f == self.pd_alt {
+            // The PD a PDPTE edit switches the window to: WIN -> pt_e -> d2.
+            t.set64(0, entry64(self.pt_e, KRW));
+        } else if f == self.pml4 {
+            // 4-level paging (SDM Vol. 3A 4.5): PML4E 0 -> PDPT whose entries
+            // 0 and 1 are the PAE page directories, 5 maps HIGH_VA.
+            t.set64(0, entry64(self.pdpt_l, KRW));
+        } else if f == self.pdpt_l {
+            t.set64(0, entry64(self.pd_low, KRW));
+            t.set64(1, entry64(self.pd_win, KRW));
+            t.set64(5, entry64(self.pd_high, KRW));
+        } else if f == self.pd_high {
+            t.set64(0, entry64(self.pt_high, KRW));
+        } else if f == self.pt_high {
+            t.set64(0, entry64(self.d3, KRW));
+        } else if f == self.pd_same {
+            // One frame, a page directory in all three modes: 32-bit PDE
+            // 2i and 2i+1 are the low and high half of PAE/4-level PDE i,
+            // so only even 32-bit PDEs are used. PDE 0 maps [0, 4 MiB) (32-bit)
+            // and [0, 2 MiB) (PAE, 4-level) at 0; 32-bit PDE 8 is PDE 4.
+            t.set32(0, pde32_4m(0, KRW));
+            t.set32((SAME_VA32 >> 22) as usize, pde32_table(self.pt32_e, KRW));
+        } else if f == self.pdpt_same {
+            t.set64(0, pdpte_pae(self.pd_same));
+        } else if f == self.pml4_same {
+            t.set64(0, entry64(self.pdpt_lsame, KRW));
+        } else if f == self.pdpt_lsame {
+            t.set64(0, entry64(self.pd_same, KRW));
+            t.set64((SAME_ALIAS >> 30) as usize, entry64(self.pd_low, KRW));
+        } else if f == self.pt_same {
+            // PTE 0 in both formats (32-bit PTE 1 = PAE PTE 0's high half = 0).
+            t.set32(0, pte32(self.d3, KRW));
+        } else if f == self.pd_q {
+            identity32(&mut t);
+            for i in Q_PDES {
+                t.set32(i as usize, pde32_4m(self.large, KRW));
+            }
+            t.set32((L2_VA32 >> 22) as usize, pde32_4m(self.large2, KRW));
+            t.set32((PTL_VA32 >> 22) as usize, pde32_table(self.pt_l(), KRW));
+            t.set32((PTQ_VA >> 22) as usize, pde32_table(self.pt_q, KRW));
+            t.set32((G_VA32 >> 22) as usize, pde32_table(self.pt_g, KRW));
+        } else if f == self.pt_q {
+            for i in 0..1024 {
+                t.set32(i, pte32(self.large + PAGE * q_frame(i as u64), KRW));
+            }
+        } else if f == self.pt_g {
+            t.set32(0, pte32(self.d0, KRW | G));
+            t.set32(1, pte32(self.d0, KRW));
+        } else if f == self.pt_gp {
+            t.set64(0, entry64(self.d0, KRW | G));
+            t.set64(1, entry64(self.d0, KRW));
+        } else if f == self.pdpt_x {
+            for (o, pd) in PDPT_X_OFFSETS.into_iter().zip([self.pd_alt, self.pd_win]) {
+                let i = (o / 8) as usize;
+                t.set64(i, pdpte_pae(self.pd_low));
+                t.set64(i + 1, pdpte_pae(pd));
+                t.set64(i + 2, pdpte_pae(self.pd_low));
+            }
+        } else if f == self.pt_lf {
+            t.set32(0, pte32(self.d0, KRW));
+        } else if f == self.pd_2m {
+            identity32(&mut t);
+            t.set32((LF_VA >> 22) as usize, pde32_table(self.pt_lf, KRW));
+        } else if f == self.pt_l() {
+            t.set32(0, pte32(self.d0, KRW));
+        } else if f == self.pt_lp() {
+            t.set64(0, entry64(self.d0, KRW));
+        } else {
+            return None;
         }
-        t.set32(256, pde32_table(self.pt32_win, KRW));
-        t.set32(257, pde32_4m(self.large, KRW));
-        t.set32(258, pde32_table(self.pt32_e, KRW));
-        sink(self.pd32, &t);
-        t = Table::default();
-        for i in 0..1024 {
-            t.set32(i, pte32((i as u64) * PAGE, KRW));
-        }
-        sink(self.pt32_low, &t);
-        t = Table::default();
-        for (i, (frame, flags)) in self.window() {
-            t.set32(i, pte32(frame, flags));
-        }
-        sink(self.pt32_win, &t);
-        t = Table::default();
-        t.set32(0, pte32(self.d2, KRW));
-        sink(self.pt32_e, &t);
-
-        // PAE paging (SDM Vol. 3A 4.4): PDPTE 0 and 2 -> identity PD,
-        // PDPTE 1 -> the window's PD, PDPTE 3 not present.
-        t = Table::default();
-        t.set64(0, pdpte_pae(self.pd_low));
-        t.set64(1, pdpte_pae(self.pd_win));
-        t.set64(2, pdpte_pae(self.pd_low));
-        sink(self.pdpt, &t);
-        t = Table::default();
-        for i in 0..(IDENTITY_END >> 21) as usize {
-            t.set64(i, pde_2m((i as u64) << 21, KRW));
-        }
-        sink(self.pd_low, &t);
-        t = Table::default();
-        t.set64(0, entry64(self.pt_win, KRW));
-        t.set64(2, pde_2m(self.large, KRW));
-        t.set64(3, pde_2m(self.large + (2 << 20), KRW));
-        t.set64(4, entry64(self.pt_e, KRW));
-        sink(self.pd_win, &t);
-        t = Table::default();
-        for (i, (frame, flags)) in self.window() {
-            t.set64(i, entry64(frame, flags));
-        }
-        sink(self.pt_win, &t);
-        t = Table::default();
-        t.set64(0, entry64(self.d2, KRW));
-        sink(self.pt_e, &t);
-        // The PD a PDPTE edit switches the window to: WIN -> pt_e -> d2.
-        t = Table::default();
-        t.set64(0, entry64(self.pt_e, KRW));
-        sink(self.pd_alt, &t);
-
-        // 4-level paging (SDM Vol. 3A 4.5): PML4E 0 -> PDPT whose entries
-        // 0 and 1 are the PAE page directories, 5 maps HIGH_VA.
-        t = Table::default();
-        t.set64(0, entry64(self.pdpt_l, KRW));
-        sink(self.pml4, &t);
-        t = Table::default();
-        t.set64(0, entry64(self.pd_low, KRW));
-        t.set64(1, entry64(self.pd_win, KRW));
-        t.set64(5, entry64(self.pd_high, KRW));
-        sink(self.pdpt_l, &t);
-        t = Table::default();
-        t.set64(0, entry64(self.pt_high, KRW));
-        sink(self.pd_high, &t);
-        t = Table::default();
-        t.set64(0, entry64(self.d3, KRW));
-        sink(self.pt_high, &t);
+        Some(t)
     }
 
     /// The window's 4 KiB pages: (PT index, (frame, flags)).
@@ -203,6 +414,15 @@ impl Space {
         }
         for o in LARGE_OFFSETS {
             sink(self.large + o, pat64(self.large + o));
+        }
+        for region in [self.large, self.large2] {
+            for frame in (region..region + (4 << 20)).step_by(PAGE as usize) {
+                if frame != self.pt_l() && frame != self.pt_lp() {
+                    for o in FRAME_OFFSETS {
+                        sink(frame + o, pat64(frame + o));
+                    }
+                }
+            }
         }
         sink(self.ret, 0xC3);
     }

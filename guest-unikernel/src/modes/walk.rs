@@ -27,11 +27,32 @@ pub const STOPS: [(Mode, &str); 8] = [
     (Mode::Paging32, "pg32-back"),
     (Mode::Real, "real-back"),
 ];
+pub mod named;
+
+/// Programs the engine runs one after the other: the walk, then the named
+/// scenarios ([`named`]).
+pub const PARTS: usize = 2;
 /// How many times the walk is done.
 pub const WALKS: usize = 2;
-/// Checks that span stops (tags after the per-stop ones).
-pub const EXTRA: [&str; 6] =
-    ["edit-from-long", "edit-from-pg32", "pae-pdpte-cached", "pae-pdpte-reserved", "pae-pdpte-not-present", "cr0-wp"];
+/// Checks that span stops (tags after the per-stop ones): their full
+/// check names.
+pub const EXTRA: [&str; 15] = [
+    "modes/edit-from-long",
+    "modes/edit-from-pg32",
+    "modes/pae-pdpte-cached",
+    "modes/pae-pdpte-reserved",
+    "modes/pae-pdpte-not-present",
+    "modes/cr0-wp",
+    "modes/same-gfn",
+    "pg32/pt-quadrants",
+    "pg32/pd-quadrants",
+    "pg32/pse-4m",
+    "pae/large-2m",
+    "modes/low-frames",
+    "pae/pdpte-cr3-align",
+    "pg32/global-pages",
+    "pae/global-pages",
+];
 /// Number of tags: one per stop of each walk, then [`EXTRA`].
 pub const TAGS: usize = WALKS * STOPS.len() + EXTRA.len();
 /// Tag of [`EXTRA`] entry `i`.
@@ -128,8 +149,12 @@ pub fn real_data() -> [u8; layout::REAL_DATA_LEN as usize] {
     b
 }
 
-/// Emits the whole program: both walks.
-pub fn program(s: &Space, env: &Env, emit: &mut dyn FnMut(Item)) {
+/// Emits program `part` (`0..PARTS`): 0 is both walks, 1 the named
+/// scenarios.
+pub fn program(s: &Space, env: &Env, part: usize, emit: &mut dyn FnMut(Item)) {
+    if part == 1 {
+        return named::program(s, env, emit);
+    }
     let mut st = State::default();
     for w in 0..WALKS {
         for (i, (mode, _)) in STOPS.iter().enumerate() {
@@ -358,16 +383,25 @@ mod tests {
     fn program_shape() {
         let (s, _) = crate::modes::space::tests::built();
         let env = Env { cr0: 0x8000_0033, cr4: 0x620, ..Env::default() };
-        let (mut stops, mut ops, mut per_tag) = (Vec::new(), 0, [0u32; TAGS]);
-        program(&s, &env, &mut |item| match item {
-            Item::Stop(r) => stops.push(r),
-            Item::Op(t, ..) => {
-                ops += 1;
-                per_tag[t] += 1;
-            }
-        });
+        let mut per_tag = [0u32; TAGS];
+        let mut stops = Vec::new();
+        for part in 0..PARTS {
+            let (mut n_stops, mut ops) = (0, 0);
+            program(&s, &env, part, &mut |item| match item {
+                Item::Stop(r) => {
+                    n_stops += 1;
+                    if part == 0 {
+                        stops.push(r);
+                    }
+                }
+                Item::Op(t, ..) => {
+                    ops += 1;
+                    per_tag[t] += 1;
+                }
+            });
+            assert!(n_stops <= layout::MAX_STOPS && ops <= layout::MAX_OPS, "part {part}: {n_stops} stops, {ops} ops");
+        }
         assert_eq!(stops.len(), WALKS * STOPS.len());
-        assert!(stops.len() <= layout::MAX_STOPS && ops <= layout::MAX_OPS, "{ops} ops");
         assert!(per_tag.iter().all(|n| *n > 0), "every check has probes: {per_tag:?}");
         // 32-bit paging -> PAE and PAE -> 32-bit paging are direct (through
         // the hub, not through long mode); real -> protected likewise.
