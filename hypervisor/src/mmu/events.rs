@@ -61,6 +61,8 @@ pub struct VcpuMmu {
     /// many writes in a row hit it without a page fault in between.
     pub(crate) last_pt_write_gfn: Option<u64>,
     pub(crate) last_pt_write_count: u32,
+    /// EFLAGS.AC=1 at CPL < 3 when the current fault was taken ([`PagingCtx::ac`]).
+    pub(crate) ac: bool,
 }
 
 /// The hardware paging state to enter the guest with (see the contract in
@@ -108,8 +110,14 @@ impl VcpuMmu {
             pse: self.cr4 & CR4_PSE != 0,
             smep: self.cr4 & CR4_SMEP != 0,
             smap: self.cr4 & CR4_SMAP != 0,
+            ac: self.ac,
             maxphyaddr,
         }
+    }
+    /// Records EFLAGS.AC=1 at CPL < 3 for the next [`ShadowCache::page_fault`]
+    /// (SMAP lets explicit supervisor accesses to user pages through then).
+    pub fn set_explicit_ac(&mut self, on: bool) {
+        self.ac = on;
     }
     /// The role of this vCPU's shadows, without level/quadrant/metaphysical
     /// and with full access; context bits normalised to the mode.
@@ -198,6 +206,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
             pae_root,
             last_pt_write_gfn: None,
             last_pt_write_count: 0,
+            ac: false,
         };
         Ok((v, flush))
     }
@@ -403,6 +412,11 @@ impl<F: ShadowFrames> ShadowCache<F> {
             Ok(false) => return FaultOutcome::Fixed { flush }, // guest tables changed meanwhile: retry
             Err(NoFrames) => return FaultOutcome::NoShadowFrames,
         }
+        if smap_wp0_write(&ctx, acc, w.access) {
+            // The leaf stays user and read-only (see `fetch`); the write is
+            // done by emulation.
+            return FaultOutcome::EmulateWrite { gpa: w.gpa, flush };
+        }
         if acc.kind == AccessKind::Write && self.is_write_protected(w.gpa >> 12) {
             // A trapped page-table write: keeps counting towards flooding.
             self.stats.write_protect_faults += 1;
@@ -429,7 +443,9 @@ impl<F: ShadowFrames> ShadowCache<F> {
     ) -> Result<bool, NoFrames> {
         let (mut cur, top) = self.root_for(v, gva).expect("a successful walk has a root");
         let base = v.base_role();
-        let sup_write = !acc.user && acc.kind == AccessKind::Write;
+        // With SMAP the WP=0 trick (a supervisor-only writable leaf) would
+        // let later AC=0 supervisor accesses through; see `smap_wp0_write`.
+        let sup_write = !acc.user && acc.kind == AccessKind::Write && !ctx.smap;
         let leaf = shadow_access(ctx, w.access, w.dirty, sup_write);
         for level in (2..=top).rev() {
             let idx = ((gva >> (12 + 9 * (level as u32 - 1))) & 511) as usize;
@@ -537,4 +553,19 @@ impl<F: ShadowFrames> ShadowCache<F> {
         self.stats.unshadows += 1;
         self.zap_gfn(gfn, ZapReason::Unshadow)
     }
+}
+
+/// A supervisor write with CR0.WP=0, CR4.SMAP=1 and EFLAGS.AC=1 to a
+/// read-only user page (SDM Vol. 3A 4.6.1: allowed). No shadow leaf fits:
+/// U=1,W=0 faults it, U=1,W=1 would let user writes through, and U=0,W=1
+/// (the WP=0 trick) would let later supervisor accesses with AC=0 escape
+/// SMAP. The leaf keeps the guest's U=1,W=0 and the write is emulated.
+pub(crate) fn smap_wp0_write(ctx: &PagingCtx, acc: MemAccess, effective: Access) -> bool {
+    ctx.smap
+        && !ctx.wp
+        && !acc.user
+        && acc.kind == AccessKind::Write
+        && effective.has(Access::U)
+        && !effective.has(Access::W)
+        && ctx.mode != GuestMode::NoPaging
 }

@@ -187,7 +187,9 @@ pub enum FaultOutcome {
     /// outside guest RAM: emulate MMIO or stop the VM. Guest A/D bits of a
     /// completed walk have been set.
     OutsideRam { gpa: u64, flush: Flush },
-    /// A write to a guest page table that is write-protected: decode the
+    /// A write to a guest page table that is write-protected, or a
+    /// supervisor write the shadow cannot allow in hardware (CR0.WP=0,
+    /// SMAP, EFLAGS.AC=1 to a read-only user page): decode the
     /// instruction, call [`ShadowCache::guest_pt_write`] with `gpa`, width
     /// and value, and skip the instruction.
     EmulateWrite { gpa: u64, flush: Flush },

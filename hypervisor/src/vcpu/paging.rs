@@ -85,8 +85,13 @@ impl Vcpu<'_> {
         self.mmu_touched = true;
         let gva = self.vmcs.read(FieldNaturalRo::ExitQualification);
         let hw_ec = self.vmcs.read(Field32Ro::ExitInterruptionErrorCode) as u32;
+        // EFLAGS.AC at CPL < 3 (CPL = CS.DPL): SMAP's exception for explicit
+        // supervisor accesses (SDM Vol. 3A 4.6.1).
+        let ac = self.vmcs.read(FieldNatural::GuestRflags) & (1 << 18) != 0
+            && (self.vmcs.read(Field32::GuestCsAccessRights) >> 5) & 3 != 3;
         let mut mem = GuestRamView(&self.ram);
         let sh = shadow!(self);
+        sh.vmmu.set_explicit_ac(ac);
         match sh.mmu.page_fault(&mut sh.vmmu, &mut mem, gva, hw_ec) {
             FaultOutcome::Fixed { flush } => {
                 flush.done();

@@ -150,6 +150,27 @@ fn role_smap_andnot_wp() {
     w.check();
 }
 
+/// SMAP with CR0.WP=0 (SDM Vol. 3A 4.6.1): a supervisor write with
+/// EFLAGS.AC=1 to a read-only user page is allowed, with AC=0 it is #PF 0x3.
+/// The allowed write is emulated and the leaf stays user and read-only, so
+/// a later supervisor read with AC=0 still faults (0x1); the WP=0 trick
+/// (a supervisor-only writable leaf) would let it through.
+#[test]
+fn smap_wp0_ac_write_to_user_ro_page_is_emulated() {
+    let mut w = world(1);
+    chain32(&mut w, 0, f(10) | P | US | A | D);
+    w.mode(0, GuestMode::Bits32, false, false, false, false, true);
+    let out = w.cache.page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, 0x2);
+    assert!(matches!(out, FaultOutcome::InjectPf { error_code: 0x3, .. }), "AC=0: {out:?}");
+    w.cpus[0].mmu.set_explicit_ac(true);
+    let out = w.cache.page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, 0x2);
+    assert!(matches!(out, FaultOutcome::EmulateWrite { gpa: 0xa010, .. }), "AC=1: {out:?}");
+    w.cpus[0].mmu.set_explicit_ac(false);
+    assert_eq!(w.go(0, 0x10, rd(false)), PageFault(0x1));
+    assert_eq!(w.go(0, 0x10, rd(true)), Phys(0xa010));
+    w.check();
+}
+
 /// `invalid`: zapping the loaded root (flooding the current PD) keeps it
 /// allocated, out of the hash, until the vCPU unloads it; the guest runs on.
 #[test]
