@@ -63,6 +63,11 @@ pub struct VcpuMmu {
     pub(crate) last_pt_write_count: u32,
     /// EFLAGS.AC=1 at CPL < 3 when the current fault was taken ([`PagingCtx::ac`]).
     pub(crate) ac: bool,
+    /// The core could not emulate a [`smap_wp0_write`]: the next such fault
+    /// maps the page the WP=0 way (supervisor-only, writable) once, so the
+    /// guest's instruction runs natively; SMAP is then imprecise for that
+    /// page until its leaf is rebuilt (KVM's behaviour for every such write).
+    pub(crate) smap_wp0_native: bool,
 }
 
 /// The hardware paging state to enter the guest with (see the contract in
@@ -118,6 +123,12 @@ impl VcpuMmu {
     /// (SMAP lets explicit supervisor accesses to user pages through then).
     pub fn set_explicit_ac(&mut self, on: bool) {
         self.ac = on;
+    }
+    /// The core's emulator gave up on an [`FaultOutcome::EmulateWrite`] for
+    /// a frame that is not a shadowed page table (so a [`smap_wp0_write`]):
+    /// let the retried write run natively (see `smap_wp0_native`).
+    pub fn smap_wp0_emulation_failed(&mut self) {
+        self.smap_wp0_native = true;
     }
     /// The role of this vCPU's shadows, without level/quadrant/metaphysical
     /// and with full access; context bits normalised to the mode.
@@ -207,6 +218,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
             last_pt_write_gfn: None,
             last_pt_write_count: 0,
             ac: false,
+            smap_wp0_native: false,
         };
         Ok((v, flush))
     }
@@ -413,6 +425,11 @@ impl<F: ShadowFrames> ShadowCache<F> {
             Err(NoFrames) => return FaultOutcome::NoShadowFrames,
         }
         if smap_wp0_write(&ctx, acc, w.access) {
+            if v.smap_wp0_native {
+                // `fetch` mapped it supervisor-writable this once.
+                v.smap_wp0_native = false;
+                return FaultOutcome::Fixed { flush };
+            }
             // The leaf stays user and read-only (see `fetch`); the write is
             // done by emulation.
             return FaultOutcome::EmulateWrite { gpa: w.gpa, flush };
@@ -445,7 +462,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
         let base = v.base_role();
         // With SMAP the WP=0 trick (a supervisor-only writable leaf) would
         // let later AC=0 supervisor accesses through; see `smap_wp0_write`.
-        let sup_write = !acc.user && acc.kind == AccessKind::Write && !ctx.smap;
+        let sup_write = !acc.user && acc.kind == AccessKind::Write && (!ctx.smap || v.smap_wp0_native);
         let leaf = shadow_access(ctx, w.access, w.dirty, sup_write);
         for level in (2..=top).rev() {
             let idx = ((gva >> (12 + 9 * (level as u32 - 1))) & 511) as usize;

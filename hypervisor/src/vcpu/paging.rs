@@ -249,9 +249,16 @@ impl Vcpu<'_> {
                 self.vmcs.write(FieldNatural::GuestRip, rip);
             }
             Emulated::Retry(why) => {
-                log::debug!("guest page-table store at {gpa:#x} not emulated ({why}): unshadowing the frame and retrying");
                 let sh = shadow!(self);
-                sh.mmu.unshadow(gpa >> 12).done();
+                if sh.mmu.is_write_protected(gpa >> 12) {
+                    log::debug!("guest page-table store at {gpa:#x} not emulated ({why}): unshadowing the frame and retrying");
+                    sh.mmu.unshadow(gpa >> 12).done();
+                } else {
+                    // Not a page table: a supervisor write with CR0.WP=0,
+                    // SMAP and AC=1 to a read-only user page.
+                    log::debug!("store at {gpa:#x} (WP=0, SMAP, AC=1) not emulated ({why}): running it natively");
+                    sh.vmmu.smap_wp0_emulation_failed();
+                }
             }
         }
     }

@@ -169,6 +169,13 @@ fn smap_wp0_ac_write_to_user_ro_page_is_emulated() {
     assert_eq!(w.go(0, 0x10, rd(false)), PageFault(0x1));
     assert_eq!(w.go(0, 0x10, rd(true)), Phys(0xa010));
     w.check();
+    // When the core cannot emulate the instruction, the retried write runs
+    // natively once (leaf made supervisor-writable), instead of looping.
+    w.cpus[0].mmu.set_explicit_ac(true);
+    w.cpus[0].mmu.smap_wp0_emulation_failed();
+    let out = w.cache.page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, 0x3);
+    assert!(matches!(out, FaultOutcome::Fixed { .. }), "native fallback: {out:?}");
+    assert!(!w.cpus[0].mmu.smap_wp0_native, "the fallback is used once");
 }
 
 /// `invalid`: zapping the loaded root (flooding the current PD) keeps it
