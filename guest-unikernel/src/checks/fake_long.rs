@@ -48,6 +48,9 @@ pub mod bug {
     /// A 2 MiB page maps its first 4 KiB only: bits 20:12 of the address
     /// are dropped.
     pub const LARGE_4K: u32 = 1 << 12;
+    /// SMAP ignores EFLAGS.AC (supervisor accesses to user pages fault
+    /// with AC=1 too; Quadrant's #PF walk did this).
+    pub const SMAP_NO_AC: u32 = 1 << 13;
 }
 
 thread_local! {
@@ -198,7 +201,7 @@ impl Fake {
             || (acc.write && !w && (acc.user || wp))
             || (acc.fetch && !x)
             || (acc.fetch && sup_user && smep)
-            || (!acc.fetch && sup_user && smap && !acc.ac)
+            || (!acc.fetch && sup_user && smap && (!acc.ac || has(bug::SMAP_NO_AC)))
         {
             return Err(code | ec::P);
         }

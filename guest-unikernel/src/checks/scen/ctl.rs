@@ -483,6 +483,7 @@ mod tests {
             (bug::NO_RSVD, &["long/efer-nxe"]),
             (bug::NO_SMEP, &["long/smep-smap-wp0"]),
             (bug::NO_SMAP, &["long/smep-smap-wp0"]),
+            (bug::SMAP_NO_AC, &["long/smep-smap-wp0"]),
             (bug::STICKY_GLOBAL, &["long/global-pages"]),
         ];
         for (b, names) in cases {
