@@ -137,13 +137,14 @@ pub(super) fn large_2m(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
 /// address, and memory keeps its value. User accesses ignore WP: a user
 /// read of the U=1 R/W=0 page works, a user write is #PF 0x7 either way.
 ///
-/// WP goes 0 -> 1 -> 0 -> 1 on the same pages with no INVLPG in between:
-/// a TLB entry caches the combined R/W and U/S flags of the walk, not a
-/// verdict under CR0.WP (4.10.2.2), and the access rules of 4.6.1 apply
-/// the current CR0.WP to them, so every outcome is determined. (Bochs and
-/// QEMU flush their TLBs on a WP change; a shadow MMU must not keep a
-/// writable supervisor mapping it made for WP=0 once WP=1.) A final INVLPG
-/// shows the same with a fresh walk.
+/// WP goes 0 -> 1 -> 0 -> 1 on the same pages with no INVLPG in between.
+/// MOV to CR0 need not invalidate anything unless PG goes 1 -> 0
+/// (4.10.4.1), but a TLB entry caches the combined R/W and U/S flags of
+/// the walk, not a verdict under CR0.WP (4.10.2.2), and the access rules
+/// of 4.6.1 apply the current CR0.WP to them, so every outcome is
+/// determined. (A shadow MMU must not keep the supervisor-writable mapping
+/// it made for WP=0 once WP=1.) A final INVLPG shows the same with a fresh
+/// walk.
 pub(super) fn cr0_wp(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let mut lab = lab!(ctx, d);
     let t = lab.t;
