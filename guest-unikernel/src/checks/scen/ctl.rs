@@ -90,41 +90,41 @@ pub(super) fn large_2m(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let s = Cpl::Sup;
     let mut e = Expect::new(d);
     if lab.enter(&mut e, false) {
-        let x_ = &mut e;
+        let ex = &mut e;
         for (i, o) in (1u64..).zip(LARGE_OFFS) {
-            lab.expect(x_, "2M read", Op::Read, t + o, s, Want::Val(marker(l + o)));
-            lab.expect(x_, "2M write", Op::Write(i), t + o + WR_OFF, s, Want::Done);
+            lab.expect(ex, "2M read", Op::Read, t + o, s, Want::Val(marker(l + o)));
+            lab.expect(ex, "2M write", Op::Write(i), t + o + WR_OFF, s, Want::Done);
         }
         for (i, o) in (1u64..).zip(LARGE_OFFS) {
-            lab.expect(x_, "2M read back", Op::Read, t + o + WR_OFF, s, Want::Val(i));
+            lab.expect(ex, "2M read back", Op::Read, t + o + WR_OFF, s, Want::Val(i));
             let m = lab.r(l + o + WR_OFF);
-            x_.that(m == i, format_args!("memory at {:#x}: {m:#x}, want {i:#x}", l + o + WR_OFF));
+            ex.that(m == i, format_args!("memory at {:#x}: {m:#x}, want {i:#x}", l + o + WR_OFF));
         }
         // X: the 2 MiB mapping writes it first (PTE 511 stays not present).
         let wx = t + X_OFF;
-        lab.expect(x_, "X: 2M write before it is a PT", Op::Write(0), wx + 8 * 511, s, Want::Done);
-        lab.expect(x_, "X: PTE 1", Op::Read, u + 0x1000, s, Want::Val(marker(d0)));
-        lab.expect(x_, "X: PTE 0 not present", Op::Read, u, s, Want::Pf(0));
-        lab.expect(x_, "X: PTE 0 written through 2M", Op::Write(entry64(d1, rw)), wx, s, Want::Done);
-        lab.expect(x_, "X: PTE 0 present, no INVLPG", Op::Read, u, s, Want::Val(marker(d1)));
-        lab.expect(x_, "X: PTE 1 remapped through 2M", Op::Write(entry64(d1, rw)), wx + 8, s, Want::Done);
-        lab.invlpg(x_, u + 0x1000);
-        lab.expect(x_, "X: PTE 1 after INVLPG", Op::Read, u + 0x1000, s, Want::Val(marker(d1)));
+        lab.expect(ex, "X: 2M write before it is a PT", Op::Write(0), wx + 8 * 511, s, Want::Done);
+        lab.expect(ex, "X: PTE 1", Op::Read, u + 0x1000, s, Want::Val(marker(d0)));
+        lab.expect(ex, "X: PTE 0 not present", Op::Read, u, s, Want::Pf(0));
+        lab.expect(ex, "X: PTE 0 written through 2M", Op::Write(entry64(d1, rw)), wx, s, Want::Done);
+        lab.expect(ex, "X: PTE 0 present, no INVLPG", Op::Read, u, s, Want::Val(marker(d1)));
+        lab.expect(ex, "X: PTE 1 remapped through 2M", Op::Write(entry64(d1, rw)), wx + 8, s, Want::Done);
+        lab.invlpg(ex, u + 0x1000);
+        lab.expect(ex, "X: PTE 1 after INVLPG", Op::Read, u + 0x1000, s, Want::Val(marker(d1)));
         let got = lab.probe(Op::Read, wx + 8, s);
-        x_.that(same_entry(got, entry64(d1, rw)), format_args!("X: PTE 1 read through 2M: {}", Got(got)));
+        ex.that(same_entry(got, entry64(d1, rw)), format_args!("X: PTE 1 read through 2M: {}", Got(got)));
         // Y: a page table first, then written through the 2 MiB mapping.
         let wy = t + Y_OFF;
         let v = u + M2;
-        lab.expect(x_, "Y: PTE 1", Op::Read, v + 0x1000, s, Want::Val(marker(d0)));
-        lab.expect(x_, "Y: PTE 0 not present", Op::Read, v, s, Want::Pf(0));
-        lab.expect(x_, "Y: PTE 0 written through 2M", Op::Write(entry64(d1, rw)), wy, s, Want::Done);
-        lab.expect(x_, "Y: PTE 0 present, no INVLPG", Op::Read, v, s, Want::Val(marker(d1)));
-        lab.expect(x_, "Y: PTE 1 remapped through 2M", Op::Write(entry64(d1, rw)), wy + 8, s, Want::Done);
-        lab.invlpg(x_, v + 0x1000);
-        lab.expect(x_, "Y: PTE 1 after INVLPG", Op::Read, v + 0x1000, s, Want::Val(marker(d1)));
-        lab.expect(x_, "Y: PTE 1 cleared through 2M", Op::Write(0), wy + 8, s, Want::Done);
-        lab.invlpg(x_, v + 0x1000);
-        lab.expect(x_, "Y: PTE 1 not present after INVLPG", Op::Read, v + 0x1000, s, Want::Pf(0));
+        lab.expect(ex, "Y: PTE 1", Op::Read, v + 0x1000, s, Want::Val(marker(d0)));
+        lab.expect(ex, "Y: PTE 0 not present", Op::Read, v, s, Want::Pf(0));
+        lab.expect(ex, "Y: PTE 0 written through 2M", Op::Write(entry64(d1, rw)), wy, s, Want::Done);
+        lab.expect(ex, "Y: PTE 0 present, no INVLPG", Op::Read, v, s, Want::Val(marker(d1)));
+        lab.expect(ex, "Y: PTE 1 remapped through 2M", Op::Write(entry64(d1, rw)), wy + 8, s, Want::Done);
+        lab.invlpg(ex, v + 0x1000);
+        lab.expect(ex, "Y: PTE 1 after INVLPG", Op::Read, v + 0x1000, s, Want::Val(marker(d1)));
+        lab.expect(ex, "Y: PTE 1 cleared through 2M", Op::Write(0), wy + 8, s, Want::Done);
+        lab.invlpg(ex, v + 0x1000);
+        lab.expect(ex, "Y: PTE 1 not present after INVLPG", Op::Read, v + 0x1000, s, Want::Pf(0));
         lab.leave();
     }
     let n = lab.probes;
