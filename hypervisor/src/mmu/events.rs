@@ -68,6 +68,10 @@ pub struct VcpuMmu {
     /// guest's instruction runs natively; SMAP is then imprecise for that
     /// page until its leaf is rebuilt (KVM's behaviour for every such write).
     pub(crate) smap_wp0_native: bool,
+    /// (gva page, hardware error code) of the last #PF the hardware raised
+    /// for an access the walk allowed only through EFLAGS.AC under SMAP, on
+    /// a shadow leaf that already granted it (see `page_fault`).
+    pub(crate) smap_ac_refused: Option<(u64, u32)>,
 }
 
 /// The hardware paging state to enter the guest with (see the contract in
@@ -219,6 +223,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
             last_pt_write_count: 0,
             ac: false,
             smap_wp0_native: false,
+            smap_ac_refused: None,
         };
         Ok((v, flush))
     }
@@ -419,6 +424,34 @@ impl<F: ShadowFrames> ShadowCache<F> {
         if w.gpa >= mem.ram_size() || self.frames.gpa_to_hpa(w.gpa).is_none() {
             return FaultOutcome::OutsideRam { gpa: w.gpa, flush };
         }
+        // SMAP ignores EFLAGS.AC for implicit supervisor accesses (descriptor
+        // tables, the stack of an event delivery; SDM Vol. 3A 4.6.1), and a
+        // #PF exit does not tell them from explicit ones: the walk took this
+        // one as explicit. If the hardware refuses it twice in a row, same
+        // page and error code, while the shadow leaf already grants it (the
+        // first #PF invalidated any stale TLB entry, SDM Vol. 3A 4.10.4.1),
+        // only SMAP can have refused it: it is implicit and faults.
+        let smap_ac = ctx.smap
+            && ctx.ac
+            && !acc.user
+            && acc.kind != AccessKind::Fetch
+            && w.access.has(Access::U)
+            && error_code & spte::PFEC_P != 0;
+        let key = (gva >> 12, error_code);
+        if smap_ac && self.leaf_grants(v, gva, acc) {
+            if v.smap_ac_refused == Some(key) {
+                v.smap_ac_refused = None;
+                self.stats.injected_pf += 1;
+                return FaultOutcome::InjectPf {
+                    error_code: walk::error_code(&ctx, acc, true, false),
+                    cr2: gva,
+                    flush,
+                };
+            }
+            v.smap_ac_refused = Some(key);
+        } else {
+            v.smap_ac_refused = None;
+        }
         match self.fetch(v, mem, &ctx, gva, acc, &w, &mut flush) {
             Ok(true) => {}
             Ok(false) => return FaultOutcome::Fixed { flush }, // guest tables changed meanwhile: retry
@@ -563,6 +596,24 @@ impl<F: ShadowFrames> ShadowCache<F> {
         }
         self.clear_spte(cur, ((gva >> 12) & 511) as usize);
         Flush { vcpus: 1 << v.id }
+    }
+
+    /// Does the current shadow leaf of `gva` let the hardware (CR0.WP=1)
+    /// perform the supervisor data access `acc` on a user page, SMAP aside?
+    fn leaf_grants(&self, v: &VcpuMmu, gva: u64, acc: MemAccess) -> bool {
+        let Some((mut cur, top)) = self.root_for(v, gva) else {
+            return false;
+        };
+        for level in (2..=top).rev() {
+            let idx = ((gva >> (12 + 9 * (level as u32 - 1))) & 511) as usize;
+            let s = self.read(cur, idx);
+            match spte::present(s).then(|| self.id_of_hpa(spte::frame(s))).flatten() {
+                Some(c) => cur = c,
+                None => return false,
+            }
+        }
+        let s = self.read(cur, ((gva >> 12) & 511) as usize);
+        spte::present(s) && s & US != 0 && (acc.kind != AccessKind::Write || s & RW != 0)
     }
 
     /// Unshadow `gfn` (e.g. the caller knows it is no longer a page table).

@@ -178,6 +178,28 @@ fn smap_wp0_ac_write_to_user_ro_page_is_emulated() {
     assert!(!w.cpus[0].mmu.smap_wp0_native, "the fallback is used once");
 }
 
+/// SMAP with EFLAGS.AC=1 at CPL 0: explicit supervisor reads of a user
+/// page are allowed, implicit ones (which the #PF exit cannot tell apart)
+/// are not (SDM Vol. 3A 4.6.1). A fault the hardware repeats on a shadow
+/// leaf that already grants the access is an implicit access: #PF 0x1 is
+/// injected instead of re-entering forever. A new fault after INVLPG is a
+/// fresh start.
+#[test]
+fn smap_ac_repeated_refusal_is_an_implicit_access() {
+    let mut w = world(1);
+    chain32(&mut w, 0, f(10) | P | RW | US | A | D);
+    w.mode(0, GuestMode::Bits32, true, false, false, false, true);
+    w.cpus[0].mmu.set_explicit_ac(true);
+    let pf = |w: &mut World, ec| w.cache.page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, ec);
+    assert!(matches!(pf(&mut w, 0), FaultOutcome::Fixed { .. }), "not present: build the leaf");
+    assert!(matches!(pf(&mut w, 1), FaultOutcome::Fixed { .. }), "first refusal: maybe a stale TLB entry");
+    let out = pf(&mut w, 1);
+    assert!(matches!(out, FaultOutcome::InjectPf { error_code: 0x1, cr2: 0x10, .. }), "{out:?}");
+    let _ = w.cache.invlpg(&mut w.cpus[0].mmu, 0x10);
+    assert!(matches!(pf(&mut w, 0), FaultOutcome::Fixed { .. }), "after INVLPG");
+    assert!(matches!(pf(&mut w, 1), FaultOutcome::Fixed { .. }), "a single refusal");
+}
+
 /// `invalid`: zapping the loaded root (flooding the current PD) keeps it
 /// allocated, out of the hash, until the vCPU unloads it; the guest runs on.
 #[test]
