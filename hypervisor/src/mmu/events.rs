@@ -129,7 +129,8 @@ impl VcpuMmu {
         self.ac = on;
     }
     /// The core's emulator gave up on an [`FaultOutcome::EmulateWrite`] for
-    /// a frame that is not a shadowed page table (so a [`smap_wp0_write`]):
+    /// a frame that is not a shadowed page table (so a supervisor write with
+    /// CR0.WP=0, SMAP and AC=1 to a read-only user page):
     /// let the retried write run natively (see `smap_wp0_native`).
     pub fn smap_wp0_emulation_failed(&mut self) {
         self.smap_wp0_native = true;
