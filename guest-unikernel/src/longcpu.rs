@@ -1,6 +1,6 @@
 //! What the long-mode scenario checks (`long/...`, [`crate::checks::scen`])
-//! need from the CPU beyond [`crate::machine::Machine`]: loads of CR3, CR0.WP
-//! and EFER.NXE, INVLPG, and *probes*: single memory accesses at CPL 0 or
+//! need from the CPU beyond [`crate::machine::Machine`]: loads of CR3, CR0.WP,
+//! EFER.NXE and CR4.PGE/SMEP/SMAP, INVLPG, and *probes*: single memory accesses at CPL 0 or
 //! CPL 3 whose architectural outcome (the value, or the exception with its
 //! error code and CR2) is recorded instead of ending the run.
 //!
@@ -20,6 +20,13 @@ pub enum Op {
     Write(u64),
     /// `mov [addr], value` (4 bytes).
     Write32(u32),
+    /// `mov rax, [addr]` with EFLAGS.AC=1 (CPL 0 only): with CR4.SMAP=1 an
+    /// explicit supervisor access to a user page is allowed only with AC=1
+    /// (SDM Vol. 3A 4.6.1); the harness sets AC by POPFQ, so the probe
+    /// works on CPUs without STAC too, and clears it afterwards.
+    ReadAc,
+    /// `mov [addr], value` (8 bytes) with EFLAGS.AC=1 (CPL 0 only).
+    WriteAc(u64),
     /// `and byte [addr], mask`.
     AndByte(u8),
     /// `rep stosb` of `len` copies of `byte` from `addr`.
@@ -99,6 +106,26 @@ pub trait LongCpu {
     fn set_cr0_wp(&mut self, on: bool);
     /// Sets or clears IA32_EFER.NXE.
     fn set_efer_nxe(&mut self, on: bool);
+    /// Sets (`on`) or clears the CR4 bits `bits`; only [`cr4::PGE`],
+    /// [`cr4::SMEP`] and [`cr4::SMAP`] are honoured, the rest of `bits` is
+    /// ignored. Callers check CPUID first (a CPU without SMEP/SMAP refuses
+    /// the bit with #GP) and set SMEP/SMAP only while CR3 holds tables
+    /// that map everything the guest itself touches (code, stacks,
+    /// descriptor tables) supervisor-only, or the next instruction fetch
+    /// or exception delivery faults for good.
+    fn set_cr4(&mut self, bits: u64, on: bool);
+}
+
+/// The CR4 bits [`LongCpu::set_cr4`] changes (SDM Vol. 3A 2.5).
+pub mod cr4 {
+    /// PGE: global pages (SDM Vol. 3A 4.10.2.4).
+    pub const PGE: u64 = 1 << 7;
+    /// SMEP: no supervisor fetches from user pages (SDM Vol. 3A 4.6.1).
+    pub const SMEP: u64 = 1 << 20;
+    /// SMAP: no supervisor data accesses to user pages unless EFLAGS.AC=1.
+    pub const SMAP: u64 = 1 << 21;
+    /// The three together.
+    pub const ALL: u64 = PGE | SMEP | SMAP;
 }
 
 /// #PF error code bits (SDM Vol. 3A 4.7, Figure 4-12).

@@ -24,7 +24,7 @@
 use super::cpu;
 use core::arch::{asm, global_asm};
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use guest_unikernel::longcpu::{Cpl, Fault, LongCpu, Op, Probe};
+use guest_unikernel::longcpu::{cr4, Cpl, Fault, LongCpu, Op, Probe};
 use guest_unikernel::trap::TrapFrame;
 
 /// Kernel code and data selectors (bare-rt's GDT, kept in ours).
@@ -56,6 +56,32 @@ qlong_k_write32:
 qlong_k_write32_i:
     mov [rdi], esi
 qlong_k_write32_r:
+    ret
+.global qlong_k_read_ac
+qlong_k_read_ac:
+    xor eax, eax
+    pushfq
+    or dword ptr [rsp], 0x40000
+    popfq
+qlong_k_read_ac_i:
+    mov rax, [rdi]
+qlong_k_read_ac_r:
+    pushfq
+    and dword ptr [rsp], 0xFFFBFFFF
+    popfq
+    ret
+.global qlong_k_write_ac
+qlong_k_write_ac:
+    xor eax, eax
+    pushfq
+    or dword ptr [rsp], 0x40000
+    popfq
+qlong_k_write_ac_i:
+    mov [rdi], rsi
+qlong_k_write_ac_r:
+    pushfq
+    and dword ptr [rsp], 0xFFFBFFFF
+    popfq
     ret
 .global qlong_k_and8
 qlong_k_and8:
@@ -162,6 +188,8 @@ qlong_fixups:
     .quad qlong_k_read_i, qlong_k_read_r
     .quad qlong_k_write_i, qlong_k_write_r
     .quad qlong_k_write32_i, qlong_k_write32_r
+    .quad qlong_k_read_ac_i, qlong_k_read_ac_r
+    .quad qlong_k_write_ac_i, qlong_k_write_ac_r
     .quad qlong_k_and8_i, qlong_k_and8_r
     .quad qlong_k_stosb_i, qlong_k_stosb_r
     .quad qlong_k_cmpxchg_i, qlong_k_cmpxchg_r
@@ -175,7 +203,7 @@ qlong_fixups:
 );
 
 /// Entries of `qlong_fixups`.
-const FIXUPS: usize = 11;
+const FIXUPS: usize = 13;
 
 unsafe extern "C" {
     static qlong_fixups: [[u64; 2]; FIXUPS];
@@ -184,6 +212,8 @@ unsafe extern "C" {
     fn qlong_k_read(addr: u64, a: u64, b: u64) -> u64;
     fn qlong_k_write(addr: u64, a: u64, b: u64) -> u64;
     fn qlong_k_write32(addr: u64, a: u64, b: u64) -> u64;
+    fn qlong_k_read_ac(addr: u64, a: u64, b: u64) -> u64;
+    fn qlong_k_write_ac(addr: u64, a: u64, b: u64) -> u64;
     fn qlong_k_and8(addr: u64, a: u64, b: u64) -> u64;
     fn qlong_k_stosb(addr: u64, a: u64, b: u64) -> u64;
     fn qlong_k_cmpxchg(addr: u64, a: u64, b: u64) -> u64;
@@ -332,6 +362,8 @@ impl LongCpu for super::machine::BareMachine {
                     Op::Read => qlong_k_read(addr, 0, 0),
                     Op::Write(v) => qlong_k_write(addr, v, 0),
                     Op::Write32(v) => qlong_k_write32(addr, u64::from(v), 0),
+                    Op::ReadAc => qlong_k_read_ac(addr, 0, 0),
+                    Op::WriteAc(v) => qlong_k_write_ac(addr, v, 0),
                     Op::AndByte(m) => qlong_k_and8(addr, u64::from(m), 0),
                     Op::RepStosb { byte, len } => qlong_k_stosb(addr, u64::from(byte), len),
                     Op::LockCmpxchg { expect, new } => qlong_k_cmpxchg(addr, expect, new),
@@ -400,5 +432,17 @@ impl LongCpu for super::machine::BareMachine {
             asm!("wrmsr", in("ecx") 0xC000_0080u32, in("eax") new as u32, in("edx") (new >> 32) as u32,
                  options(nostack, preserves_flags));
         }
+    }
+
+    fn set_cr4(&mut self, bits: u64, on: bool) {
+        let bits = bits & cr4::ALL;
+        let old = cpu::read_cr4();
+        let new = if on { old | bits } else { old & !bits };
+        // SAFETY: PGE only changes which translations survive a CR3 load
+        // (and toggling it flushes the TLB); SMEP/SMAP only add supervisor
+        // faults on user pages, and the LongCpu contract has the caller
+        // check CPUID and run on tables that map the guest itself
+        // supervisor-only while they are set.
+        unsafe { asm!("mov cr4, {}", in(reg) new, options(nostack, preserves_flags)) };
     }
 }

@@ -231,7 +231,10 @@ impl PhysRead for Fake {
 impl Machine for Fake {
     fn cpuid(&mut self, leaf: u32, _subleaf: u32) -> Cpuid {
         match leaf {
-            1 => Cpuid { ecx: self.cpuid1_ecx, ..Cpuid::default() },
+            // Leaf 7 (SMEP, SMAP) and CPUID.1:EDX.PGE for the long/... checks.
+            0 => Cpuid { eax: 7, ..Cpuid::default() },
+            1 => Cpuid { ecx: self.cpuid1_ecx, edx: 1 << 13, ..Cpuid::default() },
+            7 => Cpuid { ebx: (1 << 7) | (1 << 20), ..Cpuid::default() },
             0x4000_0000 => self.leaf_4000_0000,
             0x4000_0001 => self.leaf_4000_0001,
             0x8000_0000 => Cpuid { eax: 0x8000_0008, ..Cpuid::default() },

@@ -1,7 +1,7 @@
 //! The fake machine's long-mode probe harness: a 4-level walker written
 //! from SDM Vol. 3A 4.5 (translation, reserved bits), 4.6 (access rights
-//! with CR0.WP and EFER.NXE), 4.7 (#PF error code) and 4.8 (A/D flags)
-//! over the fake's scratch words. It has no TLB: every probe walks the
+//! with CR0.WP, EFER.NXE, CR4.SMEP/SMAP and EFLAGS.AC), 4.7 (#PF error
+//! code) and 4.8 (A/D flags) over the fake's scratch words. It has no TLB: every probe walks the
 //! tables in memory, which the architecture allows (caching is optional),
 //! so the `long/...` checks, which INVLPG wherever the SDM requires it,
 //! must pass on it. Like QEMU TCG, whose signature the bare fake carries,
@@ -35,13 +35,30 @@ pub mod bug {
     /// A not-present entry is cached: a page that faulted not-present keeps
     /// faulting until the next MOV CR3 or INVLPG.
     pub const NEG_CACHE: u32 = 1 << 7;
+    /// CR0.WP is ignored (taken as 0): supervisor writes to read-only pages work.
+    pub const NO_WP: u32 = 1 << 8;
+    /// CR4.SMEP is ignored.
+    pub const NO_SMEP: u32 = 1 << 9;
+    /// CR4.SMAP is ignored.
+    pub const NO_SMAP: u32 = 1 << 10;
+    /// A translation with G=1 (CR4.PGE=1) survives everything: INVLPG,
+    /// toggling CR4.PGE, MOV CR3 (only the last is allowed, SDM Vol. 3A
+    /// 4.10.4.1).
+    pub const STICKY_GLOBAL: u32 = 1 << 11;
+    /// A 2 MiB page maps its first 4 KiB only: bits 20:12 of the address
+    /// are dropped.
+    pub const LARGE_4K: u32 = 1 << 12;
+    /// SMAP ignores EFLAGS.AC (supervisor accesses to user pages fault
+    /// with AC=1 too; Quadrant's #PF walk did this).
+    pub const SMAP_NO_AC: u32 = 1 << 13;
 }
 
 thread_local! {
     /// The model bugs in effect ([`bug`]).
     pub static BUGS: Cell<u32> = const { Cell::new(0) };
-    /// The model's TLB for [`bug::NO_INVLPG`] and [`bug::NEG_CACHE`]: page -> Some(frame) or None (not present).
-    static TLB: std::cell::RefCell<std::collections::HashMap<u64, Option<u64>>> = Default::default();
+    /// The model's TLB for [`bug::NO_INVLPG`], [`bug::NEG_CACHE`] and
+    /// [`bug::STICKY_GLOBAL`]: page -> Some((frame, global)) or None (not present).
+    static TLB: std::cell::RefCell<std::collections::HashMap<u64, Option<(u64, bool)>>> = Default::default();
 }
 
 fn has(b: u32) -> bool {
@@ -56,6 +73,8 @@ const US: u64 = 4;
 const A: u64 = 1 << 5;
 const D: u64 = 1 << 6;
 const PS: u64 = 1 << 7;
+const G: u64 = 1 << 8;
+use crate::longcpu::cr4::{PGE, SMAP, SMEP};
 const XD: u64 = 1 << 63;
 const NXE: u64 = 1 << 11;
 const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
@@ -68,6 +87,13 @@ struct Access {
     write: bool,
     user: bool,
     fetch: bool,
+    /// EFLAGS.AC (explicit supervisor accesses only).
+    ac: bool,
+}
+
+/// Drops the model's TLB entries: all, or only the non-global ones.
+fn flush(keep_global: bool) {
+    TLB.with(|t| t.borrow_mut().retain(|_, e| keep_global && matches!(e, Some((_, true)))));
 }
 
 impl Fake {
@@ -98,23 +124,26 @@ impl Fake {
         let page = va & !0xFFF;
         if let Some(hit) = TLB.with(|t| t.borrow().get(&page).copied()) {
             match hit {
-                Some(f) if has(bug::NO_INVLPG) => return Ok(f | (va & 0xFFF)),
+                Some((f, g)) if has(bug::NO_INVLPG) || (g && has(bug::STICKY_GLOBAL)) => return Ok(f | (va & 0xFFF)),
                 None if has(bug::NEG_CACHE) => return Err(u64::from(acc.write) << 1 | u64::from(acc.user) << 2),
                 _ => {}
             }
         }
         let r = self.walk_tables(va, acc);
         match r {
-            Ok(pa) => TLB.with(|t| t.borrow_mut().insert(page, Some(pa & !0xFFF))),
+            Ok((pa, g)) => TLB.with(|t| t.borrow_mut().insert(page, Some((pa & !0xFFF, g)))),
             Err(e) if e & ec::P == 0 && e & ec::RSVD == 0 => TLB.with(|t| t.borrow_mut().insert(page, None)),
             Err(_) => None,
         };
-        r
+        r.map(|(pa, _)| pa)
     }
 
-    fn walk_tables(&mut self, va: u64, acc: Access) -> Result<u64, u64> {
+    /// The physical address and whether the translation is global.
+    fn walk_tables(&mut self, va: u64, acc: Access) -> Result<(u64, bool), u64> {
         let nxe = self.efer & NXE != 0 && !has(bug::NO_XD);
-        let wp = self.cr0 & CR0_WP != 0;
+        let wp = self.cr0 & CR0_WP != 0 && !has(bug::NO_WP);
+        let smep = self.cr4 & SMEP != 0 && !has(bug::NO_SMEP);
+        let smap = self.cr4 & SMAP != 0 && !has(bug::NO_SMAP);
         let mut code = 0;
         if acc.write {
             code |= ec::W;
@@ -122,7 +151,7 @@ impl Fake {
         if acc.user {
             code |= ec::U;
         }
-        if acc.fetch && nxe {
+        if acc.fetch && (nxe || self.cr4 & SMEP != 0) {
             code |= ec::I;
         }
         let mut table = self.cr3 & ADDR;
@@ -130,6 +159,7 @@ impl Fake {
         let mut used = [0u64; 4];
         let mut pa = 0;
         let mut n = 0;
+        let mut global = false;
         for level in (1..=4u32).rev() {
             let a = table + 8 * ((va >> (12 + 9 * (level - 1))) & 0x1FF);
             let e = self.load(a, 8);
@@ -152,8 +182,10 @@ impl Fake {
             u &= e & US != 0 || (ps && has(bug::LARGE_U));
             w &= e & RW != 0 || (level > 1 && !ps && has(bug::UPPER_W));
             x &= !(nxe && e & XD != 0);
+            global = self.cr4 & PGE != 0 && e & G != 0;
             if ps {
-                pa = (e & ADDR & !0x1F_FFFF) | (va & 0x1F_FFFF);
+                let off = if has(bug::LARGE_4K) { 0xFFF } else { 0x1F_FFFF };
+                pa = (e & ADDR & !0x1F_FFFF) | (va & off);
                 break;
             }
             if level == 1 {
@@ -161,7 +193,16 @@ impl Fake {
             }
             table = e & ADDR;
         }
-        if (acc.user && !u) || (acc.write && !w && (acc.user || wp)) || (acc.fetch && !x) {
+        // SDM Vol. 3A 4.6.1: supervisor accesses to user pages (u): no
+        // fetch with SMEP=1, no data access with SMAP=1 and AC=0; a write
+        // needs R/W=1 everywhere when CR0.WP=1 or the access is a user one.
+        let sup_user = !acc.user && u;
+        if (acc.user && !u)
+            || (acc.write && !w && (acc.user || wp))
+            || (acc.fetch && !x)
+            || (acc.fetch && sup_user && smep)
+            || (!acc.fetch && sup_user && smap && (!acc.ac || has(bug::SMAP_NO_AC)))
+        {
             return Err(code | ec::P);
         }
         for (i, &a) in used[..n].iter().enumerate() {
@@ -169,20 +210,23 @@ impl Fake {
             let leaf = i + 1 == n;
             self.store(a, 8, e | A | if leaf && acc.write && !has(bug::NO_DIRTY) { D } else { 0 });
         }
-        Ok(pa)
+        Ok((pa, global))
     }
 }
 
 impl LongCpu for Fake {
     fn probe(&mut self, op: Op, addr: u64, cpl: Cpl) -> Probe {
         let user = cpl == Cpl::User;
-        let acc = |write, fetch| Access { write, user, fetch };
+        let acc = |write, fetch| Access { write, user, fetch, ac: false };
+        let acc_ac = |write| Access { write, user, fetch: false, ac: true };
         let pf = |e| Fault { vector: PF, error_code: e, cr2: addr };
         if user && !matches!(op, Op::Read | Op::Write(_) | Op::Fetch) {
             return Err(Fault { vector: 255, error_code: 0, cr2: 0 });
         }
         match op {
             Op::Read => self.walk(addr, acc(false, false)).map(|pa| self.load(pa, 8)).map_err(pf),
+            Op::ReadAc => self.walk(addr, acc_ac(false)).map(|pa| self.load(pa, 8)).map_err(pf),
+            Op::WriteAc(v) => self.walk(addr, acc_ac(true)).map(|pa| self.store(pa, 8, v)).map(|()| 0).map_err(pf),
             Op::Fetch => self.walk(addr, acc(false, true)).map(|_| 0).map_err(pf),
             Op::Write(v) => self.walk(addr, acc(true, false)).map(|pa| self.store(pa, 8, v)).map(|()| 0).map_err(pf),
             Op::Write32(v) => {
@@ -208,8 +252,10 @@ impl LongCpu for Fake {
                 Ok(old)
             }
             Op::Invlpg => {
-                if !has(bug::NO_INVLPG) {
-                    TLB.with(|t| t.borrow_mut().remove(&(addr & !0xFFF)));
+                let page = addr & !0xFFF;
+                let sticky = |e: Option<(u64, bool)>| matches!(e, Some((_, true))) && has(bug::STICKY_GLOBAL);
+                if !has(bug::NO_INVLPG) && !TLB.with(|t| t.borrow().get(&page).is_some_and(|e| sticky(*e))) {
+                    TLB.with(|t| t.borrow_mut().remove(&page));
                 }
                 Ok(0)
             }
@@ -220,7 +266,8 @@ impl LongCpu for Fake {
                     return Err(Fault { vector: GP, error_code: 0, cr2: 0 });
                 }
                 self.cr3 = addr;
-                TLB.with(|t| t.borrow_mut().clear());
+                // SDM Vol. 3A 4.10.4.1: global translations may survive.
+                flush(self.cr4 & PGE != 0);
                 Ok(0)
             }
         }
@@ -236,5 +283,15 @@ impl LongCpu for Fake {
 
     fn set_efer_nxe(&mut self, on: bool) {
         self.efer = if on { self.efer | NXE } else { self.efer & !NXE };
+    }
+
+    fn set_cr4(&mut self, bits: u64, on: bool) {
+        let bits = bits & crate::longcpu::cr4::ALL;
+        let new = if on { self.cr4 | bits } else { self.cr4 & !bits };
+        // SDM Vol. 3A 4.10.4.1: changing PGE flushes everything, globals too.
+        if (new ^ self.cr4) & PGE != 0 {
+            flush(has(bug::STICKY_GLOBAL));
+        }
+        self.cr4 = new;
     }
 }

@@ -18,6 +18,7 @@
 #[macro_use]
 mod lab;
 mod hostile;
+mod ctl;
 
 use super::{Check, Ctx};
 use crate::longcpu::{ec, Cpl, Op};
@@ -46,6 +47,11 @@ pub static CHECKS: &[Check] = &[
     Check { name: "long/pt-write/and-byte", run: pt_write::<5> },
     Check { name: "long/pt-write/lock-cmpxchg", run: pt_write::<6> },
     Check { name: "long/ad-bits", run: ad_bits },
+    Check { name: "long/large-2m", run: ctl::large_2m },
+    Check { name: "long/cr0-wp", run: ctl::cr0_wp },
+    Check { name: "long/efer-nxe", run: ctl::efer_nxe },
+    Check { name: "long/smep-smap-wp0", run: ctl::smep_smap_wp0 },
+    Check { name: "long/global-pages", run: ctl::global_pages },
     Check { name: "long/hostile/rsvd-bits", run: hostile_rsvd },
     Check { name: "long/hostile/invlpg", run: hostile_invlpg },
     Check { name: "long/hostile/cr3-reserved", run: hostile_cr3 },

@@ -61,6 +61,17 @@ pub struct VcpuMmu {
     /// many writes in a row hit it without a page fault in between.
     pub(crate) last_pt_write_gfn: Option<u64>,
     pub(crate) last_pt_write_count: u32,
+    /// EFLAGS.AC=1 at CPL < 3 when the current fault was taken ([`PagingCtx::ac`]).
+    pub(crate) ac: bool,
+    /// The core could not emulate a [`smap_wp0_write`]: the next such fault
+    /// maps the page the WP=0 way (supervisor-only, writable) once, so the
+    /// guest's instruction runs natively; SMAP is then imprecise for that
+    /// page until its leaf is rebuilt (KVM's behaviour for every such write).
+    pub(crate) smap_wp0_native: bool,
+    /// (gva page, hardware error code) of the last #PF the hardware raised
+    /// for an access the walk allowed only through EFLAGS.AC under SMAP, on
+    /// a shadow leaf that already granted it (see `page_fault`).
+    pub(crate) smap_ac_refused: Option<(u64, u32)>,
 }
 
 /// The hardware paging state to enter the guest with (see the contract in
@@ -108,8 +119,21 @@ impl VcpuMmu {
             pse: self.cr4 & CR4_PSE != 0,
             smep: self.cr4 & CR4_SMEP != 0,
             smap: self.cr4 & CR4_SMAP != 0,
+            ac: self.ac,
             maxphyaddr,
         }
+    }
+    /// Records EFLAGS.AC=1 at CPL < 3 for the next [`ShadowCache::page_fault`]
+    /// (SMAP lets explicit supervisor accesses to user pages through then).
+    pub fn set_explicit_ac(&mut self, on: bool) {
+        self.ac = on;
+    }
+    /// The core's emulator gave up on an [`FaultOutcome::EmulateWrite`] for
+    /// a frame that is not a shadowed page table (so a supervisor write with
+    /// CR0.WP=0, SMAP and AC=1 to a read-only user page):
+    /// let the retried write run natively (see `smap_wp0_native`).
+    pub fn smap_wp0_emulation_failed(&mut self) {
+        self.smap_wp0_native = true;
     }
     /// The role of this vCPU's shadows, without level/quadrant/metaphysical
     /// and with full access; context bits normalised to the mode.
@@ -198,6 +222,9 @@ impl<F: ShadowFrames> ShadowCache<F> {
             pae_root,
             last_pt_write_gfn: None,
             last_pt_write_count: 0,
+            ac: false,
+            smap_wp0_native: false,
+            smap_ac_refused: None,
         };
         Ok((v, flush))
     }
@@ -401,10 +428,48 @@ impl<F: ShadowFrames> ShadowCache<F> {
         if w.gpa >= mem.ram_size() || self.frames.gpa_to_hpa(w.gpa).is_none() {
             return FaultOutcome::OutsideRam { gpa: w.gpa, flush };
         }
+        // SMAP ignores EFLAGS.AC for implicit supervisor accesses (descriptor
+        // tables, the stack of an event delivery; SDM Vol. 3A 4.6.1), and a
+        // #PF exit does not tell them from explicit ones: the walk took this
+        // one as explicit. If the hardware refuses it twice in a row, same
+        // page and error code, while the shadow leaf already grants it (the
+        // first #PF invalidated any stale TLB entry, SDM Vol. 3A 4.10.4.1),
+        // only SMAP can have refused it: it is implicit and faults.
+        let smap_ac = ctx.smap
+            && ctx.ac
+            && !acc.user
+            && acc.kind != AccessKind::Fetch
+            && w.access.has(Access::U)
+            && error_code & spte::PFEC_P != 0;
+        let key = (gva >> 12, error_code);
+        if smap_ac && self.leaf_grants(v, gva, acc) {
+            if v.smap_ac_refused == Some(key) {
+                v.smap_ac_refused = None;
+                self.stats.injected_pf += 1;
+                return FaultOutcome::InjectPf {
+                    error_code: walk::error_code(&ctx, acc, true, false),
+                    cr2: gva,
+                    flush,
+                };
+            }
+            v.smap_ac_refused = Some(key);
+        } else {
+            v.smap_ac_refused = None;
+        }
         match self.fetch(v, mem, &ctx, gva, acc, &w, &mut flush) {
             Ok(true) => {}
             Ok(false) => return FaultOutcome::Fixed { flush }, // guest tables changed meanwhile: retry
             Err(NoFrames) => return FaultOutcome::NoShadowFrames,
+        }
+        if smap_wp0_write(&ctx, acc, w.access) {
+            if v.smap_wp0_native {
+                // `fetch` mapped it supervisor-writable this once.
+                v.smap_wp0_native = false;
+                return FaultOutcome::Fixed { flush };
+            }
+            // The leaf stays user and read-only (see `fetch`); the write is
+            // done by emulation.
+            return FaultOutcome::EmulateWrite { gpa: w.gpa, flush };
         }
         if acc.kind == AccessKind::Write && self.traps_writes(w.gpa >> 12) {
             // A trapped page-table write: keeps counting towards flooding.
@@ -432,7 +497,9 @@ impl<F: ShadowFrames> ShadowCache<F> {
     ) -> Result<bool, NoFrames> {
         let (mut cur, top) = self.root_for(v, gva).expect("a successful walk has a root");
         let base = v.base_role();
-        let sup_write = !acc.user && acc.kind == AccessKind::Write;
+        // With SMAP the WP=0 trick (a supervisor-only writable leaf) would
+        // let later AC=0 supervisor accesses through; see `smap_wp0_write`.
+        let sup_write = !acc.user && acc.kind == AccessKind::Write && (!ctx.smap || v.smap_wp0_native);
         let leaf = shadow_access(ctx, w.access, w.dirty, sup_write);
         for level in (2..=top).rev() {
             let idx = ((gva >> (12 + 9 * (level as u32 - 1))) & 511) as usize;
@@ -535,9 +602,42 @@ impl<F: ShadowFrames> ShadowCache<F> {
         Flush { vcpus: 1 << v.id }
     }
 
+    /// Does the current shadow leaf of `gva` let the hardware (CR0.WP=1)
+    /// perform the supervisor data access `acc` on a user page, SMAP aside?
+    fn leaf_grants(&self, v: &VcpuMmu, gva: u64, acc: MemAccess) -> bool {
+        let Some((mut cur, top)) = self.root_for(v, gva) else {
+            return false;
+        };
+        for level in (2..=top).rev() {
+            let idx = ((gva >> (12 + 9 * (level as u32 - 1))) & 511) as usize;
+            let s = self.read(cur, idx);
+            match spte::present(s).then(|| self.id_of_hpa(spte::frame(s))).flatten() {
+                Some(c) => cur = c,
+                None => return false,
+            }
+        }
+        let s = self.read(cur, ((gva >> 12) & 511) as usize);
+        spte::present(s) && s & US != 0 && (acc.kind != AccessKind::Write || s & RW != 0)
+    }
+
     /// Unshadow `gfn` (e.g. the caller knows it is no longer a page table).
     pub fn unshadow(&mut self, gfn: u64) -> Flush {
         self.stats.unshadows += 1;
         self.zap_gfn(gfn, ZapReason::Unshadow)
     }
+}
+
+/// A supervisor write with CR0.WP=0, CR4.SMAP=1 and EFLAGS.AC=1 to a
+/// read-only user page (SDM Vol. 3A 4.6.1: allowed). No shadow leaf fits:
+/// U=1,W=0 faults it, U=1,W=1 would let user writes through, and U=0,W=1
+/// (the WP=0 trick) would let later supervisor accesses with AC=0 escape
+/// SMAP. The leaf keeps the guest's U=1,W=0 and the write is emulated.
+pub(crate) fn smap_wp0_write(ctx: &PagingCtx, acc: MemAccess, effective: Access) -> bool {
+    ctx.smap
+        && !ctx.wp
+        && !acc.user
+        && acc.kind == AccessKind::Write
+        && effective.has(Access::U)
+        && !effective.has(Access::W)
+        && ctx.mode != GuestMode::NoPaging
 }

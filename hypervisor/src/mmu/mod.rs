@@ -47,8 +47,13 @@
 //!   virtual-8086 real mode works).
 //! * **EFER.NXE = 1 always**: the core sets NX in shadow entries; a guest
 //!   with EFER.NXE=0 has bit 63 reserved, which the core checks itself.
-//! * SMAP is evaluated with EFLAGS.AC = 0 (see the report; AC=1 supervisor
-//!   accesses to user pages are not modelled).
+//! * SMAP honours EFLAGS.AC: the caller records AC=1 at CPL < 3 with
+//!   [`VcpuMmu::set_explicit_ac`] before each #PF exit, and the walk then
+//!   lets supervisor data accesses to user pages through (taken as
+//!   explicit; one the hardware keeps refusing on a leaf that grants it is
+//!   implicit and faults). With CR0.WP=0 an AC=1 supervisor write to a
+//!   read-only user page is emulated ([`FaultOutcome::EmulateWrite`]): the
+//!   WP=0 leaf above would let later AC=0 accesses escape SMAP.
 //!
 //! # TLB flushes
 //! Every event returns a `#[must_use]` [`Flush`] naming the vCPUs whose
@@ -188,7 +193,9 @@ pub enum FaultOutcome {
     /// outside guest RAM: emulate MMIO or stop the VM. Guest A/D bits of a
     /// completed walk have been set.
     OutsideRam { gpa: u64, flush: Flush },
-    /// A write to a guest page table that is write-protected: decode the
+    /// A write to a guest page table that is write-protected, or a
+    /// supervisor write the shadow cannot allow in hardware (CR0.WP=0,
+    /// SMAP, EFLAGS.AC=1 to a read-only user page): decode the
     /// instruction, call [`ShadowCache::guest_pt_write`] with `gpa`, width
     /// and value, and skip the instruction.
     EmulateWrite { gpa: u64, flush: Flush },

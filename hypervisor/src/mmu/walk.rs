@@ -90,6 +90,11 @@ pub struct PagingCtx {
     pub smep: bool,
     /// CR4.SMAP.
     pub smap: bool,
+    /// EFLAGS.AC=1 at CPL < 3: SMAP then allows explicit supervisor data
+    /// accesses to user pages (SDM Vol. 3A 4.6.1). A #PF exit does not say
+    /// whether a supervisor access was explicit or implicit; like KVM, one
+    /// at CPL < 3 with AC=1 is taken as explicit.
+    pub ac: bool,
     /// Guest MAXPHYADDR.
     pub maxphyaddr: u8,
 }
@@ -176,7 +181,9 @@ pub(crate) fn reserved_mask(ctx: &PagingCtx, level: u8, value: u64) -> u64 {
 }
 
 /// Do the guest's effective permissions allow `acc`? (SDM Vol. 3A 4.6.1.)
-/// SMAP is evaluated as for EFLAGS.AC = 0.
+/// SMAP forbids supervisor data accesses to user pages unless
+/// [`PagingCtx::ac`]; with AC=1 CR0.WP still decides writes to read-only
+/// user pages.
 pub fn permits(ctx: &PagingCtx, a: Access, acc: MemAccess) -> bool {
     if ctx.mode == GuestMode::NoPaging {
         return true;
@@ -190,9 +197,10 @@ pub fn permits(ctx: &PagingCtx, a: Access, acc: MemAccess) -> bool {
                 AccessKind::Fetch => a.has(Access::X),
             };
     }
+    let smap_blocks = ctx.smap && !ctx.ac && user_page;
     match acc.kind {
-        AccessKind::Read => !(ctx.smap && user_page),
-        AccessKind::Write => !(ctx.smap && user_page) && (a.has(Access::W) || !ctx.wp),
+        AccessKind::Read => !smap_blocks,
+        AccessKind::Write => !smap_blocks && (a.has(Access::W) || !ctx.wp),
         AccessKind::Fetch => a.has(Access::X) && !(ctx.smep && user_page),
     }
 }
@@ -383,6 +391,7 @@ impl PagingCtx {
             pse: role.cr4_pse(),
             smep: role.smep_andnot_wp(),
             smap: role.smap_andnot_wp(),
+            ac: false,
             maxphyaddr,
         }
     }

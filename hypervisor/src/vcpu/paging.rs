@@ -85,8 +85,13 @@ impl Vcpu<'_> {
         self.mmu_touched = true;
         let gva = self.vmcs.read(FieldNaturalRo::ExitQualification);
         let hw_ec = self.vmcs.read(Field32Ro::ExitInterruptionErrorCode) as u32;
+        // EFLAGS.AC at CPL < 3 (CPL = CS.DPL): SMAP's exception for explicit
+        // supervisor accesses (SDM Vol. 3A 4.6.1).
+        let ac = self.vmcs.read(FieldNatural::GuestRflags) & (1 << 18) != 0
+            && (self.vmcs.read(Field32::GuestCsAccessRights) >> 5) & 3 != 3;
         let mut mem = GuestRamView(&self.ram);
         let sh = shadow!(self);
+        sh.vmmu.set_explicit_ac(ac);
         match sh.mmu.page_fault(&mut sh.vmmu, &mut mem, gva, hw_ec) {
             FaultOutcome::Fixed { flush } => {
                 flush.done();
@@ -244,9 +249,16 @@ impl Vcpu<'_> {
                 self.vmcs.write(FieldNatural::GuestRip, rip);
             }
             Emulated::Retry(why) => {
-                log::debug!("guest page-table store at {gpa:#x} not emulated ({why}): unshadowing the frame and retrying");
                 let sh = shadow!(self);
-                sh.mmu.unshadow(gpa >> 12).done();
+                if sh.mmu.is_write_protected(gpa >> 12) {
+                    log::debug!("guest page-table store at {gpa:#x} not emulated ({why}): unshadowing the frame and retrying");
+                    sh.mmu.unshadow(gpa >> 12).done();
+                } else {
+                    // Not a page table: a supervisor write with CR0.WP=0,
+                    // SMAP and AC=1 to a read-only user page.
+                    log::debug!("store at {gpa:#x} (WP=0, SMAP, AC=1) not emulated ({why}): running it natively");
+                    sh.vmmu.smap_wp0_emulation_failed();
+                }
             }
         }
     }

@@ -5,7 +5,7 @@
 //! depend on.
 
 use crate::checks::Ctx;
-use crate::longcpu::{Cpl, Fault, LongCpu, Op, Probe, GP, PF};
+use crate::longcpu::{cr4, Cpl, Fault, LongCpu, Op, Probe, GP, PF};
 use crate::machine::Machine;
 use crate::modes::paging::{entry64, pde_2m, Frames, P, RW, US};
 use crate::modes::space::IDENTITY_END;
@@ -109,6 +109,8 @@ pub(super) struct Lab<'m> {
     pub(super) boot_cr3: u64,
     pub(super) cr0: u64,
     pub(super) efer: u64,
+    /// CR4 when the check started (`leave` restores PGE, SMEP, SMAP).
+    pub(super) cr4: u64,
     pub(super) refused: Option<u64>,
     pub(super) probes: u32,
     /// CR3 holds our PML4 (`leave` loads the boot CR3 again; so does drop).
@@ -132,13 +134,13 @@ impl<'m> Lab<'m> {
         };
         let fresh = ctx.long.is_none();
         let boot_cr3 = if fresh { cpu.cr3() } else { 0 };
-        let (cr0, efer) = (m.cr0(), m.efer());
+        let (cr0, efer, cr4) = (m.cr0(), m.efer(), m.cr4());
         let f = Frames::new(&map, &excl, image.end, IDENTITY_END);
         let base = ctx.long.get_or_insert(Base { pml4: 0, f, next_slot: 1, boot_cr3 });
         let t = base.next_slot * SLOT;
         base.next_slot += 2;
         let boot_cr3 = base.boot_cr3;
-        let mut lab = Lab { m, base, t, pml4: 0, boot_cr3, cr0, efer, refused: None, probes: 0, active: false };
+        let mut lab = Lab { m, base, t, pml4: 0, boot_cr3, cr0, efer, cr4, refused: None, probes: 0, active: false };
         if fresh {
             let pml4 = lab.table();
             let pdpt = lab.table();
@@ -261,12 +263,17 @@ impl<'m> Lab<'m> {
         true
     }
 
-    /// Boot CR3, CR0.WP and EFER.NXE as they were.
+    /// Boot CR3, CR0.WP, EFER.NXE and CR4.PGE/SMEP/SMAP as they were
+    /// (CR4 first: SMEP/SMAP must be off before the boot tables, which map
+    /// the guest with U=1, are loaded).
     pub(super) fn leave(&mut self) {
         if !self.active {
             return;
         }
         self.active = false;
+        let c4 = self.cr4;
+        self.cpu().set_cr4(cr4::ALL & !c4, false);
+        self.cpu().set_cr4(cr4::ALL & c4, true);
         let b = self.boot_cr3;
         let _ = self.probe(Op::MovCr3, b, Cpl::Sup);
         let (wp, nxe) = (self.cr0 & CR0_WP != 0, self.efer & EFER_NXE != 0);
@@ -276,6 +283,30 @@ impl<'m> Lab<'m> {
 
     pub(super) fn invlpg(&mut self, e: &mut Expect<'_>, va: u64) {
         self.expect(e, "invlpg", Op::Invlpg, va, Cpl::Sup, Want::Done);
+    }
+
+    /// MOV CR3 of the check's own PML4 again: every non-global TLB entry
+    /// and all paging-structure caches are invalidated (SDM Vol. 3A
+    /// 4.10.4.1).
+    pub(super) fn reload_cr3(&mut self, e: &mut Expect<'_>) {
+        let r = self.pml4;
+        self.expect(e, "mov cr3", Op::MovCr3, r, Cpl::Sup, Want::Done);
+    }
+
+    /// Gives the check a PML4 of its own whose entry 0 names the shared
+    /// identity map with U/S=0, so the guest's code, stacks and descriptor
+    /// tables are supervisor pages (U/S combines over all levels, SDM Vol.
+    /// 3A 4.6.1) and CR4.SMEP/SMAP can be on. Call before building the
+    /// check's tables; [`Self::reload_cr3`] loads it. Returns it (0 when
+    /// RAM ran out).
+    pub(super) fn supervisor_root(&mut self) -> u64 {
+        let e0 = self.r(self.base.pml4);
+        let root = self.table();
+        if root != 0 {
+            self.w(root, e0 & !US);
+            self.pml4 = root;
+        }
+        root
     }
 }
 
@@ -288,6 +319,11 @@ impl Drop for Lab<'_> {
 
 /// IA32_EFER.NXE (SDM Vol. 3A 2.2.1).
 pub(super) const EFER_NXE: u64 = 1 << 11;
+
+/// CPUID.(EAX=07H,ECX=0):EBX (0 without leaf 7): SMEP is bit 7, SMAP bit 20.
+pub(super) fn cpuid7_ebx(m: &mut dyn Machine) -> u32 {
+    if m.cpuid(0, 0).eax >= 7 { m.cpuid(7, 0).ebx } else { 0 }
+}
 
 /// CPUID.80000001H:EDX.NX \[bit 20\].
 pub(super) fn has_nx(m: &mut dyn Machine) -> bool {

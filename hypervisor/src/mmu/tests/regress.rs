@@ -150,6 +150,56 @@ fn role_smap_andnot_wp() {
     w.check();
 }
 
+/// SMAP with CR0.WP=0 (SDM Vol. 3A 4.6.1): a supervisor write with
+/// EFLAGS.AC=1 to a read-only user page is allowed, with AC=0 it is #PF 0x3.
+/// The allowed write is emulated and the leaf stays user and read-only, so
+/// a later supervisor read with AC=0 still faults (0x1); the WP=0 trick
+/// (a supervisor-only writable leaf) would let it through.
+#[test]
+fn smap_wp0_ac_write_to_user_ro_page_is_emulated() {
+    let mut w = world(1);
+    chain32(&mut w, 0, f(10) | P | US | A | D);
+    w.mode(0, GuestMode::Bits32, false, false, false, false, true);
+    let out = w.cache.page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, 0x2);
+    assert!(matches!(out, FaultOutcome::InjectPf { error_code: 0x3, .. }), "AC=0: {out:?}");
+    w.cpus[0].mmu.set_explicit_ac(true);
+    let out = w.cache.page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, 0x2);
+    assert!(matches!(out, FaultOutcome::EmulateWrite { gpa: 0xa010, .. }), "AC=1: {out:?}");
+    w.cpus[0].mmu.set_explicit_ac(false);
+    assert_eq!(w.go(0, 0x10, rd(false)), PageFault(0x1));
+    assert_eq!(w.go(0, 0x10, rd(true)), Phys(0xa010));
+    w.check();
+    // When the core cannot emulate the instruction, the retried write runs
+    // natively once (leaf made supervisor-writable), instead of looping.
+    w.cpus[0].mmu.set_explicit_ac(true);
+    w.cpus[0].mmu.smap_wp0_emulation_failed();
+    let out = w.cache.page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, 0x3);
+    assert!(matches!(out, FaultOutcome::Fixed { .. }), "native fallback: {out:?}");
+    assert!(!w.cpus[0].mmu.smap_wp0_native, "the fallback is used once");
+}
+
+/// SMAP with EFLAGS.AC=1 at CPL 0: explicit supervisor reads of a user
+/// page are allowed, implicit ones (which the #PF exit cannot tell apart)
+/// are not (SDM Vol. 3A 4.6.1). A fault the hardware repeats on a shadow
+/// leaf that already grants the access is an implicit access: #PF 0x1 is
+/// injected instead of re-entering forever. A new fault after INVLPG is a
+/// fresh start.
+#[test]
+fn smap_ac_repeated_refusal_is_an_implicit_access() {
+    let mut w = world(1);
+    chain32(&mut w, 0, f(10) | P | RW | US | A | D);
+    w.mode(0, GuestMode::Bits32, true, false, false, false, true);
+    w.cpus[0].mmu.set_explicit_ac(true);
+    let pf = |w: &mut World, ec| w.cache.page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, ec);
+    assert!(matches!(pf(&mut w, 0), FaultOutcome::Fixed { .. }), "not present: build the leaf");
+    assert!(matches!(pf(&mut w, 1), FaultOutcome::Fixed { .. }), "first refusal: maybe a stale TLB entry");
+    let out = pf(&mut w, 1);
+    assert!(matches!(out, FaultOutcome::InjectPf { error_code: 0x1, cr2: 0x10, .. }), "{out:?}");
+    let _ = w.cache.invlpg(&mut w.cpus[0].mmu, 0x10);
+    assert!(matches!(pf(&mut w, 0), FaultOutcome::Fixed { .. }), "after INVLPG");
+    assert!(matches!(pf(&mut w, 1), FaultOutcome::Fixed { .. }), "a single refusal");
+}
+
 /// `invalid`: zapping the loaded root (flooding the current PD) keeps it
 /// allocated, out of the hash, until the vCPU unloads it; the guest runs on.
 #[test]

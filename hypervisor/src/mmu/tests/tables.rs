@@ -97,6 +97,7 @@ fn ctx(mode: GuestMode, wp: bool, nxe: bool, smep: bool, smap: bool) -> PagingCt
         pse: true,
         smep,
         smap,
+        ac: false,
         maxphyaddr: 36,
     }
 }
