@@ -99,6 +99,14 @@ pub trait LongCpu {
     fn set_cr0_wp(&mut self, on: bool);
     /// Sets or clears IA32_EFER.NXE.
     fn set_efer_nxe(&mut self, on: bool);
+    /// Sets CR4.SMEP (bit 20) and CR4.SMAP (bit 21) as asked; `false` when
+    /// this harness cannot (the default). Callers check CPUID first and
+    /// load a CR3 whose tables map all code, stacks and data the harness
+    /// touches at CPL 0 supervisor-only before setting either bit.
+    fn set_smep_smap(&mut self, smep: bool, smap: bool) -> bool {
+        let _ = (smep, smap);
+        false
+    }
 }
 
 /// #PF error code bits (SDM Vol. 3A 4.7, Figure 4-12).

@@ -401,4 +401,16 @@ impl LongCpu for super::machine::BareMachine {
                  options(nostack, preserves_flags));
         }
     }
+
+    fn set_smep_smap(&mut self, smep: bool, smap: bool) -> bool {
+        let (b_smep, b_smap) = (1u64 << 20, 1u64 << 21);
+        let cr4 = cpu::read_cr4() & !(b_smep | b_smap);
+        let new = cr4 | if smep { b_smep } else { 0 } | if smap { b_smap } else { 0 };
+        // SAFETY: SMEP/SMAP only forbid CPL-0 fetches from and data
+        // accesses to user-mode pages (SDM Vol. 3A 4.6.1); the LongCpu
+        // contract makes the caller load supervisor-only tables for all
+        // the code, stacks and data first. The caller checked CPUID leaf 7.
+        unsafe { asm!("mov cr4, {}", in(reg) new, options(nostack, preserves_flags)) };
+        true
+    }
 }

@@ -15,6 +15,7 @@ pub mod cache;
 pub mod hv;
 pub mod modes;
 pub mod scen;
+pub mod sweep;
 
 use crate::cmdline::{self, Config, Note};
 use crate::hv::{Signature, CPUID1_ECX_HYPERVISOR};
@@ -39,7 +40,7 @@ pub struct Check {
 }
 
 /// The areas, in run order.
-pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS, scen::CHECKS, cache::CHECKS];
+pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS, scen::CHECKS, sweep::CHECKS, cache::CHECKS];
 
 /// All checks in run order.
 pub fn all() -> impl Iterator<Item = &'static Check> {
