@@ -46,6 +46,22 @@ pub enum LoadError {
 /// Writes the tables page, the real-mode data, the stops and ops, and zero
 /// result slots; returns the number of ops.
 pub fn load(m: &mut dyn Machine, e: &EngineInfo, s: &Space, env: &Env) -> Result<usize, LoadError> {
+    load_program(m, e, &mut |emit| walk::program(s, env, emit))
+}
+
+/// A program: called with the sink, it emits its stops and ops in order.
+pub type Program<'a> = dyn FnMut(&mut dyn FnMut(Item)) + 'a;
+
+/// Loads any program (not only the mode walk's): the tables page, the
+/// real-mode data, the stops and ops `program` emits (the [`Item::Op`]
+/// tags and expectations are not stored), and zero result slots; returns
+/// the number of ops. Op `n`'s result is then [`result`]`(m, n)` after
+/// [`Machine::run_engine`].
+pub fn load_program(
+    m: &mut dyn Machine,
+    e: &EngineInfo,
+    program: &mut Program<'_>,
+) -> Result<usize, LoadError> {
     let w = |m: &mut dyn Machine, a: u64, b: &[u8]| if m.low_write(a, b) { Ok(()) } else { Err(LoadError::Refused(a)) };
     w(m, layout::GDT, &layout::tables_page(e))?;
     w(m, layout::REAL_DATA, &walk::real_data())?;
@@ -62,7 +78,7 @@ pub fn load(m: &mut dyn Machine, e: &EngineInfo, s: &Space, env: &Env) -> Result
         }
         Ok(())
     };
-    walk::program(s, env, &mut |item| {
+    program(&mut |item| {
         if err.is_err() {
             return;
         }
@@ -81,6 +97,17 @@ pub fn load(m: &mut dyn Machine, e: &EngineInfo, s: &Space, env: &Env) -> Result
     flush(m, cur, &mut stops, ops)?;
     w(m, layout::STOP_COUNT, &(stops as u32).to_le_bytes())?;
     Ok(ops)
+}
+
+/// What op `n` of the loaded program did ([`Got::NotRun`] when the window
+/// cannot be read).
+pub fn result(m: &mut dyn Machine, n: usize) -> Got {
+    let mut b = [0u8; 24];
+    if m.low_read(layout::RESULTS + layout::RESULT_SIZE * n as u64, &mut b) {
+        Got::decode(&b)
+    } else {
+        Got::NotRun
+    }
 }
 
 /// Why the engine refuses what the low window holds.
