@@ -253,8 +253,9 @@ mod tests {
         let (mut out, tally) = (String::new(), Tally::new());
         let mut ctx = Ctx::start(&mut m, &mut out, &tally, FAKE_INFO);
         ctx.run_all();
-        // modes=0 skips the mode walk.
-        let n_modes = modes::CHECKS.len() as u32;
+        // modes=0 skips the mode walk and the sweeps the engine runs
+        // (pg32/access-sweep, pae/access-sweep): the guest stays in long mode.
+        let n_modes = modes::CHECKS.len() as u32 + 2;
         assert_eq!(tally.counts(), (all().count() as u32, 0, 0), "{out}");
         let mut m = Fake::hv("expect_hv=1 modes=0");
         let (mut out, tally) = (String::new(), Tally::new());

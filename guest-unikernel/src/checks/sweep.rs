@@ -1,5 +1,7 @@
-//! `long/access-sweep`: the access sweep ([`crate::sweep`]) run in 4-level
-//! paging through the long-mode probe harness ([`crate::longcpu`]).
+//! The access sweep's checks ([`crate::sweep`]): `pg32/access-sweep` and
+//! `pae/access-sweep` through the mode-switch engine at CPL 0 (see
+//! `legacy`), and `long/access-sweep` in 4-level paging through the
+//! long-mode probe harness ([`crate::longcpu`]), described here.
 //!
 //! The check builds its own tables in scratch frames: two PML4s that share
 //! everything but the U flag of entry 0, the identity map of the low 1 GiB
@@ -34,8 +36,31 @@ use crate::sweep::{self, Features, Setting};
 use core::fmt::{self, Write};
 use shared::Outcome;
 
-/// The sweep's checks.
-pub static CHECKS: &[Check] = &[Check { name: "long/access-sweep", run: long_sweep }];
+mod legacy;
+
+/// The sweep's checks: one per paging mode.
+pub static CHECKS: &[Check] = &[
+    Check { name: "pg32/access-sweep", run: pg32_sweep },
+    Check { name: "pae/access-sweep", run: pae_sweep },
+    Check { name: "long/access-sweep", run: long_sweep },
+];
+
+/// The sweep in 32-bit paging (CR4.PSE=1: 4 KiB and 4 MiB pages) at CPL
+/// 0, through the mode-switch engine: PDE/PTE U/W/A/D/PS x CR0.WP x
+/// CR4.SMEP/SMAP x read/write/fetch, each outcome (value, or #PF error
+/// code and CR2) and the A/D flags afterwards as [`crate::sweep::model`]
+/// says (SDM Vol. 3A 4.3, 4.6.1, 4.7: no XD bit, I/D only with SMEP; 4.8).
+fn pg32_sweep(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
+    legacy::run(ctx, d, Mode::Pg32)
+}
+
+/// The sweep in PAE paging (2 MiB and 4 KiB pages) at CPL 0, through the
+/// mode-switch engine: PDE/PTE U/W/XD/A/D/PS x CR0.WP x EFER.NXE x
+/// CR4.SMEP/SMAP x read/write/fetch against [`crate::sweep::model`] (SDM
+/// Vol. 3A 4.4.2, 4.6.1, 4.7, 4.8; XD with NXE=0 is a reserved bit).
+fn pae_sweep(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
+    legacy::run(ctx, d, Mode::Pae)
+}
 
 /// 2 MiB.
 const M2: u64 = 1 << 21;
@@ -238,7 +263,7 @@ fn long_sweep(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     // The harness can set SMEP/SMAP (clearing both is always harmless).
     let smx = cpu.set_smep_smap(false, false);
     let boot_cr3 = cpu.cr3();
-    let feat = Features { nx, smep: smx && l7 & (1 << 7) != 0, smap: smx && l7 & (1 << 20) != 0, user_with_smx: false };
+    let feat = Features { nx, smep: smx && l7 & (1 << 7) != 0, smap: smx && l7 & (1 << 20) != 0, user: true, user_with_smx: false };
 
     let mut fr = Frames::new(&map, &ctx.exclusions, image.end, IDENTITY_END);
     let mut rig = Rig {
@@ -430,9 +455,14 @@ mod tests {
     use crate::report::Tally;
 
     fn run(bugs: u32, words: &str, hv: bool) -> String {
+        run_on(bugs, words, hv, |_| {})
+    }
+
+    fn run_on(bugs: u32, words: &str, hv: bool, setup: impl FnOnce(&mut Fake)) -> String {
         BUGS.with(|b| b.set(bugs));
-        let line = format!("only=long/access-sweep {words}");
+        let line = format!("only=long/access-sweep,pg32/access-sweep,pae/access-sweep {words}");
         let mut m = if hv { Fake::hv(&format!("expect_hv=1 {line}")) } else { Fake::bare(&line) };
+        setup(&mut m);
         let (mut out, tally) = (String::new(), Tally::new());
         Ctx::start(&mut m, &mut out, &tally, FAKE_INFO).run_all();
         BUGS.with(|b| b.set(0));
@@ -444,8 +474,8 @@ mod tests {
     /// the Quadrant signature (P=1), with each case count reported.
     #[test]
     fn passes_on_the_reference_model() {
-        let quick = sweep::count(Mode::Long, Features { nx: true, smep: false, smap: false, user_with_smx: false }, false);
-        let full = sweep::count(Mode::Long, Features { nx: true, smep: false, smap: false, user_with_smx: false }, true);
+        let quick = sweep::count(Mode::Long, Features { nx: true, smep: false, smap: false, user: true, user_with_smx: false }, false);
+        let full = sweep::count(Mode::Long, Features { nx: true, smep: false, smap: false, user: true, user_with_smx: false }, true);
         assert_eq!((quick, full), (768, 13056));
         for hv in [false, true] {
             let out = run(0, "", hv);
@@ -453,6 +483,49 @@ mod tests {
         }
         let out = run(0, "sweep=full", false);
         assert!(out.contains(&format!("check PASS long/access-sweep: {full} cases (full; full: {full})")), "{out}");
+    }
+
+    /// The fake engine (SDM 4.3, 4.4, 4.6-4.8 at CPL 0, with SMEP/SMAP when
+    /// CPUID leaf 7 has them) passes the 32-bit and PAE sweeps, quick and
+    /// full; modes=0 (the guest stays in long mode) skips them.
+    #[test]
+    fn legacy_sweeps_pass_on_the_fake_engine() {
+        let smx = |m: &mut Fake| m.leaf_7_ebx = 1 << 7 | 1 << 20;
+        for words in ["", "sweep=full"] {
+            for hv in [false, true] {
+                let out = run_on(0, words, hv, smx);
+                for (name, n) in [("pg32", if words.is_empty() { 768 } else { 3456 }), ("pae", if words.is_empty() { 1536 } else { 26112 })] {
+                    let want = format!("check PASS {name}/access-sweep: {n} cases (");
+                    assert!(out.contains(&want) && out.contains("SMEP+SMAP"), "{want}\n{out}");
+                }
+            }
+        }
+        let out = run(0, "", true);
+        assert!(out.contains("check PASS pae/access-sweep: 384 cases (quick; full: 6528), 0 mismatches; CPL 0, no SMEP/SMAP"), "{out}");
+        let out = run(0, "modes=0", true);
+        assert!(out.contains("check SKIP pae/access-sweep: modes=0"), "{out}");
+    }
+
+    /// An engine that loses D, the W/R bit of the error code, or ignores
+    /// SMEP/SMAP fails both legacy sweeps.
+    #[test]
+    fn legacy_sweeps_fail_when_the_engine_breaks_a_rule() {
+        use super::super::fake_engine::{run as engine, Quirks};
+        let q: [fn(&mut Fake); 3] = [
+            |f| f.on_run = Some(|f| engine(f, Quirks { no_dirty: true, ..Quirks::default() })),
+            |f| f.on_run = Some(|f| engine(f, Quirks { pf_write_bit_lost: true, ..Quirks::default() })),
+            |f| f.on_run = Some(|f| engine(f, Quirks { no_smep_smap: true, ..Quirks::default() })),
+        ];
+        for (i, setup) in q.into_iter().enumerate() {
+            let out = run_on(0, "", true, |m| {
+                m.leaf_7_ebx = 1 << 7 | 1 << 20;
+                setup(m);
+            });
+            for name in ["pg32", "pae"] {
+                assert!(out.contains(&format!("check FAIL {name}/access-sweep: ")), "quirk {i} {name}\n{out}");
+                assert!(out.contains(&format!("guest: {name}/access-sweep mismatch: {name} pde=")), "quirk {i}\n{out}");
+            }
+        }
     }
 
     /// Each broken rule of the fake's MMU fails the quick sweep, naming a

@@ -33,6 +33,8 @@ pub struct Features {
     pub smep: bool,
     /// CR4.SMAP can be set (CPUID.(EAX=7,ECX=0):EBX.SMAP\[bit 20\]).
     pub smap: bool,
+    /// CPL 3 accesses can run at all.
+    pub user: bool,
     /// CPL 3 accesses can run with SMEP or SMAP set.
     pub user_with_smx: bool,
 }
@@ -93,7 +95,7 @@ pub fn inner_count(mode: Mode) -> u32 {
 /// The settings of `mode` on a CPU with `feat`, in run order: CR0.WP x
 /// EFER.NXE (with NX; not in 32-bit paging, where it has no effect on
 /// translation) x SMEP/SMAP (each where present) x CPL (CPL 3 with SMEP or
-/// SMAP only with `user_with_smx`).
+/// SMAP only with `user_with_smx`; none without `user`).
 pub fn settings(mode: Mode, feat: Features, mut each: impl FnMut(Setting)) {
     for wp in [false, true] {
         for nxe in [false, true] {
@@ -106,7 +108,7 @@ pub fn settings(mode: Mode, feat: Features, mut each: impl FnMut(Setting)) {
                         continue;
                     }
                     for user in [false, true] {
-                        if user && (smep || smap) && !feat.user_with_smx {
+                        if user && (!feat.user || (smep || smap) && !feat.user_with_smx) {
                             continue;
                         }
                         each(Setting { wp, nxe, smep, smap, user });
@@ -169,7 +171,7 @@ pub fn count(mode: Mode, feat: Features, full: bool) -> u32 {
 mod tests {
     use super::*;
 
-    const ALL: Features = Features { nx: true, smep: true, smap: true, user_with_smx: false };
+    const ALL: Features = Features { nx: true, smep: true, smap: true, user: true, user_with_smx: false };
 
     #[test]
     fn sizes() {
@@ -179,6 +181,9 @@ mod tests {
         assert_eq!(count(Mode::Long, ALL, true), 4 * 5 * 544 * 3);
         assert_eq!(count(Mode::Long, Features { smep: false, smap: false, ..ALL }, true), 4 * 2 * 1632);
         assert_eq!(count(Mode::Long, ALL, false), 20 * QUICK_PER_SETTING);
+        // CPL 0 only: 2 WP x 2 NXE x 4 SMEP/SMAP; 32-bit paging has no NXE setting.
+        assert_eq!(count(Mode::Pae, Features { user: false, ..ALL }, true), 16 * 1632);
+        assert_eq!(count(Mode::Pg32, Features { user: false, ..ALL }, true), 8 * 144 * 3);
         for m in [Mode::Pg32, Mode::Pae, Mode::Long] {
             let large = (1u32 << leaf_flags(m).len()) * 3;
             for t in [inner_count(m) - large, large] {
