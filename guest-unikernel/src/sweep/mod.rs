@@ -23,6 +23,37 @@ pub const QUICK_PER_SETTING: u32 = QUICK_SMALL + QUICK_LARGE;
 pub const QUICK_SMALL: u32 = 72;
 /// Quick cases per setting through a large PDE.
 pub const QUICK_LARGE: u32 = 24;
+/// How much of the space runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Size {
+    /// [`QUICK_PER_SETTING`] per setting (the default).
+    Quick,
+    /// Everything (`sweep=full`).
+    Full,
+}
+
+impl Size {
+    /// From the command line (`sweep=full`).
+    pub const fn of(full: bool) -> Self {
+        if full { Size::Full } else { Size::Quick }
+    }
+
+    /// `quick` or `full`.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Size::Quick => "quick",
+            Size::Full => "full",
+        }
+    }
+
+    /// (through a page table, through a large PDE) per setting, or `None`: all.
+    const fn per_setting(self) -> Option<(u32, u32)> {
+        match self {
+            Size::Quick => Some((QUICK_SMALL, QUICK_LARGE)),
+            Size::Full => None,
+        }
+    }
+}
 
 /// What the CPU offers and the harness can do.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -132,14 +163,12 @@ pub fn case(mode: Mode, s: Setting, k: u32) -> Case {
 /// The inner indices of setting number `n` (its position in [`settings`]):
 /// all of them when `full`, else [`QUICK_PER_SETTING`] distinct ones
 /// (pseudo-random, a fixed choice per setting number).
-pub fn inner(mode: Mode, n: u32, full: bool, mut each: impl FnMut(u32)) {
+pub fn inner(mode: Mode, n: u32, size: Size, mut each: impl FnMut(u32)) {
     let total = inner_count(mode);
-    if full {
-        (0..total).for_each(each);
-    } else {
+    if let Some((qs, ql)) = size.per_setting() {
         // The small cases come first in the inner order, then the large.
         let large = (1 << leaf_flags(mode).len()) * 3;
-        for (base, len, q) in [(0, total - large, QUICK_SMALL), (total - large, large, QUICK_LARGE)] {
+        for (base, len, q) in [(0, total - large, qs), (total - large, large, ql)] {
             // Distinct pseudo-random indices (xorshift32 seeded by the setting).
             let mut taken = [0u64; MAX_INNER.div_ceil(64)];
             let mut x = n.wrapping_mul(0x9E37_79B9) ^ 0x5EED_5EED;
@@ -156,15 +185,20 @@ pub fn inner(mode: Mode, n: u32, full: bool, mut each: impl FnMut(u32)) {
                 }
             }
         }
+    } else {
+        (0..total).for_each(each);
     }
 }
 
 /// How many cases the sweep of `mode` runs.
-pub fn count(mode: Mode, feat: Features, full: bool) -> u32 {
+pub fn count(mode: Mode, feat: Features, size: Size) -> u32 {
     let mut n = 0;
     settings(mode, feat, |_| n += 1);
     let large = (1 << leaf_flags(mode).len()) * 3;
-    n * if full { inner_count(mode) } else { QUICK_SMALL.min(inner_count(mode) - large) + QUICK_LARGE.min(large) }
+    n * match size.per_setting() {
+        Some((qs, ql)) => qs.min(inner_count(mode) - large) + ql.min(large),
+        None => inner_count(mode),
+    }
 }
 
 #[cfg(test)]
@@ -178,19 +212,19 @@ mod tests {
         assert_eq!(leaf_count(Mode::Long), 16 * 32 + 32);
         assert_eq!(leaf_count(Mode::Pg32), 8 * 16 + 16);
         // 2 WP x 2 NXE x (SMEP/SMAP 00 at CPL 0 and 3, 3 more at CPL 0) x 544 x 3.
-        assert_eq!(count(Mode::Long, ALL, true), 4 * 5 * 544 * 3);
-        assert_eq!(count(Mode::Long, Features { smep: false, smap: false, ..ALL }, true), 4 * 2 * 1632);
-        assert_eq!(count(Mode::Long, ALL, false), 20 * QUICK_PER_SETTING);
+        assert_eq!(count(Mode::Long, ALL, Size::Full), 4 * 5 * 544 * 3);
+        assert_eq!(count(Mode::Long, Features { smep: false, smap: false, ..ALL }, Size::Full), 4 * 2 * 1632);
+        assert_eq!(count(Mode::Long, ALL, Size::Quick), 20 * QUICK_PER_SETTING);
         // CPL 0 only: 2 WP x 2 NXE x 4 SMEP/SMAP; 32-bit paging has no NXE setting.
-        assert_eq!(count(Mode::Pae, Features { user: false, ..ALL }, true), 16 * 1632);
-        assert_eq!(count(Mode::Pg32, Features { user: false, ..ALL }, true), 8 * 144 * 3);
+        assert_eq!(count(Mode::Pae, Features { user: false, ..ALL }, Size::Full), 16 * 1632);
+        assert_eq!(count(Mode::Pg32, Features { user: false, ..ALL }, Size::Full), 8 * 144 * 3);
         for m in [Mode::Pg32, Mode::Pae, Mode::Long] {
             let large = (1u32 << leaf_flags(m).len()) * 3;
             for t in [inner_count(m) - large, large] {
                 assert!(t as usize <= MAX_INNER);
             }
             let mut ks = Vec::new();
-            inner(m, 3, false, |k| ks.push(k));
+            inner(m, 3, Size::Quick, |k| ks.push(k));
             let n = ks.len();
             ks.sort();
             ks.dedup();
@@ -227,7 +261,7 @@ mod tests {
             let mut n = 0;
             settings(m, ALL, |s| {
                 let mut seen = std::collections::HashSet::new();
-                inner(m, n, false, |k| {
+                inner(m, n, Size::Quick, |k| {
                     let c = case(m, s, k);
                     for b in [f::U, f::W, f::NX, f::A, f::D, f::PS] {
                         seen.insert((0, b, c.pde & b != 0, c.large()));

@@ -18,7 +18,7 @@
 //!
 //! CPL 3 is not swept here: the engine's interpreters run at CPL 0 only.
 
-use super::{as_reported, Mismatch, Seen, CR0_WP, CR4_SMAP, CR4_SMEP, EFER_NXE, LOGGED, RET_OFF, WR_OFF};
+use super::{as_reported, LIGHT_SKIP, Mismatch, Seen, CR0_WP, CR4_SMAP, CR4_SMEP, EFER_NXE, LOGGED, RET_OFF, WR_OFF};
 use crate::checks::Ctx;
 use crate::longcpu::Fault;
 use crate::machine::Machine;
@@ -101,7 +101,11 @@ const fn with_xd(e: u64, flags: u8) -> u64 {
 pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
     let pae = mode == Mode::Pae;
     let name = if pae { "pae/access-sweep" } else { "pg32/access-sweep" };
-    let full = ctx.config.sweep_full;
+    let size = sweep::Size::of(ctx.config.sweep_full);
+    if ctx.config.light {
+        let _ = write!(d, "{LIGHT_SKIP}");
+        return Outcome::Skip;
+    }
     let tcg = ctx.signature.is_tcg();
     if ctx.config.modes == Some(false) {
         let _ = write!(d, "modes=0 on the command line (no mode-switch engine runs)");
@@ -135,7 +139,7 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
     let feat = Features { nx, smep: l7 & (1 << 7) != 0, smap: l7 & (1 << 20) != 0, user: false, user_with_smx: false };
 
     // Tables.
-    let mut fr = Frames::new(&map, &ctx.exclusions, image.end, IDENTITY_END);
+    let mut fr = super::frames(&map, &ctx.exclusions, image.end, u64::from(pae));
     let large = fr.alloc_aligned(if pae { M2 } else { M4 }, if pae { M2 } else { M4 }).unwrap_or(0);
     let mut refused = None::<u64>;
     let table = |m: &mut dyn Machine, fr: &mut Frames, refused: &mut Option<u64>| {
@@ -296,7 +300,7 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
     sweep::settings(mode, feat, |s| {
         let k0 = n;
         n += 1;
-        sweep::inner(mode, k0, full, |k| {
+        sweep::inner(mode, k0, size, |k| {
             let nxe_change = fill > 0 && batch[0].is_some_and(|(b, _)| b.nxe != s.nxe);
             let new_stop = last != Some(s);
             if fill == RUN || nxe_change || (new_stop && stops == STOPS) {
@@ -313,8 +317,8 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
         });
     });
     go(&mut *ctx.m, &mut *ctx.out, &mut batch, &mut fill);
-    let total = sweep::count(mode, feat, true);
-    let want = sweep::count(mode, feat, full);
+    let total = sweep::count(mode, feat, sweep::Size::Full);
+    let want = sweep::count(mode, feat, size);
     if let Some(t) = trouble {
         let _ = write!(d, "{} after {ran} cases", t.as_str());
         return Outcome::Fail;
@@ -329,7 +333,7 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
         (false, true) => "SMAP, no SMEP",
         (false, false) => "no SMEP/SMAP",
     };
-    let kind = if full { "full" } else { "quick" };
+    let kind = size.name();
     let _ = write!(d, "{ran} cases ({kind}; full: {total}), 0 mismatches; CPL 0, {smx}, {runs} engine runs");
     if ran != want {
         let _ = write!(d, "; expected {want} cases");
