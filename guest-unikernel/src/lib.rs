@@ -14,6 +14,7 @@
 //! * [`pattern`]: the RAM test's per-address patterns;
 //! * [`regs`]: CR0, CR4 and IA32_EFER bits;
 //! * [`report`]: result counting and the detail text buffer;
+//! * [`sweep`]: the access sweep's model of the SDM and its case space;
 //! * [`hv`]: recognising the hypervisor from CPUID;
 //! * [`longcpu`]: the probe harness the long-mode scenarios need;
 //! * [`modes`]: the mode-switch engine's programs, page tables and verdicts;
@@ -32,4 +33,5 @@ pub mod modes;
 pub mod pattern;
 pub mod regs;
 pub mod report;
+pub mod sweep;
 pub mod trap;

@@ -114,6 +114,13 @@ pub trait LongCpu {
     /// descriptor tables) supervisor-only, or the next instruction fetch
     /// or exception delivery faults for good.
     fn set_cr4(&mut self, bits: u64, on: bool);
+    /// Sets CR4.SMEP and CR4.SMAP as asked (through [`LongCpu::set_cr4`],
+    /// with the same contract); `true` when done.
+    fn set_smep_smap(&mut self, smep: bool, smap: bool) -> bool {
+        self.set_cr4(cr4::SMEP, smep);
+        self.set_cr4(cr4::SMAP, smap);
+        true
+    }
 }
 
 /// The CR4 bits [`LongCpu::set_cr4`] changes (SDM Vol. 3A 2.5).

@@ -89,6 +89,10 @@ pub struct RunOpts {
     /// Extra guest arguments (after `expect_hv=0|1`).
     #[arg(long, value_name = "ARGS", default_value = "", allow_hyphen_values = true)]
     pub guest_args: String,
+    /// Run the whole access sweep (guest `sweep=full`; the default timeout
+    /// becomes 1800 s).
+    #[arg(long)]
+    pub full: bool,
     /// Negative test: pass only if the run ends with this `quadrant-error`
     /// kind and a failing exit status (no-vmx, vmx-locked, vm-entry-failure,
     /// triple-fault, unhandled-exit, bad-guest-image, unsupported,
@@ -160,6 +164,9 @@ impl RunOpts {
         if let Some(b) = &self.inject {
             a.extend(["--inject".to_string(), b.clone()]);
         }
+        if self.full {
+            a.push("--full".into());
+        }
         if self.verbose {
             a.push("--verbose".into());
         }
@@ -191,8 +198,8 @@ impl RunOpts {
             mmu: self.mmu,
             guest: self.guest.clone().map_or(GuestImage::Built, GuestImage::Path),
             hv_args: if self.mmu_audit { format!("audit=1 {}", self.hv_args).trim_end().to_string() } else { self.hv_args.clone() },
-            guest_args: self.guest_args.clone(),
-            timeout: self.timeout,
+            guest_args: media::join_args(&[&test_cmd::full_args(self.full), &self.guest_args]),
+            timeout: self.timeout.or(self.full.then_some(test_cmd::FULL_TIMEOUT)),
             expect_error: self.expect_error,
             expect_text: None,
             hv_kernel: None,
@@ -280,6 +287,20 @@ mod tests {
             "== bochs core2_penryn_t9600 2 cpus, hypervisor (mmu=ept), expecting quadrant-error no-vmx: \
              booting (timeout 90 s) =="
         );
+    }
+
+    #[test]
+    fn full_passes_sweep_full_to_the_guest() {
+        let cli = Cli::try_parse_from(["xtask", "run", "--full", "--guest-args", "only=long/"]).unwrap();
+        let Cmd::Run(o) = cli.cmd else { panic!() };
+        assert!(o.to_args().contains(&"--full".to_string()));
+        let s = o.spec(Emulator::Bochs);
+        assert_eq!((s.guest_args.as_str(), s.timeout()), ("sweep=full only=long/", test_cmd::FULL_TIMEOUT));
+        let cli = Cli::try_parse_from(["xtask", "run", "--full", "--timeout", "20"]).unwrap();
+        let Cmd::Run(o) = cli.cmd else { panic!() };
+        assert_eq!((o.spec(Emulator::Bochs).guest_args.as_str(), o.spec(Emulator::Bochs).timeout()), ("sweep=full", 20));
+        let Cmd::Test(t) = Cli::try_parse_from(["xtask", "test", "--full"]).unwrap().cmd else { panic!() };
+        assert!(t.full);
     }
 
     #[test]

@@ -54,6 +54,19 @@ pub struct TestOpts {
     /// <target>/quadrant/junit.xml].
     #[arg(long, value_name = "PATH")]
     pub output: Option<std::path::PathBuf>,
+    /// Run the whole access sweep in the checking boots (guest `sweep=full`;
+    /// the default boot timeout becomes [`FULL_TIMEOUT`]).
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// Default boot timeout with `--full`, in seconds (the full sweep takes
+/// minutes in Bochs under the hypervisor).
+pub const FULL_TIMEOUT: u64 = 1800;
+
+/// The guest words of `--full`.
+pub fn full_args(full: bool) -> String {
+    if full { "sweep=full".into() } else { String::new() }
 }
 
 /// One line of the closing table, with the results it stands for.
@@ -208,8 +221,8 @@ fn spec(name: &str, emu: Emulator, model: Option<&str>, hv: bool, opts: &TestOpt
         mmu: Mmu::Shadow,
         guest: GuestImage::Built,
         hv_args: String::new(),
-        guest_args: String::new(),
-        timeout: opts.timeout,
+        guest_args: full_args(opts.full),
+        timeout: opts.timeout.or(opts.full.then_some(FULL_TIMEOUT)),
         expect_error: None,
         expect_text: None,
         hv_kernel: None,

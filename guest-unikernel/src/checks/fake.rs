@@ -41,8 +41,13 @@ pub struct Fake {
     pub bad_word: Option<u64>,
     /// What `install_engine` answers (`None`: no engine, the modes checks skip).
     pub engine: Option<EngineInfo>,
-    /// Calls of `run_engine`.
+    /// CPUID.(EAX=7,ECX=0):EBX (0: leaf 0 reports no leaf 7).
+    pub leaf_7_ebx: u32,
+    /// Calls of `run_engine` for the mode walk (a program whose first stop
+    /// is real mode).
     pub engine_runs: usize,
+    /// Calls of `run_engine` for other programs (the access sweep's).
+    pub other_engine_runs: usize,
     /// Stands in for the engine: called by `run_engine` with the fake.
     pub on_run: Option<fn(&mut Fake)>,
     /// CR3 of the long-mode probe model (`fake_long`).
@@ -159,6 +164,8 @@ impl Fake {
             bad_word: None,
             engine: Some(EngineInfo { len: 0xb00, entry: 0x20, stubs16: 0x500, stubs32: 0x700, stubs64: 0x900 }),
             engine_runs: 0,
+            leaf_7_ebx: (1 << 7) | (1 << 20),
+            other_engine_runs: 0,
             on_run: Some(|f| super::fake_engine::run(f, Default::default())),
             cr3: 0x1000,
             mmu: FakeMmu::default(),
@@ -231,10 +238,11 @@ impl PhysRead for Fake {
 impl Machine for Fake {
     fn cpuid(&mut self, leaf: u32, _subleaf: u32) -> Cpuid {
         match leaf {
-            // Leaf 7 (SMEP, SMAP) and CPUID.1:EDX.PGE for the long/... checks.
+            // Leaf 7 (SMEP bit 7, SMAP bit 20: `leaf_7_ebx`, both by default)
+            // and CPUID.1:EDX.PGE for the long/... checks.
             0 => Cpuid { eax: 7, ..Cpuid::default() },
             1 => Cpuid { ecx: self.cpuid1_ecx, edx: 1 << 13, ..Cpuid::default() },
-            7 => Cpuid { ebx: (1 << 7) | (1 << 20), ..Cpuid::default() },
+            7 => Cpuid { ebx: self.leaf_7_ebx, ..Cpuid::default() },
             0x4000_0000 => self.leaf_4000_0000,
             0x4000_0001 => self.leaf_4000_0001,
             0x8000_0000 => Cpuid { eax: 0x8000_0008, ..Cpuid::default() },
@@ -308,7 +316,13 @@ impl Machine for Fake {
         true
     }
     fn run_engine(&mut self) {
-        self.engine_runs += 1;
+        let first = layout::STOPS as usize;
+        let walk = self.low.get(first..first + 4).is_some_and(|b| b == [0; 4]);
+        if walk {
+            self.engine_runs += 1;
+        } else {
+            self.other_engine_runs += 1;
+        }
         if let Some(f) = self.on_run {
             f(self);
         }

@@ -24,6 +24,10 @@ pub struct Quirks {
     /// Drop stores made through a 4 MiB or 2 MiB page (write tracking
     /// lost for tables inside a large page).
     pub large_writes_lost: bool,
+    /// Never set D (32-bit and PAE stops).
+    pub no_dirty: bool,
+    /// Ignore CR4.SMEP and CR4.SMAP.
+    pub no_smep_smap: bool,
 }
 
 fn word(f: &Fake, a: u64) -> u64 {
@@ -77,7 +81,82 @@ fn load_pdptes(f: &Fake, q: &Quirks, cr3: u64) -> Result<[u64; 4], ()> {
     }
 }
 
+/// Bits of the SDM's access rules that [`paging::translate_visiting`]
+/// leaves out, for the 32-bit and PAE stops at CPL 0 (the engine's
+/// privilege): XD (a reserved bit with EFER.NXE=0, SDM Vol. 3A 4.4.2),
+/// CR4.SMEP/SMAP against user pages (4.6.1, EFLAGS.AC=0), the I/D bit of
+/// the error code (4.7) and D on a completed write (4.8).
+mod rules {
+    pub const XD: u64 = 1 << 63;
+    pub const SMEP: u64 = 1 << 20;
+    pub const SMAP: u64 = 1 << 21;
+    pub const NXE: u64 = 1 << 11;
+}
+
 impl Cpu {
+    /// The PDE and PTE (address, value) `va` uses in a 32-bit or PAE
+    /// stop, `None` when an entry on the way is not present (the walk then
+    /// reports that) or for other modes.
+    fn leaf_entries(&self, f: &Fake, va: u64) -> Option<[(u64, u64); 2]> {
+        let (pd, pde_at, w) = match self.mode {
+            Mode::Paging32 => (self.cr3 & 0xFFFF_F000, 4 * ((va >> 22) & 0x3FF), 4),
+            Mode::Pae => {
+                let pdpte = self.pdptes[((va >> 30) & 3) as usize];
+                if pdpte & paging::P == 0 {
+                    return None;
+                }
+                (pdpte & 0x000F_FFFF_FFFF_F000, 8 * ((va >> 21) & 0x1FF), 8)
+            }
+            _ => return None,
+        };
+        let rd = |a: u64| if w == 4 { u64::from(read32(f, a)) } else { word(f, a) };
+        let pde = (pd + pde_at, rd(pd + pde_at));
+        if pde.1 & paging::P == 0 {
+            return None;
+        }
+        if pde.1 & paging::PS != 0 {
+            return Some([pde, pde]);
+        }
+        let at = (pde.1 & 0x000F_FFFF_FFFF_F000 & if w == 4 { 0xFFFF_F000 } else { u64::MAX })
+            + if w == 4 { 4 * ((va >> 12) & 0x3FF) } else { 8 * ((va >> 12) & 0x1FF) };
+        let pte = (at, rd(at));
+        if pte.1 & paging::P == 0 {
+            return None;
+        }
+        Some([pde, pte])
+    }
+
+    /// The #PF [`rules`] give for a present translation, if any.
+    fn rules(&self, f: &Fake, q: &Quirks, va: u64, write: bool, fetch: bool) -> Result<(), Res> {
+        let Some(e) = self.leaf_entries(f, va) else { return Ok(()) };
+        let pae = self.mode == Mode::Pae;
+        let nxe = pae && f.efer & rules::NXE != 0;
+        let id = fetch && (self.cr4 & rules::SMEP != 0 || nxe);
+        let code = |p: u32| p | u32::from(write) << 1 | if id { 0x10 } else { 0 };
+        let xd = pae && e.iter().any(|x| x.1 & rules::XD != 0);
+        if xd && !nxe {
+            let tcg = f.leaf_4000_0000.ebx == u32::from_le_bytes(*b"TCGT");
+            return Err(Res::Fault(VECTOR_PF, code(if tcg { 0x8 } else { 0x9 }), va));
+        }
+        let user = e.iter().all(|x| x.1 & paging::US != 0);
+        let smep = fetch && user && self.cr4 & rules::SMEP != 0 && !q.no_smep_smap;
+        let smap = !fetch && user && self.cr4 & rules::SMAP != 0 && !q.no_smep_smap;
+        if smep || smap || (fetch && xd) {
+            return Err(Res::Fault(VECTOR_PF, code(1), va));
+        }
+        Ok(())
+    }
+
+    /// Sets D in the entry that maps `va` after a completed write.
+    fn dirty(&self, f: &mut Fake, q: &Quirks, va: u64) {
+        if q.no_dirty {
+            return;
+        }
+        if let Some([_, (at, v)]) = self.leaf_entries(f, va) {
+            write32(f, at, v as u32 | paging::D as u32);
+        }
+    }
+
     /// Linear to physical for a paged mode, or the #PF.
     fn translate(&mut self, f: &mut Fake, q: &Quirks, va: u64, write: bool) -> Result<u64, Res> {
         // Protected mode, or CR0.PG cleared inside a paged stop: linear
@@ -128,6 +207,17 @@ impl Cpu {
             Ok(pa) => k(pa),
             Err(e) => e,
         };
+        let (write, fetch, at) = match op {
+            Op::Read32 { addr, .. } => (false, false, addr),
+            Op::Write32 { addr, .. } => (true, false, addr),
+            Op::Fetch { addr } => (false, true, addr),
+            _ => (false, false, 0),
+        };
+        if matches!(op, Op::Read32 { .. } | Op::Write32 { .. } | Op::Fetch { .. }) {
+            if let Err(e) = self.rules(f, q, at, write, fetch) {
+                return e;
+            }
+        }
         match op {
             Op::Read32 { addr, .. } => go(self.translate(f, q, addr, false), &mut |pa| Res::Value(u64::from(read32(f, pa)))),
             Op::Read64 { addr } => {
@@ -138,11 +228,13 @@ impl Cpu {
                 Err(Res::Fault(VECTOR_PF, 3, _)) if self.cr0 & CR0_WP == 0 => {
                     let pa = self.translate(f, q, addr, false).ok().expect("readable");
                     write32(f, pa, value);
+                    self.dirty(f, q, addr);
                     Res::Value(0)
                 }
                 Ok(_) if q.large_writes_lost && self.large => Res::Value(0),
                 Ok(pa) => {
                     write32(f, pa, value);
+                    self.dirty(f, q, addr);
                     Res::Value(0)
                 }
                 Err(e) => e,

@@ -15,6 +15,7 @@ pub mod cache;
 pub mod hv;
 pub mod modes;
 pub mod scen;
+pub mod sweep;
 
 use crate::cmdline::{self, Config, Note};
 use crate::hv::{Signature, CPUID1_ECX_HYPERVISOR};
@@ -39,7 +40,7 @@ pub struct Check {
 }
 
 /// The areas, in run order.
-pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS, scen::CHECKS, cache::CHECKS];
+pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS, scen::CHECKS, sweep::CHECKS, cache::CHECKS];
 
 /// All checks in run order.
 pub fn all() -> impl Iterator<Item = &'static Check> {
@@ -254,8 +255,9 @@ mod tests {
         let (mut out, tally) = (String::new(), Tally::new());
         let mut ctx = Ctx::start(&mut m, &mut out, &tally, FAKE_INFO);
         ctx.run_all();
-        // modes=0 skips the mode walk.
-        let n_modes = modes::CHECKS.len() as u32;
+        // modes=0 skips the mode walk and the sweeps the engine runs
+        // (pg32/access-sweep, pae/access-sweep): the guest stays in long mode.
+        let n_modes = modes::CHECKS.len() as u32 + 2;
         assert_eq!(tally.counts(), (all().count() as u32, 0, 0), "{out}");
         let mut m = Fake::hv("expect_hv=1 modes=0");
         let (mut out, tally) = (String::new(), Tally::new());

@@ -44,16 +44,37 @@ pub enum LoadError {
 }
 
 /// Writes the tables page, the real-mode data, the stops and ops of
-/// program `part`, and zero result slots; returns the number of ops.
+/// program `part` of the mode walk, and zero result slots; returns the
+/// number of ops.
 pub fn load(m: &mut dyn Machine, e: &EngineInfo, s: &Space, env: &Env, part: usize) -> Result<usize, LoadError> {
-    let w = |m: &mut dyn Machine, a: u64, b: &[u8]| if m.low_write(a, b) { Ok(()) } else { Err(LoadError::Refused(a)) };
-    w(m, layout::GDT, &layout::tables_page(e))?;
-    w(m, layout::REAL_DATA, &walk::real_data())?;
+    let n = load_program(m, e, &mut |emit| walk::program(s, env, part, emit))?;
+    // The PAE PDPT real mode edits (`modes/low-frames`).
     let mut pdpt = [0u8; 32];
     for (b, e) in pdpt.chunks_exact_mut(8).zip(s.real_pdpt()) {
         b.copy_from_slice(&e.to_le_bytes());
     }
-    w(m, layout::REAL_PDPT, &pdpt)?;
+    if !m.low_write(layout::REAL_PDPT, &pdpt) {
+        return Err(LoadError::Refused(layout::REAL_PDPT));
+    }
+    Ok(n)
+}
+
+/// A program: called with the sink, it emits its stops and ops in order.
+pub type Program<'a> = dyn FnMut(&mut dyn FnMut(Item)) + 'a;
+
+/// Loads any program (not only the mode walk's): the tables page, the
+/// real-mode data, the stops and ops `program` emits (the [`Item::Op`]
+/// tags and expectations are not stored), and zero result slots; returns
+/// the number of ops. Op `n`'s result is then [`result`]`(m, n)` after
+/// [`Machine::run_engine`].
+pub fn load_program(
+    m: &mut dyn Machine,
+    e: &EngineInfo,
+    program: &mut Program<'_>,
+) -> Result<usize, LoadError> {
+    let w = |m: &mut dyn Machine, a: u64, b: &[u8]| if m.low_write(a, b) { Ok(()) } else { Err(LoadError::Refused(a)) };
+    w(m, layout::GDT, &layout::tables_page(e))?;
+    w(m, layout::REAL_DATA, &walk::real_data())?;
     let (mut stops, mut ops) = (0usize, 0usize);
     let mut cur: Option<(StopRegs, usize)> = None;
     let mut err = Ok(());
@@ -67,7 +88,7 @@ pub fn load(m: &mut dyn Machine, e: &EngineInfo, s: &Space, env: &Env, part: usi
         }
         Ok(())
     };
-    walk::program(s, env, part, &mut |item| {
+    program(&mut |item| {
         if err.is_err() {
             return;
         }
@@ -86,6 +107,17 @@ pub fn load(m: &mut dyn Machine, e: &EngineInfo, s: &Space, env: &Env, part: usi
     flush(m, cur, &mut stops, ops)?;
     w(m, layout::STOP_COUNT, &(stops as u32).to_le_bytes())?;
     Ok(ops)
+}
+
+/// What op `n` of the loaded program did ([`Got::NotRun`] when the window
+/// cannot be read).
+pub fn result(m: &mut dyn Machine, n: usize) -> Got {
+    let mut b = [0u8; 24];
+    if m.low_read(layout::RESULTS + layout::RESULT_SIZE * n as u64, &mut b) {
+        Got::decode(&b)
+    } else {
+        Got::NotRun
+    }
 }
 
 /// Why the engine refuses what the low window holds.
