@@ -558,7 +558,31 @@ impl<F: ShadowFrames> ShadowCache<F> {
         let gfn = w.gpa >> 12;
         let v = self.leaf_spte(gfn, leaf).unwrap_or(0);
         self.set_leaf(cur, idx, gfn, v);
+        // Not for the CR0.WP=0 supervisor-write leaf: that one is made for
+        // this access only (a user access flips it back).
+        if self.page(cur).role.metaphysical() && !sup_write {
+            self.prefetch_direct(cur, leaf);
+        }
         Ok(true)
+    }
+
+    /// Fills every empty entry of the metaphysical PT `id` (a large page's
+    /// split, or the no-paging identity map): all its 4 KiB pieces come
+    /// from one guest entry (or none), so they share its permissions and
+    /// A/D state, and the role's access is exactly `a`. One fault then maps
+    /// the whole 2 MiB instead of one fault per 4 KiB (KVM prefetches
+    /// direct-mapped sptes the same way). Write-protected gfns stay
+    /// read-only through [`Self::leaf_spte`].
+    fn prefetch_direct(&mut self, id: PageId, a: Access) {
+        let base = self.page(id).gfn;
+        for i in 0..512 {
+            if spte::present(self.read(id, i)) {
+                continue;
+            }
+            if let Some(s) = self.leaf_spte(base + i as u64, a) {
+                self.set_leaf(id, i, base + i as u64, s);
+            }
+        }
     }
 
     /// The leaf shadow entry mapping `gfn` with `a` (W dropped if `gfn` is
