@@ -95,6 +95,8 @@ pub static CHECKS: &[Check] = &[
     Check { name: "pae/pdpte-cr3-align", run: verdict::<28> },
     Check { name: "pg32/global-pages", run: verdict::<29> },
     Check { name: "pae/global-pages", run: verdict::<30> },
+    Check { name: "pg32/no-pse", run: verdict::<31> },
+    Check { name: "modes/same-gfn-pt32-pae", run: verdict::<32> },
 ];
 
 /// Reports tag `T`, running the walk first if no check did yet.
