@@ -547,6 +547,36 @@ pub(crate) mod tests {
         assert_eq!(w(s.ret) & 0xFF, 0xC3);
     }
 
+    /// `pg32/no-pse` and `modes/same-gfn-pt32-pae`: the two meanings of
+    /// each frame differ where the checks look.
+    #[test]
+    fn pse_off_and_shared_pt_frames() {
+        let (s, mem) = built();
+        let w = |a: u64| mem.get(&a).copied().unwrap_or(0);
+        assert_eq!(s.pt_ns % (4 << 20), 0, "a valid 4 MiB PDE too");
+        assert_eq!(s.pt_sh, s.pt_ns + PAGE, "PSE = 1 reads reach pt_sh");
+        let (off, on) = (Format::Bits32 { pse: false }, Format::Bits32 { pse: true });
+        for (i, k) in NS_FRAMES.iter().enumerate() {
+            let va = NS_VA + PAGE * i as u64 + 0x10;
+            assert_eq!(translate(&w, off, s.pd_ns, va, false), Ok(s.large2 + PAGE * k + 0x10));
+            assert_eq!(translate(&w, on, s.pd_ns, va, false), Ok(s.pt_ns + PAGE * i as u64 + 0x10));
+        }
+        assert_eq!(translate(&w, off, s.pd_ns, NS_VA + 4 * PAGE, false), Err(WalkFault::NotPresent));
+        assert_eq!(translate(&w, off, s.pd_ns, NS_VA + 5 * PAGE, true), Err(WalkFault::ReadOnly));
+        let pdptes = [0, 1, 2, 3].map(|i| w(s.pdpt_ns + 8 * i));
+        let pae = Format::Pae { pdptes };
+        assert_eq!(translate(&w, pae, s.pdpt_ns, crate::modes::layout::BLOB_BASE, false), Ok(crate::modes::layout::BLOB_BASE));
+        for j in 0..4u64 {
+            let p = translate(&w, pae, s.pdpt_ns, SH_VA_PAE + PAGE * j, false);
+            assert_eq!(p, Ok(s.large2 + PAGE * SH_FRAMES[j as usize]));
+            assert_eq!(p, translate(&w, off, s.pd_ns, SH_VA32 + PAGE * 2 * j, false), "PAE page {j} = 32-bit page {}", 2 * j);
+            if j > 0 {
+                assert_ne!(p, translate(&w, off, s.pd_ns, SH_VA32 + PAGE * j, false), "PAE page {j} is not 32-bit page {j}");
+            }
+        }
+        assert_eq!(translate(&w, off, s.pd_ns, SH_VA32 + PAGE, false), Err(WalkFault::NotPresent));
+    }
+
     #[test]
     fn patterns() {
         assert_eq!(pat32(0x1000) | (pat32(0x1004) << 32), pat64(0x1000));
