@@ -51,7 +51,9 @@
 //! * `modes/same-gfn-pt32-pae`: one frame is a 32-bit PT (CR4.PSE = 0) and
 //!   a PAE PT; 32-bit -> PAE -> 32-bit, each read in the stop's format (two
 //!   4-byte PTEs are one 8-byte PTE), and a PAE PTE write seen by 32-bit
-//!   paging.
+//!   paging;
+//! * `modes/same-gfn-pd32-pae`: likewise one frame as a 32-bit PD
+//!   (CR4.PSE = 0) and a PAE PD.
 //!
 //! `modes=0` skips them all (the guest then never leaves long mode). On
 //! QEMU TCG, which has no PDPTE registers, `modes/pae-pdpte-cached` and
@@ -104,6 +106,7 @@ pub static CHECKS: &[Check] = &[
     Check { name: "pae/global-pages", run: verdict::<30> },
     Check { name: "pg32/no-pse", run: verdict::<31> },
     Check { name: "modes/same-gfn-pt32-pae", run: verdict::<32> },
+    Check { name: "modes/same-gfn-pd32-pae", run: verdict::<33> },
 ];
 
 /// Reports tag `T`, running the walk first if no check did yet.
@@ -324,7 +327,8 @@ mod tests {
         let mut m = Fake::hv("modes=1");
         m.on_run = Some(|f| fake_engine::run(f, Quirks { pdpt_page_aligned: true, ..Quirks::default() }));
         let lines = modes_lines(&mut m);
-        assert_eq!(only_failures(&lines), ["modes/low-frames", "pae/pdpte-cr3-align"]);
+        // (same-gfn-pd32-pae's PDPT is at a 32-byte, not page, offset too.)
+        assert_eq!(only_failures(&lines), ["modes/low-frames", "pae/pdpte-cr3-align", "modes/same-gfn-pd32-pae"]);
         let d = &lines.iter().find(|l| l.1 == "pae/pdpte-cr3-align").unwrap().2;
         assert!(d.contains("read32 0x40000000: expected value"), "{d}");
         let mut m = Fake::hv("modes=1");

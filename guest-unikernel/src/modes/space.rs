@@ -111,6 +111,11 @@ pub struct Space {
     pub pdpt_ns: u64,
     #[allow(missing_docs)]
     pub pd_nsp: u64,
+    /// `modes/same-gfn-pd32-pae`: one frame, a 32-bit PD (CR4.PSE = 0) and
+    /// a PAE PD (PDPTE 1 of the PDPT at `pdpt_ns` + [`PDPT_SH_OFFSET`]).
+    pub pd_sh: u64,
+    /// A PT valid in both formats (odd 32-bit PTEs 0) that `pd_sh` maps.
+    pub pt_sh2: u64,
 }
 
 /// The named scenarios' virtual addresses. 32-bit paging through `pd_q`:
@@ -155,6 +160,13 @@ pub const NS_FRAMES: [u64; 4] = [20, 23, 26, 29];
 /// every odd 32-bit PTE is 0, so PAE PTE i (low half 32-bit PTE 2i, high
 /// half 32-bit PTE 2i + 1 = 0) maps the same frame as 32-bit PTE 2i.
 pub const SH_FRAMES: [u64; 4] = [40, 43, 46, 49];
+
+/// The PDPT of `same-gfn-pd32-pae` inside the `pdpt_ns` frame: PDPTE 0
+/// the identity PD, PDPTE 1 `pd_sh`.
+pub const PDPT_SH_OFFSET: u64 = 0x20;
+/// `pt_sh2` 32-bit PTE 2i maps frame `SH2_FRAMES[i]` of `large2`; odd
+/// 32-bit PTEs are 0.
+pub const SH2_FRAMES: [u64; 3] = [60, 63, 66];
 
 /// Byte offsets of the two pattern words in every 4 KiB frame of the
 /// large regions (besides [`LARGE_OFFSETS`]).
@@ -221,10 +233,10 @@ impl Space {
         s.large = f.alloc_aligned(4 << 20, 4 << 20)?;
         s.large2 = f.alloc_aligned(4 << 20, 4 << 20)?;
         s.pt_ns = f.alloc_aligned(PAGE, 4 << 20)?;
-        for slot in [&mut s.pt_sh, &mut s.pd_ns, &mut s.pdpt_ns, &mut s.pd_nsp] {
+        for slot in [&mut s.pt_sh, &mut s.pd_ns, &mut s.pdpt_ns, &mut s.pd_nsp, &mut s.pd_sh, &mut s.pt_sh2] {
             *slot = f.alloc()?;
         }
-        (s.large2 + (4 << 20) <= IDENTITY_END && s.pd_nsp + PAGE <= IDENTITY_END).then_some(s)
+        (s.large2 + (4 << 20) <= IDENTITY_END && s.pt_sh2 + PAGE <= IDENTITY_END).then_some(s)
     }
 
     /// The 32-bit PT inside `large2` (at 3 MiB: the upper 2 MiB half).
@@ -238,13 +250,13 @@ impl Space {
     }
 
     /// Every page-table frame.
-    fn table_frames(&self) -> [u64; 33] {
+    fn table_frames(&self) -> [u64; 35] {
         [
             self.pd32, self.pt32_low, self.pt32_win, self.pt32_e, self.pdpt, self.pd_low, self.pd_win, self.pt_win,
             self.pt_e, self.pd_alt, self.pml4, self.pdpt_l, self.pd_high, self.pt_high, self.pd_same, self.pdpt_same,
             self.pml4_same, self.pdpt_lsame, self.pt_same, self.pd_q, self.pt_q, self.pt_g, self.pt_gp, self.pdpt_x,
             self.pt_lf, self.pd_2m, self.pt_l(), self.pt_lp(), self.pt_ns, self.pt_sh, self.pd_ns, self.pdpt_ns,
-            self.pd_nsp,
+            self.pd_nsp, self.pd_sh, self.pt_sh2,
         ]
     }
 
@@ -444,6 +456,20 @@ impl Space {
         } else if f == self.pdpt_ns {
             t.set64(0, pdpte_pae(self.pd_low));
             t.set64(1, pdpte_pae(self.pd_nsp));
+            let i = (PDPT_SH_OFFSET / 8) as usize;
+            t.set64(i, pdpte_pae(self.pd_low));
+            t.set64(i + 1, pdpte_pae(self.pd_sh));
+        } else if f == self.pd_sh {
+            // 32-bit PDE 2i and 2i + 1 are PAE PDE i; only even 32-bit PDEs
+            // other than 0 are used, odd ones stay 0. PAE PDE 0 (32-bit
+            // PDEs 0 and 1: the identity PT read as a PAE PT) is never used.
+            t.set32(0, pde32_table(self.pt32_low, KRW));
+            t.set32(2, pde32_table(self.pt_sh, KRW));
+            t.set32(8, pde32_table(self.pt_sh2, KRW));
+        } else if f == self.pt_sh2 {
+            for (i, k) in SH2_FRAMES.iter().enumerate() {
+                t.set32(2 * i, pte32(self.large2 + PAGE * k, KRW));
+            }
         } else if f == self.pd_nsp {
             t.set64(((SH_VA_PAE >> 21) & 0x1FF) as usize, entry64(self.pt_sh, KRW));
         } else {

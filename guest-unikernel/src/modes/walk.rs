@@ -36,7 +36,7 @@ pub const PARTS: usize = 2;
 pub const WALKS: usize = 2;
 /// Checks that span stops (tags after the per-stop ones): their full
 /// check names.
-pub const EXTRA: [&str; 17] = [
+pub const EXTRA: [&str; 18] = [
     "modes/edit-from-long",
     "modes/edit-from-pg32",
     "modes/pae-pdpte-cached",
@@ -54,6 +54,7 @@ pub const EXTRA: [&str; 17] = [
     "pae/global-pages",
     "pg32/no-pse",
     "modes/same-gfn-pt32-pae",
+    "modes/same-gfn-pd32-pae",
 ];
 /// Number of tags: one per stop of each walk, then [`EXTRA`].
 pub const TAGS: usize = WALKS * STOPS.len() + EXTRA.len();

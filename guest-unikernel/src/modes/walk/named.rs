@@ -23,7 +23,9 @@
 //! 16. 32-bit paging with CR4.PSE = 0 on `pd_ns`, 17. the same PD with
 //!     CR4.PSE = 1 (and PSE cleared again inside the stop): `pg32/no-pse`;
 //! 18. 32-bit paging with CR4.PSE = 0 on `pd_ns`, 19. PAE on `pdpt_ns`,
-//!     20. 32-bit paging again: `modes/same-gfn-pt32-pae`.
+//!     20. 32-bit paging again: `modes/same-gfn-pt32-pae`;
+//! 21. 32-bit paging with CR4.PSE = 0 on `pd_sh`, 22. PAE with `pd_sh` as
+//!     PDPTE 1, 23. 32-bit paging again: `modes/same-gfn-pd32-pae`.
 
 use super::{extra, regs, Env, Item};
 use crate::modes::paging::{self, pde32_4m, pde32_table, pte32, Format, WalkFault, KRW};
@@ -59,6 +61,8 @@ pub const GLOBAL_PAE: usize = extra(14);
 pub const NO_PSE: usize = extra(15);
 /// `modes/same-gfn-pt32-pae`.
 pub const SAME_GFN_PT: usize = extra(16);
+/// `modes/same-gfn-pd32-pae`.
+pub const SAME_GFN_PD: usize = extra(17);
 
 /// Most writes the model keeps.
 pub const LOG: usize = 64;
@@ -250,6 +254,7 @@ pub fn program(s: &Space, env: &Env, emit: &mut dyn FnMut(Item)) {
     low_frames(&mut b);
     no_pse(&mut b);
     same_gfn_pt32_pae(&mut b);
+    same_gfn_pd32_pae(&mut b);
     debug_assert!(!b.mem.unknown.get(), "the named program read a word the space never wrote");
 }
 
@@ -578,4 +583,54 @@ fn same_gfn_pt32_pae(b: &mut B) {
     b.read(t, SH_VA_PAE + 5 * PAGE + FRAME_OFFSETS[0]);
     b.stop_cr4(Mode::Paging32, s.pd_ns, 0, CR4_PSE);
     pg32(b, 12);
+}
+
+/// `modes/same-gfn-pd32-pae` (SDM Vol. 3A 4.3 Table 4-5, 4.4.2 Table
+/// 4-10): one frame, `pd_sh`, is a 32-bit page directory (CR4.PSE = 0,
+/// 4-byte PDEs, PDE i covers 4 MiB at i << 22) and the PAE page directory
+/// of PDPTE 1 (8-byte PDEs, PAE PDE i = 32-bit PDEs 2i and 2i+1, covering
+/// 2 MiB at 1 GiB + i << 21). 32-bit PDE 2 -> `pt_sh` and PDE 8 ->
+/// `pt_sh2` are PAE PDEs 1 and 4; both PTs are valid in both formats.
+/// 32-bit -> PAE -> 32-bit, every read as its stop's format says; a PAE
+/// PDE written in PAE paging (through the identity map) is 32-bit PDE 2i
+/// back in 32-bit paging (loaded with CR3, SDM Vol. 3A 4.10.4.1).
+fn same_gfn_pd32_pae(b: &mut B) {
+    let t = SAME_GFN_PD;
+    let s = b.s;
+    let pg32 = |b: &mut B, extra: bool| {
+        for j in 0..4u64 {
+            b.read(t, (2 << 22) + PAGE * j + FRAME_OFFSETS[(j / 2 % 2) as usize]);
+        }
+        for j in 0..5u64 {
+            b.read(t, (8 << 22) + PAGE * j + FRAME_OFFSETS[1 - (j / 2 % 2) as usize]);
+        }
+        b.read(t, 1 << 22); // PDE 1: not present
+        b.read(t, (6 << 22) + FRAME_OFFSETS[0]); // PDE 6: set from PAE paging
+        if extra {
+            b.read(t, (6 << 22) + 2 * PAGE + FRAME_OFFSETS[1]);
+            b.read(t, (6 << 22) + PAGE);
+        }
+    };
+    b.stop_cr4(Mode::Paging32, s.pd_sh, 0, CR4_PSE);
+    b.op(t, Op::ReadCr3, Expect::Value(s.pd_sh));
+    pg32(b, false);
+    let cr3 = s.pdpt_ns + PDPT_SH_OFFSET;
+    b.stop(Mode::Pae, cr3, 0);
+    b.op(t, Op::ReadCr3, Expect::Value(cr3));
+    let pae = |b: &mut B| {
+        for j in 0..3u64 {
+            b.read(t, (1 << 30) + (1 << 21) + PAGE * j + FRAME_OFFSETS[(j % 2) as usize]);
+            b.read(t, (1 << 30) + (4 << 21) + PAGE * j + FRAME_OFFSETS[1 - (j % 2) as usize]);
+        }
+        b.read(t, (1 << 30) + (2 << 21)); // PAE PDE 2 = 32-bit PDEs 4, 5: not present
+    };
+    pae(b);
+    // PAE PDE 3 (32-bit PDEs 6 and 7), not present -> present: no
+    // invalidation needed (SDM Vol. 3A 4.10.4.3). Its high half stays 0.
+    b.write(t, s.pd_sh + 8 * 3, paging::pde32_table(s.pt_sh2, KRW));
+    b.read(t, (1 << 30) + (3 << 21) + PAGE + FRAME_OFFSETS[0]);
+    b.read(t, (1 << 30) + (3 << 21) + FRAME_OFFSETS[0]);
+    pae(b);
+    b.stop_cr4(Mode::Paging32, s.pd_sh, 0, CR4_PSE);
+    pg32(b, true);
 }
