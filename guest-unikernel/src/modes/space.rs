@@ -601,6 +601,18 @@ pub(crate) mod tests {
             }
         }
         assert_eq!(translate(&w, off, s.pd_ns, SH_VA32 + PAGE, false), Err(WalkFault::NotPresent));
+        // pd_sh: 32-bit PDE 2i is PAE PDE i of PDPTE 1 (pdpt_ns + 0x20).
+        let pdptes = [0, 1, 2, 3].map(|i| w(s.pdpt_ns + PDPT_SH_OFFSET + 8 * i));
+        let pae = Format::Pae { pdptes };
+        let cr3 = s.pdpt_ns + PDPT_SH_OFFSET;
+        for (i, k) in SH2_FRAMES.iter().enumerate() {
+            let want = Ok(s.large2 + PAGE * k);
+            assert_eq!(translate(&w, off, s.pd_sh, (8 << 22) + PAGE * 2 * i as u64, false), want);
+            assert_eq!(translate(&w, pae, cr3, (1 << 30) + (4 << 21) + PAGE * i as u64, false), want);
+        }
+        assert_eq!(translate(&w, pae, cr3, (1 << 30) + (1 << 21), false), Ok(s.large2 + PAGE * SH_FRAMES[0]));
+        assert_eq!(translate(&w, off, s.pd_sh, 1 << 22, false), Err(WalkFault::NotPresent));
+        assert_eq!(translate(&w, pae, cr3, (1 << 30) + (2 << 21), false), Err(WalkFault::NotPresent));
     }
 
     #[test]
