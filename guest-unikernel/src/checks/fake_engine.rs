@@ -9,7 +9,7 @@ use super::fake::Fake;
 use crate::modes::layout as l;
 use crate::modes::paging::{self, Format, WalkFault};
 use crate::modes::probe::{status, Op, VECTOR_GP, VECTOR_PF, VECTOR_UD};
-use crate::regs::{CR0_PG, CR0_WP, CR4_PAE, EFER_LMA, EFER_LME, MSR_EFER};
+use crate::regs::{CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, EFER_LMA, EFER_LME, MSR_EFER};
 use crate::modes::Mode;
 
 /// Deliberate deviations from the architecture.
@@ -28,6 +28,8 @@ pub struct Quirks {
     pub no_dirty: bool,
     /// Ignore CR4.SMEP and CR4.SMAP.
     pub no_smep_smap: bool,
+    /// Honour PS in 32-bit PDEs with CR4.PSE = 0 (4 MiB pages always).
+    pub pse_always: bool,
 }
 
 fn word(f: &Fake, a: u64) -> u64 {
@@ -169,7 +171,7 @@ impl Cpu {
             return Err(Res::Fault(VECTOR_GP, 0, 0));
         }
         let format = match self.mode {
-            Mode::Paging32 => Format::Bits32,
+            Mode::Paging32 => Format::Bits32 { pse: q.pse_always || self.cr4 & CR4_PSE != 0 },
             Mode::Long => Format::Long,
             // Read at every walk, reserved bits unchecked.
             _ if q.no_pdpte_registers => Format::Pae { pdptes: [0, 1, 2, 3].map(|i| word(f, (self.cr3 & !0x1f) + 8 * i)) },

@@ -44,7 +44,16 @@
 //! * `pg32/global-pages`, `pae/global-pages` (15): CR4.PGE = 1, G = 1; only
 //!   what the SDM determines (Vol. 3A 4.10.4.1): MOV CR3 flushes the
 //!   non-global page, INVLPG the global one, a change of CR4.PGE all; what
-//!   a global page reads after MOV CR3 alone is not compared.
+//!   a global page reads after MOV CR3 alone is not compared;
+//! * `pg32/no-pse`: 32-bit paging with CR4.PSE = 0, where a PDE's PS flag
+//!   is ignored (SDM Vol. 3A 4.3): the PDE with PS = 1 references a PT;
+//!   with CR4.PSE = 1 the same PDE is a 4 MiB page;
+//! * `modes/same-gfn-pt32-pae`: one frame is a 32-bit PT (CR4.PSE = 0) and
+//!   a PAE PT; 32-bit -> PAE -> 32-bit, each read in the stop's format (two
+//!   4-byte PTEs are one 8-byte PTE), and a PAE PTE write seen by 32-bit
+//!   paging;
+//! * `modes/same-gfn-pd32-pae`: likewise one frame as a 32-bit PD
+//!   (CR4.PSE = 0) and a PAE PD.
 //!
 //! `modes=0` skips them all (the guest then never leaves long mode). On
 //! QEMU TCG, which has no PDPTE registers, `modes/pae-pdpte-cached` and
@@ -95,6 +104,9 @@ pub static CHECKS: &[Check] = &[
     Check { name: "pae/pdpte-cr3-align", run: verdict::<28> },
     Check { name: "pg32/global-pages", run: verdict::<29> },
     Check { name: "pae/global-pages", run: verdict::<30> },
+    Check { name: "pg32/no-pse", run: verdict::<31> },
+    Check { name: "modes/same-gfn-pt32-pae", run: verdict::<32> },
+    Check { name: "modes/same-gfn-pd32-pae", run: verdict::<33> },
 ];
 
 /// Reports tag `T`, running the walk first if no check did yet.
@@ -315,7 +327,8 @@ mod tests {
         let mut m = Fake::hv("modes=1");
         m.on_run = Some(|f| fake_engine::run(f, Quirks { pdpt_page_aligned: true, ..Quirks::default() }));
         let lines = modes_lines(&mut m);
-        assert_eq!(only_failures(&lines), ["modes/low-frames", "pae/pdpte-cr3-align"]);
+        // (same-gfn-pd32-pae's PDPT is at a 32-byte, not page, offset too.)
+        assert_eq!(only_failures(&lines), ["modes/low-frames", "pae/pdpte-cr3-align", "modes/same-gfn-pd32-pae"]);
         let d = &lines.iter().find(|l| l.1 == "pae/pdpte-cr3-align").unwrap().2;
         assert!(d.contains("read32 0x40000000: expected value"), "{d}");
         let mut m = Fake::hv("modes=1");
@@ -328,6 +341,13 @@ mod tests {
         for name in ["pg32/pt-quadrants", "modes/low-frames", "pg32/global-pages"] {
             assert!(!failed.contains(&name), "{name} writes through 4 KiB pages only: {failed:?}");
         }
+        // A walker that honours PS with CR4.PSE = 0: only pg32/no-pse sees it.
+        let mut m = Fake::hv("modes=1");
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { pse_always: true, ..Quirks::default() }));
+        let lines = modes_lines(&mut m);
+        assert_eq!(only_failures(&lines), ["pg32/no-pse"]);
+        let d = &lines.iter().find(|l| l.1 == "pg32/no-pse").unwrap().2;
+        assert!(d.contains("read32 0x4b000010: expected value"), "{d}");
     }
 
     #[test]

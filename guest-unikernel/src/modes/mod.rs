@@ -32,7 +32,7 @@ pub enum Mode {
     Real = 0,
     /// Protected mode without paging (SDM Vol. 3A 10.9.1).
     Prot = 1,
-    /// 32-bit paging, CR4.PSE = 1 (SDM Vol. 3A 4.3).
+    /// 32-bit paging, with CR4.PSE = 1 or 0 as the stop sets it (SDM Vol. 3A 4.3).
     Paging32 = 2,
     /// PAE paging (SDM Vol. 3A 4.4).
     Pae = 3,

@@ -164,8 +164,13 @@ pub enum WalkFault {
 /// The paging structures a reference translation walks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Format {
-    /// 32-bit paging with CR4.PSE = 1 (SDM Vol. 3A 4.3).
-    Bits32,
+    /// 32-bit paging (SDM Vol. 3A 4.3). `pse` is CR4.PSE: with 1, a PDE
+    /// with PS = 1 maps a 4 MiB page (Table 4-4); with 0, PS is ignored and
+    /// every present PDE references a page table (Table 4-5).
+    Bits32 {
+        /// CR4.PSE.
+        pse: bool,
+    },
     /// PAE paging; `pdptes` are the PDPTE registers as loaded at MOV CR3
     /// (SDM Vol. 3A 4.4.1), not the PDPT in memory.
     Pae {
@@ -205,11 +210,11 @@ pub fn translate_visiting(
         Ok(())
     };
     let pa = match format {
-        Format::Bits32 => {
+        Format::Bits32 { pse } => {
             let at = (cr3 & 0xFFFF_F000) + 4 * ((va >> 22) & 0x3FF);
             let pde = u64::from(read32(at));
             check(at, pde)?;
-            if pde & PS != 0 {
+            if pse && pde & PS != 0 {
                 (pde & 0xFFC0_0000) | (va & 0x3F_FFFF)
             } else {
                 let at = (pde & 0xFFFF_F000) + 4 * ((va >> 12) & 0x3FF);
@@ -326,11 +331,22 @@ mod tests {
         tpt.set32(1, pte32(0x20_1000, KRO));
         let m = mem(&[(pd, &tpd), (pt, &tpt)]);
         let w = |a: u64| m.get(&a).copied().unwrap_or(0);
-        assert_eq!(translate(&w, Format::Bits32, pd, 0x4000_0123, true), Ok(0x20_0123));
-        assert_eq!(translate(&w, Format::Bits32, pd, 0x4000_1000, false), Ok(0x20_1000));
-        assert_eq!(translate(&w, Format::Bits32, pd, 0x4000_1000, true), Err(WalkFault::ReadOnly));
-        assert_eq!(translate(&w, Format::Bits32, pd, 0x4000_2000, false), Err(WalkFault::NotPresent));
-        assert_eq!(translate(&w, Format::Bits32, pd, 0x407F_FFFC, false), Ok(0xBF_FFFC));
+        assert_eq!(translate(&w, Format::Bits32 { pse: true }, pd, 0x4000_0123, true), Ok(0x20_0123));
+        assert_eq!(translate(&w, Format::Bits32 { pse: true }, pd, 0x4000_1000, false), Ok(0x20_1000));
+        assert_eq!(translate(&w, Format::Bits32 { pse: true }, pd, 0x4000_1000, true), Err(WalkFault::ReadOnly));
+        assert_eq!(translate(&w, Format::Bits32 { pse: true }, pd, 0x4000_2000, false), Err(WalkFault::NotPresent));
+        assert_eq!(translate(&w, Format::Bits32 { pse: true }, pd, 0x407F_FFFC, false), Ok(0xBF_FFFC));
+        // CR4.PSE = 0: PS is ignored, PDE 257 references a PT at 0x80_0000
+        // (Table 4-5), whose words (unknown here, 0) are not present.
+        let no_pse = Format::Bits32 { pse: false };
+        assert_eq!(translate(&w, no_pse, pd, 0x4000_0123, true), Ok(0x20_0123));
+        assert_eq!(translate(&w, no_pse, pd, 0x407F_FFFC, false), Err(WalkFault::NotPresent));
+        let mut tpt2 = Table::default();
+        tpt2.set32(0x3FF, pte32(0x30_0000, KRW));
+        let m = mem(&[(pd, &tpd), (pt, &tpt), (0x80_0000, &tpt2)]);
+        let w = |a: u64| m.get(&a).copied().unwrap_or(0);
+        assert_eq!(translate(&w, no_pse, pd, 0x407F_FFFC, false), Ok(0x30_0FFC));
+        assert_eq!(translate(&w, Format::Bits32 { pse: true }, pd, 0x407F_FFFC, false), Ok(0xBF_FFFC));
         // PAE: the PDPTE registers decide, whatever the PDPT in memory says.
         let (pdp, pde) = (0x30_0000u64, 0x30_1000u64);
         let mut tpd = Table::default();

@@ -97,6 +97,25 @@ pub struct Space {
     /// A second 4 MiB region, 4 MiB-aligned; [`Space::pt_l`] and
     /// [`Space::pt_lp`] are page tables inside it.
     pub large2: u64,
+    /// `pg32/no-pse`: a page table at a 4 MiB-aligned frame (so that the
+    /// PDE referencing it, with PS = 1, is also a valid 4 MiB PDE: bits
+    /// 21:12 zero, SDM Vol. 3A Table 4-4).
+    pub pt_ns: u64,
+    /// `modes/same-gfn-pt32-pae`: one frame, a 32-bit PT and a PAE PT.
+    pub pt_sh: u64,
+    /// The 32-bit PD of both (CR4.PSE = 0 and 1): PDE 0 -> the 4 KiB
+    /// identity PT, [`NS_VA`] -> `pt_ns` with PS = 1, [`SH_VA32`] -> `pt_sh`.
+    pub pd_ns: u64,
+    /// The PAE PDPT of `same-gfn-pt32-pae`: PDPTE 0 the identity PD,
+    /// PDPTE 1 `pd_nsp`, whose PDE 3 is `pt_sh` ([`SH_VA_PAE`]).
+    pub pdpt_ns: u64,
+    #[allow(missing_docs)]
+    pub pd_nsp: u64,
+    /// `modes/same-gfn-pd32-pae`: one frame, a 32-bit PD (CR4.PSE = 0) and
+    /// a PAE PD (PDPTE 1 of the PDPT at `pdpt_ns` + [`PDPT_SH_OFFSET`]).
+    pub pd_sh: u64,
+    /// A PT valid in both formats (odd 32-bit PTEs 0) that `pd_sh` maps.
+    pub pt_sh2: u64,
 }
 
 /// The named scenarios' virtual addresses. 32-bit paging through `pd_q`:
@@ -128,6 +147,27 @@ pub const SAME_VA64: u64 = 4 << 21;
 pub const SAME_ALIAS: u64 = 1 << 30;
 /// `low-frames`: `pd_2m` PDE 256 -> `pt_lf`; PDE 257 is set with paging off.
 pub const LF_VA: u64 = 256 << 22;
+/// `pg32/no-pse`: `pd_ns` PDE 300 = `pt_ns` | PS | P | R/W.
+pub const NS_VA: u64 = 300 << 22;
+/// `same-gfn-pt32-pae`: `pd_ns` PDE 301 -> `pt_sh` (32-bit).
+pub const SH_VA32: u64 = 301 << 22;
+/// `same-gfn-pt32-pae`: PAE PDPTE 1, PDE 3 -> `pt_sh`.
+pub const SH_VA_PAE: u64 = (1 << 30) + (3 << 21);
+/// `pt_ns` PTE i (i < 4) maps frame `NS_FRAMES[i]` of `large2`; PTE 4 is
+/// not present, PTE 5 maps d1 read-only.
+pub const NS_FRAMES: [u64; 4] = [20, 23, 26, 29];
+/// `pt_sh` 32-bit PTE 2i (i < 4) maps frame `SH_FRAMES[i]` of `large2`;
+/// every odd 32-bit PTE is 0, so PAE PTE i (low half 32-bit PTE 2i, high
+/// half 32-bit PTE 2i + 1 = 0) maps the same frame as 32-bit PTE 2i.
+pub const SH_FRAMES: [u64; 4] = [40, 43, 46, 49];
+
+/// The PDPT of `same-gfn-pd32-pae` inside the `pdpt_ns` frame: PDPTE 0
+/// the identity PD, PDPTE 1 `pd_sh`.
+pub const PDPT_SH_OFFSET: u64 = 0x20;
+/// `pt_sh2` 32-bit PTE 2i maps frame `SH2_FRAMES[i]` of `large2`; odd
+/// 32-bit PTEs are 0.
+pub const SH2_FRAMES: [u64; 3] = [60, 63, 66];
+
 /// Byte offsets of the two pattern words in every 4 KiB frame of the
 /// large regions (besides [`LARGE_OFFSETS`]).
 pub const FRAME_OFFSETS: [u64; 2] = [0x10, 0x7f0];
@@ -192,7 +232,11 @@ impl Space {
         s.pd_2m = f.alloc_aligned(PAGE, 2 << 20)?;
         s.large = f.alloc_aligned(4 << 20, 4 << 20)?;
         s.large2 = f.alloc_aligned(4 << 20, 4 << 20)?;
-        (s.large2 + (4 << 20) <= IDENTITY_END).then_some(s)
+        s.pt_ns = f.alloc_aligned(PAGE, 4 << 20)?;
+        for slot in [&mut s.pt_sh, &mut s.pd_ns, &mut s.pdpt_ns, &mut s.pd_nsp, &mut s.pd_sh, &mut s.pt_sh2] {
+            *slot = f.alloc()?;
+        }
+        (s.large2 + (4 << 20) <= IDENTITY_END && s.pt_sh2 + PAGE <= IDENTITY_END).then_some(s)
     }
 
     /// The 32-bit PT inside `large2` (at 3 MiB: the upper 2 MiB half).
@@ -206,12 +250,13 @@ impl Space {
     }
 
     /// Every page-table frame.
-    fn table_frames(&self) -> [u64; 28] {
+    fn table_frames(&self) -> [u64; 35] {
         [
             self.pd32, self.pt32_low, self.pt32_win, self.pt32_e, self.pdpt, self.pd_low, self.pd_win, self.pt_win,
             self.pt_e, self.pd_alt, self.pml4, self.pdpt_l, self.pd_high, self.pt_high, self.pd_same, self.pdpt_same,
             self.pml4_same, self.pdpt_lsame, self.pt_same, self.pd_q, self.pt_q, self.pt_g, self.pt_gp, self.pdpt_x,
-            self.pt_lf, self.pd_2m, self.pt_l(), self.pt_lp(),
+            self.pt_lf, self.pd_2m, self.pt_l(), self.pt_lp(), self.pt_ns, self.pt_sh, self.pd_ns, self.pdpt_ns,
+            self.pd_nsp, self.pd_sh, self.pt_sh2,
         ]
     }
 
@@ -393,6 +438,40 @@ impl Space {
             t.set32(0, pte32(self.d0, KRW));
         } else if f == self.pt_lp() {
             t.set64(0, entry64(self.d0, KRW));
+        } else if f == self.pd_ns {
+            // Only PDE 0 identity-maps (with 4 KiB pages: with CR4.PSE = 0
+            // the identity 4 MiB PDEs of the other PDs would be PT pointers).
+            t.set32(0, pde32_table(self.pt32_low, KRW));
+            t.set32((NS_VA >> 22) as usize, pde32_4m(self.pt_ns, KRW));
+            t.set32((SH_VA32 >> 22) as usize, pde32_table(self.pt_sh, KRW));
+        } else if f == self.pt_ns {
+            for (i, k) in NS_FRAMES.iter().enumerate() {
+                t.set32(i, pte32(self.large2 + PAGE * k, KRW));
+            }
+            t.set32(5, pte32(self.d1, KRO));
+        } else if f == self.pt_sh {
+            for (i, k) in SH_FRAMES.iter().enumerate() {
+                t.set32(2 * i, pte32(self.large2 + PAGE * k, KRW));
+            }
+        } else if f == self.pdpt_ns {
+            t.set64(0, pdpte_pae(self.pd_low));
+            t.set64(1, pdpte_pae(self.pd_nsp));
+            let i = (PDPT_SH_OFFSET / 8) as usize;
+            t.set64(i, pdpte_pae(self.pd_low));
+            t.set64(i + 1, pdpte_pae(self.pd_sh));
+        } else if f == self.pd_sh {
+            // 32-bit PDE 2i and 2i + 1 are PAE PDE i; only even 32-bit PDEs
+            // other than 0 are used, odd ones stay 0. PAE PDE 0 (32-bit
+            // PDEs 0 and 1: the identity PT read as a PAE PT) is never used.
+            t.set32(0, pde32_table(self.pt32_low, KRW));
+            t.set32(2, pde32_table(self.pt_sh, KRW));
+            t.set32(8, pde32_table(self.pt_sh2, KRW));
+        } else if f == self.pt_sh2 {
+            for (i, k) in SH2_FRAMES.iter().enumerate() {
+                t.set32(2 * i, pte32(self.large2 + PAGE * k, KRW));
+            }
+        } else if f == self.pd_nsp {
+            t.set64(((SH_VA_PAE >> 21) & 0x1FF) as usize, entry64(self.pt_sh, KRW));
         } else {
             return None;
         }
@@ -472,7 +551,7 @@ pub(crate) mod tests {
         let (s, mem) = built();
         let w = |a: u64| mem.get(&a).copied().unwrap_or(0);
         let pdptes = [0, 1, 2, 3].map(|i| w(s.pdpt + 8 * i));
-        let formats = [(Format::Bits32, s.pd32), (Format::Pae { pdptes }, s.pdpt), (Format::Long, s.pml4)];
+        let formats = [(Format::Bits32 { pse: true }, s.pd32), (Format::Pae { pdptes }, s.pdpt), (Format::Long, s.pml4)];
         for (fmt, cr3) in formats {
             let t = |va, write| translate(&w, fmt, cr3, va, write);
             let code = crate::modes::layout::BLOB_BASE;
@@ -492,6 +571,48 @@ pub(crate) mod tests {
         }
         assert_eq!(translate(&w, Format::Long, s.pml4, HIGH_VA + 8, false), Ok(s.d3 + 8));
         assert_eq!(w(s.ret) & 0xFF, 0xC3);
+    }
+
+    /// `pg32/no-pse` and `modes/same-gfn-pt32-pae`: the two meanings of
+    /// each frame differ where the checks look.
+    #[test]
+    fn pse_off_and_shared_pt_frames() {
+        let (s, mem) = built();
+        let w = |a: u64| mem.get(&a).copied().unwrap_or(0);
+        assert_eq!(s.pt_ns % (4 << 20), 0, "a valid 4 MiB PDE too");
+        assert_eq!(s.pt_sh, s.pt_ns + PAGE, "PSE = 1 reads reach pt_sh");
+        let (off, on) = (Format::Bits32 { pse: false }, Format::Bits32 { pse: true });
+        for (i, k) in NS_FRAMES.iter().enumerate() {
+            let va = NS_VA + PAGE * i as u64 + 0x10;
+            assert_eq!(translate(&w, off, s.pd_ns, va, false), Ok(s.large2 + PAGE * k + 0x10));
+            assert_eq!(translate(&w, on, s.pd_ns, va, false), Ok(s.pt_ns + PAGE * i as u64 + 0x10));
+        }
+        assert_eq!(translate(&w, off, s.pd_ns, NS_VA + 4 * PAGE, false), Err(WalkFault::NotPresent));
+        assert_eq!(translate(&w, off, s.pd_ns, NS_VA + 5 * PAGE, true), Err(WalkFault::ReadOnly));
+        let pdptes = [0, 1, 2, 3].map(|i| w(s.pdpt_ns + 8 * i));
+        let pae = Format::Pae { pdptes };
+        assert_eq!(translate(&w, pae, s.pdpt_ns, crate::modes::layout::BLOB_BASE, false), Ok(crate::modes::layout::BLOB_BASE));
+        for j in 0..4u64 {
+            let p = translate(&w, pae, s.pdpt_ns, SH_VA_PAE + PAGE * j, false);
+            assert_eq!(p, Ok(s.large2 + PAGE * SH_FRAMES[j as usize]));
+            assert_eq!(p, translate(&w, off, s.pd_ns, SH_VA32 + PAGE * 2 * j, false), "PAE page {j} = 32-bit page {}", 2 * j);
+            if j > 0 {
+                assert_ne!(p, translate(&w, off, s.pd_ns, SH_VA32 + PAGE * j, false), "PAE page {j} is not 32-bit page {j}");
+            }
+        }
+        assert_eq!(translate(&w, off, s.pd_ns, SH_VA32 + PAGE, false), Err(WalkFault::NotPresent));
+        // pd_sh: 32-bit PDE 2i is PAE PDE i of PDPTE 1 (pdpt_ns + 0x20).
+        let pdptes = [0, 1, 2, 3].map(|i| w(s.pdpt_ns + PDPT_SH_OFFSET + 8 * i));
+        let pae = Format::Pae { pdptes };
+        let cr3 = s.pdpt_ns + PDPT_SH_OFFSET;
+        for (i, k) in SH2_FRAMES.iter().enumerate() {
+            let want = Ok(s.large2 + PAGE * k);
+            assert_eq!(translate(&w, off, s.pd_sh, (8 << 22) + PAGE * 2 * i as u64, false), want);
+            assert_eq!(translate(&w, pae, cr3, (1 << 30) + (4 << 21) + PAGE * i as u64, false), want);
+        }
+        assert_eq!(translate(&w, pae, cr3, (1 << 30) + (1 << 21), false), Ok(s.large2 + PAGE * SH_FRAMES[0]));
+        assert_eq!(translate(&w, off, s.pd_sh, 1 << 22, false), Err(WalkFault::NotPresent));
+        assert_eq!(translate(&w, pae, cr3, (1 << 30) + (2 << 21), false), Err(WalkFault::NotPresent));
     }
 
     #[test]

@@ -36,7 +36,7 @@ pub const PARTS: usize = 2;
 pub const WALKS: usize = 2;
 /// Checks that span stops (tags after the per-stop ones): their full
 /// check names.
-pub const EXTRA: [&str; 15] = [
+pub const EXTRA: [&str; 18] = [
     "modes/edit-from-long",
     "modes/edit-from-pg32",
     "modes/pae-pdpte-cached",
@@ -52,6 +52,9 @@ pub const EXTRA: [&str; 15] = [
     "pae/pdpte-cr3-align",
     "pg32/global-pages",
     "pae/global-pages",
+    "pg32/no-pse",
+    "modes/same-gfn-pt32-pae",
+    "modes/same-gfn-pd32-pae",
 ];
 /// Number of tags: one per stop of each walk, then [`EXTRA`].
 pub const TAGS: usize = WALKS * STOPS.len() + EXTRA.len();

@@ -19,7 +19,13 @@
 //! 10. 32-bit paging on the PD at 2 MiB, 11. PAE with the PDPT in the
 //!     real-mode data, 12. real, 13. protected mode without paging,
 //!     14. 32-bit paging again (paging turned off and on inside the stop),
-//!     15. PAE again: `modes/low-frames`.
+//!     15. PAE again: `modes/low-frames`;
+//! 16. 32-bit paging with CR4.PSE = 0 on `pd_ns`, 17. the same PD with
+//!     CR4.PSE = 1 (and PSE cleared again inside the stop): `pg32/no-pse`;
+//! 18. 32-bit paging with CR4.PSE = 0 on `pd_ns`, 19. PAE on `pdpt_ns`,
+//!     20. 32-bit paging again: `modes/same-gfn-pt32-pae`;
+//! 21. 32-bit paging with CR4.PSE = 0 on `pd_sh`, 22. PAE with `pd_sh` as
+//!     PDPTE 1, 23. 32-bit paging again: `modes/same-gfn-pd32-pae`.
 
 use super::{extra, regs, Env, Item};
 use crate::modes::paging::{self, pde32_4m, pde32_table, pte32, Format, WalkFault, KRW};
@@ -51,6 +57,12 @@ pub const CR3_ALIGN: usize = extra(12);
 pub const GLOBAL32: usize = extra(13);
 /// `pae/global-pages`.
 pub const GLOBAL_PAE: usize = extra(14);
+/// `pg32/no-pse`.
+pub const NO_PSE: usize = extra(15);
+/// `modes/same-gfn-pt32-pae`.
+pub const SAME_GFN_PT: usize = extra(16);
+/// `modes/same-gfn-pd32-pae`.
+pub const SAME_GFN_PD: usize = extra(17);
 
 /// Most writes the model keeps.
 pub const LOG: usize = 64;
@@ -120,23 +132,29 @@ struct B<'a, 'e> {
 impl B<'_, '_> {
     /// A stop in `mode` with `cr3` (paged modes) and extra CR4 bits.
     fn stop(&mut self, mode: Mode, cr3: u64, cr4_extra: u64) {
+        self.stop_cr4(mode, cr3, cr4_extra, 0);
+    }
+
+    /// A stop in `mode` with `cr3`, CR4 bits `set` added and `clear` removed.
+    fn stop_cr4(&mut self, mode: Mode, cr3: u64, set: u64, clear: u64) {
         let mut r = regs(self.s, self.env, mode);
         if matches!(mode, Mode::Paging32 | Mode::Pae | Mode::Long) {
             r.cr3 = cr3 as u32;
         }
-        r.cr4 |= cr4_extra as u32;
+        r.cr4 = (r.cr4 | set as u32) & !(clear as u32);
         (self.cr0, self.cr3, self.cr4) = (u64::from(r.cr0), u64::from(r.cr3), u64::from(r.cr4));
         self.mode = mode;
         self.fmt = self.format(mode);
         (self.emit)(Item::Stop(r));
     }
 
-    /// The format of `mode` with the current CR3: PAE loads the PDPTE
-    /// registers from CR3 bits 31:5 (SDM Vol. 3A 4.4.1).
+    /// The format of `mode` with the current CR3 and CR4: PAE loads the
+    /// PDPTE registers from CR3 bits 31:5 (SDM Vol. 3A 4.4.1); 32-bit
+    /// paging honours PS in PDEs only with CR4.PSE = 1 (SDM Vol. 3A 4.3).
     fn format(&self, mode: Mode) -> Option<Format> {
         match mode {
             Mode::Real | Mode::Prot => None,
-            Mode::Paging32 => Some(Format::Bits32),
+            Mode::Paging32 => Some(Format::Bits32 { pse: self.cr4 & CR4_PSE != 0 }),
             Mode::Pae => Some(Format::Pae { pdptes: [0, 1, 2, 3].map(|i| self.mem.word((self.cr3 & 0xFFFF_FFE0) + 8 * i)) }),
             Mode::Long => Some(Format::Long),
         }
@@ -207,8 +225,13 @@ impl B<'_, '_> {
         self.op(tag, Op::WriteCr0 { value: cr0 as u32 }, Expect::Value(cr0));
     }
 
+    /// MOV CR4 (the paging format follows CR4.PSE; no paging mode change
+    /// here: CR4.PAE stays).
     fn write_cr4(&mut self, tag: usize, cr4: u64) {
         self.cr4 = cr4;
+        if self.fmt.is_some() {
+            self.fmt = self.format(self.mode);
+        }
         self.op(tag, Op::WriteCr4 { value: cr4 as u32 }, Expect::Value(cr4));
     }
 }
@@ -229,6 +252,9 @@ pub fn program(s: &Space, env: &Env, emit: &mut dyn FnMut(Item)) {
     b.stop(Mode::Pae, s.pdpt, CR4_PGE);
     global(&mut b, GLOBAL_PAE, Mode::Pae);
     low_frames(&mut b);
+    no_pse(&mut b);
+    same_gfn_pt32_pae(&mut b);
+    same_gfn_pd32_pae(&mut b);
     debug_assert!(!b.mem.unknown.get(), "the named program read a word the space never wrote");
 }
 
@@ -483,4 +509,128 @@ fn low_frames(b: &mut B) {
     b.stop(Mode::Pae, layout::REAL_PDPT, 0);
     b.read(t, WIN);
     b.read(t, WIN + 0xffc);
+}
+
+/// `pg32/no-pse` (SDM Vol. 3A 4.3, Tables 4-4 and 4-5): with CR4.PSE = 0
+/// bit 7 (PS) of a 32-bit PDE is ignored and the PDE references a page
+/// table; with CR4.PSE = 1 the same PDE maps a 4 MiB page. `pd_ns` PDE 300
+/// is `pt_ns` | PS | R/W | P, with `pt_ns` 4 MiB-aligned: with PSE = 0,
+/// linear page i of [`NS_VA`] is PTE i of `pt_ns` (4 KiB pages, one not
+/// present, one read-only); with PSE = 1, [`NS_VA`] + x is physical
+/// `pt_ns` + x, so the reads return the PT's own entries (and the next
+/// frame's, `pt_sh`). CR4.PSE cleared again inside the PSE = 1 stop, then
+/// MOV CR3 (which invalidates the non-global TLB entries, SDM Vol. 3A
+/// 4.10.4.1): the PT meaning again.
+fn no_pse(b: &mut B) {
+    let t = NO_PSE;
+    let s = b.s;
+    let as_pt = |b: &mut B| {
+        for (i, _) in NS_FRAMES.iter().enumerate() {
+            b.read(t, NS_VA + PAGE * i as u64 + FRAME_OFFSETS[i % 2]);
+        }
+        b.read(t, NS_VA + 4 * PAGE); // PTE 4 not present
+        b.read(t, NS_VA + 5 * PAGE + 0x7f8); // d1
+        b.write(t, NS_VA + 5 * PAGE + 0x10, 0x4E05_E000); // read-only: #PF
+        b.read(t, NS_VA + 0x3F_F000); // PTE 1023 not present
+    };
+    b.stop_cr4(Mode::Paging32, s.pd_ns, 0, CR4_PSE);
+    b.op(t, Op::ReadCr4, Expect::Masked { mask: CR4_PAE | CR4_PSE, want: 0 });
+    as_pt(b);
+    b.stop_cr4(Mode::Paging32, s.pd_ns, CR4_PSE, 0);
+    b.op(t, Op::ReadCr4, Expect::Masked { mask: CR4_PAE | CR4_PSE, want: CR4_PSE });
+    // The 4 MiB page: pt_ns's entries as data, then pt_sh's (the next frame).
+    for i in [0u64, 1, 3, 4, 5] {
+        b.read_entry(t, NS_VA + 4 * i);
+    }
+    b.read_entry(t, NS_VA + PAGE);
+    b.read_entry(t, NS_VA + PAGE + 8);
+    let cr4 = b.cr4;
+    b.write_cr4(t, cr4 & !CR4_PSE);
+    b.mov_cr3(t, s.pd_ns, Mode::Paging32);
+    as_pt(b);
+}
+
+/// `modes/same-gfn-pt32-pae` (SDM Vol. 3A 4.3 Table 4-6, 4.4.2 Table
+/// 4-11): one frame, `pt_sh`, is a 32-bit page table (4-byte PTEs, CR4.PSE
+/// = 0, entries in its lower 2 MiB half) and a PAE page table (8-byte PTEs,
+/// PAE PTE i = 32-bit PTEs 2i and 2i+1). Its even 32-bit PTEs map frames,
+/// the odd ones are 0, so 32-bit page 2i and PAE page i read the same
+/// frame, 32-bit odd pages are not present, and PAE page i (i > 0) is not
+/// 32-bit page i. A PAE PTE written in PAE paging (through the identity
+/// map) is 32-bit PTE 2i after the CR3 load into 32-bit paging (SDM Vol.
+/// 3A 4.10.4.1). Every read in each format, before and after the other
+/// format used the frame.
+fn same_gfn_pt32_pae(b: &mut B) {
+    let t = SAME_GFN_PT;
+    let s = b.s;
+    let pg32 = |b: &mut B, n: u64| {
+        for j in 0..n {
+            b.read(t, SH_VA32 + PAGE * j + FRAME_OFFSETS[(j / 2 % 2) as usize]);
+        }
+    };
+    b.stop_cr4(Mode::Paging32, s.pd_ns, 0, CR4_PSE);
+    b.op(t, Op::ReadCr4, Expect::Masked { mask: CR4_PAE | CR4_PSE, want: 0 });
+    pg32(b, 9);
+    b.stop(Mode::Pae, s.pdpt_ns, 0);
+    b.op(t, Op::ReadCr3, Expect::Value(s.pdpt_ns));
+    for j in 0..5u64 {
+        b.read(t, SH_VA_PAE + PAGE * j + FRAME_OFFSETS[(j % 2) as usize]);
+    }
+    // PAE PTE 5 (32-bit PTEs 10 and 11), not present -> present: no
+    // invalidation needed (SDM Vol. 3A 4.10.4.3). The high half stays 0.
+    b.write(t, s.pt_sh + 8 * 5, pte32(s.large2 + PAGE * 52, KRW));
+    b.read(t, SH_VA_PAE + 5 * PAGE + FRAME_OFFSETS[1]);
+    b.read(t, SH_VA_PAE + 5 * PAGE + FRAME_OFFSETS[0]);
+    b.stop_cr4(Mode::Paging32, s.pd_ns, 0, CR4_PSE);
+    pg32(b, 12);
+}
+
+/// `modes/same-gfn-pd32-pae` (SDM Vol. 3A 4.3 Table 4-5, 4.4.2 Table
+/// 4-10): one frame, `pd_sh`, is a 32-bit page directory (CR4.PSE = 0,
+/// 4-byte PDEs, PDE i covers 4 MiB at i << 22) and the PAE page directory
+/// of PDPTE 1 (8-byte PDEs, PAE PDE i = 32-bit PDEs 2i and 2i+1, covering
+/// 2 MiB at 1 GiB + i << 21). 32-bit PDE 2 -> `pt_sh` and PDE 8 ->
+/// `pt_sh2` are PAE PDEs 1 and 4; both PTs are valid in both formats.
+/// 32-bit -> PAE -> 32-bit, every read as its stop's format says; a PAE
+/// PDE written in PAE paging (through the identity map) is 32-bit PDE 2i
+/// back in 32-bit paging (loaded with CR3, SDM Vol. 3A 4.10.4.1).
+fn same_gfn_pd32_pae(b: &mut B) {
+    let t = SAME_GFN_PD;
+    let s = b.s;
+    let pg32 = |b: &mut B, extra: bool| {
+        for j in 0..4u64 {
+            b.read(t, (2 << 22) + PAGE * j + FRAME_OFFSETS[(j / 2 % 2) as usize]);
+        }
+        for j in 0..5u64 {
+            b.read(t, (8 << 22) + PAGE * j + FRAME_OFFSETS[1 - (j / 2 % 2) as usize]);
+        }
+        b.read(t, 1 << 22); // PDE 1: not present
+        b.read(t, (6 << 22) + FRAME_OFFSETS[0]); // PDE 6: set from PAE paging
+        if extra {
+            b.read(t, (6 << 22) + 2 * PAGE + FRAME_OFFSETS[1]);
+            b.read(t, (6 << 22) + PAGE);
+        }
+    };
+    b.stop_cr4(Mode::Paging32, s.pd_sh, 0, CR4_PSE);
+    b.op(t, Op::ReadCr3, Expect::Value(s.pd_sh));
+    pg32(b, false);
+    let cr3 = s.pdpt_ns + PDPT_SH_OFFSET;
+    b.stop(Mode::Pae, cr3, 0);
+    b.op(t, Op::ReadCr3, Expect::Value(cr3));
+    let pae = |b: &mut B| {
+        for j in 0..3u64 {
+            b.read(t, (1 << 30) + (1 << 21) + PAGE * j + FRAME_OFFSETS[(j % 2) as usize]);
+            b.read(t, (1 << 30) + (4 << 21) + PAGE * j + FRAME_OFFSETS[1 - (j % 2) as usize]);
+        }
+        b.read(t, (1 << 30) + (2 << 21)); // PAE PDE 2 = 32-bit PDEs 4, 5: not present
+    };
+    pae(b);
+    // PAE PDE 3 (32-bit PDEs 6 and 7), not present -> present: no
+    // invalidation needed (SDM Vol. 3A 4.10.4.3). Its high half stays 0.
+    b.write(t, s.pd_sh + 8 * 3, paging::pde32_table(s.pt_sh2, KRW));
+    b.read(t, (1 << 30) + (3 << 21) + PAGE + FRAME_OFFSETS[0]);
+    b.read(t, (1 << 30) + (3 << 21) + FRAME_OFFSETS[0]);
+    pae(b);
+    b.stop_cr4(Mode::Paging32, s.pd_sh, 0, CR4_PSE);
+    pg32(b, true);
 }
