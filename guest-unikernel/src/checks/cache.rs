@@ -16,7 +16,7 @@
 use super::{Check, Ctx};
 use crate::long::{expect_frame, index, span, tag, BuildError, Builder, Wrong};
 use crate::machine::{Machine, TEST_VA_START};
-use crate::modes::paging::{entry64, Frames, KRW};
+use crate::modes::paging::{entry64, pde_2m, Frames, KRW};
 use crate::report::{Detail, Expect};
 use core::fmt::{self, Write};
 use shared::hypercall::MmuStats;
@@ -26,10 +26,12 @@ use shared::{cpuid, Outcome, PROTOCOL_VERSION};
 pub static CHECKS: &[Check] = &[
     Check { name: "cache/cr3-return-no-new-shadows", run: cr3_return },
     Check { name: "cache/flood-unshadows", run: flood_unshadows },
+    Check { name: "cache/large-page-writes-untrapped", run: large_page_writes },
     Check { name: "long/parent-chain", run: parent_chain },
     Check { name: "long/zap-active-root", run: zap_active_root },
     // Last: it leaves the shadow pool full.
     Check { name: "cache/pressure-recycles", run: pressure_recycles },
+    Check { name: "cache/pressure-one-root", run: pressure_one_root },
 ];
 
 /// Where the checks' frames come from: free RAM above the image, below
@@ -51,6 +53,8 @@ enum Stop {
     Write(u64),
     /// A translation reached the wrong frame (with where in the check).
     Wrong(&'static str, Wrong),
+    /// No 2 MiB-aligned 2 MiB of free RAM below 4 GiB.
+    NoLargeFrame,
 }
 
 impl From<BuildError> for Stop {
@@ -67,6 +71,7 @@ impl fmt::Display for Stop {
             Stop::Cr3(c) => write!(f, "the machine refused MOV CR3 {c:#x}"),
             Stop::Write(va) => write!(f, "the machine refused a write at {va:#x}"),
             Stop::Wrong(at, w) => write!(f, "{at}: {w}"),
+            Stop::NoLargeFrame => f.write_str("no 2 MiB-aligned 2 MiB of free RAM below 4 GiB"),
         }
     }
 }
@@ -338,6 +343,83 @@ pub fn flood_unshadows(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     finish(ctx, home, d, r)
 }
 
+/// 2 MiB.
+const MIB2: u64 = 2 << 20;
+/// Writes of `cache/large-page-writes-untrapped`, spread over its 2 MiB,
+/// and with `light=1` (the audit run: about two MMU exits per write, each
+/// audited).
+const LP_WRITES: u64 = 64;
+const LP_WRITES_LIGHT: u64 = 8;
+
+/// The highest 2 MiB-aligned 2 MiB of free RAM below 4 GiB: the `Builder`s
+/// of this area allocate upwards from the image end, so these frames are
+/// nobody's page table.
+fn top_2m(ctx: &mut Ctx<'_>) -> Option<u64> {
+    let map = ctx.map?;
+    let mut top = None;
+    crate::memmap::plan_ram_test(&map, ctx.m.image().end, FRAMES_END, &ctx.exclusions, |r| {
+        let base = r.end.checked_sub(MIB2).map(|e| e & !(MIB2 - 1));
+        if let Some(b) = base.filter(|&b| b >= r.start) {
+            top = Some(b);
+        }
+    });
+    top
+}
+
+/// `cache/large-page-writes-untrapped` (DESIGN.md section 1: metaphysical
+/// shadows, the splits of a large page and the no-paging identity map,
+/// never write-protect their frames; KVM's direct pages): a PDE with PS=1
+/// maps 2 MiB of data frames (the top 2 MiB of free RAM, no page table
+/// anywhere) at W; 64 writes spread over the 2 MiB (frame 0 included),
+/// each read back through W. Architecturally (SDM Vol. 3A 4.5.4, Table
+/// 4-17: a PDE with PS=1 maps a 2 MiB page, bits 51:21 its base) every
+/// value reads back through W and lands at base + offset (read through the
+/// identity map). Under the hypervisor these are data writes: none may be
+/// trapped as a guest page-table write (`pt_writes` +0) nor unshadow
+/// anything (`unshadows` +0). With `light=1` 8 writes, 256 KiB apart.
+pub fn large_page_writes(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
+    let on = has_stats(ctx);
+    let n = if ctx.config.light { LP_WRITES_LIGHT } else { LP_WRITES };
+    let mut home = None;
+    let big = top_2m(ctx);
+    let r = (|| -> Result<Outcome, Stop> {
+        let mut b = builder(ctx)?;
+        home = Some(b.home);
+        let base = big.ok_or(Stop::NoLargeFrame)?;
+        let m = &mut *ctx.m;
+        let pml4 = b.pml4(m)?;
+        let pd = b.table(m, pml4, W, 2)?;
+        Builder::put(m, pd + 8 * index(W, 2) as u64, pde_2m(base, KRW))?;
+        load(m, pml4)?;
+        // Offset of write i: 2 MiB / n apart, a different quadword in each.
+        let off = |i: u64| i * (MIB2 / n) + 8 * (i % 8);
+        let val = |i: u64| tag(base + off(i)) ^ (i << 1);
+        let s0 = stats(m, on);
+        for i in 0..n {
+            write(m, W + off(i), val(i))?;
+            crate::long::expect_word(m, W + off(i), val(i)).map_err(|w| Stop::Wrong("write then read through the 2 MiB page", w))?;
+        }
+        let s1 = stats(m, on);
+        for i in 0..n {
+            let (pa, v) = (base + off(i), val(i));
+            let got = m.scratch_read(pa);
+            if got != Some(v) {
+                return Err(Stop::Wrong("the value at base + offset", Wrong { va: pa, got, want: v }));
+            }
+        }
+        Ok(cache_verdict(
+            d,
+            format_args!("2 MiB page at {base:#x}: {n} writes read back"),
+            s0.zip(s1),
+            |e, dl| {
+                e.that(dl.pt_writes == 0, format_args!("data writes through a 2 MiB page trapped: pt_writes +{}", dl.pt_writes));
+                e.that(dl.unshadows == 0, format_args!("data writes unshadowed: unshadows +{}", dl.unshadows));
+            },
+        ))
+    })();
+    finish(ctx, home, d, r)
+}
+
 /// Address spaces of `cache/pressure-recycles`.
 const P_SPACES: usize = 40;
 /// Page tables per space (each maps one page).
@@ -393,6 +475,63 @@ pub fn pressure_recycles(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             s0.zip(s1),
             |e, dl| {
                 e.that(dl.recycles > 0, format_args!("{tables} tables over a 1024-frame pool: recycles +0"));
+            },
+        ))
+    })();
+    finish(ctx, home, d, r)
+}
+
+/// Page tables of `cache/pressure-one-root` (more than the hypervisor's
+/// 1024-frame pool), and with `light=1`.
+const P1_PTS: usize = 1200;
+const P1_PTS_LIGHT: usize = 16;
+
+/// `cache/pressure-one-root` (DESIGN.md section 1 "Recycling": never a
+/// loaded root; section 2: roots are pinned by `root_count`): one PML4,
+/// loaded once, maps 1200 linear pages through 1200 distinct PTs (2 MiB
+/// apart; more tables than the hypervisor's 1024-frame pool) to distinct
+/// frames; every page is read twice, without a CR3 reload, so the loaded
+/// root becomes the coldest page of the LRU list and recycling must pass
+/// over it. Architecturally every read reaches the frame the tables name
+/// (SDM Vol. 3A 4.5.4; nothing was changed, so no TLB rule is involved);
+/// under the hypervisor `recycles` grows (the pressure was real). With
+/// `light=1` (the audit run: every MMU exit audited, about a second each
+/// in Bochs) 16 PTs, and no pressure is required.
+pub fn pressure_one_root(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
+    let on = has_stats(ctx);
+    let light = ctx.config.light;
+    let n = if light { P1_PTS_LIGHT } else { P1_PTS };
+    let mut home = None;
+    let r = (|| -> Result<Outcome, Stop> {
+        let mut b = builder(ctx)?;
+        home = Some(b.home);
+        let m = &mut *ctx.m;
+        let va = |j: usize| W + j as u64 * span(2) + (j % 512) as u64 * span(1);
+        let pml4 = b.pml4(m)?;
+        // Frame numbers (below 4 GiB: 32 bits), to keep the stack small.
+        let mut frames = [0u32; P1_PTS];
+        for (j, f) in frames[..n].iter_mut().enumerate() {
+            let frame = b.data(m)?;
+            *f = (frame >> 12) as u32;
+            b.map(m, pml4, va(j), frame, KRW)?;
+        }
+        let tables = b.allocated as usize - n;
+        load(m, pml4)?;
+        let s0 = stats(m, on);
+        for at in ["first read, one CR3", "second read, one CR3"] {
+            for (j, &f) in frames[..n].iter().enumerate() {
+                frame_at(m, at, va(j), u64::from(f) << 12)?;
+            }
+        }
+        let s1 = stats(m, on);
+        Ok(cache_verdict(
+            d,
+            format_args!("{} reads right, 1 CR3 load, {tables} tables{}", 2 * n, if light { " (light=1)" } else { "" }),
+            s0.zip(s1),
+            |e, dl| {
+                if !light {
+                    e.that(dl.recycles > 0, format_args!("{tables} tables over a 1024-frame pool: recycles +0"));
+                }
             },
         ))
     })();
@@ -636,7 +775,45 @@ mod tests {
     }
 
     #[test]
-    fn light_skips_the_pressure_check_and_lightens_two_others() {
+    fn the_two_surviving_injected_bugs_are_caught() {
+        // `metaphysical-write-protected`: data writes through the 2 MiB
+        // page emulated as page-table writes.
+        let v = run(&mut Fake::hv(""));
+        let (o, d) = outcome(&v, "cache/large-page-writes-untrapped");
+        assert_eq!(o, Outcome::Pass, "{d}");
+        assert!(d.starts_with("2 MiB page at 0x") && d.contains(": 64 writes read back") && d.contains("ptw+0 unsh+0"), "{d}");
+        let (o, d) = outcome(&v, "cache/pressure-one-root");
+        assert_eq!(o, Outcome::Pass, "{d}");
+        assert!(d.starts_with("2400 reads right, 1 CR3 load, ") && !d.contains("rec+0"), "{d}");
+
+        let mut m = Fake::hv("");
+        m.mmu.data_writes_trapped = true;
+        let (o, d) = outcome(&run(&mut m), "cache/large-page-writes-untrapped");
+        assert_eq!(o, Outcome::Fail);
+        assert!(d.contains("data writes through a 2 MiB page trapped: pt_writes +64"), "{d}");
+
+        // `recycle-loaded-root`: the loaded root freed, translations lost.
+        let mut m = Fake::hv("");
+        m.mmu.recycle_loaded_root = true;
+        let (o, d) = outcome(&run(&mut m), "cache/pressure-one-root");
+        assert_eq!(o, Outcome::Fail);
+        assert!(d.starts_with("first read, one CR3: read 0x") && d.contains(" refused"), "{d}");
+        assert!(m.mmu.root_freed);
+    }
+
+    #[test]
+    fn a_value_not_at_base_plus_offset_is_caught_bare_too() {
+        // The top 2 MiB of the fake's 16 MiB; write 5 lands at base +
+        // 5 * 32 KiB + 40, and that word reads back wrong physically.
+        let mut m = Fake::bare("");
+        m.bad_word = Some(0xE0_0000 + 5 * 0x8000 + 40);
+        let (o, d) = outcome(&run(&mut m), "cache/large-page-writes-untrapped");
+        assert_eq!(o, Outcome::Fail);
+        assert!(d.starts_with("the value at base + offset: read 0xe28028 = "), "{d}");
+    }
+
+    #[test]
+    fn light_skips_the_pressure_check_and_lightens_four_others() {
         let mut m = Fake::hv("light=1");
         let v = run(&mut m);
         let (o, d) = outcome(&v, "cache/pressure-recycles");
@@ -648,6 +825,12 @@ mod tests {
         let (o, d) = outcome(&v, "long/zap-active-root");
         assert_eq!(o, Outcome::Pass);
         assert!(d.starts_with("8 PML4+PD entries rewritten"), "{d}");
+        let (o, d) = outcome(&v, "cache/pressure-one-root");
+        assert_eq!(o, Outcome::Pass);
+        assert!(d.starts_with("32 reads right, 1 CR3 load, ") && d.contains("(light=1)"), "{d}");
+        let (o, d) = outcome(&v, "cache/large-page-writes-untrapped");
+        assert_eq!(o, Outcome::Pass);
+        assert!(d.contains(": 8 writes read back"), "{d}");
     }
 
     #[test]
@@ -656,7 +839,13 @@ mod tests {
         let mut m = Fake::hv("");
         m.leaf_4000_0001.ebx = 0;
         let v = run(&mut m);
-        for name in ["cache/cr3-return-no-new-shadows", "cache/flood-unshadows", "cache/pressure-recycles"] {
+        for name in [
+            "cache/cr3-return-no-new-shadows",
+            "cache/flood-unshadows",
+            "cache/large-page-writes-untrapped",
+            "cache/pressure-recycles",
+            "cache/pressure-one-root",
+        ] {
             let (o, d) = outcome(&v, name);
             assert_eq!(o, Outcome::Skip, "{name}: {d}");
             assert!(d.starts_with("needs the hypervisor's shadow paging (architectural part passed: "), "{d}");

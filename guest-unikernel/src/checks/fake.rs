@@ -92,6 +92,15 @@ pub struct FakeMmu {
     pub no_recycle: bool,
     #[allow(missing_docs)]
     pub cr3_always_miss: bool,
+    /// Every linear write is trapped as a page-table write (the
+    /// `metaphysical-write-protected` bug: data writes through large pages
+    /// emulated).
+    pub data_writes_trapped: bool,
+    /// Recycling may free the loaded root; after that every translation
+    /// not in the TLB fails (the `recycle-loaded-root` use-after-free).
+    pub recycle_loaded_root: bool,
+    /// The loaded root was recycled (with `recycle_loaded_root`).
+    pub root_freed: bool,
 }
 
 impl FakeMmu {
@@ -102,7 +111,10 @@ impl FakeMmu {
         self.shadowed.push(frame);
         self.stats.shadow_pages_created += 1;
         if self.shadowed.len() > POOL && !self.no_recycle {
-            self.shadowed.remove(0);
+            let victim = self.shadowed.remove(0);
+            if self.recycle_loaded_root && victim == if self.cr3 == 0 { BOOT_CR3 } else { self.cr3 } {
+                self.root_freed = true;
+            }
             self.stats.recycles += 1;
             self.stats.zaps += 1;
         }
@@ -211,6 +223,9 @@ impl Fake {
             if w || !write {
                 return Some(frame + (va & 0xfff));
             }
+        }
+        if self.mmu.root_freed {
+            return None;
         }
         let cr3 = self.cr3_now();
         let scratch = &self.scratch;
@@ -364,6 +379,9 @@ impl Machine for Fake {
     fn linear_write(&mut self, va: u64, value: u64) -> bool {
         if !is_test_va(va) {
             return false;
+        }
+        if self.mmu.data_writes_trapped {
+            self.mmu.stats.pt_writes += 1;
         }
         match self.translate(va, true) {
             Some(pa) if Self::scratch_ok(pa) => self.scratch_write(pa, value),
