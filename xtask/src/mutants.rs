@@ -99,7 +99,12 @@ fn kill_of(r: &BootResult) -> Option<(Option<String>, String)> {
     if let Some(c) = r.report.checks.iter().find(|c| c.outcome == "fail") {
         return Some((Some(c.name.clone()), c.detail.clone()));
     }
-    let why = r.verdict.reasons.first().cloned().unwrap_or_else(|| "the boot failed".into());
+    // A run that died before any check: its quadrant-error says more than
+    // the emulator's exit status.
+    let why = match r.report.errors.first() {
+        Some(e) => format!("quadrant-error {}: {}", e.kind, e.text),
+        None => r.verdict.reasons.first().cloned().unwrap_or_else(|| "the boot failed".into()),
+    };
     Some((None, why))
 }
 
