@@ -77,12 +77,7 @@ const SEED: u64 = 0x5357_4545_5041_4343;
 const BATCH: usize = 512;
 /// Mismatches written to the console in full.
 const LOGGED: u32 = 8;
-/// CR4.SMEP, CR4.SMAP (SDM Vol. 3A 2.5).
-const CR4_SMEP: u64 = 1 << 20;
-const CR4_SMAP: u64 = 1 << 21;
-/// CR0.WP, IA32_EFER.NXE.
-const CR0_WP: u64 = 1 << 16;
-const EFER_NXE: u64 = 1 << 11;
+use crate::regs::{CR0_WP, CR4_SMAP, CR4_SMEP, EFER_NXE};
 
 /// Why the sweeps skip with `light=1`.
 const LIGHT_SKIP: &str = "light=1 (the MMU-audit run): hundreds of audited MMU exits and the shadow pages they leave are left out of this run";

@@ -317,8 +317,7 @@ impl Drop for Lab<'_> {
     }
 }
 
-/// IA32_EFER.NXE (SDM Vol. 3A 2.2.1).
-pub(super) const EFER_NXE: u64 = 1 << 11;
+pub(super) use crate::regs::EFER_NXE;
 
 /// CPUID.(EAX=07H,ECX=0):EBX (0 without leaf 7): SMEP is bit 7, SMAP bit 20.
 pub(super) fn cpuid7_ebx(m: &mut dyn Machine) -> u32 {

@@ -33,11 +33,8 @@ use crate::modes::probe::{pf_error, Expect, Op};
 use crate::modes::space::*;
 use crate::modes::{layout, Mode};
 use crate::memmap::PAGE;
-use crate::regs::{CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PSE};
+use crate::regs::{CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE};
 use core::cell::Cell;
-
-/// CR4.PGE (SDM Vol. 3A 2.5).
-const CR4_PGE: u64 = 1 << 7;
 
 /// `modes/same-gfn`.
 pub const SAME_GFN: usize = extra(6);
