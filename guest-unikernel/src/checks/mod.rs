@@ -52,6 +52,16 @@ pub fn check_at(index: usize) -> Option<&'static Check> {
     all().nth(index)
 }
 
+/// CPUID.(EAX=07H,ECX=0):EBX (0 without leaf 7): SMEP is bit 7, SMAP bit 20.
+pub(crate) fn cpuid7_ebx(m: &mut dyn Machine) -> u32 {
+    if m.cpuid(0, 0).eax >= 7 { m.cpuid(7, 0).ebx } else { 0 }
+}
+
+/// CPUID.80000001H:EDX.NX \[bit 20\].
+pub(crate) fn has_nx(m: &mut dyn Machine) -> bool {
+    m.cpuid(0x8000_0000, 0).eax >= 0x8000_0001 && m.cpuid(0x8000_0001, 0).edx & (1 << 20) != 0
+}
+
 /// Longest command line the guest reads.
 pub const MAX_CMDLINE: usize = 1024;
 

@@ -60,7 +60,8 @@
 //! `-reserved` skip; everything else is determined there too.
 
 use super::{Check, Ctx};
-use crate::memmap::Exclusions;
+use crate::machine::Range;
+use crate::memmap::{Exclusions, MemMap};
 use crate::modes::engine::{self, Verdicts};
 use crate::modes::layout::{BLOB_MAX, LOW};
 use crate::modes::paging::Frames;
@@ -122,9 +123,10 @@ fn verdict<const T: usize>(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     v.outcome
 }
 
-/// True when no Multiboot structure lies in the low window.
-fn window_clear(x: &Exclusions) -> bool {
-    !x.overflowed && !x.ranges().iter().any(|r| r.overlaps(&LOW))
+/// True when the engine's low window is free RAM: available in the memory
+/// map, no Multiboot structure in it, and not part of the guest image.
+pub(crate) fn engine_window_free(map: &MemMap, x: &Exclusions, image: Range) -> bool {
+    map.available_covers(LOW) && !x.overflowed && !x.ranges().iter().any(|r| r.overlaps(&LOW)) && !image.overlaps(&LOW)
 }
 
 /// Builds the address spaces, loads the program, runs the engine once and
@@ -136,7 +138,7 @@ pub fn run(ctx: &mut Ctx<'_>) -> Verdicts {
     }
     let Some(map) = ctx.map else { return fail("no validated memory map (see boot/memory-map)") };
     let image = ctx.m.image();
-    if !map.available_covers(LOW) || !window_clear(&ctx.exclusions) || image.overlaps(&LOW) {
+    if !engine_window_free(&map, &ctx.exclusions, image) {
         return fail("the engine's low window [0x1000,0x8000) is not free RAM (memory map, Multiboot structures or image)");
     }
     let Some(e) = ctx.m.install_engine() else {

@@ -252,8 +252,7 @@ fn long_sweep(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     };
     let image = ctx.m.image();
     let m = &mut *ctx.m;
-    let nx = m.cpuid(0x8000_0000, 0).eax >= 0x8000_0001 && m.cpuid(0x8000_0001, 0).edx & (1 << 20) != 0;
-    let l7 = if m.cpuid(0, 0).eax >= 7 { m.cpuid(7, 0).ebx } else { 0 };
+    let (nx, l7) = (super::has_nx(m), super::cpuid7_ebx(m));
     let (cr0, efer, cr4) = (m.cr0(), m.efer(), m.cr4());
     let Some(cpu) = m.long_cpu() else {
         let _ = write!(d, "no long-mode probe harness on this machine");

@@ -319,15 +319,7 @@ impl Drop for Lab<'_> {
 
 pub(super) use crate::regs::EFER_NXE;
 
-/// CPUID.(EAX=07H,ECX=0):EBX (0 without leaf 7): SMEP is bit 7, SMAP bit 20.
-pub(super) fn cpuid7_ebx(m: &mut dyn Machine) -> u32 {
-    if m.cpuid(0, 0).eax >= 7 { m.cpuid(7, 0).ebx } else { 0 }
-}
-
-/// CPUID.80000001H:EDX.NX \[bit 20\].
-pub(super) fn has_nx(m: &mut dyn Machine) -> bool {
-    m.cpuid(0x8000_0000, 0).eax >= 0x8000_0001 && m.cpuid(0x8000_0001, 0).edx & (1 << 20) != 0
-}
+pub(super) use crate::checks::{cpuid7_ebx, has_nx};
 
 /// MAXPHYADDR (CPUID.80000008H:EAX\[7:0\], 36 without the leaf; SDM Vol. 3A 4.1.4).
 pub(super) fn maxphyaddr(m: &mut dyn Machine) -> u32 {

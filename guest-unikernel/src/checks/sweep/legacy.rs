@@ -22,9 +22,8 @@ use super::{as_reported, LIGHT_SKIP, Mismatch, Seen, CR0_WP, CR4_SMAP, CR4_SMEP,
 use crate::checks::Ctx;
 use crate::longcpu::Fault;
 use crate::machine::Machine;
-use crate::memmap::Exclusions;
 use crate::modes::engine;
-use crate::modes::layout::{BLOB_MAX, LOW};
+use crate::modes::layout::BLOB_MAX;
 use crate::modes::paging::{entry64, pde32_4m, pde32_table, pde_2m, pdpte_pae, pte32, Frames, A, D, P, RW};
 use crate::modes::probe::{Expect, Got, Op, VECTOR_PF};
 use crate::modes::space::IDENTITY_END;
@@ -116,13 +115,12 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
         return Outcome::Fail;
     };
     let image = ctx.m.image();
-    if !map.available_covers(LOW) || !window_clear(&ctx.exclusions) || image.overlaps(&LOW) {
+    if !crate::checks::modes::engine_window_free(&map, &ctx.exclusions, image) {
         let _ = write!(d, "the engine's low window is not free RAM");
         return Outcome::Fail;
     }
     let m = &mut *ctx.m;
-    let nx = m.cpuid(0x8000_0000, 0).eax >= 0x8000_0001 && m.cpuid(0x8000_0001, 0).edx & (1 << 20) != 0;
-    let l7 = if m.cpuid(0, 0).eax >= 7 { m.cpuid(7, 0).ebx } else { 0 };
+    let (nx, l7) = (crate::checks::has_nx(m), crate::checks::cpuid7_ebx(m));
     let (cr0, cr4, efer) = (m.cr0(), m.cr4(), m.efer());
     let Some(e) = m.install_engine() else {
         let _ = write!(d, "no mode-switch engine on this machine");
@@ -340,9 +338,4 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
         return Outcome::Fail;
     }
     Outcome::Pass
-}
-
-/// The Multiboot structures stay out of the engine's window.
-fn window_clear(x: &Exclusions) -> bool {
-    !x.overflowed && !x.ranges().iter().any(|r| r.overlaps(&LOW))
 }
