@@ -149,14 +149,12 @@ pub fn mutants(ws: &Workspace, opts: &MutantsOpts) -> Result<bool> {
             .iter()
             .zip(&hv_of)
             .filter(|(r, _)| !r.killed)
-            .flat_map(|(r, hv)| {
-                stage_specs(stage, hv, opts.timeout).into_iter().map(move |mut spec| {
-                    spec.name = format!("{} {}", r.variant, spec.name);
-                    Job { order: 0, variant: r.variant.clone(), stage, spec }
-                })
-            })
+            .flat_map(|(r, hv)| stage_specs(stage, hv, opts.timeout).into_iter().map(move |spec| (r, spec)))
             .enumerate()
-            .map(|(order, j)| Job { order, ..j })
+            .map(|(order, (r, mut spec))| {
+                spec.name = format!("{} {}", r.variant, spec.name);
+                Job { order, variant: r.variant.clone(), stage, spec }
+            })
             .collect();
         if jobs.is_empty() {
             break;
