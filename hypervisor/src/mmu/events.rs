@@ -608,39 +608,35 @@ impl<F: ShadowFrames> ShadowCache<F> {
         if v.mode == GuestMode::NoPaging || !self.root_is_valid(v) {
             return Flush::NONE;
         }
-        let Some((mut cur, top)) = self.root_for(v, gva) else {
+        if self.root_for(v, gva).is_none() {
             return Flush::NONE;
-        };
+        }
+        if let Some((pt, idx)) = self.leaf_slot(v, gva) {
+            self.clear_spte(pt, idx);
+        }
+        Flush { vcpus: 1 << v.id }
+    }
+
+    /// The shadow PT and entry index that map `gva` on the vCPU's current
+    /// root, following present shadow entries down from the root; `None`
+    /// when no root covers `gva` or a level above the PT is not present.
+    fn leaf_slot(&self, v: &VcpuMmu, gva: u64) -> Option<(PageId, usize)> {
+        let (mut cur, top) = self.root_for(v, gva)?;
         for level in (2..=top).rev() {
             let idx = ((gva >> (12 + 9 * (level as u32 - 1))) & 511) as usize;
             let s = self.read(cur, idx);
-            match spte::present(s)
-                .then(|| self.id_of_hpa(spte::frame(s)))
-                .flatten()
-            {
-                Some(c) => cur = c,
-                None => return Flush { vcpus: 1 << v.id },
-            }
+            cur = spte::present(s).then(|| self.id_of_hpa(spte::frame(s))).flatten()?;
         }
-        self.clear_spte(cur, ((gva >> 12) & 511) as usize);
-        Flush { vcpus: 1 << v.id }
+        Some((cur, ((gva >> 12) & 511) as usize))
     }
 
     /// Does the current shadow leaf of `gva` let the hardware (CR0.WP=1)
     /// perform the supervisor data access `acc` on a user page, SMAP aside?
     fn leaf_grants(&self, v: &VcpuMmu, gva: u64, acc: MemAccess) -> bool {
-        let Some((mut cur, top)) = self.root_for(v, gva) else {
+        let Some((pt, idx)) = self.leaf_slot(v, gva) else {
             return false;
         };
-        for level in (2..=top).rev() {
-            let idx = ((gva >> (12 + 9 * (level as u32 - 1))) & 511) as usize;
-            let s = self.read(cur, idx);
-            match spte::present(s).then(|| self.id_of_hpa(spte::frame(s))).flatten() {
-                Some(c) => cur = c,
-                None => return false,
-            }
-        }
-        let s = self.read(cur, ((gva >> 12) & 511) as usize);
+        let s = self.read(pt, idx);
         spte::present(s) && s & US != 0 && (acc.kind != AccessKind::Write || s & RW != 0)
     }
 
