@@ -149,20 +149,23 @@ boot_gdt:
     .quad 0x00CF92000000FFFF        /* 0x10: flat data */
 boot_gdt_end:
 .align 16
+.global boot_gdt_ptr
 boot_gdt_ptr:
     .word boot_gdt_end - boot_gdt - 1
     .quad boot_gdt
 
 .section .bss.boot, "aw", @nobits
 .align 4096
+/* The stack below the page tables: an overflow runs into other .bss, never
+   into the identity map (whose top entries map the local APIC). */
+.global boot_stack_bottom
+boot_stack_bottom: .skip 131072
+.global boot_stack_top
+boot_stack_top:
 .global boot_pml4
 boot_pml4: .skip 4096
 boot_pdpt: .skip 4096
 boot_pd:   .skip 4096*4
-.global boot_stack_bottom
-boot_stack_bottom: .skip 65536
-.global boot_stack_top
-boot_stack_top:
 "#,
     flags = const MULTIBOOT_HEADER_FLAGS,
     options(att_syntax)

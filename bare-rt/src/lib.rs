@@ -9,6 +9,9 @@
 //!   `quadrant_kernel_main(magic, info)`;
 //! * [`libc`]: `memcpy` and friends (the target's `compiler_builtins` does not
 //!   export them) and the two unwinding symbols the prebuilt `core` references;
+//! * [`smp`]: the application-processor trampoline (real mode to long mode,
+//!   then the binary's `quadrant_ap_main(ticket, page)`);
+//! * [`apic`]: this CPU's local APIC (xAPIC or x2APIC) and MSR access;
 //! * [`exit`]: ending the emulator with a status, the same way on QEMU and
 //!   Bochs;
 //! * `linker.ld` beside this crate: the one-segment layout at 1 MiB.
@@ -18,7 +21,9 @@
 //! of the same package never links any of this.
 #![no_std]
 
+pub mod apic;
 pub mod boot;
 pub mod exit;
 pub mod libc;
 pub mod port;
+pub mod smp;

@@ -60,6 +60,12 @@ pub struct Config {
     /// with one of the prefixes (the `boot/...` checks always run); the
     /// others report SKIP. For developing one scenario without the rest.
     pub only: Only,
+    /// `cpus=N`: the machine has N processors (the runner's CPU count);
+    /// `smp/processors` checks the processor table against it.
+    pub cpus: Option<u32>,
+    /// `smp=0|1`: run (default) or skip the `smp/...` checks and the APs'
+    /// own checks.
+    pub smp: bool,
 }
 
 /// The `only=` filter: comma-separated name prefixes, kept in a fixed
@@ -120,6 +126,8 @@ impl Default for Config {
             light: false,
             sweep_full: false,
             only: Only::all(),
+            cpus: None,
+            smp: true,
         }
     }
 }
@@ -139,7 +147,8 @@ pub enum Note<'a> {
 }
 
 /// The keys [`parse`] understands, for help texts and logs.
-pub const KEYS: [&str; 8] = ["expect_hv", "ram_test_mib", "crash", "modes", "modes_break", "light", "sweep", "only"];
+pub const KEYS: [&str; 10] =
+    ["expect_hv", "ram_test_mib", "crash", "modes", "modes_break", "light", "sweep", "only", "cpus", "smp"];
 
 /// Parses `cmdline`, calling `note` for every word it does not take.
 pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
@@ -184,6 +193,15 @@ pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
             "sweep" => match value {
                 "quick" => config.sweep_full = false,
                 "full" => config.sweep_full = true,
+                _ => note(Note::BadValue { key, value }),
+            },
+            "cpus" => match value.parse::<u32>() {
+                Ok(n) if (1..=shared::acpi::MAX_CPUS as u32).contains(&n) => config.cpus = Some(n),
+                _ => note(Note::BadValue { key, value }),
+            },
+            "smp" => match value {
+                "1" => config.smp = true,
+                "0" => config.smp = false,
                 _ => note(Note::BadValue { key, value }),
             },
             "only" => match Only::new(value) {

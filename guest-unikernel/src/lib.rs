@@ -19,7 +19,9 @@
 //! * [`longcpu`]: the probe harness the long-mode scenarios need;
 //! * [`modes`]: the mode-switch engine's programs, page tables and verdicts;
 //! * [`long`]: 4-level address spaces built from Rust for the cache checks;
-//! * [`trap`]: IDT gate encoding and the exception frame's layout.
+//! * [`trap`]: IDT gate encoding and the exception frame's layout;
+//! * [`smp`]: the processors' shared slots, the jobs APs run, the SMP
+//!   machine interface.
 #![cfg_attr(not(test), no_std)]
 
 pub mod checks;
@@ -33,5 +35,6 @@ pub mod modes;
 pub mod pattern;
 pub mod regs;
 pub mod report;
+pub mod smp;
 pub mod sweep;
 pub mod trap;

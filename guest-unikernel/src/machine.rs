@@ -118,6 +118,11 @@ pub trait Machine: PhysRead {
     fn long_cpu(&mut self) -> Option<&mut dyn crate::longcpu::LongCpu> {
         None
     }
+    /// The processors' local APICs and the AP trampoline; `None` (the
+    /// default) when this machine has no second CPU to offer.
+    fn smp(&mut self) -> Option<&mut dyn crate::smp::Smp> {
+        None
+    }
 
     // --- Long-mode paging from Rust (the `cache/...` and `long/...` checks) ---
 

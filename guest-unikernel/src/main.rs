@@ -31,6 +31,7 @@ extern "C" fn quadrant_kernel_main(_magic: u32, info: u32) -> ! {
     let mut out = Console;
     let _ = writeln!(out, "quadrant-guest: protocol version {}", shared::PROTOCOL_VERSION);
     trap::init();
+    bare::cpu::mask_legacy_pics();
     let mut m = BareMachine;
     let mut ctx = Ctx::start(&mut m, &mut out, &TALLY, u64::from(info));
     ctx.run_all();
@@ -53,6 +54,12 @@ extern "C" fn quadrant_kernel_main(_magic: u32, info: u32) -> ! {
     checks::write_summary(&mut out, &TALLY);
     Console::flush();
     bare_rt::exit::exit_emulator(TALLY.exit_status())
+}
+
+/// An AP, from bare-rt's trampoline (ticket t runs as CPU t + 1).
+#[unsafe(no_mangle)]
+extern "C" fn quadrant_ap_main(_ticket: u32, _page: u64) -> ! {
+    bare::smp::ap_main()
 }
 
 /// Set once a fatal report started: a second fault while reporting stops

@@ -56,11 +56,21 @@ pub struct Config {
     pub max_exits: u64,
     /// A deliberate failure to provoke, if any.
     pub selftest: Option<SelfTest>,
+    /// Most vCPUs (one per host CPU); `None` = every host CPU.
+    pub cpus: Option<usize>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { guest_ram: 64 << 20, mmu: MmuMode::Shadow, audit: false, log: log::LevelFilter::Info, max_exits: 0, selftest: None }
+        Config {
+            guest_ram: 64 << 20,
+            mmu: MmuMode::Shadow,
+            audit: false,
+            log: log::LevelFilter::Info,
+            max_exits: 0,
+            selftest: None,
+            cpus: None,
+        }
     }
 }
 
@@ -134,6 +144,15 @@ impl Config {
                         .parse()
                         .map_err(|_| ConfigError::BadValue { key: "max_exits", expected: "a number" })?
                 }
+                "cpus" => {
+                    const E: ConfigError =
+                        ConfigError::BadValue { key: "cpus", expected: "a number of CPUs from 1 to 16" };
+                    let n: usize = value.parse().map_err(|_| E)?;
+                    if !(1..=shared::acpi::MAX_CPUS).contains(&n) {
+                        return Err(E);
+                    }
+                    c.cpus = Some(n);
+                }
                 "selftest" => {
                     c.selftest = match value {
                         "entry-failure" => Some(SelfTest::EntryFailure),
@@ -162,8 +181,12 @@ mod tests {
 
     #[test]
     fn every_key() {
-        let c = Config::parse("/boot/hv guest_ram=128M mmu=ept audit=1 log=debug max_exits=1000 selftest=entry-failure", |_| {})
-            .unwrap();
+        let c = Config::parse(
+            "/boot/hv guest_ram=128M mmu=ept audit=1 log=debug max_exits=1000 selftest=entry-failure cpus=2",
+            |_| {},
+        )
+        .unwrap();
+        assert_eq!(c.cpus, Some(2));
         assert_eq!(c.selftest, Some(SelfTest::EntryFailure));
         assert_eq!(c.guest_ram, 128 << 20);
         assert_eq!(c.mmu, MmuMode::Ept);
@@ -178,6 +201,8 @@ mod tests {
     #[test_case("mmu=npt", "mmu")]
     #[test_case("audit=yes", "audit")]
     #[test_case("log=loud", "log")]
+    #[test_case("cpus=0", "cpus")]
+    #[test_case("cpus=17", "cpus")]
     fn bad_values_name_the_key(word: &str, key: &str) {
         let e = Config::parse(word, |_| {}).unwrap_err();
         assert!(std::format!("{e}").contains(key));

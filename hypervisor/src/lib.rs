@@ -9,6 +9,8 @@
 //! * [`vmx`]: VMX capabilities, VMCS fields, VM entry/exit, exit decoding;
 //!   all VMX `unsafe` lives here;
 //! * [`vcpu`]: exit handling for one virtual CPU;
+//! * [`vm`]: what the vCPUs share (guest RAM, the locked shadow page cache,
+//!   run states, IPI delivery, remote TLB flushes);
 //! * [`arch`]: boot-time CPU setup (GDT/IDT/TSS), serial log, physical memory;
 //! * [`loader`]: validating a Multiboot guest image and loading it;
 //! * [`config`]: the hypervisor command line;
@@ -27,4 +29,5 @@ pub mod fatal;
 pub mod loader;
 pub mod mmu;
 pub mod vcpu;
+pub mod vm;
 pub mod vmx;

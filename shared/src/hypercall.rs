@@ -183,8 +183,14 @@ pub struct MmuStats {
     pub unshadows: u64,
     /// Shadow pages recycled because the pool ran low.
     pub recycles: u64,
-    /// VM exits of any reason.
+    /// VM exits of any reason (all vCPUs).
     pub exits: u64,
+    /// The guest paging levels (bit g: 0 no paging, 2, 3, 4) of the shadow
+    /// roots the vCPUs have loaded at the moment of the call.
+    pub loaded_glevels: u64,
+    /// Synchronous remote TLB flushes after write-protecting a guest page
+    /// table that other vCPUs might map writable.
+    pub remote_flushes: u64,
 }
 
 impl MmuStats {
@@ -207,6 +213,8 @@ impl MmuStats {
             self.unshadows,
             self.recycles,
             self.exits,
+            self.loaded_glevels,
+            self.remote_flushes,
         ];
         for (i, c) in counters.iter().enumerate() {
             b[8 + i * 8..16 + i * 8].copy_from_slice(&c.to_le_bytes());
@@ -234,6 +242,8 @@ impl MmuStats {
             unshadows: u64_at(64),
             recycles: u64_at(72),
             exits: u64_at(80),
+            loaded_glevels: u64_at(88),
+            remote_flushes: u64_at(96),
         }
     }
 }

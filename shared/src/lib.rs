@@ -8,12 +8,17 @@
 //!   ([`cpuid`]), and the I/O ports of the exit conventions ([`ports`]);
 //! * hypercall numbers and records passed by VMCALL ([`hypercall`]);
 //! * the text lines on COM1 that the runner parses ([`line`]);
-//! * the role values the guest suite promises to create ([`coverage`]).
+//! * the role values the guest suite promises to create ([`coverage`]);
+//! * finding the processors (ACPI MADT, MP table) and the tables the
+//!   hypervisor gives its guest ([`acpi`]); the local APIC's registers and
+//!   interrupt command format ([`apic`]).
 //!
 //! The crate is `no_std` and allocation-free so the guest can use it before it
 //! has a heap.
 #![no_std]
 
+pub mod acpi;
+pub mod apic;
 pub mod coverage;
 pub mod cpuid;
 pub mod hypercall;
@@ -27,8 +32,10 @@ pub mod x86;
 /// hypercalls of a hypervisor that reports another version.
 ///
 /// History: 1, the first protocol; 2, the role-coverage lines
-/// (`line::ROLE_COVERAGE`) at the end of a hypervisor run.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// (`line::ROLE_COVERAGE`) at the end of a hypervisor run; 3, SMP: the
+/// `loaded_glevels` and `remote_flushes` fields of
+/// [`hypercall::MmuStats`].
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Outcome of one self-check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -186,7 +186,12 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
     media::check_args("--hv-args", &spec.hv_args)?;
     media::check_args("--guest-args", &spec.guest_args)?;
     let expect_hv = if spec.hypervisor { "expect_hv=1" } else { "expect_hv=0" };
-    let guest_args = media::join_args(&[expect_hv, &spec.guest_args]);
+    // Our guest checks the processor table against the emulator's count.
+    let cpus = match spec.guest {
+        GuestImage::Built => format!("cpus={}", spec.cpus),
+        _ => String::new(),
+    };
+    let guest_args = media::join_args(&[expect_hv, &cpus, &spec.guest_args]);
     let m = if spec.hypervisor {
         let name = guest_path.file_name().map(|n| crate::workspace::sanitize(&n.to_string_lossy())).unwrap_or_default();
         Media {

@@ -82,6 +82,17 @@ pub fn com1_write(b: u8) {
     unsafe { bare_rt::port::outb(shared::ports::COM1, b) };
 }
 
+/// Masks every line of both legacy 8259 PICs (interrupt-mask registers at
+/// ports 0x21 and 0xA1): the firmware leaves the timer routed to a vector
+/// in the exception range, and the guest enables interrupts for IPIs.
+pub fn mask_legacy_pics() {
+    // SAFETY: writing the PICs' mask registers only stops their interrupts.
+    unsafe {
+        bare_rt::port::outb(0x21, 0xff);
+        bare_rt::port::outb(0xa1, 0xff);
+    }
+}
+
 /// Reads COM1's line-status register (offset 5).
 pub fn com1_line_status() -> u8 {
     // SAFETY: reading the 16550 line-status register has no side effect on
@@ -217,6 +228,10 @@ GUEST_EXC_NOERR 28
 GUEST_EXC_ERR 29
 GUEST_EXC_ERR 30
 GUEST_EXC_NOERR 31
+GUEST_EXC_NOERR 64
+GUEST_EXC_NOERR 65
+GUEST_EXC_NOERR 66
+GUEST_EXC_NOERR 255
 
 guest_exc_common:
     push rax
@@ -267,13 +282,28 @@ guest_exc_stubs:
     .quad guest_exc_stub_20, guest_exc_stub_21, guest_exc_stub_22, guest_exc_stub_23
     .quad guest_exc_stub_24, guest_exc_stub_25, guest_exc_stub_26, guest_exc_stub_27
     .quad guest_exc_stub_28, guest_exc_stub_29, guest_exc_stub_30, guest_exc_stub_31
+.global guest_irq_stubs
+guest_irq_stubs:
+    .quad guest_exc_stub_64, guest_exc_stub_65, guest_exc_stub_66, guest_exc_stub_255
 .text
 "#
 );
 
+/// The interrupt vectors with a stub (`guest_unikernel::smp::vector`: WAKE,
+/// PING, SHOOTDOWN, SPURIOUS), in the order of `guest_irq_stubs`.
+pub const IRQ_VECTORS: [u8; 4] = [0x40, 0x41, 0x42, 0xFF];
+
 unsafe extern "C" {
     /// The stubs' addresses, by vector (defined in the assembly above).
     static guest_exc_stubs: [u64; EXCEPTION_VECTORS];
+    /// The interrupt stubs, in [`IRQ_VECTORS`] order.
+    static guest_irq_stubs: [u64; 4];
+}
+
+/// The address of the stub for interrupt vector `IRQ_VECTORS[i]`.
+pub fn irq_stub(i: usize) -> u64 {
+    // SAFETY: as in `exception_stub`.
+    unsafe { guest_irq_stubs.get(i).copied().unwrap_or(0) }
 }
 
 /// The address of the entry stub for exception `vector` (< 32).

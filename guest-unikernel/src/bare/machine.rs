@@ -5,7 +5,11 @@ use super::{cpu, modes, paging, phys};
 use guest_unikernel::machine::{Cpuid, Handoff, Machine, Range};
 use guest_unikernel::modes::layout::EngineInfo;
 use shared::hypercall::{CheckRecord, Hypercall, MmuStats, STATUS_BAD_ARGUMENT};
+use core::sync::atomic::{AtomicBool, Ordering};
 use shared::multiboot::PhysRead;
+
+/// Held while a CPU runs the mode-switch engine.
+static ENGINE: AtomicBool = AtomicBool::new(false);
 
 /// The machine the guest runs on.
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,13 +71,22 @@ impl Machine for BareMachine {
         modes::read(addr, bytes)
     }
     fn run_engine(&mut self) {
+        // One CPU at a time: the engine's window, stack and variables are
+        // at fixed low addresses.
+        while ENGINE.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
+            core::hint::spin_loop();
+        }
         // SAFETY: the Machine contract: callers install the engine first and
         // load a program (guest_unikernel::modes::engine::load) whose tables
         // identity-map the low window and whose probes write only into the
         // window and into scratch frames they allocated above the image.
         unsafe { modes::run() }
+        ENGINE.store(false, Ordering::Release);
     }
     fn long_cpu(&mut self) -> Option<&mut dyn guest_unikernel::longcpu::LongCpu> {
+        Some(self)
+    }
+    fn smp(&mut self) -> Option<&mut dyn guest_unikernel::smp::Smp> {
         Some(self)
     }
     fn cr3(&mut self) -> u64 {

@@ -1,6 +1,7 @@
 //! The machine under the checks: instructions ([`cpu`]), physical memory
 //! ([`phys`]), the mode-switch engine ([`modes`]), the long-mode probe
-//! harness ([`long`]) and long-mode paging from Rust ([`paging`]), the only
+//! harness ([`long`]), long-mode paging from Rust ([`paging`]) and the
+//! processors' APICs and AP start-up ([`smp`]), the only
 //! modules of the binary with `unsafe` code; the
 //! console, the IDT and exception handling, and [`machine::BareMachine`],
 //! which implements the library's `Machine` with them.
@@ -12,4 +13,5 @@ pub mod machine;
 pub mod modes;
 pub mod paging;
 pub mod phys;
+pub mod smp;
 pub mod trap;

@@ -39,14 +39,16 @@ fn boot_entry0() -> u64 {
     unsafe { (&raw const boot_pml4).cast::<u64>().read_volatile() }
 }
 
-/// The PML4 loaded through [`load_cr3`] (0: the boot PML4, also after the
-/// mode-switch engine, which comes back with it). Kept here because under
-/// the hypervisor reading CR3 is a VM exit, and every scratch write asks.
-static LOADED: AtomicU64 = AtomicU64::new(0);
+/// The PML4 each CPU loaded through [`load_cr3`] (0: the boot PML4, also
+/// after the mode-switch engine, which comes back with it). Kept here
+/// because under the hypervisor reading CR3 is a VM exit, and every scratch
+/// write asks.
+static LOADED: [AtomicU64; guest_unikernel::smp::MAX_CPUS] =
+    [const { AtomicU64::new(0) }; guest_unikernel::smp::MAX_CPUS];
 
-/// The loaded PML4's frame.
+/// The loaded PML4's frame on this CPU.
 fn loaded() -> u64 {
-    match LOADED.load(Ordering::Relaxed) {
+    match LOADED[super::smp::cpu_index()].load(Ordering::Relaxed) {
         0 => boot_cr3(),
         c => c,
     }
@@ -84,7 +86,7 @@ pub fn load_cr3(cr3: u64) -> bool {
     // reaches only through `linear_read`/`linear_write`. `write_refused`
     // keeps entry 0 of the loaded PML4 as it is.
     unsafe { asm!("mov cr3, {}", in(reg) cr3, options(nostack, preserves_flags)) };
-    LOADED.store(cr3, Ordering::Relaxed);
+    LOADED[super::smp::cpu_index()].store(cr3, Ordering::Relaxed);
     true
 }
 
@@ -112,6 +114,39 @@ pub fn linear_read(va: u64) -> Option<u64> {
 /// scratch RAM, or a change of entry 0 of the loaded PML4.
 pub fn write_refused(pa: u64, value: u64) -> bool {
     phys::scratch_read(pa).is_none() || (pa == loaded() && !is_boot_entry0(value))
+}
+
+/// True when a store of `value` at test address `va` may be made: its
+/// translation (walked in memory from CR3) is scratch RAM and the store
+/// does not change entry 0 of the loaded PML4; or `va` is not mapped at
+/// all (the store can only fault, for a caller that catches it).
+pub fn linear_write_allowed(va: u64, value: u64) -> bool {
+    if !is_test_va(va) {
+        return false;
+    }
+    match translate(&phys_word, Format::Long, loaded(), va, false) {
+        Ok(pa) => !write_refused(pa, value),
+        Err(_) => true,
+    }
+}
+
+/// LOCK CMPXCHG of the quadword at test address `va` (same rule as
+/// [`linear_write`]): the value found there; `None` when refused.
+pub fn linear_cmpxchg(va: u64, old: u64, new: u64) -> Option<u64> {
+    if !is_test_va(va) {
+        return None;
+    }
+    let Ok(pa) = translate(&phys_word, Format::Long, loaded(), va, true) else { return None };
+    if write_refused(pa, new) {
+        return None;
+    }
+    let mut found = old;
+    // SAFETY: as in `linear_write`: scratch RAM above the image, reached at
+    // a test address; the instruction is atomic (SDM Vol. 3A 9.1.2.2).
+    unsafe {
+        asm!("lock cmpxchg [{a}], {n}", a = in(reg) va, n = in(reg) new, inout("rax") found, options(nostack))
+    };
+    Some(found)
 }
 
 /// Writes the quadword at test address `va` whose translation (walked in

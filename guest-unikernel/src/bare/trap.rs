@@ -14,26 +14,43 @@ use guest_unikernel::report::Detail;
 use guest_unikernel::trap::{interrupt_gate, ExceptionReport, TrapFrame};
 use shared::Outcome;
 
-/// The IDT: 16 bytes per gate, one per exception vector.
-static IDT: [AtomicU64; 2 * cpu::EXCEPTION_VECTORS] = [const { AtomicU64::new(0) }; 2 * cpu::EXCEPTION_VECTORS];
+/// The IDT: 16 bytes per gate, all 256 vectors (the exceptions and the
+/// interrupts of `guest_unikernel::smp::vector` have gates).
+static IDT: [AtomicU64; 2 * 256] = [const { AtomicU64::new(0) }; 2 * 256];
 
-/// Fills the IDT and loads IDTR.
+/// Fills the IDT and loads IDTR (the BSP, once).
 pub fn init() {
     let cs = cpu::read_cs();
-    for v in 0..cpu::EXCEPTION_VECTORS {
-        let [lo, hi] = interrupt_gate(cpu::exception_stub(v), cs, 0);
+    let set = |v: usize, stub: u64| {
+        let [lo, hi] = interrupt_gate(stub, cs, 0);
         IDT[2 * v].store(lo, Ordering::Relaxed);
         IDT[2 * v + 1].store(hi, Ordering::Relaxed);
+    };
+    for v in 0..cpu::EXCEPTION_VECTORS {
+        set(v, cpu::exception_stub(v));
     }
+    for (i, &v) in cpu::IRQ_VECTORS.iter().enumerate() {
+        set(v as usize, cpu::irq_stub(i));
+    }
+    load();
+}
+
+/// Loads IDTR with the IDT [`init`] filled (an AP).
+pub fn load() {
     // SAFETY: IDT is a static (lives forever) holding a present gate to a
-    // stub for every vector it covers; AtomicU64 has u64's layout.
+    // stub for every vector the guest can see; AtomicU64 has u64's layout.
     unsafe { cpu::load_idt(IDT.as_ptr() as u64, (core::mem::size_of_val(&IDT) - 1) as u16) };
 }
 
-/// Handles an exception the stubs caught: a probe's (see [`super::long`])
-/// resumes; any other ends the run.
+/// Handles an exception or interrupt the stubs caught: an interrupt goes to
+/// the SMP code; a probe's fault (see [`super::long`], [`super::smp`])
+/// resumes; any other exception ends the run.
 pub fn handle(frame: &mut TrapFrame) {
-    if super::long::fixup(frame) {
+    if frame.vector >= 32 {
+        guest_unikernel::smp::on_interrupt(&mut BareMachine, frame.vector as u8);
+        return;
+    }
+    if super::smp::fixup(frame) || super::long::fixup(frame) {
         return;
     }
     let mut d = Detail::new();

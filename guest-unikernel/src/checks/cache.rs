@@ -99,7 +99,7 @@ fn frame_at(m: &mut dyn Machine, at: &'static str, va: u64, frame: u64) -> Resul
 /// page cache: the Quadrant signature, our protocol version (bare, VMCALL
 /// is #UD, SDM Vol. 3C 26.1.2) and the shadow-paging feature bit (under the
 /// EPT reference there is no cache to count).
-fn has_stats(ctx: &mut Ctx<'_>) -> bool {
+pub(crate) fn has_stats(ctx: &mut Ctx<'_>) -> bool {
     ctx.signature.is_quadrant()
         && ctx.m.cpuid(cpuid::LEAF_SIGNATURE, 0).eax >= cpuid::LEAF_VERSION
         && ctx.m.cpuid(cpuid::LEAF_VERSION, 0).eax == PROTOCOL_VERSION
@@ -126,6 +126,9 @@ fn delta(a: &MmuStats, b: &MmuStats) -> MmuStats {
         unshadows: b.unshadows.wrapping_sub(a.unshadows),
         recycles: b.recycles.wrapping_sub(a.recycles),
         exits: b.exits.wrapping_sub(a.exits),
+        // A state, not a counter: the later value.
+        loaded_glevels: b.loaded_glevels,
+        remote_flushes: b.remote_flushes.wrapping_sub(a.remote_flushes),
     }
 }
 

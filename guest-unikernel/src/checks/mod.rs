@@ -15,6 +15,7 @@ pub mod cache;
 pub mod hv;
 pub mod modes;
 pub mod scen;
+pub mod smp;
 pub mod sweep;
 
 use crate::cmdline::{self, Config, Note};
@@ -40,7 +41,8 @@ pub struct Check {
 }
 
 /// The areas, in run order.
-pub static AREAS: &[&[Check]] = &[boot::CHECKS, hv::CHECKS, modes::CHECKS, scen::CHECKS, sweep::CHECKS, cache::CHECKS];
+pub static AREAS: &[&[Check]] =
+    &[boot::CHECKS, hv::CHECKS, modes::CHECKS, scen::CHECKS, sweep::CHECKS, cache::CHECKS, smp::CHECKS];
 
 /// All checks in run order.
 pub fn all() -> impl Iterator<Item = &'static Check> {
@@ -90,6 +92,8 @@ pub struct Ctx<'a> {
     pub modes: Option<crate::modes::engine::Verdicts>,
     /// The long-mode checks' shared tables, once the first `long/...` check built them.
     pub long: Option<scen::Base>,
+    /// The processors, once `smp/processors` found them.
+    pub smp: Option<smp::SmpRun>,
 }
 
 impl fmt::Debug for Ctx<'_> {
@@ -166,7 +170,38 @@ impl<'a> Ctx<'a> {
         }
         tally.set_hypercall_reporting(hypercalls);
 
-        Ctx { m, out, tally, config, info_addr, info, signature, map: None, exclusions, modes: None, long: None }
+        Ctx { m, out, tally, config, info_addr, info, signature, map: None, exclusions, modes: None, long: None, smp: None }
+    }
+
+    /// What an AP needs to run checks of its own (see [`crate::smp::Seed`]).
+    pub fn seed(&self) -> crate::smp::Seed {
+        crate::smp::Seed {
+            config: self.config,
+            info_addr: self.info_addr,
+            info: self.info,
+            signature: self.signature,
+            map: self.map,
+            exclusions: self.exclusions,
+        }
+    }
+
+    /// A context for an AP's own checks, from the BSP's seed (quiet: the
+    /// BSP already logged what it found).
+    pub fn from_seed(m: &'a mut dyn Machine, out: &'a mut dyn Write, tally: &'a Tally, s: crate::smp::Seed) -> Self {
+        Ctx {
+            m,
+            out,
+            tally,
+            config: s.config,
+            info_addr: s.info_addr,
+            info: s.info,
+            signature: s.signature,
+            map: s.map,
+            exclusions: s.exclusions,
+            modes: None,
+            long: None,
+            smp: None,
+        }
     }
 
     /// Runs every registered check and reports each result.

@@ -203,6 +203,59 @@ pub fn exit_emulator(status: u8) -> ! {
     halt_forever()
 }
 
+/// Halts until an NMI (the host's kick) or another event arrives, with
+/// interrupts disabled. The NMI handler steps over this HLT when the NMI
+/// lands just before it (see `descriptors`), so a kick that arrives after
+/// the caller looked at its conditions is never slept through.
+///
+/// # Safety
+/// The IDT's NMI gate must be the host's NMI stub, and NMIs must not be
+/// blocked (after an NMI VM exit, [`unblock_nmi`] first).
+pub unsafe fn idle_until_interrupt() {
+    // SAFETY: the caller guarantees the IDT and NMI state; HLT only stops
+    // this CPU until the next NMI (IF stays 0).
+    unsafe { host_idle() };
+}
+
+// The idle HLT at a known address for the NMI handler (`host_idle_hlt`).
+core::arch::global_asm!(
+    ".section .text",
+    ".global host_idle",
+    "host_idle:",
+    ".global host_idle_hlt",
+    "host_idle_hlt:",
+    "    hlt",
+    "    ret",
+);
+
+unsafe extern "C" {
+    fn host_idle();
+}
+
+/// Ends the blocking of NMIs an NMI VM exit leaves behind (SDM Vol. 3C
+/// 26.1 / 27.2: "an NMI causes subsequent NMIs to be blocked, but only after
+/// the VM exit completes"), with an IRET to the next instruction (IRET
+/// unblocks NMIs, SDM Vol. 3A 6.7.1).
+pub fn unblock_nmi() {
+    // SAFETY: builds an interrupt frame for the current CS:RIP, SS:RSP and
+    // RFLAGS and IRETs to the next instruction: only the NMI blocking
+    // changes.
+    unsafe {
+        asm!(
+            "mov {tmp}, rsp",
+            "push 0x10",
+            "push {tmp}",
+            "pushfq",
+            "push 0x08",
+            "lea {tmp}, [rip + 2f]",
+            "push {tmp}",
+            "iretq",
+            "2:",
+            tmp = out(reg) _,
+        )
+    };
+}
+
 /// Disables interrupts and halts this CPU for good.
 pub fn halt_forever() -> ! {
     loop {

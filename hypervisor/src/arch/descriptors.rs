@@ -1,13 +1,21 @@
-//! The hypervisor's own descriptor tables: a GDT with a 64-bit TSS, and an
-//! IDT whose 32 exception gates print the vector, error code, RIP and CR2 of
-//! an unexpected CPU exception in the hypervisor and stop the run cleanly
-//! (VM exits do not go through the IDT; these fire only on hypervisor bugs).
+//! The hypervisor's own descriptor tables: per host CPU a GDT with a 64-bit
+//! TSS (LTR marks the descriptor busy, so CPUs cannot share one), and one
+//! IDT for all CPUs whose 32 exception gates print the vector, error code,
+//! RIP and CR2 of an unexpected CPU exception in the hypervisor and stop the
+//! run cleanly (VM exits do not go through the IDT; these fire only on
+//! hypervisor bugs). Three gates serve the host's own events: the NMI,
+//! which one CPU sends another to kick it (`vm::HostOps::kick`: out of VMX
+//! non-root operation through NMI exiting, or out of its idle HLT, which
+//! the handler steps over so no kick is ever lost), and, should the local
+//! APIC raise them, the kick vector (EOI only) and the spurious vector (no
+//! EOI, SDM Vol. 3A 11.9).
 //!
 //! Layout follows SDM Vol. 3A 3.4.5 (segment descriptors), 7.2.3 (64-bit TSS
 //! descriptor), 7.7 (64-bit TSS) and 6.14.1 (64-bit interrupt gates).
 
 use super::cpu::{self, DescriptorTablePointer};
 use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU64, Ordering};
 
 /// Host code segment selector (64-bit, DPL 0).
 pub const HOST_CS: u16 = 0x08;
@@ -29,42 +37,82 @@ pub struct Tss {
     iomap_base: u16,
 }
 
+/// Most host CPUs with tables of their own.
+pub const MAX_CPUS: usize = shared::acpi::MAX_CPUS;
+
+/// One CPU's GDT, TSS and #DF/NMI stack.
 #[repr(C, align(16))]
-struct Tables {
+struct CpuTables {
     gdt: [u64; 5],
     tss: Tss,
-    idt: [[u64; 2]; 32],
     ist1_stack: [u8; 16384],
 }
 
-struct TablesCell(UnsafeCell<Tables>);
-// SAFETY: written only by `init` on the boot CPU before anything else runs,
-// read-only afterwards (the CPU reads it through GDTR/IDTR/TR).
-unsafe impl Sync for TablesCell {}
+struct TablesCell<T>(UnsafeCell<T>);
+// SAFETY: the IDT is written only by `init_cpu(0)` on the boot CPU before any
+// other CPU runs; entry i of CPU_TABLES only by `init_cpu(i)` on CPU i, once;
+// read-only afterwards (the CPUs read them through GDTR/IDTR/TR).
+unsafe impl<T> Sync for TablesCell<T> {}
 
-static TABLES: TablesCell = TablesCell(UnsafeCell::new(Tables {
-    gdt: [0, 0x00AF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF, 0, 0],
-    tss: Tss { _reserved0: 0, rsp: [0; 3], _reserved1: 0, ist: [0; 7], _reserved2: 0, _reserved3: 0, iomap_base: 104 },
-    idt: [[0; 2]; 32],
-    ist1_stack: [0; 16384],
-}));
+const EMPTY_TSS: Tss =
+    Tss { _reserved0: 0, rsp: [0; 3], _reserved1: 0, ist: [0; 7], _reserved2: 0, _reserved3: 0, iomap_base: 0 };
+
+// All zero, so the array lives in .bss; `init_cpu` fills in its entry.
+static CPU_TABLES: TablesCell<[CpuTables; MAX_CPUS]> =
+    TablesCell(UnsafeCell::new([const { CpuTables { gdt: [0; 5], tss: EMPTY_TSS, ist1_stack: [0; 16384] } }; MAX_CPUS]));
+
+#[repr(C, align(16))]
+struct Idt([[u64; 2]; 256]);
+static IDT: TablesCell<Idt> = TablesCell(UnsafeCell::new(Idt([[0; 2]; 256])));
+
+/// Where the kick handler writes its EOI: the xAPIC EOI register's address,
+/// or 0 for x2APIC mode (then WRMSR 0x80B), set by [`set_eoi_target`].
+#[unsafe(no_mangle)]
+static HOST_EOI_MMIO: AtomicU64 = AtomicU64::new(0);
+
+/// Tells the kick handler how to signal EOI: `Some(address)` of the xAPIC
+/// EOI register, `None` in x2APIC mode.
+pub fn set_eoi_target(xapic_eoi: Option<u64>) {
+    HOST_EOI_MMIO.store(xapic_eoi.unwrap_or(0), Ordering::SeqCst);
+}
 
 unsafe extern "C" {
     /// Table of the 32 exception entry stubs (global_asm below).
     static host_exception_stubs: [u64; 32];
+    fn host_kick_stub();
+    fn host_spurious_stub();
+    fn host_nmi_stub();
 }
 
-/// Base address of the host TSS (for HOST_TR_BASE).
-pub fn tss_base() -> u64 {
-    // SAFETY: only the address is taken.
-    unsafe { core::ptr::addr_of!((*TABLES.0.get()).tss) as u64 }
+/// A 64-bit interrupt gate, present, DPL 0 (SDM Vol. 3A 6.14.1).
+const fn gate(handler: u64, ist: u64) -> [u64; 2] {
+    [(handler & 0xffff) | ((HOST_CS as u64) << 16) | (ist << 32) | (0x8E << 40) | (((handler >> 16) & 0xffff) << 48), handler >> 32]
 }
 
-/// Builds and loads the GDT, TSS and IDT on the boot CPU.
-pub fn init() {
-    let t = TABLES.0.get();
-    // SAFETY: single-threaded boot; nothing else references TABLES yet.
+/// Base address of the TSS this CPU's TR selects (for HOST_TR_BASE), read
+/// from its 16-byte descriptor in the current GDT (SDM Vol. 3A 7.2.3).
+pub fn current_tss_base() -> u64 {
+    let gdt = cpu::sgdt().base;
+    let tr = cpu::selectors()[6] as u64 & !7;
+    // SAFETY: GDTR points at this CPU's live GDT (`init_cpu`), whose TSS
+    // descriptor at TR is 16 bytes inside it.
+    let (lo, hi) = unsafe { (core::ptr::read_volatile((gdt + tr) as *const u64), core::ptr::read_volatile((gdt + tr + 8) as *const u64)) };
+    ((lo >> 16) & 0xff_ffff) | (((lo >> 56) & 0xff) << 24) | (hi << 32)
+}
+
+/// Builds and loads host CPU `index`'s GDT and TSS and the shared IDT
+/// (built by the boot CPU, index 0, which must come first).
+pub fn init_cpu(index: usize) {
+    assert!(index < MAX_CPUS, "host CPU index {index} beyond MAX_CPUS");
+    // SAFETY: CPU `index` runs this once, alone with its own entry; the IDT
+    // is built by CPU 0 before any AP starts (see `TablesCell`).
     unsafe {
+        let t = core::ptr::addr_of_mut!((*CPU_TABLES.0.get())[index]);
+        // 64-bit code, DPL 0; flat data (SDM Vol. 3A 3.4.5).
+        (*t).gdt[1] = 0x00AF_9A00_0000_FFFF;
+        (*t).gdt[2] = 0x00CF_9200_0000_FFFF;
+        // No I/O permission bitmap: the base is the TSS's size (7.7).
+        (*t).tss.iomap_base = 104;
         let tss = core::ptr::addr_of!((*t).tss) as u64;
         let limit = (core::mem::size_of::<Tss>() - 1) as u64;
         // 64-bit available TSS descriptor, type 9 (SDM Vol. 3A 7.2.3).
@@ -73,20 +121,63 @@ pub fn init() {
         (*t).gdt[4] = tss >> 32;
         let stack_top = core::ptr::addr_of!((*t).ist1_stack) as u64 + 16384;
         (*t).tss.ist[0] = stack_top & !0xf;
-        for (v, &handler) in host_exception_stubs.iter().enumerate() {
-            let ist = if v == 2 || v == 8 { 1u64 } else { 0 };
-            // 64-bit interrupt gate, present, DPL 0 (SDM Vol. 3A 6.14.1).
-            (*t).idt[v][0] = (handler & 0xffff) | ((HOST_CS as u64) << 16) | (ist << 32) | (0x8E << 40)
-                | (((handler >> 16) & 0xffff) << 48);
-            (*t).idt[v][1] = handler >> 32;
+        let idt = IDT.0.get();
+        if index == 0 {
+            for (v, &handler) in host_exception_stubs.iter().enumerate() {
+                let ist = if v == 2 || v == 8 { 1u64 } else { 0 };
+                (*idt).0[v] = gate(handler, ist);
+            }
+            (*idt).0[2] = gate(host_nmi_stub as *const () as u64, 1);
+            (*idt).0[crate::vm::KICK_VECTOR as usize] = gate(host_kick_stub as *const () as u64, 0);
+            (*idt).0[crate::vm::SPURIOUS_VECTOR as usize] = gate(host_spurious_stub as *const () as u64, 0);
         }
         let gdtr = DescriptorTablePointer { limit: (5 * 8 - 1) as u16, base: core::ptr::addr_of!((*t).gdt) as u64 };
         cpu::load_gdt(&gdtr, HOST_CS, HOST_DS);
         cpu::load_tr(HOST_TR);
-        let idtr = DescriptorTablePointer { limit: (32 * 16 - 1) as u16, base: core::ptr::addr_of!((*t).idt) as u64 };
+        let idtr = DescriptorTablePointer { limit: (256 * 16 - 1) as u16, base: idt as u64 };
         cpu::load_idt(&idtr);
     }
 }
+
+// The kick: EOI and return (it only ends an idle `hlt`). The spurious
+// vector: return without EOI (SDM Vol. 3A 11.9). No Rust runs here, so no
+// SSE state of the interrupted code is touched.
+core::arch::global_asm!(
+    ".section .text",
+    ".global host_kick_stub",
+    "host_kick_stub:",
+    "    push rax",
+    "    push rcx",
+    "    push rdx",
+    "    mov rax, [rip + HOST_EOI_MMIO]",
+    "    test rax, rax",
+    "    jz 2f",
+    "    mov dword ptr [rax], 0",
+    "    jmp 3f",
+    "2:  mov ecx, 0x80b",
+    "    xor eax, eax",
+    "    xor edx, edx",
+    "    wrmsr",
+    "3:  pop rdx",
+    "    pop rcx",
+    "    pop rax",
+    "    iretq",
+    ".global host_spurious_stub",
+    "host_spurious_stub:",
+    "    iretq",
+    // The NMI: a kick. If it came just before the idle HLT
+    // (`cpu::idle_until_interrupt`), return past it: the idle loop then
+    // looks at its conditions again instead of sleeping through the kick.
+    ".global host_nmi_stub",
+    "host_nmi_stub:",
+    "    push rax",
+    "    lea rax, [rip + host_idle_hlt]",
+    "    cmp [rsp + 8], rax",
+    "    jne 4f",
+    "    add qword ptr [rsp + 8], 1",
+    "4:  pop rax",
+    "    iretq",
+);
 
 /// What an exception stub pushed, lowest address first.
 #[repr(C)]

@@ -9,6 +9,7 @@
 //! access, so code above this module needs no `unsafe` for memory.
 
 use core::ptr;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 /// Size of a frame.
 pub const FRAME: u64 = 4096;
@@ -120,6 +121,29 @@ impl GuestRam {
         // SAFETY: as in `read_u64`.
         unsafe { ptr::write_volatile((self.base + gpa) as *mut u32, v) };
         true
+    }
+
+    /// LOCK CMPXCHG of a naturally aligned u64: `Some(true)` when `old` was
+    /// there and `new` replaced it, `Some(false)` when another value was
+    /// there, `None` outside guest RAM or misaligned.
+    pub fn cmpxchg_u64(&self, gpa: u64, old: u64, new: u64) -> Option<bool> {
+        if !gpa.is_multiple_of(8) || !self.range_ok(gpa, 8) {
+            return None;
+        }
+        // SAFETY: aligned and inside the owned region; guest CPUs access it
+        // concurrently, which is what the atomic instruction is for.
+        let a = unsafe { &*((self.base + gpa) as *const AtomicU64) };
+        Some(a.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).is_ok())
+    }
+
+    /// LOCK CMPXCHG of a naturally aligned u32 (see [`GuestRam::cmpxchg_u64`]).
+    pub fn cmpxchg_u32(&self, gpa: u64, old: u32, new: u32) -> Option<bool> {
+        if !gpa.is_multiple_of(4) || !self.range_ok(gpa, 4) {
+            return None;
+        }
+        // SAFETY: as in `cmpxchg_u64`.
+        let a = unsafe { &*((self.base + gpa) as *const AtomicU32) };
+        Some(a.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).is_ok())
     }
 }
 
@@ -270,6 +294,12 @@ impl crate::mmu::GuestMemory for GuestRamView<'_> {
     fn write_u32(&mut self, gpa: u64, v: u32) -> Option<()> {
         self.0.write_u32(gpa, v).then_some(())
     }
+    fn cmpxchg_u64(&mut self, gpa: u64, old: u64, new: u64) -> Option<bool> {
+        self.0.cmpxchg_u64(gpa, old, new)
+    }
+    fn cmpxchg_u32(&mut self, gpa: u64, old: u32, new: u32) -> Option<bool> {
+        self.0.cmpxchg_u32(gpa, old, new)
+    }
 }
 
 /// The shadow page pool as the MMU core sees it: frames from a
@@ -280,12 +310,15 @@ pub struct ShadowPool {
     frames: FramePool,
     ram_base: u64,
     ram_size: u64,
+    remote_flush: fn(crate::mmu::VcpuMask),
 }
 
 impl ShadowPool {
-    /// Shadow tables in `frames`, guest RAM as `ram` places it.
-    pub fn new(frames: FramePool, ram: &GuestRam) -> Self {
-        ShadowPool { frames, ram_base: ram.base_hpa(), ram_size: ram.size() }
+    /// Shadow tables in `frames`, guest RAM as `ram` places it;
+    /// `remote_flush` performs the core's synchronous remote TLB flushes
+    /// ([`crate::mmu::ShadowFrames::flush_remote_tlbs`]).
+    pub fn new(frames: FramePool, ram: &GuestRam, remote_flush: fn(crate::mmu::VcpuMask)) -> Self {
+        ShadowPool { frames, ram_base: ram.base_hpa(), ram_size: ram.size(), remote_flush }
     }
 }
 
@@ -304,5 +337,8 @@ impl crate::mmu::ShadowFrames for ShadowPool {
     }
     fn gpa_to_hpa(&self, gpa: u64) -> Option<u64> {
         (gpa < self.ram_size).then(|| self.ram_base + gpa)
+    }
+    fn flush_remote_tlbs(&mut self, vcpus: crate::mmu::VcpuMask) {
+        (self.remote_flush)(vcpus)
     }
 }

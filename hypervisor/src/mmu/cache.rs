@@ -138,6 +138,9 @@ pub struct ShadowCache<F: ShadowFrames> {
     pub(crate) coverage: RoleCoverage,
     /// Registered vCPUs.
     pub(crate) vcpus: VcpuMask,
+    /// The glevels of each vCPU's loaded root (index = vCPU id; `None`
+    /// without a root), for [`MmuStats::max_loaded_glevels`].
+    pub(crate) loaded_glevels: [Option<u8>; 64],
 }
 
 impl<F: ShadowFrames> ShadowCache<F> {
@@ -173,6 +176,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
             stats: MmuStats::default(),
             coverage: RoleCoverage::new(),
             vcpus: 0,
+            loaded_glevels: [None; 64],
         })
     }
 
@@ -350,6 +354,9 @@ impl<F: ShadowFrames> ShadowCache<F> {
             (0..ENTRIES).all(|i| self.read(id, i) == 0),
             "freeing a non-zero frame"
         );
+        if let SlotState::Page(p) = &self.slots[id as usize].state {
+            stats::record_live(&mut self.stats, p.role, -1);
+        }
         self.slots[id as usize].state = SlotState::Free;
         self.free.push(id);
         self.update_in_use();
@@ -394,7 +401,16 @@ impl<F: ShadowFrames> ShadowCache<F> {
         let protects = (!role.metaphysical() || cfg!(feature = "inject-metaphysical-write-protected"))
             && !cfg!(feature = "inject-no-write-protect");
         if protects && !was_protected && self.write_protect(gfn) {
-            *flush = flush.or(self.flush_all());
+            // Another vCPU may still hold a writable translation of the new
+            // page table in its TLB: it must lose it before the caller reads
+            // the guest entries (`fetch` re-validates its walk after this).
+            // (The injected bug requests no flush: the vCPU whose event this
+            // is flushes at its next VM entry anyway, without VPID.)
+            if !cfg!(feature = "inject-no-remote-flush") {
+                self.frames.flush_remote_tlbs(self.vcpus);
+                self.stats.remote_flushes += 1;
+                *flush = flush.or(self.flush_all());
+            }
         }
         Ok((id, true))
     }

@@ -229,6 +229,24 @@ impl<F: ShadowFrames> ShadowCache<F> {
         Ok((v, flush))
     }
 
+    /// INIT: the vCPU drops its root and returns to the power-up paging
+    /// state (paging off); it holds no root until it runs again (the next
+    /// [`ShadowCache::set_paging_mode`] or [`ShadowCache::prepare_entry`]).
+    pub fn reset_vcpu(&mut self, v: &mut VcpuMmu) {
+        self.unload_root(v);
+        v.cr0 = 0;
+        v.cr3 = 0;
+        v.cr4 = 0;
+        v.efer = 0;
+        v.pdptes = [0; 4];
+        v.mode = GuestMode::NoPaging;
+        v.last_pt_write_gfn = None;
+        v.last_pt_write_count = 0;
+        v.ac = false;
+        v.smap_wp0_native = false;
+        v.smap_ac_refused = None;
+    }
+
     fn unload_root(&mut self, v: &mut VcpuMmu) {
         let pages: alloc::vec::Vec<PageId> = v.root_pages().collect();
         for id in pages {
@@ -238,6 +256,19 @@ impl<F: ShadowFrames> ShadowCache<F> {
             self.write_pae_root(v.pae_root, i, 0);
         }
         v.root = Root::None;
+        self.note_loaded(v.id, None);
+    }
+
+    /// Records vCPU `id`'s loaded root glevels (`None`: no root).
+    fn note_loaded(&mut self, id: u32, glevels: Option<u8>) {
+        self.loaded_glevels[id as usize % 64] = glevels;
+        let mask = self.loaded_glevels_mask();
+        super::stats::record_loaded(&mut self.stats, mask);
+    }
+
+    /// The glevels (bit g) of the roots the vCPUs have loaded now.
+    pub fn loaded_glevels_mask(&self) -> u32 {
+        self.loaded_glevels.iter().flatten().fold(0u32, |m, &g| m | 1 << g)
     }
 
     fn root_is_valid(&self, v: &VcpuMmu) -> bool {
@@ -287,6 +318,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
         } else {
             self.stats.cr3_misses += 1;
         }
+        self.note_loaded(v.id, Some(v.mode.glevels()));
         Ok(())
     }
 

@@ -20,9 +20,7 @@
 //! | `metaphysical-write-protected` | gfns that only have metaphysical shadows (identity map, large-page splits) are write-protected and their writes trapped | every data write into a large page or into real-mode memory becomes an emulated page-table write (KVM: metaphysical pages must not write-protect) |
 //! | `cr3-reuses-stale-root` | MOV CR3 with the value already loaded keeps the current root, without re-reading PAE PDPTEs | a CR3 "fast path" that skips the PDPTE reload SDM Vol. 3A 4.4.1 requires on every MOV CR3 in PAE paging |
 //! | `recycle-loaded-root` | recycling under pressure may pick a loaded root and frees it | use-after-free of an in-use root (roots must be pinned, `root_count`) |
-//!
-//! Not here yet: "no remote TLB flush after write-protecting" needs more
-//! than one vCPU (the SMP issue).
+//! | `no-remote-flush` | write-protecting a newly shadowed guest page table flushes no other vCPU's TLB | another vCPU keeps a writable translation of the page and edits the guest page table without a trap, so the shadow keeps the old entry (KVM's remote TLB flush after write protection, `kvm_flush_remote_tlbs` in `mmu_sync`/`account_shadowed`; needs 2+ vCPUs) |
 
 /// Every switch and whether this build has it.
 pub const SWITCHES: &[(&str, bool)] = &[
@@ -38,6 +36,7 @@ pub const SWITCHES: &[(&str, bool)] = &[
     ("metaphysical-write-protected", cfg!(feature = "inject-metaphysical-write-protected")),
     ("cr3-reuses-stale-root", cfg!(feature = "inject-cr3-reuses-stale-root")),
     ("recycle-loaded-root", cfg!(feature = "inject-recycle-loaded-root")),
+    ("no-remote-flush", cfg!(feature = "inject-no-remote-flush")),
 ];
 
 /// The switches this build has on.

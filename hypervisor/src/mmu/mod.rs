@@ -102,6 +102,15 @@ pub trait GuestMemory {
     fn write_u64(&mut self, gpa: u64, v: u64) -> Option<()>;
     /// Write an aligned 4-byte value.
     fn write_u32(&mut self, gpa: u64, v: u32) -> Option<()>;
+    /// Replace the aligned 8-byte value at `gpa` with `new` if it still
+    /// equals `old`, atomically with respect to every vCPU (LOCK CMPXCHG):
+    /// `Some(true)` when replaced, `Some(false)` when it changed meanwhile,
+    /// `None` outside RAM. The walk sets A/D flags this way, as a processor
+    /// does with a locked read-modify-write (SDM Vol. 3A 4.8), so a guest
+    /// store to the entry from another vCPU is never lost.
+    fn cmpxchg_u64(&mut self, gpa: u64, old: u64, new: u64) -> Option<bool>;
+    /// [`GuestMemory::cmpxchg_u64`] for an aligned 4-byte value.
+    fn cmpxchg_u32(&mut self, gpa: u64, old: u32, new: u32) -> Option<bool>;
 }
 
 /// Where shadow page tables live and how guest RAM appears to the hardware.
@@ -120,6 +129,16 @@ pub trait ShadowFrames {
     fn write_spte(&mut self, hpa: u64, index: usize, v: u64);
     /// Host-physical address backing guest-physical `gpa` (RAM only).
     fn gpa_to_hpa(&self, gpa: u64) -> Option<u64>;
+    /// Called right after the core removed write permission from shadow
+    /// entries (the write protection of a newly shadowed guest page table)
+    /// and before it reads the guest entries it now protects: when this
+    /// returns, no vCPU in `vcpus` other than the caller may still hold a
+    /// writable hardware translation of that page, so no guest store can
+    /// reach the page untrapped any more (KVM: `kvm_flush_remote_tlbs`
+    /// after write-protecting). Bare metal kicks the running vCPUs out of
+    /// the guest and waits; the caller's own TLB is flushed at its next
+    /// VM entry anyway.
+    fn flush_remote_tlbs(&mut self, vcpus: VcpuMask);
 }
 
 /// Sizing and policy of a [`ShadowCache`].

@@ -44,26 +44,55 @@ pub fn affected_sptes(role: Role, gi: usize) -> Vec<usize> {
     }
 }
 
-/// Read-modify-write `width` bytes of `value` at `gpa` (within one page).
-fn write_bytes(mem: &mut impl GuestMemory, gpa: u64, width: u8, value: u64) {
+/// The naturally aligned 8-byte words `width` bytes at `gpa` touch: (word
+/// address, byte mask in it, bytes of `value` shifted into place), at most
+/// two.
+fn words(gpa: u64, width: u8, value: u64) -> impl Iterator<Item = (u64, u64, u64)> {
     let mut done = 0u64;
-    while done < width as u64 {
+    core::iter::from_fn(move || {
+        if done >= width as u64 {
+            return None;
+        }
         let a = gpa + done;
         let base = a & !7;
         let off = a - base;
         let n = (8 - off).min(width as u64 - done);
-        let Some(old) = mem.read_u64(base) else {
-            return;
-        };
-        let mask = if n == 8 {
-            !0
-        } else {
-            ((1u64 << (8 * n)) - 1) << (8 * off)
-        };
+        let mask = if n == 8 { !0 } else { ((1u64 << (8 * n)) - 1) << (8 * off) };
         let bits = ((value >> (8 * done)) << (8 * off)) & mask;
-        let _ = mem.write_u64(base, (old & !mask) | bits);
         done += n;
+        Some((base, mask, bits))
+    })
+}
+
+/// Writes `width` bytes of `value` at `gpa` (within one page), merging
+/// them into each 8-byte word with a compare-exchange, so a concurrent
+/// store of another vCPU to the word's other bytes is not lost. With
+/// `expect`, all or nothing: only if the bytes still hold `expect` (an
+/// emulated read-modify-write computed from them); false when they did not
+/// (nothing written). A write split over two words is atomic per word only.
+fn write_bytes(mem: &mut impl GuestMemory, gpa: u64, width: u8, value: u64, expect: Option<u64>) -> bool {
+    if let Some(e) = expect {
+        for (base, mask, bits) in words(gpa, width, e) {
+            if mem.read_u64(base).is_none_or(|w| w & mask != bits) {
+                return false;
+            }
+        }
     }
+    let expected = expect.map(|e| words(gpa, width, e));
+    let mut expected = expected.into_iter().flatten();
+    for (base, mask, bits) in words(gpa, width, value) {
+        let want = expected.next().map(|(_, _, b)| b);
+        loop {
+            let Some(old) = mem.read_u64(base) else { return false };
+            if want.is_some_and(|w| old & mask != w) {
+                return false;
+            }
+            if mem.cmpxchg_u64(base, old, (old & !mask) | bits) == Some(true) {
+                break;
+            }
+        }
+    }
+    true
 }
 
 fn read_gpte(mem: &impl GuestMemory, gpa: u64, size: u64) -> Option<u64> {
@@ -99,10 +128,44 @@ impl<F: ShadowFrames> ShadowCache<F> {
                 value >> (8 * lo as u32),
             ));
         }
+        self.pt_write(v, mem, gpa, width, value, None).0
+    }
+
+    /// [`ShadowCache::guest_pt_write`] of a read-modify-write instruction
+    /// (CMPXCHG, XCHG, AND/OR/XOR) whose `value` was computed from the
+    /// bytes `expect` read at `gpa` (within one page): all or nothing, as
+    /// the processor's locked cycle is (SDM Vol. 3A 9.1.2.2). The flush to
+    /// perform, and false when another vCPU changed the bytes meanwhile:
+    /// nothing was written, the caller computes again from what is there
+    /// now.
+    pub fn guest_pt_cmpxchg(
+        &mut self,
+        v: &mut VcpuMmu,
+        mem: &mut impl GuestMemory,
+        gpa: u64,
+        width: u8,
+        expect: u64,
+        value: u64,
+    ) -> (Flush, bool) {
+        let width = width.clamp(1, 8);
+        if (width as u64) > 4096 - (gpa & 0xfff) {
+            return (self.guest_pt_write(v, mem, gpa, width, value), true);
+        }
+        self.pt_write(v, mem, gpa, width, value, Some(expect))
+    }
+
+    fn pt_write(
+        &mut self,
+        v: &mut VcpuMmu,
+        mem: &mut impl GuestMemory,
+        gpa: u64,
+        width: u8,
+        value: u64,
+        expect: Option<u64>,
+    ) -> (Flush, bool) {
         self.stats.pt_writes += 1;
         if cfg!(feature = "inject-no-pt-write-update") {
-            write_bytes(mem, gpa, width, value);
-            return Flush::NONE;
+            return (Flush::NONE, write_bytes(mem, gpa, width, value, expect));
         }
         let gfn = gpa >> 12;
         let mut flush = Flush::NONE;
@@ -136,7 +199,9 @@ impl<F: ShadowFrames> ShadowCache<F> {
             let egpa = (gfn << 12) + first * size;
             work.push((id, first as usize, egpa, size, read_gpte(mem, egpa, size)));
         }
-        write_bytes(mem, gpa, width, value);
+        if !write_bytes(mem, gpa, width, value, expect) {
+            return (flush, false);
+        }
         for (id, gi, egpa, size, old) in work {
             let new = read_gpte(mem, egpa, size);
             if new == old {
@@ -150,7 +215,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
                 }
             }
         }
-        flush
+        (flush, true)
     }
 
     /// Bring shadow entry `idx` of page `id` in line with the new guest

@@ -59,6 +59,26 @@ pub struct MmuStats {
     pub pages_in_use: usize,
     /// Highest `pages_in_use` ever.
     pub pool_high_water: usize,
+    /// Synchronous remote TLB flushes after write-protecting a newly
+    /// shadowed guest page table ([`super::ShadowFrames::flush_remote_tlbs`]).
+    pub remote_flushes: u64,
+    /// Shadow pages alive now, by the guest paging levels of their role
+    /// (index = glevels: 0 no paging, 2 32-bit, 3 PAE, 4 long mode).
+    pub live_per_glevels: [u32; 5],
+    /// Most distinct glevels with live shadow pages at one moment.
+    pub max_live_glevels: u32,
+    /// Most distinct glevels among the vCPUs' loaded roots at one moment:
+    /// 2 or more means vCPUs ran in different paging modes at the same
+    /// time on shadows of both (an AP in real mode beside a long-mode BSP).
+    pub max_loaded_glevels: u32,
+    /// The glevels (bit g) of the loaded roots when that maximum was first
+    /// reached.
+    pub max_loaded_glevels_mask: u32,
+}
+
+/// The number of distinct glevels in a bit set of glevels.
+pub fn glevels_count(mask: u32) -> u32 {
+    mask.count_ones()
 }
 
 impl MmuStats {
@@ -75,4 +95,22 @@ pub(crate) fn record_created(stats: &mut MmuStats, cov: &mut RoleCoverage, role:
     stats.created += 1;
     *stats.created_per_role.entry(role.word()).or_insert(0) += 1;
     cov.insert(role.valid().word());
+    record_live(stats, role, 1);
+}
+
+/// A shadow page of `role` came (`delta` = 1) or went (-1).
+pub(crate) fn record_live(stats: &mut MmuStats, role: Role, delta: i32) {
+    let g = &mut stats.live_per_glevels[role.glevels() as usize % 5];
+    *g = g.saturating_add_signed(delta);
+    let live = stats.live_per_glevels.iter().filter(|&&n| n > 0).count() as u32;
+    stats.max_live_glevels = stats.max_live_glevels.max(live);
+}
+
+/// The loaded roots' glevels are now `mask` (bit g).
+pub(crate) fn record_loaded(stats: &mut MmuStats, mask: u32) {
+    let n = glevels_count(mask);
+    if n > stats.max_loaded_glevels {
+        stats.max_loaded_glevels = n;
+        stats.max_loaded_glevels_mask = mask;
+    }
 }

@@ -235,13 +235,16 @@ fn read_entry(mem: &impl GuestMemory, gpa: u64, size: u8) -> Option<u64> {
     }
 }
 
-fn write_entry(mem: &mut impl GuestMemory, gpa: u64, size: u8, v: u64) {
+/// Sets A/D flags in an entry read as `old`: false when the entry changed
+/// since it was read (another vCPU stored to it), and nothing was written.
+fn update_entry(mem: &mut impl GuestMemory, gpa: u64, size: u8, old: u64, v: u64) -> bool {
     // The entry was just read from RAM, so it is inside RAM.
-    let _ = if size == 4 {
-        mem.write_u32(gpa, v as u32)
+    if size == 4 {
+        mem.cmpxchg_u32(gpa, old as u32, v as u32)
     } else {
-        mem.write_u64(gpa, v)
-    };
+        mem.cmpxchg_u64(gpa, old, v)
+    }
+    .unwrap_or(false)
 }
 
 /// Access granted by one entry.
@@ -260,12 +263,33 @@ pub(crate) fn entry_access(ctx: &PagingCtx, v: u64) -> Access {
 }
 
 /// Translate `gva` for `acc`. On success, and only then, sets the A flag of
-/// every entry used and the D flag of the leaf for a write (SDM Vol. 3A 4.8).
+/// every entry used and the D flag of the leaf for a write (SDM Vol. 3A 4.8),
+/// each with a compare-exchange; when an entry changed between its read and
+/// its update (a store from another vCPU), the walk starts again, as the
+/// processor's locked update would have seen the new value.
 pub fn walk(
     ctx: &PagingCtx,
     mem: &mut impl GuestMemory,
     gva: u64,
     acc: MemAccess,
+) -> Result<GuestWalk, WalkError> {
+    loop {
+        let mut raced = false;
+        let r = walk_once(ctx, mem, gva, acc, &mut raced);
+        if !raced {
+            return r;
+        }
+    }
+}
+
+/// One walk; sets `raced` when an A/D update found its entry changed (the
+/// result is then meaningless and the walk must be redone).
+fn walk_once(
+    ctx: &PagingCtx,
+    mem: &mut impl GuestMemory,
+    gva: u64,
+    acc: MemAccess,
+    raced: &mut bool,
 ) -> Result<GuestWalk, WalkError> {
     let mut w = GuestWalk {
         gpa: 0,
@@ -354,7 +378,10 @@ pub fn walk(
             nv |= D;
         }
         if nv != e.value {
-            write_entry(mem, e.gpa, e.size, nv);
+            if !update_entry(mem, e.gpa, e.size, e.value, nv) {
+                *raced = true;
+                return Ok(w);
+            }
             e.value = nv;
         }
     }

@@ -99,14 +99,14 @@ impl Vcpu<'_> {
     fn ept(&self) -> &EptPaging {
         match &self.paging {
             PagingBackend::Ept(e) => e,
-            PagingBackend::Shadow(_) => unreachable!("an EPT path was reached under shadow paging"),
+            PagingBackend::Shadow => unreachable!("an EPT path was reached under shadow paging"),
         }
     }
 
     fn ept_mut(&mut self) -> &mut EptPaging {
         match &mut self.paging {
             PagingBackend::Ept(e) => e,
-            PagingBackend::Shadow(_) => unreachable!("an EPT path was reached under shadow paging"),
+            PagingBackend::Shadow => unreachable!("an EPT path was reached under shadow paging"),
         }
     }
 
@@ -244,7 +244,7 @@ impl Vcpu<'_> {
         let reserved = 0x1e6 | (u64::MAX << self.ept().maxphyaddr);
         let mut pdptes = [0u64; 4];
         for (i, p) in pdptes.iter_mut().enumerate() {
-            match self.ram.read_u64(base + 8 * i as u64) {
+            match self.vm.ram.read_u64(base + 8 * i as u64) {
                 Some(v) if v & 1 == 0 || v & reserved == 0 => *p = v,
                 _ => return false,
             }
@@ -271,17 +271,19 @@ impl Vcpu<'_> {
     /// An EPT violation (SDM Vol. 3C 28.2.1, Table 28-7): the identity map
     /// covers all of guest RAM with full rights, so the guest touched a
     /// guest-physical address outside it.
-    pub(super) fn ept_violation(&mut self) -> ! {
+    pub(super) fn ept_violation(&mut self) {
         let q = EptViolation::decode(self.vmcs.read(FieldNaturalRo::ExitQualification));
         let gpa = self.vmcs.read(Field64Ro::GuestPhysicalAddress);
         let rip = self.rip();
-        let linear = if q.linear_address_valid {
-            let gla = self.vmcs.read(FieldNaturalRo::GuestLinearAddress);
-            alloc::format!("linear {gla:#x}, ")
-        } else {
-            alloc::string::String::new()
+        let gla = q.linear_address_valid.then(|| self.vmcs.read(FieldNaturalRo::GuestLinearAddress));
+        if self.apic.mmio_enabled() && gpa & !0xfff == self.apic.mmio_base() {
+            return self.apic_mmio(gpa, gla.unwrap_or(gpa));
+        }
+        let linear = match gla {
+            Some(gla) => alloc::format!("linear {gla:#x}, "),
+            None => alloc::string::String::new(),
         };
-        let ram = self.ram.size();
+        let ram = self.vm.ram.size();
         if gpa < ram {
             self.die(
                 ErrorKind::HypervisorFault,
@@ -293,10 +295,87 @@ impl Vcpu<'_> {
             ErrorKind::Unsupported,
             false,
             format_args!(
-                "the guest accessed guest-physical {gpa:#x} ({linear}RIP {rip:#x}), outside its {} MiB of RAM ({q}); no MMIO is emulated",
+                "the guest accessed guest-physical {gpa:#x} ({linear}RIP {rip:#x}), outside its {} MiB of RAM ({q}); the only MMIO emulated is the local APIC page",
                 ram >> 20
             ),
         )
+    }
+
+    /// The guest's paging context for a walk of its own tables (the
+    /// instruction fetch of an emulated MMIO access): CR0/CR3/CR4/EFER and
+    /// the PDPTE registers from the VMCS.
+    pub(super) fn ept_paging_ctx(&self) -> crate::mmu::walk::PagingCtx {
+        use crate::mmu::walk::{GuestMode, PagingCtx};
+        let g = self.ept_guest_control();
+        let mode = match g.mode() {
+            PagingMode::RealMode | PagingMode::NoPaging => GuestMode::NoPaging,
+            PagingMode::Bits32 => GuestMode::Bits32,
+            PagingMode::Pae => GuestMode::Pae,
+            PagingMode::Long => GuestMode::Long,
+        };
+        let pdptes = [Field64::GuestPdpte0, Field64::GuestPdpte1, Field64::GuestPdpte2, Field64::GuestPdpte3]
+            .map(|f| self.vmcs.read(f));
+        PagingCtx {
+            mode,
+            cr3: g.cr3,
+            pdptes,
+            wp: g.cr0 & cr0::WP != 0,
+            nxe: g.efer & efer::NXE != 0,
+            pse: g.cr4 & cr4::PSE != 0,
+            smep: g.cr4 & cr4::SMEP != 0,
+            smap: g.cr4 & cr4::SMAP != 0,
+            ac: false,
+            maxphyaddr: self.ept().maxphyaddr,
+        }
+    }
+
+    /// A start-up IPI under EPT: real mode natively (unrestricted guest) at
+    /// `vector << 12`, in the state INIT leaves (SDM Vol. 3A 9.1.1 Table
+    /// 9-1; the segment rights are those VM entry requires of real mode
+    /// with unrestricted guest, SDM Vol. 3C 27.3.1.2).
+    pub(super) fn ept_start_up(&mut self, vector: u8) {
+        use crate::vmx::fields::Field16 as F16;
+        let e = self.ept();
+        let (hw0, hw4) = (e.hardware_cr0(super::INIT_CR0), e.hardware_cr4(0));
+        self.vmcs.write(FieldNatural::GuestCr0, hw0);
+        self.vmcs.write(FieldNatural::Cr0ReadShadow, super::INIT_CR0);
+        self.vmcs.write(FieldNatural::GuestCr4, hw4);
+        self.vmcs.write(FieldNatural::Cr4ReadShadow, 0);
+        self.vmcs.write(FieldNatural::GuestCr3, 0);
+        self.vmcs.write(Field64::GuestEfer, 0);
+        let cs = u64::from(vector) << 8;
+        let segs = [
+            (F16::GuestEsSelector, FieldNatural::GuestEsBase, Field32::GuestEsLimit, Field32::GuestEsAccessRights, 0, 0x93),
+            (F16::GuestCsSelector, FieldNatural::GuestCsBase, Field32::GuestCsLimit, Field32::GuestCsAccessRights, cs, 0x9b),
+            (F16::GuestSsSelector, FieldNatural::GuestSsBase, Field32::GuestSsLimit, Field32::GuestSsAccessRights, 0, 0x93),
+            (F16::GuestDsSelector, FieldNatural::GuestDsBase, Field32::GuestDsLimit, Field32::GuestDsAccessRights, 0, 0x93),
+            (F16::GuestFsSelector, FieldNatural::GuestFsBase, Field32::GuestFsLimit, Field32::GuestFsAccessRights, 0, 0x93),
+            (F16::GuestGsSelector, FieldNatural::GuestGsBase, Field32::GuestGsLimit, Field32::GuestGsAccessRights, 0, 0x93),
+        ];
+        for (sel, base, limit, ar, v, rights) in segs {
+            self.vmcs.write(sel, v);
+            self.vmcs.write(base, v << 4);
+            self.vmcs.write(limit, 0xffff);
+            self.vmcs.write(ar, rights);
+        }
+        self.vmcs.write(F16::GuestTrSelector, 0);
+        self.vmcs.write(FieldNatural::GuestTrBase, 0);
+        self.vmcs.write(Field32::GuestTrLimit, 0xffff);
+        self.vmcs.write(Field32::GuestTrAccessRights, 0x8b);
+        self.vmcs.write(F16::GuestLdtrSelector, 0);
+        self.vmcs.write(FieldNatural::GuestLdtrBase, 0);
+        self.vmcs.write(Field32::GuestLdtrLimit, 0xffff);
+        self.vmcs.write(Field32::GuestLdtrAccessRights, 0x82);
+        self.vmcs.write(FieldNatural::GuestGdtrBase, 0);
+        self.vmcs.write(Field32::GuestGdtrLimit, 0xffff);
+        self.vmcs.write(FieldNatural::GuestIdtrBase, 0);
+        self.vmcs.write(Field32::GuestIdtrLimit, 0xffff);
+        self.vmcs.write(FieldNatural::GuestRip, 0);
+        self.vmcs.write(FieldNatural::GuestRsp, 0);
+        self.vmcs.write(FieldNatural::GuestRflags, 2);
+        self.regs.gpr[2] = u64::from(crate::arch::cpu::cpuid(1, 0).0);
+        self.ept_prepare_entry();
+        log::debug!("vCPU {} started by SIPI at {cs:04x}:0000 (EPT, unrestricted guest)", self.id);
     }
 
     /// An EPT misconfiguration (SDM Vol. 3C 29.3.3.1): the hypervisor built

@@ -20,34 +20,39 @@
 //! * `vm86`: the guest's real mode, run as virtual-8086 mode;
 //! * [`realmode`]: the instruction emulator for what vm86 cannot run.
 
-/// The shadow back end of a vCPU whose shadow-only code path is running
-/// (reaching one under EPT is a hypervisor bug). Borrows only the
-/// `paging` field, so the caller may use the other fields alongside.
+/// The shadow page cache, locked, on a shadow-only code path (reaching one
+/// under EPT is a hypervisor bug): a guard of [`crate::vm::MmuState`]
+/// borrowing nothing of the vCPU. Drop it before anything that locks again.
 macro_rules! shadow {
     ($self:ident) => {
-        match &mut $self.paging {
-            $crate::vcpu::PagingBackend::Shadow(s) => s,
+        match &$self.paging {
+            $crate::vcpu::PagingBackend::Shadow => {
+                $self.vm.mmu.as_ref().expect("shadow paging runs with a shadow page cache").lock()
+            }
             $crate::vcpu::PagingBackend::Ept(_) => unreachable!("a shadow-paging path was reached under mmu=ept"),
         }
     };
 }
 
+pub mod apic;
 pub mod cr;
 pub mod ept;
 pub mod io;
+pub mod mmio;
 mod paging;
 pub mod paravirt;
 pub mod ptwrite;
 pub mod realmode;
 pub mod setup;
+mod smp;
+mod summary;
 mod vm86;
 
 pub use vm86::{TSS_IOMAP_BASE, VM86_TSS_LIMIT};
 
-use crate::arch::phys::{GuestRam, ShadowPool};
 use crate::arch::{console, cpu};
-use crate::mmu::{ShadowCache, VcpuMmu};
-use crate::config::{Config, SelfTest};
+use crate::config::SelfTest;
+use crate::vm::Vm;
 use crate::fatal;
 use crate::vmx::caps::{self, entry_ctl, VmxCaps};
 use crate::vmx::exit_reason::{
@@ -59,8 +64,8 @@ use crate::vmx::guest_state;
 use crate::vmx::instr::{self, ActiveVmcs, GuestRegisters, RunResult};
 use core::fmt;
 use cr::{efer, GuestControl};
-use io::{LineBuffer, OutEffect};
-use paravirt::CheckTally;
+use apic::VirtualApic;
+use io::OutEffect;
 use setup::Controls;
 use shared::line::ErrorKind;
 
@@ -71,39 +76,30 @@ const UD: u8 = 6;
 const PF: u8 = 14;
 const MC: u8 = 18;
 
-/// Counters of VM exits by basic reason.
-#[derive(Clone, Debug)]
-pub struct ExitStats {
-    /// All exits.
-    pub total: u64,
-    /// Exits by basic reason number.
-    pub by_reason: [u64; 80],
-}
+/// CR0 after INIT (SDM Vol. 3A 9.1.1, Table 9-1): CD, NW, ET.
+pub const INIT_CR0: u64 = 0x6000_0010;
 
-/// The shadow paging back end: the page cache and this vCPU's place in it.
-pub struct ShadowPaging {
-    /// The shadow page cache.
-    pub mmu: ShadowCache<ShadowPool>,
-    /// This vCPU's roots and paging mode in it.
-    pub vmmu: VcpuMmu,
-}
-
-/// How the guest's memory is virtualised (`mmu=`). One per vCPU, so the
-/// size difference of the variants does not matter.
-#[allow(clippy::large_enum_variant)]
+/// How the guest's memory is virtualised (`mmu=`), per vCPU.
 pub enum PagingBackend {
-    /// Shadow page tables built by `crate::mmu` (`mmu=shadow`).
-    Shadow(ShadowPaging),
+    /// Shadow page tables built by `crate::mmu` (`mmu=shadow`): the cache
+    /// is the VM's ([`Vm::mmu`]).
+    Shadow,
     /// A static identity EPT with unrestricted guest (`mmu=ept`).
     Ept(ept::EptPaging),
 }
 
 /// A virtual CPU running one guest.
 pub struct Vcpu<'v> {
+    vm: &'static Vm,
+    /// This vCPU's index (= its host CPU's).
+    id: usize,
     vmcs: ActiveVmcs<'v>,
     regs: GuestRegisters,
-    ram: GuestRam,
     paging: PagingBackend,
+    /// The guest's local APIC.
+    apic: VirtualApic,
+    /// Interrupt-window exiting is on (an interrupt waits for IF=1).
+    window_exiting: bool,
     /// The guest is in real mode, running as virtual-8086 mode.
     vm86: bool,
     /// The current exit reached the MMU core (for `audit=1`).
@@ -117,30 +113,27 @@ pub struct Vcpu<'v> {
     /// live in the VMCS: [`Vcpu::guest_control`]).
     guest: GuestControl,
     nx_supported: bool,
-    config: Config,
-    com1: LineBuffer,
-    debugcon: LineBuffer,
-    stats: ExitStats,
-    checks: CheckTally,
     guest_pat: u64,
     unclaimed_ports: u32,
 }
 
 impl<'v> Vcpu<'v> {
-    /// Builds the VMCS for a guest entering at `start` with EAX/EBX set per
-    /// the Multiboot hand-off, on the paging back end `paging` (`controls`
-    /// must be the matching `Controls::for_shadow_paging`/`for_ept`).
+    /// Builds the VMCS of vCPU `id` of `vm`: vCPU 0 enters at `start` with
+    /// EAX/EBX set per the Multiboot hand-off, the others wait for a
+    /// start-up IPI; on the paging back end `paging` (`controls` must be the
+    /// matching `Controls::for_shadow_paging`/`for_ept`).
     pub fn new(
+        vm: &'static Vm,
+        id: usize,
         mut vmcs: ActiveVmcs<'v>,
         caps: VmxCaps,
         controls: Controls,
-        ram: GuestRam,
         paging: PagingBackend,
         start: setup::GuestStart,
-        config: Config,
     ) -> Self {
+        let config = &vm.config;
         setup::write_vmcs(&mut vmcs, &caps, &controls, &start);
-        if config.selftest == Some(SelfTest::EntryFailure) {
+        if config.selftest == Some(SelfTest::EntryFailure) && id == 0 {
             // A TSS that is not busy: VM entry must fail on it (SDM Vol. 3C
             // 27.3.1.2), and the report must name GUEST_TR_AR_BYTES.
             log::warn!("selftest=entry-failure: entering with GUEST_TR_AR_BYTES = 0x89 (available TSS)");
@@ -151,11 +144,15 @@ impl<'v> Vcpu<'v> {
         regs.gpr[3] = start.info;
         let nx_supported = cpu::cpuid(0x8000_0001, 0).3 & (1 << 20) != 0;
         let is_ept = matches!(paging, PagingBackend::Ept(_));
+        let apic_id = vm.vcpus[id].apic_id.load(core::sync::atomic::Ordering::SeqCst);
         let mut vcpu = Vcpu {
+            vm,
+            id,
             vmcs,
             regs,
-            ram,
             paging,
+            apic: VirtualApic::new(apic_id, id == 0),
+            window_exiting: false,
             vm86: false,
             hw_paging: None,
             mmu_touched: false,
@@ -164,11 +161,6 @@ impl<'v> Vcpu<'v> {
             controls,
             guest: GuestControl::MULTIBOOT,
             nx_supported,
-            config,
-            com1: LineBuffer::default(),
-            debugcon: LineBuffer::default(),
-            stats: ExitStats { total: 0, by_reason: [0; 80] },
-            checks: CheckTally::default(),
             guest_pat: 0x0007_0406_0007_0406,
             unclaimed_ports: 0,
         };
@@ -183,20 +175,39 @@ impl<'v> Vcpu<'v> {
     /// The guest's control registers and EFER as it sees them.
     fn guest_control(&self) -> GuestControl {
         match self.paging {
-            PagingBackend::Shadow(_) => self.guest,
+            PagingBackend::Shadow => self.guest,
             PagingBackend::Ept(_) => self.ept_guest_control(),
         }
     }
 
-    /// Runs the guest until it ends the run (or something fails).
+    /// The command line.
+    fn config(&self) -> &crate::config::Config {
+        &self.vm.config
+    }
+
+    /// Runs the guest until it ends the run (or something fails): vCPU 0
+    /// from the Multiboot hand-off, the others once a start-up IPI came.
     pub fn run(mut self) -> ! {
+        use core::sync::atomic::Ordering::SeqCst;
         loop {
+            self.service_requests();
             match self.paging {
-                PagingBackend::Shadow(_) => self.prepare_entry(),
+                PagingBackend::Shadow => self.prepare_entry(),
                 PagingBackend::Ept(_) => self.ept_prepare_entry(),
             }
+            self.inject_pending_interrupt();
+            let shared = &self.vm.vcpus[self.id];
+            shared.in_guest.store(true, SeqCst);
+            if shared.requests.load(SeqCst) != 0 {
+                shared.in_guest.store(false, SeqCst);
+                continue;
+            }
+            shared.entries.fetch_add(1, SeqCst);
             // SAFETY: `setup::write_vmcs` wrote this CPU's host state.
-            match unsafe { self.vmcs.run(&mut self.regs) } {
+            let result = unsafe { self.vmcs.run(&mut self.regs) };
+            shared.in_guest.store(false, SeqCst);
+            shared.exits.fetch_add(1, SeqCst);
+            match result {
                 RunResult::Exit => self.handle_exit(),
                 RunResult::EntryFailed(fail) => {
                     self.dump_vmcs();
@@ -296,10 +307,11 @@ impl<'v> Vcpu<'v> {
     }
 
     fn flush_consoles(&mut self) {
-        if let Some(l) = self.com1.pending() {
+        let mut c = self.vm.consoles.lock();
+        if let Some(l) = c.com1.pending() {
             console::line(format_args!("{l}"));
         }
-        if let Some(l) = self.debugcon.pending() {
+        if let Some(l) = c.debugcon.pending() {
             console::line(format_args!("{l}"));
         }
     }
@@ -310,19 +322,20 @@ impl<'v> Vcpu<'v> {
         // `audit=1`: after every exit that reached the MMU core (page faults,
         // CR0/CR3/CR4/EFER writes, INVLPG, page-table writes, mode changes);
         // port I/O, CPUID and hypercalls cannot change its state.
-        if self.config.audit && self.mmu_touched {
+        if self.config().audit && self.mmu_touched {
             self.audit();
         }
     }
 
     fn dispatch_exit(&mut self) {
+        use core::sync::atomic::Ordering::Relaxed;
         let reason = ExitReasonField::decode(self.vmcs.read(Field32Ro::ExitReason) as u32);
-        self.stats.total += 1;
-        if let Some(n) = self.stats.by_reason.get_mut(reason.basic as usize) {
-            *n += 1;
+        let total = self.vm.total_exits.fetch_add(1, Relaxed) + 1;
+        if let Some(n) = self.vm.vcpus[self.id].exit_counts.get(reason.basic as usize) {
+            n.fetch_add(1, Relaxed);
         }
-        if self.config.max_exits != 0 && self.stats.total > self.config.max_exits {
-            let (rip, max) = (self.rip(), self.config.max_exits);
+        if self.config().max_exits != 0 && total > self.config().max_exits {
+            let (rip, max) = (self.rip(), self.config().max_exits);
             self.die(
                 ErrorKind::Timeout,
                 false,
@@ -352,8 +365,19 @@ impl<'v> Vcpu<'v> {
         }
         match reason.reason() {
             Some(ExitReason::ExceptionOrNmi) => self.exception_exit(),
-            // Acknowledged on exit; the PICs are masked, so it was spurious.
-            Some(ExitReason::ExternalInterrupt) => {}
+            // A host interrupt, acknowledged on exit (a kick from another
+            // vCPU, or spurious): EOI to the host's local APIC; whatever the
+            // kick was for is looked at before the next entry.
+            Some(ExitReason::ExternalInterrupt) => {
+                let info = InterruptionInfo::decode(self.vmcs.read(Field32Ro::ExitInterruptionInfo) as u32);
+                if info.vector != crate::vm::SPURIOUS_VECTOR {
+                    (self.vm.host.eoi)();
+                }
+                // It may have cut the delivery of a guest event short.
+                self.reinject_vectoring_event();
+            }
+            // IF became 1: the pending interrupt is injected before the entry.
+            Some(ExitReason::InterruptWindow) => {}
             Some(ExitReason::TripleFault) => {
                 let g = self.guest_control();
                 self.die(
@@ -372,7 +396,7 @@ impl<'v> Vcpu<'v> {
             }
             Some(ExitReason::Cpuid) => {
                 let features = match self.paging {
-                    PagingBackend::Shadow(_) => shared::cpuid::FEATURE_SHADOW_PAGING,
+                    PagingBackend::Shadow => shared::cpuid::FEATURE_SHADOW_PAGING,
                     PagingBackend::Ept(_) => 0,
                 };
                 let (a, b, c, d) =
@@ -383,22 +407,20 @@ impl<'v> Vcpu<'v> {
                 self.regs.gpr[2] = d as u64;
                 self.advance_rip();
             }
-            Some(ExitReason::Hlt) => {
-                let rip = self.rip();
-                self.die(
-                    ErrorKind::Unsupported,
-                    false,
-                    format_args!("the guest executed HLT at RIP {rip:#x}; Quadrant delivers no interrupts, so nothing would wake it"),
-                )
-            }
+            Some(ExitReason::Hlt) => self.hlt(),
             Some(ExitReason::Invlpg) => {
                 // Under EPT only a CPU that forces INVLPG exiting gets here;
                 // without VPID the entry flushes the guest's TLB anyway
                 // (SDM Vol. 3C 29.4.3.1).
-                if let PagingBackend::Shadow(sh) = &mut self.paging {
+                if let PagingBackend::Shadow = self.paging {
                     self.mmu_touched = true;
                     let gva = self.vmcs.read(FieldNaturalRo::ExitQualification);
-                    sh.mmu.invlpg(&mut sh.vmmu, gva).done();
+                    let flush = {
+                        let mut g = shadow!(self);
+                        let (mmu, vmmu) = g.split(self.id);
+                        mmu.invlpg(vmmu, gva)
+                    };
+                    self.vm.flush(flush);
                 }
                 self.advance_rip();
             }
@@ -425,7 +447,7 @@ impl<'v> Vcpu<'v> {
                 self.advance_rip();
             }
             Some(ExitReason::CrAccess) => match self.paging {
-                PagingBackend::Shadow(_) => self.cr_access(),
+                PagingBackend::Shadow => self.cr_access(),
                 PagingBackend::Ept(_) => self.ept_cr_access(),
             },
             Some(ExitReason::EptViolation) => self.ept_violation(),
@@ -448,7 +470,22 @@ impl<'v> Vcpu<'v> {
     fn exception_exit(&mut self) {
         let info = InterruptionInfo::decode(self.vmcs.read(Field32Ro::ExitInterruptionInfo) as u32);
         match (info.kind, info.vector) {
-            (InterruptionType::Nmi, _) => log::warn!("NMI while the guest ran: ignored"),
+            // A kick from another vCPU (`vm::HostOps::kick`), or a stray NMI:
+            // either way, what it asks for is looked at before the next
+            // entry. NMIs stay blocked after an NMI exit until an IRET.
+            (InterruptionType::Nmi, _) => {
+                cpu::unblock_nmi();
+                // The guest never saw this NMI, so its own NMI blocking is
+                // what it was: none (Quadrant injects no NMIs). Bochs 2.7
+                // saves "blocking by NMI" (interruptibility bit 3) after an
+                // NMI exit, which would keep the next kick from exiting
+                // until the guest's next IRET (SDM Vol. 3C 25.4.2, 26.3.1.5).
+                let intr = self.vmcs.read(Field32::GuestInterruptibility);
+                self.vmcs.write(Field32::GuestInterruptibility, intr & !(1 << 3));
+                // It may have cut the delivery of a guest event short (SDM
+                // Vol. 3C 28.2.4: IDT-vectoring information).
+                self.reinject_vectoring_event();
+            }
             (_, PF) => self.page_fault(),
             (_, v) if self.vm86 => self.vm86_exception(v),
             (_, MC) => self.die(ErrorKind::HypervisorFault, true, format_args!("machine check while the guest ran")),
@@ -495,12 +532,12 @@ impl<'v> Vcpu<'v> {
         }
         match io::port_out(port, size, value) {
             OutEffect::Com1(b) => {
-                if let Some(l) = self.com1.push(b) {
+                if let Some(l) = self.vm.consoles.lock().com1.push(b) {
                     console::line(format_args!("{l}"));
                 }
             }
             OutEffect::DebugCon(b) => {
-                if let Some(l) = self.debugcon.push(b) {
+                if let Some(l) = self.vm.consoles.lock().debugcon.push(b) {
                     console::line(format_args!("{l}"));
                 }
             }
@@ -525,8 +562,13 @@ impl<'v> Vcpu<'v> {
             caps::IA32_PAT => Some(self.guest_pat),
             // Locked with VMX off: consistent with CPUID hiding VMX.
             caps::IA32_FEATURE_CONTROL => Some(1),
-            // Harmless to read through: TSC, APIC base, MTRR capabilities.
-            0x10 | 0x1b | 0xfe | 0x2ff => {
+            shared::apic::IA32_APIC_BASE => Some(self.apic.base_msr()),
+            shared::apic::X2APIC_MSR_BASE..=shared::apic::X2APIC_MSR_LAST => {
+                let irr = self.vm.vcpus[self.id].irr();
+                self.apic.read_msr(msr, &irr).ok()
+            }
+            // Harmless to read through: TSC, MTRR capabilities.
+            0x10 | 0xfe | 0x2ff => {
                 // SAFETY: these MSRs exist on every CPU with VMX.
                 Some(unsafe { cpu::rdmsr(msr) })
             }
@@ -563,107 +605,13 @@ impl<'v> Vcpu<'v> {
                 self.guest_pat = value;
                 self.advance_rip();
             }
+            shared::apic::IA32_APIC_BASE | shared::apic::X2APIC_MSR_BASE..=shared::apic::X2APIC_MSR_LAST => {
+                self.apic_wrmsr(msr, value)
+            }
             _ => {
                 log::debug!("guest WRMSR {msr:#x} <- {value:#x}: not virtualised, #GP");
                 self.inject(GP, Some(0));
             }
         }
-    }
-
-    /// The guest wrote its status to the exit port: print the summary and
-    /// end the run with that status.
-    fn guest_exit(&mut self, status: u8) -> ! {
-        self.flush_consoles();
-        let t = self.checks;
-        log::info!(
-            "guest exited with status {status} after {} VM exits; checks reported by hypercall: {} passed, {} failed, {} skipped, {} rejected",
-            self.stats.total,
-            t.passed,
-            t.failed,
-            t.skipped,
-            t.rejected
-        );
-        match &self.paging {
-            PagingBackend::Shadow(sh) => {
-                let s = sh.mmu.stats();
-                log::info!(
-                    "shadow page cache: {} pages created, {} live (high water {}), CR3 loads {} hits / {} misses, {} page faults ({} injected), {} guest page-table writes, {} zaps, {} unshadows, {} recycles, {} role values covered",
-                    s.created,
-                    s.pages_in_use,
-                    s.pool_high_water,
-                    s.cr3_hits,
-                    s.cr3_misses,
-                    s.page_faults,
-                    s.injected_pf,
-                    s.pt_writes,
-                    s.zaps.iter().sum::<u64>(),
-                    s.unshadows,
-                    s.recycles,
-                    sh.mmu.role_coverage().len()
-                );
-            // The role-coverage table (DESIGN.md 4): one line per distinct role
-            // value ever created, with the shadow pages created under it; the
-            // runner checks it against `shared::coverage::PROMISED`.
-            let coverage = sh.mmu.role_coverage();
-            console::with_console(|c| {
-                for &word in coverage {
-                    let role = crate::mmu::Role::from_word(word);
-                    let count: u64 = s
-                        .created_per_role
-                        .iter()
-                        .filter(|(w, _)| crate::mmu::Role::from_word(**w).valid() == role)
-                        .map(|(_, n)| n)
-                        .sum();
-                    let hits = s.hits_per_role.get(&word).copied().unwrap_or(0);
-                    let _ = shared::line::write_role_coverage(c, &role.value(), word, count, hits);
-                    let _ = fmt::Write::write_str(c, "\n");
-                }
-                let _ = shared::line::write_role_coverage_end(c, coverage.len() as u32);
-                let _ = fmt::Write::write_str(c, "\n");
-                let _ = shared::line::write_mmu_stats(
-                    c,
-                    &[
-                        ("created", s.created),
-                        ("live", s.pages_in_use as u64),
-                        ("high_water", s.pool_high_water as u64),
-                        ("cr3_hits", s.cr3_hits),
-                        ("cr3_misses", s.cr3_misses),
-                        ("fault_hits", s.fault_hits),
-                        ("fault_misses", s.fault_misses),
-                        ("page_faults", s.page_faults),
-                        ("injected_pf", s.injected_pf),
-                        ("write_protect_faults", s.write_protect_faults),
-                        ("pt_writes", s.pt_writes),
-                        ("zaps", s.zaps.iter().sum()),
-                        ("unshadows", s.unshadows),
-                        ("recycles", s.recycles),
-                    ],
-                );
-                let _ = fmt::Write::write_str(c, "\n");
-            });
-            }
-            PagingBackend::Ept(e) => {
-                let m = e.map();
-                log::info!(
-                    "EPT identity map: {} MiB of guest RAM in 2 MiB leaves, {} table frames, EPTP {:#x}; no shadow paging",
-                    m.size >> 20,
-                    m.tables,
-                    m.eptp
-                );
-            }
-        }
-        let mut top: [(u64, usize); 80] = [(0, 0); 80];
-        for (i, n) in self.stats.by_reason.iter().enumerate() {
-            top[i] = (*n, i);
-        }
-        top.sort_unstable_by(|a, b| b.cmp(a));
-        for (n, r) in top.iter().take_while(|(n, _)| *n > 0).take(8) {
-            let name = ExitReason::from_basic(*r as u16).map_or("?", |e| e.name());
-            log::info!("  exits: {n:>8} {name}");
-        }
-        if status == 0 && (t.failed > 0 || t.rejected > 0) {
-            log::warn!("the guest exited with status 0 although it reported failed or malformed checks");
-        }
-        fatal::guest_exit(status)
     }
 }

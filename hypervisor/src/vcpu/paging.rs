@@ -8,8 +8,9 @@
 //! the hardware CR0/CR3/CR4 and IA-32e mode ([`Vcpu::prepare_entry`]).
 //!
 //! TLB: without VPID every VM entry and exit flushes the guest's
-//! translations (SDM Vol. 3C 29.4.2 with VPID disabled), so the `Flush`
-//! requests of a single vCPU are met by the next entry.
+//! translations (SDM Vol. 3C 29.4.3.1 with VPID disabled), so the part of
+//! a `Flush` for this vCPU is met by its next entry; other vCPUs in it are
+//! kicked out of the guest before this one goes on ([`crate::vm::Vm::flush`]).
 
 use super::cr::{cr0, cr4, Cr0Write, GuestControl, GUEST_CR4_BITS};
 use super::ptwrite::{self, Emulated};
@@ -26,8 +27,12 @@ impl Vcpu<'_> {
     /// Loads the hardware paging state the MMU core chose for the guest's
     /// current mode (a zapped root is rebuilt here).
     pub(super) fn prepare_entry(&mut self) {
-        let sh = shadow!(self);
-        let hw = match sh.mmu.prepare_entry(&mut sh.vmmu) {
+        let hw = {
+            let mut g = shadow!(self);
+            let (mmu, vmmu) = g.split(self.id);
+            mmu.prepare_entry(vmmu)
+        };
+        let hw = match hw {
             Ok(hw) => hw,
             Err(e) => self.die(
                 ErrorKind::HypervisorFault,
@@ -35,7 +40,7 @@ impl Vcpu<'_> {
                 format_args!("the shadow page cache cannot build a root: {e:?} (pool too small for the loaded roots)"),
             ),
         };
-        hw.flush.done();
+        self.vm.flush(hw.flush);
         let (c0f0, c0f1, c4f0, c4f1) = (self.caps.cr0_fixed0, self.caps.cr0_fixed1, self.caps.cr4_fixed0, self.caps.cr4_fixed1);
         let hw_cr0 = caps::fixed_cr(self.guest.hardware_cr0(hw.cr0_set), c0f0, c0f1);
         let hw_cr4 = caps::fixed_cr(self.guest.hardware_cr4(hw.cr4, self.vm86), c4f0, c4f1);
@@ -63,22 +68,49 @@ impl Vcpu<'_> {
     /// becomes the guest's and the read shadows show it. Returns false when
     /// the architecture raises #GP instead (injected).
     pub(super) fn apply_paging_state(&mut self, next: GuestControl) -> bool {
-        self.mmu_touched = true;
-        let mem = GuestRamView(&self.ram);
-        let sh = shadow!(self);
-        match sh.mmu.set_paging_mode(&mut sh.vmmu, &mem, next.cr0, next.cr4, next.efer) {
+        match self.mmu_set_paging_mode(next) {
             Err(InjectGp) => {
                 self.inject(GP, Some(0));
                 false
             }
-            Ok(flush) => {
-                flush.done();
-                self.guest = next;
+            Ok(()) => {
                 self.vmcs.write(FieldNatural::Cr0ReadShadow, next.cr0);
                 self.vmcs.write(FieldNatural::Cr4ReadShadow, next.cr4);
                 true
             }
         }
+    }
+
+    /// Gives the guest control state `next` to the MMU core (MOV to CR0/CR4,
+    /// WRMSR EFER, INIT); on success it becomes the guest's. Performs the
+    /// flush. The read shadows are the caller's.
+    pub(super) fn mmu_set_paging_mode(&mut self, next: GuestControl) -> Result<(), InjectGp> {
+        self.mmu_touched = true;
+        let mem = GuestRamView(&self.vm.ram);
+        let r = {
+            let mut g = shadow!(self);
+            let (mmu, vmmu) = g.split(self.id);
+            mmu.set_paging_mode(vmmu, &mem, next.cr0, next.cr4, next.efer)
+        };
+        let flush = r?;
+        self.vm.flush(flush);
+        self.guest = next;
+        Ok(())
+    }
+
+    /// MOV to CR3 through the MMU core (PDPTEs loaded, SDM Vol. 3A 4.4.1);
+    /// on success it becomes the guest's CR3. Performs the flush.
+    pub(super) fn mmu_load_cr3(&mut self, value: u64) -> Result<(), InjectGp> {
+        self.mmu_touched = true;
+        let mem = GuestRamView(&self.vm.ram);
+        let r = {
+            let mut g = shadow!(self);
+            let (mmu, vmmu) = g.split(self.id);
+            mmu.load_cr3(vmmu, &mem, value)
+        };
+        self.vm.flush(r?);
+        self.guest.cr3 = value;
+        Ok(())
     }
 
     pub(super) fn page_fault(&mut self) {
@@ -89,16 +121,20 @@ impl Vcpu<'_> {
         // supervisor accesses (SDM Vol. 3A 4.6.1).
         let ac = self.vmcs.read(FieldNatural::GuestRflags) & (1 << 18) != 0
             && (self.vmcs.read(Field32::GuestCsAccessRights) >> 5) & 3 != 3;
-        let mut mem = GuestRamView(&self.ram);
-        let sh = shadow!(self);
-        sh.vmmu.set_explicit_ac(ac);
-        match sh.mmu.page_fault(&mut sh.vmmu, &mut mem, gva, hw_ec) {
+        let mut mem = GuestRamView(&self.vm.ram);
+        let outcome = {
+            let mut g = shadow!(self);
+            let (mmu, vmmu) = g.split(self.id);
+            vmmu.set_explicit_ac(ac);
+            mmu.page_fault(vmmu, &mut mem, gva, hw_ec)
+        };
+        match outcome {
             FaultOutcome::Fixed { flush } => {
-                flush.done();
+                self.vm.flush(flush);
                 self.reinject_vectoring_event();
             }
             FaultOutcome::InjectPf { error_code, cr2, flush } => {
-                flush.done();
+                self.vm.flush(flush);
                 self.regs.cr2 = cr2;
                 // A #PF while delivering a #PF or a contributory exception is
                 // a double fault; while delivering #DF a triple fault (SDM
@@ -117,9 +153,12 @@ impl Vcpu<'_> {
                 self.inject(PF, Some(error_code));
             }
             FaultOutcome::OutsideRam { gpa, flush } => {
-                flush.done();
+                self.vm.flush(flush);
+                if self.apic.mmio_enabled() && gpa & !0xfff == self.apic.mmio_base() {
+                    return self.apic_mmio(gpa, gva);
+                }
                 let rip = self.rip();
-                let ram_mib = self.ram.size() >> 20;
+                let ram_mib = self.vm.ram.size() >> 20;
                 self.die(
                     ErrorKind::Unsupported,
                     false,
@@ -129,7 +168,7 @@ impl Vcpu<'_> {
                 )
             }
             FaultOutcome::EmulateWrite { gpa, flush } => {
-                flush.done();
+                self.vm.flush(flush);
                 self.emulate_pt_write(gpa, gva);
             }
             FaultOutcome::NoShadowFrames => self.die(
@@ -143,7 +182,7 @@ impl Vcpu<'_> {
     /// After an exit during event delivery that the hypervisor resolved
     /// (a shadow fill), the event must be delivered again (SDM Vol. 3C
     /// 28.2.4, 29.2.2).
-    fn reinject_vectoring_event(&mut self) {
+    pub(super) fn reinject_vectoring_event(&mut self) {
         let raw = self.vmcs.read(Field32Ro::IdtVectoringInfo) as u32;
         let v = InterruptionInfo::decode(raw);
         if !v.valid {
@@ -183,7 +222,7 @@ impl Vcpu<'_> {
     /// Reads up to 15 bytes of the instruction at CS:RIP through the guest's
     /// own translation (SDM Vol. 3A 3.4.4: linear = CS base + RIP, the base
     /// being 0 in 64-bit mode).
-    fn fetch_instruction(&mut self) -> Option<([u8; 15], usize)> {
+    pub(super) fn fetch_instruction(&mut self) -> Option<([u8; 15], usize)> {
         let bitness = self.code_bitness();
         let rip = self.rip();
         let linear = if bitness == 64 {
@@ -192,9 +231,8 @@ impl Vcpu<'_> {
             (self.vmcs.read(FieldNatural::GuestCsBase) + rip) & 0xffff_ffff
         };
         let user = (self.vmcs.read(Field32::GuestCsAccessRights) >> 5) & 3 == 3;
-        let sh = shadow!(self);
-        let ctx = sh.vmmu.ctx(sh.mmu.config().maxphyaddr);
-        let mut mem = GuestRamView(&self.ram);
+        let ctx = self.paging_ctx();
+        let mut mem = GuestRamView(&self.vm.ram);
         let mut bytes = [0u8; 15];
         let mut n = 0;
         while n < bytes.len() {
@@ -205,7 +243,7 @@ impl Vcpu<'_> {
                 walk::walk(&ctx, &mut mem, lin, MemAccess { kind: AccessKind::Fetch, user }).ok()?.gpa
             };
             let chunk = (4096 - (lin & 0xfff) as usize).min(bytes.len() - n);
-            if !self.ram.read(gpa, &mut bytes[n..n + chunk]) {
+            if !self.vm.ram.read(gpa, &mut bytes[n..n + chunk]) {
                 break;
             }
             n += chunk;
@@ -215,28 +253,51 @@ impl Vcpu<'_> {
 
     /// Emulates the guest store that faulted on the write-protected guest
     /// page table at `gpa`, or unshadows the frame and lets the guest retry
-    /// the instruction natively.
+    /// the instruction natively. Under the MMU lock, so emulated stores of
+    /// several vCPUs do not interleave; a read-modify-write instruction is
+    /// stored only if memory still holds what it was computed from (another
+    /// vCPU may store natively to an unshadowed page meanwhile), else it is
+    /// computed again, so LOCK CMPXCHG and friends stay atomic.
     fn emulate_pt_write(&mut self, gpa: u64, gva: u64) {
-        let emulated = match self.fetch_instruction() {
-            None => Emulated::Retry("instruction bytes not readable"),
-            Some((bytes, n)) => {
-                let mut gpr = self.regs.gpr;
-                gpr[4] = self.vmcs.read(FieldNatural::GuestRsp);
-                let ram = &self.ram;
+        let fetched = self.fetch_instruction();
+        let bitness = self.code_bitness();
+        let mut gpr = self.regs.gpr;
+        gpr[4] = self.vmcs.read(FieldNatural::GuestRsp);
+        let ram = &self.vm.ram;
+        let mut mem = GuestRamView(ram);
+        let mut flush = crate::mmu::Flush::NONE;
+        let emulated = {
+            let mut g = shadow!(self);
+            let (mmu, vmmu) = g.split(self.id);
+            loop {
+                let Some((bytes, n)) = fetched else { break Emulated::Retry("instruction bytes not readable") };
+                let seen = core::cell::Cell::new(0u64);
                 let old = |w: u8| {
                     let mut b = [0u8; 8];
-                    ram.read(gpa, &mut b[..w as usize]).then(|| u64::from_le_bytes(b))
+                    let v = ram.read(gpa, &mut b[..w as usize]).then(|| u64::from_le_bytes(b))?;
+                    seen.set(v);
+                    Some(v)
                 };
-                ptwrite::emulate(&bytes[..n], self.code_bitness(), &gpr, gva & 0xfff, old)
+                let e = ptwrite::emulate(&bytes[..n], bitness, &gpr, gva & 0xfff, old);
+                match e {
+                    Emulated::Store(s) if s.store && s.reads_old() => {
+                        let (f, written) = mmu.guest_pt_cmpxchg(vmmu, &mut mem, gpa, s.width, seen.get(), s.value);
+                        flush = flush.or(f);
+                        if written {
+                            break e;
+                        }
+                    }
+                    Emulated::Store(s) if s.store => {
+                        flush = flush.or(mmu.guest_pt_write(vmmu, &mut mem, gpa, s.width, s.value));
+                        break e;
+                    }
+                    _ => break e,
+                }
             }
         };
+        self.vm.flush(flush);
         match emulated {
             Emulated::Store(s) => {
-                if s.store {
-                    let mut mem = GuestRamView(&self.ram);
-                    let sh = shadow!(self);
-                    sh.mmu.guest_pt_write(&mut sh.vmmu, &mut mem, gpa, s.width, s.value).done();
-                }
                 if let Some((r, v)) = s.reg {
                     self.set_gpr(r, v);
                 }
@@ -249,16 +310,21 @@ impl Vcpu<'_> {
                 self.vmcs.write(FieldNatural::GuestRip, rip);
             }
             Emulated::Retry(why) => {
-                let sh = shadow!(self);
-                if sh.mmu.is_write_protected(gpa >> 12) {
-                    log::debug!("guest page-table store at {gpa:#x} not emulated ({why}): unshadowing the frame and retrying");
-                    sh.mmu.unshadow(gpa >> 12).done();
-                } else {
-                    // Not a page table: a supervisor write with CR0.WP=0,
-                    // SMAP and AC=1 to a read-only user page.
-                    log::debug!("store at {gpa:#x} (WP=0, SMAP, AC=1) not emulated ({why}): running it natively");
-                    sh.vmmu.smap_wp0_emulation_failed();
-                }
+                let flush = {
+                    let mut g = shadow!(self);
+                    let (mmu, vmmu) = g.split(self.id);
+                    if mmu.is_write_protected(gpa >> 12) {
+                        log::debug!("guest page-table store at {gpa:#x} not emulated ({why}): unshadowing the frame and retrying");
+                        mmu.unshadow(gpa >> 12)
+                    } else {
+                        // Not a page table: a supervisor write with CR0.WP=0,
+                        // SMAP and AC=1 to a read-only user page.
+                        log::debug!("store at {gpa:#x} (WP=0, SMAP, AC=1) not emulated ({why}): running it natively");
+                        vmmu.smap_wp0_emulation_failed();
+                        crate::mmu::Flush::NONE
+                    }
+                };
+                self.vm.flush(flush);
             }
         }
     }
@@ -293,15 +359,8 @@ impl Vcpu<'_> {
     /// MOV to CR3: the PAE PDPTEs are loaded here (SDM Vol. 3A 4.4.1);
     /// returns false when #GP was injected instead.
     pub(super) fn load_cr3(&mut self, value: u64) -> bool {
-        self.mmu_touched = true;
-        let mem = GuestRamView(&self.ram);
-        let sh = shadow!(self);
-        match sh.mmu.load_cr3(&mut sh.vmmu, &mem, value) {
-            Ok(flush) => {
-                flush.done();
-                self.guest.cr3 = value;
-                true
-            }
+        match self.mmu_load_cr3(value) {
+            Ok(()) => true,
             Err(InjectGp) => {
                 self.inject(GP, Some(0));
                 false
@@ -346,11 +405,29 @@ impl Vcpu<'_> {
     /// Checks the MMU invariants (`audit=1`), ending the run on the first
     /// broken one.
     pub(super) fn audit(&mut self) {
-        let mem = GuestRamView(&self.ram);
-        let sh = shadow!(self);
-        if let Err(e) = sh.mmu.audit(&mem, &[&sh.vmmu]) {
-            let n = self.stats.total;
-            self.die(ErrorKind::HypervisorFault, true, format_args!("MMU audit failed after VM exit {n}: {e}"));
+        let mem = GuestRamView(&self.vm.ram);
+        let r = {
+            let g = shadow!(self);
+            let vcpus: alloc::vec::Vec<&crate::mmu::VcpuMmu> = g.vcpus.iter().flatten().collect();
+            g.cache.audit(&mem, &vcpus)
+        };
+        if let Err(e) = r {
+            let n = self.vm.vcpus[self.id].exits.load(core::sync::atomic::Ordering::SeqCst);
+            let id = self.id;
+            self.die(ErrorKind::HypervisorFault, true, format_args!("MMU audit failed after VM exit {n} of vCPU {id}: {e}"));
+        }
+    }
+
+    /// The guest's paging context now (for a walk of its tables).
+    pub(super) fn paging_ctx(&mut self) -> crate::mmu::walk::PagingCtx {
+        match &self.paging {
+            super::PagingBackend::Shadow => {
+                let mut g = shadow!(self);
+                let maxphy = g.cache.config().maxphyaddr;
+                let (_, vmmu) = g.split(self.id);
+                vmmu.ctx(maxphy)
+            }
+            super::PagingBackend::Ept(_) => self.ept_paging_ctx(),
         }
     }
 }

@@ -78,50 +78,38 @@ impl Vcpu<'_> {
             Some(Hypercall::Version) => shared::PROTOCOL_VERSION as u64,
             Some(Hypercall::ReportCheck) => {
                 let mut bytes = [0u8; hc::CheckRecord::SIZE];
-                if self.ram.read(rbx, &mut bytes) {
-                    self.checks.record(&bytes)
+                if self.vm.ram.read(rbx, &mut bytes) {
+                    self.vm.checks.lock().record(&bytes)
                 } else {
                     hc::STATUS_BAD_ARGUMENT
                 }
             }
             Some(Hypercall::MmuStats) => {
-                let stats = match &self.paging {
-                    PagingBackend::Shadow(sh) => {
-                        let s = sh.mmu.stats();
-                        hc::MmuStats {
+                let mut stats = hc::MmuStats {
                     magic: hc::MMU_STATS_MAGIC,
                     version: shared::PROTOCOL_VERSION,
-                    shadow_pages_created: s.created,
-                    shadow_pages_live: s.pages_in_use as u64,
-                    cr3_hits: s.cr3_hits,
-                    cr3_misses: s.cr3_misses,
-                    page_faults: s.page_faults,
-                    zaps: s.zaps.iter().sum(),
-                    pt_writes: s.pt_writes,
-                    unshadows: s.unshadows,
-                    recycles: s.recycles,
-                    exits: self.stats.total,
-                        }
-                    }
-                    // No shadow under EPT: every shadow counter is honestly 0.
-                    PagingBackend::Ept(_) => hc::MmuStats {
-                        magic: hc::MMU_STATS_MAGIC,
-                        version: shared::PROTOCOL_VERSION,
-                        shadow_pages_created: 0,
-                        shadow_pages_live: 0,
-                        cr3_hits: 0,
-                        cr3_misses: 0,
-                        page_faults: 0,
-                        zaps: 0,
-                        pt_writes: 0,
-                        unshadows: 0,
-                        recycles: 0,
-                        exits: self.stats.total,
-                    },
+                    exits: self.vm.total_exits.load(core::sync::atomic::Ordering::SeqCst),
+                    ..Default::default()
                 };
+                // No shadow under EPT: every shadow counter is honestly 0.
+                if let PagingBackend::Shadow = self.paging {
+                    let g = shadow!(self);
+                    let s = g.cache.stats();
+                    stats.shadow_pages_created = s.created;
+                    stats.shadow_pages_live = s.pages_in_use as u64;
+                    stats.cr3_hits = s.cr3_hits;
+                    stats.cr3_misses = s.cr3_misses;
+                    stats.page_faults = s.page_faults;
+                    stats.zaps = s.zaps.iter().sum();
+                    stats.pt_writes = s.pt_writes;
+                    stats.unshadows = s.unshadows;
+                    stats.recycles = s.recycles;
+                    stats.loaded_glevels = u64::from(g.cache.loaded_glevels_mask());
+                    stats.remote_flushes = s.remote_flushes;
+                }
                 let bytes = stats.to_bytes();
                 let n = (rcx as usize).min(bytes.len());
-                if self.ram.write(rbx, &bytes[..n]) {
+                if self.vm.ram.write(rbx, &bytes[..n]) {
                     hc::MmuStats::SIZE as u64
                 } else {
                     hc::STATUS_BAD_ARGUMENT

@@ -55,6 +55,15 @@ pub struct Store {
     pub len: u8,
 }
 
+impl Store {
+    /// The stored value was computed from the old memory value (XCHG,
+    /// CMPXCHG, AND/OR/XOR: the instructions that also update a register or
+    /// the flags), so the store must happen only if memory still holds it.
+    pub fn reads_old(&self) -> bool {
+        self.reg.is_some() || self.rflags.is_some()
+    }
+}
+
 /// What the trapped instruction does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Emulated {
@@ -76,7 +85,7 @@ fn gpr_slot(r: Register) -> Option<(u8, u32, u32)> {
     Some((n, shift, r.size() as u32 * 8))
 }
 
-fn mask(bits: u32) -> u64 {
+pub(super) fn mask(bits: u32) -> u64 {
     if bits >= 64 {
         u64::MAX
     } else {
@@ -84,14 +93,14 @@ fn mask(bits: u32) -> u64 {
     }
 }
 
-fn read_reg(gpr: &[u64; 16], r: Register) -> Option<u64> {
+pub(super) fn read_reg(gpr: &[u64; 16], r: Register) -> Option<u64> {
     let (n, shift, bits) = gpr_slot(r)?;
     Some((gpr[n as usize] >> shift) & mask(bits))
 }
 
 /// The full 64-bit register value after writing `v` to `r` (32-bit writes
 /// zero-extend, 8/16-bit writes merge; SDM Vol. 1 3.4.1.1).
-fn write_reg(gpr: &[u64; 16], r: Register, v: u64) -> Option<(u8, u64)> {
+pub(super) fn write_reg(gpr: &[u64; 16], r: Register, v: u64) -> Option<(u8, u64)> {
     let (n, shift, bits) = gpr_slot(r)?;
     let old = gpr[n as usize];
     let new = match bits {

@@ -178,7 +178,7 @@ pub fn write_vmcs(vmcs: &mut ActiveVmcs<'_>, c: &VmxCaps, ctl: &Controls, start:
     vmcs.write(F16::HostTrSelector, descriptors::HOST_TR as u64);
     vmcs.write(FN::HostFsBase, 0);
     vmcs.write(FN::HostGsBase, 0);
-    vmcs.write(FN::HostTrBase, descriptors::tss_base());
+    vmcs.write(FN::HostTrBase, descriptors::current_tss_base());
     vmcs.write(FN::HostGdtrBase, cpu::sgdt().base);
     vmcs.write(FN::HostIdtrBase, cpu::sidt().base);
     vmcs.write(F32::HostSysenterCs, 0);

@@ -114,7 +114,7 @@ impl Vcpu<'_> {
         let big = self.vmcs.read(Field32::GuestCsAccessRights) & (1 << 14) != 0;
         let mut b = [0u8; 8];
         let linear = (cs_base + rip) & 0xffff_ffff;
-        let readable = self.ram.read(linear, &mut b);
+        let readable = self.vm.ram.read(linear, &mut b);
         // JMP ptr16:16 (EA iw iw) or ptr16:32 (EA id iw), the operand size
         // being the segment's default flipped by a 0x66 prefix (SDM Vol. 2A
         // JMP).
@@ -139,14 +139,38 @@ impl Vcpu<'_> {
         st.eflags = self.vmcs.read(FieldNatural::GuestRflags) as u32;
         st.seg[1] = sel;
         st.eip = ip & 0xffff;
+        self.run_vm86(&st);
+        log::debug!("guest entered real mode at {sel:04x}:{ip:04x}");
+    }
+
+    /// Runs real-mode state `st` as vm86 from the next entry on.
+    fn run_vm86(&mut self, st: &RealModeState) {
         self.vm86 = true;
         // TR: the vm86 TSS; LDTR unusable; every exception exits.
         self.vmcs.write(FieldNatural::GuestTrBase, self.vm86_tss);
         self.vmcs.write(Field32::GuestTrLimit, VM86_TSS_LIMIT);
         self.vmcs.write(Field32::GuestTrAccessRights, 0x8B);
         self.vmcs.write(Field32::ExceptionBitmap, 0xffff_ffff);
-        self.write_real_mode_state(&st);
-        log::debug!("guest entered real mode at {sel:04x}:{ip:04x}");
+        self.write_real_mode_state(st);
+    }
+
+    /// A start-up IPI with `vector` arrived while this vCPU waited for one:
+    /// it starts in real mode at `vector << 12` (CS = `vector << 8`, IP = 0)
+    /// with the register state INIT left (SDM Vol. 3A 9.1.1 Table 9-1: CR0
+    /// 0x60000010, EFLAGS 2, segment selectors 0 but CS, GPRs 0 but EDX,
+    /// which holds the processor signature, CPUID.1:EAX), under the
+    /// metaphysical identity map (shadow paging).
+    pub(super) fn sipi_vm86(&mut self, vector: u8) {
+        let mut st = RealModeState { gpr: [0; 8], eip: 0, eflags: 2, seg: [0; 6], cr0: super::INIT_CR0 as u32 };
+        st.gpr[RealModeState::EDX] = crate::arch::cpu::cpuid(1, 0).0;
+        st.seg[1] = u16::from(vector) << 8;
+        self.vmcs.write(FieldNatural::GuestIdtrBase, 0);
+        self.vmcs.write(Field32::GuestIdtrLimit, 0xffff);
+        self.vmcs.write(FieldNatural::GuestGdtrBase, 0);
+        self.vmcs.write(Field32::GuestGdtrLimit, 0xffff);
+        self.vmcs.write(FieldNatural::GuestRsp, 0);
+        self.run_vm86(&st);
+        log::debug!("vCPU {} started by SIPI at {:04x}:0000", self.id, st.seg[1]);
     }
 
     /// An exception exit while in vm86: #GP is an instruction to emulate,
@@ -154,7 +178,7 @@ impl Vcpu<'_> {
     pub(super) fn vm86_exception(&mut self, vector: u8) {
         let mut st = self.real_mode_state();
         let ivt = self.ivt_base();
-        let mut mem = RealMem(&self.ram);
+        let mut mem = RealMem(&self.vm.ram);
         let outcome = if vector == super::GP {
             realmode::emulate(&mut st, &mut mem)
         } else {
@@ -196,7 +220,7 @@ impl Vcpu<'_> {
             Outcome::Exception { vector, .. } => {
                 let mut st = self.real_mode_state();
                 let ivt = self.ivt_base();
-                let mut mem = RealMem(&self.ram);
+                let mut mem = RealMem(&self.vm.ram);
                 let o = realmode::deliver_interrupt(&mut st, &mut mem, ivt, vector);
                 self.apply_real_mode_outcome(st, o);
             }
@@ -234,13 +258,9 @@ impl Vcpu<'_> {
                     let next = GuestControl { cr0: c0, efer, ..self.guest };
                     // `apply_paging_state` injects #GP itself on refusal;
                     // in vm86 that must go through the IVT instead.
-                    let mem = crate::arch::phys::GuestRamView(&self.ram);
-                    let sh = shadow!(self);
-                    match sh.mmu.set_paging_mode(&mut sh.vmmu, &mem, next.cr0, next.cr4, next.efer) {
+                    match self.mmu_set_paging_mode(next) {
                         Err(_) => false,
-                        Ok(flush) => {
-                            flush.done();
-                            self.guest = next;
+                        Ok(()) => {
                             self.vmcs.write(FieldNatural::Cr0ReadShadow, next.cr0);
                             if entering_protected_mode {
                                 self.leave_vm86(&st);
@@ -256,31 +276,14 @@ impl Vcpu<'_> {
                 self.regs.cr2 = value;
                 true
             }
-            3 => {
-                let mem = crate::arch::phys::GuestRamView(&self.ram);
-                let sh = shadow!(self);
-                match sh.mmu.load_cr3(&mut sh.vmmu, &mem, value) {
-                    Ok(f) => {
-                        f.done();
-                        self.guest.cr3 = value;
-                        true
-                    }
-                    Err(_) => false,
-                }
-            }
+            3 => self.mmu_load_cr3(value).is_ok(),
             _ => {
-                let mem = crate::arch::phys::GuestRamView(&self.ram);
                 let next = GuestControl { cr4: value, ..self.guest };
-                let sh = shadow!(self);
-                match sh.mmu.set_paging_mode(&mut sh.vmmu, &mem, next.cr0, next.cr4, next.efer) {
-                    Ok(f) => {
-                        f.done();
-                        self.guest = next;
-                        self.vmcs.write(FieldNatural::Cr4ReadShadow, value);
-                        true
-                    }
-                    Err(_) => false,
+                let ok = self.mmu_set_paging_mode(next).is_ok();
+                if ok {
+                    self.vmcs.write(FieldNatural::Cr4ReadShadow, value);
                 }
+                ok
             }
         };
         if ok {
@@ -288,7 +291,7 @@ impl Vcpu<'_> {
         } else {
             let mut st = self.real_mode_state();
             let ivt = self.ivt_base();
-            let mut mem = RealMem(&self.ram);
+            let mut mem = RealMem(&self.vm.ram);
             let o = realmode::deliver_interrupt(&mut st, &mut mem, ivt, super::GP);
             self.apply_real_mode_outcome(st, o);
         }

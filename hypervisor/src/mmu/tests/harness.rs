@@ -72,6 +72,14 @@ impl GuestMemory for TestMem {
         self.w32(gpa, v);
         Some(())
     }
+    fn cmpxchg_u64(&mut self, gpa: u64, old: u64, new: u64) -> Option<bool> {
+        let cur = self.read_u64(gpa)?;
+        Some(cur == old && self.write_u64(gpa, new).is_some())
+    }
+    fn cmpxchg_u32(&mut self, gpa: u64, old: u32, new: u32) -> Option<bool> {
+        let cur = self.read_u32(gpa)?;
+        Some(cur == old && self.write_u32(gpa, new).is_some())
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -79,6 +87,9 @@ pub struct TestFrames {
     pub frames: Vec<[u64; 512]>,
     pub next: usize,
     pub ram_size: u64,
+    /// Every `flush_remote_tlbs` request, in order (the host model runs one
+    /// vCPU at a time, so the world applies them with the returned flushes).
+    pub remote_flushes: Vec<VcpuMask>,
 }
 
 impl TestFrames {
@@ -87,6 +98,7 @@ impl TestFrames {
             frames: alloc::vec![[0; 512]; n],
             next: 0,
             ram_size,
+            remote_flushes: Vec::new(),
         }
     }
     fn slot(&self, hpa: u64) -> usize {
@@ -116,6 +128,9 @@ impl ShadowFrames for TestFrames {
     }
     fn gpa_to_hpa(&self, gpa: u64) -> Option<u64> {
         (gpa < self.ram_size).then_some(RAM_HPA + gpa)
+    }
+    fn flush_remote_tlbs(&mut self, vcpus: VcpuMask) {
+        self.remote_flushes.push(vcpus);
     }
 }
 

@@ -304,12 +304,18 @@ fn revalidate_guest_pte_after_write_protect() {
             self.inner.write_u64(gpa, v)
         }
         fn write_u32(&mut self, gpa: u64, v: u32) -> Option<()> {
-            self.inner.write_u32(gpa, v)?;
+            self.inner.write_u32(gpa, v)
+        }
+        fn cmpxchg_u64(&mut self, gpa: u64, old: u64, new: u64) -> Option<bool> {
+            self.inner.cmpxchg_u64(gpa, old, new)
+        }
+        fn cmpxchg_u32(&mut self, gpa: u64, old: u32, new: u32) -> Option<bool> {
+            let done = self.inner.cmpxchg_u32(gpa, old, new)?;
             if gpa == self.watch && !self.fired {
                 self.fired = true;
                 self.inner.w32(gpa, self.race); // the other vCPU's store lands now
             }
-            Some(())
+            Some(done)
         }
     }
     let mut w = world(1);
