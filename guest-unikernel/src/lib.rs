@@ -19,7 +19,9 @@
 //! * [`longcpu`]: the probe harness the long-mode scenarios need;
 //! * [`modes`]: the mode-switch engine's programs, page tables and verdicts;
 //! * [`long`]: 4-level address spaces built from Rust for the cache checks;
-//! * [`trap`]: IDT gate encoding and the exception frame's layout.
+//! * [`trap`]: IDT gate encoding and the exception frame's layout;
+//! * [`xlate`]: the report a failing translation check prints (the guest's
+//!   and the shadow's entries on the walk).
 #![cfg_attr(not(test), no_std)]
 
 pub mod checks;
@@ -35,3 +37,4 @@ pub mod regs;
 pub mod report;
 pub mod sweep;
 pub mod trap;
+pub mod xlate;

@@ -27,8 +27,9 @@ pub mod x86;
 /// hypercalls of a hypervisor that reports another version.
 ///
 /// History: 1, the first protocol; 2, the role-coverage lines
-/// (`line::ROLE_COVERAGE`) at the end of a hypervisor run.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// (`line::ROLE_COVERAGE`) at the end of a hypervisor run; 3, the
+/// `ShadowWalk` hypercall and the `xlate` report lines (`line::XLATE`).
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Outcome of one self-check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -103,18 +103,23 @@ impl Report {
     }
 }
 
-/// One check as a console line.
+/// One check as a console line, followed by its translation-failure
+/// report, one `    > ` line per `xlate` line.
 pub fn check_line(c: &Check) -> String {
     let word = match c.outcome {
         "pass" => "PASS",
         "fail" => "FAIL",
         _ => "SKIP",
     };
-    if c.detail.is_empty() {
+    let mut s = if c.detail.is_empty() {
         format!("  {word} {}", printable(&c.name))
     } else {
         format!("  {word} {}: {}", printable(&c.name), printable(&c.detail))
+    };
+    for l in &c.report {
+        let _ = write!(s, "\n    > {}", printable(l));
     }
+    s
 }
 
 /// One `quadrant-error` line, made to stand out.

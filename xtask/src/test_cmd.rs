@@ -255,7 +255,7 @@ fn row_of(name: &str, r: anyhow::Result<BootResult>) -> Row {
                     .report
                     .checks
                     .iter()
-                    .map(|k| Item { name: k.name.clone(), outcome: k.outcome, detail: k.detail.clone() })
+                    .map(|k| Item { name: k.name.clone(), outcome: k.outcome, detail: k.detail_with_report() })
                     .collect();
                 if !r.verdict.passed && c.failed == 0 {
                     v.push(Item { name: "boot".into(), outcome: "fail", detail: reasons });

@@ -96,6 +96,21 @@ pub struct Check {
     pub passed: bool,
     /// The check's detail text.
     pub detail: String,
+    /// Its translation-failure report: the text of the `xlate NAME: ...`
+    /// lines the guest printed for it (before the check line), in order.
+    pub report: Vec<String>,
+}
+
+impl Check {
+    /// The detail, then the report lines, one per line.
+    pub fn detail_with_report(&self) -> String {
+        let mut s = self.detail.clone();
+        for l in &self.report {
+            s.push('\n');
+            s += l;
+        }
+        s
+    }
 }
 
 /// A `quadrant-error` line.
@@ -176,6 +191,8 @@ pub struct Console {
     pub role_coverage_end: Option<u32>,
     /// The check a `check-begin` line announced and no check line ended yet.
     pub running: Option<String>,
+    /// `xlate` lines not yet filed under their check line: (check, text).
+    pub pending_reports: Vec<(String, String)>,
     /// Number of lines seen.
     pub lines: usize,
 }
@@ -209,6 +226,7 @@ impl Console {
                     },
                     passed: outcome == Outcome::Pass,
                     detail: detail.trim().to_string(),
+                    report: self.take_reports(name),
                 };
                 if self.running.as_deref() == Some(name) {
                     self.running = None;
@@ -218,6 +236,10 @@ impl Console {
             }
             Some(Line::CheckBegin { name }) => {
                 self.running = Some(name.to_string());
+                Event::Protocol
+            }
+            Some(Line::Xlate { name, text }) => {
+                self.pending_reports.push((name.to_string(), text.to_string()));
                 Event::Protocol
             }
             Some(Line::GuestSummary { passed, failed, skipped }) => {
@@ -260,16 +282,25 @@ impl Console {
         }
     }
 
+    /// The report lines filed so far for check `name` (taken out).
+    fn take_reports(&mut self, name: &str) -> Vec<String> {
+        let (mine, rest) = std::mem::take(&mut self.pending_reports).into_iter().partition(|(n, _)| n == name);
+        self.pending_reports = rest;
+        mine.into_iter().map(|(_, t)| t).collect()
+    }
+
     /// Ends the check that began and never reported (the run hung, crashed
     /// or was stopped inside it) as a failure whose detail says `how` the
     /// run ended, and returns it; `None` when no check was running.
     pub fn fail_unfinished(&mut self, how: &str) -> Option<Check> {
         let name = self.running.take()?;
+        let report = self.take_reports(&name);
         let check = Check {
             name,
             outcome: "fail",
             passed: false,
             detail: format!("did not finish: {how} while it ran (runner's verdict; the guest reported nothing)"),
+            report,
         };
         self.checks.push(check.clone());
         Some(check)
@@ -628,6 +659,30 @@ guest-summary passed=2 failed=0 skipped=1\r
         assert_eq!(c.counts(), Counts { passed: 1, failed: 0, skipped: 0 });
         assert_eq!(c.summary, Some(Counts { passed: 1, failed: 0, skipped: 0 }));
         assert_eq!(strip_ansi("a\x1b[1;1Hb"), "ab");
+    }
+
+    #[test]
+    fn xlate_lines_are_filed_under_their_check() {
+        let log = "check-begin long/a\nxlate long/a: read at 0x10 cpl0: expected value 0x1, got value 0x2\n\
+                   xlate long/a:   guest 4-level paging, CR3=0x1000\nxlate long/b: stray\n\
+                   check FAIL long/a: probe wrong\ncheck PASS long/c: fine\ncheck-begin long/b\n";
+        let mut c = Console::from_text(log);
+        assert_eq!(
+            c.checks[0].report,
+            ["read at 0x10 cpl0: expected value 0x1, got value 0x2", "  guest 4-level paging, CR3=0x1000"]
+        );
+        assert!(c.checks[1].report.is_empty());
+        assert_eq!(c.checks[0].detail_with_report(), "probe wrong\nread at 0x10 cpl0: expected value 0x1, got value 0x2\n  guest 4-level paging, CR3=0x1000");
+        assert_eq!(
+            crate::report::check_line(&c.checks[0]),
+            "  FAIL long/a: probe wrong\n    > read at 0x10 cpl0: expected value 0x1, got value 0x2\n    >   guest 4-level paging, CR3=0x1000"
+        );
+        // A check that never finished still gets the report it printed.
+        let f = c.fail_unfinished("timed out").unwrap();
+        assert_eq!(f.report, ["stray"]);
+        assert!(c.pending_reports.is_empty());
+        let json = serde_json::to_value(&c.checks[0]).unwrap();
+        assert_eq!(json["report"][1], "  guest 4-level paging, CR3=0x1000");
     }
 
     #[test]

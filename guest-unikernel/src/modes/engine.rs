@@ -12,6 +12,7 @@ use super::walk::{self, Env, Item, StopRegs, TAGS};
 use crate::machine::Machine;
 use crate::report::Detail;
 use core::fmt::Write;
+use shared::hypercall::ShadowWalkRecord;
 use shared::Outcome;
 
 /// A stop record (32 bytes): mode, CR0, CR3, CR4, first op's address, op
@@ -174,11 +175,25 @@ pub fn vet(read: &mut dyn FnMut(u64, &mut [u8]) -> bool, image: crate::machine::
             let mut ob = [0u8; 16];
             rd(layout::OPS + layout::OP_SIZE * k, &mut ob)?;
             let op = Op::decode(&ob).ok_or(Refusal::Op(k as u32))?;
-            if let Op::Write32 { seg, addr, .. } = op {
-                let lin = if mode == super::Mode::Real as u64 { u64::from(seg) * 16 + (addr & 0xFFFF) } else { addr };
-                let r = Range::new(lin, lin.saturating_add(4));
+            let written = match op {
+                Op::Write32 { seg, addr, .. } => {
+                    let lin = if mode == super::Mode::Real as u64 { u64::from(seg) * 16 + (addr & 0xFFFF) } else { addr };
+                    Some(Range::new(lin, lin.saturating_add(4)))
+                }
+                // The hypervisor writes the record at this physical address:
+                // only into the results area.
+                Op::ShadowWalk { buf, .. } => {
+                    let r = Range::new(u64::from(buf), u64::from(buf) + ShadowWalkRecord::SIZE as u64);
+                    if r.start < layout::RESULTS || r.end > layout::BLOB_BASE {
+                        return Err(Refusal::Write { op: k as u32, addr: r.start });
+                    }
+                    Some(r)
+                }
+                _ => None,
+            };
+            if let Some(r) = written {
                 if forbidden.iter().any(|x| x.overlaps(&r)) {
-                    return Err(Refusal::Write { op: k as u32, addr: lin });
+                    return Err(Refusal::Write { op: k as u32, addr: r.start });
                 }
             }
             total += 1;
