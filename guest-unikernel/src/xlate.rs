@@ -138,6 +138,25 @@ impl Reporter {
     }
 }
 
+/// The paging of engine stop `r` for a report made after its program ran,
+/// and the words that say when the tables were read (a PAE stop's PDPTEs
+/// are read from the PDPT in memory then, not from the registers of the
+/// moment).
+pub fn stop_paging(m: &dyn Machine, r: &crate::modes::walk::StopRegs) -> (Paging, &'static str) {
+    use crate::modes::Mode;
+    let (cr3, pse) = (u64::from(r.cr3), u64::from(r.cr4) & crate::regs::CR4_PSE != 0);
+    const WHEN: &str = "after the program ran, not at the probe";
+    match r.mode {
+        Mode::Real | Mode::Prot => (Paging::Off, WHEN),
+        Mode::Paging32 => (Paging::On { format: Format::Bits32 { pse }, cr3 }, WHEN),
+        Mode::Long => (Paging::long(cr3), WHEN),
+        Mode::Pae => {
+            let pdptes = [0u64, 1, 2, 3].map(|i| read_word(m, (cr3 & 0xFFFF_FFE0) + 8 * i).unwrap_or(0));
+            (Paging::On { format: Format::Pae { pdptes }, cr3 }, "after the program ran, not at the probe; PDPTEs read from the PDPT")
+        }
+    }
+}
+
 /// A 64-bit word of physical memory for the guest walk: only below
 /// [`IDENTITY_END`], which every CR3 a report is made under maps (all the
 /// suite's tables lie there); `None` elsewhere, so a corrupt entry cannot
@@ -229,7 +248,7 @@ pub fn write(
                         rw &= e.value & 2 != 0;
                         line(format_args!("    {name}[{}] @{at:#x} = {:#018x} {}", e.index, e.value, Flags(e.value, wide)));
                     }
-                    None => line(format_args!("    {name}[{}] (register) = {:#018x} {}", e.index, e.value, Flags(e.value, wide))),
+                    None => line(format_args!("    {name}[{}] (PDPTE register) = {:#018x} {}", e.index, e.value, Flags(e.value, wide))),
                 }
                 xd |= wide && e.value & (1 << 63) != 0;
             }
@@ -362,7 +381,7 @@ mod tests {
         write(&mut out, "modes/x", &f, pae, &Shadow::Walked(r), &word, "after the program");
         let l = lines(&out);
         assert_eq!(l[1], "xlate modes/x:   guest: PAE paging, CR3 0x1fe0 (the entries as memory holds them after the program)");
-        assert_eq!(l[2], "xlate modes/x:     PDPTE[1] (register) = 0x0000000000020001 P");
+        assert_eq!(l[2], "xlate modes/x:     PDPTE[1] (PDPTE register) = 0x0000000000020001 P");
         assert_eq!(l[3], "xlate modes/x:     PDE[2] @0x20010 = 0x8000000000021023 P W A XD");
         assert_eq!(l[4], "xlate modes/x:     PTE[3] @0x21018 = 0x0000000000005063 P W A D");
         assert_eq!(l[5], "xlate modes/x:     => 4 KiB page 0x5000, pa 0x5044; over the walk U=0 W=1 XD=1");

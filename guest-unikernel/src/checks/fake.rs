@@ -227,11 +227,16 @@ impl Fake {
         f
     }
 
+    /// True with the Quadrant signature (VMCALL reaches the fake hypervisor).
+    pub fn is_quadrant(&self) -> bool {
+        let l = self.leaf_4000_0000;
+        shared::cpuid::is_quadrant(l.ebx, l.ecx, l.edx)
+    }
+
     /// Bare, VMCALL is #UD: a test that gets here without the signature
     /// found a bug.
     fn assert_hypervisor(&self) {
-        let l = self.leaf_4000_0000;
-        assert!(shared::cpuid::is_quadrant(l.ebx, l.ecx, l.edx), "VMCALL on a bare machine is #UD");
+        assert!(self.is_quadrant(), "VMCALL on a bare machine is #UD");
     }
 
     fn scratch_ok(addr: u64) -> bool {

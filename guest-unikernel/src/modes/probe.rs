@@ -95,6 +95,21 @@ pub enum Op {
     },
 }
 
+impl Op {
+    /// The linear address and kind (`read`, `write`, `fetch`) of a memory
+    /// access; `None` for the ops that access no memory through paging.
+    pub fn access(&self) -> Option<(u64, &'static str)> {
+        let lin = |seg: u16, addr: u64| u64::from(seg) * 16 + addr;
+        match *self {
+            Op::Read32 { seg, addr } => Some((lin(seg, addr), "read")),
+            Op::Write32 { seg, addr, .. } => Some((lin(seg, addr), "write")),
+            Op::Read64 { addr } => Some((addr, "read")),
+            Op::Fetch { addr } => Some((addr, "fetch")),
+            _ => None,
+        }
+    }
+}
+
 /// Op codes of the encoding (the assembly compares against these).
 pub mod code {
     #![allow(missing_docs)]
