@@ -203,6 +203,7 @@ impl RunOpts {
             expect_error: self.expect_error,
             expect_text: None,
             hv_kernel: None,
+            expect_failures: &[],
         }
     }
 }

@@ -34,6 +34,9 @@ pub struct Report {
     pub guest_args: Option<String>,
     /// For a negative test: the `quadrant-error` kind that must appear.
     pub expect_error: Option<String>,
+    /// For a deliberate-failure test: the checks that must fail, each with
+    /// a translation-failure report (empty otherwise).
+    pub expect_failures: Vec<String>,
     /// Every check line, in order.
     pub checks: Vec<Check>,
     /// Counts of the check lines.
@@ -203,7 +206,7 @@ pub fn block_end(r: &Report, v: &Verdict, report_path: &Path) -> String {
         let _ = writeln!(s, "{by_mode}");
     }
     if v.passed {
-        let what = if r.expect_error.is_some() { " (failed as expected)" } else { "" };
+        let what = if r.expect_error.is_some() || !r.expect_failures.is_empty() { " (failed as expected)" } else { "" };
         let _ = writeln!(s, "PASS{what}: {} in {:.1} s (report: {})", r.name, r.duration_s, report_path.display());
         return s;
     }

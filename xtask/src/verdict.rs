@@ -392,6 +392,55 @@ pub struct Expectation {
     /// must be there and match every pattern of
     /// `shared::coverage::PROMISED` (see [`coverage::applies`]).
     pub role_coverage: bool,
+    /// A deliberate-failure test (a guest word breaks expectations on
+    /// purpose): the run passes only when exactly these checks fail, each
+    /// with a translation-failure report holding every given text.
+    pub expect_failures: &'static [ExpectedFailure],
+}
+
+/// A check that must fail, and what its translation-failure report
+/// ([`Check::report`]) must contain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectedFailure {
+    /// The check's name.
+    pub check: &'static str,
+    /// Texts each found in some line of its report.
+    pub report: &'static [&'static str],
+}
+
+/// The judgement of a deliberate-failure test (see
+/// [`Expectation::expect_failures`]): a clean run whose only failures are
+/// the expected checks, each with the report texts.
+fn judge_expected_failures(console: &Console, exit: Exit, conv: ExitConvention, exp: Expectation, reasons: &mut Vec<String>) {
+    if matches!(exit, Exit::Timeout { .. } | Exit::Signal(_)) || exit == Exit::Code(conv.pass_status()) {
+        reasons.push(format!("expected the failing exit of a run with failed checks, got: {}", conv.describe(exit)));
+    }
+    for e in &console.errors {
+        reasons.push(format!("quadrant-error {}: {}", e.kind, e.text));
+    }
+    if exp.hypervisor && console.banner.is_none() {
+        reasons.push("no `quadrant-hv` banner: the hypervisor did not start".into());
+    }
+    if console.summary.is_none() {
+        reasons.push("no `guest-summary` line: the guest did not finish its checks".into());
+    }
+    let failed: Vec<&Check> = console.checks.iter().filter(|c| c.outcome == "fail").collect();
+    for c in &failed {
+        if !exp.expect_failures.iter().any(|x| x.check == c.name) {
+            reasons.push(format!("{} failed, but only {} should", c.name, exp.expect_failures.iter().map(|x| x.check).collect::<Vec<_>>().join(", ")));
+        }
+    }
+    for x in exp.expect_failures {
+        let Some(c) = failed.iter().find(|c| c.name == x.check) else {
+            reasons.push(format!("{} was expected to fail (a guest word breaks it on purpose), but did not", x.check));
+            continue;
+        };
+        for needle in x.report {
+            if !c.report.iter().any(|l| l.contains(needle)) {
+                reasons.push(format!("the translation-failure report of {} has no line with `{needle}`", x.check));
+            }
+        }
+    }
 }
 
 /// The verdict of one boot.
@@ -433,6 +482,10 @@ pub fn judge(console: &Console, exit: Exit, conv: ExitConvention, exp: Expectati
         } else if exit_passed {
             reasons.push(format!("expected a failing exit, got the pass status: {}", conv.describe(exit)));
         }
+        return Verdict { passed: reasons.is_empty(), reasons, counts, coverage_missing: Vec::new() };
+    }
+    if !exp.expect_failures.is_empty() {
+        judge_expected_failures(console, exit, conv, exp, &mut reasons);
         return Verdict { passed: reasons.is_empty(), reasons, counts, coverage_missing: Vec::new() };
     }
 
@@ -487,9 +540,9 @@ mod tests {
     use super::*;
 
     const BARE: Expectation =
-        Expectation { hypervisor: false, expect_error: None, expect_text: None, role_coverage: false };
+        Expectation { hypervisor: false, expect_error: None, expect_text: None, role_coverage: false, expect_failures: &[] };
     const HV: Expectation =
-        Expectation { hypervisor: true, expect_error: None, expect_text: None, role_coverage: false };
+        Expectation { hypervisor: true, expect_error: None, expect_text: None, role_coverage: false, expect_failures: &[] };
 
     const GOOD_BARE: &str = "\
 SeaBIOS (version x)\r
@@ -615,6 +668,7 @@ guest-summary passed=2 failed=0 skipped=1\r
             expect_error: Some(ErrorKind::NoVmx),
             expect_text: None,
             role_coverage: false,
+            expect_failures: &[],
         };
         let c = Console::from_text("quadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0\n");
         assert!(!judge(&c, Exit::Timeout { secs: 60 }, ExitConvention::Qemu, neg).passed);
@@ -627,6 +681,7 @@ guest-summary passed=2 failed=0 skipped=1\r
             expect_error: Some(ErrorKind::NoVmx),
             expect_text: None,
             role_coverage: false,
+            expect_failures: &[],
         };
         let log = "quadrant-hv version=1 mmu=shadow\nquadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0: this CPU has no VMX\n\
                    quadrant-result status=255 reason=no-vmx\n";
@@ -645,6 +700,7 @@ guest-summary passed=2 failed=0 skipped=1\r
             expect_error: Some(ErrorKind::BadGuestImage),
             expect_text: None,
             role_coverage: false,
+            expect_failures: &[],
         };
         let c = Console::from_text(log);
         let v = judge(&c, Exit::Code(255), ExitConvention::Qemu, bad);
@@ -659,6 +715,27 @@ guest-summary passed=2 failed=0 skipped=1\r
         assert_eq!(c.counts(), Counts { passed: 1, failed: 0, skipped: 0 });
         assert_eq!(c.summary, Some(Counts { passed: 1, failed: 0, skipped: 0 }));
         assert_eq!(strip_ansi("a\x1b[1;1Hb"), "ab");
+    }
+
+    #[test]
+    fn a_deliberate_failure_test_wants_exactly_its_failures_and_reports() {
+        const WANT: &[ExpectedFailure] = &[ExpectedFailure { check: "long/a", report: &["guest: 4-level", "shadow: hardware CR3"] }];
+        let exp = Expectation { expect_failures: WANT, ..HV };
+        let body = "check-begin long/a\nxlate long/a: x\nxlate long/a:   guest: 4-level paging, CR3 0x1\n\
+                    xlate long/a:   shadow: hardware CR3 0x2\ncheck FAIL long/a: y\ncheck PASS long/b: z\n\
+                    guest-summary passed=1 failed=1 skipped=0\n";
+        let c = Console::from_text(&hv_log(body, "quadrant-result status=1 reason=guest-exit"));
+        let v = judge(&c, Exit::Code(1), ExitConvention::Bochs, exp);
+        assert!(v.passed, "{:?}", v.reasons);
+        // A pass exit, a missing report text, another failing check, the expected one passing.
+        assert!(!judge(&c, Exit::Code(0), ExitConvention::Bochs, exp).passed);
+        let c2 = Console::from_text(&hv_log(&body.replace("shadow: hardware", "shadow: none"), "quadrant-result status=1 reason=guest-exit"));
+        let v = judge(&c2, Exit::Code(1), ExitConvention::Bochs, exp);
+        assert_eq!(v.reasons, ["the translation-failure report of long/a has no line with `shadow: hardware CR3`"]);
+        let c3 = Console::from_text(&hv_log(&body.replace("PASS long/b", "FAIL long/b"), "quadrant-result status=1 reason=guest-exit"));
+        assert!(judge(&c3, Exit::Code(1), ExitConvention::Bochs, exp).reasons[0].starts_with("long/b failed, but only long/a should"));
+        let c4 = Console::from_text(&hv_log(&body.replace("FAIL long/a", "PASS long/a"), "quadrant-result status=0 reason=guest-exit"));
+        assert!(judge(&c4, Exit::Code(1), ExitConvention::Bochs, exp).reasons.iter().any(|r| r.contains("long/a was expected to fail")));
     }
 
     #[test]

@@ -361,8 +361,16 @@ impl Default for Judgement {
 
 impl Judgement {
     /// Reads each op's result of program `part` (just run) and judges it;
-    /// every mismatch also gets a `guest: modes: ...` line on `out`.
-    pub fn part(&mut self, m: &mut dyn Machine, out: &mut dyn Write, s: &Space, env: &Env, part: usize) {
+    /// every mismatch also gets a `guest: modes: ...` line on `out`, and
+    /// the first failed memory probes of the tags `report` names are kept
+    /// for translation-failure reports ([`Self::failed`]).
+    pub fn part(
+        &mut self,
+        m: &mut dyn Machine,
+        out: &mut dyn Write,
+        (s, env, part): (&Space, &Env, usize),
+        report: &dyn Fn(usize) -> bool,
+    ) {
         let acc = &mut self.acc;
         let failed = &mut self.failed;
         *failed = [None; FAILED_PER_PART];
@@ -395,7 +403,7 @@ impl Judgement {
                     let _ = writeln!(out, "guest: modes: stop {stop} ({mode}) probe {i} {op}: expected {exp}, got {got}");
                     a.bad += 1;
                     a.first_bad.get_or_insert((i, op, exp, got));
-                    let keep = a.bad <= crate::xlate::PER_CHECK && op.access().is_some();
+                    let keep = a.bad <= crate::xlate::PER_CHECK && op.access().is_some() && report(tag);
                     if let (true, Some(r), Some(slot)) = (keep, regs, failed.iter_mut().find(|f| f.is_none())) {
                         *slot = Some(Failed { tag, stop, regs: r, index: i, op, exp, got });
                     }
