@@ -10,7 +10,11 @@
 //!    QEMU TCG (`no-vmx`) and with a non-Multiboot guest (`bad-guest-image`);
 //!    in Bochs, a deliberately invalid guest TR (`vm-entry-failure` naming
 //!    `GUEST_TR_AR_BYTES`), a guest triple fault (`triple-fault`) and an
-//!    exhausted exit budget (`timeout`).
+//!    exhausted exit budget (`timeout`); deliberate failures whose
+//!    translation-failure reports must show both walks (Bochs under the
+//!    hypervisor) or the guest's (QEMU TCG bare);
+//! 5. the bisect test ([`crate::bisect_test`], in the Bochs pool; `--no-bisect`
+//!    leaves it out).
 //!
 //! The closing `N passed, M failed` adds host tests, boot checks and negative
 //! tests; a boot that failed without a failing check (no summary, timeout,
@@ -59,6 +63,10 @@ pub struct TestOpts {
     /// the default boot timeout becomes [`FULL_TIMEOUT`]).
     #[arg(long)]
     pub full: bool,
+    /// Leave out the bisect test (`cargo xtask bisect-test`, about 1.5
+    /// minutes alongside the other Bochs boots).
+    #[arg(long)]
+    pub no_bisect: bool,
 }
 
 /// Default boot timeout with `--full`, in seconds (the full sweep takes
@@ -274,6 +282,33 @@ fn spec(name: &str, emu: Emulator, model: Option<&str>, hv: bool, opts: &TestOpt
     }
 }
 
+/// One job of the Bochs pool.
+enum Job {
+    Boot(BootSpec),
+    /// The bisect test ([`crate::bisect_test`]).
+    Bisect,
+}
+
+/// The bisect test as a row of the table (its output comes as one block).
+fn bisect_row(ws: &Workspace, opts: &TestOpts) -> Row {
+    let start = Instant::now();
+    let (ok, line) = crate::bisect_test::report(ws, opts.timeout.unwrap_or(crate::bisect_test::TIMEOUT), false);
+    println!();
+    let outcome = if ok { "pass" } else { "fail" };
+    let items = vec![Item { name: "bisect names the injected regression and the failing check".into(), outcome, detail: line }];
+    Row {
+        name: "bisect test (throw-away history)".into(),
+        verdict: if ok { "PASS" } else { "FAIL" },
+        passed: u32::from(ok),
+        failed: u32::from(!ok),
+        skipped: 0,
+        secs: start.elapsed().as_secs_f64(),
+        n_pass: u32::from(ok),
+        n_fail: u32::from(!ok),
+        items,
+    }
+}
+
 fn row_of(name: &str, r: anyhow::Result<BootResult>) -> Row {
     match r {
         Err(e) => {
@@ -449,14 +484,22 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     reports.expect_failures = broken_reports(true);
     hv.extend([entry, triple, budget, no_ept, reports]);
     let parallel = Style { stream: false, verbose: opts.verbose };
-    let queue = Mutex::new(hv.drain(..).enumerate().rev().collect::<Vec<_>>());
+    let mut jobs: Vec<Job> = hv.drain(..).map(Job::Boot).collect();
+    if !opts.no_bisect {
+        // After the audit boot (the longest), alongside the shorter ones.
+        jobs.insert(jobs.len().min(5), Job::Bisect);
+    }
+    let queue = Mutex::new(jobs.into_iter().enumerate().rev().collect::<Vec<_>>());
     let done: Mutex<Vec<(usize, Row)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..opts.jobs.max(1) {
             s.spawn(|| loop {
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let Some((i, sp)) = next else { break };
-                let row = row_of(&sp.name, boot::boot(ws, &sp, parallel));
+                let Some((i, job)) = next else { break };
+                let row = match job {
+                    Job::Boot(sp) => row_of(&sp.name, boot::boot(ws, &sp, parallel)),
+                    Job::Bisect => bisect_row(ws, opts),
+                };
                 done.lock().unwrap_or_else(|e| e.into_inner()).push((i, row));
             });
         }
