@@ -259,6 +259,15 @@ pub fn walk(word: &dyn Fn(u64) -> Option<u64>, format: Format, cr3: u64, va: u64
         };
         w.push(WalkEntry { level, index: index as u16, at: Some(at), value }).then_some(value)
     };
+    // The PD and PT levels of PAE and 4-level paging, from the PD at `pd`.
+    let lower = |w: &mut Walk, pd: u64| -> Option<WalkEnd> {
+        let pde = step(w, 2, pd, (va >> 21) & 0x1FF, false)?;
+        if pde & PS != 0 {
+            return Some(page(pde & 0x000F_FFFF_FFE0_0000, 2 << 20));
+        }
+        let pte = step(w, 1, pde & ADDR, (va >> 12) & 0x1FF, false)?;
+        Some(page(pte & ADDR, 4 << 10))
+    };
     let end = match format {
         Format::Bits32 { pse } => {
             let Some(pde) = step(&mut w, 2, cr3 & 0xFFFF_F000, (va >> 22) & 0x3FF, true) else { return w };
@@ -275,13 +284,8 @@ pub fn walk(word: &dyn Fn(u64) -> Option<u64>, format: Format, cr3: u64, va: u64
             if !w.push(WalkEntry { level: 3, index: i as u16, at: None, value: pdpte }) {
                 return w;
             }
-            let Some(pde) = step(&mut w, 2, pdpte & ADDR, (va >> 21) & 0x1FF, false) else { return w };
-            if pde & PS != 0 {
-                page(pde & 0x000F_FFFF_FFE0_0000, 2 << 20)
-            } else {
-                let Some(pte) = step(&mut w, 1, pde & ADDR, (va >> 12) & 0x1FF, false) else { return w };
-                page(pte & ADDR, 4 << 10)
-            }
+            let Some(end) = lower(&mut w, pdpte & ADDR) else { return w };
+            end
         }
         Format::Long => {
             let Some(pml4e) = step(&mut w, 4, cr3 & ADDR, (va >> 39) & 0x1FF, false) else { return w };
@@ -289,13 +293,8 @@ pub fn walk(word: &dyn Fn(u64) -> Option<u64>, format: Format, cr3: u64, va: u64
             if pdpte & PS != 0 {
                 page(pdpte & 0x000F_FFFF_C000_0000, 1 << 30)
             } else {
-                let Some(pde) = step(&mut w, 2, pdpte & ADDR, (va >> 21) & 0x1FF, false) else { return w };
-                if pde & PS != 0 {
-                    page(pde & 0x000F_FFFF_FFE0_0000, 2 << 20)
-                } else {
-                    let Some(pte) = step(&mut w, 1, pde & ADDR, (va >> 12) & 0x1FF, false) else { return w };
-                    page(pte & ADDR, 4 << 10)
-                }
+                let Some(end) = lower(&mut w, pdpte & ADDR) else { return w };
+                end
             }
         }
     };
