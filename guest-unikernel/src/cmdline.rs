@@ -46,6 +46,10 @@ pub struct Config {
     /// `modes_break=1`: one probe of `modes/walk1/pg32` expects a wrong
     /// value, so that the run shows what a failing mode check reports.
     pub modes_break: bool,
+    /// `long_break=1`: one probe of `long/large-alias-perms` expects a
+    /// wrong value, so that the run shows the long-mode harness's
+    /// translation-failure report.
+    pub long_break: bool,
     /// `modes=0|1`: skip or run the `modes/...` checks (with 0 the guest
     /// never leaves long mode). Without the word they run.
     pub modes: Option<bool>,
@@ -122,6 +126,7 @@ impl Default for Config {
             ram_test_mib: None,
             crash: None,
             modes_break: false,
+            long_break: false,
             modes: None,
             light: false,
             sweep_full: false,
@@ -147,8 +152,9 @@ pub enum Note<'a> {
 }
 
 /// The keys [`parse`] understands, for help texts and logs.
-pub const KEYS: [&str; 10] =
-    ["expect_hv", "ram_test_mib", "crash", "modes", "modes_break", "light", "sweep", "only", "cpus", "smp"];
+pub const KEYS: [&str; 11] = [
+    "expect_hv", "ram_test_mib", "crash", "modes", "modes_break", "long_break", "light", "sweep", "only", "cpus", "smp",
+];
 
 /// Parses `cmdline`, calling `note` for every word it does not take.
 pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
@@ -188,6 +194,11 @@ pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
             "modes_break" => match value {
                 "1" => config.modes_break = true,
                 "0" => config.modes_break = false,
+                _ => note(Note::BadValue { key, value }),
+            },
+            "long_break" => match value {
+                "1" => config.long_break = true,
+                "0" => config.long_break = false,
                 _ => note(Note::BadValue { key, value }),
             },
             "sweep" => match value {
@@ -247,6 +258,7 @@ mod tests {
         let (c, notes) = parse_collect("/k quiet foo=bar expect_hv=2 ram_test_mib=x ram_test_mib=16 crash=now");
         assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16), ..Config::default() });
         assert!(parse("modes_break=1", |_| {}).modes_break);
+        assert!(parse("long_break=1", |_| {}).long_break && !parse("long_break=0", |_| {}).long_break);
         assert_eq!([parse("modes=0", |_| {}).modes, parse("modes=1", |_| {}).modes, parse("", |_| {}).modes], [Some(false), Some(true), None]);
         assert_eq!(
             notes,

@@ -20,6 +20,8 @@
 //! * [`modes`]: the mode-switch engine's programs, page tables and verdicts;
 //! * [`long`]: 4-level address spaces built from Rust for the cache checks;
 //! * [`trap`]: IDT gate encoding and the exception frame's layout;
+//! * [`xlate`]: the report a failing translation check prints (the guest's
+//!   and the shadow's entries on the walk);
 //! * [`smp`]: the processors' shared slots, the jobs APs run, the SMP
 //!   machine interface.
 #![cfg_attr(not(test), no_std)]
@@ -38,3 +40,4 @@ pub mod report;
 pub mod smp;
 pub mod sweep;
 pub mod trap;
+pub mod xlate;

@@ -4,7 +4,7 @@
 //! `unsafe` in the binary's `cpu` and `phys` modules.
 
 use crate::modes::layout::EngineInfo;
-use shared::hypercall::{CheckRecord, Hypercall, MmuStats};
+use shared::hypercall::{CheckRecord, Hypercall, MmuStats, ShadowWalkRecord};
 use shared::multiboot::PhysRead;
 
 /// EAX, EBX, ECX, EDX of one CPUID leaf.
@@ -146,6 +146,10 @@ pub trait Machine: PhysRead {
     /// The MmuStats hypercall. Same rule as [`Self::vmcall`]: only after
     /// finding the Quadrant signature; `None` when the call fails.
     fn mmu_stats(&mut self) -> Option<MmuStats>;
+    /// The ShadowWalk hypercall for linear `la` on the current root (long
+    /// mode, from Rust). Same rule as [`Self::vmcall`]; `None` when the
+    /// call fails or the record does not decode.
+    fn shadow_walk(&mut self, la: u64) -> Option<ShadowWalkRecord>;
 }
 
 /// First linear address of the test region (PML4 entry 1): the boot page

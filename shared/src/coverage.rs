@@ -48,6 +48,65 @@ pub struct RoleValue {
     pub cr4_pse: bool,
 }
 
+impl RoleValue {
+    /// The value as one word (the [`crate::hypercall::ShadowWalkRecord`]
+    /// wire form): glevels bits 3:0, level 7:4, quadrant 9:8, metaphysical
+    /// 10, access 13:11, cr0_wp 14, efer_nx 15, smep_andnot_wp 16,
+    /// smap_andnot_wp 17, cr4_pse 18.
+    pub const fn pack(&self) -> u32 {
+        (self.glevels as u32 & 0xf)
+            | (self.level as u32 & 0xf) << 4
+            | (self.quadrant as u32 & 3) << 8
+            | (self.metaphysical as u32) << 10
+            | (self.access as u32 & 7) << 11
+            | (self.cr0_wp as u32) << 14
+            | (self.efer_nx as u32) << 15
+            | (self.smep_andnot_wp as u32) << 16
+            | (self.smap_andnot_wp as u32) << 17
+            | (self.cr4_pse as u32) << 18
+    }
+
+    /// The value [`Self::pack`] made `w` from.
+    pub const fn unpack(w: u32) -> Self {
+        RoleValue {
+            glevels: (w & 0xf) as u8,
+            level: ((w >> 4) & 0xf) as u8,
+            quadrant: ((w >> 8) & 3) as u8,
+            metaphysical: w & (1 << 10) != 0,
+            access: ((w >> 11) & 7) as u8,
+            cr0_wp: w & (1 << 14) != 0,
+            efer_nx: w & (1 << 15) != 0,
+            smep_andnot_wp: w & (1 << 16) != 0,
+            smap_andnot_wp: w & (1 << 17) != 0,
+            cr4_pse: w & (1 << 18) != 0,
+        }
+    }
+}
+
+/// The short form failure reports use: `g4 L1 q0 uwx wp=1 nx=1`, then
+/// `meta` for a metaphysical page, `pse=0|1` for a 32-bit guest, and
+/// `smep&!wp` / `smap&!wp` when set.
+impl fmt::Display for RoleValue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "g{} L{} q{} ", self.glevels, self.level, self.quadrant)?;
+        write_access(f, self.access)?;
+        write!(f, " wp={} nx={}", u8::from(self.cr0_wp), u8::from(self.efer_nx))?;
+        if self.metaphysical {
+            f.write_str(" meta")?;
+        }
+        if self.glevels == 2 {
+            write!(f, " pse={}", u8::from(self.cr4_pse))?;
+        }
+        if self.smep_andnot_wp {
+            f.write_str(" smep&!wp")?;
+        }
+        if self.smap_andnot_wp {
+            f.write_str(" smap&!wp")?;
+        }
+        Ok(())
+    }
+}
+
 /// Writes inherited access as `uwx`, with `-` for a missing permission.
 pub fn write_access(w: &mut impl fmt::Write, access: u8) -> fmt::Result {
     for (bit, ch) in [(ACCESS_U, 'u'), (ACCESS_W, 'w'), (ACCESS_X, 'x')] {
@@ -372,6 +431,34 @@ mod tests {
         }
         assert_eq!(parse_access("uw"), None);
         assert_eq!(parse_access("wux"), None);
+    }
+
+    #[test]
+    fn role_value_packs_and_shows() {
+        let r = RoleValue {
+            glevels: 2,
+            level: 1,
+            quadrant: 3,
+            metaphysical: true,
+            access: ACCESS_U | ACCESS_X,
+            cr0_wp: false,
+            efer_nx: true,
+            smep_andnot_wp: true,
+            smap_andnot_wp: false,
+            cr4_pse: true,
+        };
+        assert_eq!(RoleValue::unpack(r.pack()), r);
+        assert_eq!(RoleValue::unpack(0), RoleValue::default());
+        for bit in 0..19 {
+            let w = 1u32 << bit;
+            assert_eq!(RoleValue::unpack(w).pack(), w, "bit {bit}");
+        }
+        let mut s = heapless_names::Str::default();
+        fmt::write(&mut s, format_args!("{r}")).unwrap();
+        assert_eq!(s.as_str(), "g2 L1 q3 u-x wp=0 nx=1 meta pse=1 smep&!wp");
+        let mut s = heapless_names::Str::default();
+        fmt::write(&mut s, format_args!("{}", RoleValue { glevels: 4, level: 4, access: 7, cr0_wp: true, ..r })).unwrap();
+        assert_eq!(s.as_str(), "g4 L4 q3 uwx wp=1 nx=1 meta smep&!wp");
     }
 
     #[test]

@@ -20,6 +20,15 @@ pub enum Hypercall {
     /// the hypervisor fills it with its MMU statistics (a [`MmuStats`] record,
     /// truncated to the length). Returns the full record length in RAX.
     MmuStats = 3,
+    /// RBX = a linear address, RCX = guest-physical address of a buffer,
+    /// RDX = its length in bytes: the hypervisor fills it with the shadow
+    /// entries the processor walks for that address on the calling vCPU's
+    /// current root, level by level (a [`ShadowWalkRecord`], truncated to
+    /// the length). Outside IA-32e mode only the low 32 bits of RBX, RCX
+    /// and RDX count. Returns the full record length in RAX, or
+    /// [`STATUS_BAD_ARGUMENT`] when the buffer is not guest RAM. For
+    /// failure reports: it reads the shadow tables and changes nothing.
+    ShadowWalk = 4,
 }
 
 impl Hypercall {
@@ -29,6 +38,7 @@ impl Hypercall {
             1 => Some(Hypercall::Version),
             2 => Some(Hypercall::ReportCheck),
             3 => Some(Hypercall::MmuStats),
+            4 => Some(Hypercall::ShadowWalk),
             _ => None,
         }
     }
@@ -248,6 +258,180 @@ impl MmuStats {
     }
 }
 
+/// Magic at the start of a [`ShadowWalkRecord`] ("QSWK").
+pub const SHADOW_WALK_MAGIC: u32 = u32::from_le_bytes(*b"QSWK");
+/// Most entries on one hardware walk: a 4-level root down to a PT (a PAE
+/// root, a PD and a PT take three).
+pub const SHADOW_WALK_MAX: usize = 4;
+/// [`ShadowEntry::role`] of an entry of a PAE root (the four hardware
+/// PDPTEs), which is no shadow page and has no role.
+pub const ROLE_PAE_ROOT: u32 = u32::MAX;
+/// [`ShadowWalkRecord::leaf_gfn`] when the walk ends without a present PT entry.
+pub const NO_GFN: u64 = u64::MAX;
+
+/// What [`Hypercall::ShadowWalk`] could walk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u32)]
+pub enum ShadowWalkStatus {
+    /// The entries are the hardware walk on the vCPU's current root.
+    Walked = 0,
+    /// No shadow tables: the hypervisor runs the guest on EPT (`mmu=ept`),
+    /// the processor walks the guest's own tables.
+    NoShadow = 1,
+    /// The vCPU has no root loaded.
+    NoRoot = 2,
+}
+
+impl ShadowWalkStatus {
+    /// Decodes the record's word.
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            0 => Some(ShadowWalkStatus::Walked),
+            1 => Some(ShadowWalkStatus::NoShadow),
+            2 => Some(ShadowWalkStatus::NoRoot),
+            _ => None,
+        }
+    }
+}
+
+/// One shadow entry the processor reads on a walk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ShadowEntry {
+    /// The entry as the shadow table holds it.
+    pub value: u64,
+    /// Host-physical address of the shadow table holding it.
+    pub table: u64,
+    /// The gfn of that shadow page: the guest table it shadows, or for a
+    /// metaphysical page the first guest frame of the range it maps; 0 in
+    /// a PAE root.
+    pub gfn: u64,
+    /// The shadow page's role ([`crate::coverage::RoleValue::pack`]), or
+    /// [`ROLE_PAE_ROOT`].
+    pub role: u32,
+    /// The table's level on the hardware walk: 4 PML4, 3 PDPT (the PAE
+    /// root's four PDPTEs), 2 PD, 1 PT.
+    pub level: u16,
+    /// The entry's index in its table.
+    pub index: u16,
+}
+
+/// The answer of [`Hypercall::ShadowWalk`]: the entries from the root
+/// down, as far as the walk goes (it stops after a non-present entry or a
+/// PT entry).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[repr(C)]
+pub struct ShadowWalkRecord {
+    /// [`SHADOW_WALK_MAGIC`].
+    pub magic: u32,
+    /// [`crate::PROTOCOL_VERSION`].
+    pub version: u32,
+    /// [`ShadowWalkStatus`] as a number.
+    pub status: u32,
+    /// Entries filled in `entries`.
+    pub count: u32,
+    /// The linear address walked.
+    pub linear: u64,
+    /// The hardware CR3 of the walk (host-physical; 0 without a root).
+    pub root: u64,
+    /// When the last entry is a present PT entry: the guest frame it maps
+    /// (the hypervisor's reverse map); [`NO_GFN`] otherwise.
+    pub leaf_gfn: u64,
+    /// The entries, root first.
+    pub entries: [ShadowEntry; SHADOW_WALK_MAX],
+}
+
+impl ShadowWalkRecord {
+    /// Size of the record in bytes.
+    pub const SIZE: usize = core::mem::size_of::<ShadowWalkRecord>();
+    const ENTRY: usize = core::mem::size_of::<ShadowEntry>();
+
+    /// An empty record with `status`, for `linear`.
+    pub const fn new(status: ShadowWalkStatus, linear: u64, root: u64) -> Self {
+        ShadowWalkRecord {
+            magic: SHADOW_WALK_MAGIC,
+            version: crate::PROTOCOL_VERSION,
+            status: status as u32,
+            count: 0,
+            linear,
+            root,
+            leaf_gfn: NO_GFN,
+            entries: [ShadowEntry { value: 0, table: 0, gfn: 0, role: 0, level: 0, index: 0 }; SHADOW_WALK_MAX],
+        }
+    }
+
+    /// Appends an entry; `false` when the record is full.
+    pub fn push(&mut self, e: ShadowEntry) -> bool {
+        let Some(slot) = self.entries.get_mut(self.count as usize) else { return false };
+        *slot = e;
+        self.count += 1;
+        true
+    }
+
+    /// The filled entries (at most [`SHADOW_WALK_MAX`], whatever `count` says).
+    pub fn walked(&self) -> &[ShadowEntry] {
+        &self.entries[..(self.count as usize).min(SHADOW_WALK_MAX)]
+    }
+
+    /// The record as guest memory holds it (`#[repr(C)]`, little endian).
+    pub fn to_bytes(&self) -> [u8; Self::SIZE] {
+        let mut b = [0u8; Self::SIZE];
+        for (i, w) in [self.magic, self.version, self.status, self.count].iter().enumerate() {
+            b[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
+        }
+        b[16..24].copy_from_slice(&self.linear.to_le_bytes());
+        b[24..32].copy_from_slice(&self.root.to_le_bytes());
+        b[32..40].copy_from_slice(&self.leaf_gfn.to_le_bytes());
+        for (i, e) in self.entries.iter().enumerate() {
+            let o = 40 + i * Self::ENTRY;
+            b[o..o + 8].copy_from_slice(&e.value.to_le_bytes());
+            b[o + 8..o + 16].copy_from_slice(&e.table.to_le_bytes());
+            b[o + 16..o + 24].copy_from_slice(&e.gfn.to_le_bytes());
+            b[o + 24..o + 28].copy_from_slice(&e.role.to_le_bytes());
+            b[o + 28..o + 30].copy_from_slice(&e.level.to_le_bytes());
+            b[o + 30..o + 32].copy_from_slice(&e.index.to_le_bytes());
+        }
+        b
+    }
+
+    /// Reads the record from its byte form; `None` when the magic or the
+    /// version is wrong.
+    pub fn from_bytes(b: &[u8; Self::SIZE]) -> Option<Self> {
+        let u16_at = |o: usize| u16::from_le_bytes([b[o], b[o + 1]]);
+        let u32_at = |o: usize| u32::from_le_bytes([b[o], b[o + 1], b[o + 2], b[o + 3]]);
+        let u64_at = |o: usize| {
+            let mut x = [0u8; 8];
+            x.copy_from_slice(&b[o..o + 8]);
+            u64::from_le_bytes(x)
+        };
+        let mut r = ShadowWalkRecord {
+            magic: u32_at(0),
+            version: u32_at(4),
+            status: u32_at(8),
+            count: u32_at(12),
+            linear: u64_at(16),
+            root: u64_at(24),
+            leaf_gfn: u64_at(32),
+            ..Default::default()
+        };
+        if r.magic != SHADOW_WALK_MAGIC || r.version != crate::PROTOCOL_VERSION {
+            return None;
+        }
+        for (i, e) in r.entries.iter_mut().enumerate() {
+            let o = 40 + i * Self::ENTRY;
+            *e = ShadowEntry {
+                value: u64_at(o),
+                table: u64_at(o + 8),
+                gfn: u64_at(o + 16),
+                role: u32_at(o + 24),
+                level: u16_at(o + 28),
+                index: u16_at(o + 30),
+            };
+        }
+        Some(r)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -283,17 +467,50 @@ mod tests {
 
     #[test]
     fn mmu_stats_round_trip() {
-        let s = MmuStats { magic: MMU_STATS_MAGIC, version: 1, cr3_hits: 7, exits: 99, recycles: 3, ..Default::default() };
-        assert_eq!(MmuStats::SIZE, 88);
+        let s = MmuStats {
+            magic: MMU_STATS_MAGIC,
+            version: 1,
+            cr3_hits: 7,
+            exits: 99,
+            recycles: 3,
+            loaded_glevels: 0b1_0001,
+            remote_flushes: 5,
+            ..Default::default()
+        };
+        assert_eq!(MmuStats::SIZE, 104);
         assert_eq!(MmuStats::from_bytes(&s.to_bytes()), s);
     }
 
     #[test]
     fn hypercall_numbers_are_stable() {
-        for h in [Hypercall::Version, Hypercall::ReportCheck, Hypercall::MmuStats] {
+        for h in [Hypercall::Version, Hypercall::ReportCheck, Hypercall::MmuStats, Hypercall::ShadowWalk] {
             assert_eq!(Hypercall::from_u64(h as u64), Some(h));
         }
         assert_eq!(Hypercall::from_u64(0), None);
+    }
+
+    #[test]
+    fn shadow_walk_round_trip() {
+        let mut r = ShadowWalkRecord::new(ShadowWalkStatus::Walked, 0x8000_2000_0010, 0x3c_5000);
+        assert_eq!(ShadowWalkRecord::SIZE, 168);
+        r.leaf_gfn = 0x400;
+        assert!(r.push(ShadowEntry { value: 0x3c_6027, table: 0x3c_5000, gfn: 0x2f3, role: 0x4c844, level: 4, index: 256 }));
+        assert!(r.push(ShadowEntry { value: (1 << 63) | 0x1_0040_0025, table: 0x3c_7000, gfn: 0x400, role: 7, level: 1, index: 511 }));
+        let back = ShadowWalkRecord::from_bytes(&r.to_bytes()).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.walked().len(), 2);
+        assert_eq!(ShadowWalkStatus::from_u32(back.status), Some(ShadowWalkStatus::Walked));
+        for _ in 2..SHADOW_WALK_MAX {
+            assert!(r.push(ShadowEntry::default()));
+        }
+        assert!(!r.push(ShadowEntry::default()), "a fifth entry does not fit");
+        let mut bytes = r.to_bytes();
+        bytes[0] ^= 1;
+        assert_eq!(ShadowWalkRecord::from_bytes(&bytes), None);
+        let mut odd = r;
+        odd.count = 99;
+        assert_eq!(odd.walked().len(), SHADOW_WALK_MAX);
+        assert_eq!(ShadowWalkStatus::from_u32(3), None);
     }
 
     /// Serialises a record the way guest memory holds it, field by field.

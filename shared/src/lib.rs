@@ -32,8 +32,9 @@ pub mod x86;
 /// hypercalls of a hypervisor that reports another version.
 ///
 /// History: 1, the first protocol; 2, the role-coverage lines
-/// (`line::ROLE_COVERAGE`) at the end of a hypervisor run; 3, SMP: the
-/// `loaded_glevels` and `remote_flushes` fields of
+/// (`line::ROLE_COVERAGE`) at the end of a hypervisor run; 3, the
+/// `ShadowWalk` hypercall and the `xlate` report lines (`line::XLATE`), and
+/// for SMP the `loaded_glevels` and `remote_flushes` fields of
 /// [`hypercall::MmuStats`].
 pub const PROTOCOL_VERSION: u32 = 3;
 

@@ -7,6 +7,7 @@
 //! ```text
 //! check-begin boot/multiboot-magic
 //! check PASS boot/multiboot-magic: eax=0x2badb002
+//! xlate long/self-map: read at 0x8000401008 cpl0: expected value 0x201027, got #PF ec=0x0 cr2=0x8000401008
 //! guest-summary passed=5 failed=0 skipped=1
 //! quadrant-hv version=2 mmu=shadow
 //! quadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0: this CPU has no VMX
@@ -14,6 +15,11 @@
 //! role-coverage-end distinct=17
 //! quadrant-result status=0 reason=guest-exit
 //! ```
+//!
+//! A failing translation check prints its report (the address, what was
+//! expected and what happened, the guest's entries on the walk, the shadow
+//! entries on the hardware walk) as `xlate` lines before its check line;
+//! the runner files them under that check.
 //!
 //! The hypervisor prints its role-coverage table (one `role-coverage` line
 //! per distinct role value created, see [`crate::coverage`], then
@@ -28,6 +34,8 @@ pub const CHECK: &str = "check";
 /// Keyword of the line the guest prints before a check runs, so that a run
 /// which hangs or dies inside a check names it.
 pub const CHECK_BEGIN: &str = "check-begin";
+/// Keyword of one line of a translation-failure report.
+pub const XLATE: &str = "xlate";
 /// Keyword of the guest's closing summary.
 pub const GUEST_SUMMARY: &str = "guest-summary";
 /// Keyword of the hypervisor's start banner.
@@ -118,6 +126,14 @@ pub enum Line<'a> {
         /// `mode/scenario[/case]`.
         name: &'a str,
     },
+    /// `xlate NAME: TEXT`: one line of check NAME's translation-failure
+    /// report.
+    Xlate {
+        /// The check the report belongs to.
+        name: &'a str,
+        /// The line's text (may be empty).
+        text: &'a str,
+    },
     /// `guest-summary passed=P failed=F skipped=S`
     GuestSummary {
         /// Checks passed.
@@ -182,6 +198,22 @@ pub fn write_check(w: &mut impl Write, outcome: Outcome, name: &str, detail: &st
         w.write_char(if c == '\n' || c == '\r' { ' ' } else { c })?;
     }
     Ok(())
+}
+
+/// Writes one line of check `name`'s translation-failure report (no
+/// newline); newlines in `text` become spaces.
+pub fn write_xlate(w: &mut impl Write, name: &str, text: fmt::Arguments<'_>) -> fmt::Result {
+    write!(w, "{XLATE} {name}: ")?;
+    struct OneLine<'w, W: Write>(&'w mut W);
+    impl<W: Write> Write for OneLine<'_, W> {
+        fn write_str(&mut self, s: &str) -> fmt::Result {
+            for c in s.chars() {
+                self.0.write_char(if c == '\n' || c == '\r' { ' ' } else { c })?;
+            }
+            Ok(())
+        }
+    }
+    OneLine(w).write_fmt(text)
 }
 
 /// Writes the line announcing check `name` (no newline).
@@ -263,6 +295,13 @@ pub fn parse(line: &str) -> Option<Line<'_>> {
                 return None;
             }
             Some(Line::Check { outcome, name, detail })
+        }
+        XLATE => {
+            let (name, text) = match rest.split_once(": ") {
+                Some((n, t)) => (n, t),
+                None => (rest.strip_suffix(':')?, ""),
+            };
+            (!name.is_empty() && !name.contains(' ')).then_some(Line::Xlate { name, text })
         }
         CHECK_BEGIN => {
             let name = rest.trim_end();
@@ -366,6 +405,16 @@ mod tests {
         let mut b = buf();
         write_check(&mut b, Outcome::Pass, "a/b", "x\ny").unwrap();
         assert_eq!(b.as_str(), "check PASS a/b: x y");
+    }
+
+    #[test]
+    fn xlate_round_trip_and_one_line() {
+        let mut b = buf();
+        write_xlate(&mut b, "long/self-map", format_args!("  PTE[1] @{:#x}\nx", 0x1008)).unwrap();
+        assert_eq!(b.as_str(), "xlate long/self-map:   PTE[1] @0x1008 x");
+        assert_eq!(parse(b.as_str()), Some(Line::Xlate { name: "long/self-map", text: "  PTE[1] @0x1008 x" }));
+        assert_eq!(parse("xlate a/b:"), Some(Line::Xlate { name: "a/b", text: "" }));
+        assert_eq!(parse("xlate a b: x"), None);
     }
 
     #[test]

@@ -1,17 +1,20 @@
 //! `cargo xtask bisect GOOD BAD [run options]`: `git bisect run` with one
 //! boot per step.
 //!
-//! Each step checks out another tree, so the runner copies its own binary to
-//! a temporary directory and has git run that copy (`bisect-step`). A step
-//! exits 125 (git's "skip") when the commit does not build, 0/1 for the
-//! boot's verdict, and 128 (abort) when the runner itself cannot work. Each
-//! step leaves its report in the temporary directory, named by commit, so
-//! the end of the bisection can show what failed at the first bad commit.
+//! Each step checks out another tree, so the runner copies its own binary
+//! into the bisection's record directory (`<target>/quadrant/bisect/<id>/`,
+//! kept) and has git run that copy (`bisect-step`). A step exits 125
+//! (git's "skip") when the commit does not build, 0/1 for the boot's
+//! verdict, and 128 (abort) when the runner itself cannot work. Each step
+//! leaves its report there, named by commit, so the end of the bisection
+//! can show what failed at the first bad commit; `summary.json` there says
+//! it all for programs (the bisect test reads it).
 
 use crate::boot::{self, Style};
 use crate::workspace::Workspace;
 use crate::{build, packages, RunOpts};
 use anyhow::{bail, Context, Result};
+use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use xshell::cmd;
@@ -44,8 +47,7 @@ pub fn bisect(ws: &Workspace, good: &str, bad: &str, run: &RunOpts) -> Result<bo
     packages::ensure(emu.needs())?;
 
     // The step binary: a copy of this one, outside the tree git rewrites.
-    let tmp = std::env::temp_dir().join(format!("quadrant-bisect-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp)?;
+    let (_, tmp) = ws.new_run_dir_in("bisect", &format!("{}-{}", short(&good_sha), short(&bad_sha)))?;
     let exe = std::env::current_exe().context("locating the running xtask binary")?;
     let copy = tmp.join("xtask");
     std::fs::copy(&exe, &copy).with_context(|| format!("copying {} to {}", exe.display(), copy.display()))?;
@@ -72,13 +74,12 @@ pub fn bisect(ws: &Workspace, good: &str, bad: &str, run: &RunOpts) -> Result<bo
 
         let log = cmd!(sh, "git bisect log").quiet().ignore_status().read().unwrap_or_default();
         std::fs::write(tmp.join("bisect.log"), &log)?;
-        let first_bad = log
-            .lines()
-            .find_map(|l| l.strip_prefix("# first bad commit: ["))
-            .and_then(|l| l.split(']').next())
-            .map(str::to_string);
-        let found = first_bad.is_some();
-        if let Some(first_bad) = first_bad {
+        let mut summary = Summary::from_log(&log, &good_sha, &bad_sha);
+        let subject = |sha: &str| cmd!(sh, "git log -1 --format=%h%x20%s {sha}").quiet().read().unwrap_or_default();
+        for step in &mut summary.steps {
+            step.subject = subject(&step.commit);
+        }
+        if let Some(first_bad) = summary.first_bad.clone() {
             let record = tmp.join(format!("{first_bad}.json"));
             if !record.is_file() {
                 // BAD itself was never booted (GOOD is its parent): boot it once now.
@@ -90,45 +91,130 @@ pub fn bisect(ws: &Workspace, good: &str, bad: &str, run: &RunOpts) -> Result<bo
                     .ignore_status()
                     .run();
             }
-            let subject = cmd!(sh, "git log -1 --format=%h%x20%s {first_bad}").quiet().read().unwrap_or_default();
-            println!("\n== first bad commit: {first_bad} ==\n{subject}");
-            print_failures(&record);
+            summary.subject = subject(&first_bad);
+            summary.read_record(&record);
+            println!("\n== first bad commit: {first_bad} ==\n{}", summary.subject);
+            print!("{}", summary.failures_text(&record));
         } else {
             println!("\nthe bisection found no single first bad commit (`git bisect run` {ran}; see above)");
         }
-        Ok(found)
+        std::fs::write(tmp.join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+        let skipped: Vec<_> = summary.steps.iter().filter(|s| s.verdict == "skip").collect();
+        if !skipped.is_empty() {
+            println!("skipped (did not build or could not boot):");
+            for s in skipped {
+                println!("  {}", s.subject);
+            }
+        }
+        Ok(summary.first_bad.is_some())
     })();
     println!("bisect log: {}", tmp.join("bisect.log").display());
+    println!("summary:    {}", tmp.join("summary.json").display());
     cmd!(sh, "git bisect reset").run()?;
     outcome
 }
 
-fn short(sha: &str) -> &str {
-    &sha[..sha.len().min(12)]
+/// What a bisection found (`summary.json` in its record directory).
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Summary {
+    /// The commits bisected: GOOD and BAD, full hashes.
+    pub good: String,
+    #[allow(missing_docs)]
+    pub bad: String,
+    /// The first bad commit (`null`: none found).
+    pub first_bad: Option<String>,
+    /// Its abbreviated hash and subject.
+    pub subject: String,
+    /// The checks that failed there, with their detail and report.
+    pub failed_checks: Vec<crate::verdict::Check>,
+    /// Why its boot failed.
+    pub reasons: Vec<String>,
+    /// Each step git took, in order.
+    pub steps: Vec<Step>,
 }
 
-/// Prints the failed checks and reasons from a step record.
-fn print_failures(record: &Path) {
-    let Ok(text) = std::fs::read_to_string(record) else {
-        println!("(no report of that commit: {})", record.display());
-        return;
-    };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return };
-    let checks = v["checks"].as_array().cloned().unwrap_or_default();
-    let failed: Vec<_> = checks.iter().filter(|c| c["outcome"] == "fail").collect();
-    if failed.is_empty() {
-        println!("no check failed there; the run failed because:");
-    } else {
-        println!("failed checks there:");
-        for c in failed {
-            println!("  FAIL {}: {}", c["name"].as_str().unwrap_or("?"), c["detail"].as_str().unwrap_or(""));
+/// One step of the bisection.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Step {
+    /// The commit.
+    pub commit: String,
+    /// Its abbreviated hash and subject.
+    pub subject: String,
+    /// `good`, `bad` or `skip` (did not build, or could not be booted).
+    pub verdict: &'static str,
+}
+
+impl Summary {
+    /// The steps and the first bad commit, from `git bisect log` (GOOD and
+    /// BAD, marked at the start, are not steps: git never tests them).
+    fn from_log(log: &str, good: &str, bad: &str) -> Self {
+        let mut s = Summary { good: good.into(), bad: bad.into(), ..Default::default() };
+        for l in log.lines() {
+            let mut w = l.split_whitespace();
+            let (Some("git"), Some("bisect"), Some(v), Some(commit)) = (w.next(), w.next(), w.next(), w.next()) else {
+                continue;
+            };
+            let verdict = match v {
+                "good" => "good",
+                "bad" => "bad",
+                "skip" => "skip",
+                _ => continue,
+            };
+            if commit != good && commit != bad {
+                s.steps.push(Step { commit: commit.into(), subject: String::new(), verdict });
+            }
         }
-        println!("and the run failed because:");
+        s.first_bad =
+            log.lines().find_map(|l| l.strip_prefix("# first bad commit: [")).and_then(|l| l.split(']').next()).map(str::to_string);
+        s
     }
-    for r in v["failure_reasons"].as_array().cloned().unwrap_or_default() {
-        println!("  - {}", r.as_str().unwrap_or(""));
+
+    /// Takes the failed checks and reasons from the first bad commit's
+    /// step record.
+    fn read_record(&mut self, record: &Path) {
+        let Ok(text) = std::fs::read_to_string(record) else { return };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return };
+        for c in v["checks"].as_array().cloned().unwrap_or_default() {
+            if c["outcome"] == "fail" {
+                self.failed_checks.push(crate::verdict::Check {
+                    name: c["name"].as_str().unwrap_or("?").into(),
+                    outcome: "fail",
+                    passed: false,
+                    detail: c["detail"].as_str().unwrap_or("").into(),
+                    report: c["report"].as_array().map(|r| r.iter().filter_map(|l| l.as_str().map(String::from)).collect()).unwrap_or_default(),
+                });
+            }
+        }
+        self.reasons = v["failure_reasons"].as_array().map(|r| r.iter().filter_map(|l| l.as_str().map(String::from)).collect()).unwrap_or_default();
     }
-    println!("report: {}", v["run_dir"].as_str().map(|d| format!("{d}/report.json")).unwrap_or_default());
+
+    /// The failed checks (with their translation reports) and the reasons,
+    /// as the end of a bisection shows them.
+    fn failures_text(&self, record: &Path) -> String {
+        if !record.is_file() {
+            return format!("(no report of that commit: {})\n", record.display());
+        }
+        let mut s = String::new();
+        if self.failed_checks.is_empty() {
+            s += "no check failed there; the run failed because:\n";
+        } else {
+            s += "failed checks there:\n";
+            for c in &self.failed_checks {
+                s += &crate::report::check_line(c);
+                s.push('\n');
+            }
+            s += "and the run failed because:\n";
+        }
+        for r in &self.reasons {
+            s += &format!("  - {r}\n");
+        }
+        s += &format!("report: {}\n", record.display());
+        s
+    }
+}
+
+fn short(sha: &str) -> &str {
+    &sha[..sha.len().min(12)]
 }
 
 /// One step, run by `git bisect run` at each commit.
@@ -164,5 +250,24 @@ pub fn step(ws: &Workspace, opts: &RunOpts) -> ExitCode {
             println!("=> {}", if good { "good" } else { "bad" });
             ExitCode::from(u8::from(!good))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_from_a_bisect_log() {
+        let log = "# bad: [a89e] c8\n# good: [4e0b] c0\ngit bisect start 'a89e' '4e0b'\n# skip: [9526] c4\n\
+                   git bisect skip 9526\n# good: [8aa6] c2\ngit bisect good 8aa6\n# good: [d683] c5\ngit bisect good d683\n\
+                   # bad: [8083] c6\ngit bisect bad 8083\n# first bad commit: [8083] c6\n";
+        let s = Summary::from_log(log, "4e0b", "a89e");
+        assert_eq!(s.first_bad.as_deref(), Some("8083"));
+        let steps: Vec<_> = s.steps.iter().map(|x| (x.commit.as_str(), x.verdict)).collect();
+        assert_eq!(steps, [("9526", "skip"), ("8aa6", "good"), ("d683", "good"), ("8083", "bad")]);
+        // An older git logs the marks as commands too; they are no steps.
+        let s = Summary::from_log("git bisect start\ngit bisect bad a89e\ngit bisect good 4e0b\ngit bisect bad 8083\n", "4e0b", "a89e");
+        assert_eq!((s.steps.len(), s.first_bad), (1, None));
     }
 }

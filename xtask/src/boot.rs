@@ -5,7 +5,7 @@ use crate::emulator::{self, Emulator, Launch};
 use crate::media::{self, Media, Module};
 use crate::report::{self, Report};
 use crate::verdict::coverage::{MissingRow, RoleRow};
-use crate::verdict::{self, Console, Event, Exit, Expectation, Verdict};
+use crate::verdict::{self, Console, Event, Exit, ExpectedFailure, Expectation, Verdict};
 use crate::workspace::Workspace;
 use anyhow::{bail, Context, Result};
 use shared::line::ErrorKind;
@@ -75,6 +75,9 @@ pub struct BootSpec {
     pub expect_text: Option<&'static str>,
     /// The hypervisor binary, when not the built release one (`--inject`).
     pub hv_kernel: Option<PathBuf>,
+    /// A deliberate-failure test: exactly these checks must fail, with
+    /// these texts in their translation-failure reports (empty: a normal run).
+    pub expect_failures: &'static [ExpectedFailure],
 }
 
 impl BootSpec {
@@ -287,6 +290,7 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
         expect_error: spec.expect_error,
         expect_text: spec.expect_text,
         role_coverage,
+        expect_failures: spec.expect_failures,
     };
     let verdict = verdict::judge(&console, exit, spec.emulator.convention(), exp);
 
@@ -303,6 +307,7 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
         kernel_args: m.kernel_args.clone(),
         guest_args: spec.hypervisor.then(|| guest_args.clone()),
         expect_error: spec.expect_error.map(|k| k.as_str().to_string()),
+        expect_failures: spec.expect_failures.iter().map(|x| x.check.to_string()).collect(),
         checks: console.checks.clone(),
         counts: verdict.counts,
         counts_by_mode: console.counts_by_mode(),

@@ -4,6 +4,7 @@
 //! See README.md for the user's view; `cargo xtask help` lists the options.
 
 mod bisect;
+mod bisect_test;
 mod boot;
 mod build;
 mod emulator;
@@ -49,6 +50,10 @@ enum Cmd {
     /// (`inject-*` features), boot the suite against each, name the first
     /// failing check; exit 1 when a variant survives.
     Mutants(mutants::MutantsOpts),
+    /// The bisect test: `bisect` on a throw-away repository whose history
+    /// holds a commit that does not build and an injected MMU regression;
+    /// passes when the regression and the failing check are named.
+    BisectTest(BisectTestOpts),
     /// One bisect step (used by `bisect`): build (exit 125 when it does not
     /// build), boot once (exit 0 pass, 1 fail).
     #[command(hide = true)]
@@ -119,6 +124,14 @@ struct BisectOpts {
     bad: String,
     #[command(flatten)]
     run: RunOpts,
+}
+
+/// `bisect-test` arguments.
+#[derive(Args, Debug)]
+struct BisectTestOpts {
+    /// Timeout of every boot in seconds.
+    #[arg(long, value_name = "SECS", default_value_t = bisect_test::TIMEOUT)]
+    timeout: u64,
 }
 
 fn parse_error_kind(s: &str) -> std::result::Result<ErrorKind, String> {
@@ -203,6 +216,7 @@ impl RunOpts {
             expect_error: self.expect_error,
             expect_text: None,
             hv_kernel: None,
+            expect_failures: &[],
         }
     }
 }
@@ -244,6 +258,7 @@ fn main() -> ExitCode {
         Cmd::Test(o) => test_cmd::test(&ws, o),
         Cmd::Bisect(o) => bisect::bisect(&ws, &o.good, &o.bad, &o.run),
         Cmd::Mutants(o) => mutants::mutants(&ws, o),
+        Cmd::BisectTest(o) => packages::ensure(packages::BOCHS).map(|()| bisect_test::report(&ws, o.timeout, true).0),
         Cmd::BisectStep(o) => return bisect::step(&ws, o),
     };
     match res {

@@ -34,6 +34,9 @@ pub struct Report {
     pub guest_args: Option<String>,
     /// For a negative test: the `quadrant-error` kind that must appear.
     pub expect_error: Option<String>,
+    /// For a deliberate-failure test: the checks that must fail, each with
+    /// a translation-failure report (empty otherwise).
+    pub expect_failures: Vec<String>,
     /// Every check line, in order.
     pub checks: Vec<Check>,
     /// Counts of the check lines.
@@ -103,18 +106,23 @@ impl Report {
     }
 }
 
-/// One check as a console line.
+/// One check as a console line, followed by its translation-failure
+/// report, one `    > ` line per `xlate` line.
 pub fn check_line(c: &Check) -> String {
     let word = match c.outcome {
         "pass" => "PASS",
         "fail" => "FAIL",
         _ => "SKIP",
     };
-    if c.detail.is_empty() {
+    let mut s = if c.detail.is_empty() {
         format!("  {word} {}", printable(&c.name))
     } else {
         format!("  {word} {}: {}", printable(&c.name), printable(&c.detail))
+    };
+    for l in &c.report {
+        let _ = write!(s, "\n    > {}", printable(l));
     }
+    s
 }
 
 /// One `quadrant-error` line, made to stand out.
@@ -198,7 +206,7 @@ pub fn block_end(r: &Report, v: &Verdict, report_path: &Path) -> String {
         let _ = writeln!(s, "{by_mode}");
     }
     if v.passed {
-        let what = if r.expect_error.is_some() { " (failed as expected)" } else { "" };
+        let what = if r.expect_error.is_some() || !r.expect_failures.is_empty() { " (failed as expected)" } else { "" };
         let _ = writeln!(s, "PASS{what}: {} in {:.1} s (report: {})", r.name, r.duration_s, report_path.display());
         return s;
     }

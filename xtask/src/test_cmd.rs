@@ -10,13 +10,18 @@
 //!    QEMU TCG (`no-vmx`) and with a non-Multiboot guest (`bad-guest-image`);
 //!    in Bochs, a deliberately invalid guest TR (`vm-entry-failure` naming
 //!    `GUEST_TR_AR_BYTES`), a guest triple fault (`triple-fault`) and an
-//!    exhausted exit budget (`timeout`).
+//!    exhausted exit budget (`timeout`); deliberate failures whose
+//!    translation-failure reports must show both walks (Bochs under the
+//!    hypervisor) or the guest's (QEMU TCG bare);
+//! 5. the bisect test ([`crate::bisect_test`], in the Bochs pool; `--no-bisect`
+//!    leaves it out).
 //!
 //! The closing `N passed, M failed` adds host tests, boot checks and negative
 //! tests; a boot that failed without a failing check (no summary, timeout,
 //! bad exit, ...) counts as one failure so that the line never hides it.
 
 use crate::boot::{self, BootResult, BootSpec, GuestImage, Mmu, Style};
+use crate::verdict::ExpectedFailure;
 use crate::emulator::{self, Emulator};
 use crate::formats::{self, Format};
 use crate::workspace::{cargo_program, Workspace};
@@ -58,6 +63,10 @@ pub struct TestOpts {
     /// the default boot timeout becomes [`FULL_TIMEOUT`]).
     #[arg(long)]
     pub full: bool,
+    /// Leave out the bisect test (`cargo xtask bisect-test`, about 1.5
+    /// minutes alongside the other Bochs boots).
+    #[arg(long)]
+    pub no_bisect: bool,
 }
 
 /// Default boot timeout with `--full`, in seconds (the full sweep takes
@@ -211,6 +220,49 @@ fn test_line(line: &str) -> Option<(String, &'static str)> {
     Some((name.trim().to_string(), outcome))
 }
 
+/// The guest words of the deliberate-failure boots: one mode-walk probe
+/// (`modes_break=1`) and one long-mode probe (`long_break=1`) expect a
+/// wrong value, and only those checks run.
+const BROKEN_WORDS: &str = "only=modes/walk1,long/large-alias-perms ram_test_mib=0 modes_break=1 long_break=1";
+
+/// What the translation-failure reports of those two checks must show:
+/// the probe and both outcomes, the guest's entries on the walk, and under
+/// the hypervisor the shadow entries on the hardware walk (`SHADOW`) or
+/// bare, that there are none.
+const fn broken_reports(shadow: bool) -> &'static [ExpectedFailure] {
+    const GUEST_PG32: [&str; 5] =
+        ["read32 0x40000000: la 0x40000000, read at CPL 0: expected value 0x", "guest: 32-bit paging", "    PDE[256] @0x", "    PTE[0] @0x", "    => 4 KiB page"];
+    const GUEST_LONG: [&str; 5] =
+        ["A0 read: la 0x", ", read at CPL 0: expected ok 0x", "guest: 4-level paging, CR3 0x", "    PML4E[", "    => 2 MiB page"];
+    const HV: &[ExpectedFailure] = &[
+        ExpectedFailure {
+            check: "modes/walk1/pg32",
+            report: &[
+                GUEST_PG32[0], GUEST_PG32[1], GUEST_PG32[2], GUEST_PG32[3], GUEST_PG32[4],
+                "shadow: hardware CR3 0x", "; the PAE root", "; shadow page of gfn 0x", " (g2 L1 ", "    => maps gfn 0x",
+            ],
+        },
+        ExpectedFailure {
+            check: "long/large-alias-perms",
+            report: &[
+                GUEST_LONG[0], GUEST_LONG[1], GUEST_LONG[2], GUEST_LONG[3], GUEST_LONG[4],
+                "shadow: hardware CR3 0x", "    L4[", " (g4 L4 ", "    L1[", "    => maps gfn 0x",
+            ],
+        },
+    ];
+    const BARE: &[ExpectedFailure] = &[
+        ExpectedFailure {
+            check: "modes/walk1/pg32",
+            report: &[GUEST_PG32[0], GUEST_PG32[1], GUEST_PG32[2], GUEST_PG32[3], GUEST_PG32[4], "shadow: none (bare: no hypervisor"],
+        },
+        ExpectedFailure {
+            check: "long/large-alias-perms",
+            report: &[GUEST_LONG[0], GUEST_LONG[1], GUEST_LONG[2], GUEST_LONG[3], GUEST_LONG[4], "shadow: none (bare: no hypervisor"],
+        },
+    ];
+    if shadow { HV } else { BARE }
+}
+
 fn spec(name: &str, emu: Emulator, model: Option<&str>, hv: bool, opts: &TestOpts) -> BootSpec {
     BootSpec {
         name: name.into(),
@@ -226,6 +278,34 @@ fn spec(name: &str, emu: Emulator, model: Option<&str>, hv: bool, opts: &TestOpt
         expect_error: None,
         expect_text: None,
         hv_kernel: None,
+        expect_failures: &[],
+    }
+}
+
+/// One job of the Bochs pool.
+enum Job {
+    Boot(BootSpec),
+    /// The bisect test ([`crate::bisect_test`]).
+    Bisect,
+}
+
+/// The bisect test as a row of the table (its output comes as one block).
+fn bisect_row(ws: &Workspace, opts: &TestOpts) -> Row {
+    let start = Instant::now();
+    let (ok, line) = crate::bisect_test::report(ws, opts.timeout.unwrap_or(crate::bisect_test::TIMEOUT), false);
+    println!();
+    let outcome = if ok { "pass" } else { "fail" };
+    let items = vec![Item { name: "bisect names the injected regression and the failing check".into(), outcome, detail: line }];
+    Row {
+        name: "bisect test (throw-away history)".into(),
+        verdict: if ok { "PASS" } else { "FAIL" },
+        passed: u32::from(ok),
+        failed: u32::from(!ok),
+        skipped: 0,
+        secs: start.elapsed().as_secs_f64(),
+        n_pass: u32::from(ok),
+        n_fail: u32::from(!ok),
+        items,
     }
 }
 
@@ -239,7 +319,8 @@ fn row_of(name: &str, r: anyhow::Result<BootResult>) -> Row {
         Ok(r) => {
             println!();
             let c = r.verdict.counts;
-            let negative = r.report.expect_error.is_some();
+            // Negative tests and deliberate-failure tests count once.
+            let negative = r.report.expect_error.is_some() || !r.report.expect_failures.is_empty();
             let (n_pass, n_fail) = if negative {
                 (u32::from(r.verdict.passed), u32::from(!r.verdict.passed))
             } else {
@@ -248,14 +329,17 @@ fn row_of(name: &str, r: anyhow::Result<BootResult>) -> Row {
             let reasons = r.verdict.reasons.join("; ");
             let items = if negative {
                 let outcome = if r.verdict.passed { "pass" } else { "fail" };
-                let what = format!("ends with quadrant-error {}", r.report.expect_error.as_deref().unwrap_or("?"));
+                let what = match &r.report.expect_error {
+                    Some(k) => format!("ends with quadrant-error {k}"),
+                    None => format!("fails in exactly {} with translation reports", r.report.expect_failures.join(", ")),
+                };
                 vec![Item { name: what, outcome, detail: reasons }]
             } else {
                 let mut v: Vec<Item> = r
                     .report
                     .checks
                     .iter()
-                    .map(|k| Item { name: k.name.clone(), outcome: k.outcome, detail: k.detail.clone() })
+                    .map(|k| Item { name: k.name.clone(), outcome: k.outcome, detail: k.detail_with_report() })
                     .collect();
                 if !r.verdict.passed && c.failed == 0 {
                     v.push(Item { name: "boot".into(), outcome: "fail", detail: reasons });
@@ -393,16 +477,29 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     no_ept.mmu = Mmu::Ept;
     no_ept.expect_error = Some(ErrorKind::Unsupported);
     no_ept.expect_text = Some("\"enable EPT\"");
-    hv.extend([entry, triple, budget, no_ept]);
+    // Deliberate failures: each failing translation check must print its
+    // report, with the shadow side under the hypervisor.
+    let mut reports = spec("deliberate failures: translation reports", Emulator::Bochs, penryn, true, opts);
+    reports.guest_args = BROKEN_WORDS.into();
+    reports.expect_failures = broken_reports(true);
+    hv.extend([entry, triple, budget, no_ept, reports]);
     let parallel = Style { stream: false, verbose: opts.verbose };
-    let queue = Mutex::new(hv.drain(..).enumerate().rev().collect::<Vec<_>>());
+    let mut jobs: Vec<Job> = hv.drain(..).map(Job::Boot).collect();
+    if !opts.no_bisect {
+        // After the audit boot (the longest), alongside the shorter ones.
+        jobs.insert(jobs.len().min(5), Job::Bisect);
+    }
+    let queue = Mutex::new(jobs.into_iter().enumerate().rev().collect::<Vec<_>>());
     let done: Mutex<Vec<(usize, Row)>> = Mutex::new(Vec::new());
     std::thread::scope(|s| {
         for _ in 0..opts.jobs.max(1) {
             s.spawn(|| loop {
                 let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let Some((i, sp)) = next else { break };
-                let row = row_of(&sp.name, boot::boot(ws, &sp, parallel));
+                let Some((i, job)) = next else { break };
+                let row = match job {
+                    Job::Boot(sp) => row_of(&sp.name, boot::boot(ws, &sp, parallel)),
+                    Job::Bisect => bisect_row(ws, opts),
+                };
                 done.lock().unwrap_or_else(|e| e.into_inner()).push((i, row));
             });
         }
@@ -428,6 +525,10 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     bad.expect_error = Some(ErrorKind::BadGuestImage);
     bad.guest = GuestImage::NotMultiboot;
     rows.push(row_of(&bad.name, boot::boot(ws, &bad, stream)));
+    let mut bare_reports = spec("deliberate failures: translation reports, bare qemu-tcg", Emulator::QemuTcg, None, false, opts);
+    bare_reports.guest_args = BROKEN_WORDS.into();
+    bare_reports.expect_failures = broken_reports(false);
+    rows.push(row_of(&bare_reports.name, boot::boot(ws, &bare_reports, stream)));
 }
 
 #[cfg(test)]

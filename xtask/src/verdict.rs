@@ -96,6 +96,21 @@ pub struct Check {
     pub passed: bool,
     /// The check's detail text.
     pub detail: String,
+    /// Its translation-failure report: the text of the `xlate NAME: ...`
+    /// lines the guest printed for it (before the check line), in order.
+    pub report: Vec<String>,
+}
+
+impl Check {
+    /// The detail, then the report lines, one per line.
+    pub fn detail_with_report(&self) -> String {
+        let mut s = self.detail.clone();
+        for l in &self.report {
+            s.push('\n');
+            s += l;
+        }
+        s
+    }
 }
 
 /// A `quadrant-error` line.
@@ -176,6 +191,8 @@ pub struct Console {
     pub role_coverage_end: Option<u32>,
     /// The check a `check-begin` line announced and no check line ended yet.
     pub running: Option<String>,
+    /// `xlate` lines not yet filed under their check line: (check, text).
+    pub pending_reports: Vec<(String, String)>,
     /// Number of lines seen.
     pub lines: usize,
 }
@@ -209,6 +226,7 @@ impl Console {
                     },
                     passed: outcome == Outcome::Pass,
                     detail: detail.trim().to_string(),
+                    report: self.take_reports(name),
                 };
                 if self.running.as_deref() == Some(name) {
                     self.running = None;
@@ -218,6 +236,10 @@ impl Console {
             }
             Some(Line::CheckBegin { name }) => {
                 self.running = Some(name.to_string());
+                Event::Protocol
+            }
+            Some(Line::Xlate { name, text }) => {
+                self.pending_reports.push((name.to_string(), text.to_string()));
                 Event::Protocol
             }
             Some(Line::GuestSummary { passed, failed, skipped }) => {
@@ -260,16 +282,25 @@ impl Console {
         }
     }
 
+    /// The report lines filed so far for check `name` (taken out).
+    fn take_reports(&mut self, name: &str) -> Vec<String> {
+        let (mine, rest) = std::mem::take(&mut self.pending_reports).into_iter().partition(|(n, _)| n == name);
+        self.pending_reports = rest;
+        mine.into_iter().map(|(_, t)| t).collect()
+    }
+
     /// Ends the check that began and never reported (the run hung, crashed
     /// or was stopped inside it) as a failure whose detail says `how` the
     /// run ended, and returns it; `None` when no check was running.
     pub fn fail_unfinished(&mut self, how: &str) -> Option<Check> {
         let name = self.running.take()?;
+        let report = self.take_reports(&name);
         let check = Check {
             name,
             outcome: "fail",
             passed: false,
             detail: format!("did not finish: {how} while it ran (runner's verdict; the guest reported nothing)"),
+            report,
         };
         self.checks.push(check.clone());
         Some(check)
@@ -361,6 +392,55 @@ pub struct Expectation {
     /// must be there and match every pattern of
     /// `shared::coverage::PROMISED` (see [`coverage::applies`]).
     pub role_coverage: bool,
+    /// A deliberate-failure test (a guest word breaks expectations on
+    /// purpose): the run passes only when exactly these checks fail, each
+    /// with a translation-failure report holding every given text.
+    pub expect_failures: &'static [ExpectedFailure],
+}
+
+/// A check that must fail, and what its translation-failure report
+/// ([`Check::report`]) must contain.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ExpectedFailure {
+    /// The check's name.
+    pub check: &'static str,
+    /// Texts each found in some line of its report.
+    pub report: &'static [&'static str],
+}
+
+/// The judgement of a deliberate-failure test (see
+/// [`Expectation::expect_failures`]): a clean run whose only failures are
+/// the expected checks, each with the report texts.
+fn judge_expected_failures(console: &Console, exit: Exit, conv: ExitConvention, exp: Expectation, reasons: &mut Vec<String>) {
+    if matches!(exit, Exit::Timeout { .. } | Exit::Signal(_)) || exit == Exit::Code(conv.pass_status()) {
+        reasons.push(format!("expected the failing exit of a run with failed checks, got: {}", conv.describe(exit)));
+    }
+    for e in &console.errors {
+        reasons.push(format!("quadrant-error {}: {}", e.kind, e.text));
+    }
+    if exp.hypervisor && console.banner.is_none() {
+        reasons.push("no `quadrant-hv` banner: the hypervisor did not start".into());
+    }
+    if console.summary.is_none() {
+        reasons.push("no `guest-summary` line: the guest did not finish its checks".into());
+    }
+    let failed: Vec<&Check> = console.checks.iter().filter(|c| c.outcome == "fail").collect();
+    for c in &failed {
+        if !exp.expect_failures.iter().any(|x| x.check == c.name) {
+            reasons.push(format!("{} failed, but only {} should", c.name, exp.expect_failures.iter().map(|x| x.check).collect::<Vec<_>>().join(", ")));
+        }
+    }
+    for x in exp.expect_failures {
+        let Some(c) = failed.iter().find(|c| c.name == x.check) else {
+            reasons.push(format!("{} was expected to fail (a guest word breaks it on purpose), but did not", x.check));
+            continue;
+        };
+        for needle in x.report {
+            if !c.report.iter().any(|l| l.contains(needle)) {
+                reasons.push(format!("the translation-failure report of {} has no line with `{needle}`", x.check));
+            }
+        }
+    }
 }
 
 /// The verdict of one boot.
@@ -402,6 +482,10 @@ pub fn judge(console: &Console, exit: Exit, conv: ExitConvention, exp: Expectati
         } else if exit_passed {
             reasons.push(format!("expected a failing exit, got the pass status: {}", conv.describe(exit)));
         }
+        return Verdict { passed: reasons.is_empty(), reasons, counts, coverage_missing: Vec::new() };
+    }
+    if !exp.expect_failures.is_empty() {
+        judge_expected_failures(console, exit, conv, exp, &mut reasons);
         return Verdict { passed: reasons.is_empty(), reasons, counts, coverage_missing: Vec::new() };
     }
 
@@ -456,9 +540,9 @@ mod tests {
     use super::*;
 
     const BARE: Expectation =
-        Expectation { hypervisor: false, expect_error: None, expect_text: None, role_coverage: false };
+        Expectation { hypervisor: false, expect_error: None, expect_text: None, role_coverage: false, expect_failures: &[] };
     const HV: Expectation =
-        Expectation { hypervisor: true, expect_error: None, expect_text: None, role_coverage: false };
+        Expectation { hypervisor: true, expect_error: None, expect_text: None, role_coverage: false, expect_failures: &[] };
 
     const GOOD_BARE: &str = "\
 SeaBIOS (version x)\r
@@ -584,6 +668,7 @@ guest-summary passed=2 failed=0 skipped=1\r
             expect_error: Some(ErrorKind::NoVmx),
             expect_text: None,
             role_coverage: false,
+            expect_failures: &[],
         };
         let c = Console::from_text("quadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0\n");
         assert!(!judge(&c, Exit::Timeout { secs: 60 }, ExitConvention::Qemu, neg).passed);
@@ -596,6 +681,7 @@ guest-summary passed=2 failed=0 skipped=1\r
             expect_error: Some(ErrorKind::NoVmx),
             expect_text: None,
             role_coverage: false,
+            expect_failures: &[],
         };
         let log = "quadrant-hv version=1 mmu=shadow\nquadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0: this CPU has no VMX\n\
                    quadrant-result status=255 reason=no-vmx\n";
@@ -614,6 +700,7 @@ guest-summary passed=2 failed=0 skipped=1\r
             expect_error: Some(ErrorKind::BadGuestImage),
             expect_text: None,
             role_coverage: false,
+            expect_failures: &[],
         };
         let c = Console::from_text(log);
         let v = judge(&c, Exit::Code(255), ExitConvention::Qemu, bad);
@@ -628,6 +715,51 @@ guest-summary passed=2 failed=0 skipped=1\r
         assert_eq!(c.counts(), Counts { passed: 1, failed: 0, skipped: 0 });
         assert_eq!(c.summary, Some(Counts { passed: 1, failed: 0, skipped: 0 }));
         assert_eq!(strip_ansi("a\x1b[1;1Hb"), "ab");
+    }
+
+    #[test]
+    fn a_deliberate_failure_test_wants_exactly_its_failures_and_reports() {
+        const WANT: &[ExpectedFailure] = &[ExpectedFailure { check: "long/a", report: &["guest: 4-level", "shadow: hardware CR3"] }];
+        let exp = Expectation { expect_failures: WANT, ..HV };
+        let body = "check-begin long/a\nxlate long/a: x\nxlate long/a:   guest: 4-level paging, CR3 0x1\n\
+                    xlate long/a:   shadow: hardware CR3 0x2\ncheck FAIL long/a: y\ncheck PASS long/b: z\n\
+                    guest-summary passed=1 failed=1 skipped=0\n";
+        let c = Console::from_text(&hv_log(body, "quadrant-result status=1 reason=guest-exit"));
+        let v = judge(&c, Exit::Code(1), ExitConvention::Bochs, exp);
+        assert!(v.passed, "{:?}", v.reasons);
+        // A pass exit, a missing report text, another failing check, the expected one passing.
+        assert!(!judge(&c, Exit::Code(0), ExitConvention::Bochs, exp).passed);
+        let c2 = Console::from_text(&hv_log(&body.replace("shadow: hardware", "shadow: none"), "quadrant-result status=1 reason=guest-exit"));
+        let v = judge(&c2, Exit::Code(1), ExitConvention::Bochs, exp);
+        assert_eq!(v.reasons, ["the translation-failure report of long/a has no line with `shadow: hardware CR3`"]);
+        let c3 = Console::from_text(&hv_log(&body.replace("PASS long/b", "FAIL long/b"), "quadrant-result status=1 reason=guest-exit"));
+        assert!(judge(&c3, Exit::Code(1), ExitConvention::Bochs, exp).reasons[0].starts_with("long/b failed, but only long/a should"));
+        let c4 = Console::from_text(&hv_log(&body.replace("FAIL long/a", "PASS long/a"), "quadrant-result status=0 reason=guest-exit"));
+        assert!(judge(&c4, Exit::Code(1), ExitConvention::Bochs, exp).reasons.iter().any(|r| r.contains("long/a was expected to fail")));
+    }
+
+    #[test]
+    fn xlate_lines_are_filed_under_their_check() {
+        let log = "check-begin long/a\nxlate long/a: read at 0x10 cpl0: expected value 0x1, got value 0x2\n\
+                   xlate long/a:   guest 4-level paging, CR3=0x1000\nxlate long/b: stray\n\
+                   check FAIL long/a: probe wrong\ncheck PASS long/c: fine\ncheck-begin long/b\n";
+        let mut c = Console::from_text(log);
+        assert_eq!(
+            c.checks[0].report,
+            ["read at 0x10 cpl0: expected value 0x1, got value 0x2", "  guest 4-level paging, CR3=0x1000"]
+        );
+        assert!(c.checks[1].report.is_empty());
+        assert_eq!(c.checks[0].detail_with_report(), "probe wrong\nread at 0x10 cpl0: expected value 0x1, got value 0x2\n  guest 4-level paging, CR3=0x1000");
+        assert_eq!(
+            crate::report::check_line(&c.checks[0]),
+            "  FAIL long/a: probe wrong\n    > read at 0x10 cpl0: expected value 0x1, got value 0x2\n    >   guest 4-level paging, CR3=0x1000"
+        );
+        // A check that never finished still gets the report it printed.
+        let f = c.fail_unfinished("timed out").unwrap();
+        assert_eq!(f.report, ["stray"]);
+        assert!(c.pending_reports.is_empty());
+        let json = serde_json::to_value(&c.checks[0]).unwrap();
+        assert_eq!(json["report"][1], "  guest 4-level paging, CR3=0x1000");
     }
 
     #[test]

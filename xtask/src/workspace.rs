@@ -62,7 +62,13 @@ impl Workspace {
     /// returns `(run_id, dir)`. The id is a UTC time stamp and `label`; a
     /// suffix keeps parallel runs apart.
     pub fn new_run_dir(&self, label: &str) -> Result<(String, PathBuf)> {
-        let runs = self.quadrant_dir().join("runs");
+        self.new_run_dir_in("runs", label)
+    }
+
+    /// [`Self::new_run_dir`] under `<target>/quadrant/<kind>/` (`bisect`: a
+    /// bisection's records).
+    pub fn new_run_dir_in(&self, kind: &str, label: &str) -> Result<(String, PathBuf)> {
+        let runs = self.quadrant_dir().join(kind);
         std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
         let base = format!("{}-{}", utc_stamp(SystemTime::now()), sanitize(label));
         for n in 1..1000 {

@@ -4,8 +4,8 @@
 use super::{cpu, modes, paging, phys};
 use guest_unikernel::machine::{Cpuid, Handoff, Machine, Range};
 use guest_unikernel::modes::layout::EngineInfo;
-use shared::hypercall::{CheckRecord, Hypercall, MmuStats, STATUS_BAD_ARGUMENT};
 use core::sync::atomic::{AtomicBool, Ordering};
+use shared::hypercall::{CheckRecord, Hypercall, MmuStats, ShadowWalkRecord, STATUS_BAD_ARGUMENT};
 use shared::multiboot::PhysRead;
 
 /// Held while a CPU runs the mode-switch engine.
@@ -47,7 +47,7 @@ impl Machine for BareMachine {
         match call {
             // SAFETY: Version names no memory.
             Hypercall::Version => unsafe { cpu::vmcall(call as u64, args) },
-            Hypercall::ReportCheck | Hypercall::MmuStats => STATUS_BAD_ARGUMENT,
+            Hypercall::ReportCheck | Hypercall::MmuStats | Hypercall::ShadowWalk => STATUS_BAD_ARGUMENT,
         }
     }
     fn report_check(&mut self, rec: &CheckRecord) -> u64 {
@@ -106,5 +106,8 @@ impl Machine for BareMachine {
     }
     fn mmu_stats(&mut self) -> Option<MmuStats> {
         paging::mmu_stats()
+    }
+    fn shadow_walk(&mut self, la: u64) -> Option<ShadowWalkRecord> {
+        paging::shadow_walk(la)
     }
 }

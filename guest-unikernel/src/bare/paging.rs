@@ -11,7 +11,7 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use guest_unikernel::machine::is_test_va;
 use guest_unikernel::modes::paging::{translate, Format};
-use shared::hypercall::{Hypercall, MmuStats};
+use shared::hypercall::{Hypercall, MmuStats, ShadowWalkRecord};
 
 unsafe extern "C" {
     /// bare-rt's PML4 (entry 0 identity-maps the low 4 GiB with 2 MiB pages).
@@ -165,6 +165,19 @@ pub fn linear_write(va: u64, value: u64) -> bool {
     // allocated there, so a stale TLB entry leads there too).
     unsafe { asm!("mov [{a}], {v}", a = in(reg) va, v = in(reg) value, options(nostack, preserves_flags)) };
     true
+}
+
+/// The ShadowWalk hypercall for `la`; `None` when it fails.
+pub fn shadow_walk(la: u64) -> Option<ShadowWalkRecord> {
+    let mut buf = [0u8; ShadowWalkRecord::SIZE];
+    let addr = (&raw mut buf) as u64;
+    // SAFETY: ShadowWalk writes at most RDX = buf.len() bytes at RCX, the
+    // buffer's physical address (identity map), which lives until the call
+    // returns. Callers issue it only under the Quadrant hypervisor.
+    let n = unsafe {
+        cpu::vmcall(Hypercall::ShadowWalk as u64, [la, addr, ShadowWalkRecord::SIZE as u64])
+    };
+    if n == ShadowWalkRecord::SIZE as u64 { ShadowWalkRecord::from_bytes(&buf) } else { None }
 }
 
 /// The MmuStats hypercall; `None` when it fails.

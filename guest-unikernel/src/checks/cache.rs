@@ -11,13 +11,15 @@
 //! shadow paging" once the
 //! architectural part passed (and FAIL when it did not). The `long/...`
 //! checks are architectural; under the hypervisor their detail adds the
-//! MmuStats deltas.
+//! MmuStats deltas. A read that reaches the wrong frame stops the check
+//! with a translation-failure report ([`crate::xlate`]).
 
 use super::{Check, Ctx};
 use crate::long::{expect_frame, index, span, tag, BuildError, Builder, Wrong};
 use crate::machine::{Machine, TEST_VA_START};
 use crate::modes::paging::{entry64, pde_2m, Frames, KRW};
 use crate::report::{Detail, Expect};
+use crate::xlate::{Failure, Paging, Reporter};
 use core::fmt::{self, Write};
 use shared::hypercall::MmuStats;
 use shared::{cpuid, Outcome, PROTOCOL_VERSION};
@@ -166,9 +168,17 @@ impl fmt::Display for Plus {
     }
 }
 
-/// Ends a check: back to the home CR3, then FAIL with the reason when the
-/// architectural part stopped.
+/// Ends a check: a translation-failure report when a read reached the
+/// wrong frame (still under the CR3 it was read with), back to the home
+/// CR3, then FAIL with the reason when the architectural part stopped.
 fn finish(ctx: &mut Ctx<'_>, home: Option<u64>, d: &mut Detail, r: Result<Outcome, Stop>) -> Outcome {
+    if let Err(Stop::Wrong(at, w)) = &r {
+        let cr3 = ctx.m.cr3();
+        let want = format_args!("value {:#x} (the tag of the frame the tables name)", w.want);
+        let got = GotWord(w.got);
+        let f = Failure { what: at, la: w.va, kind: "read", cpl: 0, expected: &want, got: &got };
+        Reporter::for_running(ctx.tally).now(&mut *ctx.m, &mut *ctx.out, &f, Paging::long(cr3));
+    }
     if let Some(h) = home {
         if !ctx.m.load_cr3(h) {
             let _ = write!(d, "could not go back to CR3 {h:#x}; ");
@@ -180,6 +190,18 @@ fn finish(ctx: &mut Ctx<'_>, home: Option<u64>, d: &mut Detail, r: Result<Outcom
         Err(s) => {
             let _ = write!(d, "{s}");
             Outcome::Fail
+        }
+    }
+}
+
+/// A quadword read through a test address, or the machine's refusal.
+struct GotWord(Option<u64>);
+
+impl fmt::Display for GotWord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Some(v) => write!(f, "value {v:#x}"),
+            None => f.write_str("a refused read"),
         }
     }
 }
@@ -854,6 +876,23 @@ mod tests {
             assert!(d.starts_with("needs the hypervisor's shadow paging (architectural part passed: "), "{d}");
         }
         assert_eq!(m.mmu.stats_calls, 0, "no MmuStats hypercall without shadow paging");
+    }
+
+    /// A read that reaches the wrong frame gets a translation-failure
+    /// report under its check, made with the check's CR3 still loaded.
+    #[test]
+    fn a_wrong_read_gets_a_translation_report() {
+        let mut m = Fake::hv("only=cache/pressure-one-root");
+        m.mmu.recycle_loaded_root = true;
+        let (mut out, tally) = (String::new(), Tally::new());
+        Ctx::start(&mut m, &mut out, &tally, FAKE_INFO).run_all();
+        let report: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("xlate cache/pressure-one-root: ")).collect();
+        assert!(report[0].starts_with("first read, one CR3: la 0x80"), "{out}");
+        assert!(report[0].contains(", read at CPL 0: expected value 0x") && report[0].ends_with("got a refused read"), "{out}");
+        assert!(report[1].starts_with("  guest: 4-level paging, CR3 0x") && !report[1].contains("CR3 0xe000"), "the check's CR3, not the boot one: {out}");
+        assert!(report[2].starts_with("    PML4E[1] @0x"), "{out}");
+        assert!(report.iter().any(|l| l.starts_with("  shadow: hardware CR3")), "{out}");
+        assert_eq!(m.shadow_walks.len(), 1);
     }
 
     #[test]

@@ -10,7 +10,10 @@ use crate::machine::{Cpuid, Handoff, Machine, Range};
 use crate::modes::layout::{self, EngineInfo};
 use crate::machine::is_test_va;
 use crate::modes::paging::{translate, translate_visiting, Format};
-use shared::hypercall::{CheckRecord, Hypercall, MmuStats, MMU_STATS_MAGIC, STATUS_OK};
+use shared::coverage::RoleValue;
+use shared::hypercall::{
+    CheckRecord, Hypercall, MmuStats, ShadowEntry, ShadowWalkRecord, ShadowWalkStatus, MMU_STATS_MAGIC, STATUS_OK,
+};
 use shared::multiboot::{self, MmapEntry, PhysRead, MMAP_AVAILABLE, MMAP_RESERVED};
 use shared::Outcome;
 use std::collections::HashMap;
@@ -54,6 +57,9 @@ pub struct Fake {
     pub cr3: u64,
     /// Long-mode paging and the toy shadow cache.
     pub mmu: FakeMmu,
+    /// Addresses the ShadowWalk hypercall was asked about (from Rust or
+    /// from the engine), in order.
+    pub shadow_walks: Vec<u64>,
 }
 
 /// The fake's boot PML4 (in low memory); its entry 0 stands for the
@@ -63,6 +69,8 @@ pub const BOOT_CR3: u64 = 0xE000;
 pub const BOOT_ENTRY0: u64 = 0xD023;
 /// The toy cache's pool.
 pub const POOL: usize = 1024;
+/// The hardware CR3 the fake's ShadowWalk answers name.
+pub const FAKE_SHADOW_ROOT: u64 = 0xF0_0000;
 
 /// Long-mode paging for the fake: CR3, a TLB of present translations
 /// (MOV CR3 and INVLPG drop entries, SDM Vol. 3A 4.10.4.1), and a toy
@@ -181,7 +189,27 @@ impl Fake {
             on_run: Some(|f| super::fake_engine::run(f, Default::default())),
             cr3: 0x1000,
             mmu: FakeMmu::default(),
+            shadow_walks: Vec::new(),
         }
+    }
+
+    /// The fake hypervisor's ShadowWalk answer for `la` (it has no shadow
+    /// tables): a 4-level root at [`FAKE_SHADOW_ROOT`] whose entry for
+    /// `la` is not present.
+    pub fn shadow_answer(&mut self, la: u64) -> ShadowWalkRecord {
+        self.assert_hypervisor();
+        self.shadow_walks.push(la);
+        let mut r = ShadowWalkRecord::new(ShadowWalkStatus::Walked, la, FAKE_SHADOW_ROOT);
+        let role = RoleValue { glevels: 4, level: 4, access: 7, cr0_wp: true, ..RoleValue::default() };
+        r.push(ShadowEntry {
+            value: 0,
+            table: FAKE_SHADOW_ROOT,
+            gfn: self.cr3_now() >> 12,
+            role: role.pack(),
+            level: 4,
+            index: ((la >> 39) & 0x1FF) as u16,
+        });
+        r
     }
 
     /// QEMU TCG: hypervisor bit set, TCG's signature.
@@ -199,11 +227,16 @@ impl Fake {
         f
     }
 
+    /// True with the Quadrant signature (VMCALL reaches the fake hypervisor).
+    pub fn is_quadrant(&self) -> bool {
+        let l = self.leaf_4000_0000;
+        shared::cpuid::is_quadrant(l.ebx, l.ecx, l.edx)
+    }
+
     /// Bare, VMCALL is #UD: a test that gets here without the signature
     /// found a bug.
     fn assert_hypervisor(&self) {
-        let l = self.leaf_4000_0000;
-        assert!(shared::cpuid::is_quadrant(l.ebx, l.ecx, l.edx), "VMCALL on a bare machine is #UD");
+        assert!(self.is_quadrant(), "VMCALL on a bare machine is #UD");
     }
 
     fn scratch_ok(addr: u64) -> bool {
@@ -245,8 +278,19 @@ impl Fake {
 }
 
 impl PhysRead for Fake {
+    /// Low memory, and above it the scratch words (RAM never written reads 0).
     fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
-        multiboot::SliceMem { base: 0, bytes: &self.low }.read(addr, buf)
+        if addr < self.low.len() as u64 {
+            return multiboot::SliceMem { base: 0, bytes: &self.low }.read(addr, buf);
+        }
+        if addr.checked_add(buf.len() as u64).is_none_or(|e| e > RAM_END) {
+            return false;
+        }
+        for (i, b) in buf.iter_mut().enumerate() {
+            let a = addr + i as u64;
+            *b = (self.scratch.get(&(a & !7)).copied().unwrap_or(0) >> (8 * (a & 7))) as u8;
+        }
+        true
     }
 }
 
@@ -387,6 +431,10 @@ impl Machine for Fake {
             Some(pa) if Self::scratch_ok(pa) => self.scratch_write(pa, value),
             _ => false,
         }
+    }
+    fn shadow_walk(&mut self, la: u64) -> Option<ShadowWalkRecord> {
+        self.vmcalls += 1;
+        Some(self.shadow_answer(la))
     }
     fn mmu_stats(&mut self) -> Option<MmuStats> {
         self.assert_hypervisor();

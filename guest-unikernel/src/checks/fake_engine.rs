@@ -268,6 +268,13 @@ impl Cpu {
             Op::ReadCr4 => Res::Value(self.cr4),
             Op::Ud2 => Res::Fault(VECTOR_UD, 0, 0),
             Op::Rdmsr { msr: MSR_EFER } => Res::Value(if self.mode == Mode::Long { EFER_LME | EFER_LMA } else { 0 }),
+            // VMCALL: #UD bare (SDM Vol. 3C 26.1.2); the fake hypervisor's answer otherwise.
+            Op::ShadowWalk { .. } if !f.is_quadrant() => Res::Fault(VECTOR_UD, 0, 0),
+            Op::ShadowWalk { addr, buf } => {
+                let rec = f.shadow_answer(addr).to_bytes();
+                f.low[buf as usize..][..rec.len()].copy_from_slice(&rec);
+                Res::Value(rec.len() as u64)
+            }
             _ => Res::Unsupported,
         }
     }

@@ -284,7 +284,8 @@ mod tests {
         // hv/... and cache/... skip bare; QEMU TCG (the fake's signature)
         // has no PDPTE registers, so two modes/... checks skip there, and it
         // does not check reserved CR3 bits, so long/hostile/cr3-reserved skips.
-        let skips = 5 + all().filter(|c| c.name.starts_with("cache/")).count() as u32;
+        // The fake machine has no second processor: the smp/... checks skip.
+        let skips = 5 + all().filter(|c| c.name.starts_with("cache/")).count() as u32 + smp::CHECKS.len() as u32;
         assert_eq!((f, s), (0, skips), "{out}");
         assert_eq!((p + skips) as usize, all().count());
         assert!(out.contains("guest: command line: ignoring '/k'"), "{out}");
@@ -302,16 +303,19 @@ mod tests {
         ctx.run_all();
         // modes=0 skips the mode walk and the sweeps the engine runs
         // (pg32/access-sweep, pae/access-sweep): the guest stays in long mode.
+        // The fake machine has no second processor: the smp/... checks skip.
         let n_modes = modes::CHECKS.len() as u32 + 2;
-        assert_eq!(tally.counts(), (all().count() as u32, 0, 0), "{out}");
+        let n_smp = smp::CHECKS.len() as u32;
+        let n = all().count() as u32;
+        assert_eq!(tally.counts(), (n - n_smp, 0, n_smp), "{out}");
         let mut m = Fake::hv("expect_hv=1 modes=0");
         let (mut out, tally) = (String::new(), Tally::new());
         Ctx::start(&mut m, &mut out, &tally, FAKE_INFO).run_all();
-        assert_eq!(tally.counts(), (all().count() as u32 - n_modes, 0, n_modes), "{out}");
+        assert_eq!(tally.counts(), (n - n_modes - n_smp, 0, n_modes + n_smp), "{out}");
         let mut m = Fake::hv("expect_hv=1 modes=1");
         let (mut out, tally) = (String::new(), Tally::new());
         Ctx::start(&mut m, &mut out, &tally, FAKE_INFO).run_all();
-        assert_eq!(tally.counts(), (all().count() as u32, 0, 0), "{out}");
+        assert_eq!(tally.counts(), (n - n_smp, 0, n_smp), "{out}");
         // Version once, then one ReportCheck per check.
         assert_eq!(m.vmcalls, 1 + all().count());
         assert_eq!(m.reported.len(), all().count());

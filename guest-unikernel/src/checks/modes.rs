@@ -66,7 +66,9 @@ use crate::modes::engine::{self, Verdicts};
 use crate::modes::layout::{BLOB_MAX, LOW};
 use crate::modes::paging::Frames;
 use crate::modes::space::{Space, IDENTITY_END};
-use crate::modes::walk::{self, Env};
+use crate::modes::layout::EngineInfo;
+use crate::modes::walk::{self, Env, StopRegs};
+use crate::xlate::{self, Failure, Shadow};
 use crate::report::Detail;
 use core::fmt::Write;
 use shared::Outcome;
@@ -207,7 +209,12 @@ pub fn run(ctx: &mut Ctx<'_>) -> Verdicts {
             );
         }
         ctx.m.run_engine();
-        judgement.part(&mut *ctx.m, &mut *ctx.out, &space, &env, part);
+        // Reports only for checks that run and stay checks (QEMU TCG turns
+        // two into SKIP below).
+        let (only, tcg) = (ctx.config.only, ctx.signature.is_tcg());
+        let report = |t: usize| only.selects(CHECKS[t].name) && !(tcg && [walk::extra(2), walk::extra(3)].contains(&t));
+        judgement.part(&mut *ctx.m, &mut *ctx.out, (&space, &env, part), &report);
+        report_failed(ctx, &e, &judgement);
     }
     let mut v = judgement.verdicts();
     if ctx.signature.is_tcg() {
@@ -218,6 +225,35 @@ pub fn run(ctx: &mut Ctx<'_>) -> Verdicts {
         }
     }
     v
+}
+
+/// Translation-failure reports ([`crate::xlate`]) of the part judged
+/// last: each failed memory probe with the guest walk of its stop and,
+/// under the hypervisor, the shadow walk of that stop's mode (one short
+/// engine program for them all), filed under the probe's check.
+fn report_failed(ctx: &mut Ctx<'_>, e: &EngineInfo, j: &engine::Judgement) {
+    let mut walks = [(StopRegs { mode: crate::modes::Mode::Real, cr0: 0, cr3: 0, cr4: 0 }, 0u64); engine::FAILED_PER_PART];
+    let mut n = 0;
+    for (w, f) in walks.iter_mut().zip(j.failed()) {
+        *w = (f.regs, f.op.access().map_or(0, |a| a.0));
+        n += 1;
+    }
+    if n == 0 {
+        return;
+    }
+    let m = &mut *ctx.m;
+    let shadows = if ctx.tally.hypercall_reporting() {
+        engine::shadow_walks(m, e, &walks[..n])
+    } else {
+        [Shadow::Bare; engine::FAILED_PER_PART]
+    };
+    for (f, shadow) in j.failed().zip(shadows) {
+        let Some((la, kind)) = f.op.access() else { continue };
+        let (paging, when) = xlate::stop_paging(&*m, &f.regs);
+        let what = format_args!("stop {} ({}) probe {} {}", f.stop, f.regs.mode.name(), f.index, f.op);
+        let failure = Failure { what: &what, la, kind, cpl: 0, expected: &f.exp, got: &f.got };
+        xlate::write(&mut *ctx.out, CHECKS[f.tag].name, &failure, paging, &shadow, &|a| xlate::read_word(&*m, a), when);
+    }
 }
 
 #[cfg(test)]
@@ -294,6 +330,42 @@ mod tests {
         let d = &lines[2].2;
         assert!(d.starts_with("probe ") && d.contains(" read32 0x40000000: expected value 0x"), "{d}");
         assert!(d.contains("| 23 probes"), "{d}");
+    }
+
+    /// The broken probe gets a translation-failure report under its check:
+    /// the 32-bit walk of its stop and, under the hypervisor, the shadow
+    /// walk one more short engine run fetched in that stop's mode.
+    #[test]
+    fn broken_expectation_gets_a_translation_report() {
+        use crate::checks::fake::FAKE_SHADOW_ROOT;
+        let run = |m: &mut Fake| {
+            let (mut out, tally) = (String::new(), Tally::new());
+            Ctx::start(m, &mut out, &tally, FAKE_INFO).run_all();
+            out
+        };
+        let mut m = Fake::hv("modes=1 modes_break=1 only=modes/");
+        let out = run(&mut m);
+        let report: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("xlate modes/walk1/pg32: ")).collect();
+        assert!(report[0].contains(" (pg32) probe ") && report[0].contains("read32 0x40000000: la 0x40000000, read at CPL 0: expected value 0x"), "{out}");
+        assert!(report[1].starts_with("  guest: 32-bit paging (CR4.PSE=1), CR3 0x") && report[1].contains("after the program ran"), "{out}");
+        assert!(report[2].starts_with("    PDE[256] @0x") && report[3].starts_with("    PTE[0] @0x"), "{out}");
+        assert!(report[4].starts_with("    => 4 KiB page 0x"), "{out}");
+        assert!(report[5].contains(&format!("shadow: hardware CR3 {FAKE_SHADOW_ROOT:#x}")), "{out}");
+        assert_eq!(m.shadow_walks, [0x4000_0000], "one ShadowWalk, in the replayed stop");
+        assert_eq!((m.engine_runs, m.other_engine_runs), (walk::PARTS, 1));
+        assert!(out.find("xlate modes/walk1/pg32:").unwrap() < out.find("check FAIL modes/walk1/pg32:").unwrap());
+        assert!(!out.lines().any(|l| l.starts_with("xlate ") && !l.starts_with("xlate modes/walk1/pg32: ")), "{out}");
+        // Bare: the guest walk, no shadow and no extra engine run. On QEMU
+        // TCG (no PDPTE registers) the two PDPTE checks fail their probes
+        // but report SKIP: no report for them, nor for checks not selected.
+        let mut m = Fake::bare("modes=1 modes_break=1 only=modes/walk1");
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { no_pdpte_registers: true, ..Quirks::default() }));
+        let out = run(&mut m);
+        assert!(out.contains("xlate modes/walk1/pg32:   shadow: none (bare: no hypervisor"), "{out}");
+        assert!(out.contains("xlate modes/walk1/pg32:     PTE[0] @0x"), "{out}");
+        assert!(out.contains("guest: modes: stop 4 (pae)"), "the PDPTE check's probes did fail: {out}");
+        assert!(!out.lines().any(|l| l.starts_with("xlate ") && !l.starts_with("xlate modes/walk1/pg32: ")), "{out}");
+        assert_eq!((m.other_engine_runs, m.vmcalls), (0, 0));
     }
 
     #[test]

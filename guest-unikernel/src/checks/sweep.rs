@@ -34,6 +34,7 @@ use crate::pattern::pattern;
 use crate::report::Detail;
 use crate::sweep::model::{ad_of, ec, entry_bits, f, Access, After, Case, Mode};
 use crate::sweep::{self, Features, Setting};
+use crate::xlate::{Failure, Paging, Reporter};
 use core::fmt::{self, Write};
 use shared::Outcome;
 
@@ -166,10 +167,13 @@ impl Drop for Rig<'_> {
 }
 
 /// One case's observation.
+#[derive(Clone, Copy)]
 struct Seen {
     got: Probe,
     pde: u8,
     pte: u8,
+    /// The linear address probed.
+    addr: u64,
 }
 
 /// A mismatch, written in full: the case, what the model wants, what happened.
@@ -179,6 +183,23 @@ struct Mismatch<'a> {
     want_pde: After,
     want_pte: After,
     seen: &'a Seen,
+}
+
+impl Mismatch<'_> {
+    /// The access of the case: `read`, `write` or `fetch`.
+    fn kind(&self) -> &'static str {
+        match self.case.acc {
+            Access::Read => "read",
+            Access::Write => "write",
+            Access::Fetch => "fetch",
+        }
+    }
+
+    /// The report of this mismatch ([`crate::xlate`]): the case, the model's
+    /// outcome and A/D flags, what happened.
+    fn failure(&self) -> (MmWant<'_>, MmGot<'_>) {
+        (MmWant(self), MmGot(self))
+    }
 }
 
 /// `A=1 D=?`: 1 must be set, 0 must be clear, ? not determined; D only
@@ -206,28 +227,47 @@ impl fmt::Display for Has {
     }
 }
 
-impl fmt::Display for Mismatch<'_> {
+/// What the model wants of a mismatching case: `ok` or `#PF ec=E`, then
+/// the A/D flags of its PDE (and PTE).
+struct MmWant<'a>(&'a Mismatch<'a>);
+impl fmt::Display for MmWant<'_> {
     fn fmt(&self, fm: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(fm, "{}: want ", self.case)?;
-        match self.want {
+        let m = self.0;
+        match m.want {
             None => write!(fm, "ok")?,
             Some(e) => write!(fm, "#PF ec={e:#x}")?,
         }
-        let large = self.case.large();
-        write!(fm, " pde {}", Want(self.want_pde, large))?;
+        let large = m.case.large();
+        write!(fm, " pde {}", Want(m.want_pde, large))?;
         if !large {
-            write!(fm, " pte {}", Want(self.want_pte, true))?;
+            write!(fm, " pte {}", Want(m.want_pte, true))?;
         }
-        write!(fm, ", got ")?;
-        match self.seen.got {
+        Ok(())
+    }
+}
+
+/// What a mismatching case did, in the same words.
+struct MmGot<'a>(&'a Mismatch<'a>);
+impl fmt::Display for MmGot<'_> {
+    fn fmt(&self, fm: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let m = self.0;
+        match m.seen.got {
             Ok(v) => write!(fm, "ok {v:#x}")?,
             Err(x) => write!(fm, "{x}")?,
         }
-        write!(fm, " pde {}", Has(self.seen.pde, large))?;
+        let large = m.case.large();
+        write!(fm, " pde {}", Has(m.seen.pde, large))?;
         if !large {
-            write!(fm, " pte {}", Has(self.seen.pte, true))?;
+            write!(fm, " pte {}", Has(m.seen.pte, true))?;
         }
         Ok(())
+    }
+}
+
+impl fmt::Display for Mismatch<'_> {
+    fn fmt(&self, fm: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let (want, got) = self.failure();
+        write!(fm, "{}: want {want}, got {got}", self.case)
     }
 }
 
@@ -311,6 +351,7 @@ fn long_sweep(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     (rig.pml4_u, rig.pml4_s, rig.pd, rig.pt, rig.small, rig.large) = (pml4_u, pml4_s, pd, pt, small, large);
 
     let mode = Mode::Long;
+    let mut rep = Reporter::for_running(ctx.tally);
     let mut cases = [None::<Case>; BATCH];
     let (mut ran, mut bad, mut first) = (0u32, 0u32, Detail::new());
     let mut setting_no = 0u32;
@@ -326,7 +367,7 @@ fn long_sweep(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             if *fill == 0 || err.is_some() {
                 return;
             }
-            let r = run_batch(rig, s, &cases[..*fill], tcg, &mut |c, want, wp, wt, seen| {
+            let r = run_batch(rig, s, &cases[..*fill], tcg, &mut |m, c, want, wp, wt, seen| {
                 ran += 1;
                 if let Some((want, wp, wt)) = want.map(|w| (w, wp, wt)) {
                     bad += 1;
@@ -337,6 +378,11 @@ fn long_sweep(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
                     if bad <= LOGGED {
                         let _ = writeln!(ctx.out, "guest: long/access-sweep mismatch: {mm}");
                     }
+                    // Right after the probe, with the batch's tables loaded.
+                    let cr3 = m.long_cpu().map_or(0, |c| c.cr3());
+                    let (w, g) = mm.failure();
+                    let f = Failure { what: c, la: seen.addr, kind: mm.kind(), cpl: if c.user { 3 } else { 0 }, expected: &w, got: &g };
+                    rep.now(m, &mut *ctx.out, &f, Paging::long(cr3));
                 }
             });
             if let Err(f) = r {
@@ -415,14 +461,15 @@ fn as_reported(e: u32, tcg: bool) -> u32 {
 
 /// Writes the entries of `cases` (case `i`: PDE `i`, PTE `i`), loads the
 /// setting, probes each case once and hands each observation to `report`
-/// with the model's expectation when they differ (`None`: as expected).
+/// (with the machine, for a report of its own) with the model's
+/// expectation when they differ (`None`: as expected).
 #[allow(clippy::type_complexity)]
 fn run_batch(
     rig: &mut Rig<'_>,
     s: Setting,
     cases: &[Option<Case>],
     tcg: bool,
-    report: &mut dyn FnMut(&Case, Option<Option<u32>>, After, After, &Seen),
+    report: &mut dyn FnMut(&mut dyn Machine, &Case, Option<Option<u32>>, After, After, &Seen),
 ) -> Result<(), Fault> {
     let (pd, pt, small, large) = (rig.pd, rig.pt, rig.small, rig.large);
     let va = |i: u64, c: &Case| if c.large() { T + i * M2 } else { T + i * M2 + i * 0x1000 };
@@ -459,8 +506,8 @@ fn run_batch(
             _ => false,
         };
         let ok_ad = o.pde.holds(pde) && (c.large() || o.pte.holds(pte));
-        let seen = Seen { got, pde, pte };
-        report(c, (!(ok_access && ok_ad)).then_some(want), o.pde, o.pte, &seen);
+        let seen = Seen { got, pde, pte, addr };
+        report(&mut *rig.m, c, (!(ok_access && ok_ad)).then_some(want), o.pde, o.pte, &seen);
     }
     Ok(())
 }
@@ -546,6 +593,13 @@ mod tests {
             for name in ["pg32", "pae"] {
                 assert!(out.contains(&format!("check FAIL {name}/access-sweep: ")), "quirk {i} {name}\n{out}");
                 assert!(out.contains(&format!("guest: {name}/access-sweep mismatch: {name} pde=")), "quirk {i}\n{out}");
+                // The first mismatches get a translation-failure report: the
+                // stop's walk, and the shadow walk of a replayed stop.
+                let heads = out.lines().filter(|l| l.starts_with(&format!("xlate {name}/access-sweep: {name} pde="))).count();
+                assert_eq!(heads, crate::xlate::PER_CHECK as usize, "quirk {i} {name}\n{out}");
+                let paging = if name == "pae" { "PAE paging" } else { "32-bit paging (CR4.PSE=1)" };
+                assert!(out.contains(&format!("xlate {name}/access-sweep:   guest: {paging}, CR3 0x")), "quirk {i}\n{out}");
+                assert!(out.contains(&format!("xlate {name}/access-sweep:   shadow: hardware CR3 0x")), "quirk {i}\n{out}");
             }
         }
     }
@@ -558,7 +612,12 @@ mod tests {
             let out = run(b, "", true);
             assert!(out.contains("check FAIL long/access-sweep: "), "bug {b:#x}\n{out}");
             assert!(out.contains("guest: long/access-sweep mismatch: long pde="), "bug {b:#x}\n{out}");
+            let heads = out.lines().filter(|l| l.starts_with("xlate long/access-sweep: long pde=")).count();
+            assert_eq!(heads, crate::xlate::PER_CHECK as usize, "bug {b:#x}\n{out}");
+            assert!(out.contains("xlate long/access-sweep:     PDE[") && out.contains("xlate long/access-sweep:   shadow: hardware CR3"), "{out}");
         }
+        let out = run(bug::NO_DIRTY, "", false);
+        assert!(out.contains("xlate long/access-sweep:   shadow: none (bare"), "{out}");
         let out = run(bug::NO_DIRTY, "", true);
         let line = out.lines().find(|l| l.starts_with("check FAIL")).unwrap();
         assert!(line.contains("write: want ok") && line.contains("D=1, got ok"), "{line}");

@@ -6,12 +6,16 @@
 //! nothing but the window itself holds the ops.
 
 use super::layout::{self, EngineInfo};
+use super::paging::{walk, Format, WalkEnd, P, PDPTE_PAE_RESERVED_LOW};
 use super::probe::{Expect, Got, Op};
 use super::space::Space;
 use super::walk::{self, Env, Item, StopRegs, TAGS};
 use crate::machine::Machine;
+use crate::regs::CR4_PSE;
 use crate::report::Detail;
+use crate::xlate::{read_word, Shadow};
 use core::fmt::Write;
+use shared::hypercall::ShadowWalkRecord;
 use shared::Outcome;
 
 /// A stop record (32 bytes): mode, CR0, CR3, CR4, first op's address, op
@@ -120,6 +124,83 @@ pub fn result(m: &mut dyn Machine, n: usize) -> Got {
     }
 }
 
+/// A failure report's look at the shadow tables of engine stops: one short
+/// program enters each stop's mode again (its CR0, CR3 and CR4; EFER as
+/// the caller left it) and issues the `ShadowWalk` hypercall for the
+/// address there ([`Op::ShadowWalk`]), so the hypervisor walks the root of
+/// that mode. Returns each answer in order. Only under the Quadrant
+/// hypervisor. The shadow tables are those of this moment, after the
+/// program that failed ran on: its later ops may have changed them.
+///
+/// Not walked: real-mode stops (the 16-bit interpreter has no such op),
+/// and stops whose tables no longer map the engine's window one to one
+/// or, in PAE paging, whose PDPTEs now have reserved bits set (entering
+/// would fault outside any probe, SDM Vol. 3A 4.4.1).
+pub fn shadow_walks(m: &mut dyn Machine, e: &EngineInfo, walks: &[(StopRegs, u64)]) -> [Shadow; layout::MAX_WALKS] {
+    const NO_RECORD: Shadow = Shadow::NotWalked("the engine's ShadowWalk gave no record");
+    let mut answers = [NO_RECORD; layout::MAX_WALKS];
+    let walks = &walks[..walks.len().min(layout::MAX_WALKS)];
+    let buf = |i: usize| layout::WALK_RECORDS + (i * ShadowWalkRecord::SIZE) as u64;
+    let mut go = [false; layout::MAX_WALKS];
+    for (i, (regs, _)) in walks.iter().enumerate() {
+        match enterable(m, regs) {
+            Ok(()) => go[i] = true,
+            Err(why) => answers[i] = Shadow::NotWalked(why),
+        }
+    }
+    let mut program = |emit: &mut dyn FnMut(Item)| {
+        for (i, (regs, la)) in walks.iter().enumerate().filter(|(i, _)| go[*i]) {
+            emit(Item::Stop(*regs));
+            emit(Item::Op(0, Op::ShadowWalk { addr: *la, buf: buf(i) as u32 }, Expect::Done));
+        }
+    };
+    // The program's real-mode data (a PDPT among it) stays as it was.
+    let mut real = [0u8; layout::REAL_DATA_LEN as usize];
+    let kept = m.low_read(layout::REAL_DATA, &mut real);
+    let cleared = (0..walks.len()).all(|i| m.low_write(buf(i), &[0; ShadowWalkRecord::SIZE]));
+    if !kept || !cleared || load_program(m, e, &mut program).is_err() || !m.low_write(layout::REAL_DATA, &real) {
+        return answers;
+    }
+    m.run_engine();
+    for (n, i) in (0..walks.len()).filter(|i| go[*i]).enumerate() {
+        let mut b = [0u8; ShadowWalkRecord::SIZE];
+        if result(m, n) == Got::Value(ShadowWalkRecord::SIZE as u64) && m.low_read(buf(i), &mut b) {
+            if let Some(r) = ShadowWalkRecord::from_bytes(&b) {
+                answers[i] = Shadow::Walked(r);
+            }
+        }
+    }
+    answers
+}
+
+/// Whether the engine can enter the stop `r` now: paging on, its tables
+/// map the window one to one, and PAE PDPTEs without reserved bits.
+fn enterable(m: &dyn Machine, r: &StopRegs) -> Result<(), &'static str> {
+    let (cr3, cr4) = (u64::from(r.cr3), u64::from(r.cr4));
+    let format = match r.mode {
+        super::Mode::Real => return Err("real mode: the 16-bit interpreter has no ShadowWalk"),
+        super::Mode::Prot => return Ok(()),
+        super::Mode::Paging32 => Format::Bits32 { pse: cr4 & CR4_PSE != 0 },
+        super::Mode::Long => Format::Long,
+        super::Mode::Pae => {
+            let mut p = [0u64; 4];
+            for (i, e) in p.iter_mut().enumerate() {
+                *e = read_word(m, (cr3 & 0xFFFF_FFE0) + 8 * i as u64).ok_or("its PDPT is not readable")?;
+            }
+            let rsvd = PDPTE_PAE_RESERVED_LOW | 0xFFF0_0000_0000_0000;
+            if p.iter().any(|e| e & P != 0 && e & rsvd != 0) {
+                return Err("its PDPTEs now have reserved bits set");
+            }
+            Format::Pae { pdptes: p }
+        }
+    };
+    let word = |a| read_word(m, a);
+    let one_to_one = [layout::LOW_START, layout::BLOB_BASE, layout::STACK_TOP - 8]
+        .iter()
+        .all(|&a| matches!(walk(&word, format, cr3, a).end, WalkEnd::Page { pa, .. } if pa == a));
+    if one_to_one { Ok(()) } else { Err("its tables no longer map the engine's window one to one") }
+}
+
 /// Why the engine refuses what the low window holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refusal {
@@ -174,11 +255,25 @@ pub fn vet(read: &mut dyn FnMut(u64, &mut [u8]) -> bool, image: crate::machine::
             let mut ob = [0u8; 16];
             rd(layout::OPS + layout::OP_SIZE * k, &mut ob)?;
             let op = Op::decode(&ob).ok_or(Refusal::Op(k as u32))?;
-            if let Op::Write32 { seg, addr, .. } = op {
-                let lin = if mode == super::Mode::Real as u64 { u64::from(seg) * 16 + (addr & 0xFFFF) } else { addr };
-                let r = Range::new(lin, lin.saturating_add(4));
+            let written = match op {
+                Op::Write32 { seg, addr, .. } => {
+                    let lin = if mode == super::Mode::Real as u64 { u64::from(seg) * 16 + (addr & 0xFFFF) } else { addr };
+                    Some(Range::new(lin, lin.saturating_add(4)))
+                }
+                // The hypervisor writes the record at this physical address:
+                // only into the results area.
+                Op::ShadowWalk { buf, .. } => {
+                    let r = Range::new(u64::from(buf), u64::from(buf) + ShadowWalkRecord::SIZE as u64);
+                    if r.start < layout::RESULTS || r.end > layout::BLOB_BASE {
+                        return Err(Refusal::Write { op: k as u32, addr: r.start });
+                    }
+                    Some(r)
+                }
+                _ => None,
+            };
+            if let Some(r) = written {
                 if forbidden.iter().any(|x| x.overlaps(&r)) {
-                    return Err(Refusal::Write { op: k as u32, addr: lin });
+                    return Err(Refusal::Write { op: k as u32, addr: r.start });
                 }
             }
             total += 1;
@@ -209,6 +304,29 @@ impl Verdicts {
     }
 }
 
+/// A probe that missed its expectation, kept for a translation-failure
+/// report ([`crate::xlate`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Failed {
+    /// The tag (check) it belongs to.
+    pub tag: usize,
+    /// The stop it ran in: its number and registers.
+    pub stop: usize,
+    #[allow(missing_docs)]
+    pub regs: StopRegs,
+    /// The probe's number in the run.
+    pub index: usize,
+    /// The probe.
+    pub op: Op,
+    #[allow(missing_docs)]
+    pub exp: Expect,
+    #[allow(missing_docs)]
+    pub got: Got,
+}
+
+/// Failed probes kept per part.
+pub const FAILED_PER_PART: usize = layout::MAX_WALKS;
+
 /// What the ops of one tag did.
 #[derive(Clone, Copy, Debug, Default)]
 struct Acc {
@@ -230,19 +348,32 @@ pub struct Judgement {
     /// parts in the messages).
     stops: usize,
     ops: usize,
+    /// The last part's failed memory probes, for reports: the first
+    /// [`crate::xlate::PER_CHECK`] of each tag, [`FAILED_PER_PART`] at most.
+    failed: [Option<Failed>; FAILED_PER_PART],
 }
 
 impl Default for Judgement {
     fn default() -> Self {
-        Judgement { acc: [Acc::default(); TAGS], stops: 0, ops: 0 }
+        Judgement { acc: [Acc::default(); TAGS], stops: 0, ops: 0, failed: [None; FAILED_PER_PART] }
     }
 }
 
 impl Judgement {
     /// Reads each op's result of program `part` (just run) and judges it;
-    /// every mismatch also gets a `guest: modes: ...` line on `out`.
-    pub fn part(&mut self, m: &mut dyn Machine, out: &mut dyn Write, s: &Space, env: &Env, part: usize) {
+    /// every mismatch also gets a `guest: modes: ...` line on `out`, and
+    /// the first failed memory probes of the tags `report` names are kept
+    /// for translation-failure reports ([`Self::failed`]).
+    pub fn part(
+        &mut self,
+        m: &mut dyn Machine,
+        out: &mut dyn Write,
+        (s, env, part): (&Space, &Env, usize),
+        report: &dyn Fn(usize) -> bool,
+    ) {
         let acc = &mut self.acc;
+        let failed = &mut self.failed;
+        *failed = [None; FAILED_PER_PART];
         let (mut n, mut stop, mut regs) = (0usize, self.stops, None);
         let base = self.ops;
         walk::program(s, env, part, &mut |item| match item {
@@ -272,12 +403,21 @@ impl Judgement {
                     let _ = writeln!(out, "guest: modes: stop {stop} ({mode}) probe {i} {op}: expected {exp}, got {got}");
                     a.bad += 1;
                     a.first_bad.get_or_insert((i, op, exp, got));
+                    let keep = a.bad <= crate::xlate::PER_CHECK && op.access().is_some() && report(tag);
+                    if let (true, Some(r), Some(slot)) = (keep, regs, failed.iter_mut().find(|f| f.is_none())) {
+                        *slot = Some(Failed { tag, stop, regs: r, index: i, op, exp, got });
+                    }
                 }
                 n += 1;
             }
         });
         self.stops = stop;
         self.ops += n;
+    }
+
+    /// The failed memory probes of the part judged last.
+    pub fn failed(&self) -> impl Iterator<Item = &Failed> {
+        self.failed.iter().flatten()
     }
 
     /// One verdict per tag.

@@ -8,7 +8,8 @@
 //! 0x1c00  real-mode data (patterns the real-mode probes read)
 //! 0x2000  stop count, then the stops (32 bytes each)
 //! 0x2400  probe ops (16 bytes each)
-//! 0x4000  probe results (24 bytes each)
+//! 0x4000  probe results (24 bytes each); a failure report's short
+//!         program puts its ShadowWalk records at 0x5800
 //! 0x6800  the engine's code (copied from the image), stack below 0x8000
 //! ```
 //!
@@ -112,6 +113,12 @@ pub const MAX_OPS: usize = {
     let by_results = (BLOB_BASE - RESULTS) / RESULT_SIZE;
     (if by_ops < by_results { by_ops } else { by_results }) as usize
 };
+/// Where a failure report's short program ([`crate::modes::engine::shadow_walks`])
+/// has the hypervisor put its `ShadowWalk` records: inside the results
+/// area, past the few result slots such a program uses.
+pub const WALK_RECORDS: u64 = 0x5800;
+/// Most `ShadowWalk` records of one such program.
+pub const MAX_WALKS: usize = 8;
 /// Where the engine's code is copied.
 pub const BLOB_BASE: u64 = 0x6800;
 /// Most bytes of engine code (the stack needs the rest).
@@ -128,6 +135,8 @@ const _: () = {
     assert!(STOPS + STOP_SIZE * MAX_STOPS as u64 <= OPS);
     assert!(OPS + OP_SIZE * MAX_OPS as u64 <= RESULTS);
     assert!(RESULTS + RESULT_SIZE * MAX_OPS as u64 <= BLOB_BASE);
+    assert!(RESULTS + RESULT_SIZE * MAX_WALKS as u64 <= WALK_RECORDS);
+    assert!(WALK_RECORDS + (MAX_WALKS * shared::hypercall::ShadowWalkRecord::SIZE) as u64 <= BLOB_BASE);
     assert!(BLOB_BASE + BLOB_MAX < STACK_TOP && STACK_TOP <= 0x8000);
 };
 

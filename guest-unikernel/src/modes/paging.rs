@@ -1,8 +1,9 @@
 //! The guest's own page tables: entry encoders for 32-bit paging, PAE
 //! paging and 4-level paging, a 4 KiB table image, a frame allocator over
-//! free RAM, and a reference translation (straight from SDM Vol. 3A 4.3,
-//! 4.4.2 and 4.5.4) that the host tests use to check what the builders
-//! produce.
+//! free RAM, a walk that lists the entries one address goes through (the
+//! failure reports show it), and a reference translation on top of it
+//! (straight from SDM Vol. 3A 4.3, 4.4.2 and 4.5.4) that the host tests
+//! use to check what the builders produce.
 
 use crate::machine::Range;
 use crate::memmap::{self, Exclusions, MemMap, PAGE};
@@ -181,6 +182,126 @@ pub enum Format {
     Long,
 }
 
+/// One paging-structure entry a [`walk`] read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalkEntry {
+    /// Level of its table: 4 PML4, 3 PDPT, 2 PD, 1 PT.
+    pub level: u8,
+    /// Its index in the table.
+    pub index: u16,
+    /// Its physical address; `None` for a PAE PDPTE, which the walk takes
+    /// from the PDPTE registers (SDM Vol. 3A 4.4.1).
+    pub at: Option<u64>,
+    /// The entry (a 32-bit entry zero-extended).
+    pub value: u64,
+}
+
+/// How a [`walk`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WalkEnd {
+    /// The last entry maps a page at `base` of `size` bytes; `pa` is the
+    /// physical address of the walked address.
+    Page {
+        /// The page's physical base.
+        base: u64,
+        /// 4 KiB, 2 MiB, 4 MiB or 1 GiB.
+        size: u64,
+        /// The physical address.
+        pa: u64,
+    },
+    /// The last entry read is not present.
+    NotPresent,
+    /// The entry at this physical address could not be read.
+    Unreadable(u64),
+}
+
+/// The entries one linear address is translated through (at most four)
+/// and how the walk ended. Permissions are [`translate`]'s business.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Walk {
+    entries: [Option<WalkEntry>; 4],
+    /// How it ended.
+    pub end: WalkEnd,
+}
+
+impl Walk {
+    /// The entries read, from CR3 down.
+    pub fn entries(&self) -> impl Iterator<Item = &WalkEntry> {
+        self.entries.iter().flatten()
+    }
+
+    fn push(&mut self, e: WalkEntry) -> bool {
+        if let Some(slot) = self.entries.iter_mut().find(|x| x.is_none()) {
+            *slot = Some(e);
+        }
+        e.value & P != 0
+    }
+}
+
+/// The address bits of a PAE or 4-level entry (51:12).
+const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
+
+/// Walks `va` through the paging structures of `format` from `cr3` (SDM
+/// Vol. 3A 4.3 32-bit paging, 4.4.2 PAE, 4.5.4 4-level with 1 GiB, 2 MiB
+/// and 4 KiB pages), reading 64-bit words of physical memory through
+/// `word` (`None`: that address cannot be read); stops at the first entry
+/// that is not present or maps a page.
+pub fn walk(word: &dyn Fn(u64) -> Option<u64>, format: Format, cr3: u64, va: u64) -> Walk {
+    let mut w = Walk { entries: [None; 4], end: WalkEnd::NotPresent };
+    let read32 = |a: u64| word(a & !7).map(|x| u64::from((x >> (8 * (a & 4))) as u32));
+    let page = |base: u64, size: u64| WalkEnd::Page { base, size, pa: base | (va & (size - 1)) };
+    // Reads entry `index` of the table at `table`; `None` when it is unreadable.
+    let step = |w: &mut Walk, level: u8, table: u64, index: u64, four: bool| -> Option<u64> {
+        let at = table + if four { 4 } else { 8 } * index;
+        let Some(value) = (if four { read32(at) } else { word(at) }) else {
+            w.end = WalkEnd::Unreadable(at);
+            return None;
+        };
+        w.push(WalkEntry { level, index: index as u16, at: Some(at), value }).then_some(value)
+    };
+    // The PD and PT levels of PAE and 4-level paging, from the PD at `pd`.
+    let lower = |w: &mut Walk, pd: u64| -> Option<WalkEnd> {
+        let pde = step(w, 2, pd, (va >> 21) & 0x1FF, false)?;
+        if pde & PS != 0 {
+            return Some(page(pde & 0x000F_FFFF_FFE0_0000, 2 << 20));
+        }
+        let pte = step(w, 1, pde & ADDR, (va >> 12) & 0x1FF, false)?;
+        Some(page(pte & ADDR, 4 << 10))
+    };
+    let end = match format {
+        Format::Bits32 { pse } => {
+            let Some(pde) = step(&mut w, 2, cr3 & 0xFFFF_F000, (va >> 22) & 0x3FF, true) else { return w };
+            if pse && pde & PS != 0 {
+                page(pde & 0xFFC0_0000, 4 << 20)
+            } else {
+                let Some(pte) = step(&mut w, 1, pde & 0xFFFF_F000, (va >> 12) & 0x3FF, true) else { return w };
+                page(pte & 0xFFFF_F000, 4 << 10)
+            }
+        }
+        Format::Pae { pdptes } => {
+            let i = (va >> 30) & 3;
+            let pdpte = pdptes[i as usize];
+            if !w.push(WalkEntry { level: 3, index: i as u16, at: None, value: pdpte }) {
+                return w;
+            }
+            let Some(end) = lower(&mut w, pdpte & ADDR) else { return w };
+            end
+        }
+        Format::Long => {
+            let Some(pml4e) = step(&mut w, 4, cr3 & ADDR, (va >> 39) & 0x1FF, false) else { return w };
+            let Some(pdpte) = step(&mut w, 3, pml4e & ADDR, (va >> 30) & 0x1FF, false) else { return w };
+            if pdpte & PS != 0 {
+                page(pdpte & 0x000F_FFFF_C000_0000, 1 << 30)
+            } else {
+                let Some(end) = lower(&mut w, pdpte & ADDR) else { return w };
+                end
+            }
+        }
+    };
+    w.end = end;
+    w
+}
+
 /// Translates `va` for a supervisor access (write when `write`) with
 /// CR0.WP = 1, reading 64-bit words of physical memory through `word`.
 /// Returns the physical address or the kind of #PF.
@@ -199,70 +320,23 @@ pub fn translate_visiting(
     write: bool,
     visit: &mut dyn FnMut(u64),
 ) -> Result<u64, WalkFault> {
-    let read32 = |a: u64| (word(a & !7) >> (8 * (a & 4))) as u32;
+    let w = walk(&|a| Some(word(a)), format, cr3, va);
     let mut writable = true;
-    let mut check = |at: u64, e: u64| -> Result<(), WalkFault> {
-        if e & P == 0 {
+    for e in w.entries() {
+        if e.value & P == 0 {
             return Err(WalkFault::NotPresent);
         }
-        visit(at);
-        writable &= e & RW != 0;
-        Ok(())
-    };
-    let pa = match format {
-        Format::Bits32 { pse } => {
-            let at = (cr3 & 0xFFFF_F000) + 4 * ((va >> 22) & 0x3FF);
-            let pde = u64::from(read32(at));
-            check(at, pde)?;
-            if pse && pde & PS != 0 {
-                (pde & 0xFFC0_0000) | (va & 0x3F_FFFF)
-            } else {
-                let at = (pde & 0xFFFF_F000) + 4 * ((va >> 12) & 0x3FF);
-                let pte = u64::from(read32(at));
-                check(at, pte)?;
-                (pte & 0xFFFF_F000) | (va & 0xFFF)
-            }
+        // A PAE PDPTE has no R/W flag and no accessed flag.
+        if let Some(at) = e.at {
+            visit(at);
+            writable &= e.value & RW != 0;
         }
-        Format::Pae { pdptes } => {
-            let pdpte = pdptes[((va >> 30) & 3) as usize];
-            if pdpte & P == 0 {
-                return Err(WalkFault::NotPresent);
-            }
-            lower_levels(word, pdpte, va, &mut check)?
-        }
-        Format::Long => {
-            let at = (cr3 & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 39) & 0x1FF);
-            let pml4e = word(at);
-            check(at, pml4e)?;
-            let at = (pml4e & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 30) & 0x1FF);
-            let pdpte = word(at);
-            check(at, pdpte)?;
-            lower_levels(word, pdpte, va, &mut check)?
-        }
-    };
-    if write && !writable {
-        return Err(WalkFault::ReadOnly);
     }
-    Ok(pa)
-}
-
-/// PD and PT levels shared by PAE and 4-level paging.
-fn lower_levels(
-    word: &impl Fn(u64) -> u64,
-    pdpte: u64,
-    va: u64,
-    check: &mut impl FnMut(u64, u64) -> Result<(), WalkFault>,
-) -> Result<u64, WalkFault> {
-    let at = (pdpte & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 21) & 0x1FF);
-    let pde = word(at);
-    check(at, pde)?;
-    if pde & PS != 0 {
-        return Ok((pde & 0x000F_FFFF_FFE0_0000) | (va & 0x1F_FFFF));
+    match w.end {
+        WalkEnd::Page { pa, .. } if !write || writable => Ok(pa),
+        WalkEnd::Page { .. } => Err(WalkFault::ReadOnly),
+        WalkEnd::NotPresent | WalkEnd::Unreadable(_) => Err(WalkFault::NotPresent),
     }
-    let at = (pde & 0x000F_FFFF_FFFF_F000) + 8 * ((va >> 12) & 0x1FF);
-    let pte = word(at);
-    check(at, pte)?;
-    Ok((pte & 0x000F_FFFF_FFFF_F000) | (va & 0xFFF))
 }
 
 #[cfg(test)]
@@ -317,6 +391,41 @@ mod tests {
             }
         }
         m
+    }
+
+    #[test]
+    fn walks_list_every_entry_and_how_they_end() {
+        // 4-level: PML4[1] -> PDPT; PDPT[0] -> PD; PD[2] a 2 MiB page; PD[3]
+        // -> PT whose PTE 4 is absent; PDPT[1] a 1 GiB page.
+        let (pml4, pdpt, pd, pt) = (0x40_0000u64, 0x40_1000u64, 0x40_2000u64, 0x40_3000u64);
+        let (mut t4, mut t3, mut t2) = (Table::default(), Table::default(), Table::default());
+        t4.set64(1, entry64(pdpt, KRW));
+        t3.set64(0, entry64(pd, KRW));
+        t3.set64(1, 0x8000_0000 | PS | KRW);
+        t2.set64(2, pde_2m(0x60_0000, KRO));
+        t2.set64(3, entry64(pt, KRW));
+        let m = mem(&[(pml4, &t4), (pdpt, &t3), (pd, &t2), (pt, &Table::default())]);
+        let w = |a: u64| m.get(&a).copied();
+        let va = (1u64 << 39) | (2 << 21) | 0x123;
+        let r = walk(&w, Format::Long, pml4, va);
+        let got: Vec<_> = r.entries().map(|e| (e.level, e.index, e.at)).collect();
+        assert_eq!(got, [(4, 1, Some(pml4 + 8)), (3, 0, Some(pdpt)), (2, 2, Some(pd + 16))]);
+        assert_eq!(r.end, WalkEnd::Page { base: 0x60_0000, size: 2 << 20, pa: 0x60_0123 });
+        let r = walk(&w, Format::Long, pml4, (1u64 << 39) | (3 << 21) | (4 << 12));
+        assert_eq!((r.entries().count(), r.end), (4, WalkEnd::NotPresent));
+        assert_eq!(r.entries().last().unwrap().at, Some(pt + 32));
+        let r = walk(&w, Format::Long, pml4, (1u64 << 39) | (1 << 30) | 0x3456_7890);
+        assert_eq!(r.end, WalkEnd::Page { base: 0x8000_0000, size: 1 << 30, pa: 0xB456_7890 });
+        assert_eq!(translate(&|a| w(a).unwrap_or(0), Format::Long, pml4, (1u64 << 39) | (1 << 30), true), Ok(0x8000_0000));
+        // An unreadable table ends the walk there.
+        let r = walk(&|a| (a < pd).then(|| w(a)).flatten(), Format::Long, pml4, va);
+        assert_eq!((r.entries().count(), r.end), (2, WalkEnd::Unreadable(pd + 16)));
+        // PAE: the PDPTE comes from the registers (no address).
+        let r = walk(&w, Format::Pae { pdptes: [0, pdpte_pae(pd), 0, 0] }, 0, (1 << 30) | (2 << 21));
+        assert_eq!(r.entries().next().unwrap().at, None);
+        assert_eq!(r.entries().count(), 2);
+        let r = walk(&w, Format::Pae { pdptes: [0; 4] }, 0, 0x10);
+        assert_eq!((r.entries().count(), r.end), (1, WalkEnd::NotPresent));
     }
 
     #[test]

@@ -81,6 +81,33 @@ pub enum Op {
     /// UD2: always #UD (SDM Vol. 2B UD), which tests the mode's exception
     /// delivery (IVT, 32-bit or 64-bit IDT) itself.
     Ud2,
+    /// The `ShadowWalk` hypercall (VMCALL, `shared::hypercall`) for `addr`
+    /// into the [`shared::hypercall::ShadowWalkRecord`] buffer at `buf`
+    /// in the low window; the result is RAX (the record's length). Only
+    /// under the Quadrant hypervisor (bare, VMCALL is #UD), in the 32-bit
+    /// and 64-bit interpreters: a failure report's look at the shadow
+    /// tables of the stop's mode.
+    ShadowWalk {
+        /// Linear address walked.
+        addr: u64,
+        /// Where the record goes (low window).
+        buf: u32,
+    },
+}
+
+impl Op {
+    /// The linear address and kind (`read`, `write`, `fetch`) of a memory
+    /// access; `None` for the ops that access no memory through paging.
+    pub fn access(&self) -> Option<(u64, &'static str)> {
+        let lin = |seg: u16, addr: u64| u64::from(seg) * 16 + addr;
+        match *self {
+            Op::Read32 { seg, addr } => Some((lin(seg, addr), "read")),
+            Op::Write32 { seg, addr, .. } => Some((lin(seg, addr), "write")),
+            Op::Read64 { addr } => Some((addr, "read")),
+            Op::Fetch { addr } => Some((addr, "fetch")),
+            _ => None,
+        }
+    }
 }
 
 /// Op codes of the encoding (the assembly compares against these).
@@ -99,6 +126,7 @@ pub mod code {
     pub const READ_CR4: u16 = 11;
     pub const RDMSR: u16 = 12;
     pub const UD2: u16 = 13;
+    pub const SHADOW_WALK: u16 = 14;
 }
 
 impl Op {
@@ -119,6 +147,7 @@ impl Op {
             Op::ReadCr4 => (READ_CR4, 0, 0, 0),
             Op::Rdmsr { msr } => (RDMSR, 0, 0, u64::from(msr)),
             Op::Ud2 => (UD2, 0, 0, 0),
+            Op::ShadowWalk { addr, buf } => (SHADOW_WALK, 0, buf, addr),
         };
         let mut b = [0u8; 16];
         b[0..2].copy_from_slice(&c.to_le_bytes());
@@ -149,6 +178,7 @@ impl Op {
             READ_CR4 => Op::ReadCr4,
             RDMSR => Op::Rdmsr { msr: addr as u32 },
             UD2 => Op::Ud2,
+            SHADOW_WALK => Op::ShadowWalk { addr, buf: value },
             _ => return None,
         })
     }
@@ -172,6 +202,7 @@ impl fmt::Display for Op {
             Op::ReadCr4 => write!(f, "read cr4"),
             Op::Rdmsr { msr } => write!(f, "rdmsr {msr:#x}"),
             Op::Ud2 => write!(f, "ud2"),
+            Op::ShadowWalk { addr, buf } => write!(f, "shadow-walk {addr:#x} -> {buf:#x}"),
         }
     }
 }
@@ -339,6 +370,7 @@ mod tests {
             Op::ReadCr4,
             Op::Rdmsr { msr: 0xC000_0080 },
             Op::Ud2,
+            Op::ShadowWalk { addr: 0x4000_1000, buf: 0x4400 },
         ];
         for op in ops {
             assert_eq!(Op::decode(&op.encode()), Some(op), "{op}");

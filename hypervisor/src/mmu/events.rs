@@ -650,16 +650,11 @@ impl<F: ShadowFrames> ShadowCache<F> {
     }
 
     /// The shadow PT and entry index that map `gva` on the vCPU's current
-    /// root, following present shadow entries down from the root; `None`
-    /// when no root covers `gva` or a level above the PT is not present.
+    /// root, following present shadow entries down from the root (the
+    /// hardware walk, [`ShadowCache::shadow_walk`]); `None` when no root
+    /// covers `gva` or a level above the PT is not present.
     fn leaf_slot(&self, v: &VcpuMmu, gva: u64) -> Option<(PageId, usize)> {
-        let (mut cur, top) = self.root_for(v, gva)?;
-        for level in (2..=top).rev() {
-            let idx = ((gva >> (12 + 9 * (level as u32 - 1))) & 511) as usize;
-            let s = self.read(cur, idx);
-            cur = spte::present(s).then(|| self.id_of_hpa(spte::frame(s))).flatten()?;
-        }
-        Some((cur, ((gva >> 12) & 511) as usize))
+        self.shadow_walk(v, gva)?.pt_slot()
     }
 
     /// Does the current shadow leaf of `gva` let the hardware (CR0.WP=1)

@@ -21,6 +21,7 @@
 //! | INVLPG exit | [`ShadowCache::invlpg`] | [`Flush`] |
 //! | write to a write-protected guest page table ([`FaultOutcome::EmulateWrite`]) | [`ShadowCache::guest_pt_write`] | [`Flush`] (the core performs the write) |
 //! | before every VM entry | [`ShadowCache::prepare_entry`] | [`HwPaging`]: the hardware CR0/CR3/CR4/EFER to run with |
+//! | `ShadowWalk` hypercall (a failure report) | [`ShadowCache::shadow_walk`] | [`ShadowWalk`]: the shadow entries the processor reads for one address (read-only) |
 //!
 //! # Hardware contract (what the guest runs with on its shadows)
 //!
@@ -67,6 +68,7 @@ pub mod inject;
 pub mod audit;
 mod cache;
 mod events;
+pub mod inspect;
 mod ptwrite;
 pub mod role;
 pub mod spte;
@@ -79,6 +81,7 @@ mod tests;
 pub use audit::AuditError;
 pub use cache::{PageId, PoolError, ShadowCache};
 pub use events::{GuestMode, HwPaging, VcpuMmu};
+pub use inspect::{ShadowStep, ShadowWalk};
 pub use events::{
     CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP, EFER_LMA, EFER_LME,
     EFER_NXE,

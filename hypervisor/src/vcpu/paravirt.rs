@@ -1,10 +1,13 @@
 //! What the guest learns about the hypervisor: CPUID (with VMX hidden and
 //! the Quadrant signature in the hypervisor leaves) and the hypercall
-//! records of the protocol crate (`shared::hypercall`).
+//! records of the protocol crate (`shared::hypercall`), among them the
+//! shadow entries of one address for the guest's failure reports
+//! (`ShadowWalk`).
 
-use super::{PagingBackend, Vcpu};
+use super::{cr::efer, PagingBackend, Vcpu};
+use crate::mmu::ShadowWalk;
 use shared::cpuid as sig;
-use shared::hypercall::{self as hc, Hypercall};
+use shared::hypercall::{self as hc, Hypercall, ShadowEntry, ShadowWalkRecord, ShadowWalkStatus};
 
 /// CPUID.1:ECX bits (SDM Vol. 2A, CPUID, Table 3-10).
 const CPUID1_ECX_VMX: u32 = 1 << 5;
@@ -69,11 +72,36 @@ impl CheckTally {
     }
 }
 
+/// The `ShadowWalk` record of a walk of the MMU core (`None`: no root).
+pub fn shadow_walk_record(la: u64, walk: Option<&ShadowWalk>) -> ShadowWalkRecord {
+    let Some(w) = walk else {
+        return ShadowWalkRecord::new(ShadowWalkStatus::NoRoot, la, 0);
+    };
+    let mut r = ShadowWalkRecord::new(ShadowWalkStatus::Walked, la, w.root_hpa);
+    for s in w.steps() {
+        if let Some(g) = s.maps_gfn {
+            r.leaf_gfn = g;
+        }
+        r.push(ShadowEntry {
+            value: s.value,
+            table: s.table_hpa,
+            gfn: s.page.map_or(0, |p| p.1),
+            role: s.page.map_or(hc::ROLE_PAE_ROOT, |p| p.2.value().pack()),
+            level: u16::from(s.level),
+            index: s.index,
+        });
+    }
+    r
+}
+
 impl Vcpu<'_> {
-    /// A VMCALL: RAX the call number, RBX/RCX its arguments (the protocol
-    /// of `shared::hypercall`); the result goes to RAX.
+    /// A VMCALL: RAX the call number, RBX/RCX/RDX its arguments (the
+    /// protocol of `shared::hypercall`); the result goes to RAX. Outside
+    /// IA-32e mode only the low 32 bits of the registers count (the upper
+    /// halves are undefined after leaving 64-bit mode, SDM Vol. 1 3.4.1.1).
     pub(super) fn hypercall(&mut self) {
-        let (rax, rbx, rcx) = (self.regs.gpr[0], self.regs.gpr[3], self.regs.gpr[1]);
+        let width = if self.guest_control().efer & efer::LMA != 0 { u64::MAX } else { u64::from(u32::MAX) };
+        let [rax, rbx, rcx, rdx] = [0, 3, 1, 2].map(|i| self.regs.gpr[i] & width);
         self.regs.gpr[0] = match Hypercall::from_u64(rax) {
             Some(Hypercall::Version) => shared::PROTOCOL_VERSION as u64,
             Some(Hypercall::ReportCheck) => {
@@ -115,6 +143,23 @@ impl Vcpu<'_> {
                     hc::STATUS_BAD_ARGUMENT
                 }
             }
+            Some(Hypercall::ShadowWalk) => {
+                let rec = match &self.paging {
+                    PagingBackend::Shadow => {
+                        let mut g = shadow!(self);
+                        let (mmu, vmmu) = g.split(self.id);
+                        shadow_walk_record(rbx, mmu.shadow_walk(vmmu, rbx).as_ref())
+                    }
+                    PagingBackend::Ept(_) => ShadowWalkRecord::new(ShadowWalkStatus::NoShadow, rbx, 0),
+                };
+                let bytes = rec.to_bytes();
+                let n = (rdx as usize).min(bytes.len());
+                if self.vm.ram.write(rcx, &bytes[..n]) {
+                    ShadowWalkRecord::SIZE as u64
+                } else {
+                    hc::STATUS_BAD_ARGUMENT
+                }
+            }
             None => hc::STATUS_UNKNOWN,
         };
     }
@@ -144,6 +189,13 @@ mod tests {
         assert_eq!(guest_cpuid(sig::LEAF_VERSION, 0, sig::FEATURE_SHADOW_PAGING, host), (shared::PROTOCOL_VERSION, sig::FEATURE_SHADOW_PAGING, 0, 0));
         assert_eq!(guest_cpuid(0x4000_0010, 0, 1, host), (0, 0, 0, 0));
         assert_eq!(guest_cpuid(7, 0, 1, host), host(7, 0));
+    }
+
+    #[test]
+    fn shadow_walk_without_a_root_says_so() {
+        let r = shadow_walk_record(0x1234, None);
+        assert_eq!(ShadowWalkStatus::from_u32(r.status), Some(ShadowWalkStatus::NoRoot));
+        assert_eq!((r.linear, r.root, r.count, r.leaf_gfn), (0x1234, 0, 0, hc::NO_GFN));
     }
 
     #[test]

@@ -309,7 +309,10 @@ qm_fault16:
     mov {v_recover}, %esp
     jmp qm_next16
 
-/* ---- the 32-bit interpreter (protected mode, 32-bit paging, PAE) ---- */
+/* ---- the 32-bit interpreter (protected mode, 32-bit paging, PAE) ----
+   SHADOW_WALK is the one op that is a hypercall: the caller issues it
+   only under the Quadrant hypervisor (bare, VMCALL is #UD, SDM Vol. 3C
+   26.1.2, recorded like any fault). */
 .code32
 qm_interp32:
     mov %esp, {v_recover}
@@ -379,7 +382,17 @@ qm_loop32:
 4:  cmp ${op_ud2}, %eax
     jne 5f
     ud2
-5:  movb $3, (%edi)
+5:  cmp ${op_shadow_walk}, %eax
+    jne 6f
+    /* VMCALL ShadowWalk (shared::hypercall): EBX the address, ECX the
+       record's buffer (the op's value), EDX its length; RAX back */
+    mov %edx, %ecx
+    mov ${walk_size}, %edx
+    mov ${hc_shadow_walk}, %eax
+    vmcall
+    xor %ecx, %ecx
+    jmp qm_store32
+6:  movb $3, (%edi)
     jmp qm_next32
 qm_zero32:
     xor %eax, %eax
@@ -476,7 +489,14 @@ qm_loop64:
 4:  cmp ${op_ud2}, %eax
     jne 5f
     ud2
-5:  movb $3, (%rdi)
+5:  cmp ${op_shadow_walk}, %eax
+    jne 6f
+    mov %edx, %ecx
+    mov ${walk_size}, %edx
+    mov ${hc_shadow_walk}, %eax
+    vmcall
+    jmp qm_store64
+6:  movb $3, (%rdi)
     jmp qm_next64
 qm_zero64:
     xor %eax, %eax
@@ -577,6 +597,9 @@ qm_end:
     op_read_cr4 = const op::READ_CR4,
     op_rdmsr = const op::RDMSR,
     op_ud2 = const op::UD2,
+    op_shadow_walk = const op::SHADOW_WALK,
+    hc_shadow_walk = const shared::hypercall::Hypercall::ShadowWalk as u64,
+    walk_size = const shared::hypercall::ShadowWalkRecord::SIZE,
     options(att_syntax)
 );
 

@@ -1,8 +1,9 @@
 //! The `long/...` checks' laboratory: the shared [`Base`] (one PML4 with
 //! the identity map of the low 1 GiB), one check's [`Lab`] (its PML4
 //! entries, tables and data frames, CR3/CR0.WP/EFER.NXE in and out), the
-//! expected outcome of a probe ([`Want`]) and the CPUID facts the checks
-//! depend on.
+//! expected outcome of a probe ([`Want`]), the translation-failure report
+//! of a probe that missed it ([`crate::xlate`]) and the CPUID facts the
+//! checks depend on.
 
 use crate::checks::Ctx;
 use crate::longcpu::{cr4, Cpl, Fault, LongCpu, Op, Probe, GP, PF};
@@ -12,6 +13,7 @@ use crate::modes::space::IDENTITY_END;
 use crate::pattern::pattern;
 use crate::report::{Detail, Expect};
 use crate::regs::CR0_WP;
+use crate::xlate::{Failure, Paging, Reporter};
 use core::fmt::{self, Write};
 use shared::Outcome;
 
@@ -71,6 +73,34 @@ pub(super) fn matches(got: Probe, want: Want, addr: u64) -> bool {
     }
 }
 
+/// [`Want`] for a probe at an address, as a report shows it (the same
+/// words as [`Got`]).
+pub(super) struct WantAt(pub(super) Want, pub(super) u64);
+impl fmt::Display for WantAt {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            Want::Val(v) => write!(f, "ok {v:#x}"),
+            Want::Done => write!(f, "ok"),
+            Want::Pf(e) => write!(f, "{}", Fault { vector: PF, error_code: e, cr2: self.1 }),
+            Want::Gp0 => write!(f, "#GP ec=0x0"),
+            Want::Ud => write!(f, "#UD"),
+        }
+    }
+}
+
+/// What kind of memory access `op` makes (`None`: no translation, e.g.
+/// INVLPG or MOV CR3).
+fn access_kind(op: Op) -> Option<&'static str> {
+    match op {
+        Op::Read | Op::ReadAc => Some("read"),
+        Op::Write(_) | Op::Write32(_) | Op::WriteAc(_) | Op::AndByte(_) | Op::RepStosb { .. } | Op::LockCmpxchg { .. } => {
+            Some("write")
+        }
+        Op::Fetch => Some("fetch"),
+        Op::Invlpg | Op::MovCr3 | Op::Vmxon => None,
+    }
+}
+
 pub(super) struct Got(pub(super) Probe);
 impl fmt::Display for Got {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -102,6 +132,9 @@ pub(super) const SLOT: u64 = 1 << 39;
 /// One check's address space and the machine state it changed.
 pub(super) struct Lab<'m> {
     pub(super) m: &'m mut dyn Machine,
+    /// The console, for translation-failure reports.
+    out: &'m mut dyn Write,
+    rep: Reporter,
     pub(super) base: &'m mut Base,
     /// The check's linear base: its first PML4 entry (the second is `t + SLOT`).
     pub(super) t: u64,
@@ -127,6 +160,8 @@ impl<'m> Lab<'m> {
         };
         let image = ctx.m.image();
         let excl = ctx.exclusions;
+        let rep = Reporter::for_running(ctx.tally);
+        let out = &mut *ctx.out;
         let m = &mut *ctx.m;
         let Some(cpu) = m.long_cpu() else {
             let _ = write!(d, "no long-mode probe harness on this machine");
@@ -140,7 +175,8 @@ impl<'m> Lab<'m> {
         let t = base.next_slot * SLOT;
         base.next_slot += 2;
         let boot_cr3 = base.boot_cr3;
-        let mut lab = Lab { m, base, t, pml4: 0, boot_cr3, cr0, efer, cr4, refused: None, probes: 0, active: false };
+        let mut lab =
+            Lab { m, out, rep, base, t, pml4: 0, boot_cr3, cr0, efer, cr4, refused: None, probes: 0, active: false };
         if fresh {
             let pml4 = lab.table();
             let pdpt = lab.table();
@@ -243,10 +279,34 @@ impl<'m> Lab<'m> {
         self.cpu().probe(op, addr, cpl)
     }
 
-    /// Probes and records the expectation.
+    /// Probes and records the expectation; a probe that misses it gets a
+    /// translation-failure report.
     pub(super) fn expect(&mut self, e: &mut Expect<'_>, what: &str, op: Op, addr: u64, cpl: Cpl, want: Want) {
+        self.expect_by(e, what, op, addr, cpl, (&WantAt(want, addr), |got| matches(got, want, addr)));
+    }
+
+    /// Probes and judges the outcome with `want.1`, for expectations a
+    /// [`Want`] cannot say (`want.0` says them in words); a probe that
+    /// misses gets a translation-failure report.
+    pub(super) fn expect_by(
+        &mut self,
+        e: &mut Expect<'_>,
+        what: &str,
+        op: Op,
+        addr: u64,
+        cpl: Cpl,
+        (want, ok): (&dyn fmt::Display, impl FnOnce(Probe) -> bool),
+    ) {
         let got = self.probe(op, addr, cpl);
-        e.that(matches(got, want, addr), format_args!("{what}: want {want:?} at {addr:#x}, got {}", Got(got)));
+        if !e.that(ok(got), format_args!("{what} at {addr:#x}: want {want}, got {}", Got(got))) {
+            if let Some(kind) = access_kind(op) {
+                // Right after the probe, with the check's tables still loaded.
+                let cr3 = self.cpu().cr3();
+                let cpl = if cpl == Cpl::User { 3 } else { 0 };
+                let f = Failure { what: &what, la: addr, kind, cpl, expected: want, got: &Got(got) };
+                self.rep.now(&mut *self.m, &mut *self.out, &f, Paging::long(cr3));
+            }
+        }
     }
 
     /// CR0.WP=1 and EFER.NXE as asked, once the check's tables are built

@@ -30,9 +30,11 @@ use crate::modes::space::IDENTITY_END;
 use crate::modes::walk::{Item, StopRegs};
 use crate::pattern::pattern;
 use crate::regs::{CR0_PE, CR0_PG, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PAE, CR4_PSE};
+use crate::modes::layout::MAX_WALKS;
 use crate::report::Detail;
 use crate::sweep::model::{ad_of, entry_bits, f, Access, Case, Mode};
 use crate::sweep::{self, Features, Setting};
+use crate::xlate::{self, Failure, Reporter, Shadow, PER_CHECK};
 use core::fmt::Write;
 use shared::Outcome;
 
@@ -189,6 +191,7 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
         cr3: cr3 as u32,
         cr4: (base4 | if s.smep { CR4_SMEP } else { 0 } | if s.smap { CR4_SMAP } else { 0 }) as u32,
     };
+    let mut rep = Reporter::for_running(ctx.tally);
     let mut batch = [None::<(Setting, Case)>; RUN];
     let (mut fill, mut stops, mut last) = (0usize, 0usize, None::<Setting>);
     let (mut ran, mut bad, mut runs, mut first, mut trouble) = (0u32, 0u32, 0u32, Detail::new(), None::<Detail>);
@@ -251,7 +254,8 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
             *fill = 0;
             return;
         }
-        for (i, (_, c)) in cases.iter().flatten().enumerate() {
+        let mut failed = [None::<(usize, Setting, Case, Seen, Option<u32>)>; PER_CHECK as usize];
+        for (i, (s, c)) in cases.iter().flatten().enumerate() {
             let n = i as u64;
             let va = sp.va(n, c.large());
             let addr = match c.acc {
@@ -279,7 +283,7 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
                     Got::Fault { vector, error, cr2 } => Err(Fault { vector, error_code: u64::from(error), cr2 }),
                     _ => Err(Fault { vector: 0xFF, error_code: 0, cr2: 0 }),
                 };
-                let seen = Seen { got: probe, pde, pte };
+                let seen = Seen { got: probe, pde, pte, addr };
                 let mm = Mismatch { case: c, want, want_pde: o.pde, want_pte: o.pte, seen: &seen };
                 if bad == 1 {
                     let _ = write!(first, "{mm}");
@@ -290,6 +294,37 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
                 if bad <= LOGGED {
                     let _ = writeln!(out, "guest: {name} mismatch: {mm} [{got}]");
                 }
+                if let (true, Some(slot)) = (rep.take(), failed.iter_mut().find(|f| f.is_none())) {
+                    *slot = Some((i, *s, *c, seen, want));
+                }
+            }
+        }
+        // Translation-failure reports: the guest walk and, under the
+        // hypervisor, the shadow walk of each case's stop (one short engine
+        // run, with the batch's EFER.NXE again).
+        if let Some((_, s0, _, seen0, _)) = failed[0] {
+            let k = failed.iter().flatten().count();
+            let walk_of = |f: Option<(usize, Setting, Case, Seen, Option<u32>)>| f.map(|(_, s, _, seen, _)| (regs(s), seen.addr));
+            let walks: [_; PER_CHECK as usize] = core::array::from_fn(|j| walk_of(failed[j]).unwrap_or((regs(s0), seen0.addr)));
+            let shadows = if rep.hv() {
+                if let Some(cpu) = m.long_cpu() {
+                    cpu.set_efer_nxe(nxe);
+                }
+                let sh = engine::shadow_walks(m, &e, &walks[..k]);
+                if let Some(cpu) = m.long_cpu() {
+                    cpu.set_efer_nxe(efer & EFER_NXE != 0);
+                }
+                sh
+            } else {
+                [Shadow::Bare; MAX_WALKS]
+            };
+            for ((_, s, c, seen, want), shadow) in failed.iter().flatten().zip(shadows) {
+                let o = c.outcome();
+                let mm = Mismatch { case: c, want: *want, want_pde: o.pde, want_pte: o.pte, seen };
+                let (w, g) = mm.failure();
+                let (paging, when) = xlate::stop_paging(&*m, &regs(*s));
+                let f = Failure { what: c, la: seen.addr, kind: mm.kind(), cpl: 0, expected: &w, got: &g };
+                xlate::write(out, rep.check, &f, paging, &shadow, &|a| xlate::read_word(&*m, a), when);
             }
         }
         *fill = 0;
