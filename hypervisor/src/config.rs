@@ -9,6 +9,7 @@
 //! | `audit=0\|1` | run the MMU audit after every exit | `0` |
 //! | `log=error\|warn\|info\|debug\|trace` | hypervisor log level | `info` |
 //! | `max_exits=N` | stop the run as a timeout after N VM exits (0 = never) | `0` |
+//! | `reboot=SECS` | at the end of a run no emulator ended (a test rig), reboot after SECS seconds (0..=86400) instead of halting with the result on screen | halt |
 //! | `selftest=entry-failure` | prove the error path: enter with an invalid guest TR, which must be reported as a VM-entry failure naming `GUEST_TR_AR_BYTES` | off |
 
 use crate::arch::memory::parse_size;
@@ -56,11 +57,14 @@ pub struct Config {
     pub max_exits: u64,
     /// A deliberate failure to provoke, if any.
     pub selftest: Option<SelfTest>,
+    /// Seconds to wait before rebooting at the end of a run on a machine
+    /// (`None`: halt with the result on screen).
+    pub reboot_after: Option<u32>,
 }
 
 impl Default for Config {
     fn default() -> Self {
-        Config { guest_ram: 64 << 20, mmu: MmuMode::Shadow, audit: false, log: log::LevelFilter::Info, max_exits: 0, selftest: None }
+        Config { guest_ram: 64 << 20, mmu: MmuMode::Shadow, audit: false, log: log::LevelFilter::Info, max_exits: 0, selftest: None, reboot_after: None }
     }
 }
 
@@ -134,6 +138,14 @@ impl Config {
                         .parse()
                         .map_err(|_| ConfigError::BadValue { key: "max_exits", expected: "a number" })?
                 }
+                "reboot" => {
+                    let secs: u32 = value
+                        .parse()
+                        .ok()
+                        .filter(|s| *s <= 86_400)
+                        .ok_or(ConfigError::BadValue { key: "reboot", expected: "seconds from 0 to 86400" })?;
+                    c.reboot_after = Some(secs);
+                }
                 "selftest" => {
                     c.selftest = match value {
                         "entry-failure" => Some(SelfTest::EntryFailure),
@@ -162,7 +174,7 @@ mod tests {
 
     #[test]
     fn every_key() {
-        let c = Config::parse("/boot/hv guest_ram=128M mmu=ept audit=1 log=debug max_exits=1000 selftest=entry-failure", |_| {})
+        let c = Config::parse("/boot/hv guest_ram=128M mmu=ept audit=1 log=debug max_exits=1000 selftest=entry-failure reboot=30", |_| {})
             .unwrap();
         assert_eq!(c.selftest, Some(SelfTest::EntryFailure));
         assert_eq!(c.guest_ram, 128 << 20);
@@ -170,6 +182,7 @@ mod tests {
         assert!(c.audit);
         assert_eq!(c.log, log::LevelFilter::Debug);
         assert_eq!(c.max_exits, 1000);
+        assert_eq!(c.reboot_after, Some(30));
     }
 
     #[test_case("guest_ram=3M", "guest_ram")]
@@ -178,6 +191,8 @@ mod tests {
     #[test_case("mmu=npt", "mmu")]
     #[test_case("audit=yes", "audit")]
     #[test_case("log=loud", "log")]
+    #[test_case("reboot=soon", "reboot")]
+    #[test_case("reboot=86401", "reboot")]
     fn bad_values_name_the_key(word: &str, key: &str) {
         let e = Config::parse(word, |_| {}).unwrap_err();
         assert!(std::format!("{e}").contains(key));

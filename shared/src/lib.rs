@@ -8,7 +8,9 @@
 //!   ([`cpuid`]), and the I/O ports of the exit conventions ([`ports`]);
 //! * hypercall numbers and records passed by VMCALL ([`hypercall`]);
 //! * the text lines on COM1 that the runner parses ([`line`]);
-//! * the role values the guest suite promises to create ([`coverage`]).
+//! * the role values the guest suite promises to create ([`coverage`]);
+//! * what the hypervisor shows on a display, which the runner checks in a
+//!   screendump ([`screen`]).
 //!
 //! The crate is `no_std` and allocation-free so the guest can use it before it
 //! has a heap.
@@ -20,6 +22,7 @@ pub mod hypercall;
 pub mod line;
 pub mod multiboot;
 pub mod ports;
+pub mod screen;
 pub mod x86;
 
 /// Version of the guest/hypervisor protocol. Bump it whenever a record layout,

@@ -66,6 +66,16 @@ pub unsafe fn write_cr0(v: u64) {
     unsafe { asm!("mov cr0, {}", in(reg) v, options(nostack, preserves_flags)) };
 }
 
+/// Writes CR3.
+///
+/// # Safety
+/// `v` must point at page tables that keep the hypervisor's own code, data
+/// and stack mapped as before.
+pub unsafe fn write_cr3(v: u64) {
+    // SAFETY: the caller guarantees the tables.
+    unsafe { asm!("mov cr3, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
 /// Writes CR4.
 ///
 /// # Safety
@@ -184,29 +194,5 @@ pub fn mask_legacy_pics() {
     unsafe {
         outb(0x21, 0xff);
         outb(0xa1, 0xff);
-    }
-}
-
-/// Ends the emulator run with `status` (0 = pass), executing the steps of
-/// `shared::ports::exit_steps`, then halts this CPU.
-pub fn exit_emulator(status: u8) -> ! {
-    use shared::ports::ExitStep;
-    for step in shared::ports::exit_steps(status) {
-        match step {
-            // SAFETY: the exit-convention ports are unused on machines
-            // without the matching emulator device.
-            ExitStep::Out(port, v) => unsafe { outb(port, v) },
-            // SAFETY: `xchg bx, bx` only swaps BX with itself.
-            ExitStep::MagicBreak => unsafe { asm!("xchg bx, bx", options(nomem, nostack)) },
-        }
-    }
-    halt_forever()
-}
-
-/// Disables interrupts and halts this CPU for good.
-pub fn halt_forever() -> ! {
-    loop {
-        // SAFETY: CLI; HLT only stops this CPU.
-        unsafe { asm!("cli; hlt", options(nomem, nostack)) };
     }
 }
