@@ -155,6 +155,15 @@ pub const BOCHS_RC: &str = "c\nquit\n";
 
 /// The QEMU command line (without the boot media arguments).
 pub fn qemu_args(emu: Emulator, model: &str, cpus: u32) -> Vec<String> {
+    let mut a = qemu_machine_args(emu, model, cpus, 256);
+    a.extend(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"].map(String::from));
+    a
+}
+
+/// The machine part of a QEMU command line: accelerator, CPU, `mem_mib` of
+/// RAM, no display, no reboot, COM1 and the debug console to files; without
+/// the exit device (the rig tests run without it, as a machine would).
+pub fn qemu_machine_args(emu: Emulator, model: &str, cpus: u32, mem_mib: u32) -> Vec<String> {
     let mut a: Vec<String> = vec!["-machine".into(), "pc".into()];
     if emu == Emulator::QemuKvm {
         a.push("-enable-kvm".into());
@@ -163,9 +172,8 @@ pub fn qemu_args(emu: Emulator, model: &str, cpus: u32) -> Vec<String> {
     }
     a.extend(
         [
-            "-cpu", model, "-m", "256", "-smp", &cpus.to_string(), "-display", "none", "-no-reboot",
-            "-serial", "file:serial.log", "-debugcon", "file:debugcon.log", "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-cpu", model, "-m", &mem_mib.to_string(), "-smp", &cpus.to_string(), "-display", "none", "-no-reboot",
+            "-serial", "file:serial.log", "-debugcon", "file:debugcon.log",
         ]
         .map(String::from),
     );

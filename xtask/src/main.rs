@@ -8,10 +8,12 @@ mod boot;
 mod build;
 mod emulator;
 mod formats;
+mod image;
 mod media;
 mod mutants;
 mod packages;
 mod report;
+mod rig;
 mod stdio;
 mod test_cmd;
 mod verdict;
@@ -43,6 +45,9 @@ enum Cmd {
     /// Run every test: host tests, bare reference boot, hypervisor boots in
     /// Bochs, negative tests; a table and `N passed, M failed` at the end.
     Test(test_cmd::TestOpts),
+    /// Build the test-rig image: BIOS + UEFI bootable (write it to a USB
+    /// stick), with a GRUB menu of workloads.
+    Image(image::ImageOpts),
     /// Find the first commit whose boot fails (git bisect run).
     Bisect(BisectOpts),
     /// The kill matrix: build the hypervisor with each deliberate MMU bug
@@ -104,6 +109,11 @@ pub struct RunOpts {
     /// see which checks catch it. Built into `<target>/inject/`.
     #[arg(long, value_name = "NAME")]
     pub inject: Option<String>,
+    /// Boot this image (`cargo xtask image`) in Bochs through its default
+    /// menu entry (the hypervisor with the guest, mmu=shadow) instead of an
+    /// ISO made for the run.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["bare", "guest", "inject", "mmu_audit", "hv_args", "guest_args", "full"])]
+    pub image: Option<PathBuf>,
     /// Print every console line, grub.cfg, the ISO listing, bochsrc and the
     /// emulator command line.
     #[arg(long, short)]
@@ -167,6 +177,9 @@ impl RunOpts {
         if self.full {
             a.push("--full".into());
         }
+        if let Some(i) = &self.image {
+            a.extend(["--image".to_string(), i.to_string_lossy().into_owned()]);
+        }
         if self.verbose {
             a.push("--verbose".into());
         }
@@ -203,6 +216,7 @@ impl RunOpts {
             expect_error: self.expect_error,
             expect_text: None,
             hv_kernel: None,
+            image: self.image.clone(),
         }
     }
 }
@@ -242,6 +256,7 @@ fn main() -> ExitCode {
         Cmd::Build => build::build(&ws).map(|()| true),
         Cmd::Run(o) => run(&ws, o),
         Cmd::Test(o) => test_cmd::test(&ws, o),
+        Cmd::Image(o) => image::image(&ws, o),
         Cmd::Bisect(o) => bisect::bisect(&ws, &o.good, &o.bad, &o.run),
         Cmd::Mutants(o) => mutants::mutants(&ws, o),
         Cmd::BisectStep(o) => return bisect::step(&ws, o),

@@ -84,6 +84,7 @@ fn stage_specs(stage: &'static str, hv: &std::path::Path, timeout: u64) -> Vec<B
         expect_error: None,
         expect_text: None,
         hv_kernel: Some(hv.to_path_buf()),
+        image: None,
     };
     match stage {
         "fast" => vec![one("penryn fast", "core2_penryn_t9600", "ram_test_mib=0")],
