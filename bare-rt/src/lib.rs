@@ -12,7 +12,7 @@
 //! * [`libc`]: `memcpy` and friends (the target's `compiler_builtins` does not
 //!   export them) and the two unwinding symbols the prebuilt `core` references;
 //! * [`exit`]: ending the emulator with a status, the same way on QEMU and
-//!   Bochs, and on a machine halting or rebooting after a delay;
+//!   Bochs;
 //! * `linker.ld` beside this crate: the one-segment layout at 1 MiB.
 //!
 //! A binary uses it with `use bare_rt as _;` and passes the linker script

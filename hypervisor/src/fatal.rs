@@ -6,7 +6,7 @@
 //! or reboots after the delay its `reboot=SECS` word asks for; it never
 //! writes to a disk.
 
-use crate::arch::console;
+use crate::arch::{console, cpu};
 use core::fmt::{self, Write};
 use core::sync::atomic::{AtomicU32, Ordering};
 use shared::line::{self, ErrorKind};
@@ -72,16 +72,16 @@ fn end(status: u8, ending: Ending<'_>, detail: &str) -> ! {
             with_action.as_str()
         );
     }
-    bare_rt::exit::exit_steps(status);
+    cpu::exit_steps(status);
     // No emulator ended the run: a machine (or QEMU without its exit device).
     if reboot == u32::MAX {
         log::info!("the run is over: halted with the result on screen (reboot=SECS reboots instead)");
-        bare_rt::exit::halt_forever()
+        cpu::halt_forever()
     }
     log::info!("rebooting in {reboot} s (reboot={reboot})");
-    if !bare_rt::exit::delay_ms(reboot.saturating_mul(1000)) {
+    if !cpu::delay_ms(reboot.saturating_mul(1000)) {
         log::warn!("the PIT did not count: the reboot delay was a bounded busy wait, not a measured time");
     }
     log::info!("rebooting now");
-    bare_rt::exit::reset_machine()
+    cpu::reset_machine()
 }
