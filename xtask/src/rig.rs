@@ -8,6 +8,9 @@
 //!   monitor and checks the serial text AND the screen: the banner the
 //!   serial lines imply, rendered with the hypervisor's own font and
 //!   colours (`shared::screen`), must be in the picture pixel for pixel.
+//! * [`bios_vga_banner`]: the hypervisor by Multiboot 1 (QEMU `-kernel`, a
+//!   BIOS machine) halts with the banner in VGA text memory, dumped with
+//!   the monitor's `pmemsave` and checked cell by cell (text and colour).
 //! * [`reboot_after_result`]: `reboot=2` on a machine without the exit
 //!   device: the hypervisor waits 2 s after its result, then resets the
 //!   machine (QEMU `-no-reboot` then exits by itself).
@@ -186,24 +189,32 @@ pub fn uefi_qemu_args(image: &Path) -> Vec<String> {
     a
 }
 
-/// Boots `image` under OVMF and checks serial and screen (see the module
-/// documentation).
-pub fn uefi_image_boot(ws: &Workspace, image: &Path, timeout: u64) -> Result<RigRun> {
-    packages::ensure(packages::OVMF)?;
-    let (_, dir) = ws.new_run_dir("uefi-ovmf-image")?;
-    let image = std::fs::canonicalize(image).with_context(|| format!("the image {}", image.display()))?;
-    if image.to_string_lossy().contains(',') {
-        bail!("the image path {} contains a comma, which QEMU's -drive cannot take", image.display());
-    }
-    let launch = Launch { argv: uefi_qemu_args(&image), cwd: dir.clone(), output: dir.join("qemu.log") };
+/// What a rig run left: the serial text and how the capture went.
+struct Halted {
+    /// COM1.
+    text: String,
+    /// QEMU's exit (by the monitor's `quit` when the capture ran).
+    exit: Exit,
+    /// Wall time.
+    took: Duration,
+    /// `None`: the run never reached its result; else the capture's outcome.
+    capture: Option<std::result::Result<(), String>>,
+}
+
+/// Runs `launch` (QEMU with `-monitor unix:monitor.sock,...` and no exit
+/// device) until the hypervisor has halted after its result, then sends
+/// `capture` (a monitor command writing `file` into the run directory) and
+/// `quit`.
+fn run_until_halted(launch: &Launch, what: &str, timeout: u64, capture: &str, file: &str) -> Result<Halted> {
+    let dir = &launch.cwd;
     std::fs::write(dir.join("command.sh"), format!("#!/bin/sh\n{}\n", launch.display()))?;
     let serial = dir.join("serial.log");
     let mut result_seen: Option<Duration> = None;
     let mut shot: Option<std::result::Result<(), String>> = None;
     let mut next_progress = 30;
-    let (exit, took) = emulator::run(&launch, Duration::from_secs(timeout), |el| {
+    let (exit, took) = emulator::run(launch, Duration::from_secs(timeout), |el| {
         if el.as_secs() >= next_progress {
-            crate::boot::say(&format!("  ... uefi image boot: still running, {} s\n", el.as_secs()));
+            crate::boot::say(&format!("  ... {what}: still running, {} s\n", el.as_secs()));
             next_progress += 30;
         }
         if shot.is_some() {
@@ -218,29 +229,47 @@ pub fn uefi_image_boot(ws: &Workspace, image: &Path, timeout: u64) -> Result<Rig
         let over = text.contains("the run is over") || result_seen.is_some_and(|t| el > t + Duration::from_secs(10));
         if over {
             let sock = dir.join("monitor.sock");
-            let r = monitor(&sock, "screendump screen.ppm").map_err(|e| format!("{e:#}")).and_then(|reply| {
-                if dir.join("screen.ppm").is_file() { Ok(()) } else { Err(format!("no screen.ppm after screendump (monitor said {reply:?})")) }
+            let r = monitor(&sock, capture).map_err(|e| format!("{e:#}")).and_then(|reply| {
+                if dir.join(file).is_file() { Ok(()) } else { Err(format!("no {file} after `{capture}` (monitor said {reply:?})")) }
             });
             shot = Some(r);
             let _ = monitor(&sock, "quit");
         }
     })?;
     let text = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
-    let console = Console::from_text(&text);
+    Ok(Halted { text, exit, took, capture: shot })
+}
+
+/// The serial expectations of a hypervisor run in QEMU TCG (no VMX): the
+/// banner, `quadrant-error no-vmx`, the result line; QEMU ended by `quit`.
+fn no_vmx_reasons(console: &Console, exit: Exit) -> Vec<String> {
     let exp = Expectation {
         hypervisor: true,
         expect_error: Some(ErrorKind::NoVmx),
         expect_text: Some("this CPU has no VMX"),
         role_coverage: false,
     };
-    // QEMU ends by the monitor's `quit` (exit 0), never by the exit device.
-    let v = verdict::judge(&console, exit, ExitConvention::Qemu, exp);
-    let mut reasons = v.reasons.clone();
-    if !text.contains("(Multiboot 2; ACPI RSDP Some(") {
+    verdict::judge(console, exit, ExitConvention::Qemu, exp).reasons
+}
+
+/// Boots `image` under OVMF and checks serial and screen (see the module
+/// documentation).
+pub fn uefi_image_boot(ws: &Workspace, image: &Path, timeout: u64) -> Result<RigRun> {
+    packages::ensure(packages::OVMF)?;
+    let (_, dir) = ws.new_run_dir("uefi-ovmf-image")?;
+    let image = std::fs::canonicalize(image).with_context(|| format!("the image {}", image.display()))?;
+    if image.to_string_lossy().contains(',') {
+        bail!("the image path {} contains a comma, which QEMU's -drive cannot take", image.display());
+    }
+    let launch = Launch { argv: uefi_qemu_args(&image), cwd: dir.clone(), output: dir.join("qemu.log") };
+    let h = run_until_halted(&launch, "uefi image boot", timeout, "screendump screen.ppm", "screen.ppm")?;
+    let console = Console::from_text(&h.text);
+    let mut reasons = no_vmx_reasons(&console, h.exit);
+    if !h.text.contains("(Multiboot 2; ACPI RSDP Some(") {
         reasons.push("the hypervisor did not say it came up by Multiboot 2 with an ACPI RSDP from its tags".into());
     }
-    match &shot {
-        None => reasons.push(format!("no screendump: the run never reached its result ({})", ExitConvention::Qemu.describe(exit))),
+    match &h.capture {
+        None => reasons.push(format!("no screendump: the run never reached its result ({})", ExitConvention::Qemu.describe(h.exit))),
         Some(Err(e)) => reasons.push(format!("screendump failed: {e}")),
         Some(Ok(())) => match (expected_banner(&console), std::fs::read(dir.join("screen.ppm"))) {
             (None, _) => reasons.push("the serial log has no result to expect a banner for".into()),
@@ -265,7 +294,77 @@ pub fn uefi_image_boot(ws: &Workspace, image: &Path, timeout: u64) -> Result<Rig
         let title = expected_banner(&console).map(|b| b.0).unwrap_or_default();
         reasons.push(format!("serial: quadrant-error no-vmx by Multiboot 2; screen: `{title}`"));
     }
-    Ok(RigRun { passed, reasons, secs: took.as_secs_f64(), dir })
+    Ok(RigRun { passed, reasons, secs: h.took.as_secs_f64(), dir })
+}
+
+/// The VGA text buffer (BIOS): where and how big.
+const VGA_TEXT: u64 = 0xb_8000;
+const VGA_TEXT_LEN: usize = 80 * 25 * 2;
+
+/// The text and attribute of row `row` of a VGA text buffer dump.
+fn vga_row(dump: &[u8], row: usize) -> (String, Vec<u8>) {
+    let cells = dump.get(row * 160..(row + 1) * 160).unwrap_or(&[]);
+    (cells.chunks(2).map(|c| c[0] as char).collect(), cells.chunks(2).map(|c| c[1]).collect())
+}
+
+/// Whether a VGA text dump shows `title` in banner row 1 from column 1, in
+/// `paint`'s attribute.
+pub fn vga_shows_banner(dump: &[u8], title: &str, paint: Paint) -> bool {
+    let (text, attrs) = vga_row(dump, 1);
+    text.get(1..1 + title.len()) == Some(title) && attrs.iter().all(|a| *a == paint.vga_attr())
+}
+
+/// The hypervisor booted by Multiboot 1 (QEMU `-kernel`, a BIOS machine)
+/// in QEMU TCG without the exit device: after its no-vmx result the VGA
+/// text buffer (dumped with the monitor's `pmemsave`) must show the banner
+/// the serial log implies, in the banner's colours.
+pub fn bios_vga_banner(ws: &Workspace, timeout: u64) -> Result<RigRun> {
+    let (_, dir) = ws.new_run_dir("bios-vga-banner")?;
+    let m = hv_media(ws, "mmu=shadow");
+    let mut argv = vec!["qemu-system-x86_64".to_string()];
+    argv.extend(emulator::qemu_machine_args(Emulator::QemuTcg, "max", 1, 256));
+    argv.extend(media::qemu_boot_args(&m));
+    argv.extend(["-monitor".to_string(), "unix:monitor.sock,server,nowait".to_string()]);
+    let launch = Launch { argv, cwd: dir.clone(), output: dir.join("qemu.log") };
+    let capture = format!("pmemsave {VGA_TEXT:#x} {VGA_TEXT_LEN} vga.bin");
+    let h = run_until_halted(&launch, "bios vga banner", timeout, &capture, "vga.bin")?;
+    let console = Console::from_text(&h.text);
+    let mut reasons = no_vmx_reasons(&console, h.exit);
+    if !h.text.contains("(Multiboot 1; ACPI RSDP None)") {
+        reasons.push("the hypervisor did not say it came up by Multiboot 1".into());
+    }
+    let expected = expected_banner(&console);
+    match (&h.capture, &expected, std::fs::read(dir.join("vga.bin"))) {
+        (None, _, _) => reasons.push(format!("no VGA dump: the run never reached its result ({})", ExitConvention::Qemu.describe(h.exit))),
+        (Some(Err(e)), _, _) => reasons.push(format!("pmemsave failed: {e}")),
+        (_, None, _) => reasons.push("the serial log has no result to expect a banner for".into()),
+        (_, _, Err(e)) => reasons.push(format!("reading vga.bin: {e}")),
+        (Some(Ok(())), Some((title, paint)), Ok(dump)) => {
+            if !vga_shows_banner(&dump, title, *paint) {
+                let (row, attrs) = vga_row(&dump, 1);
+                reasons.push(format!(
+                    "VGA text row 1 is {:?} with attributes {:x?}.., not ` {title}` in attribute {:#04x}",
+                    row.trim_end(),
+                    &attrs[..attrs.len().min(4)],
+                    paint.vga_attr()
+                ));
+            }
+        }
+    }
+    let passed = reasons.is_empty();
+    if passed {
+        reasons.push(format!("serial: quadrant-error no-vmx by Multiboot 1; VGA text: `{}`", expected.map(|b| b.0).unwrap_or_default()));
+    }
+    Ok(RigRun { passed, reasons, secs: h.took.as_secs_f64(), dir })
+}
+
+/// The built hypervisor with the built guest as its module.
+fn hv_media(ws: &Workspace, hv_args: &str) -> Media {
+    Media {
+        kernel: ws.release_bin("quadrant-hv"),
+        kernel_args: hv_args.to_string(),
+        module: Some(Module { path: ws.release_bin("quadrant-guest"), name: "quadrant-guest".into(), args: "expect_hv=1".into() }),
+    }
 }
 
 /// The reboot delay the reboot test asks for, in seconds.
@@ -276,11 +375,7 @@ const REBOOT_SECS: u32 = 2;
 /// which ends QEMU (`-no-reboot`) with exit status 0.
 pub fn reboot_after_result(ws: &Workspace, timeout: u64) -> Result<RigRun> {
     let (_, dir) = ws.new_run_dir("reboot-after-result")?;
-    let m = Media {
-        kernel: ws.release_bin("quadrant-hv"),
-        kernel_args: format!("mmu=shadow reboot={REBOOT_SECS}"),
-        module: Some(Module { path: ws.release_bin("quadrant-guest"), name: "quadrant-guest".into(), args: "expect_hv=1".into() }),
-    };
+    let m = hv_media(ws, &format!("mmu=shadow reboot={REBOOT_SECS}"));
     let mut argv = vec!["qemu-system-x86_64".to_string()];
     argv.extend(emulator::qemu_machine_args(Emulator::QemuTcg, "max", 1, 256));
     argv.extend(media::qemu_boot_args(&m));
@@ -370,6 +465,25 @@ mod tests {
         let c = Console::from_text("check PASS a/b: x\ncheck SKIP a/c: y\nquadrant-result status=0 reason=guest-exit\n");
         assert_eq!(expected_banner(&c), Some(("QUADRANT PASS: 1 passed, 0 failed, 1 skipped".into(), Paint::Pass)));
         assert_eq!(expected_banner(&Console::from_text("nothing\n")), None);
+    }
+
+    #[test]
+    fn vga_banner_needs_text_and_colour() {
+        let mut dump = vec![0u8; VGA_TEXT_LEN];
+        let title = "QUADRANT FAIL (no-vmx): 0 passed";
+        for c in 0..80 {
+            dump[160 + 2 * c] = b' ';
+            dump[160 + 2 * c + 1] = Paint::Fail.vga_attr();
+        }
+        for (i, b) in title.bytes().enumerate() {
+            dump[160 + 2 * (1 + i)] = b;
+        }
+        assert!(vga_shows_banner(&dump, title, Paint::Fail));
+        assert!(!vga_shows_banner(&dump, title, Paint::Pass));
+        assert!(!vga_shows_banner(&dump, "QUADRANT PASS", Paint::Fail));
+        dump[161] = 0x07;
+        assert!(!vga_shows_banner(&dump, title, Paint::Fail));
+        assert!(!vga_shows_banner(&[], title, Paint::Fail));
     }
 
     #[test]
