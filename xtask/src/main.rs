@@ -305,6 +305,20 @@ mod tests {
     }
 
     #[test]
+    fn image_option_round_trips_and_excludes_what_the_image_fixes() {
+        let cli = Cli::try_parse_from(["xtask", "run", "--emulator", "bochs", "--image", "/x/q.img"]).unwrap();
+        let Cmd::Run(o) = cli.cmd else { panic!() };
+        let args = o.to_args();
+        assert!(args.windows(2).any(|w| w == ["--image", "/x/q.img"]), "{args:?}");
+        assert_eq!(o.spec(Emulator::Bochs).image, Some(PathBuf::from("/x/q.img")));
+        for other in [["--bare", ""], ["--hv-args", "audit=1"], ["--guest-args", "only=a"]] {
+            let mut argv = vec!["xtask", "run", "--image", "/x/q.img"];
+            argv.extend(other.iter().filter(|a| !a.is_empty()));
+            assert!(Cli::try_parse_from(argv).is_err(), "{other:?}");
+        }
+    }
+
+    #[test]
     fn full_passes_sweep_full_to_the_guest() {
         let cli = Cli::try_parse_from(["xtask", "run", "--full", "--guest-args", "only=long/"]).unwrap();
         let Cmd::Run(o) = cli.cmd else { panic!() };
