@@ -11,6 +11,10 @@
 //! CS and EFLAGS in [`HANDOFF`], then enables long mode as the SDM Vol. 3A
 //! section 10.8.5 orders it: CR4.PAE, CR3, IA32_EFER.LME, then CR0.PG.
 //!
+//! IA32_EFER is written whole (LME alone), not read-modify-written: UEFI
+//! firmware hands over with EFER.NXE set, which changes #PF error codes
+//! (the I/D bit, SDM Vol. 3A 4.7) for a guest that expects the reset value.
+//!
 //! It also prepares what compiled Rust needs before its first instruction:
 //! the target emits SSE, so CR4.OSFXSR|OSXMMEXCPT and CR0.MP are set and
 //! CR0.EM cleared (SDM Vol. 3A 13.1.3); firmware may leave caches off, so
@@ -162,10 +166,11 @@ _start32:
     movl %eax, %cr4
     movl $boot_pml4, %eax
     movl %eax, %cr3
-    /* IA32_EFER.LME */
+    /* IA32_EFER = LME alone: UEFI firmware leaves NXE (and SCE) set, and
+     * the kernels must start from the same EFER whatever booted them */
     movl $0xC0000080, %ecx
-    rdmsr
-    orl $(1<<8), %eax
+    movl $(1<<8), %eax
+    xorl %edx, %edx
     wrmsr
     /* CR0: PG | NE | MP | PE; clear EM, CD, NW */
     movl %cr0, %eax

@@ -8,6 +8,8 @@
 //!   monitor and checks the serial text AND the screen: the banner the
 //!   serial lines imply, rendered with the hypervisor's own font and
 //!   colours (`shared::screen`), must be in the picture pixel for pixel.
+//! * [`uefi_image_bare`]: the same image's bare guest entry, chosen in
+//!   GRUB's menu with the monitor's `sendkey`: the guest alone must pass.
 //! * [`bios_vga_banner`]: the hypervisor by Multiboot 1 (QEMU `-kernel`, a
 //!   BIOS machine) halts with the banner in VGA text memory, dumped with
 //!   the monitor's `pmemsave` and checked cell by cell (text and colour).
@@ -295,6 +297,65 @@ pub fn uefi_image_boot(ws: &Workspace, image: &Path, timeout: u64) -> Result<Rig
         reasons.push(format!("serial: quadrant-error no-vmx by Multiboot 2; screen: `{title}`"));
     }
     Ok(RigRun { passed, reasons, secs: h.took.as_secs_f64(), dir })
+}
+
+/// Boots `image` under OVMF like [`uefi_image_boot`], but picks the bare
+/// guest entry in GRUB's menu (monitor `sendkey`: down to the entry, then
+/// Enter) and keeps QEMU's exit device: the guest alone must pass its
+/// checks on UEFI, judged like any bare boot.
+pub fn uefi_image_bare(ws: &Workspace, image: &Path, timeout: u64) -> Result<RigRun> {
+    packages::ensure(packages::OVMF)?;
+    let Some(index) = crate::image::MENU.iter().position(|e| e.hv_args.is_none()) else {
+        bail!("the image menu has no bare guest entry");
+    };
+    let title = format!("Quadrant: {}", crate::image::MENU[index].title);
+    let (_, dir) = ws.new_run_dir("uefi-ovmf-image-bare")?;
+    let image = std::fs::canonicalize(image).with_context(|| format!("the image {}", image.display()))?;
+    let mut argv = uefi_qemu_args(&image);
+    argv.extend(["-device".to_string(), "isa-debug-exit,iobase=0xf4,iosize=0x04".to_string()]);
+    let launch = Launch { argv, cwd: dir.clone(), output: dir.join("qemu.log") };
+    std::fs::write(dir.join("command.sh"), format!("#!/bin/sh\n{}\n", launch.display()))?;
+    let serial = dir.join("serial.log");
+    let mut keys: Option<std::result::Result<(), String>> = None;
+    let (exit, took) = emulator::run(&launch, Duration::from_secs(timeout), |_| {
+        if keys.is_some() {
+            return;
+        }
+        let text = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+        // GRUB's countdown line: the menu is up and takes keys.
+        if text.contains("executed automatically") {
+            let sock = dir.join("monitor.sock");
+            let mut r = Ok(());
+            for k in std::iter::repeat_n("sendkey down", index).chain(["sendkey ret"]) {
+                if let Err(e) = monitor(&sock, k) {
+                    r = Err(format!("{k}: {e:#}"));
+                    break;
+                }
+            }
+            keys = Some(r);
+        }
+    })?;
+    let text = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+    let console = Console::from_text(&text);
+    let exp = Expectation { hypervisor: false, expect_error: None, expect_text: None, role_coverage: false };
+    let v = verdict::judge(&console, exit, ExitConvention::Qemu, exp);
+    let mut reasons = v.reasons.clone();
+    match keys {
+        None => reasons.push("GRUB's menu countdown never appeared on the serial console".into()),
+        Some(Err(e)) => reasons.push(format!("choosing the entry failed: {e}")),
+        // GRUB does not always echo the title of a chosen entry; the
+        // hypervisor's banner would say the wrong entry booted.
+        Some(Ok(())) if console.banner.is_some() => {
+            reasons.push(format!("the hypervisor booted, not `{title}`"));
+        }
+        Some(Ok(())) => {}
+    }
+    let passed = reasons.is_empty();
+    if passed {
+        let c = v.counts;
+        reasons.push(format!("`{title}` under UEFI: {} passed, {} failed, {} skipped", c.passed, c.failed, c.skipped));
+    }
+    Ok(RigRun { passed, reasons, secs: took.as_secs_f64(), dir })
 }
 
 /// The VGA text buffer (BIOS): where and how big.

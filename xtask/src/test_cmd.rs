@@ -9,7 +9,8 @@
 //! 4. the test-rig image (`cargo xtask image`): booted in Bochs via BIOS
 //!    (penryn; the whole suite must pass, with the other Bochs boots), and
 //!    under UEFI in QEMU TCG with OVMF (no VMX: the serial text and the
-//!    banner in a screendump are checked, `rig.rs`); the VGA text banner of
+//!    banner in a screendump are checked, `rig.rs`), and its bare guest
+//!    entry under OVMF (chosen with `sendkey`); the VGA text banner of
 //!    a Multiboot 1 (BIOS) boot; and `reboot=2` at the end of a run without
 //!    the exit device (QEMU must be reset after 2 s);
 //! 5. negative tests that must fail in one specific way: the hypervisor in
@@ -471,6 +472,7 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     // The rig image under UEFI, and the reboot at the end of a run.
     let uefi_timeout = opts.timeout.unwrap_or(300);
     rows.push(row_of_rig("image via UEFI, qemu-tcg ovmf (no VMX, serial + screen)", rig::uefi_image_boot(ws, &img, uefi_timeout)));
+    rows.push(row_of_rig("image via UEFI, bare guest entry, qemu-tcg ovmf", rig::uefi_image_bare(ws, &img, uefi_timeout)));
     rows.push(row_of_rig("rig: BIOS VGA text banner, qemu-tcg (no VMX)", rig::bios_vga_banner(ws, 60)));
     rows.push(row_of_rig("rig: reboot=2 resets after the result", rig::reboot_after_result(ws, 60)));
 
