@@ -142,6 +142,21 @@ impl PixelFormat {
     }
 }
 
+/// Calls `put(x, y, pixel)` for every screen pixel of `cell` drawn with
+/// `scale` screen pixels per font pixel, (x, y) relative to the cell's
+/// top-left corner, row by row; `pixel` is the foreground or background of
+/// `cell.paint` in `fmt`. The hypervisor draws with it; the runner's tests
+/// draw the expected picture with it.
+pub fn render_cell(cell: Cell, scale: u32, fmt: &PixelFormat, mut put: impl FnMut(u32, u32, u32)) {
+    let (fg, bg) = (fmt.encode(cell.paint.fg()), fmt.encode(cell.paint.bg()));
+    let scale = scale.max(1);
+    for y in 0..GLYPH * scale {
+        for x in 0..GLYPH * scale {
+            put(x, y, if ink(cell.ch, x / scale, y / scale) { fg } else { bg });
+        }
+    }
+}
+
 /// A display as the boot loader describes it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Framebuffer {
@@ -472,6 +487,29 @@ mod tests {
         };
         assert_eq!(rgb565.encode(Rgb(0xff, 0xff, 0xff)), 0xffff);
         assert_eq!(rgb565.encode(Rgb(0, 0x80, 0)), 0x20 << 5);
+    }
+
+    #[test]
+    fn cells_render_scaled() {
+        let rgb = PixelFormat {
+            red: Channel { pos: 16, size: 8 },
+            green: Channel { pos: 8, size: 8 },
+            blue: Channel { pos: 0, size: 8 },
+        };
+        let mut px = [[0u32; 16]; 16];
+        let mut n = 0;
+        render_cell(Cell { ch: b'I', paint: Paint::Fail }, 2, &rgb, |x, y, v| {
+            px[y as usize][x as usize] = v;
+            n += 1;
+        });
+        assert_eq!(n, 256);
+        let (fg, bg) = (rgb.encode(Paint::Fail.fg()), rgb.encode(Paint::Fail.bg()));
+        for y in 0..16 {
+            for x in 0..16 {
+                assert_eq!(px[y][x], if ink(b'I', x as u32 / 2, y as u32 / 2) { fg } else { bg }, "({x}, {y})");
+            }
+        }
+        assert!(px.iter().flatten().any(|v| *v == fg) && px.iter().flatten().any(|v| *v == bg));
     }
 
     #[test]

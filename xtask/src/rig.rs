@@ -471,18 +471,21 @@ pub fn reboot_after_result(ws: &Workspace, timeout: u64) -> Result<RigRun> {
 mod tests {
     use super::*;
 
-    /// Draws `text` into a picture as the hypervisor does.
+    /// Draws `text` into a picture as the hypervisor does (`render_cell`
+    /// into 0x00RRGGBB pixels).
     fn draw(pic: &mut Picture, text: &str, x0: usize, y0: usize, scale: u32, paint: Paint) {
+        use shared::screen::{Cell, Channel, PixelFormat};
+        let xrgb = PixelFormat {
+            red: Channel { pos: 16, size: 8 },
+            green: Channel { pos: 8, size: 8 },
+            blue: Channel { pos: 0, size: 8 },
+        };
         let cell = (screen::GLYPH * scale) as usize;
-        for (i, c) in text.bytes().enumerate() {
-            for dy in 0..cell {
-                for dx in 0..cell {
-                    let ink = screen::ink(c, dx as u32 / scale, dy as u32 / scale);
-                    let Rgb(r, g, b) = if ink { paint.fg() } else { paint.bg() };
-                    let o = ((y0 + dy) * pic.width + x0 + i * cell + dx) * 3;
-                    pic.rgb[o..o + 3].copy_from_slice(&[r, g, b]);
-                }
-            }
+        for (i, ch) in text.bytes().enumerate() {
+            screen::render_cell(Cell { ch, paint }, scale, &xrgb, |x, y, v| {
+                let o = ((y0 + y as usize) * pic.width + x0 + i * cell + x as usize) * 3;
+                pic.rgb[o..o + 3].copy_from_slice(&[(v >> 16) as u8, (v >> 8) as u8, v as u8]);
+            });
         }
     }
 

@@ -161,16 +161,11 @@ impl Screen {
 
     fn draw_glyph(&self, col: u64, row: u64, cell: Cell, fmt: &PixelFormat) {
         let bpp = u64::from(self.fb.bpp / 8);
-        let (fg, bg) = (fmt.encode(cell.paint.fg()), fmt.encode(cell.paint.bg()));
-        let s = self.scale;
         let pitch = u64::from(self.fb.pitch);
-        let (x0, y0) = (col * u64::from(GLYPH * s), row * u64::from(GLYPH * s));
-        for y in 0..GLYPH * s {
-            let line = (y0 + u64::from(y)) * pitch;
-            for x in 0..GLYPH * s {
-                let v = if screen::ink(cell.ch, x / s, y / s) { fg } else { bg };
-                self.mem.write(line + (x0 + u64::from(x)) * bpp, bpp as u8, v);
-            }
-        }
+        let size = u64::from(GLYPH * self.scale);
+        let (x0, y0) = (col * size, row * size);
+        screen::render_cell(cell, self.scale, fmt, |x, y, v| {
+            self.mem.write((y0 + u64::from(y)) * pitch + (x0 + u64::from(x)) * bpp, bpp as u8, v);
+        });
     }
 }
