@@ -128,6 +128,13 @@ pub struct PixelFormat {
 }
 
 impl PixelFormat {
+    /// 32-bit pixels 0x00RRGGBB (UEFI GOP's blue-green-red-reserved bytes).
+    pub const XRGB8888: PixelFormat = PixelFormat {
+        red: Channel { pos: 16, size: 8 },
+        green: Channel { pos: 8, size: 8 },
+        blue: Channel { pos: 0, size: 8 },
+    };
+
     /// The pixel value of `c`: each 8-bit component cut to its channel's
     /// size and shifted to its position.
     pub fn encode(&self, c: Rgb) -> u32 {
@@ -458,11 +465,7 @@ mod tests {
         assert_eq!(scale_for(1280), 1);
         assert_eq!(scale_for(1920), 2);
         assert_eq!(scale_for(3840), 3);
-        let rgb = PixelFormat {
-            red: Channel { pos: 16, size: 8 },
-            green: Channel { pos: 8, size: 8 },
-            blue: Channel { pos: 0, size: 8 },
-        };
+        let rgb = PixelFormat::XRGB8888;
         let fb = Framebuffer { addr: 0x8000_0000, pitch: 1280 * 4, width: 1280, height: 800, bpp: 32, kind: FramebufferKind::Rgb(rgb) };
         assert_eq!(fb.grid(), (160, 100, 1));
         assert_eq!(fb.unusable(), None);
@@ -474,11 +477,7 @@ mod tests {
 
     #[test]
     fn pixels_encode_per_channel() {
-        let bgrx = PixelFormat {
-            red: Channel { pos: 16, size: 8 },
-            green: Channel { pos: 8, size: 8 },
-            blue: Channel { pos: 0, size: 8 },
-        };
+        let bgrx = PixelFormat::XRGB8888;
         assert_eq!(bgrx.encode(Rgb(0xb0, 0x01, 0x02)), 0x00b0_0102);
         let rgb565 = PixelFormat {
             red: Channel { pos: 11, size: 5 },
@@ -491,11 +490,7 @@ mod tests {
 
     #[test]
     fn cells_render_scaled() {
-        let rgb = PixelFormat {
-            red: Channel { pos: 16, size: 8 },
-            green: Channel { pos: 8, size: 8 },
-            blue: Channel { pos: 0, size: 8 },
-        };
+        let rgb = PixelFormat::XRGB8888;
         let mut px = [[0u32; 16]; 16];
         let mut n = 0;
         render_cell(Cell { ch: b'I', paint: Paint::Fail }, 2, &rgb, |x, y, v| {

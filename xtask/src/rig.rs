@@ -474,12 +474,8 @@ mod tests {
     /// Draws `text` into a picture as the hypervisor does (`render_cell`
     /// into 0x00RRGGBB pixels).
     fn draw(pic: &mut Picture, text: &str, x0: usize, y0: usize, scale: u32, paint: Paint) {
-        use shared::screen::{Cell, Channel, PixelFormat};
-        let xrgb = PixelFormat {
-            red: Channel { pos: 16, size: 8 },
-            green: Channel { pos: 8, size: 8 },
-            blue: Channel { pos: 0, size: 8 },
-        };
+        use shared::screen::{Cell, PixelFormat};
+        let xrgb = PixelFormat::XRGB8888;
         let cell = (screen::GLYPH * scale) as usize;
         for (i, ch) in text.bytes().enumerate() {
             screen::render_cell(Cell { ch, paint }, scale, &xrgb, |x, y, v| {
