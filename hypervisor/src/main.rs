@@ -18,7 +18,8 @@
 //! 7. the vCPU runs until the guest writes its status to port 0xf4.
 //!
 //! Unsafe code here: the global allocator's heap hand-over and the creation
-//! of the owning memory objects from the physical memory plan.
+//! of the owning memory objects from the physical memory plan and from the
+//! boot loader's display description.
 #![no_std]
 #![no_main]
 

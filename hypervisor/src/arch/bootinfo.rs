@@ -132,7 +132,12 @@ impl BootInfoError {
     /// Whether the problem is the module list (then the guest image is
     /// what is missing or bad).
     pub fn is_modules(&self) -> bool {
-        matches!(self, BootInfoError::Modules(_)) || matches!(self, BootInfoError::TooMany { what: "modules", .. })
+        matches!(
+            self,
+            BootInfoError::Modules(_)
+                | BootInfoError::TooMany { what: "modules", .. }
+                | BootInfoError::BadString { what: "module string" }
+        )
     }
 }
 
@@ -453,6 +458,8 @@ mod tests {
         assert!(e.contains("0x2badb002") && e.contains("0x36d76289"), "{e}");
         assert!(BootInfoError::Modules(mb1::InfoError::ModuleEndBeforeStart { index: 0 }).is_modules());
         assert!(!BootInfoError::Multiboot2("x").is_modules());
+        assert!(BootInfoError::BadString { what: "module string" }.is_modules());
+        assert!(!BootInfoError::BadString { what: "command line" }.is_modules());
         let mut t = Text::<4>::EMPTY;
         assert_eq!(t.set("abcde"), Err(BootInfoError::StringTooLong { len: 5, max: 4 }));
     }
