@@ -43,7 +43,8 @@ enum Cmd {
     /// Build, boot once, print the checks; exit 0 on pass, 1 on fail.
     Run(RunOpts),
     /// Run every test: host tests, bare reference boot, hypervisor boots in
-    /// Bochs, negative tests; a table and `N passed, M failed` at the end.
+    /// Bochs, the rig image (Bochs via BIOS, QEMU with OVMF via UEFI),
+    /// negative tests; a table and `N passed, M failed` at the end.
     Test(test_cmd::TestOpts),
     /// Build the test-rig image: BIOS + UEFI bootable (write it to a USB
     /// stick), with a GRUB menu of workloads.
