@@ -1,10 +1,19 @@
-//! The Multiboot 1 entry and the switch to long mode.
+//! The Multiboot 1 and Multiboot 2 headers, the entry and the switch to long
+//! mode.
 //!
-//! The loader hands over in 32-bit protected mode with paging off, EAX =
-//! 0x2BADB002 and EBX = the Multiboot information block (Multiboot 1
-//! specification, section 3.2). The entry keeps those and the hand-off CR0,
+//! The image carries both headers, so GRUB's `multiboot` (and QEMU's
+//! `-kernel`) and GRUB's `multiboot2` (the UEFI path: no legacy BIOS
+//! structures needed) load the same file at the same place. Either loader
+//! hands over in 32-bit protected mode with paging off and EBX = its
+//! information structure; EAX tells them apart: 0x2BADB002 for Multiboot 1
+//! (specification 0.6.96, section 3.2), 0x36D76289 for Multiboot 2
+//! (specification 2.0, section 3.3). The entry keeps those and the hand-off CR0,
 //! CS and EFLAGS in [`HANDOFF`], then enables long mode as the SDM Vol. 3A
 //! section 10.8.5 orders it: CR4.PAE, CR3, IA32_EFER.LME, then CR0.PG.
+//!
+//! IA32_EFER is written whole (LME alone), not read-modify-written: UEFI
+//! firmware hands over with EFER.NXE set, which changes #PF error codes
+//! (the I/D bit, SDM Vol. 3A 4.7) for a guest that expects the reset value.
 //!
 //! It also prepares what compiled Rust needs before its first instruction:
 //! the target emits SSE, so CR4.OSFXSR|OSXMMEXCPT and CR0.MP are set and
@@ -22,9 +31,11 @@ pub static HANDOFF: [AtomicU32; 5] = [const { AtomicU32::new(0) }; 5];
 /// The hand-off state as the entry recorded it.
 #[derive(Clone, Copy, Debug)]
 pub struct Handoff {
-    /// EAX at entry (0x2BADB002 for a Multiboot 1 loader).
+    /// EAX at entry (0x2BADB002 for a Multiboot 1 loader, 0x36D76289 for
+    /// Multiboot 2).
     pub magic: u32,
-    /// EBX at entry: physical address of the Multiboot information block.
+    /// EBX at entry: physical address of the Multiboot information block
+    /// (Multiboot 1) or boot information structure (Multiboot 2).
     pub info: u32,
     /// CR0 at entry (the specification requires PE=1, PG=0).
     pub cr0: u32,
@@ -44,6 +55,11 @@ pub fn handoff() -> Handoff {
 /// information, bit 16 the a.out kludge (load addresses in the header).
 pub const MULTIBOOT_HEADER_FLAGS: u32 = 0x0001_0003;
 
+/// Multiboot 2 header magic (specification 2.0, section 3.1.1).
+pub const MULTIBOOT2_HEADER_MAGIC: u32 = 0xE852_50D6;
+/// EAX at entry from a Multiboot 2 loader (specification 2.0, section 3.3).
+pub const MULTIBOOT2_BOOTLOADER_MAGIC: u32 = 0x36D7_6289;
+
 core::arch::global_asm!(
     r#"
 .section .multiboot_header, "a"
@@ -57,6 +73,44 @@ multiboot_header:
     .long __load_end                /* load_end_addr */
     .long __bss_end                 /* bss_end_addr  */
     .long _start32                  /* entry_addr    */
+
+/* Multiboot 2 header (specification 2.0, 3.1): 8-byte aligned within the
+ * first 32 KiB; architecture 0 (i386 protected mode). Tags, each 8-byte
+ * aligned: the address tag (the same a.out-style load addresses as above),
+ * the entry address, and an optional framebuffer request with no preferred
+ * size (UEFI: GRUB passes the GOP mode it has; the hypervisor draws its log
+ * and result banner there). */
+.align 8
+multiboot2_header:
+    .long {mb2_magic}
+    .long 0                         /* architecture: i386 */
+    .long multiboot2_header_end - multiboot2_header
+    .long -({mb2_magic} + (multiboot2_header_end - multiboot2_header))
+.align 8
+    .short 2                        /* address tag */
+    .short 0
+    .long 24
+    .long multiboot2_header         /* header_addr   */
+    .long __load_start              /* load_addr     */
+    .long __load_end                /* load_end_addr */
+    .long __bss_end                 /* bss_end_addr  */
+.align 8
+    .short 3                        /* entry address tag */
+    .short 0
+    .long 12
+    .long _start32
+.align 8
+    .short 5                        /* framebuffer tag, optional */
+    .short 1
+    .long 20
+    .long 0                         /* width: no preference  */
+    .long 0                         /* height: no preference */
+    .long 32                        /* depth */
+.align 8
+    .short 0                        /* end tag */
+    .short 0
+    .long 8
+multiboot2_header_end:
 
 .section .text.boot, "ax"
 .code32
@@ -112,10 +166,11 @@ _start32:
     movl %eax, %cr4
     movl $boot_pml4, %eax
     movl %eax, %cr3
-    /* IA32_EFER.LME */
+    /* IA32_EFER = LME alone: UEFI firmware leaves NXE (and SCE) set, and
+     * the kernels must start from the same EFER whatever booted them */
     movl $0xC0000080, %ecx
-    rdmsr
-    orl $(1<<8), %eax
+    movl $(1<<8), %eax
+    xorl %edx, %edx
     wrmsr
     /* CR0: PG | NE | MP | PE; clear EM, CD, NW */
     movl %cr0, %eax
@@ -168,5 +223,6 @@ boot_pdpt: .skip 4096
 boot_pd:   .skip 4096*4
 "#,
     flags = const MULTIBOOT_HEADER_FLAGS,
+    mb2_magic = const MULTIBOOT2_HEADER_MAGIC,
     options(att_syntax)
 );

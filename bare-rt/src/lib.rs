@@ -3,7 +3,9 @@
 //! host's `x86_64-unknown-linux-gnu` target with stable Rust (FACTS.md):
 //!
 //! * [`boot`]: the Multiboot 1 header (a.out kludge, so GRUB and QEMU's
-//!   `-kernel` both load the ELF64 image), the 32-bit entry that clears .bss,
+//!   `-kernel` both load the ELF64 image) and a Multiboot 2 header with the
+//!   same load addresses (GRUB's `multiboot2`, the UEFI path), the 32-bit
+//!   entry that clears .bss,
 //!   records the hand-off state, builds identity page tables for the low
 //!   4 GiB, enables SSE and long mode, and calls the binary's
 //!   `quadrant_kernel_main(magic, info)`;

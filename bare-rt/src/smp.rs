@@ -136,9 +136,9 @@ bare_rt_ap_tramp32:
     movl %eax, %cr4
     movl {cr3}(%ebp), %eax
     movl %eax, %cr3
-    movl $0xC0000080, %ecx              /* IA32_EFER.LME */
-    rdmsr
-    orl $(1<<8), %eax
+    movl $0xC0000080, %ecx              /* IA32_EFER = LME alone, as the BSP's entry */
+    movl $(1<<8), %eax
+    xorl %edx, %edx
     wrmsr
     movl %cr0, %eax
     andl $~((1<<2)|(1<<29)|(1<<30)), %eax   /* EM, NW, CD off */

@@ -9,6 +9,7 @@
 //! | `audit=0\|1` | run the MMU audit after every exit | `0` |
 //! | `log=error\|warn\|info\|debug\|trace` | hypervisor log level | `info` |
 //! | `max_exits=N` | stop the run as a timeout after N VM exits (0 = never) | `0` |
+//! | `reboot=SECS` | at the end of a run no emulator ended (a test rig), reboot after SECS seconds (0..=86400) instead of halting with the result on screen | halt |
 //! | `selftest=entry-failure` | prove the error path: enter with an invalid guest TR, which must be reported as a VM-entry failure naming `GUEST_TR_AR_BYTES` | off |
 
 use crate::arch::memory::parse_size;
@@ -58,6 +59,9 @@ pub struct Config {
     pub selftest: Option<SelfTest>,
     /// Most vCPUs (one per host CPU); `None` = every host CPU.
     pub cpus: Option<usize>,
+    /// Seconds to wait before rebooting at the end of a run on a machine
+    /// (`None`: halt with the result on screen).
+    pub reboot_after: Option<u32>,
 }
 
 impl Default for Config {
@@ -70,6 +74,7 @@ impl Default for Config {
             max_exits: 0,
             selftest: None,
             cpus: None,
+            reboot_after: None,
         }
     }
 }
@@ -153,6 +158,14 @@ impl Config {
                     }
                     c.cpus = Some(n);
                 }
+                "reboot" => {
+                    let secs: u32 = value
+                        .parse()
+                        .ok()
+                        .filter(|s| *s <= 86_400)
+                        .ok_or(ConfigError::BadValue { key: "reboot", expected: "seconds from 0 to 86400" })?;
+                    c.reboot_after = Some(secs);
+                }
                 "selftest" => {
                     c.selftest = match value {
                         "entry-failure" => Some(SelfTest::EntryFailure),
@@ -182,7 +195,7 @@ mod tests {
     #[test]
     fn every_key() {
         let c = Config::parse(
-            "/boot/hv guest_ram=128M mmu=ept audit=1 log=debug max_exits=1000 selftest=entry-failure cpus=2",
+            "/boot/hv guest_ram=128M mmu=ept audit=1 log=debug max_exits=1000 selftest=entry-failure cpus=2 reboot=30",
             |_| {},
         )
         .unwrap();
@@ -193,6 +206,7 @@ mod tests {
         assert!(c.audit);
         assert_eq!(c.log, log::LevelFilter::Debug);
         assert_eq!(c.max_exits, 1000);
+        assert_eq!(c.reboot_after, Some(30));
     }
 
     #[test_case("guest_ram=3M", "guest_ram")]
@@ -203,6 +217,8 @@ mod tests {
     #[test_case("log=loud", "log")]
     #[test_case("cpus=0", "cpus")]
     #[test_case("cpus=17", "cpus")]
+    #[test_case("reboot=soon", "reboot")]
+    #[test_case("reboot=86401", "reboot")]
     fn bad_values_name_the_key(word: &str, key: &str) {
         let e = Config::parse(word, |_| {}).unwrap_err();
         assert!(std::format!("{e}").contains(key));

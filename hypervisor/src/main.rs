@@ -3,8 +3,10 @@
 //! Boot order (each step that can fail ends the run with a named
 //! `quadrant-error` line, see `shared::line::ErrorKind`):
 //! 1. console, descriptor tables, legacy PICs masked;
-//! 2. the Multiboot information from GRUB/QEMU: command line, memory map,
-//!    the guest kernel as the first module;
+//! 2. the boot information from GRUB/QEMU (Multiboot 1 or 2,
+//!    `arch::bootinfo`): the display (the console is mirrored there from
+//!    now on), command line, memory map, the guest kernel as the first
+//!    module;
 //! 3. the guest image is validated *before* anything else is committed
 //!    (so a bad image is reported even on a machine without VMX);
 //! 4. physical memory: heap, guest RAM, frames for VMX and the shadow
@@ -21,7 +23,8 @@
 //!    the Multiboot hand-off, the others once the guest starts them).
 //!
 //! Unsafe code here: the global allocator's heap hand-over and the creation
-//! of the owning memory objects from the physical memory plan.
+//! of the owning memory objects from the physical memory plan and from the
+//! boot loader's display description.
 #![no_std]
 #![no_main]
 
@@ -33,7 +36,9 @@ use bare_rt as _;
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use hypervisor::arch::memory::PhysAllocator;
-use hypervisor::arch::phys::{BootMemory, FramePool, GuestRam, ShadowPool, FRAME};
+use hypervisor::arch::bootinfo::BootInfo;
+use hypervisor::arch::phys::{BootMemory, DisplayMemory, FramePool, GuestRam, ShadowPool, FRAME};
+use hypervisor::arch::screen::Screen;
 use hypervisor::arch::{console, cpu, descriptors};
 use hypervisor::config::{Config, MmuMode};
 use hypervisor::mmu::{MmuConfig, ShadowCache, VcpuMask};
@@ -46,7 +51,7 @@ use hypervisor::vmx::instr::VmxOn;
 use hypervisor::{fatal, loader};
 use linked_list_allocator::LockedHeap;
 use shared::line::ErrorKind;
-use shared::multiboot::{self, MmapEntry, PhysRead};
+use shared::multiboot::{self, MmapEntry};
 
 #[global_allocator]
 static HEAP: LockedHeap = LockedHeap::empty();
@@ -170,7 +175,7 @@ extern "C" fn quadrant_ap_main(_ticket: u32, _page: u64) -> ! {
 
 /// Physical memory as the boot loader left it.
 struct Boot;
-impl PhysRead for Boot {
+impl shared::multiboot::PhysRead for Boot {
     fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
         BootMemory.read(addr, buf)
     }
@@ -197,29 +202,32 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     descriptors::init_cpu(0);
     cpu::mask_legacy_pics();
 
-    if magic != multiboot::BOOTLOADER_MAGIC {
-        fatal::hypervisor_fault(format_args!(
-            "not started by a Multiboot 1 loader: EAX = {magic:#x}, expected {:#x}",
-            multiboot::BOOTLOADER_MAGIC
-        ));
+    let boot = BootInfo::parse(magic, info_addr).unwrap_or_else(|e| {
+        if e.is_modules() {
+            bad_image(format_args!("{e}"))
+        }
+        fatal::hypervisor_fault(format_args!("{e}"))
+    });
+    if let Some(fb) = boot.display() {
+        // SAFETY: the boot loader described this display memory (or, on a
+        // BIOS boot, it is the VGA text buffer); nothing else draws there.
+        match unsafe { DisplayMemory::new(fb.addr, fb.byte_len()) }.and_then(|m| Screen::new(m, fb)) {
+            Ok(screen) => console::attach_screen(screen),
+            Err(why) => log::warn!("no output on the display {fb:?}: {why}"),
+        }
     }
-    let info = multiboot::parse(&Boot, info_addr as u64)
-        .unwrap_or_else(|e| fatal::hypervisor_fault(format_args!("the Multiboot information is unreadable: {e:?}")));
 
     // Command line.
-    let mut cmdline_buf = [0u8; 512];
-    let cmdline = info
-        .cmdline_addr
-        .and_then(|a| multiboot::read_cstr(&Boot, a as u64, &mut cmdline_buf))
-        .unwrap_or("");
+    let cmdline = boot.cmdline();
     let config = Config::parse(cmdline, |w| log::warn!("unknown command-line word `{w}` ignored"))
         .unwrap_or_else(|e| fatal::fail(ErrorKind::Unsupported, format_args!("command line `{cmdline}`: {e}")));
+    fatal::set_reboot_after(config.reboot_after);
     log::set_max_level(config.log);
     console::with_console(|c| {
         let _ = shared::line::write_hv_start(c, config.mmu.as_str());
         let _ = core::fmt::Write::write_str(c, "\n");
     });
-    log::info!("command line: `{cmdline}`");
+    log::info!("command line: `{cmdline}` ({}; ACPI RSDP {:x?})", boot.protocol.as_str(), boot.rsdp);
     for bug in hypervisor::mmu::inject::active() {
         log::warn!("this build has the deliberate MMU bug `{bug}` (cargo feature inject-{bug}): its results are not Quadrant's");
     }
@@ -229,39 +237,31 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     }
 
     // The guest module.
-    let mut modules = info.modules(&Boot);
-    let module = match modules.next() {
-        Some(Ok(m)) => m,
-        Some(Err(e)) => bad_image(format_args!("the Multiboot module list is unreadable: {e:?}")),
-        None => bad_image(format_args!(
+    let Some(module) = boot.modules().first() else {
+        bad_image(format_args!(
             "no guest kernel: pass it as the first Multiboot module (GRUB: `module /boot/quadrant-guest`, QEMU: -initrd)"
-        )),
+        ))
     };
     if module.end <= module.start {
         bad_image(format_args!("the guest module is empty ({:#x}..{:#x})", module.start, module.end));
     }
-    let mut guest_cmdline_buf = [0u8; 512];
-    let guest_cmdline_full =
-        multiboot::read_cstr(&Boot, module.cmdline_addr as u64, &mut guest_cmdline_buf).unwrap_or("");
+    let guest_cmdline_full = module.cmdline();
     // SAFETY: GRUB/QEMU placed the module in RAM below 4 GiB; the physical
     // allocator below reserves its range, so nothing overwrites it.
-    let image = unsafe { BootMemory.module(module.start as u64, module.end as u64) };
+    let image = unsafe { BootMemory.module(module.start, module.end) };
 
     // Physical memory.
     let mut available: [Range<u64>; 32] = [const { 0..0 }; 32];
     let mut n = 0;
-    for e in info.mmap(&Boot) {
-        match e {
-            Ok(e) if e.is_available() && n < available.len() => {
-                available[n] = e.base..e.end();
-                n += 1;
-            }
-            Ok(_) => {}
-            Err(err) => fatal::hypervisor_fault(format_args!("the firmware memory map is unreadable: {err:?}")),
+    for e in boot.memory_map().iter().filter(|e| e.is_available()) {
+        if n < available.len() {
+            available[n] = e.base..e.end();
+            n += 1;
         }
     }
     let image_range = (&raw const __load_start) as u64..(&raw const __image_end) as u64;
-    let reserved = [0..0x10_0000, image_range, module.start as u64..module.end as u64];
+    // The boot information stays: `boot.rsdp` points into it.
+    let reserved = [0..0x10_0000, image_range, module.start..module.end, boot.info_range.clone()];
     let mut phys = PhysAllocator::new(available[..n].iter().cloned(), &reserved, 1 << 32);
     log::info!("physical memory: {} MiB free below 4 GiB", phys.total_free() >> 20);
     let mut take = |what: &str, size: u64, align: u64| {
@@ -318,7 +318,7 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     let bsp_apic = host_cpus::init_bsp()
         .unwrap_or_else(|e| fatal::fail(ErrorKind::Unsupported, format_args!("the boot CPU's local APIC: {e}")));
     let limit = config.cpus.unwrap_or(MAX_VCPUS);
-    let ncpus = match shared::acpi::find_cpus(&Boot, None) {
+    let ncpus = match shared::acpi::find_cpus(&Boot, boot.rsdp) {
         Ok(list) => {
             if list.dropped > 0 {
                 log::warn!("{} processors beyond the first {MAX_VCPUS} are not used", list.dropped);

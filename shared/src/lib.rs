@@ -11,7 +11,9 @@
 //! * the role values the guest suite promises to create ([`coverage`]);
 //! * finding the processors (ACPI MADT, MP table) and the tables the
 //!   hypervisor gives its guest ([`acpi`]); the local APIC's registers and
-//!   interrupt command format ([`apic`]).
+//!   interrupt command format ([`apic`]);
+//! * what the hypervisor shows on a display, which the runner checks in a
+//!   screendump ([`screen`]).
 //!
 //! The crate is `no_std` and allocation-free so the guest can use it before it
 //! has a heap.
@@ -25,6 +27,7 @@ pub mod hypercall;
 pub mod line;
 pub mod multiboot;
 pub mod ports;
+pub mod screen;
 pub mod x86;
 
 /// Version of the guest/hypervisor protocol. Bump it whenever a record layout,

@@ -81,6 +81,12 @@ mod off {
     pub const MMAP_LENGTH: u64 = 44;
     pub const MMAP_ADDR: u64 = 48;
     pub const BOOT_LOADER_NAME: u64 = 64;
+    pub const FRAMEBUFFER_ADDR: u64 = 88;
+    pub const FRAMEBUFFER_PITCH: u64 = 96;
+    pub const FRAMEBUFFER_WIDTH: u64 = 100;
+    pub const FRAMEBUFFER_HEIGHT: u64 = 104;
+    /// bpp (u8), type (u8), then the colour information (6 bytes).
+    pub const FRAMEBUFFER_BPP_TYPE: u64 = 108;
 }
 
 /// Read access to physical memory.
@@ -193,6 +199,9 @@ pub struct Info {
     /// Address of the NUL-terminated boot loader name, when
     /// [`FLAG_BOOT_LOADER_NAME`].
     pub boot_loader_name_addr: Option<u32>,
+    /// The display the loader set up, when [`FLAG_FRAMEBUFFER`] (spec 3.3,
+    /// `framebuffer_*` fields at offsets 88..116).
+    pub framebuffer: Option<crate::screen::Framebuffer>,
 }
 
 /// Reads the information block at `info_addr`. Only the fixed part is read
@@ -228,6 +237,33 @@ pub fn parse<R: PhysRead + ?Sized>(mem: &R, info_addr: u64) -> Result<Info, Info
         mmap_addr,
         mmap_length,
         boot_loader_name_addr: when(FLAG_BOOT_LOADER_NAME, off::BOOT_LOADER_NAME)?,
+        framebuffer: if flags & FLAG_FRAMEBUFFER != 0 { Some(framebuffer(mem, info_addr)?) } else { None },
+    })
+}
+
+/// The `framebuffer_*` fields. Type 0 is indexed colour, 1 direct RGB
+/// (then the colour information gives each channel's position and size),
+/// 2 EGA text.
+fn framebuffer<R: PhysRead + ?Sized>(mem: &R, info_addr: u64) -> Result<crate::screen::Framebuffer, InfoError> {
+    use crate::screen::{Channel, Framebuffer, FramebufferKind, PixelFormat};
+    let at = |o: u64| info_addr.wrapping_add(o);
+    let mut b = [0u8; 8];
+    if !mem.read(at(off::FRAMEBUFFER_BPP_TYPE), &mut b) {
+        return Err(InfoError::Unreadable { addr: at(off::FRAMEBUFFER_BPP_TYPE) });
+    }
+    let ch = |i: usize| Channel { pos: b[2 + 2 * i], size: b[3 + 2 * i] };
+    let kind = match b[1] {
+        1 => FramebufferKind::Rgb(PixelFormat { red: ch(0), green: ch(1), blue: ch(2) }),
+        2 => FramebufferKind::EgaText,
+        _ => FramebufferKind::Indexed,
+    };
+    Ok(Framebuffer {
+        addr: read_u64(mem, at(off::FRAMEBUFFER_ADDR))?,
+        pitch: read_u32(mem, at(off::FRAMEBUFFER_PITCH))?,
+        width: read_u32(mem, at(off::FRAMEBUFFER_WIDTH))?,
+        height: read_u32(mem, at(off::FRAMEBUFFER_HEIGHT))?,
+        bpp: b[0],
+        kind,
     })
 }
 
@@ -500,6 +536,31 @@ mod tests {
         assert_eq!(read_cstr(&mem, info.cmdline_addr.unwrap().into(), &mut s), Some("/guest expect_hv=1"));
         assert_eq!(read_cstr(&mem, info.boot_loader_name_addr.unwrap().into(), &mut s), Some("quadrant"));
         assert_eq!(info.modules(&mem).count(), 0);
+    }
+
+    #[test]
+    fn framebuffer_fields() {
+        use crate::screen::{Channel, FramebufferKind, PixelFormat};
+        let mut buf = [0u8; 128];
+        put(&mut buf, 0, FLAG_FRAMEBUFFER);
+        buf[88..96].copy_from_slice(&0xfd00_0000u64.to_le_bytes());
+        put(&mut buf, 96, 4096);
+        put(&mut buf, 100, 1024);
+        put(&mut buf, 104, 768);
+        buf[108..116].copy_from_slice(&[32, 1, 16, 8, 8, 8, 0, 8]);
+        let mem = SliceMem { base: 0, bytes: &buf };
+        let fb = parse(&mem, 0).unwrap().framebuffer.unwrap();
+        assert_eq!((fb.addr, fb.pitch, fb.width, fb.height, fb.bpp), (0xfd00_0000, 4096, 1024, 768, 32));
+        let c = |pos, size| Channel { pos, size };
+        assert_eq!(fb.kind, FramebufferKind::Rgb(PixelFormat { red: c(16, 8), green: c(8, 8), blue: c(0, 8) }));
+        buf[109] = 2;
+        let mem = SliceMem { base: 0, bytes: &buf };
+        assert_eq!(parse(&mem, 0).unwrap().framebuffer.unwrap().kind, FramebufferKind::EgaText);
+        // Cut short inside the framebuffer fields.
+        let mem = SliceMem { base: 0, bytes: &buf[..110] };
+        assert!(matches!(parse(&mem, 0), Err(InfoError::Unreadable { .. })));
+        // Without the flag nothing is read there.
+        assert_eq!(parse(&SliceMem { base: 0, bytes: &[0u8; 88] }, 0).unwrap().framebuffer, None);
     }
 
     #[test]

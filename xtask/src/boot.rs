@@ -78,6 +78,10 @@ pub struct BootSpec {
     /// A deliberate-failure test: exactly these checks must fail, with
     /// these texts in their translation-failure reports (empty: a normal run).
     pub expect_failures: &'static [ExpectedFailure],
+    /// Boot this prebuilt image (`cargo xtask image`, Bochs only) through
+    /// its default menu entry instead of an ISO made for the run; the other
+    /// fields must describe that entry (they set the expectations).
+    pub image: Option<PathBuf>,
 }
 
 impl BootSpec {
@@ -214,11 +218,21 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
     let model = spec.cpu_model();
     let argv: Vec<String> = match spec.emulator {
         Emulator::Bochs => {
-            media::make_iso(&dir, &m)?;
-            if style.verbose {
-                let _ = writeln!(pre, "-- ISO /boot --\n{}", iso_listing(&dir).trim_end());
-            }
-            let rc = emulator::bochsrc(&model, spec.cpus, "boot.iso");
+            let iso = match &spec.image {
+                Some(img) => {
+                    let img = std::fs::canonicalize(img).with_context(|| format!("the image {}", img.display()))?;
+                    let _ = writeln!(pre, "  booting the image {} (its default menu entry)", img.display());
+                    img.to_string_lossy().into_owned()
+                }
+                None => {
+                    media::make_iso(&dir, &m)?;
+                    if style.verbose {
+                        let _ = writeln!(pre, "-- ISO /boot --\n{}", iso_listing(&dir).trim_end());
+                    }
+                    "boot.iso".to_string()
+                }
+            };
+            let rc = emulator::bochsrc(&model, spec.cpus, &iso);
             std::fs::write(dir.join("bochsrc"), &rc)?;
             std::fs::write(dir.join("bochs.rc"), emulator::BOCHS_RC)?;
             if style.verbose {
@@ -230,6 +244,9 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
             a
         }
         Emulator::QemuKvm | Emulator::QemuTcg => {
+            if spec.image.is_some() {
+                bail!("an image boots in Bochs here (under UEFI: `cargo xtask test` boots it in QEMU with OVMF)");
+            }
             let mut a = vec!["qemu-system-x86_64".to_string()];
             a.extend(emulator::qemu_args(spec.emulator, &model, spec.cpus));
             a.extend(media::qemu_boot_args(&m));

@@ -98,20 +98,40 @@ impl Emulator {
 
 /// Whether QEMU/KVM can run a VMX hypervisor here; the error says exactly why not.
 pub fn nested_kvm_status() -> std::result::Result<(), String> {
-    let dev = Path::new("/dev/kvm");
-    if !dev.exists() {
-        return Err("no /dev/kvm: KVM is not available on this host (no hardware virtualisation \
-                    exposed, or the kvm modules are not loaded)"
-            .into());
-    }
-    if std::fs::OpenOptions::new().read(true).write(true).open(dev).is_err() {
-        return Err("/dev/kvm exists but this user cannot open it read-write (add yourself to the \
-                    `kvm` group, then log in again)"
-            .into());
-    }
-    let intel = Path::new("/sys/module/kvm_intel");
-    if !intel.exists() {
-        let loaded: Vec<String> = std::fs::read_dir("/sys/module")
+    nested_kvm_verdict(&KvmFacts::gather())
+}
+
+/// What decides whether nested VMX works under this host's KVM.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KvmFacts {
+    /// `/dev/kvm` exists.
+    pub dev_exists: bool,
+    /// This user can open it read-write.
+    pub dev_usable: bool,
+    /// `vendor_id` of /proc/cpuinfo (`GenuineIntel`, `AuthenticAMD`, ...).
+    pub vendor: String,
+    /// /proc/cpuinfo lists the `vmx` flag (Linux may use VT-x here).
+    pub cpu_has_vmx: bool,
+    /// /proc/cpuinfo lists the `hypervisor` flag (this host is itself a VM).
+    pub in_vm: bool,
+    /// Loaded kernel modules whose names start with `kvm`.
+    pub kvm_modules: Vec<String>,
+    /// `/sys/module/kvm_intel/parameters/nested`, when kvm_intel is loaded.
+    pub intel_nested: Option<String>,
+}
+
+impl KvmFacts {
+    /// Reads them from /dev, /proc and /sys.
+    pub fn gather() -> KvmFacts {
+        let dev = Path::new("/dev/kvm");
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let flags: Vec<&str> = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("flags").and_then(|r| r.split_once(':')).map(|(_, f)| f))
+            .unwrap_or("")
+            .split_whitespace()
+            .collect();
+        let mut kvm_modules: Vec<String> = std::fs::read_dir("/sys/module")
             .map(|d| {
                 d.filter_map(|e| e.ok())
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -119,20 +139,68 @@ pub fn nested_kvm_status() -> std::result::Result<(), String> {
                     .collect()
             })
             .unwrap_or_default();
+        kvm_modules.sort();
+        KvmFacts {
+            dev_exists: dev.exists(),
+            dev_usable: std::fs::OpenOptions::new().read(true).write(true).open(dev).is_ok(),
+            vendor: cpuinfo
+                .lines()
+                .find_map(|l| l.strip_prefix("vendor_id").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
+                .unwrap_or_default(),
+            cpu_has_vmx: flags.contains(&"vmx"),
+            in_vm: flags.contains(&"hypervisor"),
+            kvm_modules,
+            intel_nested: std::fs::read_to_string("/sys/module/kvm_intel/parameters/nested").ok().map(|s| s.trim().to_string()),
+        }
+    }
+}
+
+/// The commands that turn nested VMX on for kvm_intel.
+const ENABLE_NESTED: &str = "`sudo modprobe -r kvm_intel && sudo modprobe kvm_intel nested=1` (stop running VMs first; \
+                             make it permanent with `options kvm_intel nested=1` in /etc/modprobe.d/kvm.conf)";
+
+/// Whether nested VMX works with these facts; the error says exactly why
+/// not and how to enable it where that is possible.
+pub fn nested_kvm_verdict(f: &KvmFacts) -> std::result::Result<(), String> {
+    let loaded = if f.kvm_modules.is_empty() { "none".to_string() } else { f.kvm_modules.join(", ") };
+    let intel = f.vendor == "GenuineIntel";
+    if !intel && !f.vendor.is_empty() {
+        let what = if f.vendor == "AuthenticAMD" { "an AMD host (AMD-V/SVM)" } else { "not an Intel host" };
+        let pvm = if f.kvm_modules.iter().any(|m| m == "kvm_pvm") { "; its /dev/kvm is a paravirtual KVM (kvm_pvm) without nested virtualisation" } else { "" };
         return Err(format!(
-            "/dev/kvm exists but kvm_intel is not loaded (loaded: {}): this is an AMD host or a \
-             paravirtual KVM, which cannot run an Intel VMX hypervisor as a guest; use --emulator bochs",
-            if loaded.is_empty() { "none".to_string() } else { loaded.join(", ") }
+            "this is {what} (vendor {}{pvm}): KVM here cannot give a guest Intel VMX, which Quadrant's hypervisor needs \
+             (KVM nests VMX only on Intel hosts with kvm_intel nested=1); use --emulator bochs, which emulates VMX",
+            f.vendor
         ));
     }
-    let nested = std::fs::read_to_string(intel.join("parameters/nested")).unwrap_or_default();
-    if !matches!(nested.trim(), "Y" | "y" | "1") {
+    if !f.dev_exists {
+        return Err(if intel && !f.cpu_has_vmx && f.in_vm {
+            "no /dev/kvm, and this Intel CPU shows no VMX to Linux: this host is a VM without nested virtualisation; \
+             enable nested VMX in the outer hypervisor (for KVM: kvm_intel nested=1 there and `-cpu host`), or use --emulator bochs"
+                .into()
+        } else if intel && !f.cpu_has_vmx {
+            "no /dev/kvm, and this Intel CPU shows no VMX to Linux: enable Intel VT-x in the firmware setup, then load \
+             kvm_intel with `sudo modprobe kvm_intel nested=1`"
+                .into()
+        } else {
+            format!("no /dev/kvm: load KVM with `sudo modprobe kvm_intel nested=1` (loaded kvm modules: {loaded})")
+        });
+    }
+    if !f.dev_usable {
+        return Err("/dev/kvm exists but this user cannot open it read-write (add yourself to the `kvm` group, then log in again)".into());
+    }
+    if f.kvm_modules.iter().any(|m| m == "kvm_pvm") {
         return Err(format!(
-            "kvm_intel is loaded with nested VMX off (nested={}); enable it with \
-             `sudo modprobe -r kvm_intel; sudo modprobe kvm_intel nested=1` (stop running VMs \
-             first; make it permanent with `options kvm_intel nested=1` in /etc/modprobe.d/kvm.conf)",
-            nested.trim()
+            "/dev/kvm is a paravirtual KVM (kvm_pvm, loaded: {loaded}), which has no nested VMX; use --emulator bochs"
         ));
+    }
+    let Some(nested) = &f.intel_nested else {
+        return Err(format!(
+            "/dev/kvm exists but kvm_intel is not loaded (loaded kvm modules: {loaded}); load it with nested VMX: {ENABLE_NESTED}"
+        ));
+    };
+    if !matches!(nested.as_str(), "Y" | "y" | "1") {
+        return Err(format!("kvm_intel is loaded with nested VMX off (nested={nested}); enable it with {ENABLE_NESTED}"));
     }
     Ok(())
 }
@@ -155,6 +223,15 @@ pub const BOCHS_RC: &str = "c\nquit\n";
 
 /// The QEMU command line (without the boot media arguments).
 pub fn qemu_args(emu: Emulator, model: &str, cpus: u32) -> Vec<String> {
+    let mut a = qemu_machine_args(emu, model, cpus, 256);
+    a.extend(["-device", "isa-debug-exit,iobase=0xf4,iosize=0x04"].map(String::from));
+    a
+}
+
+/// The machine part of a QEMU command line: accelerator, CPU, `mem_mib` of
+/// RAM, no display, no reboot, COM1 and the debug console to files; without
+/// the exit device (the rig tests run without it, as a machine would).
+pub fn qemu_machine_args(emu: Emulator, model: &str, cpus: u32, mem_mib: u32) -> Vec<String> {
     let mut a: Vec<String> = vec!["-machine".into(), "pc".into()];
     if emu == Emulator::QemuKvm {
         a.push("-enable-kvm".into());
@@ -163,9 +240,8 @@ pub fn qemu_args(emu: Emulator, model: &str, cpus: u32) -> Vec<String> {
     }
     a.extend(
         [
-            "-cpu", model, "-m", "256", "-smp", &cpus.to_string(), "-display", "none", "-no-reboot",
-            "-serial", "file:serial.log", "-debugcon", "file:debugcon.log", "-device",
-            "isa-debug-exit,iobase=0xf4,iosize=0x04",
+            "-cpu", model, "-m", &mem_mib.to_string(), "-smp", &cpus.to_string(), "-display", "none", "-no-reboot",
+            "-serial", "file:serial.log", "-debugcon", "file:debugcon.log",
         ]
         .map(String::from),
     );
@@ -330,6 +406,43 @@ mod tests {
         assert_eq!(e, Exit::Timeout { secs: 0 });
         assert!(d < Duration::from_secs(5));
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn nested_kvm_messages_say_why_and_how() {
+        let intel = KvmFacts {
+            dev_exists: true,
+            dev_usable: true,
+            vendor: "GenuineIntel".into(),
+            cpu_has_vmx: true,
+            in_vm: false,
+            kvm_modules: vec!["kvm".into(), "kvm_intel".into()],
+            intel_nested: Some("Y".into()),
+        };
+        assert_eq!(nested_kvm_verdict(&intel), Ok(()));
+        let off = KvmFacts { intel_nested: Some("N".into()), ..intel.clone() };
+        let e = nested_kvm_verdict(&off).unwrap_err();
+        assert!(e.contains("nested=N") && e.contains("modprobe kvm_intel nested=1"), "{e}");
+        let amd_pvm = KvmFacts {
+            vendor: "AuthenticAMD".into(),
+            cpu_has_vmx: false,
+            in_vm: true,
+            kvm_modules: vec!["kvm".into(), "kvm_pvm".into()],
+            intel_nested: None,
+            ..intel.clone()
+        };
+        let e = nested_kvm_verdict(&amd_pvm).unwrap_err();
+        assert!(e.contains("AMD host") && e.contains("kvm_pvm") && e.contains("--emulator bochs"), "{e}");
+        let pvm_intel = KvmFacts { kvm_modules: vec!["kvm".into(), "kvm_pvm".into()], intel_nested: None, ..intel.clone() };
+        assert!(nested_kvm_verdict(&pvm_intel).unwrap_err().contains("paravirtual KVM (kvm_pvm"));
+        let unloaded = KvmFacts { kvm_modules: vec!["kvm".into()], intel_nested: None, ..intel.clone() };
+        assert!(nested_kvm_verdict(&unloaded).unwrap_err().contains("kvm_intel is not loaded"));
+        let no_dev_vm = KvmFacts { dev_exists: false, cpu_has_vmx: false, in_vm: true, ..intel.clone() };
+        assert!(nested_kvm_verdict(&no_dev_vm).unwrap_err().contains("VM without nested virtualisation"));
+        let no_vtx = KvmFacts { dev_exists: false, cpu_has_vmx: false, ..intel.clone() };
+        assert!(nested_kvm_verdict(&no_vtx).unwrap_err().contains("enable Intel VT-x in the firmware"));
+        let no_perm = KvmFacts { dev_usable: false, ..intel };
+        assert!(nested_kvm_verdict(&no_perm).unwrap_err().contains("`kvm` group"));
     }
 
     #[test]

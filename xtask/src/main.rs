@@ -9,10 +9,12 @@ mod boot;
 mod build;
 mod emulator;
 mod formats;
+mod image;
 mod media;
 mod mutants;
 mod packages;
 mod report;
+mod rig;
 mod stdio;
 mod test_cmd;
 mod verdict;
@@ -42,8 +44,12 @@ enum Cmd {
     /// Build, boot once, print the checks; exit 0 on pass, 1 on fail.
     Run(RunOpts),
     /// Run every test: host tests, bare reference boot, hypervisor boots in
-    /// Bochs, negative tests; a table and `N passed, M failed` at the end.
+    /// Bochs, the rig image (Bochs via BIOS, QEMU with OVMF via UEFI),
+    /// negative tests; a table and `N passed, M failed` at the end.
     Test(test_cmd::TestOpts),
+    /// Build the test-rig image: BIOS + UEFI bootable (write it to a USB
+    /// stick), with a GRUB menu of workloads.
+    Image(image::ImageOpts),
     /// Find the first commit whose boot fails (git bisect run).
     Bisect(BisectOpts),
     /// The kill matrix: build the hypervisor with each deliberate MMU bug
@@ -109,6 +115,11 @@ pub struct RunOpts {
     /// see which checks catch it. Built into `<target>/inject/`.
     #[arg(long, value_name = "NAME")]
     pub inject: Option<String>,
+    /// Boot this image (`cargo xtask image`) in Bochs through its default
+    /// menu entry (the hypervisor with the guest, mmu=shadow) instead of an
+    /// ISO made for the run.
+    #[arg(long, value_name = "PATH", conflicts_with_all = ["bare", "guest", "inject", "mmu_audit", "hv_args", "guest_args", "full"])]
+    pub image: Option<PathBuf>,
     /// Print every console line, grub.cfg, the ISO listing, bochsrc and the
     /// emulator command line.
     #[arg(long, short)]
@@ -180,6 +191,9 @@ impl RunOpts {
         if self.full {
             a.push("--full".into());
         }
+        if let Some(i) = &self.image {
+            a.extend(["--image".to_string(), i.to_string_lossy().into_owned()]);
+        }
         if self.verbose {
             a.push("--verbose".into());
         }
@@ -217,6 +231,7 @@ impl RunOpts {
             expect_text: None,
             hv_kernel: None,
             expect_failures: &[],
+            image: self.image.clone(),
         }
     }
 }
@@ -256,6 +271,7 @@ fn main() -> ExitCode {
         Cmd::Build => build::build(&ws).map(|()| true),
         Cmd::Run(o) => run(&ws, o),
         Cmd::Test(o) => test_cmd::test(&ws, o),
+        Cmd::Image(o) => image::image(&ws, o),
         Cmd::Bisect(o) => bisect::bisect(&ws, &o.good, &o.bad, &o.run),
         Cmd::Mutants(o) => mutants::mutants(&ws, o),
         Cmd::BisectTest(o) => packages::ensure(packages::BOCHS).map(|()| bisect_test::report(&ws, o.timeout, true).0),
@@ -302,6 +318,20 @@ mod tests {
             "== bochs core2_penryn_t9600 2 cpus, hypervisor (mmu=ept), expecting quadrant-error no-vmx: \
              booting (timeout 90 s) =="
         );
+    }
+
+    #[test]
+    fn image_option_round_trips_and_excludes_what_the_image_fixes() {
+        let cli = Cli::try_parse_from(["xtask", "run", "--emulator", "bochs", "--image", "/x/q.img"]).unwrap();
+        let Cmd::Run(o) = cli.cmd else { panic!() };
+        let args = o.to_args();
+        assert!(args.windows(2).any(|w| w == ["--image", "/x/q.img"]), "{args:?}");
+        assert_eq!(o.spec(Emulator::Bochs).image, Some(PathBuf::from("/x/q.img")));
+        for other in [["--bare", ""], ["--hv-args", "audit=1"], ["--guest-args", "only=a"]] {
+            let mut argv = vec!["xtask", "run", "--image", "/x/q.img"];
+            argv.extend(other.iter().filter(|a| !a.is_empty()));
+            assert!(Cli::try_parse_from(argv).is_err(), "{other:?}");
+        }
     }
 
     #[test]

@@ -77,14 +77,40 @@ pub fn grub_cfg(m: &Media) -> String {
         }
         s += "\n";
     }
-    s += "  boot\n";
-    s += "  echo \"grub: could not boot the kernel (GRUB's error is above); stopping Bochs\"\n";
-    s += "  insmod iorw\n";
-    for b in shared::ports::BOCHS_SHUTDOWN_WORD {
-        s += &format!("  outb {:#x} {:#x}\n", shared::ports::BOCHS_SHUTDOWN, b);
-    }
+    s += &boot_or_stop("  ");
     s += "}\n";
     s
+}
+
+/// The end of a GRUB menu entry: `boot`, and if that returns (GRUB could
+/// not load the kernel) say so and stop Bochs through its shutdown port
+/// (harmless elsewhere) instead of waiting for a key until the timeout.
+pub fn boot_or_stop(indent: &str) -> String {
+    let mut s = format!("{indent}boot\n");
+    s += &format!("{indent}echo \"grub: could not boot the kernel (GRUB's error is above); stopping Bochs\"\n");
+    s += &format!("{indent}insmod iorw\n");
+    for b in shared::ports::BOCHS_SHUTDOWN_WORD {
+        s += &format!("{indent}outb {:#x} {:#x}\n", shared::ports::BOCHS_SHUTDOWN, b);
+    }
+    s
+}
+
+/// Runs `grub-mkrescue -o out root`; its output goes to `log`.
+pub fn grub_mkrescue(root: &Path, out: &Path, log: &Path) -> Result<()> {
+    let f = std::fs::File::create(log)?;
+    let st = Command::new("grub-mkrescue")
+        .arg("-o")
+        .arg(out)
+        .arg(root)
+        .stdout(f.try_clone()?)
+        .stderr(f)
+        .status()
+        .context("starting grub-mkrescue")?;
+    if !st.success() {
+        let text = std::fs::read_to_string(log).unwrap_or_default();
+        bail!("grub-mkrescue failed ({st}); its output ({}):\n{text}", log.display());
+    }
+    Ok(())
 }
 
 /// Builds `<run>/boot.iso` from `<run>/iso/` with grub-mkrescue; its output
@@ -103,20 +129,7 @@ pub fn make_iso(run: &Path, m: &Media) -> Result<PathBuf> {
     }
     std::fs::write(boot.join("grub/grub.cfg"), grub_cfg(m))?;
     let iso = run.join("boot.iso");
-    let log = run.join("grub-mkrescue.log");
-    let out = std::fs::File::create(&log)?;
-    let st = Command::new("grub-mkrescue")
-        .arg("-o")
-        .arg(&iso)
-        .arg(&root)
-        .stdout(out.try_clone()?)
-        .stderr(out)
-        .status()
-        .context("starting grub-mkrescue")?;
-    if !st.success() {
-        let text = std::fs::read_to_string(&log).unwrap_or_default();
-        bail!("grub-mkrescue failed ({st}); its output ({}):\n{text}", log.display());
-    }
+    grub_mkrescue(&root, &iso, &run.join("grub-mkrescue.log"))?;
     Ok(iso)
 }
 

@@ -85,6 +85,7 @@ fn stage_specs(stage: &'static str, hv: &std::path::Path, timeout: u64) -> Vec<B
         expect_text: None,
         hv_kernel: Some(hv.to_path_buf()),
         expect_failures: &[],
+        image: None,
     };
     match stage {
         "fast" => vec![one("penryn fast", "core2_penryn_t9600", "ram_test_mib=0")],

@@ -59,6 +59,31 @@ pub const BOCHS: &[Need] = &[
     Need { what: What::Program("mformat"), package: "mtools" },
 ];
 
+/// The rig image (`cargo xtask image`): GRUB for BIOS and for UEFI, and
+/// what grub-mkrescue needs to build a hybrid image (xorriso; mtools for
+/// the EFI system partition).
+pub const IMAGE: &[Need] = &[
+    Need { what: What::Program("grub-mkrescue"), package: "grub-common" },
+    Need { what: What::AnyPath(&["/usr/lib/grub/i386-pc"]), package: "grub-pc-bin" },
+    Need { what: What::AnyPath(&["/usr/lib/grub/x86_64-efi"]), package: "grub-efi-amd64-bin" },
+    Need { what: What::Program("xorriso"), package: "xorriso" },
+    Need { what: What::Program("mformat"), package: "mtools" },
+];
+
+/// UEFI firmware for QEMU (Debian `ovmf`; the first path that exists is used).
+pub const OVMF_FIRMWARE: &[&str] = &["/usr/share/ovmf/OVMF.fd", "/usr/share/qemu/OVMF.fd"];
+
+/// Booting the image under UEFI in QEMU.
+pub const OVMF: &[Need] = &[
+    Need { what: What::Program("qemu-system-x86_64"), package: "qemu-system-x86" },
+    Need { what: What::AnyPath(OVMF_FIRMWARE), package: "ovmf" },
+];
+
+/// The OVMF firmware file to pass to QEMU's `-bios`.
+pub fn ovmf_firmware() -> &'static str {
+    OVMF_FIRMWARE.iter().copied().find(|p| Path::new(p).exists()).unwrap_or(OVMF_FIRMWARE[0])
+}
+
 /// Booting in QEMU (TCG or KVM).
 pub const QEMU: &[Need] = &[Need { what: What::Program("qemu-system-x86_64"), package: "qemu-system-x86" }];
 

@@ -6,7 +6,14 @@
 //! 3. hypervisor boots in Bochs on `core2_penryn_t9600` (no EPT: pure shadow
 //!    paging) and `corei7_skylake_x`, and one on Penryn with the MMU audit
 //!    (`audit=1`), in parallel (plus QEMU/KVM when nested VMX works here);
-//! 4. negative tests that must fail in one specific way: the hypervisor in
+//! 4. the test-rig image (`cargo xtask image`): booted in Bochs via BIOS
+//!    (penryn; the whole suite must pass, with the other Bochs boots), and
+//!    under UEFI in QEMU TCG with OVMF (no VMX: the serial text and the
+//!    banner in a screendump are checked, `rig.rs`), and its bare guest
+//!    entry under OVMF (chosen with `sendkey`); the VGA text banner of
+//!    a Multiboot 1 (BIOS) boot; and `reboot=2` at the end of a run without
+//!    the exit device (QEMU must be reset after 2 s);
+//! 5. negative tests that must fail in one specific way: the hypervisor in
 //!    QEMU TCG (`no-vmx`) and with a non-Multiboot guest (`bad-guest-image`);
 //!    in Bochs, a deliberately invalid guest TR (`vm-entry-failure` naming
 //!    `GUEST_TR_AR_BYTES`), a guest triple fault (`triple-fault`) and an
@@ -25,7 +32,7 @@ use crate::verdict::ExpectedFailure;
 use crate::emulator::{self, Emulator};
 use crate::formats::{self, Format};
 use crate::workspace::{cargo_program, Workspace};
-use crate::{build, packages};
+use crate::{build, image, packages, rig};
 use clap::Args;
 use shared::line::ErrorKind;
 use std::io::{BufRead, BufReader};
@@ -279,6 +286,7 @@ fn spec(name: &str, emu: Emulator, model: Option<&str>, hv: bool, opts: &TestOpt
         expect_text: None,
         hv_kernel: None,
         expect_failures: &[],
+        image: None,
     }
 }
 
@@ -415,13 +423,48 @@ pub fn test(ws: &Workspace, opts: &TestOpts) -> anyhow::Result<bool> {
     Ok(m == 0 && rows.iter().all(|r| r.verdict == "PASS"))
 }
 
+/// A row for one rig run (`rig.rs`): one result, like a negative test.
+fn row_of_rig(name: &str, r: anyhow::Result<rig::RigRun>) -> Row {
+    let r = match r {
+        Ok(r) => r,
+        Err(e) => return row_of(name, Err(e)),
+    };
+    let mut block = format!("== {name} ==\n");
+    for reason in &r.reasons {
+        block += &format!("  {} {reason}\n", if r.passed { "-" } else { "- FAIL:" });
+    }
+    block += &format!("{}: {name} in {:.1} s (run dir: {})\n\n", if r.passed { "PASS" } else { "FAIL" }, r.secs, r.dir.display());
+    boot::say(&block);
+    let outcome = if r.passed { "pass" } else { "fail" };
+    Row {
+        name: name.into(),
+        verdict: if r.passed { "PASS" } else { "FAIL" },
+        passed: 0,
+        failed: 0,
+        skipped: 0,
+        secs: r.secs,
+        n_pass: u32::from(r.passed),
+        n_fail: u32::from(!r.passed),
+        items: vec![Item { name: name.into(), outcome, detail: r.reasons.join("; ") }],
+    }
+}
+
+/// Where `cargo xtask test` builds the rig image.
+fn test_image(ws: &Workspace) -> std::path::PathBuf {
+    ws.quadrant_dir().join("test-image").join("quadrant.img")
+}
+
 fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     let setup = Instant::now();
     let mut needs = packages::BOCHS.to_vec();
     needs.extend_from_slice(packages::QEMU);
+    needs.extend_from_slice(packages::IMAGE);
+    needs.extend_from_slice(packages::OVMF);
+    let img = test_image(ws);
     let ready = packages::ensure(&needs).and_then(|()| {
-        println!("== building the hypervisor and the guest ==");
-        build::build(ws)
+        println!("== building the hypervisor, the guest and the rig image ==");
+        build::build(ws)?;
+        image::make_image(ws, &img, image::DEFAULT_MENU_TIMEOUT)
     });
     if let Err(e) = ready {
         println!("ERROR: {e:#}\n");
@@ -483,6 +526,12 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     reports.guest_args = BROKEN_WORDS.into();
     reports.expect_failures = broken_reports(true);
     hv.extend([entry, triple, budget, no_ept, reports]);
+    // The rig image via BIOS: its default entry (the hypervisor with the
+    // guest, mmu=shadow) must pass the whole suite, role coverage included.
+    let mut via_bios = spec("image via BIOS, bochs penryn (shadow)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts);
+    via_bios.guest_args = String::new();
+    via_bios.image = Some(img.clone());
+    hv.push(via_bios);
     let parallel = Style { stream: false, verbose: opts.verbose };
     let mut jobs: Vec<Job> = hv.drain(..).map(Job::Boot).collect();
     if !opts.no_bisect {
@@ -516,6 +565,13 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
         }
         Err(why) => println!("(skipping the qemu-kvm boot: {why})\n"),
     }
+
+    // The rig image under UEFI, and the reboot at the end of a run.
+    let uefi_timeout = opts.timeout.unwrap_or(300);
+    rows.push(row_of_rig("image via UEFI, qemu-tcg ovmf (no VMX, serial + screen)", rig::uefi_image_boot(ws, &img, uefi_timeout)));
+    rows.push(row_of_rig("image via UEFI, bare guest entry, qemu-tcg ovmf", rig::uefi_image_bare(ws, &img, uefi_timeout)));
+    rows.push(row_of_rig("rig: BIOS VGA text banner, qemu-tcg (no VMX)", rig::bios_vga_banner(ws, 60)));
+    rows.push(row_of_rig("rig: reboot=2 resets after the result", rig::reboot_after_result(ws, 60)));
 
     // Negative tests.
     let mut novmx = spec("negative: hypervisor without VMX", Emulator::QemuTcg, None, true, opts);

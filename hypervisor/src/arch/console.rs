@@ -1,20 +1,27 @@
-//! The hypervisor's console: COM1 through the `uart_16550` crate, with the
-//! `log` crate's logger on top. Everything the runner parses (see
-//! `shared::line`) and every log line goes through [`with_console`], one
-//! whole line at a time under one lock, so lines from the guest and from the
-//! hypervisor never interleave mid-line.
+//! The hypervisor's console: COM1 through the `uart_16550` crate (or the
+//! debug port when there is no UART), mirrored on the display when there is
+//! one ([`super::screen`]), with the `log` crate's logger on top. Everything
+//! the runner parses (see `shared::line`) and every log line goes through
+//! [`with_console`], one whole line at a time under one lock, so lines from
+//! the guest and from the hypervisor never interleave mid-line.
 
+use super::screen::Screen;
 use core::fmt::{self, Write};
+use shared::screen::{Ending, Tally};
 use spin::Mutex;
 use uart_16550::{backend::PioBackend, Config, Uart16550Tty};
 
 /// Where console bytes go.
 pub struct Console {
     uart: Option<Uart16550Tty<PioBackend>>,
+    screen: Option<Screen>,
 }
 
 impl Write for Console {
     fn write_str(&mut self, s: &str) -> fmt::Result {
+        if let Some(screen) = &mut self.screen {
+            screen.write(s);
+        }
         match &mut self.uart {
             Some(u) => {
                 for b in s.bytes() {
@@ -38,7 +45,7 @@ impl Write for Console {
     }
 }
 
-static CONSOLE: Mutex<Console> = Mutex::new(Console { uart: None });
+static CONSOLE: Mutex<Console> = Mutex::new(Console { uart: None, screen: None });
 
 /// Initialises COM1 (115200 8N1, the crate's default) and installs the
 /// logger. Returns false when no UART answered the self-test.
@@ -51,6 +58,20 @@ pub fn init(level: log::LevelFilter) -> bool {
     let _ = log::set_logger(&LOGGER);
     log::set_max_level(level);
     present
+}
+
+/// Mirrors the console on `screen` from now on.
+pub fn attach_screen(screen: Screen) {
+    CONSOLE.lock().screen = Some(screen);
+}
+
+/// Draws the end-of-run banner on the screen, if there is one, and returns
+/// the check counts it shows.
+pub fn banner(ending: Ending<'_>, detail: &str) -> Option<Tally> {
+    let mut c = CONSOLE.lock();
+    let s = c.screen.as_mut()?;
+    s.banner(ending, detail);
+    Some(s.tally())
 }
 
 /// Runs `f` with the console locked.

@@ -66,6 +66,16 @@ pub unsafe fn write_cr0(v: u64) {
     unsafe { asm!("mov cr0, {}", in(reg) v, options(nostack, preserves_flags)) };
 }
 
+/// Writes CR3.
+///
+/// # Safety
+/// `v` must point at page tables that keep the hypervisor's own code, data
+/// and stack mapped as before.
+pub unsafe fn write_cr3(v: u64) {
+    // SAFETY: the caller guarantees the tables.
+    unsafe { asm!("mov cr3, {}", in(reg) v, options(nostack, preserves_flags)) };
+}
+
 /// Writes CR4.
 ///
 /// # Safety
@@ -187,9 +197,23 @@ pub fn mask_legacy_pics() {
     }
 }
 
-/// Ends the emulator run with `status` (0 = pass), executing the steps of
-/// `shared::ports::exit_steps`, then halts this CPU.
-pub fn exit_emulator(status: u8) -> ! {
+/// Reads a byte from an I/O port.
+///
+/// # Safety
+/// The caller must know what reading `port` does to its device.
+pub unsafe fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: the caller vouches for the device; IN touches no memory.
+    unsafe { asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags)) };
+    v
+}
+
+/// Executes the emulator exit steps of `shared::ports::exit_steps` for
+/// `status` (0 = pass) and returns when none of them ended the machine (real
+/// hardware, or QEMU without its exit device). (The guest's copy is
+/// `bare_rt::exit`; the hypervisor's library cannot link bare-rt, whose
+/// libc symbols clash with std in host tests.)
+pub fn exit_steps(status: u8) {
     use shared::ports::ExitStep;
     for step in shared::ports::exit_steps(status) {
         match step {
@@ -200,7 +224,6 @@ pub fn exit_emulator(status: u8) -> ! {
             ExitStep::MagicBreak => unsafe { asm!("xchg bx, bx", options(nomem, nostack)) },
         }
     }
-    halt_forever()
 }
 
 /// Halts until an NMI (the host's kick) or another event arrives, with
@@ -262,4 +285,58 @@ pub fn halt_forever() -> ! {
         // SAFETY: CLI; HLT only stops this CPU.
         unsafe { asm!("cli; hlt", options(nomem, nostack)) };
     }
+}
+
+/// The 8254 PIT's input clock in Hz.
+const PIT_HZ: u32 = 1_193_182;
+/// Polls of port 0x61 per 10 ms chunk before the PIT counts as stopped
+/// (modern chipsets can gate its clock off).
+const PIT_POLL_LIMIT: u32 = 2_000_000;
+
+/// Waits about `ms` milliseconds, counted in 10 ms chunks by the 8254 PIT's
+/// channel 2 in mode 0 (interrupt on terminal count), whose output is read
+/// back through port 0x61 bit 5 (bit 0 gates the channel; the speaker,
+/// bit 1, stays off). Returns false when the PIT never reached terminal
+/// count: the wait then lasted as long as the bounded polling did, which is
+/// not a measured time.
+pub fn delay_ms(ms: u32) -> bool {
+    let count = (PIT_HZ / 100) as u16; // 10 ms
+    let mut counted = true;
+    for _ in 0..ms.div_ceil(10) {
+        // SAFETY: ports 0x42/0x43 are PIT channel 2 and the mode register,
+        // 0x61 the speaker/gate control, on every PC; nothing else uses
+        // channel 2 here and the speaker stays off.
+        unsafe {
+            outb(0x61, (inb(0x61) & !0x03) | 0x01);
+            outb(0x43, 0b1011_0000); // channel 2, lobyte/hibyte, mode 0, binary
+            outb(0x42, count as u8);
+            outb(0x42, (count >> 8) as u8);
+        }
+        // SAFETY: as above; reading 0x61 has no side effects.
+        counted &= (0..PIT_POLL_LIMIT).any(|_| unsafe { inb(0x61) } & 0x20 != 0);
+    }
+    counted
+}
+
+/// Resets the machine: the reset control register at 0xCF9 (a full reset,
+/// as the PIIX and PCH datasheets define it), then the keyboard
+/// controller's pulse-reset command, then a triple fault (with an IDT of
+/// limit 0 the breakpoint exception shuts the CPU down, and a shutdown
+/// resets a PC). Never returns.
+pub fn reset_machine() -> ! {
+    // SAFETY: 0xCF9 and 0x64 are the reset control register and the
+    // keyboard controller's command port on PCs; resetting is the intent.
+    unsafe {
+        outb(0xcf9, 0x02);
+        outb(0xcf9, 0x06);
+    }
+    delay_ms(50);
+    // SAFETY: as above.
+    unsafe { outb(0x64, 0xfe) };
+    delay_ms(50);
+    let null_idt = DescriptorTablePointer::default();
+    // SAFETY: loading an empty IDT and raising #BP is meant to triple-fault
+    // this CPU, which resets the machine.
+    unsafe { asm!("lidt [{}]", "int3", in(reg) &null_idt, options(nostack)) };
+    halt_forever()
 }

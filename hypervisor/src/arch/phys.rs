@@ -2,11 +2,14 @@
 //! pointers. The boot code identity-maps the low 4 GiB (bare-rt), so a
 //! physical address below 4 GiB is also its linear address.
 //!
-//! Two owners of memory regions are built here and handed out as safe
+//! Owners of memory regions are built here and handed out as safe
 //! objects: [`GuestRam`] (the host region that backs guest-physical
-//! 0..size) and [`FramePool`] (4 KiB frames for page tables the CPU walks:
-//! the hypervisor's shadow tables and VMX regions). Both bounds-check every
-//! access, so code above this module needs no `unsafe` for memory.
+//! 0..size), [`FramePool`] (4 KiB frames for page tables the CPU walks:
+//! the hypervisor's shadow tables and VMX regions) and [`DisplayMemory`]
+//! (a framebuffer or VGA text memory, mapped here when it lies above
+//! 4 GiB). All bounds-check every access, so code above this module needs
+//! no `unsafe` for memory. [`BootMemory`] reads what the boot loader left,
+//! including the Multiboot 2 boot information.
 
 use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -270,6 +273,146 @@ impl BootMemory {
     pub unsafe fn module(&self, start: u64, end: u64) -> &'static [u8] {
         // SAFETY: the caller guarantees the range.
         unsafe { core::slice::from_raw_parts(start as *const u8, (end - start) as usize) }
+    }
+
+    /// The Multiboot 2 boot information at `addr` (EBX at entry), borrowed
+    /// for the rest of the run: the loader's memory is never freed, and the
+    /// caller keeps its range out of the allocator (`BootInfo::info_range`).
+    pub fn multiboot2(&self, addr: u64) -> Result<multiboot2::BootInformation<'static>, &'static str> {
+        let mut head = [0u8; 8];
+        if !self.read(addr, &mut head) {
+            return Err("its address is not readable memory below 4 GiB");
+        }
+        let total = u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+        if !addr.is_multiple_of(8) {
+            return Err("its address is not 8-byte aligned");
+        }
+        if total < 16 || addr + total > 1 << 32 {
+            return Err("its total_size is below 16 bytes or runs past 4 GiB");
+        }
+        // SAFETY: `[addr, addr + total)` is identity-mapped boot-loader
+        // memory below 4 GiB (checked above) that nothing writes for the
+        // rest of the run; `load` reads only within total_size.
+        unsafe { multiboot2::BootInformation::load(addr as *const multiboot2::BootInformationHeader) }
+            .map_err(|_| "its tags are malformed (a size runs past total_size, or no end tag)")
+    }
+}
+
+impl shared::multiboot::PhysRead for BootMemory {
+    fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
+        BootMemory::read(self, addr, buf)
+    }
+}
+
+/// Multiboot 2 boot information held in `bytes` (host tests build it so).
+/// Refuses a misaligned slice and a total_size larger than the slice.
+pub fn multiboot2_from_bytes(bytes: &[u8]) -> Result<multiboot2::BootInformation<'_>, &'static str> {
+    if !(bytes.as_ptr() as usize).is_multiple_of(8) {
+        return Err("not 8-byte aligned");
+    }
+    let total = match bytes.get(..4) {
+        Some(b) => u32::from_le_bytes([b[0], b[1], b[2], b[3]]) as usize,
+        None => return Err("shorter than its header"),
+    };
+    if total < 16 || total > bytes.len() {
+        return Err("total_size is below 16 bytes or larger than the buffer");
+    }
+    // SAFETY: the structure lies inside `bytes` (total_size checked against
+    // its length), which is aligned and borrowed for the result's lifetime.
+    unsafe { multiboot2::BootInformation::load(bytes.as_ptr().cast()) }.map_err(|_| "its tags are malformed")
+}
+
+/// Display memory (a framebuffer or VGA text memory), written one pixel or
+/// cell at a time with bounds checks.
+#[derive(Debug)]
+pub struct DisplayMemory {
+    base: u64,
+    len: u64,
+}
+
+/// Page directories for display memory above 4 GiB (UEFI firmware often
+/// places the GOP framebuffer there): each maps 1 GiB in 2 MiB pages.
+#[repr(C, align(4096))]
+struct HighPds([[u64; 512]; 2]);
+static HIGH_PDS: spin::Mutex<HighPds> = spin::Mutex::new(HighPds([[0; 512]; 2]));
+
+impl DisplayMemory {
+    /// Takes `[base, base + len)` as display memory, identity-mapping it
+    /// first when it lies above 4 GiB (below 512 GiB and within 2 GiB of
+    /// 1 GiB-aligned space; beyond that the error says so).
+    ///
+    /// # Safety
+    /// The range must be display memory the boot loader described (not RAM
+    /// anything else uses), and this is called once per range.
+    pub unsafe fn new(base: u64, len: u64) -> Result<Self, &'static str> {
+        let end = base.checked_add(len).ok_or("its size overflows")?;
+        if len == 0 {
+            return Err("it is empty");
+        }
+        if end > 1 << 32 {
+            const GIB: u64 = 1 << 30;
+            if end > 512 * GIB {
+                return Err("it lies above 512 GiB, beyond the boot page tables' first PML4 entry");
+            }
+            let (first, last) = (base / GIB, (end - 1) / GIB);
+            if last - first >= 2 {
+                return Err("it spans more than two 1 GiB regions");
+            }
+            // The boot tables (bare-rt): CR3 -> PML4, whose entry 0 is the
+            // PDPT; its entries 0..4 map the low 4 GiB, the rest are free.
+            let pml4 = super::cpu::cr3() & !0xfff;
+            // SAFETY: the PML4 is identity-mapped boot memory below 4 GiB.
+            let pdpt = unsafe { ptr::read_volatile(pml4 as *const u64) } & 0x000f_ffff_ffff_f000;
+            let mut pds = HIGH_PDS.lock();
+            for (i, gib) in (first..=last).enumerate() {
+                let pd = &mut pds.0[i];
+                for (j, e) in pd.iter_mut().enumerate() {
+                    // 2 MiB page, present, writable (SDM Vol. 3A 4.5, Table 4-17).
+                    *e = (gib * GIB + ((j as u64) << 21)) | 0x83;
+                }
+                let pd_phys = pd.as_ptr() as u64;
+                // SAFETY: PDPT entries at and above 4 are unused by the boot
+                // tables; a not-present entry becomes present, so no TLB
+                // entry can be stale, and the CR3 reload below flushes
+                // paging-structure caches anyway (SDM Vol. 3A 4.10.4.1).
+                unsafe { ptr::write_volatile((pdpt as *mut u64).add(gib as usize), pd_phys | 0x3) };
+            }
+            // SAFETY: reloading CR3 with its own value only flushes the TLB.
+            unsafe { super::cpu::write_cr3(super::cpu::cr3()) };
+        }
+        Ok(DisplayMemory { base, len })
+    }
+
+    /// Bytes of display memory.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is empty (never, once built).
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Writes the low `bytes` (1..=4) bytes of `v` at `offset`; out of
+    /// range writes are dropped.
+    pub fn write(&self, offset: u64, bytes: u8, v: u32) {
+        if offset.checked_add(u64::from(bytes)).is_none_or(|e| e > self.len) {
+            return;
+        }
+        let p = self.base + offset;
+        // SAFETY: inside the display memory this object owns; volatile
+        // because it is device memory. Unaligned sizes go byte by byte.
+        unsafe {
+            match bytes {
+                4 if p.is_multiple_of(4) => ptr::write_volatile(p as *mut u32, v),
+                2 if p.is_multiple_of(2) => ptr::write_volatile(p as *mut u16, v as u16),
+                n => {
+                    for i in 0..u64::from(n.min(4)) {
+                        ptr::write_volatile((p + i) as *mut u8, (v >> (8 * i)) as u8);
+                    }
+                }
+            }
+        }
     }
 }
 
