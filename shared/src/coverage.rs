@@ -359,6 +359,23 @@ pub fn missing<'p, 'c>(
     promised.iter().filter(move |p| !created.iter().any(|v| p.matches(v)))
 }
 
+/// The bit of the pair of guest paging levels (a, b), a < b, in the
+/// `loaded_glevels_pairs` counter of the `mmu-stats` line: the hypervisor
+/// sets it when shadow roots of both were loaded at the same moment (vCPUs
+/// in different paging modes at once, DESIGN.md scenario 19).
+pub const fn glevels_pair_bit(a: u8, b: u8) -> u32 {
+    1 << (5 * a as u32 + b as u32)
+}
+
+/// The pairs set in a `loaded_glevels_pairs` value, as (a, b) with a < b.
+pub fn glevels_pairs(mask: u32) -> impl Iterator<Item = (u8, u8)> {
+    (0..5u8).flat_map(move |a| (a + 1..5).map(move |b| (a, b))).filter(move |&(a, b)| mask & glevels_pair_bit(a, b) != 0)
+}
+
+/// The pair SMP runs must show: real mode (an AP after its start-up IPI)
+/// beside long mode (the BSP).
+pub const SMP_PROMISED_PAIR: (u8, u8) = (0, 4);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -308,6 +308,7 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
         expect_text: spec.expect_text,
         role_coverage,
         expect_failures: spec.expect_failures,
+        smp_modes: role_coverage && spec.cpus > 1,
     };
     let verdict = verdict::judge(&console, exit, spec.emulator.convention(), exp);
 
@@ -328,6 +329,7 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
         checks: console.checks.clone(),
         counts: verdict.counts,
         counts_by_mode: console.counts_by_mode(),
+        counts_by_cpu: console.counts_by_cpu(),
         guest_summary: console.summary,
         result: console.result.clone().map(|(status, reason)| report::ResultLine { status, reason }),
         passed: verdict.passed,

@@ -44,6 +44,9 @@ pub struct Report {
     /// The same counts per mode (the first part of the check names:
     /// `boot`, `modes`, `pg32`, `pae`, `long`, `cache`, ...), in run order.
     pub counts_by_mode: Vec<ModeCounts>,
+    /// The same counts per CPU (`cpu0` the BSP, `cpuN` the APs' own
+    /// `cpuN/...` checks), in run order.
+    pub counts_by_cpu: Vec<ModeCounts>,
     /// The guest's own `guest-summary` counts, if it printed one.
     pub guest_summary: Option<Counts>,
     /// The `quadrant-result` line.
@@ -139,14 +142,27 @@ pub fn counts_line(c: Counts) -> String {
 /// `by mode (passed/failed/skipped): boot 6/0/0, long 17/0/0, ...`;
 /// empty when there were no checks.
 pub fn mode_counts_line(by_mode: &[ModeCounts]) -> String {
-    if by_mode.is_empty() {
+    counts_line_of("by mode", by_mode)
+}
+
+/// The per-CPU counts as one line (`by CPU (passed/failed/skipped): cpu0
+/// 80/0/1, cpu1 26/0/0, ...`); empty unless APs reported checks of their own.
+pub fn cpu_counts_line(by_cpu: &[ModeCounts]) -> String {
+    if by_cpu.len() < 2 {
         return String::new();
     }
-    let parts: Vec<String> = by_mode
+    counts_line_of("by CPU", by_cpu)
+}
+
+fn counts_line_of(what: &str, counts: &[ModeCounts]) -> String {
+    if counts.is_empty() {
+        return String::new();
+    }
+    let parts: Vec<String> = counts
         .iter()
         .map(|m| format!("{} {}/{}/{}", m.mode, m.counts.passed, m.counts.failed, m.counts.skipped))
         .collect();
-    format!("by mode (passed/failed/skipped): {}", parts.join(", "))
+    format!("{what} (passed/failed/skipped): {}", parts.join(", "))
 }
 
 /// A log line made safe for a terminal: no escape sequences or control characters.
@@ -201,9 +217,10 @@ fn bochs_problems(path: &Path, n: usize) -> String {
 pub fn block_end(r: &Report, v: &Verdict, report_path: &Path) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{}", counts_line(v.counts));
-    let by_mode = mode_counts_line(&r.counts_by_mode);
-    if !by_mode.is_empty() {
-        let _ = writeln!(s, "{by_mode}");
+    for line in [mode_counts_line(&r.counts_by_mode), cpu_counts_line(&r.counts_by_cpu)] {
+        if !line.is_empty() {
+            let _ = writeln!(s, "{line}");
+        }
     }
     if v.passed {
         let what = if r.expect_error.is_some() || !r.expect_failures.is_empty() { " (failed as expected)" } else { "" };
@@ -260,6 +277,14 @@ mod tests {
         assert_eq!(mode_counts_line(&[]), "");
         assert_eq!(crate::verdict::mode_of("cpu12/pae/x"), "pae");
         assert_eq!(crate::verdict::mode_of("cpux/pae"), "cpux");
+        let cpus = c.counts_by_cpu();
+        assert_eq!(cpu_counts_line(&cpus), "by CPU (passed/failed/skipped): cpu0 3/1/1, cpu1 1/0/0");
+        assert_eq!(crate::verdict::cpu_of("cpu12/pae/x"), "cpu12");
+        assert_eq!(crate::verdict::cpu_of("cpux/pae"), "cpu0");
+        assert_eq!(crate::verdict::cpu_of("cpu3"), "cpu0");
+        // One CPU: no per-CPU line.
+        let one = Console::from_text("check PASS boot/handoff: x\n").counts_by_cpu();
+        assert_eq!(cpu_counts_line(&one), "");
     }
 
     #[test]

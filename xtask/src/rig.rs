@@ -251,6 +251,7 @@ fn no_vmx_reasons(console: &Console, exit: Exit) -> Vec<String> {
         expect_text: Some("this CPU has no VMX"),
         role_coverage: false,
         expect_failures: &[],
+        smp_modes: false,
     };
     verdict::judge(console, exit, ExitConvention::Qemu, exp).reasons
 }
@@ -338,7 +339,7 @@ pub fn uefi_image_bare(ws: &Workspace, image: &Path, timeout: u64) -> Result<Rig
     })?;
     let text = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
     let console = Console::from_text(&text);
-    let exp = Expectation { hypervisor: false, expect_error: None, expect_text: None, role_coverage: false, expect_failures: &[] };
+    let exp = Expectation { hypervisor: false, expect_error: None, expect_text: None, role_coverage: false, expect_failures: &[], smp_modes: false };
     let v = verdict::judge(&console, exit, ExitConvention::Qemu, exp);
     let mut reasons = v.reasons.clone();
     match keys {

@@ -476,30 +476,43 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     println!();
     let stream = Style { stream: true, verbose: opts.verbose };
 
-    // The bare reference boot.
-    let bare = spec("bare guest, qemu-tcg", Emulator::QemuTcg, None, false, opts);
+    // The bare reference boot, with 4 CPUs (the SMP checks start the APs).
+    let mut bare = spec("bare guest, qemu-tcg, 4 cpus", Emulator::QemuTcg, None, false, opts);
+    bare.cpus = 4;
     rows.push(row_of(&bare.name, boot::boot(ws, &bare, stream)));
 
-    // Hypervisor boots in Bochs, `jobs` at a time.
+    // Hypervisor boots in Bochs, `jobs` at a time: one vCPU (Penryn), and
+    // several (2 on Penryn, without x2APIC; 4 on Skylake, with it).
+    let mut pen2 = spec("hypervisor, bochs penryn, 2 cpus (shadow)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts);
+    pen2.cpus = 2;
+    let mut sky4 = spec("hypervisor, bochs skylake, 4 cpus (shadow)", Emulator::Bochs, Some("corei7_skylake_x"), true, opts);
+    sky4.cpus = 4;
+    sky4.timeout = Some(opts.timeout.unwrap_or(900));
     let mut hv = vec![
         spec("hypervisor, bochs penryn (shadow)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts),
-        spec("hypervisor, bochs skylake (shadow)", Emulator::Bochs, Some("corei7_skylake_x"), true, opts),
+        pen2,
+        sky4,
     ];
     // The bare reference in Bochs too: QEMU TCG does not model everything
     // (PDPTE registers, reserved CR3 bits), Bochs does.
-    hv.push(spec("bare guest, bochs skylake", Emulator::Bochs, Some("corei7_skylake_x"), false, opts));
+    let mut bare_bochs = spec("bare guest, bochs skylake, 4 cpus", Emulator::Bochs, Some("corei7_skylake_x"), false, opts);
+    bare_bochs.cpus = 4;
+    hv.push(bare_bochs);
     // The EPT reference: the same guest on an identity EPT with
-    // unrestricted guest (Skylake has both).
-    let mut ept = spec("hypervisor, bochs skylake (ept)", Emulator::Bochs, Some("corei7_skylake_x"), true, opts);
+    // unrestricted guest (Skylake has both); 2 vCPUs, so the APs start in
+    // real mode natively.
+    let mut ept = spec("hypervisor, bochs skylake, 2 cpus (ept)", Emulator::Bochs, Some("corei7_skylake_x"), true, opts);
     ept.mmu = Mmu::Ept;
+    ept.cpus = 2;
     hv.push(ept);
-    // The MMU audit after every exit that reaches the shadow page cache
-    // (the RAM test is skipped: its thousands of faults would each be
-    // audited; the mode walk is what exercises the cache).
-    let mut audit = spec("hypervisor, bochs penryn (shadow, audit=1)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts);
+    // The MMU audit after every exit that reaches the shadow page cache,
+    // with 2 vCPUs (the RAM test is skipped: its thousands of faults would
+    // each be audited; the mode walks are what exercise the cache).
+    let mut audit = spec("hypervisor, bochs penryn, 2 cpus (shadow, audit=1)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts);
+    audit.cpus = 2;
     audit.hv_args = "audit=1".into();
     audit.guest_args = "ram_test_mib=0 light=1".into();
-    audit.timeout = Some(opts.timeout.unwrap_or(900));
+    audit.timeout = Some(opts.timeout.unwrap_or(1200));
     hv.push(audit);
     // Negative tests that need VMX, so Bochs: each error path of the
     // hypervisor must end the run with its own named error.

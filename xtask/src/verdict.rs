@@ -318,9 +318,19 @@ impl Console {
     /// Counts of the check lines per mode (see [`mode_of`]), in the order
     /// each mode first appeared.
     pub fn counts_by_mode(&self) -> Vec<ModeCounts> {
+        self.counts_by(mode_of)
+    }
+
+    /// Counts of the check lines per CPU (see [`cpu_of`]), in the order
+    /// each CPU first appeared.
+    pub fn counts_by_cpu(&self) -> Vec<ModeCounts> {
+        self.counts_by(cpu_of)
+    }
+
+    fn counts_by(&self, key: fn(&str) -> &str) -> Vec<ModeCounts> {
         let mut v: Vec<ModeCounts> = Vec::new();
         for k in &self.checks {
-            let mode = mode_of(&k.name);
+            let mode = key(&k.name);
             let i = match v.iter().position(|m| m.mode == mode) {
                 Some(i) => i,
                 None => {
@@ -332,6 +342,14 @@ impl Console {
         }
         v
     }
+}
+
+/// The CPU a check ran on: `cpuN` of an AP's `cpuN/...` check, `cpu0` (the
+/// BSP) for the others.
+pub fn cpu_of(name: &str) -> &str {
+    let first = name.split('/').next().unwrap_or("");
+    let is_cpu = first.len() > 3 && first.starts_with("cpu") && first[3..].bytes().all(|b| b.is_ascii_digit());
+    if is_cpu && name.len() > first.len() { first } else { "cpu0" }
 }
 
 /// The mode of a check: the first part of its name (`long` of
@@ -396,6 +414,10 @@ pub struct Expectation {
     /// purpose): the run passes only when exactly these checks fail, each
     /// with a translation-failure report holding every given text.
     pub expect_failures: &'static [ExpectedFailure],
+    /// An SMP run of the whole suite under shadow paging: the hypervisor's
+    /// `mmu-stats` must show shadow roots of real mode and long mode loaded
+    /// at the same moment (`shared::coverage::SMP_PROMISED_PAIR`).
+    pub smp_modes: bool,
 }
 
 /// A check that must fail, and what its translation-failure report
@@ -532,6 +554,9 @@ pub fn judge(console: &Console, exit: Exit, conv: ExitConvention, exp: Expectati
     if exp.role_coverage {
         coverage_missing = coverage::judge(console, shared::coverage::PROMISED, &mut reasons);
     }
+    if exp.smp_modes {
+        coverage::judge_smp(console, &mut reasons);
+    }
     Verdict { passed: reasons.is_empty(), reasons, counts, coverage_missing }
 }
 
@@ -540,9 +565,9 @@ mod tests {
     use super::*;
 
     const BARE: Expectation =
-        Expectation { hypervisor: false, expect_error: None, expect_text: None, role_coverage: false, expect_failures: &[] };
+        Expectation { hypervisor: false, expect_error: None, expect_text: None, role_coverage: false, expect_failures: &[], smp_modes: false };
     const HV: Expectation =
-        Expectation { hypervisor: true, expect_error: None, expect_text: None, role_coverage: false, expect_failures: &[] };
+        Expectation { hypervisor: true, expect_error: None, expect_text: None, role_coverage: false, expect_failures: &[], smp_modes: false };
 
     const GOOD_BARE: &str = "\
 SeaBIOS (version x)\r
@@ -669,6 +694,7 @@ guest-summary passed=2 failed=0 skipped=1\r
             expect_text: None,
             role_coverage: false,
             expect_failures: &[],
+            smp_modes: false,
         };
         let c = Console::from_text("quadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0\n");
         assert!(!judge(&c, Exit::Timeout { secs: 60 }, ExitConvention::Qemu, neg).passed);
@@ -682,6 +708,7 @@ guest-summary passed=2 failed=0 skipped=1\r
             expect_text: None,
             role_coverage: false,
             expect_failures: &[],
+            smp_modes: false,
         };
         let log = "quadrant-hv version=1 mmu=shadow\nquadrant-error no-vmx: CPUID.1:ECX.VMX[bit 5] = 0: this CPU has no VMX\n\
                    quadrant-result status=255 reason=no-vmx\n";
@@ -701,6 +728,7 @@ guest-summary passed=2 failed=0 skipped=1\r
             expect_text: None,
             role_coverage: false,
             expect_failures: &[],
+            smp_modes: false,
         };
         let c = Console::from_text(log);
         let v = judge(&c, Exit::Code(255), ExitConvention::Qemu, bad);

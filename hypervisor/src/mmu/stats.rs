@@ -74,6 +74,9 @@ pub struct MmuStats {
     /// The glevels (bit g) of the loaded roots when that maximum was first
     /// reached.
     pub max_loaded_glevels_mask: u32,
+    /// Every pair of glevels whose roots were loaded at the same moment
+    /// (`shared::coverage::glevels_pair_bit`).
+    pub loaded_glevels_pairs: u32,
 }
 
 /// The number of distinct glevels in a bit set of glevels.
@@ -108,6 +111,13 @@ pub(crate) fn record_live(stats: &mut MmuStats, role: Role, delta: i32) {
 
 /// The loaded roots' glevels are now `mask` (bit g).
 pub(crate) fn record_loaded(stats: &mut MmuStats, mask: u32) {
+    for a in 0..5u8 {
+        for b in a + 1..5 {
+            if mask & (1 << a) != 0 && mask & (1 << b) != 0 {
+                stats.loaded_glevels_pairs |= shared::coverage::glevels_pair_bit(a, b);
+            }
+        }
+    }
     let n = glevels_count(mask);
     if n > stats.max_loaded_glevels {
         stats.max_loaded_glevels = n;

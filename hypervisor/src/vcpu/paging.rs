@@ -210,7 +210,7 @@ impl Vcpu<'_> {
         let ar = self.vmcs.read(Field32::GuestCsAccessRights);
         if self.vm86 {
             16
-        } else if self.guest.efer & crate::mmu::EFER_LMA != 0 && ar & (1 << 13) != 0 {
+        } else if self.guest_control().efer & crate::mmu::EFER_LMA != 0 && ar & (1 << 13) != 0 {
             64
         } else if ar & (1 << 14) != 0 {
             32

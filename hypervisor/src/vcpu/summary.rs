@@ -149,6 +149,7 @@ impl Vcpu<'_> {
                     ("max_live_glevels", u64::from(s.max_live_glevels)),
                     ("max_loaded_glevels", u64::from(s.max_loaded_glevels)),
                     ("max_loaded_glevels_mask", u64::from(s.max_loaded_glevels_mask)),
+                    ("loaded_glevels_pairs", u64::from(s.loaded_glevels_pairs)),
                     ("lock_acquisitions", acq),
                     ("lock_contended", cont),
                     ("lock_spins", spins),

@@ -24,6 +24,28 @@ pub fn applies(hypervisor: bool, shadow: bool, built_guest: bool, expect_error: 
         && !guest_args.split_ascii_whitespace().any(|w| w.starts_with("crash=") || w.starts_with("only="))
 }
 
+/// The SMP gate: the `mmu-stats` line's `loaded_glevels_pairs` must hold
+/// the pair [`shared::coverage::SMP_PROMISED_PAIR`] (an AP's real-mode
+/// shadow root beside the BSP's long-mode one). A run without the line
+/// already fails for its missing table and is not blamed twice.
+pub fn judge_smp(console: &Console, reasons: &mut Vec<String>) {
+    let Some(stats) = &console.mmu_stats else { return };
+    let (a, b) = coverage::SMP_PROMISED_PAIR;
+    match stats.get("loaded_glevels_pairs") {
+        Some(&m) if m as u32 & coverage::glevels_pair_bit(a, b) != 0 => {}
+        got => reasons.push(format!(
+            "SMP: shadow roots of glevels {a} and {b} were never loaded at the same moment (mmu-stats loaded_glevels_pairs = {})",
+            got.map_or("absent".into(), |m| pairs_text(*m as u32))
+        )),
+    }
+}
+
+/// `0+4, 2+4` for a `loaded_glevels_pairs` value (`none` when empty).
+pub fn pairs_text(mask: u32) -> String {
+    let v: Vec<String> = coverage::glevels_pairs(mask).map(|(a, b)| format!("{a}+{b}")).collect();
+    if v.is_empty() { "none".into() } else { v.join(", ") }
+}
+
 /// The gate: the table must be complete and cover every pattern of
 /// `promised`; each promised value never created is one reason. Returns
 /// those patterns. A run that died before the hypervisor could print its
@@ -169,6 +191,17 @@ pub fn block_lines(console: &Console, checked: bool, missing: &[&RolePattern], v
             );
         }
     }
+    if let Some(stats) = &console.mmu_stats {
+        if let (Some(&pairs), Some(&most)) = (stats.get("loaded_glevels_pairs"), stats.get("max_loaded_glevels")) {
+            if stats.get("vcpus").is_some_and(|&n| n > 1) {
+                let _ = writeln!(
+                    s,
+                    "  paging modes loaded at once (shadow roots, glevels): {}; most at one moment: {most}",
+                    pairs_text(pairs as u32)
+                );
+            }
+        }
+    }
     let k = console.role_coverage.len();
     let n = coverage::PROMISED.len();
     if !checked {
@@ -233,6 +266,24 @@ mod tests {
     }
 
     #[test]
+    fn smp_gate_wants_real_mode_beside_long_mode() {
+        let with = |pairs: u32| {
+            Console::from_text(&format!("mmu-stats created=1 vcpus=2 max_loaded_glevels=2 loaded_glevels_pairs={pairs}\n"))
+        };
+        let mut reasons = Vec::new();
+        judge_smp(&with(coverage::glevels_pair_bit(0, 4) | coverage::glevels_pair_bit(2, 4)), &mut reasons);
+        assert!(reasons.is_empty(), "{reasons:?}");
+        judge_smp(&with(coverage::glevels_pair_bit(3, 4)), &mut reasons);
+        assert_eq!(
+            reasons,
+            ["SMP: shadow roots of glevels 0 and 4 were never loaded at the same moment (mmu-stats loaded_glevels_pairs = 3+4)"]
+        );
+        assert_eq!(pairs_text(0), "none");
+        let lines = block_lines(&with(coverage::glevels_pair_bit(0, 4)), false, &[], false);
+        assert!(lines.is_empty(), "no role table, nothing to show: {lines}");
+    }
+
+    #[test]
     fn full_coverage_passes() {
         let c = console_with(&all_promised());
         let mut reasons = Vec::new();
@@ -266,7 +317,7 @@ mod tests {
         let gone = roles.remove(0);
         let c = console_with(&roles);
         let exp =
-            super::super::Expectation { hypervisor: true, expect_error: None, expect_text: None, role_coverage: true, expect_failures: &[] };
+            super::super::Expectation { hypervisor: true, expect_error: None, expect_text: None, role_coverage: true, expect_failures: &[], smp_modes: false };
         let v = super::super::judge(&c, super::super::Exit::Code(0), super::super::ExitConvention::Bochs, exp);
         assert!(!v.passed);
         assert!(v.reasons[0].contains(coverage::PROMISED[0].name), "{:?}", v.reasons);
