@@ -293,6 +293,17 @@ impl Trampoline {
         self.word(off::STARTED).load(Ordering::SeqCst)
     }
 
+    /// Makes the next AP to start take ticket `t` (and so stack `t` and
+    /// record `t`): restarting one AP that already ran, with INIT and a
+    /// start-up IPI, into the place it had.
+    pub fn reuse_ticket(&self, t: u32) {
+        self.word(off::TICKET).store(t, Ordering::SeqCst);
+        let base = off::RECORDS + 16 * u64::from(t % MAX_APS);
+        for o in [0, 4, 8, 12] {
+            self.word(base + o).store(0, Ordering::SeqCst);
+        }
+    }
+
     /// Lets APs held in real mode go on to long mode.
     pub fn release(&self) {
         self.word(off::HOLD).store(0, Ordering::SeqCst);

@@ -157,6 +157,11 @@ impl Smp for BareMachine {
         let r = Trampoline::at(TRAMPOLINE.load(SeqCst)).record(t)?;
         Some(RealModeRecord { cs: r.cs, msw: r.msw, flags: r.flags, sp: r.sp, released: r.released != 0 })
     }
+    fn reuse_ticket(&mut self, t: u32) {
+        if TRAMPOLINE.load(SeqCst) != 0 {
+            Trampoline::at(TRAMPOLINE.load(SeqCst)).reuse_ticket(t);
+        }
+    }
     fn release_aps(&mut self) {
         if TRAMPOLINE.load(SeqCst) != 0 {
             Trampoline::at(TRAMPOLINE.load(SeqCst)).release();

@@ -34,6 +34,7 @@ pub static CHECKS: &[super::Check] = &[
     super::Check { name: "smp/aps-online", run: aps_online },
     super::Check { name: "smp/ipi-xapic", run: ipi_xapic },
     super::Check { name: "smp/ipi-x2apic", run: ipi_x2apic },
+    super::Check { name: "smp/restart-x2apic", run: restart_x2apic },
     super::Check { name: "smp/shared-tables", run: shared_tables },
     super::Check { name: "smp/no-stale-writable", run: no_stale_writable },
     super::Check { name: "smp/remote-write-protect", run: remote_write_protect },
@@ -383,6 +384,46 @@ fn ipi_x2apic(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     ping_round_trips(ctx, d, run.aps, 3)
 }
 
+/// `smp/restart-x2apic`: in x2APIC mode, INIT and a start-up IPI through
+/// the ICR MSR (SDM Vol. 3A 11.12.9: the ICR is one 64-bit MSR, 0x830)
+/// restart a running AP: INIT sends it to wait-for-SIPI, the start-up IPI
+/// runs the real-mode code again (a fresh record: CS = vector << 8, PE = 0)
+/// and it comes back online in long mode, still in x2APIC mode (INIT keeps
+/// it, 11.12.5.1). SKIP where the CPUs are not in x2APIC mode.
+fn restart_x2apic(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
+    let run = match run_state(ctx, d, true) {
+        Ok(r) => r,
+        Err(o) => return o,
+    };
+    let Some(smp) = ctx.m.smp() else { return Outcome::Skip };
+    if !smp.is_x2apic() {
+        let _ = write!(d, "the CPUs are not in x2APIC mode (smp/ipi-x2apic)");
+        return Outcome::Skip;
+    }
+    let cpu = run.aps;
+    let id = CPUS[cpu].apic_id.load(SeqCst);
+    CPUS[cpu].online.store(false, SeqCst);
+    smp.reuse_ticket(cpu as u32 - 1);
+    smp.send_ipi(Icr::init(id));
+    smp.delay(INIT_DELAY);
+    smp.send_ipi(Icr::startup(run.vector, id));
+    let mut polls = 0u64;
+    while !CPUS[cpu].online.load(SeqCst) && polls < smp::BUDGET {
+        smp.delay(16);
+        polls += 1;
+    }
+    let record = smp.real_mode_record(cpu as u32 - 1);
+    let _ = write!(d, "cpu{cpu} (APIC ID {id}) after INIT + SIPI through MSR 0x830: record {record:?}");
+    let want_cs = u16::from(run.vector) << 8;
+    if !CPUS[cpu].online.load(SeqCst) || !record.is_some_and(|r| r.cs == want_cs && r.msw & 1 == 0) {
+        return fail(d, format_args!("; expected it back online after real mode at CS={want_cs:#x}, PE=0"));
+    }
+    match smp::run_on(ctx.m, cpu, Job::X2apic, &[]) {
+        Some(r) if r & APIC_BASE_EXTD != 0 && (r >> 32) as u32 == id => Outcome::Pass,
+        r => fail(d, format_args!("; expected x2APIC mode kept with APIC ID {id} (got {r:?})")),
+    }
+}
+
 /// Builds the shared tables: per-CPU PML4s whose entry 1 is one shared
 /// PDPT, a PD and a PT mapping [`PAGES`] data frames at [`VA0`] (page 5
 /// not present).
@@ -613,7 +654,21 @@ fn remote_write_protect(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     ctx.m.load_cr3(bsp);
     let second = long::expect_frame(ctx.m, view, f2);
     ctx.m.load_cr3(home);
-    let _ = write!(d, "T={table:#x}: before {first:?}; CPU 1 rewrote entry {WP_ENTRY} ({r:?}); after MOV CR3 {second:?}");
+    let shown = |r: &Result<(), long::Wrong>| {
+        let mut t = Detail::new();
+        let _ = match r {
+            Ok(()) => write!(t, "right"),
+            Err(w) => write!(t, "{w}"),
+        };
+        t
+    };
+    let _ = write!(
+        d,
+        "table T={table:#x}: before, {}; CPU 1 rewrote entry {WP_ENTRY} through its data mapping ({}); after MOV CR3, {}",
+        shown(&first).as_str(),
+        if r == Some(0) { "done" } else { "failed" },
+        shown(&second).as_str()
+    );
     if first.is_err() || second.is_err() || r != Some(0) {
         return fail(d, format_args!("; expected F1={f1:#x} then F2={f2:#x}"));
     }

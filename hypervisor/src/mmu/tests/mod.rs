@@ -8,4 +8,5 @@ mod mechanics;
 mod prop;
 mod refwalk;
 mod regress;
+mod smp;
 mod tables;
