@@ -20,6 +20,13 @@ pub enum Hypercall {
     /// the hypervisor fills it with its MMU statistics (a [`MmuStats`] record,
     /// truncated to the length). Returns the full record length in RAX.
     MmuStats = 3,
+    /// RBX = guest-physical address of a buffer, RCX = its length in bytes:
+    /// the hypervisor fills it with a [`BenchCounters`] record (VM exits and
+    /// the hypervisor's cycles by exit reason, and every shadow page cache
+    /// counter), truncated to the length. Returns the full record length.
+    /// For the benchmark workloads: read once before and once after the
+    /// measured loop.
+    BenchCounters = 5,
 }
 
 impl Hypercall {
@@ -29,6 +36,7 @@ impl Hypercall {
             1 => Some(Hypercall::Version),
             2 => Some(Hypercall::ReportCheck),
             3 => Some(Hypercall::MmuStats),
+            5 => Some(Hypercall::BenchCounters),
             _ => None,
         }
     }
@@ -280,7 +288,7 @@ mod tests {
 
     #[test]
     fn hypercall_numbers_are_stable() {
-        for h in [Hypercall::Version, Hypercall::ReportCheck, Hypercall::MmuStats] {
+        for h in [Hypercall::Version, Hypercall::ReportCheck, Hypercall::MmuStats, Hypercall::BenchCounters] {
             assert_eq!(Hypercall::from_u64(h as u64), Some(h));
         }
         assert_eq!(Hypercall::from_u64(0), None);

@@ -6,7 +6,8 @@
 //!
 //! * [`PROTOCOL_VERSION`], the CPUID signature the hypervisor answers with
 //!   ([`cpuid`]), and the I/O ports of the exit conventions ([`ports`]);
-//! * hypercall numbers and records passed by VMCALL ([`hypercall`]);
+//! * hypercall numbers and records passed by VMCALL ([`hypercall`]), and
+//!   the benchmark's counter record ([`bench`]);
 //! * the text lines on COM1 that the runner parses ([`line`]);
 //! * the role values the guest suite promises to create ([`coverage`]).
 //!
@@ -14,6 +15,7 @@
 //! has a heap.
 #![no_std]
 
+pub mod bench;
 pub mod coverage;
 pub mod cpuid;
 pub mod hypercall;
@@ -27,8 +29,10 @@ pub mod x86;
 /// hypercalls of a hypervisor that reports another version.
 ///
 /// History: 1, the first protocol; 2, the role-coverage lines
-/// (`line::ROLE_COVERAGE`) at the end of a hypervisor run.
-pub const PROTOCOL_VERSION: u32 = 2;
+/// (`line::ROLE_COVERAGE`) at the end of a hypervisor run; 3, the
+/// BenchCounters hypercall (5, `bench::BenchCounters`) and the `bench`
+/// console line.
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Outcome of one self-check.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

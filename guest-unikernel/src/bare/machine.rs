@@ -43,7 +43,7 @@ impl Machine for BareMachine {
         match call {
             // SAFETY: Version names no memory.
             Hypercall::Version => unsafe { cpu::vmcall(call as u64, args) },
-            Hypercall::ReportCheck | Hypercall::MmuStats => STATUS_BAD_ARGUMENT,
+            Hypercall::ReportCheck | Hypercall::MmuStats | Hypercall::BenchCounters => STATUS_BAD_ARGUMENT,
         }
     }
     fn report_check(&mut self, rec: &CheckRecord) -> u64 {

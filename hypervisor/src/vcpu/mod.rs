@@ -71,13 +71,36 @@ const UD: u8 = 6;
 const PF: u8 = 14;
 const MC: u8 = 18;
 
-/// Counters of VM exits by basic reason.
+/// Counters of VM exits by basic reason, and the hypervisor's TSC cycles
+/// from each exit to the next entry (what the BenchCounters hypercall
+/// reports, `shared::bench`).
 #[derive(Clone, Debug)]
 pub struct ExitStats {
     /// All exits.
     pub total: u64,
     /// Exits by basic reason number.
-    pub by_reason: [u64; 80],
+    pub by_reason: [u64; EXIT_REASONS],
+    /// Cycles spent from VM exits to the following VM entries.
+    pub cycles: u64,
+    /// Those cycles by basic reason number.
+    pub cycles_by_reason: [u64; EXIT_REASONS],
+    /// The exit being handled: its basic reason and the TSC when it
+    /// reached the hypervisor.
+    current: Option<(usize, u64)>,
+}
+
+/// Basic exit reasons counted (`shared::bench::EXIT_REASONS`).
+const EXIT_REASONS: usize = shared::bench::EXIT_REASONS;
+
+impl ExitStats {
+    /// The TSC at the next VM entry ends the current exit's handling.
+    fn entering(&mut self, tsc: u64) {
+        if let Some((r, t0)) = self.current.take() {
+            let c = tsc.wrapping_sub(t0);
+            self.cycles += c;
+            self.cycles_by_reason[r] += c;
+        }
+    }
 }
 
 /// The shadow paging back end: the page cache and this vCPU's place in it.
@@ -167,7 +190,13 @@ impl<'v> Vcpu<'v> {
             config,
             com1: LineBuffer::default(),
             debugcon: LineBuffer::default(),
-            stats: ExitStats { total: 0, by_reason: [0; 80] },
+            stats: ExitStats {
+                total: 0,
+                by_reason: [0; EXIT_REASONS],
+                cycles: 0,
+                cycles_by_reason: [0; EXIT_REASONS],
+                current: None,
+            },
             checks: CheckTally::default(),
             guest_pat: 0x0007_0406_0007_0406,
             unclaimed_ports: 0,
@@ -195,9 +224,13 @@ impl<'v> Vcpu<'v> {
                 PagingBackend::Shadow(_) => self.prepare_entry(),
                 PagingBackend::Ept(_) => self.ept_prepare_entry(),
             }
+            self.stats.entering(cpu::rdtsc());
             // SAFETY: `setup::write_vmcs` wrote this CPU's host state.
             match unsafe { self.vmcs.run(&mut self.regs) } {
-                RunResult::Exit => self.handle_exit(),
+                RunResult::Exit => {
+                    self.stats.current = Some((0, cpu::rdtsc()));
+                    self.handle_exit()
+                }
                 RunResult::EntryFailed(fail) => {
                     self.dump_vmcs();
                     fatal::fail(
@@ -320,6 +353,9 @@ impl<'v> Vcpu<'v> {
         self.stats.total += 1;
         if let Some(n) = self.stats.by_reason.get_mut(reason.basic as usize) {
             *n += 1;
+            if let Some(c) = &mut self.stats.current {
+                c.0 = reason.basic as usize;
+            }
         }
         if self.config.max_exits != 0 && self.stats.total > self.config.max_exits {
             let (rip, max) = (self.rip(), self.config.max_exits);
@@ -652,14 +688,15 @@ impl<'v> Vcpu<'v> {
                 );
             }
         }
-        let mut top: [(u64, usize); 80] = [(0, 0); 80];
+        let mut top: [(u64, usize); EXIT_REASONS] = [(0, 0); EXIT_REASONS];
         for (i, n) in self.stats.by_reason.iter().enumerate() {
             top[i] = (*n, i);
         }
         top.sort_unstable_by(|a, b| b.cmp(a));
         for (n, r) in top.iter().take_while(|(n, _)| *n > 0).take(8) {
             let name = ExitReason::from_basic(*r as u16).map_or("?", |e| e.name());
-            log::info!("  exits: {n:>8} {name}");
+            let avg = self.stats.cycles_by_reason[*r] / n;
+            log::info!("  exits: {n:>8} {name} ({avg} hypervisor cycles each)");
         }
         if status == 0 && (t.failed > 0 || t.rejected > 0) {
             log::warn!("the guest exited with status 0 although it reported failed or malformed checks");

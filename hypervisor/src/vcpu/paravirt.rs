@@ -3,6 +3,7 @@
 //! records of the protocol crate (`shared::hypercall`).
 
 use super::{PagingBackend, Vcpu};
+use shared::bench::{BenchCounters, MmuCounters};
 use shared::cpuid as sig;
 use shared::hypercall::{self as hc, Hypercall};
 
@@ -127,8 +128,52 @@ impl Vcpu<'_> {
                     hc::STATUS_BAD_ARGUMENT
                 }
             }
+            Some(Hypercall::BenchCounters) => {
+                let bytes = self.bench_counters().to_bytes();
+                let n = (rcx as usize).min(bytes.len());
+                if self.ram.write(rbx, &bytes[..n]) {
+                    BenchCounters::SIZE as u64
+                } else {
+                    hc::STATUS_BAD_ARGUMENT
+                }
+            }
             None => hc::STATUS_UNKNOWN,
         };
+    }
+
+    /// The BenchCounters record now (see `shared::bench`): exits and the
+    /// hypervisor's cycles by reason, and the shadow page cache's counters
+    /// (0 under EPT).
+    fn bench_counters(&self) -> BenchCounters {
+        let mmu = match &self.paging {
+            PagingBackend::Shadow(sh) => {
+                let s = sh.mmu.stats();
+                MmuCounters {
+                    created: s.created,
+                    live: s.pages_in_use as u64,
+                    cr3_hits: s.cr3_hits,
+                    cr3_misses: s.cr3_misses,
+                    fault_hits: s.fault_hits,
+                    fault_misses: s.fault_misses,
+                    page_faults: s.page_faults,
+                    injected_pf: s.injected_pf,
+                    write_protect_faults: s.write_protect_faults,
+                    pt_writes: s.pt_writes,
+                    zaps: s.zaps.iter().sum(),
+                    unshadows: s.unshadows,
+                    recycles: s.recycles,
+                }
+            }
+            PagingBackend::Ept(_) => MmuCounters::default(),
+        };
+        BenchCounters {
+            mmu,
+            exits: self.stats.total,
+            hv_cycles: self.stats.cycles,
+            exits_by_reason: self.stats.by_reason,
+            cycles_by_reason: self.stats.cycles_by_reason,
+            ..BenchCounters::default()
+        }
     }
 }
 
