@@ -4,6 +4,7 @@
 use super::{cpu, modes, paging, phys};
 use guest_unikernel::machine::{Cpuid, Handoff, Machine, Range};
 use guest_unikernel::modes::layout::EngineInfo;
+use shared::bench::BenchCounters;
 use shared::hypercall::{CheckRecord, Hypercall, MmuStats, STATUS_BAD_ARGUMENT};
 use shared::multiboot::PhysRead;
 
@@ -93,5 +94,11 @@ impl Machine for BareMachine {
     }
     fn mmu_stats(&mut self) -> Option<MmuStats> {
         paging::mmu_stats()
+    }
+    fn rdtsc(&mut self) -> u64 {
+        cpu::rdtsc()
+    }
+    fn bench_counters(&mut self) -> Option<BenchCounters> {
+        paging::bench_counters()
     }
 }

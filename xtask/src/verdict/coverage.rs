@@ -11,7 +11,8 @@ use std::fmt::Write as _;
 
 /// Whether the role-coverage gate applies to a boot: under the hypervisor
 /// with shadow paging, the built guest (another kernel promises nothing),
-/// no expected error and no deliberate crash. `modes=0` is *not* exempt: a
+/// no expected error, no deliberate crash and no benchmark workload
+/// (`bench=`: the suite does not run). `modes=0` is *not* exempt: a
 /// run that skips the mode walk does not create what the suite promises,
 /// and the gate says so.
 pub fn applies(hypervisor: bool, shadow: bool, built_guest: bool, expect_error: bool, guest_args: &str) -> bool {
@@ -19,7 +20,7 @@ pub fn applies(hypervisor: bool, shadow: bool, built_guest: bool, expect_error: 
         && shadow
         && built_guest
         && !expect_error
-        && !guest_args.split_ascii_whitespace().any(|w| w.starts_with("crash="))
+        && !guest_args.split_ascii_whitespace().any(|w| w.starts_with("crash=") || w.starts_with("bench="))
 }
 
 /// The gate: the table must be complete and cover every pattern of
@@ -345,6 +346,7 @@ mod tests {
         assert!(!applies(true, true, false, false, ""));
         assert!(!applies(true, true, true, true, ""));
         assert!(!applies(true, true, true, false, "crash=triple-fault modes=0"));
+        assert!(!applies(true, true, true, false, "ram_test_mib=0 bench=ctxsw"));
     }
 
     #[test]
