@@ -25,7 +25,6 @@ use clap::Args;
 use shared::line::ErrorKind;
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::Instant;
 
 /// `test` options.
@@ -394,22 +393,9 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     no_ept.expect_error = Some(ErrorKind::Unsupported);
     no_ept.expect_text = Some("\"enable EPT\"");
     hv.extend([entry, triple, budget, no_ept]);
-    let parallel = Style { stream: false, verbose: opts.verbose };
-    let queue = Mutex::new(hv.drain(..).enumerate().rev().collect::<Vec<_>>());
-    let done: Mutex<Vec<(usize, Row)>> = Mutex::new(Vec::new());
-    std::thread::scope(|s| {
-        for _ in 0..opts.jobs.max(1) {
-            s.spawn(|| loop {
-                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                let Some((i, sp)) = next else { break };
-                let row = row_of(&sp.name, boot::boot(ws, &sp, parallel));
-                done.lock().unwrap_or_else(|e| e.into_inner()).push((i, row));
-            });
-        }
-    });
-    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
-    done.sort_by_key(|(i, _)| *i);
-    rows.extend(done.into_iter().map(|(_, r)| r));
+    for (sp, r) in boot::boot_many(ws, std::mem::take(&mut hv), opts.jobs, opts.verbose, |_, _, _, _| {}) {
+        rows.push(row_of(&sp.name, r));
+    }
 
     // Nested KVM where this host has it.
     match emulator::nested_kvm_status() {
