@@ -65,6 +65,8 @@
 
 pub mod inject;
 pub mod audit;
+#[cfg(any(test, feature = "host-model"))]
+pub mod host;
 mod cache;
 mod events;
 mod ptwrite;
