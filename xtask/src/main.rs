@@ -3,6 +3,7 @@
 //!
 //! See README.md for the user's view; `cargo xtask help` lists the options.
 
+mod bench;
 mod bisect;
 mod boot;
 mod build;
@@ -49,6 +50,10 @@ enum Cmd {
     /// (`inject-*` features), boot the suite against each, name the first
     /// failing check; exit 1 when a variant survives.
     Mutants(mutants::MutantsOpts),
+    /// The benchmark (issue #8): guest workloads in Bochs under the cache,
+    /// without it, under EPT and bare; host microbenchmarks of the MMU
+    /// core; a table, the targets, summary.json and plots.
+    Bench(bench::BenchOpts),
     /// One bisect step (used by `bisect`): build (exit 125 when it does not
     /// build), boot once (exit 0 pass, 1 fail).
     #[command(hide = true)]
@@ -244,6 +249,7 @@ fn main() -> ExitCode {
         Cmd::Test(o) => test_cmd::test(&ws, o),
         Cmd::Bisect(o) => bisect::bisect(&ws, &o.good, &o.bad, &o.run),
         Cmd::Mutants(o) => mutants::mutants(&ws, o),
+        Cmd::Bench(o) => bench::bench(&ws, o),
         Cmd::BisectStep(o) => return bisect::step(&ws, o),
     };
     match res {

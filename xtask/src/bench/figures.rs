@@ -357,6 +357,7 @@ mod tests {
         assert!(fits_pool(16, 64));
         assert!(fits_pool(252, 64));
         assert!(!fits_pool(256, 64));
-        assert!(!fits_pool(128, 1024));
+        assert!(fits_pool(200, 1024));
+        assert!(!fits_pool(202, 1024));
     }
 }

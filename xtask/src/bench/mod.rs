@@ -204,7 +204,7 @@ pub fn bench(ws: &Workspace, opts: &BenchOpts) -> Result<bool> {
     let host = if opts.no_host {
         None
     } else {
-        match host::run(ws, opts.full) {
+        match host::run(ws) {
             Ok(h) => Some(h),
             Err(e) => {
                 failures.push(("host microbenchmarks".into(), format!("{e:#}")));
