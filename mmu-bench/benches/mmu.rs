@@ -10,7 +10,7 @@ use std::hint::black_box;
 use std::time::{Duration, Instant};
 
 fn ops(c: &mut Criterion) {
-    c.bench_function("timer/none", |b| {
+    c.benchmark_group("timer").bench_function("none", |b| {
         b.iter_custom(|iters| {
             let mut t = Duration::ZERO;
             for _ in 0..iters {
