@@ -55,7 +55,7 @@ pub fn criterion_mean(json: &str) -> Option<f64> {
 /// The instruction count of a callgrind output file (its `totals:` line,
 /// else `summary:`).
 pub fn callgrind_total(out: &str) -> Option<u64> {
-    let line = |k: &str| out.lines().rev().find_map(|l| l.strip_prefix(k)?.trim().split_whitespace().next()?.parse().ok());
+    let line = |k: &str| out.lines().rev().find_map(|l| l.strip_prefix(k)?.split_whitespace().next()?.parse().ok());
     line("totals:").or_else(|| line("summary:"))
 }
 

@@ -342,7 +342,7 @@ mod tests {
     fn table_and_targets_text() {
         let l = crate::verdict::BenchLine::parse("ctxsw", "k=16 m=64 r=20 ops=320 cycles=640 exits=320 created=0 cr3_hits=320 cr3_misses=0 exit.28=320 hvcyc.28=3200");
         let r = Run::of(&l, Variant::Cache, "").unwrap();
-        let t = table(&[r.clone()]);
+        let t = table(std::slice::from_ref(&r));
         assert!(t.lines().nth(1).unwrap().starts_with("ctxsw     cache      16   64   20    320     1.000            2        0  100.00"), "{t}");
         let tt = targets_text(&figures::targets(&[r]));
         assert!(tt.contains("MET    cr3-switch-cost: 1.000 exits and 0 shadow pages created over 320 switches"), "{tt}");
