@@ -704,3 +704,21 @@ impl<'v> Vcpu<'v> {
         fatal::guest_exit(status)
     }
 }
+
+#[cfg(test)]
+mod exit_stats_tests {
+    use super::{ExitStats, EXIT_REASONS};
+
+    #[test]
+    fn cycles_go_to_the_exit_being_handled() {
+        let mut s = ExitStats { total: 0, by_reason: [0; EXIT_REASONS], cycles: 0, cycles_by_reason: [0; EXIT_REASONS], current: None };
+        s.entering(100); // the first entry: no exit before it
+        assert_eq!(s.cycles, 0);
+        s.current = Some((28, 1_000));
+        s.entering(1_863);
+        s.current = Some((0, 5_000));
+        s.entering(9_000);
+        s.entering(9_500); // no exit in between: nothing added
+        assert_eq!((s.cycles, s.cycles_by_reason[28], s.cycles_by_reason[0]), (863 + 4_000, 863, 4_000));
+    }
+}

@@ -193,10 +193,14 @@ pub fn bench(ws: &Workspace, opts: &BenchOpts) -> Result<bool> {
             };
             match (run, r) {
                 (Some(run), _) => runs.push(run),
-                (None, Ok(b)) => failures.push((
-                    spec.name.clone(),
-                    format!("{} (report {})", b.verdict.reasons.join("; "), b.report_path.display()),
-                )),
+                (None, Ok(b)) => {
+                    let why = if b.verdict.passed {
+                        format!("no valid `bench {}` line", p.workload)
+                    } else {
+                        b.verdict.reasons.join("; ")
+                    };
+                    failures.push((spec.name.clone(), format!("{why} (report {})", b.report_path.display())))
+                }
                 (None, Err(e)) => failures.push((spec.name.clone(), format!("{e:#}"))),
             }
         }
