@@ -3,11 +3,11 @@
 //! checked against them ([`targets`]). Pure logic, host-tested below.
 
 use crate::verdict::BenchLine;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// A hypervisor variant of the benchmark.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Variant {
     /// Shadow paging with the cache (`mmu=shadow`, the default).
@@ -49,7 +49,7 @@ pub fn fits_pool(k: u64, m: u64) -> bool {
 }
 
 /// One workload boot.
-#[derive(Clone, Debug, Serialize)]
+#[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Run {
     /// `ctxsw`, `fork`, `ptchurn`, `modewalk`.
     pub workload: String,

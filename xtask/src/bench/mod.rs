@@ -21,7 +21,7 @@ use crate::boot::{self, BootSpec, GuestImage, Mmu};
 use crate::emulator::Emulator;
 use crate::workspace::Workspace;
 use crate::{build, packages};
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 use figures::{Run, Target, Variant};
 use serde::Serialize;
@@ -50,6 +50,10 @@ pub struct BenchOpts {
     /// Only the host microbenchmarks.
     #[arg(long)]
     pub host_only: bool,
+    /// Boot nothing: print the table and the targets and draw the plots
+    /// again from the last `summary.json`.
+    #[arg(long, conflicts_with_all = ["host_only", "full"])]
+    pub replot: bool,
     /// Print every boot's block.
     #[arg(long, short)]
     pub verbose: bool,
@@ -149,11 +153,52 @@ struct Summary {
     plots: Vec<String>,
 }
 
+/// The plots of `runs` into `out_dir` (M=64; with `full` also M=16, 256);
+/// returns their paths.
+fn draw_plots(out_dir: &std::path::Path, runs: &[Run], full: bool) -> Result<Vec<String>> {
+    let mut plots = Vec::new();
+    let ms: &[u64] = if full { &[16, 64, 256] } else { &[64] };
+    for &m in ms {
+        let suffix = if m == figures::TARGET_M { String::new() } else { format!("-m{m}") };
+        let exits = plot::series(runs, m, |r| r.exits_per_op.or((r.variant == Variant::Bare).then_some(0.0)));
+        let cycles = plot::series(runs, m, |r| Some(r.cycles_per_round));
+        for (file, title, y, s, log) in [
+            (format!("ctxsw-exits-per-switch{suffix}.svg"), format!("ctxsw, M={m}: VM exits per CR3 switch"), "exits per switch", exits, false),
+            (format!("ctxsw-cycles-per-round{suffix}.svg"), format!("ctxsw, M={m}: guest cycles per round"), "guest TSC cycles per round", cycles, true),
+        ] {
+            if s.is_empty() {
+                continue;
+            }
+            let path = out_dir.join(&file);
+            plot::draw(&path, &title, y, &s, log)?;
+            plots.push(path.display().to_string());
+        }
+    }
+    Ok(plots)
+}
+
+/// `--replot`: the table, the targets and the plots from the last run.
+fn replot(out_dir: &std::path::Path) -> Result<bool> {
+    let path = out_dir.join("summary.json");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{} (run `cargo xtask bench` first)", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let runs: Vec<Run> = serde_json::from_value(v["runs"].clone()).with_context(|| format!("the runs of {}", path.display()))?;
+    print!("{}", table(&runs));
+    print!("{}", targets_text(&figures::targets(&runs)));
+    for p in draw_plots(out_dir, &runs, v["mode"] == "full")? {
+        println!("plot:    {p}");
+    }
+    Ok(true)
+}
+
 /// Runs the benchmark; true when every boot and host step ran.
 pub fn bench(ws: &Workspace, opts: &BenchOpts) -> Result<bool> {
     let start = Instant::now();
     let out_dir = ws.quadrant_dir().join("bench");
     std::fs::create_dir_all(&out_dir)?;
+    if opts.replot {
+        return replot(&out_dir);
+    }
     let mut runs = Vec::new();
     let mut failures = Vec::new();
     if !opts.host_only {
@@ -218,26 +263,7 @@ pub fn bench(ws: &Workspace, opts: &BenchOpts) -> Result<bool> {
     };
 
     let targets = figures::targets(&runs);
-    let mut plots = Vec::new();
-    if !runs.is_empty() {
-        let ms: &[u64] = if opts.full { &[16, 64, 256] } else { &[64] };
-        for &m in ms {
-            let suffix = if m == figures::TARGET_M { String::new() } else { format!("-m{m}") };
-            let exits = plot::series(&runs, m, |r| r.exits_per_op.or((r.variant == Variant::Bare).then_some(0.0)));
-            let cycles = plot::series(&runs, m, |r| Some(r.cycles_per_round));
-            for (file, title, y, s, log) in [
-                (format!("ctxsw-exits-per-switch{suffix}.svg"), format!("ctxsw, M={m}: VM exits per CR3 switch"), "exits per switch", exits, false),
-                (format!("ctxsw-cycles-per-round{suffix}.svg"), format!("ctxsw, M={m}: guest cycles per round"), "guest TSC cycles per round", cycles, true),
-            ] {
-                if s.is_empty() {
-                    continue;
-                }
-                let path = out_dir.join(&file);
-                plot::draw(&path, &title, y, &s, log)?;
-                plots.push(path.display().to_string());
-            }
-        }
-    }
+    let plots = if runs.is_empty() { Vec::new() } else { draw_plots(&out_dir, &runs, opts.full)? };
     let ok = failures.is_empty();
     println!("== results ({:.0} s) ==", start.elapsed().as_secs_f64());
     print!("{}", table(&runs));

@@ -43,7 +43,7 @@ fn color(v: Variant) -> RGBColor {
 pub fn draw(path: &Path, title: &str, y_label: &str, series: &[Series], log_y: bool) -> Result<()> {
     let pts = || series.iter().flat_map(|s| s.1.iter());
     let k_max = pts().map(|p| p.0).max().ok_or_else(|| anyhow!("{title}: nothing to plot"))?.max(2);
-    let y_max = pts().map(|p| p.1).fold(0.0_f64, f64::max).max(1.0) * if log_y { 3.0 } else { 1.15 };
+    let y_max = pts().map(|p| p.1).fold(0.0_f64, f64::max).max(1.0) * if log_y { 30.0 } else { 1.6 };
     let y_min = (pts().map(|p| p.1).filter(|&y| y >= 1.0).fold(f64::MAX, f64::min) / 3.0).clamp(1.0, y_max / 10.0);
     let x_max = (k_max as f64).log2();
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
