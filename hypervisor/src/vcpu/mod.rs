@@ -12,6 +12,7 @@
 //! * [`setup`]: the initial VMCS;
 //! * [`cr`]: the guest's CR0/CR3/CR4/EFER and paging-mode transitions;
 //! * [`io`]: port I/O (consoles, the exit port);
+//! * `exit_stats`: exits and the hypervisor's cycles by exit reason;
 //! * [`paravirt`]: CPUID and hypercalls (`MmuStats` reports zeros for the
 //!   shadow counters under EPT);
 //! * `paging`: the guest's paging events, applied through the shadow page
@@ -34,6 +35,7 @@ macro_rules! shadow {
 
 pub mod cr;
 pub mod ept;
+mod exit_stats;
 pub mod io;
 mod paging;
 pub mod paravirt;
@@ -42,6 +44,7 @@ pub mod realmode;
 pub mod setup;
 mod vm86;
 
+pub use exit_stats::{ExitStats, EXIT_REASONS};
 pub use vm86::{TSS_IOMAP_BASE, VM86_TSS_LIMIT};
 
 use crate::arch::phys::{GuestRam, ShadowPool};
@@ -70,38 +73,6 @@ const GP: u8 = 13;
 const UD: u8 = 6;
 const PF: u8 = 14;
 const MC: u8 = 18;
-
-/// Counters of VM exits by basic reason, and the hypervisor's TSC cycles
-/// from each exit to the next entry (what the BenchCounters hypercall
-/// reports, `shared::bench`).
-#[derive(Clone, Debug)]
-pub struct ExitStats {
-    /// All exits.
-    pub total: u64,
-    /// Exits by basic reason number.
-    pub by_reason: [u64; EXIT_REASONS],
-    /// Cycles spent from VM exits to the following VM entries.
-    pub cycles: u64,
-    /// Those cycles by basic reason number.
-    pub cycles_by_reason: [u64; EXIT_REASONS],
-    /// The exit being handled: its basic reason and the TSC when it
-    /// reached the hypervisor.
-    current: Option<(usize, u64)>,
-}
-
-/// Basic exit reasons counted (`shared::bench::EXIT_REASONS`).
-const EXIT_REASONS: usize = shared::bench::EXIT_REASONS;
-
-impl ExitStats {
-    /// The TSC at the next VM entry ends the current exit's handling.
-    fn entering(&mut self, tsc: u64) {
-        if let Some((r, t0)) = self.current.take() {
-            let c = tsc.wrapping_sub(t0);
-            self.cycles += c;
-            self.cycles_by_reason[r] += c;
-        }
-    }
-}
 
 /// The shadow paging back end: the page cache and this vCPU's place in it.
 pub struct ShadowPaging {
@@ -190,13 +161,7 @@ impl<'v> Vcpu<'v> {
             config,
             com1: LineBuffer::default(),
             debugcon: LineBuffer::default(),
-            stats: ExitStats {
-                total: 0,
-                by_reason: [0; EXIT_REASONS],
-                cycles: 0,
-                cycles_by_reason: [0; EXIT_REASONS],
-                current: None,
-            },
+            stats: ExitStats::new(),
             checks: CheckTally::default(),
             guest_pat: 0x0007_0406_0007_0406,
             unclaimed_ports: 0,
@@ -228,7 +193,7 @@ impl<'v> Vcpu<'v> {
             // SAFETY: `setup::write_vmcs` wrote this CPU's host state.
             match unsafe { self.vmcs.run(&mut self.regs) } {
                 RunResult::Exit => {
-                    self.stats.current = Some((0, cpu::rdtsc()));
+                    self.stats.exited(cpu::rdtsc());
                     self.handle_exit()
                 }
                 RunResult::EntryFailed(fail) => {
@@ -350,13 +315,7 @@ impl<'v> Vcpu<'v> {
 
     fn dispatch_exit(&mut self) {
         let reason = ExitReasonField::decode(self.vmcs.read(Field32Ro::ExitReason) as u32);
-        self.stats.total += 1;
-        if let Some(n) = self.stats.by_reason.get_mut(reason.basic as usize) {
-            *n += 1;
-            if let Some(c) = &mut self.stats.current {
-                c.0 = reason.basic as usize;
-            }
-        }
+        self.stats.count(reason.basic);
         if self.config.max_exits != 0 && self.stats.total > self.config.max_exits {
             let (rip, max) = (self.rip(), self.config.max_exits);
             self.die(
@@ -705,20 +664,3 @@ impl<'v> Vcpu<'v> {
     }
 }
 
-#[cfg(test)]
-mod exit_stats_tests {
-    use super::{ExitStats, EXIT_REASONS};
-
-    #[test]
-    fn cycles_go_to_the_exit_being_handled() {
-        let mut s = ExitStats { total: 0, by_reason: [0; EXIT_REASONS], cycles: 0, cycles_by_reason: [0; EXIT_REASONS], current: None };
-        s.entering(100); // the first entry: no exit before it
-        assert_eq!(s.cycles, 0);
-        s.current = Some((28, 1_000));
-        s.entering(1_863);
-        s.current = Some((0, 5_000));
-        s.entering(9_000);
-        s.entering(9_500); // no exit in between: nothing added
-        assert_eq!((s.cycles, s.cycles_by_reason[28], s.cycles_by_reason[0]), (863 + 4_000, 863, 4_000));
-    }
-}
