@@ -32,7 +32,7 @@ use std::time::Instant;
 #[derive(Args, Debug)]
 pub struct BenchOpts {
     /// Sweep K (1..256) and M (16, 64, 256) of ctxsw, and M of fork and
-    /// ptchurn (about 1 hour here); default: the quick set.
+    /// ptchurn (136 boots, about 15 minutes here); default: the quick set.
     #[arg(long)]
     pub full: bool,
     /// How many Bochs boots run at the same time.
