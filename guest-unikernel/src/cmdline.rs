@@ -1,7 +1,8 @@
 //! The guest's command line: space-separated words, each `key=value`:
 //! `expect_hv=0|1`, `ram_test_mib=N`, `crash=ud|pf|panic|triple-fault`,
 //! `modes=0|1`, `modes_break=0|1`, `light=0|1`, `sweep=quick|full`,
-//! `only=PREFIX[,PREFIX...]` (see [`Config`]).
+//! `only=PREFIX[,PREFIX...]`, and the benchmark's `bench=NAME`,
+//! `bench_k=K`, `bench_m=M`, `bench_r=R` (see [`Config`]).
 //! Unknown words (including the kernel path GRUB and QEMU put first) and bad
 //! values are reported to the caller, which logs them, and otherwise ignored.
 
@@ -70,6 +71,10 @@ pub struct Config {
     /// `smp=0|1`: run (default) or skip the `smp/...` checks and the APs'
     /// own checks.
     pub smp: bool,
+    /// `bench=ctxsw|fork|ptchurn|modewalk` with `bench_k=`, `bench_m=`,
+    /// `bench_r=`: run the `boot/...` checks and this benchmark workload
+    /// instead of the suite ([`crate::bench`]).
+    pub bench: Option<crate::bench::Spec>,
 }
 
 /// The `only=` filter: comma-separated name prefixes, kept in a fixed
@@ -133,6 +138,7 @@ impl Default for Config {
             only: Only::all(),
             cpus: None,
             smp: true,
+            bench: None,
         }
     }
 }
@@ -152,13 +158,29 @@ pub enum Note<'a> {
 }
 
 /// The keys [`parse`] understands, for help texts and logs.
-pub const KEYS: [&str; 11] = [
-    "expect_hv", "ram_test_mib", "crash", "modes", "modes_break", "long_break", "light", "sweep", "only", "cpus", "smp",
+pub const KEYS: [&str; 15] = [
+    "expect_hv",
+    "ram_test_mib",
+    "crash",
+    "modes",
+    "modes_break",
+    "long_break",
+    "light",
+    "sweep",
+    "only",
+    "cpus",
+    "smp",
+    "bench",
+    "bench_k",
+    "bench_m",
+    "bench_r",
 ];
 
 /// Parses `cmdline`, calling `note` for every word it does not take.
 pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
     let mut config = Config::default();
+    let mut workload = None;
+    let mut kmr: [Option<u32>; 3] = [None; 3];
     for word in cmdline.split_ascii_whitespace() {
         let Some((key, value)) = word.split_once('=') else {
             note(Note::Ignored(word));
@@ -219,9 +241,18 @@ pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
                 Some(o) => config.only = o,
                 None => note(Note::BadValue { key, value }),
             },
+            "bench" => match crate::bench::Workload::from_word(value) {
+                Some(w) => workload = Some(w),
+                None => note(Note::BadValue { key, value }),
+            },
+            "bench_k" | "bench_m" | "bench_r" => match value.parse::<u32>() {
+                Ok(n) if n > 0 => kmr[["bench_k", "bench_m", "bench_r"].iter().position(|k| *k == key).unwrap_or(0)] = Some(n),
+                _ => note(Note::BadValue { key, value }),
+            },
             _ => note(Note::Ignored(word)),
         }
     }
+    config.bench = workload.map(|w| crate::bench::Spec::new(w, kmr[0], kmr[1], kmr[2]));
     config
 }
 
@@ -269,6 +300,29 @@ mod tests {
                 Note::BadValue { key: "expect_hv", value: "2" },
                 Note::BadValue { key: "ram_test_mib", value: "x" },
                 Note::BadValue { key: "crash", value: "now" },
+            ]
+        );
+    }
+
+    #[test]
+    fn bench_words() {
+        use crate::bench::{Spec, Workload};
+        assert_eq!(parse("", |_| {}).bench, None);
+        assert_eq!(parse("bench_k=4", |_| {}).bench, None, "parameters alone select nothing");
+        assert_eq!(parse("bench=ctxsw", |_| {}).bench, Some(Spec { workload: Workload::Ctxsw, k: 16, m: 64, r: 20 }));
+        assert_eq!(
+            parse("bench_r=5 bench=ctxsw bench_k=4 bench_m=128", |_| {}).bench,
+            Some(Spec { workload: Workload::Ctxsw, k: 4, m: 128, r: 5 })
+        );
+        assert_eq!(parse("bench=modewalk", |_| {}).bench.map(|s| s.r), Some(3));
+        let (c, notes) = parse_collect("bench=nope bench_k=0 bench_m=x bench=fork");
+        assert_eq!(c.bench.map(|s| s.workload), Some(Workload::Fork));
+        assert_eq!(
+            notes,
+            [
+                Note::BadValue { key: "bench", value: "nope" },
+                Note::BadValue { key: "bench_k", value: "0" },
+                Note::BadValue { key: "bench_m", value: "x" },
             ]
         );
     }

@@ -7,6 +7,7 @@
 //! [`core::fmt::Write`]. Everything that decides what a check expects and
 //! whether it held lives here:
 //!
+//! * [`bench`]: the benchmark workloads (`bench=`), apart from the checks;
 //! * [`checks`]: the check registry, the context they share, one module per
 //!   area (`boot/...`, `hv/...`), and the runner that reports each result;
 //! * [`cmdline`]: the `key=value` words of the Multiboot command line;
@@ -26,6 +27,7 @@
 //!   machine interface.
 #![cfg_attr(not(test), no_std)]
 
+pub mod bench;
 pub mod checks;
 pub mod cmdline;
 pub mod hv;

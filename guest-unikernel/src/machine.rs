@@ -4,6 +4,7 @@
 //! `unsafe` in the binary's `cpu` and `phys` modules.
 
 use crate::modes::layout::EngineInfo;
+use shared::bench::BenchCounters;
 use shared::hypercall::{CheckRecord, Hypercall, MmuStats, ShadowWalkRecord};
 use shared::multiboot::PhysRead;
 
@@ -150,6 +151,15 @@ pub trait Machine: PhysRead {
     /// mode, from Rust). Same rule as [`Self::vmcall`]; `None` when the
     /// call fails or the record does not decode.
     fn shadow_walk(&mut self, la: u64) -> Option<ShadowWalkRecord>;
+
+    // --- Benchmark workloads (`crate::bench`) ---
+
+    /// The time-stamp counter (RDTSC, SDM Vol. 2B; under Quadrant not
+    /// offset and not intercepted, so it counts the hypervisor's time too).
+    fn rdtsc(&mut self) -> u64;
+    /// The BenchCounters hypercall. Same rule as [`Self::vmcall`]; `None`
+    /// when the call fails or the record is not this protocol's.
+    fn bench_counters(&mut self) -> Option<BenchCounters>;
 }
 
 /// First linear address of the test region (PML4 entry 1): the boot page

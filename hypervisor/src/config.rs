@@ -6,6 +6,7 @@
 //! |---|---|---|
 //! | `guest_ram=SIZE` | guest RAM (`64M`, `1G`, bytes), 4 MiB..3 GiB, a multiple of 2 MiB | `64M` |
 //! | `mmu=shadow\|ept` | shadow paging (the product) or EPT (the differential reference) | `shadow` |
+//! | `cache=0\|1` | with `mmu=shadow`: keep shadow pages across CR3 loads (the cache), or drop every one at each CR3 load (the behaviour before the cache, for benchmarks) | `1` |
 //! | `audit=0\|1` | run the MMU audit after every exit | `0` |
 //! | `log=error\|warn\|info\|debug\|trace` | hypervisor log level | `info` |
 //! | `max_exits=N` | stop the run as a timeout after N VM exits (0 = never) | `0` |
@@ -49,6 +50,9 @@ pub struct Config {
     pub guest_ram: u64,
     /// Shadow paging or EPT.
     pub mmu: MmuMode,
+    /// Shadow paging keeps its pages across CR3 loads (`cache=1`) or drops
+    /// them all at each one (`cache=0`, `mmu::MmuConfig::cache`).
+    pub cache: bool,
     /// Audit the MMU after every exit.
     pub audit: bool,
     /// Log level.
@@ -69,6 +73,7 @@ impl Default for Config {
         Config {
             guest_ram: 64 << 20,
             mmu: MmuMode::Shadow,
+            cache: true,
             audit: false,
             log: log::LevelFilter::Info,
             max_exits: 0,
@@ -129,6 +134,13 @@ impl Config {
                         "shadow" => MmuMode::Shadow,
                         "ept" => MmuMode::Ept,
                         _ => return Err(ConfigError::BadValue { key: "mmu", expected: "`shadow` or `ept`" }),
+                    }
+                }
+                "cache" => {
+                    c.cache = match value {
+                        "0" => false,
+                        "1" => true,
+                        _ => return Err(ConfigError::BadValue { key: "cache", expected: "0 or 1" }),
                     }
                 }
                 "audit" => {
@@ -195,7 +207,7 @@ mod tests {
     #[test]
     fn every_key() {
         let c = Config::parse(
-            "/boot/hv guest_ram=128M mmu=ept audit=1 log=debug max_exits=1000 selftest=entry-failure cpus=2 reboot=30",
+            "/boot/hv guest_ram=128M mmu=ept cache=0 audit=1 log=debug max_exits=1000 selftest=entry-failure cpus=2 reboot=30",
             |_| {},
         )
         .unwrap();
@@ -203,6 +215,7 @@ mod tests {
         assert_eq!(c.selftest, Some(SelfTest::EntryFailure));
         assert_eq!(c.guest_ram, 128 << 20);
         assert_eq!(c.mmu, MmuMode::Ept);
+        assert!(!c.cache);
         assert!(c.audit);
         assert_eq!(c.log, log::LevelFilter::Debug);
         assert_eq!(c.max_exits, 1000);
@@ -214,6 +227,7 @@ mod tests {
     #[test_case("guest_ram=4G", "guest_ram")]
     #[test_case("mmu=npt", "mmu")]
     #[test_case("audit=yes", "audit")]
+    #[test_case("cache=no", "cache")]
     #[test_case("log=loud", "log")]
     #[test_case("cpus=0", "cpus")]
     #[test_case("cpus=17", "cpus")]

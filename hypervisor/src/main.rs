@@ -232,6 +232,9 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
         log::warn!("this build has the deliberate MMU bug `{bug}` (cargo feature inject-{bug}): its results are not Quadrant's");
     }
     let ept = config.mmu == MmuMode::Ept;
+    if ept && !config.cache {
+        log::warn!("cache=0 concerns the shadow page cache: it has no effect under mmu=ept");
+    }
     if ept && config.audit {
         log::warn!("audit=1 checks the shadow page cache: it has nothing to check under mmu=ept");
     }
@@ -416,7 +419,10 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
         log::info!("identity EPT: guest-physical 0..{:#x} in 2 MiB WB leaves, {} tables, EPTP {:#x}", map.size, map.tables, map.eptp);
         (Some(map), None)
     } else {
-        let mmu_config = MmuConfig { maxphyaddr, ..MmuConfig::new(SHADOW_FRAMES) };
+        let mmu_config = MmuConfig { maxphyaddr, cache: config.cache, ..MmuConfig::new(SHADOW_FRAMES) };
+        if !config.cache {
+            log::warn!("cache=0: every shadow page is dropped at each guest CR3 load (the behaviour before the cache)");
+        }
         let mut cache = ShadowCache::new(mmu_config, ShadowPool::new(paging_pool, &ram, remote_flush))
             .unwrap_or_else(|e| fatal::hypervisor_fault(format_args!("the shadow page pool cannot be built: {e:?}")));
         let mut vcpus = [const { None }; MAX_VCPUS];

@@ -49,7 +49,7 @@ pub const KICK_VECTOR: u8 = 0xF2;
 pub const SPURIOUS_VECTOR: u8 = 0xFF;
 
 /// Number of VM-exit reasons counted per vCPU.
-pub const EXIT_REASONS: usize = 80;
+pub const EXIT_REASONS: usize = shared::bench::EXIT_REASONS;
 
 /// The host operations a VM needs, implemented by the binary.
 #[derive(Clone, Copy, Debug)]
@@ -142,6 +142,9 @@ pub struct VcpuShared {
     pub irr: [AtomicU64; 4],
     /// VM exits by basic reason (written by the owner).
     pub exit_counts: [AtomicU64; EXIT_REASONS],
+    /// The hypervisor's TSC cycles from each exit to the next entry, by the
+    /// exit's basic reason (written by the owner).
+    pub exit_cycles: [AtomicU64; EXIT_REASONS],
     /// Kicks this vCPU sent (IPIs and remote flushes).
     pub kicks_sent: AtomicU64,
     /// Remote-flush waits this vCPU did for others.
@@ -167,6 +170,7 @@ impl VcpuShared {
             sipi_vector: AtomicU32::new(0),
             irr: [const { AtomicU64::new(0) }; 4],
             exit_counts: [const { AtomicU64::new(0) }; EXIT_REASONS],
+            exit_cycles: [const { AtomicU64::new(0) }; EXIT_REASONS],
             kicks_sent: AtomicU64::new(0),
             flush_waits: AtomicU64::new(0),
             interrupts: AtomicU64::new(0),
@@ -464,9 +468,18 @@ impl Vm {
 
     /// Exits of every vCPU by reason.
     pub fn exit_counts(&self) -> [u64; EXIT_REASONS] {
+        self.sum_by_reason(|v| &v.exit_counts)
+    }
+
+    /// The hypervisor's cycles of every vCPU by exit reason.
+    pub fn exit_cycles(&self) -> [u64; EXIT_REASONS] {
+        self.sum_by_reason(|v| &v.exit_cycles)
+    }
+
+    fn sum_by_reason(&self, of: impl Fn(&VcpuShared) -> &[AtomicU64; EXIT_REASONS]) -> [u64; EXIT_REASONS] {
         let mut t = [0u64; EXIT_REASONS];
         for v in &self.vcpus[..self.count] {
-            for (i, n) in v.exit_counts.iter().enumerate() {
+            for (i, n) in of(v).iter().enumerate() {
                 t[i] += n.load(SeqCst);
             }
         }

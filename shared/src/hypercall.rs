@@ -29,6 +29,13 @@ pub enum Hypercall {
     /// [`STATUS_BAD_ARGUMENT`] when the buffer is not guest RAM. For
     /// failure reports: it reads the shadow tables and changes nothing.
     ShadowWalk = 4,
+    /// RBX = guest-physical address of a buffer, RCX = its length in bytes:
+    /// the hypervisor fills it with a [`BenchCounters`] record (VM exits and
+    /// the hypervisor's cycles by exit reason, and every shadow page cache
+    /// counter), truncated to the length. Returns the full record length.
+    /// For the benchmark workloads: read once before and once after the
+    /// measured loop.
+    BenchCounters = 5,
 }
 
 impl Hypercall {
@@ -39,6 +46,7 @@ impl Hypercall {
             2 => Some(Hypercall::ReportCheck),
             3 => Some(Hypercall::MmuStats),
             4 => Some(Hypercall::ShadowWalk),
+            5 => Some(Hypercall::BenchCounters),
             _ => None,
         }
     }
@@ -483,7 +491,7 @@ mod tests {
 
     #[test]
     fn hypercall_numbers_are_stable() {
-        for h in [Hypercall::Version, Hypercall::ReportCheck, Hypercall::MmuStats, Hypercall::ShadowWalk] {
+        for h in [Hypercall::Version, Hypercall::ReportCheck, Hypercall::MmuStats, Hypercall::ShadowWalk, Hypercall::BenchCounters] {
             assert_eq!(Hypercall::from_u64(h as u64), Some(h));
         }
         assert_eq!(Hypercall::from_u64(0), None);

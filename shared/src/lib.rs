@@ -6,7 +6,8 @@
 //!
 //! * [`PROTOCOL_VERSION`], the CPUID signature the hypervisor answers with
 //!   ([`cpuid`]), and the I/O ports of the exit conventions ([`ports`]);
-//! * hypercall numbers and records passed by VMCALL ([`hypercall`]);
+//! * hypercall numbers and records passed by VMCALL ([`hypercall`]), and
+//!   the benchmark's counter record ([`bench`]);
 //! * the text lines on COM1 that the runner parses ([`line`]);
 //! * the role values the guest suite promises to create ([`coverage`]);
 //! * finding the processors (ACPI MADT, MP table) and the tables the
@@ -21,6 +22,7 @@
 
 pub mod acpi;
 pub mod apic;
+pub mod bench;
 pub mod coverage;
 pub mod cpuid;
 pub mod hypercall;
@@ -36,9 +38,10 @@ pub mod x86;
 ///
 /// History: 1, the first protocol; 2, the role-coverage lines
 /// (`line::ROLE_COVERAGE`) at the end of a hypervisor run; 3, the
-/// `ShadowWalk` hypercall and the `xlate` report lines (`line::XLATE`), and
-/// for SMP the `loaded_glevels` and `remote_flushes` fields of
-/// [`hypercall::MmuStats`].
+/// `ShadowWalk` hypercall (4) and the `xlate` report lines
+/// (`line::XLATE`); for SMP the `loaded_glevels` and `remote_flushes`
+/// fields of [`hypercall::MmuStats`]; the BenchCounters hypercall (5,
+/// `bench::BenchCounters`) and the `bench` console line.
 pub const PROTOCOL_VERSION: u32 = 3;
 
 /// Outcome of one self-check.

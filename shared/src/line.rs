@@ -14,6 +14,7 @@
 //! role-coverage glevels=2 level=1 quadrant=1 metaphysical=0 access=uwx cr0_wp=1 efer_nx=0 smep_andnot_wp=0 smap_andnot_wp=0 cr4_pse=1 word=0x84112 count=3
 //! role-coverage-end distinct=17
 //! quadrant-result status=0 reason=guest-exit
+//! bench ctxsw k=16 m=64 r=20 switches=320 cycles=1234567 exits=320 exit.28=320 hvcyc.28=901234
 //! ```
 //!
 //! A failing translation check prints its report (the address, what was
@@ -50,6 +51,8 @@ pub const ROLE_COVERAGE: &str = "role-coverage";
 pub const ROLE_COVERAGE_END: &str = "role-coverage-end";
 /// Keyword of the MMU statistics line at the end of a shadow-paging run.
 pub const MMU_STATS: &str = "mmu-stats";
+/// Keyword of a benchmark workload's result line (guest, `bench=`).
+pub const BENCH: &str = "bench";
 
 /// Kinds of fatal error, the word after [`ERROR`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -183,6 +186,15 @@ pub enum Line<'a> {
         /// `key=value` words separated by spaces.
         fields: &'a str,
     },
+    /// `bench NAME KEY=N ...`: one benchmark workload's figures (the words
+    /// after the name, for the runner to split; `exit.R` and `hvcyc.R` are
+    /// per basic exit reason R).
+    Bench {
+        /// The workload (`ctxsw`, `fork`, `ptchurn`, `modewalk`).
+        name: &'a str,
+        /// `key=value` words separated by spaces.
+        fields: &'a str,
+    },
     /// `role-coverage-end distinct=K`
     RoleCoverageEnd {
         /// Number of `role-coverage` lines before it.
@@ -273,6 +285,20 @@ pub fn write_mmu_stats(w: &mut impl Write, fields: &[(&str, u64)]) -> fmt::Resul
     Ok(())
 }
 
+/// Writes a benchmark line `bench NAME key=value ... exit.R=N hvcyc.R=C ...`
+/// (no newline): `fields` in order, then for every exit reason R with exits
+/// its count and the hypervisor's cycles (`reasons`: (R, exits, cycles)).
+pub fn write_bench(w: &mut impl Write, name: &str, fields: &[(&str, u64)], reasons: &[(usize, u64, u64)]) -> fmt::Result {
+    write!(w, "{BENCH} {name}")?;
+    for (k, v) in fields {
+        write!(w, " {k}={v}")?;
+    }
+    for (r, n, c) in reasons.iter().filter(|r| r.1 != 0) {
+        write!(w, " exit.{r}={n} hvcyc.{r}={c}")?;
+    }
+    Ok(())
+}
+
 /// Writes the line closing the role-coverage table (no newline).
 pub fn write_role_coverage_end(w: &mut impl Write, distinct: u32) -> fmt::Result {
     write!(w, "{ROLE_COVERAGE_END} distinct={distinct}")
@@ -354,6 +380,10 @@ pub fn parse(line: &str) -> Option<Line<'_>> {
             })
         }
         MMU_STATS => Some(Line::MmuStats { fields: rest }),
+        BENCH => {
+            let (name, fields) = rest.split_once(' ').unwrap_or((rest, ""));
+            (!name.is_empty() && !name.contains('=')).then_some(Line::Bench { name, fields })
+        }
         ROLE_COVERAGE_END => Some(Line::RoleCoverageEnd { distinct: field(rest, "distinct")?.parse().ok()? }),
         _ => None,
     }
@@ -502,6 +532,16 @@ mod tests {
         assert_eq!(b.as_str(), "check-begin long/pt-write/np-to-p");
         assert_eq!(parse(b.as_str()), Some(Line::CheckBegin { name: "long/pt-write/np-to-p" }));
         assert_eq!(parse("check-begin a/b\r"), Some(Line::CheckBegin { name: "a/b" }));
+    }
+
+    #[test]
+    fn bench_round_trip() {
+        let mut b = buf();
+        write_bench(&mut b, "ctxsw", &[("k", 16), ("cycles", 1234)], &[(14, 0, 0), (28, 320, 9000)]).unwrap();
+        assert_eq!(b.as_str(), "bench ctxsw k=16 cycles=1234 exit.28=320 hvcyc.28=9000");
+        assert_eq!(parse(b.as_str()), Some(Line::Bench { name: "ctxsw", fields: "k=16 cycles=1234 exit.28=320 hvcyc.28=9000" }));
+        assert_eq!(parse("bench modewalk"), Some(Line::Bench { name: "modewalk", fields: "" }));
+        assert_eq!(parse("bench k=1"), None);
     }
 
     #[test_case("role-coverage glevels=2 level=1 quadrant=1 metaphysical=2 access=uwx cr0_wp=1 efer_nx=0 smep_andnot_wp=0 smap_andnot_wp=0 cr4_pse=1 word=0x1 count=3"; "bad flag")]

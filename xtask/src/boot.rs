@@ -338,6 +338,7 @@ fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &
         role_coverage: (console.role_coverage_end.is_some() || !console.role_coverage.is_empty())
             .then(|| console.role_coverage.iter().map(RoleRow::of).collect()),
         mmu_stats: console.mmu_stats.clone(),
+        bench: console.bench.clone(),
         coverage_checked: role_coverage,
         coverage_missing: verdict.coverage_missing.iter().map(|p| MissingRow::of(p)).collect(),
         exit_status: exit.code(),
@@ -444,4 +445,35 @@ impl Live {
             _ => {}
         }
     }
+}
+
+/// Boots every spec, `jobs` at a time, each block printed whole when it
+/// ends (and `progress(done, total, spec, result)` called then); returns
+/// the results in the order of `specs`.
+pub fn boot_many(
+    ws: &Workspace,
+    specs: Vec<BootSpec>,
+    jobs: usize,
+    verbose: bool,
+    progress: impl Fn(usize, usize, &BootSpec, &Result<BootResult>) + Sync,
+) -> Vec<(BootSpec, Result<BootResult>)> {
+    let total = specs.len();
+    let queue = Mutex::new(specs.into_iter().enumerate().rev().collect::<Vec<_>>());
+    let done: Mutex<Vec<(usize, BootSpec, Result<BootResult>)>> = Mutex::new(Vec::new());
+    let style = Style { stream: false, verbose };
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1) {
+            s.spawn(|| loop {
+                let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
+                let Some((i, spec)) = next else { break };
+                let r = boot(ws, &spec, style);
+                let mut d = done.lock().unwrap_or_else(|e| e.into_inner());
+                progress(d.len() + 1, total, &spec, &r);
+                d.push((i, spec, r));
+            });
+        }
+    });
+    let mut done = done.into_inner().unwrap_or_else(|e| e.into_inner());
+    done.sort_by_key(|(i, _, _)| *i);
+    done.into_iter().map(|(_, s, r)| (s, r)).collect()
 }

@@ -3,6 +3,7 @@
 //!
 //! See README.md for the user's view; `cargo xtask help` lists the options.
 
+mod bench;
 mod bisect;
 mod bisect_test;
 mod boot;
@@ -60,6 +61,10 @@ enum Cmd {
     /// holds a commit that does not build and an injected MMU regression;
     /// passes when the regression and the failing check are named.
     BisectTest(BisectTestOpts),
+    /// The benchmark (issue #8): guest workloads in Bochs under the cache,
+    /// without it, under EPT and bare; host microbenchmarks of the MMU
+    /// core; a table, the targets, summary.json and plots.
+    Bench(bench::BenchOpts),
     /// One bisect step (used by `bisect`): build (exit 125 when it does not
     /// build), boot once (exit 0 pass, 1 fail).
     #[command(hide = true)]
@@ -275,6 +280,7 @@ fn main() -> ExitCode {
         Cmd::Bisect(o) => bisect::bisect(&ws, &o.good, &o.bad, &o.run),
         Cmd::Mutants(o) => mutants::mutants(&ws, o),
         Cmd::BisectTest(o) => packages::ensure(packages::BOCHS).map(|()| bisect_test::report(&ws, o.timeout, true).0),
+        Cmd::Bench(o) => bench::bench(&ws, o),
         Cmd::BisectStep(o) => return bisect::step(&ws, o),
     };
     match res {

@@ -11,7 +11,7 @@
 //! a `quadrant-error`, the role-coverage gate, ...). Exit status 1 when a
 //! variant survived; the matrix is also written as JSON.
 
-use crate::boot::{self, BootResult, BootSpec, GuestImage, Mmu, Style};
+use crate::boot::{self, BootResult, BootSpec, GuestImage, Mmu};
 use crate::emulator::Emulator;
 use crate::workspace::Workspace;
 use crate::{build, packages};
@@ -19,7 +19,6 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
-use std::sync::Mutex;
 use std::time::Instant;
 
 /// `mutants` options.
@@ -39,11 +38,10 @@ pub struct MutantsOpts {
     pub verbose: bool,
 }
 
-/// One boot of the matrix: which variant, which stage, which boot.
+/// One boot of the matrix: which variant, which stage, which boot
+/// (results are judged in the order of the jobs).
 #[derive(Clone, Debug)]
 struct Job {
-    /// Position in the stage (results are judged in this order).
-    order: usize,
     variant: String,
     stage: &'static str,
     spec: BootSpec,
@@ -157,10 +155,9 @@ pub fn mutants(ws: &Workspace, opts: &MutantsOpts) -> Result<bool> {
             .zip(&hv_of)
             .filter(|(r, _)| !r.killed)
             .flat_map(|(r, hv)| stage_specs(stage, hv, opts.timeout).into_iter().map(move |spec| (r, spec)))
-            .enumerate()
-            .map(|(order, (r, mut spec))| {
+            .map(|(r, mut spec)| {
                 spec.name = format!("{} {}", r.variant, spec.name);
-                Job { order, variant: r.variant.clone(), stage, spec }
+                Job { variant: r.variant.clone(), stage, spec }
             })
             .collect();
         if jobs.is_empty() {
@@ -168,38 +165,20 @@ pub fn mutants(ws: &Workspace, opts: &MutantsOpts) -> Result<bool> {
         }
         let alive = rows.iter().filter(|r| !r.killed).count();
         println!("== stage {stage}: {} boots for {alive} variants, {} at a time ==", jobs.len(), opts.jobs.max(1));
-        let total = jobs.len();
-        let queue = Mutex::new(jobs.into_iter().rev().collect::<Vec<_>>());
-        let results: Mutex<Vec<(Job, Result<BootResult>)>> = Mutex::new(Vec::new());
-        let style = Style { stream: false, verbose: opts.verbose };
-        std::thread::scope(|s| {
-            for _ in 0..opts.jobs.max(1) {
-                s.spawn(|| loop {
-                    let next = queue.lock().unwrap_or_else(|e| e.into_inner()).pop();
-                    let Some(job) = next else { break };
-                    let r = boot::boot(ws, &job.spec, style);
-                    let mut done = results.lock().unwrap_or_else(|e| e.into_inner());
-                    let verdict = match &r {
-                        Ok(b) if b.verdict.passed => "survived this boot".to_string(),
-                        Ok(b) => match kill_of(b) {
-                            Some((Some(c), _)) => format!("killed: {c} failed"),
-                            Some((None, why)) => format!("killed: {why}"),
-                            None => unreachable!(),
-                        },
-                        Err(e) => format!("runner error: {e:#}"),
-                    };
-                    println!(
-                        "  [{}/{total}, {:.0} s] {}: {verdict}",
-                        done.len() + 1,
-                        start.elapsed().as_secs_f64(),
-                        job.spec.name
-                    );
-                    done.push((job, r));
-                });
-            }
+        let specs = jobs.iter().map(|j| j.spec.clone()).collect();
+        let results = boot::boot_many(ws, specs, opts.jobs, opts.verbose, |n, total, spec, r| {
+            let verdict = match r {
+                Ok(b) if b.verdict.passed => "survived this boot".to_string(),
+                Ok(b) => match kill_of(b) {
+                    Some((Some(c), _)) => format!("killed: {c} failed"),
+                    Some((None, why)) => format!("killed: {why}"),
+                    None => unreachable!(),
+                },
+                Err(e) => format!("runner error: {e:#}"),
+            };
+            println!("  [{n}/{total}, {:.0} s] {}: {verdict}", start.elapsed().as_secs_f64(), spec.name);
         });
-        let mut results = results.into_inner().unwrap_or_else(|e| e.into_inner());
-        results.sort_by_key(|(j, _)| j.order);
+        let results = jobs.into_iter().zip(results.into_iter().map(|(_, r)| r));
         for (job, r) in results {
             let row = rows.iter_mut().find(|r| r.variant == job.variant).expect("variant of a job");
             let b = r?;

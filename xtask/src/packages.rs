@@ -48,6 +48,9 @@ pub const BOCHS_BIOS: &str = "/usr/share/bochs/BIOS-bochs-latest";
 /// Where the VGA BIOS may be (bochsbios' link, vgabios' file).
 pub const VGA_BIOS: &[&str] = &["/usr/share/bochs/VGABIOS-lgpl-latest", "/usr/share/vgabios/vgabios.bin"];
 
+/// Counting instructions of the host microbenchmarks (`cargo xtask bench`).
+pub const VALGRIND: &[Need] = &[Need { what: What::Program("valgrind"), package: "valgrind" }];
+
 /// Booting in Bochs: the emulator, its ROMs and a GRUB ISO toolchain.
 pub const BOCHS: &[Need] = &[
     Need { what: What::Program("bochs-bin"), package: "bochs" },

@@ -65,6 +65,9 @@ pub struct Report {
     /// The shadow page cache's counters at the end of the run (`null`
     /// without shadow paging).
     pub mmu_stats: Option<std::collections::BTreeMap<String, u64>>,
+    /// The guest's `bench` lines (benchmark workloads, `bench=`): list of
+    /// `{name, fields}`.
+    pub bench: Vec<crate::verdict::BenchLine>,
     /// Whether the role-coverage gate applied to this run.
     pub coverage_checked: bool,
     /// Promised role values never created (the gate's failures).

@@ -157,6 +157,34 @@ pub struct RoleCount {
     pub hits: u64,
 }
 
+/// A `bench NAME key=value ...` line: one benchmark workload's figures.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct BenchLine {
+    /// The workload.
+    pub name: String,
+    /// Its `key=value` words (numbers), in any order.
+    pub fields: std::collections::BTreeMap<String, u64>,
+}
+
+impl BenchLine {
+    /// Splits the words after the name; words that are not `key=number`
+    /// are left out.
+    pub fn parse(name: &str, fields: &str) -> Self {
+        BenchLine { name: name.to_string(), fields: numeric_fields(fields) }
+    }
+}
+
+/// The `key=number` words of a line (others left out).
+fn numeric_fields(words: &str) -> std::collections::BTreeMap<String, u64> {
+    words
+        .split_ascii_whitespace()
+        .filter_map(|w| {
+            let (k, v) = w.split_once('=')?;
+            Some((k.to_string(), v.parse().ok()?))
+        })
+        .collect()
+}
+
 /// What one protocol line means to someone watching the run.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Event {
@@ -189,6 +217,8 @@ pub struct Console {
     pub mmu_stats: Option<std::collections::BTreeMap<String, u64>>,
     /// The `role-coverage-end distinct=K` line's K.
     pub role_coverage_end: Option<u32>,
+    /// `bench` lines (benchmark workloads), in order.
+    pub bench: Vec<BenchLine>,
     /// The check a `check-begin` line announced and no check line ended yet.
     pub running: Option<String>,
     /// `xlate` lines not yet filed under their check line: (check, text).
@@ -264,15 +294,11 @@ impl Console {
                 Event::Protocol
             }
             Some(Line::MmuStats { fields }) => {
-                self.mmu_stats = Some(
-                    fields
-                        .split_ascii_whitespace()
-                        .filter_map(|w| {
-                            let (k, v) = w.split_once('=')?;
-                            Some((k.to_string(), v.parse().ok()?))
-                        })
-                        .collect(),
-                );
+                self.mmu_stats = Some(numeric_fields(fields));
+                Event::Protocol
+            }
+            Some(Line::Bench { name, fields }) => {
+                self.bench.push(BenchLine::parse(name, fields));
                 Event::Protocol
             }
             Some(Line::RoleCoverageEnd { distinct }) => {

@@ -1,5 +1,5 @@
 //! Every instruction the guest issues itself, behind safe functions where
-//! the instruction cannot break memory safety: CPUID, reads of CR0/CR2/CR4,
+//! the instruction cannot break memory safety: CPUID, RDTSC, reads of CR0/CR2/CR4,
 //! IA32_EFER and CS, the COM1 registers; `unsafe fn` for VMCALL (the
 //! hypervisor may read or write memory the arguments name) and LIDT. Also
 //! the exception entry stubs (stable Rust has no `x86-interrupt` ABI, so
@@ -30,6 +30,15 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> Cpuid {
         );
     }
     Cpuid { eax, ebx, ecx, edx }
+}
+
+/// The time-stamp counter (RDTSC, SDM Vol. 2B).
+pub fn rdtsc() -> u64 {
+    let (lo, hi): (u32, u32);
+    // SAFETY: RDTSC only writes EDX:EAX (CR4.TSD is clear: the boot code
+    // never sets it, and the guest runs at CPL 0 anyway).
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
+    (u64::from(hi) << 32) | u64::from(lo)
 }
 
 /// CR0.

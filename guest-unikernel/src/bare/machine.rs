@@ -5,6 +5,7 @@ use super::{cpu, modes, paging, phys};
 use guest_unikernel::machine::{Cpuid, Handoff, Machine, Range};
 use guest_unikernel::modes::layout::EngineInfo;
 use core::sync::atomic::{AtomicBool, Ordering};
+use shared::bench::BenchCounters;
 use shared::hypercall::{CheckRecord, Hypercall, MmuStats, ShadowWalkRecord, STATUS_BAD_ARGUMENT};
 use shared::multiboot::PhysRead;
 
@@ -47,7 +48,9 @@ impl Machine for BareMachine {
         match call {
             // SAFETY: Version names no memory.
             Hypercall::Version => unsafe { cpu::vmcall(call as u64, args) },
-            Hypercall::ReportCheck | Hypercall::MmuStats | Hypercall::ShadowWalk => STATUS_BAD_ARGUMENT,
+            Hypercall::ReportCheck | Hypercall::MmuStats | Hypercall::ShadowWalk | Hypercall::BenchCounters => {
+                STATUS_BAD_ARGUMENT
+            }
         }
     }
     fn report_check(&mut self, rec: &CheckRecord) -> u64 {
@@ -109,5 +112,11 @@ impl Machine for BareMachine {
     }
     fn shadow_walk(&mut self, la: u64) -> Option<ShadowWalkRecord> {
         paging::shadow_walk(la)
+    }
+    fn rdtsc(&mut self) -> u64 {
+        cpu::rdtsc()
+    }
+    fn bench_counters(&mut self) -> Option<BenchCounters> {
+        paging::bench_counters()
     }
 }

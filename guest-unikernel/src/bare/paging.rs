@@ -1,7 +1,7 @@
 //! Long-mode paging from Rust for the `cache/...` and `long/...` checks:
 //! MOV CR3, INVLPG and quadword loads and stores at linear test addresses,
 //! each guarded so that the code, stack, IDT and every Rust object stay
-//! reachable and untouched, and the MmuStats hypercall.
+//! reachable and untouched, and the MmuStats and BenchCounters hypercalls.
 //!
 //! With `cpu`, `phys` and `modes`, one of the modules of the binary that
 //! contain `unsafe` code.
@@ -11,6 +11,7 @@ use core::arch::asm;
 use core::sync::atomic::{AtomicU64, Ordering};
 use guest_unikernel::machine::is_test_va;
 use guest_unikernel::modes::paging::{translate, Format};
+use shared::bench::BenchCounters;
 use shared::hypercall::{Hypercall, MmuStats, ShadowWalkRecord};
 
 unsafe extern "C" {
@@ -182,16 +183,27 @@ pub fn shadow_walk(la: u64) -> Option<ShadowWalkRecord> {
 
 /// The MmuStats hypercall; `None` when it fails.
 pub fn mmu_stats() -> Option<MmuStats> {
-    let mut buf = [0u8; MmuStats::SIZE];
+    record::<{ MmuStats::SIZE }>(Hypercall::MmuStats).map(|b| MmuStats::from_bytes(&b))
+}
+
+/// The BenchCounters hypercall; `None` when it fails or the record is not
+/// this protocol's.
+pub fn bench_counters() -> Option<BenchCounters> {
+    record::<{ BenchCounters::SIZE }>(Hypercall::BenchCounters)
+        .map(|b| BenchCounters::from_bytes(&b))
+        .filter(BenchCounters::is_valid)
+}
+
+/// A hypercall that fills an `N`-byte record (RBX = its address, RCX = N)
+/// and returns its full length; `None` unless that length is `N`.
+fn record<const N: usize>(call: Hypercall) -> Option<[u8; N]> {
+    let mut buf = [0u8; N];
     // Identity map: the pointer is the physical address; taken as a mutable
     // pointer, since the hypervisor writes the buffer.
     let addr = (&raw mut buf) as u64;
-    // SAFETY: MmuStats writes at most RCX = buf.len() bytes at RBX, the
-    // buffer's physical address (identity map), which lives until the call
-    // returns. Callers issue it only under the Quadrant hypervisor.
-    let n = unsafe {
-        cpu::vmcall(Hypercall::MmuStats as u64, [addr, MmuStats::SIZE as u64, 0])
-    };
-    (n == MmuStats::SIZE as u64).then(|| MmuStats::from_bytes(&buf))
+    // SAFETY: MmuStats and BenchCounters write at most RCX = N bytes at RBX,
+    // the buffer's physical address (identity map), which lives until the
+    // call returns. Callers issue them only under the Quadrant hypervisor.
+    let n = unsafe { cpu::vmcall(call as u64, [addr, N as u64, 0]) };
+    (n == N as u64).then_some(buf)
 }
-

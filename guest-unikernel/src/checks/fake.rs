@@ -10,6 +10,7 @@ use crate::machine::{Cpuid, Handoff, Machine, Range};
 use crate::modes::layout::{self, EngineInfo};
 use crate::machine::is_test_va;
 use crate::modes::paging::{translate, translate_visiting, Format};
+use shared::bench::BenchCounters;
 use shared::coverage::RoleValue;
 use shared::hypercall::{
     CheckRecord, Hypercall, MmuStats, ShadowEntry, ShadowWalkRecord, ShadowWalkStatus, MMU_STATS_MAGIC, STATUS_OK,
@@ -60,6 +61,10 @@ pub struct Fake {
     /// Addresses the ShadowWalk hypercall was asked about (from Rust or
     /// from the engine), in order.
     pub shadow_walks: Vec<u64>,
+    /// The fake's time-stamp counter.
+    pub tsc: u64,
+    /// Calls of `bench_counters`.
+    pub bench_calls: u64,
 }
 
 /// The fake's boot PML4 (in low memory); its entry 0 stands for the
@@ -190,6 +195,8 @@ impl Fake {
             cr3: 0x1000,
             mmu: FakeMmu::default(),
             shadow_walks: Vec::new(),
+            tsc: 0,
+            bench_calls: 0,
         }
     }
 
@@ -435,6 +442,35 @@ impl Machine for Fake {
     fn shadow_walk(&mut self, la: u64) -> Option<ShadowWalkRecord> {
         self.vmcalls += 1;
         Some(self.shadow_answer(la))
+    }
+    fn rdtsc(&mut self) -> u64 {
+        // A clock that advances with every paging event the fake models.
+        self.tsc += 100 + 1000 * self.mmu.stats.page_faults;
+        self.tsc
+    }
+    fn bench_counters(&mut self) -> Option<BenchCounters> {
+        self.assert_hypervisor();
+        self.mmu.stats_calls += 1;
+        let s = &self.mmu.stats;
+        let mut c = BenchCounters::default();
+        c.mmu.created = s.shadow_pages_created;
+        c.mmu.live = self.mmu.shadowed.len() as u64;
+        c.mmu.cr3_hits = s.cr3_hits;
+        c.mmu.cr3_misses = s.cr3_misses;
+        c.mmu.page_faults = s.page_faults;
+        c.mmu.pt_writes = s.pt_writes;
+        c.mmu.zaps = s.zaps;
+        c.mmu.unshadows = s.unshadows;
+        c.mmu.recycles = s.recycles;
+        // One exit per CR3 load, fault, trapped write and hypercall.
+        self.bench_calls += 1;
+        c.exits_by_reason[28] = s.cr3_hits + s.cr3_misses;
+        c.exits_by_reason[0] = s.page_faults + s.pt_writes;
+        c.exits_by_reason[shared::bench::EXIT_VMCALL] = self.bench_calls;
+        c.exits = c.exits_by_reason.iter().sum();
+        c.hv_cycles = 500 * c.exits;
+        c.cycles_by_reason = c.exits_by_reason.map(|n| 500 * n);
+        Some(c)
     }
     fn mmu_stats(&mut self) -> Option<MmuStats> {
         self.assert_hypervisor();

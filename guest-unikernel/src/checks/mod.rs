@@ -204,9 +204,14 @@ impl<'a> Ctx<'a> {
         }
     }
 
-    /// Runs every registered check and reports each result.
+    /// Runs every registered check and reports each result; with `bench=`
+    /// the `boot/...` checks and then the benchmark workload instead.
     pub fn run_all(&mut self) {
+        let bench = self.config.bench;
         for (i, c) in all().enumerate() {
+            if bench.is_some() && !c.name.starts_with("boot/") {
+                continue;
+            }
             self.tally.set_current(Some(i));
             let mut d = Detail::new();
             let outcome = if self.config.only.selects(c.name) {
@@ -220,6 +225,20 @@ impl<'a> Ctx<'a> {
             report(&mut *self.m, &mut *self.out, self.tally, outcome, c.name, d.as_str());
         }
         self.tally.set_current(None);
+        if let Some(spec) = bench {
+            self.run_bench(spec);
+        }
+    }
+
+    /// The check `bench/NAME`: one benchmark workload ([`crate::bench`]).
+    fn run_bench(&mut self, spec: crate::bench::Spec) {
+        let mut name = Detail::new();
+        let _ = write!(name, "bench/{}", spec.workload.name());
+        let _ = shared::line::write_check_begin(&mut &mut *self.out, name.as_str());
+        let _ = self.out.write_char('\n');
+        let mut d = Detail::new();
+        let outcome = crate::bench::run(self, spec, &mut d);
+        report(&mut *self.m, &mut *self.out, self.tally, outcome, name.as_str(), d.as_str());
     }
 }
 

@@ -134,6 +134,21 @@ pub(crate) fn engine_window_free(map: &MemMap, x: &Exclusions, image: Range) -> 
 /// Builds the address spaces, loads the program, runs the engine once and
 /// judges every probe.
 pub fn run(ctx: &mut Ctx<'_>) -> Verdicts {
+    run_logged(ctx, true)
+}
+
+/// A console that drops everything (`run_logged` without the log).
+struct Quiet;
+
+impl Write for Quiet {
+    fn write_str(&mut self, _: &str) -> core::fmt::Result {
+        Ok(())
+    }
+}
+
+/// [`run`], with its `guest: modes: ...` lines on the console only when
+/// `log` (the `modewalk` benchmark repeats the walk without them).
+pub fn run_logged(ctx: &mut Ctx<'_>, log: bool) -> Verdicts {
     let fail = |t: &str| Verdicts::all(Outcome::Fail, t);
     if ctx.config.modes == Some(false) {
         return Verdicts::all(Outcome::Skip, "modes=0 on the command line");
@@ -189,15 +204,16 @@ pub fn run(ctx: &mut Ctx<'_>) -> Verdicts {
                 return fail(d.as_str());
             }
         };
+        let out: &mut dyn Write = if log { &mut *ctx.out } else { &mut Quiet };
         if part == 0 {
             let _ = writeln!(
-                ctx.out,
+                out,
                 "guest: modes: {ops} probes; pd32={:#x} pdpt={:#x} pml4={:#x} data={:#x},{:#x},{:#x},{:#x} large={:#x}",
                 space.pd32, space.pdpt, space.pml4, space.d0, space.d1, space.d2, space.d3, space.large
             );
         } else {
             let _ = writeln!(
-                ctx.out,
+                out,
                 "guest: modes: program {}: {ops} probes; pd_same={:#x} pd_q={:#x} pt_q={:#x} pdpt_x={:#x} pd_2m={:#x} large2={:#x}",
                 part + 1,
                 space.pd_same,
@@ -213,8 +229,11 @@ pub fn run(ctx: &mut Ctx<'_>) -> Verdicts {
         // two into SKIP below).
         let (only, tcg) = (ctx.config.only, ctx.signature.is_tcg());
         let report = |t: usize| only.selects(CHECKS[t].name) && !(tcg && [walk::extra(2), walk::extra(3)].contains(&t));
-        judgement.part(&mut *ctx.m, &mut *ctx.out, (&space, &env, part), &report);
-        report_failed(ctx, &e, &judgement);
+        let out: &mut dyn Write = if log { &mut *ctx.out } else { &mut Quiet };
+        judgement.part(&mut *ctx.m, out, (&space, &env, part), &report);
+        if log {
+            report_failed(ctx, &e, &judgement);
+        }
     }
     let mut v = judgement.verdicts();
     if ctx.signature.is_tcg() {

@@ -247,13 +247,24 @@ impl<F: ShadowFrames> ShadowCache<F> {
         v.smap_ac_refused = None;
     }
 
+    /// Drops the vCPU's root references. No heap and no PAE root writes
+    /// for a long-mode root: this runs at every CR3 load (the cost of a
+    /// cache hit, `mmu-bench` op `cr3-hit`).
     fn unload_root(&mut self, v: &mut VcpuMmu) {
-        let pages: alloc::vec::Vec<PageId> = v.root_pages().collect();
-        for id in pages {
+        let pages = match v.root {
+            Root::Long(id) => [Some(id), None, None, None],
+            Root::Pae(r) => r,
+            Root::None => [None; 4],
+        };
+        for id in pages.into_iter().flatten() {
             self.root_put(id);
         }
-        for i in 0..4 {
-            self.write_pae_root(v.pae_root, i, 0);
+        // A long-mode root never wrote the PAE root; a failed build may
+        // have left entries behind a `Root::None`.
+        if !matches!(v.root, Root::Long(_)) {
+            for i in 0..4 {
+                self.write_pae_root(v.pae_root, i, 0);
+            }
         }
         v.root = Root::None;
         self.note_loaded(v.id, None);

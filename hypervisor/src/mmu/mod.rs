@@ -66,6 +66,8 @@
 
 pub mod inject;
 pub mod audit;
+#[cfg(any(test, feature = "host-model"))]
+pub mod host;
 mod cache;
 mod events;
 pub mod inspect;
@@ -150,8 +152,11 @@ pub struct MmuConfig {
     /// Shadow frames taken from [`ShadowFrames`] at creation (the pool,
     /// PAE roots included). At least 8 + 5 per vCPU.
     pub pool_frames: usize,
-    /// `false`: drop all shadows at every CR3 load (the pre-2007 behaviour,
-    /// for benchmarks).
+    /// `false`: drop every shadow page at each CR3 load, then build the new
+    /// root from nothing (the behaviour before the 2007 cache, for the
+    /// benchmark's no-cache variant, `cache=0`); pages another vCPU has
+    /// loaded as root stay as `invalid` until it unloads them. CR0/CR4/EFER
+    /// changes are not CR3 loads and keep the pages, as then.
     pub cache: bool,
     /// MAXPHYADDR the guest sees (CPUID 0x80000008); defines reserved bits.
     pub maxphyaddr: u8,

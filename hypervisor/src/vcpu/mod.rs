@@ -12,6 +12,7 @@
 //! * [`setup`]: the initial VMCS;
 //! * [`cr`]: the guest's CR0/CR3/CR4/EFER and paging-mode transitions;
 //! * [`io`]: port I/O (consoles, the exit port);
+//! * `exit_stats`: exits and the hypervisor's cycles by exit reason;
 //! * [`paravirt`]: CPUID and hypercalls (`MmuStats` reports zeros for the
 //!   shadow counters under EPT);
 //! * `paging`: the guest's paging events, applied through the shadow page
@@ -37,6 +38,7 @@ macro_rules! shadow {
 pub mod apic;
 pub mod cr;
 pub mod ept;
+mod exit_stats;
 pub mod io;
 pub mod mmio;
 mod paging;
@@ -48,6 +50,7 @@ mod smp;
 mod summary;
 mod vm86;
 
+pub use exit_stats::{ExitStats, EXIT_REASONS};
 pub use vm86::{TSS_IOMAP_BASE, VM86_TSS_LIMIT};
 
 use crate::arch::{console, cpu};
@@ -115,6 +118,9 @@ pub struct Vcpu<'v> {
     nx_supported: bool,
     guest_pat: u64,
     unclaimed_ports: u32,
+    /// Exits and the hypervisor's cycles by reason (this vCPU's timing;
+    /// the counts are also in [`crate::vm::VcpuShared`] for the others).
+    stats: ExitStats,
 }
 
 impl<'v> Vcpu<'v> {
@@ -161,6 +167,7 @@ impl<'v> Vcpu<'v> {
             controls,
             guest: GuestControl::MULTIBOOT,
             nx_supported,
+            stats: ExitStats::new(),
             guest_pat: 0x0007_0406_0007_0406,
             unclaimed_ports: 0,
         };
@@ -203,12 +210,18 @@ impl<'v> Vcpu<'v> {
                 continue;
             }
             shared.entries.fetch_add(1, SeqCst);
+            if let Some((reason, cycles)) = self.stats.entering(cpu::rdtsc()) {
+                shared.exit_cycles[reason].fetch_add(cycles, core::sync::atomic::Ordering::Relaxed);
+            }
             // SAFETY: `setup::write_vmcs` wrote this CPU's host state.
             let result = unsafe { self.vmcs.run(&mut self.regs) };
             shared.in_guest.store(false, SeqCst);
             shared.exits.fetch_add(1, SeqCst);
             match result {
-                RunResult::Exit => self.handle_exit(),
+                RunResult::Exit => {
+                    self.stats.exited(cpu::rdtsc());
+                    self.handle_exit()
+                }
                 RunResult::EntryFailed(fail) => {
                     self.dump_vmcs();
                     fatal::fail(
@@ -330,6 +343,7 @@ impl<'v> Vcpu<'v> {
     fn dispatch_exit(&mut self) {
         use core::sync::atomic::Ordering::Relaxed;
         let reason = ExitReasonField::decode(self.vmcs.read(Field32Ro::ExitReason) as u32);
+        self.stats.count(reason.basic);
         let total = self.vm.total_exits.fetch_add(1, Relaxed) + 1;
         if let Some(n) = self.vm.vcpus[self.id].exit_counts.get(reason.basic as usize) {
             n.fetch_add(1, Relaxed);
@@ -615,3 +629,4 @@ impl<'v> Vcpu<'v> {
         }
     }
 }
+

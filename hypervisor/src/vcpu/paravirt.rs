@@ -6,6 +6,7 @@
 
 use super::{cr::efer, PagingBackend, Vcpu};
 use crate::mmu::ShadowWalk;
+use shared::bench::{BenchCounters, MmuCounters};
 use shared::cpuid as sig;
 use shared::hypercall::{self as hc, Hypercall, ShadowEntry, ShadowWalkRecord, ShadowWalkStatus};
 
@@ -160,8 +161,56 @@ impl Vcpu<'_> {
                     hc::STATUS_BAD_ARGUMENT
                 }
             }
+            Some(Hypercall::BenchCounters) => {
+                let bytes = self.bench_counters().to_bytes();
+                let n = (rcx as usize).min(bytes.len());
+                if self.vm.ram.write(rbx, &bytes[..n]) {
+                    BenchCounters::SIZE as u64
+                } else {
+                    hc::STATUS_BAD_ARGUMENT
+                }
+            }
             None => hc::STATUS_UNKNOWN,
         };
+    }
+
+    /// The BenchCounters record now (see `shared::bench`): exits and the
+    /// hypervisor's cycles by reason, and the shadow page cache's counters
+    /// (0 under EPT).
+    /// The BenchCounters record: the shadow page cache's counters, and the
+    /// VM exits and hypervisor cycles of every vCPU by exit reason.
+    fn bench_counters(&mut self) -> BenchCounters {
+        let mmu = match &self.paging {
+            PagingBackend::Shadow => {
+                let g = shadow!(self);
+                let s = g.cache.stats();
+                MmuCounters {
+                    created: s.created,
+                    live: s.pages_in_use as u64,
+                    cr3_hits: s.cr3_hits,
+                    cr3_misses: s.cr3_misses,
+                    fault_hits: s.fault_hits,
+                    fault_misses: s.fault_misses,
+                    page_faults: s.page_faults,
+                    injected_pf: s.injected_pf,
+                    write_protect_faults: s.write_protect_faults,
+                    pt_writes: s.pt_writes,
+                    zaps: s.zaps.iter().sum(),
+                    unshadows: s.unshadows,
+                    recycles: s.recycles,
+                }
+            }
+            PagingBackend::Ept(_) => MmuCounters::default(),
+        };
+        let cycles_by_reason = self.vm.exit_cycles();
+        BenchCounters {
+            mmu,
+            exits: self.vm.total_exits.load(core::sync::atomic::Ordering::SeqCst),
+            hv_cycles: cycles_by_reason.iter().sum(),
+            exits_by_reason: self.vm.exit_counts(),
+            cycles_by_reason,
+            ..BenchCounters::default()
+        }
     }
 }
 

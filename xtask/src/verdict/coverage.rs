@@ -11,17 +11,18 @@ use std::fmt::Write as _;
 
 /// Whether the role-coverage gate applies to a boot: under the hypervisor
 /// with shadow paging, the built guest (another kernel promises nothing),
-/// no expected error, no deliberate crash and no `only=` subset (the
+/// no expected error, no deliberate crash, no `only=` subset (the
 /// promise is the whole suite's; a subset chosen to work on one scenario,
-/// or to bisect with, makes none). `modes=0` is *not* exempt: a run of the
-/// whole suite that skips the mode walk does not create what the suite
-/// promises, and the gate says so.
+/// or to bisect with, makes none) and no benchmark workload (`bench=`: the
+/// suite does not run). `modes=0` is *not* exempt: a run of the whole
+/// suite that skips the mode walk does not create what the suite promises,
+/// and the gate says so.
 pub fn applies(hypervisor: bool, shadow: bool, built_guest: bool, expect_error: bool, guest_args: &str) -> bool {
     hypervisor
         && shadow
         && built_guest
         && !expect_error
-        && !guest_args.split_ascii_whitespace().any(|w| w.starts_with("crash=") || w.starts_with("only="))
+        && !guest_args.split_ascii_whitespace().any(|w| w.starts_with("crash=") || w.starts_with("only=") || w.starts_with("bench="))
 }
 
 /// The SMP gate: the `mmu-stats` line's `loaded_glevels_pairs` must hold
@@ -399,6 +400,7 @@ mod tests {
         assert!(!applies(true, true, true, true, ""));
         assert!(!applies(true, true, true, false, "crash=triple-fault modes=0"));
         assert!(!applies(true, true, true, false, "ram_test_mib=0 only=long/pt-write"), "a subset promises nothing");
+        assert!(!applies(true, true, true, false, "ram_test_mib=0 bench=ctxsw"));
     }
 
     #[test]

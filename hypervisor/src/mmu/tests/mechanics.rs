@@ -159,6 +159,39 @@ fn no_cache_mode_drops_all_shadows_at_cr3_load() {
     w.check();
 }
 
+/// `cache: false` is exactly "every shadow page dropped at each CR3 load"
+/// (the benchmark's no-cache variant): right after a CR3 load only the
+/// vCPU's PAE root frame and the new root are in use, every load misses,
+/// every earlier page was zapped for `NoCache`; a mode change (CR0/CR4/EFER)
+/// is not a CR3 load and keeps the pages.
+#[test]
+fn no_cache_mode_keeps_nothing_but_the_new_root() {
+    let mut w = World::new(64, 64, 1, false);
+    long_tables(&mut w, 1, 40);
+    long_tables(&mut w, 5, 41);
+    assert!(w.load_cr3(0, f(1)));
+    w.mode(0, GuestMode::Long, true, true, false, false, false);
+    let mut zapped = 0;
+    for (i, (cr3, data)) in [(1, 40), (5, 41), (1, 40), (1, 40)].into_iter().enumerate() {
+        let live = w.cache.stats().pages_in_use;
+        assert!(w.load_cr3(0, f(cr3)));
+        let s = w.cache.stats();
+        // PAE root frame + the level-4 root.
+        assert_eq!(s.pages_in_use, 2, "round {i}: pages survived a CR3 load");
+        zapped += live as u64 - 1; // everything but the PAE root frame
+        assert_eq!(s.zaps_for(ZapReason::NoCache), zapped, "round {i}");
+        assert_eq!(s.cr3_hits, 0, "round {i}: a CR3 load hit without the cache");
+        assert_eq!(w.go(0, 0x10, rd(true)), Phys(f(data) + 0x10));
+        assert_eq!(w.cache.stats().pages_in_use, 5, "round {i}: the path of one page");
+        w.check();
+    }
+    let before = w.cache.stats().pages_in_use;
+    w.mode(0, GuestMode::Long, false, true, false, false, false);
+    w.mode(0, GuestMode::Long, true, true, false, false, false);
+    assert!(w.cache.stats().pages_in_use >= before, "a CR0 write is not a CR3 load");
+    w.check();
+}
+
 #[test]
 fn accessed_and_dirty_bits() {
     let mut w = World::new(64, 64, 1, true);
