@@ -161,11 +161,8 @@ extern "C" fn quadrant_ap_main(_ticket: u32, _page: u64) -> ! {
     let index = host_cpus::this_cpu();
     descriptors::init_cpu(index);
     host_cpus::apic().software_enable(hypervisor::vm::SPURIOUS_VECTOR);
-    let vmx_caps = {
-        // SAFETY: VmxCaps::read only reads capability MSRs that exist.
-        let c = VmxCaps::read(|msr| unsafe { cpu::rdmsr(msr) });
-        c
-    };
+    // SAFETY: VmxCaps::read only reads capability MSRs that exist.
+    let vmx_caps = VmxCaps::read(|msr| unsafe { cpu::rdmsr(msr) });
     let vmx = vmx_on_this_cpu(&vmx_caps, index);
     while VM.get().is_none() {
         core::hint::spin_loop();

@@ -178,7 +178,7 @@ pub fn find_table(m: &dyn PhysRead, rsdp: u64, sig: &[u8; 4]) -> Result<Option<u
     for i in 0..(len - 36) / width {
         let at = root + 36 + (i * width) as u64;
         let entry = if width == 8 {
-            read::<8>(m, at).map(|b| u64::from_le_bytes(b))
+            read::<8>(m, at).map(u64::from_le_bytes)
         } else {
             read::<4>(m, at).map(|b| u64::from(u32::from_le_bytes(b)))
         }
@@ -263,10 +263,7 @@ pub fn mp_cpus(m: &dyn PhysRead) -> Result<CpuList, AcpiError> {
 /// `rsdp` is `None`, through the BIOS-area search), else the MP table.
 pub fn find_cpus(m: &dyn PhysRead, rsdp: Option<u64>) -> Result<CpuList, AcpiError> {
     let acpi = match rsdp.or_else(|| find_rsdp(m)) {
-        Some(r) => match find_table(m, r, b"APIC")? {
-            Some(madt) => Some(madt_cpus(m, madt)),
-            None => None,
-        },
+        Some(r) => find_table(m, r, b"APIC")?.map(|madt| madt_cpus(m, madt)),
         None => None,
     };
     match acpi {

@@ -292,7 +292,7 @@ fn spec(name: &str, emu: Emulator, model: Option<&str>, hv: bool, opts: &TestOpt
 
 /// One job of the Bochs pool.
 enum Job {
-    Boot(BootSpec),
+    Boot(Box<BootSpec>),
     /// The bisect test ([`crate::bisect_test`]).
     Bisect,
 }
@@ -546,7 +546,7 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     via_bios.image = Some(img.clone());
     hv.push(via_bios);
     let parallel = Style { stream: false, verbose: opts.verbose };
-    let mut jobs: Vec<Job> = hv.drain(..).map(Job::Boot).collect();
+    let mut jobs: Vec<Job> = hv.drain(..).map(|sp| Job::Boot(Box::new(sp))).collect();
     if !opts.no_bisect {
         // After the audit boot (the longest), alongside the shorter ones.
         jobs.insert(jobs.len().min(5), Job::Bisect);

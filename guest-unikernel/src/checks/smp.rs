@@ -14,6 +14,10 @@
 //! state through MmuStats (shadow roots of real mode and long mode loaded
 //! at once).
 
+// CPU indices are identities here (named in details, used for jobs and
+// slots), not just positions: loops over them read better than zips.
+#![allow(clippy::needless_range_loop)]
+
 use super::Ctx;
 use crate::long::{self, Builder};
 use crate::machine::{Machine, TEST_VA_START};

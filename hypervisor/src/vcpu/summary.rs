@@ -13,8 +13,9 @@ use crate::vmx::exit_reason::ExitReason;
 use core::fmt;
 use core::sync::atomic::Ordering::SeqCst;
 
-/// The `n` most frequent exit reasons of `counts`, most frequent first.
-fn top_reasons(counts: &[u64; EXIT_REASONS], n: usize) -> impl Iterator<Item = (u64, &'static str)> {
+/// The `n` most frequent exit reasons of `counts`, most frequent first:
+/// (count, name, basic reason).
+fn top_reasons(counts: &[u64; EXIT_REASONS], n: usize) -> impl Iterator<Item = (u64, &'static str, usize)> {
     let mut top: [(u64, usize); EXIT_REASONS] = [(0, 0); EXIT_REASONS];
     for (i, c) in counts.iter().enumerate() {
         top[i] = (*c, i);
@@ -23,7 +24,7 @@ fn top_reasons(counts: &[u64; EXIT_REASONS], n: usize) -> impl Iterator<Item = (
     top.into_iter()
         .take_while(|(c, _)| *c > 0)
         .take(n)
-        .map(|(c, r)| (c, ExitReason::from_basic(r as u16).map_or("?", |e| e.name())))
+        .map(|(c, r)| (c, ExitReason::from_basic(r as u16).map_or("?", |e| e.name()), r))
 }
 
 impl Vcpu<'_> {
@@ -49,22 +50,23 @@ impl Vcpu<'_> {
         for (i, v) in vm.vcpus[..vm.count].iter().enumerate() {
             let counts: [u64; EXIT_REASONS] = core::array::from_fn(|r| v.exit_counts[r].load(SeqCst));
             let mut top = alloc::string::String::new();
-            for (c, name) in top_reasons(&counts, 4) {
-                let _ = fmt::Write::write_fmt(&mut top, format_args!(" {name} {c},"));
+            for (c, name, _) in top_reasons(&counts, 4) {
+                let _ = fmt::Write::write_fmt(&mut top, format_args!(" {name} {c};"));
             }
             log::info!(
-                "  vCPU {i} (APIC ID {}): {} exits,{} {} IPIs sent, {} interrupts injected, {} kicks sent, {} remote-flush waits",
+                "  vCPU {i} (APIC ID {}): {} exits ({} ), {} IPIs sent, {} interrupts injected, {} kicks sent, {} remote-flush waits",
                 v.apic_id.load(SeqCst),
                 v.exits.load(SeqCst),
-                top.trim_end_matches(','),
+                top.trim_end_matches(';'),
                 v.ipis_sent.load(SeqCst),
                 v.interrupts.load(SeqCst),
                 v.kicks_sent.load(SeqCst),
                 v.flush_waits.load(SeqCst),
             );
         }
-        for (n, name) in top_reasons(&vm.exit_counts(), 8) {
-            log::info!("  exits: {n:>8} {name}");
+        let cycles = vm.exit_cycles();
+        for (n, name, r) in top_reasons(&vm.exit_counts(), 8) {
+            log::info!("  exits: {n:>8} {name} ({} hypervisor cycles each)", cycles[r] / n);
         }
         match &self.paging {
             PagingBackend::Shadow => self.print_shadow_summary(),
