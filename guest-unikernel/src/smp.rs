@@ -174,6 +174,8 @@ pub enum Job {
     RemoteWp = 7,
     /// One CPU's part of `smp/pt-write-race`.
     PtRace = 8,
+    /// One CPU's rounds of the `bench=ctxsw-smp` workload.
+    BenchCtxsw = 9,
 }
 
 impl Job {
@@ -187,6 +189,7 @@ impl Job {
             6 => Job::StaleWritable,
             7 => Job::RemoteWp,
             8 => Job::PtRace,
+            9 => Job::BenchCtxsw,
             _ => return None,
         })
     }
@@ -267,6 +270,7 @@ pub fn run_job(m: &mut dyn Machine, out: &mut dyn Write, tally: &Tally, cpu: usi
             run_ap_checks(m, out, tally, cpu);
             0
         }
+        Some(Job::BenchCtxsw) => crate::bench::ctxsw::ap_rounds(m, cpu, args),
         Some(j) => crate::checks::smp::ap_job(m, j, args),
         None => u64::MAX,
     }

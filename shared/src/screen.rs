@@ -499,9 +499,9 @@ mod tests {
         });
         assert_eq!(n, 256);
         let (fg, bg) = (rgb.encode(Paint::Fail.fg()), rgb.encode(Paint::Fail.bg()));
-        for y in 0..16 {
-            for x in 0..16 {
-                assert_eq!(px[y][x], if ink(b'I', x as u32 / 2, y as u32 / 2) { fg } else { bg }, "({x}, {y})");
+        for (y, row) in px.iter().enumerate() {
+            for (x, v) in row.iter().enumerate() {
+                assert_eq!(*v, if ink(b'I', x as u32 / 2, y as u32 / 2) { fg } else { bg }, "({x}, {y})");
             }
         }
         assert!(px.iter().flatten().any(|v| *v == fg) && px.iter().flatten().any(|v| *v == bg));

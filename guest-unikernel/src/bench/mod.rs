@@ -49,11 +49,13 @@ pub enum Workload {
     Ptchurn,
     /// `bench=modewalk`.
     Modewalk,
+    /// `bench=ctxsw-smp`: ctxsw on every CPU at once.
+    CtxswSmp,
 }
 
 impl Workload {
     /// Every workload.
-    pub const ALL: [Workload; 4] = [Workload::Ctxsw, Workload::Fork, Workload::Ptchurn, Workload::Modewalk];
+    pub const ALL: [Workload; 5] = [Workload::Ctxsw, Workload::Fork, Workload::Ptchurn, Workload::Modewalk, Workload::CtxswSmp];
 
     /// The word on the command line and in the `bench` line.
     pub const fn name(self) -> &'static str {
@@ -62,6 +64,7 @@ impl Workload {
             Workload::Fork => "fork",
             Workload::Ptchurn => "ptchurn",
             Workload::Modewalk => "modewalk",
+            Workload::CtxswSmp => "ctxsw-smp",
         }
     }
 
@@ -70,10 +73,16 @@ impl Workload {
         Self::ALL.into_iter().find(|x| x.name() == w)
     }
 
+    /// The workload runs on the APs too: the `smp/...` checks that start
+    /// them and bring them online run before it.
+    pub const fn needs_aps(self) -> bool {
+        matches!(self, Workload::CtxswSmp)
+    }
+
     /// Default (K, M, R): K address spaces (ctxsw only), M pages, R rounds.
     pub const fn defaults(self) -> (u32, u32, u32) {
         match self {
-            Workload::Ctxsw => (16, 64, 20),
+            Workload::Ctxsw | Workload::CtxswSmp => (16, 64, 20),
             Workload::Fork => (1, 64, 10),
             Workload::Ptchurn => (1, 64, 10),
             Workload::Modewalk => (1, 0, 3),
@@ -140,6 +149,16 @@ pub enum BenchError {
     Walk(usize),
     /// The mode walk did not run (`modes=0`, or no engine here).
     NoWalk,
+    /// `ctxsw-smp` without APs online.
+    NoAps,
+    /// An AP did not finish its rounds in time.
+    ApLate(usize),
+    /// The machine refused an AP's MOV CR3.
+    ApCr3(usize, u64),
+    /// An AP's read reached the wrong frame.
+    ApWrong(usize, &'static str, Wrong),
+    /// An AP's rounds failed without saying why.
+    ApFailed(usize),
 }
 
 impl From<BuildError> for BenchError {
@@ -159,6 +178,11 @@ impl fmt::Display for BenchError {
             BenchError::Wrong(at, w) => write!(f, "{at}: {w}"),
             BenchError::Walk(t) => write!(f, "the mode walk failed (check tag {t}; run the modes/... checks for details)"),
             BenchError::NoWalk => f.write_str("the mode walk did not run (modes=0, or no mode-switch engine here)"),
+            BenchError::NoAps => f.write_str("no APs online: it needs cpus=2 or more, smp=1 and the smp/... start-up checks passing"),
+            BenchError::ApLate(c) => write!(f, "cpu{c} did not finish its rounds within the wait budget"),
+            BenchError::ApCr3(c, cr3) => write!(f, "cpu{c}: the machine refused MOV CR3 {cr3:#x}"),
+            BenchError::ApWrong(c, at, w) => write!(f, "cpu{c}: {at}: {w}"),
+            BenchError::ApFailed(c) => write!(f, "cpu{c}: its rounds failed (no spaces shared?)"),
         }
     }
 }
@@ -340,6 +364,7 @@ pub fn run(ctx: &mut Ctx<'_>, spec: Spec, d: &mut Detail) -> Outcome {
         Workload::Fork => fork::run(ctx, spec, hv),
         Workload::Ptchurn => ptchurn::run(ctx, spec, hv),
         Workload::Modewalk => modewalk::run(ctx, spec, hv),
+        Workload::CtxswSmp => ctxsw::run_smp(ctx, spec, hv),
     };
     let back = ctx.m.load_cr3(home);
     let (fig, cycles, counters) = match r {
@@ -354,7 +379,8 @@ pub fn run(ctx: &mut Ctx<'_>, spec: Spec, d: &mut Detail) -> Outcome {
         return Outcome::Fail;
     }
     let rt = if hv { vmcall_cycles(&mut *ctx.m) } else { 0 };
-    let _ = write_line(&mut *ctx.out, spec, hv, fig, cycles, counters.as_ref(), rt);
+    let cpus = if spec.workload.needs_aps() { ctx.smp.map_or(1, |run| run.aps as u32 + 1) } else { 1 };
+    let _ = write_line(&mut *ctx.out, spec, hv, cpus, fig, cycles, counters.as_ref(), rt);
     let _ = ctx.out.write_char('\n');
     let _ = write!(
         d,
@@ -373,6 +399,7 @@ fn write_line(
     out: &mut dyn Write,
     spec: Spec,
     hv: bool,
+    cpus: u32,
     fig: Figures,
     cycles: u64,
     c: Option<&BenchCounters>,
@@ -384,6 +411,7 @@ fn write_line(
         ("m", u64::from(spec.m)),
         ("r", u64::from(spec.r)),
         ("hv", u64::from(hv)),
+        ("cpus", u64::from(cpus)),
         ("ops", fig.ops),
         ("accesses", fig.accesses),
         ("cycles", cycles),

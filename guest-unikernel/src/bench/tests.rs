@@ -102,3 +102,18 @@ fn parameters_out_of_range_fail_with_their_name() {
     let (out, _) = console(&mut m);
     assert!(out.contains("check FAIL bench/ctxsw: bench_k=100000 is out of range 1..=512"), "{out}");
 }
+
+#[test]
+fn ctxsw_smp_runs_the_start_up_checks_and_needs_aps() {
+    // The fake has one CPU and no SMP interface: the start-up checks run
+    // (and skip), then the workload fails with the reason.
+    let cmd = "expect_hv=0 ram_test_mib=0 bench=ctxsw-smp bench_k=2 bench_m=2 bench_r=1";
+    let mut m = Fake::bare(cmd);
+    let (out, counts) = console(&mut m);
+    for c in crate::checks::smp::START_UP {
+        assert!(out.contains(&format!("check-begin {c}")), "{c}: {out}");
+    }
+    assert!(!out.contains("check-begin smp/ipi-xapic"), "only the start-up checks: {out}");
+    assert_eq!(counts.1, 1, "{out}");
+    assert!(out.contains("check FAIL bench/ctxsw-smp: no APs online: it needs cpus=2 or more"), "{out}");
+}

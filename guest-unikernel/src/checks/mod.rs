@@ -205,11 +205,14 @@ impl<'a> Ctx<'a> {
     }
 
     /// Runs every registered check and reports each result; with `bench=`
-    /// the `boot/...` checks and then the benchmark workload instead.
+    /// the `boot/...` checks (and, for a workload on every CPU, the
+    /// `smp/...` checks that start the APs) and then the benchmark
+    /// workload instead.
     pub fn run_all(&mut self) {
         let bench = self.config.bench;
         for (i, c) in all().enumerate() {
-            if bench.is_some() && !c.name.starts_with("boot/") {
+            let with_aps = bench.is_some_and(|b| b.workload.needs_aps()) && smp::START_UP.contains(&c.name);
+            if bench.is_some() && !c.name.starts_with("boot/") && !with_aps {
                 continue;
             }
             self.tally.set_current(Some(i));

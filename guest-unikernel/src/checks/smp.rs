@@ -46,6 +46,10 @@ pub static CHECKS: &[super::Check] = &[
     super::Check { name: "smp/concurrent-mode-walks", run: concurrent_mode_walks },
 ];
 
+/// The checks that find the processors, start the APs and bring them
+/// online in long mode (also run before `bench=ctxsw-smp`).
+pub const START_UP: [&str; 4] = ["smp/processors", "smp/start-aps", "smp/real-mode-beside-long", "smp/aps-online"];
+
 /// What the `smp/...` checks found and built, in [`Ctx::smp`].
 #[derive(Clone, Copy, Debug)]
 pub struct SmpRun {
@@ -785,6 +789,16 @@ fn race_part(m: &mut dyn Machine, cr3: u64, table: u64, cpu: usize) -> u64 {
     wrong
 }
 
+/// Polls between the BSP's rounds in `smp/concurrent-mode-walks` with
+/// `light=1`: about 3M PAUSEs, a few times the cost of one audited exit.
+const WALK_GAP_LIGHT: u64 = 200_000;
+/// What one BSP round (a CR3 switch and 8 reads) counts for against
+/// [`WALK_BUDGET`], in polls.
+const WALK_ROUND_POLLS: u64 = 64;
+/// Polls before `smp/concurrent-mode-walks` gives up on an AP: the APs run
+/// a whole mode walk each, so several times a job's [`smp::BUDGET`].
+const WALK_BUDGET: u64 = 8 * smp::BUDGET;
+
 /// `smp/concurrent-mode-walks`: each AP in turn runs its own checks (the
 /// mode walk through real mode, 32-bit, PAE and long mode and the named
 /// 32-bit/PAE scenarios, reported as `cpuN/...`) while the BSP switches
@@ -804,22 +818,38 @@ fn concurrent_mode_walks(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     smp::SEED.call_once(|| ctx.seed());
     let stats_on = super::cache::has_stats(ctx);
     let home = ctx.m.cr3();
-    let (mut loops, mut wrong, mut most_modes) = (0u64, 0u64, 0u32);
+    // light=1 (the audit run, where each of the BSP's exits is audited
+    // under the MMU lock): the BSP waits between rounds so that the APs'
+    // walks are not starved; it samples the loaded modes every round.
+    let (gap, sample_every) = if ctx.config.light { (WALK_GAP_LIGHT, 1) } else { (1, 8) };
+    let (mut loops, mut wrong, mut most_modes, mut polls) = (0u64, 0u64, 0u32, 0u64);
+    let mut late = None;
     for cpu in 1..=run.aps {
         let target = smp::post(ctx.m, cpu, Job::Checks, &[]);
-        while CPUS[cpu].done.load(SeqCst) < target {
+        while smp::wait(ctx.m, cpu, target, gap).is_none() {
+            polls += gap + WALK_ROUND_POLLS;
+            if polls > WALK_BUDGET {
+                late = Some(cpu);
+                break;
+            }
             let cr3 = t.pml4[(loops % 2) as usize * cpu];
             ctx.m.load_cr3(cr3);
             wrong += u64::from(read_pages(ctx.m, &t.frames, usize::MAX));
             loops += 1;
-            if stats_on && loops % 8 == 0 {
+            if stats_on && loops % sample_every == 0 {
                 if let Some(s) = ctx.m.mmu_stats() {
                     most_modes = most_modes.max((s.loaded_glevels as u32).count_ones());
                 }
             }
         }
+        if late.is_some() {
+            break;
+        }
     }
     ctx.m.load_cr3(home);
+    if let Some(cpu) = late {
+        return fail(d, format_args!("cpu{cpu} did not finish its checks within the budget ({loops} BSP rounds)"));
+    }
     let _ = write!(d, "{} APs ran their checks; the BSP did {loops} CR3 switches with reads, {wrong} wrong", run.aps);
     if stats_on {
         let _ = write!(d, "; most paging modes with loaded shadow roots at once: {most_modes}");
@@ -924,8 +954,8 @@ pub fn ap_job(m: &mut dyn Machine, job: Job, a: [u64; 6]) -> u64 {
             m.load_cr3(home);
             r
         }
-        // Run by `smp::run_job` itself (it needs the console).
-        Job::Checks => u64::MAX,
+        // Run by `smp::run_job` itself (the console; the benchmark's module).
+        Job::Checks | Job::BenchCtxsw => u64::MAX,
     }
 }
 

@@ -51,10 +51,13 @@ pub fn fits_pool(k: u64, m: u64) -> bool {
 /// One workload boot.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Run {
-    /// `ctxsw`, `fork`, `ptchurn`, `modewalk`.
+    /// `ctxsw`, `fork`, `ptchurn`, `modewalk`, `ctxsw-smp`.
     pub workload: String,
     /// The hypervisor variant.
     pub variant: Variant,
+    /// CPUs running the workload (`ctxsw-smp`: all; else 1).
+    #[serde(default = "one")]
+    pub cpus: u64,
     /// Parameters K, M, R.
     pub k: u64,
     /// M.
@@ -92,6 +95,10 @@ pub struct Run {
     pub report: String,
 }
 
+fn one() -> u64 {
+    1
+}
+
 /// Exit reason `n`'s name (SDM Vol. 3D Table C-1).
 pub fn reason_name(n: u16) -> String {
     hypervisor::vmx::exit_reason::ExitReason::from_basic(n).map_or_else(|| format!("reason {n}"), |r| r.name().to_string())
@@ -127,6 +134,7 @@ impl Run {
         Some(Run {
             workload: line.name.clone(),
             variant,
+            cpus: get("cpus").unwrap_or(1),
             k,
             m,
             r,

@@ -100,22 +100,29 @@ pub fn plan(full: bool) -> Vec<Plan> {
     for variant in Variant::ALL {
         v.push(Plan { workload: "modewalk", k: 1, m: 0, r: 3, variant });
     }
+    // Every CPU switching: the target point's K and M on SMP_CPUS CPUs.
+    for variant in Variant::ALL {
+        v.push(Plan { workload: "ctxsw-smp", k: figures::TARGET_K as u32, m: figures::TARGET_M as u32, r: SWITCHES / 16, variant });
+    }
     v
 }
+
+/// CPUs of the `ctxsw-smp` boots (the guest's APs join the BSP's loop).
+pub const SMP_CPUS: u32 = 2;
 
 impl Plan {
     /// The boot.
     pub fn spec(&self, cpu_model: &str, timeout: u64) -> BootSpec {
         let bench = match self.workload {
             "modewalk" => format!("bench=modewalk bench_r={}", self.r),
-            "ctxsw" => format!("bench=ctxsw bench_k={} bench_m={} bench_r={}", self.k, self.m, self.r),
+            "ctxsw" | "ctxsw-smp" => format!("bench={} bench_k={} bench_m={} bench_r={}", self.workload, self.k, self.m, self.r),
             w => format!("bench={w} bench_m={} bench_r={}", self.m, self.r),
         };
         BootSpec {
             name: self.name(),
             emulator: Emulator::Bochs,
             cpu_model: Some(cpu_model.to_string()),
-            cpus: 1,
+            cpus: self.cpus(),
             hypervisor: self.variant != Variant::Bare,
             mmu: if self.variant == Variant::Ept { Mmu::Ept } else { Mmu::Shadow },
             guest: GuestImage::Built,
@@ -130,10 +137,16 @@ impl Plan {
         }
     }
 
-    /// `ctxsw K=16 M=64 cache`.
+    /// CPUs of the boot.
+    pub fn cpus(&self) -> u32 {
+        if self.workload == "ctxsw-smp" { SMP_CPUS } else { 1 }
+    }
+
+    /// `ctxsw K=16 M=64 cache`, `ctxsw-smp K=16 M=64 2 cpus cache`.
     pub fn name(&self) -> String {
         match self.workload {
             "ctxsw" => format!("ctxsw K={} M={} {}", self.k, self.m, self.variant.name()),
+            "ctxsw-smp" => format!("ctxsw-smp K={} M={} {} cpus {}", self.k, self.m, self.cpus(), self.variant.name()),
             "modewalk" => format!("modewalk {}", self.variant.name()),
             w => format!("{w} M={} {}", self.m, self.variant.name()),
         }
@@ -303,16 +316,17 @@ fn num(v: Option<f64>, digits: usize) -> String {
 /// The runs as a text table.
 pub fn table(runs: &[Run]) -> String {
     let mut s = format!(
-        "{:<9} {:<8} {:>4} {:>4} {:>4} {:>6} {:>9} {:>12} {:>8} {:>7} {:>6} {:>6} {:>9}\n",
-        "workload", "variant", "K", "M", "R", "ops", "exits/op", "cycles/op", "created", "hit%", "zaps", "recyc", "hvcyc/ex"
+        "{:<9} {:<8} {:>4} {:>4} {:>4} {:>4} {:>6} {:>9} {:>12} {:>8} {:>7} {:>6} {:>6} {:>9}\n",
+        "workload", "variant", "cpus", "K", "M", "R", "ops", "exits/op", "cycles/op", "created", "hit%", "zaps", "recyc", "hvcyc/ex"
     );
     for r in runs {
         let mmu = |k: &str| r.mmu.get(k).map_or("-".into(), |v| v.to_string());
         let _ = writeln!(
             s,
-            "{:<9} {:<8} {:>4} {:>4} {:>4} {:>6} {:>9} {:>12.0} {:>8} {:>7} {:>6} {:>6} {:>9}",
+            "{:<9} {:<8} {:>4} {:>4} {:>4} {:>4} {:>6} {:>9} {:>12.0} {:>8} {:>7} {:>6} {:>6} {:>9}",
             r.workload,
             r.variant.name(),
+            r.cpus,
             r.k,
             r.m,
             r.r,
@@ -351,7 +365,12 @@ mod tests {
             assert!(p.contains(&Plan { workload: "ctxsw", k: 16, m: 64, r: 20, variant: v }));
             assert!(p.iter().any(|x| x.workload == "modewalk" && x.variant == v));
         }
-        assert_eq!(p.len(), 5 * 4 + 2 * 4 + 4);
+        assert_eq!(p.len(), 5 * 4 + 2 * 4 + 4 + 4);
+        let smp: Vec<_> = p.iter().filter(|x| x.workload == "ctxsw-smp").collect();
+        assert_eq!(smp.len(), 4);
+        let s = smp[0].spec("corei7_skylake_x", 60);
+        assert_eq!((s.cpus, s.name.as_str()), (SMP_CPUS, "ctxsw-smp K=16 M=64 2 cpus cache"));
+        assert_eq!(s.guest_args, "ram_test_mib=0 bench=ctxsw-smp bench_k=16 bench_m=64 bench_r=20");
         assert!(plan(true).len() > p.len());
         assert!(plan(true).iter().all(|x| x.workload != "ctxsw" || x.k * x.r >= SWITCHES.min(3 * x.k)));
     }
@@ -375,7 +394,7 @@ mod tests {
         let l = crate::verdict::BenchLine::parse("ctxsw", "k=16 m=64 r=20 ops=320 cycles=640 exits=320 created=0 cr3_hits=320 cr3_misses=0 exit.28=320 hvcyc.28=3200");
         let r = Run::of(&l, Variant::Cache, "").unwrap();
         let t = table(std::slice::from_ref(&r));
-        assert!(t.lines().nth(1).unwrap().starts_with("ctxsw     cache      16   64   20    320     1.000            2        0  100.00"), "{t}");
+        assert!(t.lines().nth(1).unwrap().starts_with("ctxsw     cache       1   16   64   20    320     1.000            2        0  100.00"), "{t}");
         let tt = targets_text(&figures::targets(&[r]));
         assert!(tt.contains("MET    cr3-switch-cost: 1.000 exits and 0 shadow pages created over 320 switches"), "{tt}");
         assert!(tt.ends_with("2 of 4 targets met\n"), "{tt}");

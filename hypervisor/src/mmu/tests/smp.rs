@@ -107,12 +107,12 @@ fn emulated_read_modify_write_is_all_or_nothing() {
     let before = w.mem.r64(pte);
     // Computed from a stale value: nothing is written.
     let (_, written) =
-        w.cache.guest_pt_cmpxchg(&mut w.cpus[0].mmu, &mut w.mem, pte, 4, (f(9) | T) as u64, f(12) | T);
+        w.cache.guest_pt_cmpxchg(&mut w.cpus[0].mmu, &mut w.mem, pte, 4, f(9) | T, f(12) | T);
     assert!(!written);
     assert_eq!(w.mem.r64(pte), before);
     // Computed from what is there: written, and the shadow follows.
     let (fl, written) =
-        w.cache.guest_pt_cmpxchg(&mut w.cpus[0].mmu, &mut w.mem, pte, 4, (f(10) | T) as u64, f(12) | T);
+        w.cache.guest_pt_cmpxchg(&mut w.cpus[0].mmu, &mut w.mem, pte, 4, f(10) | T, f(12) | T);
     assert!(written);
     w.flush(fl);
     for i in 0..4 {
