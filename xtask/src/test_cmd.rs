@@ -299,7 +299,7 @@ enum Job {
 
 impl Job {
     /// A rough rank of how long the job takes in Bochs (measured on a
-    /// 2-core machine: the audit boot ~7-15 min, 4 vCPUs ~5 min, the bisect
+    /// 2-core machine: the audit boot ~12 min, 4 vCPUs ~5 min, the bisect
     /// test and the image's BIOS boot ~1.5-2.5 min, the rest ~1 min), used
     /// only to start the longest jobs first.
     fn rough_cost(&self) -> u32 {
@@ -523,12 +523,15 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     hv.push(ept);
     // The MMU audit after every exit that reaches the shadow page cache,
     // with 2 vCPUs (the RAM test is skipped: its thousands of faults would
-    // each be audited; the mode walks are what exercise the cache).
+    // each be audited; the mode walks are what exercise the cache). The
+    // longest boot: about 12 minutes here, most of it the AP's mode walk
+    // in smp/concurrent-mode-walks, each of its exits audited over a cache
+    // the earlier checks filled.
     let mut audit = spec("hypervisor, bochs penryn, 2 cpus (shadow, audit=1)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts);
     audit.cpus = 2;
     audit.hv_args = "audit=1".into();
     audit.guest_args = "ram_test_mib=0 light=1".into();
-    audit.timeout = Some(opts.timeout.unwrap_or(1200));
+    audit.timeout = Some(opts.timeout.unwrap_or(1800));
     hv.push(audit);
     // Negative tests that need VMX, so Bochs: each error path of the
     // hypervisor must end the run with its own named error.

@@ -220,6 +220,15 @@ impl FramePool {
         unsafe { ptr::read_volatile((hpa as *const u64).add(index)) }
     }
 
+    /// Reads all 512 entries of the table in frame `hpa`.
+    pub fn read_table(&self, hpa: u64, out: &mut [u64; 512]) {
+        assert!(self.owns(hpa), "table read {hpa:#x} outside the pool");
+        for (i, e) in out.iter_mut().enumerate() {
+            // SAFETY: as in `read_entry`; i < 512 keeps it inside the frame.
+            *e = unsafe { ptr::read_volatile((hpa as *const u64).add(i)) };
+        }
+    }
+
     /// Writes entry `index` of the table in frame `hpa`.
     pub fn write_entry(&self, hpa: u64, index: usize, v: u64) {
         assert!(self.owns(hpa) && index < 512, "table access {hpa:#x}[{index}] outside the pool");
@@ -477,6 +486,9 @@ impl crate::mmu::ShadowFrames for ShadowPool {
     }
     fn write_spte(&mut self, hpa: u64, index: usize, v: u64) {
         self.frames.write_entry(hpa, index, v)
+    }
+    fn read_table(&self, hpa: u64, out: &mut [u64; 512]) {
+        self.frames.read_table(hpa, out)
     }
     fn gpa_to_hpa(&self, gpa: u64) -> Option<u64> {
         (gpa < self.ram_size).then(|| self.ram_base + gpa)

@@ -73,21 +73,23 @@ impl<F: ShadowFrames> ShadowCache<F> {
     /// Check the four invariants over the whole cache; `vcpus` are all the
     /// vCPUs registered with it (for roots and root counts).
     pub fn audit(&self, mem: &impl GuestMemory, vcpus: &[&VcpuMmu]) -> Result<(), AuditError> {
-        self.audit_accounting(vcpus)?;
+        // One table buffer for every read of a whole frame.
+        let t = &mut [0u64; ENTRIES];
+        self.audit_accounting(vcpus, t)?;
         for v in vcpus {
             self.audit_root(v)?;
         }
         for (i, s) in self.slots.iter().enumerate() {
             if let SlotState::Page(p) = &s.state {
                 if !p.role.invalid() {
-                    self.audit_page(mem, i as PageId)?;
+                    self.audit_page(mem, i as PageId, t)?;
                 }
             }
         }
         Ok(())
     }
 
-    fn audit_accounting(&self, vcpus: &[&VcpuMmu]) -> Result<(), AuditError> {
+    fn audit_accounting(&self, vcpus: &[&VcpuMmu], t: &mut [u64; ENTRIES]) -> Result<(), AuditError> {
         use Invariant::Accounting as Acct;
         let mut root_refs: BTreeMap<PageId, u32> = BTreeMap::new();
         for v in vcpus {
@@ -130,7 +132,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
                             format!("free slot {id} leaked (not on the free list)"),
                         );
                     }
-                    if (0..ENTRIES).any(|j| self.read(id, j) != 0) {
+                    if self.read_all(id, t).iter().fold(0, |a, &e| a | e) != 0 {
                         return err(Acct, format!("free slot {id} not zeroed"));
                     }
                 }
@@ -161,7 +163,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
                                 format!("invalid page {id} hashed, listed or not a loaded root"),
                             );
                         }
-                        if (0..ENTRIES).any(|j| self.read(id, j) != 0)
+                        if self.read_all(id, t).iter().fold(0, |a, &e| a | e) != 0
                             || !p.parents.to_vec().is_empty()
                         {
                             return err(
@@ -225,8 +227,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
             let SlotState::Page(p) = &s.state else {
                 continue;
             };
-            for j in 0..ENTRIES {
-                let v = self.read(i as PageId, j);
+            for (j, &v) in self.read_all(i as PageId, t).iter().enumerate() {
                 if !spte::present(v) {
                     continue;
                 }
@@ -321,13 +322,12 @@ impl<F: ShadowFrames> ShadowCache<F> {
     }
 
     /// Check every present entry of a valid page against the guest.
-    fn audit_page(&self, mem: &impl GuestMemory, id: PageId) -> Result<(), AuditError> {
+    fn audit_page(&self, mem: &impl GuestMemory, id: PageId, t: &mut [u64; ENTRIES]) -> Result<(), AuditError> {
         let p = self.page(id);
         let (gfn, role) = (p.gfn, p.role);
         let ctx = PagingCtx::for_role(role, self.config.maxphyaddr);
         let level = role.level();
-        for idx in 0..ENTRIES {
-            let s = self.read(id, idx);
+        for (idx, &s) in self.read_all(id, t).iter().enumerate() {
             if !spte::present(s) {
                 continue;
             }

@@ -227,6 +227,11 @@ impl<F: ShadowFrames> ShadowCache<F> {
     pub(crate) fn id_of_hpa(&self, hpa: u64) -> Option<PageId> {
         self.hpa_index.get(&hpa).copied()
     }
+    /// All entries of slot `id`'s frame at once, into `t` (the audit).
+    pub(crate) fn read_all<'t>(&self, id: PageId, t: &'t mut [u64; ENTRIES]) -> &'t [u64; ENTRIES] {
+        self.frames.read_table(self.hpa(id), t);
+        t
+    }
     pub(crate) fn read(&self, id: PageId, idx: usize) -> u64 {
         self.frames.read_spte(self.hpa(id), idx)
     }

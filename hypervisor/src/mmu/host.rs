@@ -134,6 +134,9 @@ impl ShadowFrames for TestFrames {
         let s = self.slot(hpa);
         self.frames[s][index] = v;
     }
+    fn read_table(&self, hpa: u64, out: &mut [u64; 512]) {
+        out.copy_from_slice(&self.frames[self.slot(hpa)][..]);
+    }
     fn gpa_to_hpa(&self, gpa: u64) -> Option<u64> {
         (gpa < self.ram_size).then_some(RAM_HPA + gpa)
     }

@@ -132,6 +132,13 @@ pub trait ShadowFrames {
     fn read_spte(&self, hpa: u64, index: usize) -> u64;
     /// Write shadow entry `index` of the frame at `hpa`.
     fn write_spte(&mut self, hpa: u64, index: usize, v: u64);
+    /// Read all 512 entries of the frame at `hpa` (the audit reads whole
+    /// tables; a pool can do that faster than entry by entry).
+    fn read_table(&self, hpa: u64, out: &mut [u64; 512]) {
+        for (i, e) in out.iter_mut().enumerate() {
+            *e = self.read_spte(hpa, i);
+        }
+    }
     /// Host-physical address backing guest-physical `gpa` (RAM only).
     fn gpa_to_hpa(&self, gpa: u64) -> Option<u64>;
     /// Called right after the core removed write permission from shadow

@@ -451,3 +451,54 @@ pub fn fx(user: bool) -> MemAccess {
         user,
     }
 }
+
+/// Guest memory where another vCPU stores `race` to `watch` once, at the
+/// first 32-bit compare-exchange there: just before it (`before`: the
+/// compare-exchange fails and the walker must read again) or just after
+/// it (the store lands between the walker's A/D update and what follows).
+pub struct Racy<'a> {
+    pub inner: &'a mut TestMem,
+    pub watch: u64,
+    pub race: u32,
+    pub before: bool,
+    pub fired: bool,
+}
+
+impl<'a> Racy<'a> {
+    pub fn new(inner: &'a mut TestMem, watch: u64, race: u32, before: bool) -> Self {
+        Racy { inner, watch, race, before, fired: false }
+    }
+}
+
+impl GuestMemory for Racy<'_> {
+    fn ram_size(&self) -> u64 {
+        self.inner.ram_size()
+    }
+    fn read_u64(&self, gpa: u64) -> Option<u64> {
+        self.inner.read_u64(gpa)
+    }
+    fn read_u32(&self, gpa: u64) -> Option<u32> {
+        self.inner.read_u32(gpa)
+    }
+    fn write_u64(&mut self, gpa: u64, v: u64) -> Option<()> {
+        self.inner.write_u64(gpa, v)
+    }
+    fn write_u32(&mut self, gpa: u64, v: u32) -> Option<()> {
+        self.inner.write_u32(gpa, v)
+    }
+    fn cmpxchg_u64(&mut self, gpa: u64, old: u64, new: u64) -> Option<bool> {
+        self.inner.cmpxchg_u64(gpa, old, new)
+    }
+    fn cmpxchg_u32(&mut self, gpa: u64, old: u32, new: u32) -> Option<bool> {
+        let fire = gpa == self.watch && !self.fired;
+        self.fired |= fire;
+        if fire && self.before {
+            self.inner.w32(gpa, self.race);
+        }
+        let done = self.inner.cmpxchg_u32(gpa, old, new)?;
+        if fire && !self.before {
+            self.inner.w32(gpa, self.race);
+        }
+        Some(done)
+    }
+}

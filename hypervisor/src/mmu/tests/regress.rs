@@ -284,50 +284,12 @@ fn write_protect_flushes_remote_vcpus() {
 /// build; the core must not map the stale translation.
 #[test]
 fn revalidate_guest_pte_after_write_protect() {
-    struct Racy<'a> {
-        inner: &'a mut TestMem,
-        watch: u64,
-        race: u32,
-        fired: bool,
-    }
-    impl GuestMemory for Racy<'_> {
-        fn ram_size(&self) -> u64 {
-            self.inner.ram_size()
-        }
-        fn read_u64(&self, gpa: u64) -> Option<u64> {
-            self.inner.read_u64(gpa)
-        }
-        fn read_u32(&self, gpa: u64) -> Option<u32> {
-            self.inner.read_u32(gpa)
-        }
-        fn write_u64(&mut self, gpa: u64, v: u64) -> Option<()> {
-            self.inner.write_u64(gpa, v)
-        }
-        fn write_u32(&mut self, gpa: u64, v: u32) -> Option<()> {
-            self.inner.write_u32(gpa, v)
-        }
-        fn cmpxchg_u64(&mut self, gpa: u64, old: u64, new: u64) -> Option<bool> {
-            self.inner.cmpxchg_u64(gpa, old, new)
-        }
-        fn cmpxchg_u32(&mut self, gpa: u64, old: u32, new: u32) -> Option<bool> {
-            let done = self.inner.cmpxchg_u32(gpa, old, new)?;
-            if gpa == self.watch && !self.fired {
-                self.fired = true;
-                self.inner.w32(gpa, self.race); // the other vCPU's store lands now
-            }
-            Some(done)
-        }
-    }
     let mut w = world(1);
     chain32(&mut w, 0, f(10) | P | RW | US); // A clear: the walk writes it
     w.mode(0, GuestMode::Bits32, true, false, false, false, false);
     let race = (f(11) | T) as u32;
-    let mut racy = Racy {
-        inner: &mut w.mem,
-        watch: f(2),
-        race,
-        fired: false,
-    };
+    // The other vCPU's store lands right after the walker's A update.
+    let mut racy = Racy::new(&mut w.mem, f(2), race, false);
     let out = w.cache.page_fault(&mut w.cpus[0].mmu, &mut racy, 0x10, 0);
     assert!(
         racy.fired && matches!(out, FaultOutcome::Fixed { .. }),

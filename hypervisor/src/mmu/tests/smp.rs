@@ -43,43 +43,6 @@ fn write_protect_flushes_other_vcpus_before_going_on() {
     w.check();
 }
 
-/// Guest memory where another vCPU stores to `watch` just before the
-/// first compare-exchange there.
-struct Racy<'a> {
-    inner: &'a mut TestMem,
-    watch: u64,
-    race: u32,
-    fired: bool,
-}
-
-impl GuestMemory for Racy<'_> {
-    fn ram_size(&self) -> u64 {
-        self.inner.ram_size()
-    }
-    fn read_u64(&self, gpa: u64) -> Option<u64> {
-        self.inner.read_u64(gpa)
-    }
-    fn read_u32(&self, gpa: u64) -> Option<u32> {
-        self.inner.read_u32(gpa)
-    }
-    fn write_u64(&mut self, gpa: u64, v: u64) -> Option<()> {
-        self.inner.write_u64(gpa, v)
-    }
-    fn write_u32(&mut self, gpa: u64, v: u32) -> Option<()> {
-        self.inner.write_u32(gpa, v)
-    }
-    fn cmpxchg_u64(&mut self, gpa: u64, old: u64, new: u64) -> Option<bool> {
-        self.inner.cmpxchg_u64(gpa, old, new)
-    }
-    fn cmpxchg_u32(&mut self, gpa: u64, old: u32, new: u32) -> Option<bool> {
-        if gpa == self.watch && !self.fired {
-            self.fired = true;
-            self.inner.w32(gpa, self.race);
-        }
-        self.inner.cmpxchg_u32(gpa, old, new)
-    }
-}
-
 #[test]
 fn an_accessed_flag_update_that_loses_a_race_walks_again() {
     let mut w = World::new(64, 64, 1, true);
@@ -88,7 +51,7 @@ fn an_accessed_flag_update_that_loses_a_race_walks_again() {
     chain32(&mut w, 0, f(10) | P | RW | US);
     w.mode(0, GuestMode::Bits32, true, false, false, false, false);
     let race = (f(11) | P | RW | US) as u32;
-    let mut racy = Racy { inner: &mut w.mem, watch: f(2), race, fired: false };
+    let mut racy = Racy::new(&mut w.mem, f(2), race, true);
     let ctx = w.cpus[0].mmu.ctx(MAXPHY);
     let walked = walk::walk(&ctx, &mut racy, 0x10, rd(false)).unwrap();
     assert!(racy.fired);
