@@ -394,7 +394,9 @@ pub fn run(ctx: &mut Ctx<'_>, spec: Spec, d: &mut Detail) -> Outcome {
 }
 
 /// The `bench` line: parameters, figures, and under Quadrant the counters
-/// of the loop and the VMCALL round trip.
+/// of the loop and the VMCALL round trip (each argument is one group of
+/// the line's fields).
+#[allow(clippy::too_many_arguments)]
 fn write_line(
     out: &mut dyn Write,
     spec: Spec,
