@@ -138,6 +138,14 @@ fn processors(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     CPUS[0].online.store(true, SeqCst);
     let cpus = match shared::acpi::find_cpus(&*ctx.m, None) {
         Ok(c) => c,
+        // Bare on a UEFI machine the RSDP is in the EFI configuration
+        // table, which a Multiboot 1 kernel is not given (ACPI 6.5 5.2.5.2):
+        // nothing to start the APs from. Quadrant always gives the guest
+        // its tables, and `cpus=N` says there are processors to find.
+        Err(shared::acpi::AcpiError::NoTables) if !ctx.signature.is_quadrant() && ctx.config.cpus.is_none() => {
+            let _ = write!(d, "{}: no processor table reachable (a UEFI machine gives a Multiboot 1 kernel no RSDP)", shared::acpi::AcpiError::NoTables);
+            return Outcome::Skip;
+        }
         Err(e) => return fail(d, format_args!("{e}")),
     };
     let _ = write!(d, "{} processors ({:?}) APIC IDs {:?}; BSP APIC ID {bsp_id}, IA32_APIC_BASE {base:#x}", cpus.count, cpus.source, cpus.ids());
