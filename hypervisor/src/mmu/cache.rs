@@ -279,7 +279,9 @@ impl<F: ShadowFrames> ShadowCache<F> {
             return false;
         }
         if cfg!(feature = "inject-metaphysical-write-protected") {
-            return self.buckets[self.bucket_of(gfn)].iter().any(|&id| self.page(id).gfn == gfn);
+            return self.buckets[self.bucket_of(gfn)]
+                .iter()
+                .any(|&id| self.page(id).gfn == gfn);
         }
         self.is_write_protected(gfn)
     }
@@ -379,7 +381,11 @@ impl<F: ShadowFrames> ShadowCache<F> {
         if let Some(id) = self.lookup(gfn, role) {
             self.lru_unlink(id);
             self.lru_push_hot(id);
-            *self.stats.hits_per_role.entry(role.valid().word()).or_insert(0) += 1;
+            *self
+                .stats
+                .hits_per_role
+                .entry(role.valid().word())
+                .or_insert(0) += 1;
             return Ok((id, false));
         }
         let was_protected = self.is_write_protected(gfn);
@@ -403,7 +409,8 @@ impl<F: ShadowFrames> ShadowCache<F> {
         self.lru_push_hot(id);
         self.update_in_use();
         stats::record_created(&mut self.stats, &mut self.coverage, role);
-        let protects = (!role.metaphysical() || cfg!(feature = "inject-metaphysical-write-protected"))
+        let protects = (!role.metaphysical()
+            || cfg!(feature = "inject-metaphysical-write-protected"))
             && !cfg!(feature = "inject-no-write-protect");
         if protects && !was_protected && self.write_protect(gfn) {
             // Another vCPU may still hold a writable translation of the new
@@ -514,7 +521,9 @@ impl<F: ShadowFrames> ShadowCache<F> {
         }
         self.lru_unlink(id);
         self.stats.zaps[reason as usize] += 1;
-        if self.page(id).root_count > 0 && !(reason == ZapReason::Recycle && cfg!(feature = "inject-recycle-loaded-root")) {
+        if self.page(id).root_count > 0
+            && !(reason == ZapReason::Recycle && cfg!(feature = "inject-recycle-loaded-root"))
+        {
             let p = self.page_mut(id);
             p.role = p.role.with_invalid();
             dirty = true;

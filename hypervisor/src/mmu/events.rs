@@ -279,7 +279,10 @@ impl<F: ShadowFrames> ShadowCache<F> {
 
     /// The glevels (bit g) of the roots the vCPUs have loaded now.
     pub fn loaded_glevels_mask(&self) -> u32 {
-        self.loaded_glevels.iter().flatten().fold(0u32, |m, &g| m | 1 << g)
+        self.loaded_glevels
+            .iter()
+            .flatten()
+            .fold(0u32, |m, &g| m | 1 << g)
     }
 
     fn root_is_valid(&self, v: &VcpuMmu) -> bool {
@@ -542,7 +545,8 @@ impl<F: ShadowFrames> ShadowCache<F> {
         let base = v.base_role();
         // With SMAP the WP=0 trick (a supervisor-only writable leaf) would
         // let later AC=0 supervisor accesses through; see `smap_wp0_write`.
-        let sup_write = !acc.user && acc.kind == AccessKind::Write && (!ctx.smap || v.smap_wp0_native);
+        let sup_write =
+            !acc.user && acc.kind == AccessKind::Write && (!ctx.smap || v.smap_wp0_native);
         let leaf = shadow_access(ctx, w.access, w.dirty, sup_write);
         for level in (2..=top).rev() {
             let idx = ((gva >> (12 + 9 * (level as u32 - 1))) & 511) as usize;

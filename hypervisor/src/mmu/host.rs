@@ -144,4 +144,3 @@ impl ShadowFrames for TestFrames {
         self.remote_flushes.push(vcpus);
     }
 }
-

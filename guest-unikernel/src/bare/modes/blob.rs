@@ -602,4 +602,3 @@ qm_end:
     walk_size = const shared::hypercall::ShadowWalkRecord::SIZE,
     options(att_syntax)
 );
-
