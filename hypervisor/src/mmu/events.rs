@@ -270,19 +270,34 @@ impl<F: ShadowFrames> ShadowCache<F> {
         self.note_loaded(v.id, None);
     }
 
-    /// Records vCPU `id`'s loaded root glevels (`None`: no root).
+    /// Records vCPU `id`'s loaded root glevels (`None`: no root). O(1):
+    /// it runs twice per guest CR3 load (unload, build).
     fn note_loaded(&mut self, id: u32, glevels: Option<u8>) {
-        self.loaded_glevels[id as usize % 64] = glevels;
-        let mask = self.loaded_glevels_mask();
-        super::stats::record_loaded(&mut self.stats, mask);
+        let old = core::mem::replace(&mut self.loaded_glevels[id as usize % 64], glevels);
+        if old == glevels {
+            return;
+        }
+        if let Some(g) = old.map(usize::from) {
+            self.loaded_per_glevels[g] -= 1;
+            if self.loaded_per_glevels[g] == 0 {
+                self.loaded_mask &= !(1 << g);
+            }
+        }
+        if let Some(g) = glevels.map(usize::from) {
+            self.loaded_per_glevels[g] += 1;
+            self.loaded_mask |= 1 << g;
+        }
+        // The recorded maximum and pairs are functions of the masks seen:
+        // a mask seen before adds nothing.
+        if self.loaded_masks_seen & 1 << self.loaded_mask == 0 {
+            self.loaded_masks_seen |= 1 << self.loaded_mask;
+            super::stats::record_loaded(&mut self.stats, self.loaded_mask);
+        }
     }
 
     /// The glevels (bit g) of the roots the vCPUs have loaded now.
     pub fn loaded_glevels_mask(&self) -> u32 {
-        self.loaded_glevels
-            .iter()
-            .flatten()
-            .fold(0u32, |m, &g| m | 1 << g)
+        self.loaded_mask
     }
 
     fn root_is_valid(&self, v: &VcpuMmu) -> bool {

@@ -501,7 +501,7 @@ impl<'v> Vcpu<'v> {
                         let (mmu, vmmu) = g.split(self.id);
                         mmu.invlpg(vmmu, gva)
                     };
-                    self.vm.flush(flush);
+                    self.vm.flush(self.id, flush);
                 }
                 self.advance_rip();
             }

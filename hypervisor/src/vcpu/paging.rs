@@ -40,7 +40,7 @@ impl Vcpu<'_> {
                 format_args!("the shadow page cache cannot build a root: {e:?} (pool too small for the loaded roots)"),
             ),
         };
-        self.vm.flush(hw.flush);
+        self.vm.flush(self.id, hw.flush);
         let (c0f0, c0f1, c4f0, c4f1) = (
             self.caps.cr0_fixed0,
             self.caps.cr0_fixed1,
@@ -98,7 +98,7 @@ impl Vcpu<'_> {
             mmu.set_paging_mode(vmmu, &mem, next.cr0, next.cr4, next.efer)
         };
         let flush = r?;
-        self.vm.flush(flush);
+        self.vm.flush(self.id, flush);
         self.guest = next;
         Ok(())
     }
@@ -113,7 +113,7 @@ impl Vcpu<'_> {
             let (mmu, vmmu) = g.split(self.id);
             mmu.load_cr3(vmmu, &mem, value)
         };
-        self.vm.flush(r?);
+        self.vm.flush(self.id, r?);
         self.guest.cr3 = value;
         Ok(())
     }
@@ -135,7 +135,7 @@ impl Vcpu<'_> {
         };
         match outcome {
             FaultOutcome::Fixed { flush } => {
-                self.vm.flush(flush);
+                self.vm.flush(self.id, flush);
                 self.reinject_vectoring_event();
             }
             FaultOutcome::InjectPf {
@@ -143,7 +143,7 @@ impl Vcpu<'_> {
                 cr2,
                 flush,
             } => {
-                self.vm.flush(flush);
+                self.vm.flush(self.id, flush);
                 self.regs.cr2 = cr2;
                 // A #PF while delivering a #PF or a contributory exception is
                 // a double fault; while delivering #DF a triple fault (SDM
@@ -167,7 +167,7 @@ impl Vcpu<'_> {
                 self.inject(PF, Some(error_code));
             }
             FaultOutcome::OutsideRam { gpa, flush } => {
-                self.vm.flush(flush);
+                self.vm.flush(self.id, flush);
                 if self.apic.mmio_enabled() && gpa & !0xfff == self.apic.mmio_base() {
                     return self.apic_mmio(gpa, gva);
                 }
@@ -182,7 +182,7 @@ impl Vcpu<'_> {
                 )
             }
             FaultOutcome::EmulateWrite { gpa, flush } => {
-                self.vm.flush(flush);
+                self.vm.flush(self.id, flush);
                 self.emulate_pt_write(gpa, gva);
             }
             FaultOutcome::NoShadowFrames => self.die(
@@ -330,7 +330,7 @@ impl Vcpu<'_> {
                 }
             }
         };
-        self.vm.flush(flush);
+        self.vm.flush(self.id, flush);
         match emulated {
             Emulated::Store(s) => {
                 if let Some((r, v)) = s.reg {
@@ -364,7 +364,7 @@ impl Vcpu<'_> {
                         crate::mmu::Flush::NONE
                     }
                 };
-                self.vm.flush(flush);
+                self.vm.flush(self.id, flush);
             }
         }
     }
