@@ -114,6 +114,10 @@ pub struct Vcpu<'v> {
     mmu_touched: bool,
     /// The hardware paging state last written (CR3, CR0, CR4, IA-32e).
     hw_paging: Option<(u64, u64, u64, bool)>,
+    /// The last #PF exit the guest retries (RIP, linear address, error
+    /// code) and how many such exits in a row it took: the livelock check
+    /// of [`Vcpu::page_fault`].
+    pf_retry: ((u64, u64, u32), u32),
     vm86_tss: u64,
     caps: VmxCaps,
     controls: Controls,
@@ -171,6 +175,7 @@ impl<'v> Vcpu<'v> {
             vm86: false,
             hw_paging: None,
             mmu_touched: false,
+            pf_retry: ((0, 0, 0), 0),
             vm86_tss: start.vm86_tss,
             caps,
             controls,

@@ -23,6 +23,12 @@ use crate::vmx::exit_reason::{CrAccess, CrAccessType, InterruptionInfo, Interrup
 use crate::vmx::fields::{Field32, Field32Ro, FieldNatural, FieldNaturalRo};
 use shared::line::ErrorKind;
 
+/// #PF exits in a row at one instruction, address and error code, each
+/// resolved for a retry, that end the run as an MMU livelock. A fill or a
+/// trapped write takes one or two; a guest that retries on its own gets
+/// the #PF injected and resets the count.
+pub(super) const PF_RETRY_LIMIT: u32 = 10_000;
+
 impl Vcpu<'_> {
     /// Loads the hardware paging state the MMU core chose for the guest's
     /// current mode (a zapped root is rebuilt here).
@@ -133,6 +139,48 @@ impl Vcpu<'_> {
             vmmu.set_explicit_ac(ac);
             mmu.page_fault(vmmu, &mut mem, gva, hw_ec)
         };
+        let rip = self.rip();
+        let retried = matches!(
+            outcome,
+            FaultOutcome::Fixed { .. } | FaultOutcome::EmulateWrite { .. }
+        );
+        self.handle_fault_outcome(outcome, gva);
+        // The guest executes the same instruction again (nothing emulated
+        // it, nothing injected): count it, and end a livelock with a report
+        // instead of a timeout.
+        if retried && self.rip() == rip {
+            self.check_fault_progress((rip, gva, hw_ec));
+        } else {
+            self.pf_retry.1 = 0;
+        }
+    }
+
+    /// Ends the run when the guest took [`PF_RETRY_LIMIT`] #PF exits in a
+    /// row at the same instruction, address and error code that the MMU
+    /// resolved for a retry: the retries do not make the access succeed
+    /// (an MMU livelock; a run would otherwise only end at its timeout).
+    fn check_fault_progress(&mut self, key: (u64, u64, u32)) {
+        if self.pf_retry.0 == key {
+            self.pf_retry.1 += 1;
+        } else {
+            self.pf_retry = (key, 1);
+        }
+        if self.pf_retry.1 >= PF_RETRY_LIMIT {
+            let (rip, gva, ec) = key;
+            let g = self.guest_control();
+            self.die(
+                ErrorKind::HypervisorFault,
+                false,
+                format_args!(
+                    "no progress: {PF_RETRY_LIMIT} #PF exits in a row at RIP {rip:#x}, linear {gva:#x}, error code {ec:#x} ({} CR3 {:#x}), each resolved for a retry that faulted again: the shadow MMU livelocks on this access",
+                    g.mode().name(),
+                    g.cr3
+                ),
+            )
+        }
+    }
+
+    fn handle_fault_outcome(&mut self, outcome: FaultOutcome, gva: u64) {
         match outcome {
             FaultOutcome::Fixed { flush } => {
                 self.vm.flush(self.id, flush);
