@@ -4,10 +4,7 @@
 //! 11.4.1; bare-rt's boot tables identity-map it), x2APIC mode through the
 //! MSRs (11.12); the caller never needs to know which.
 
-use shared::apic::{
-    reg, x2apic_msr, Icr, APIC_BASE_EN, APIC_BASE_EXTD, IA32_APIC_BASE, ICR_SEND_PENDING,
-    SVR_ENABLE,
-};
+use shared::apic::{reg, x2apic_msr, Icr, APIC_BASE_EN, APIC_BASE_EXTD, IA32_APIC_BASE, ICR_SEND_PENDING, SVR_ENABLE};
 
 /// Reads a model-specific register.
 ///
@@ -16,9 +13,7 @@ use shared::apic::{
 pub unsafe fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: the caller guarantees the MSR exists.
-    unsafe {
-        core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { core::arch::asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
@@ -53,10 +48,7 @@ impl LocalApic {
     pub unsafe fn current() -> Option<LocalApic> {
         // SAFETY: IA32_APIC_BASE exists on every CPU with a local APIC.
         let v = unsafe { rdmsr(IA32_APIC_BASE) };
-        (v & APIC_BASE_EN != 0).then_some(LocalApic {
-            base: v & 0x000F_FFFF_FFFF_F000,
-            x2apic: v & APIC_BASE_EXTD != 0,
-        })
+        (v & APIC_BASE_EN != 0).then_some(LocalApic { base: v & 0x000F_FFFF_FFFF_F000, x2apic: v & APIC_BASE_EXTD != 0 })
     }
 
     /// Switches this CPU's APIC to x2APIC mode (SDM Vol. 3A 11.12.1: EN
@@ -124,11 +116,7 @@ impl LocalApic {
     /// whole register in x2APIC mode, SDM Vol. 3A 11.4.6, 11.12.5.1).
     pub fn id(&self) -> u32 {
         let v = self.read(reg::ID);
-        if self.x2apic {
-            v
-        } else {
-            v >> 24
-        }
+        if self.x2apic { v } else { v >> 24 }
     }
 
     /// Software-enables the APIC with spurious vector `spurious` (11.9).

@@ -48,13 +48,7 @@ pub struct Handoff {
 /// Reads what the entry recorded.
 pub fn handoff() -> Handoff {
     let r = |i: usize| HANDOFF[i].load(Ordering::Relaxed);
-    Handoff {
-        magic: r(0),
-        info: r(1),
-        cr0: r(2),
-        cs: r(3),
-        eflags: r(4),
-    }
+    Handoff { magic: r(0), info: r(1), cr0: r(2), cs: r(3), eflags: r(4) }
 }
 
 /// Multiboot 1 header flags: bit 0 page-align modules, bit 1 memory

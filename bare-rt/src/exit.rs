@@ -13,9 +13,7 @@ pub fn exit_emulator(status: u8) -> ! {
             // machines without the matching emulator device.
             ExitStep::Out(port, v) => unsafe { outb(port, v) },
             // SAFETY: `xchg bx, bx` only swaps BX with itself.
-            ExitStep::MagicBreak => unsafe {
-                core::arch::asm!("xchg bx, bx", options(nomem, nostack))
-            },
+            ExitStep::MagicBreak => unsafe { core::arch::asm!("xchg bx, bx", options(nomem, nostack)) },
         }
     }
     halt_forever()

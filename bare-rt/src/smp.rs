@@ -215,12 +215,7 @@ pub struct Trampoline {
 
 /// The temporary GDT's descriptors (SDM Vol. 3A 3.4.5): flat 32-bit code,
 /// flat data, 64-bit code.
-const GDT: [u64; 4] = [
-    0,
-    0x00CF_9A00_0000_FFFF,
-    0x00CF_9200_0000_FFFF,
-    0x00AF_9A00_0000_FFFF,
-];
+const GDT: [u64; 4] = [0, 0x00CF_9A00_0000_FFFF, 0x00CF_9200_0000_FFFF, 0x00AF_9A00_0000_FFFF];
 
 impl Trampoline {
     /// Copies the trampoline to `page` and fills in its parameters: the
@@ -234,24 +229,12 @@ impl Trampoline {
     /// kernel's image and the stacks like the BSP's own tables; the stacks
     /// must be RAM the caller reserves for the APs (one per ticket that will
     /// be taken).
-    pub unsafe fn install(
-        page: u64,
-        cr3: u64,
-        stack_base: u64,
-        stack_size: u64,
-        hold: bool,
-    ) -> Trampoline {
-        assert!(
-            page.is_multiple_of(4096) && page < 0x10_0000 && cr3 < 1 << 32,
-            "trampoline page or CR3 out of range"
-        );
+    pub unsafe fn install(page: u64, cr3: u64, stack_base: u64, stack_size: u64, hold: bool) -> Trampoline {
+        assert!(page.is_multiple_of(4096) && page < 0x10_0000 && cr3 < 1 << 32, "trampoline page or CR3 out of range");
         let start = &raw const bare_rt_ap_tramp_start as u64;
         let end = &raw const bare_rt_ap_tramp_end as u64;
         let len = (end - start) as usize;
-        assert!(
-            len as u64 <= off::STACK16 - 0x100,
-            "trampoline code too long"
-        );
+        assert!(len as u64 <= off::STACK16 - 0x100, "trampoline code too long");
         let rel = |sym: u64| page + (sym - start);
         // SAFETY: the caller gives us the page; the source is our own code.
         unsafe {

@@ -91,20 +91,13 @@ impl Only {
 
     /// No filter: every check runs.
     pub const fn all() -> Self {
-        Only {
-            buf: [0; Only::CAP],
-            len: 0,
-        }
+        Only { buf: [0; Only::CAP], len: 0 }
     }
 
     /// The filter from an `only=` value; `None` when it is empty, too long
     /// or not ASCII.
     pub fn new(value: &str) -> Option<Self> {
-        if value.is_empty()
-            || value.len() > Self::CAP
-            || !value.is_ascii()
-            || value.split(',').any(str::is_empty)
-        {
+        if value.is_empty() || value.len() > Self::CAP || !value.is_ascii() || value.split(',').any(str::is_empty) {
             return None;
         }
         let mut o = Only::all();
@@ -121,9 +114,7 @@ impl Only {
     /// True when the check `name` runs: no filter, a `boot/...` check, or
     /// a name starting with one of the prefixes.
     pub fn selects(&self, name: &str) -> bool {
-        self.len == 0
-            || name.starts_with("boot/")
-            || self.as_str().split(',').any(|p| name.starts_with(p))
+        self.len == 0 || name.starts_with("boot/") || self.as_str().split(',').any(|p| name.starts_with(p))
     }
 }
 
@@ -255,12 +246,7 @@ pub fn parse<'a>(cmdline: &'a str, mut note: impl FnMut(Note<'a>)) -> Config {
                 None => note(Note::BadValue { key, value }),
             },
             "bench_k" | "bench_m" | "bench_r" => match value.parse::<u32>() {
-                Ok(n) if n > 0 => {
-                    kmr[["bench_k", "bench_m", "bench_r"]
-                        .iter()
-                        .position(|k| *k == key)
-                        .unwrap_or(0)] = Some(n)
-                }
+                Ok(n) if n > 0 => kmr[["bench_k", "bench_m", "bench_r"].iter().position(|k| *k == key).unwrap_or(0)] = Some(n),
                 _ => note(Note::BadValue { key, value }),
             },
             _ => note(Note::Ignored(word)),
@@ -300,46 +286,20 @@ mod tests {
 
     #[test]
     fn notes_for_unknown_words_and_bad_values() {
-        let (c, notes) =
-            parse_collect("/k quiet foo=bar expect_hv=2 ram_test_mib=x ram_test_mib=16 crash=now");
-        assert_eq!(
-            c,
-            Config {
-                expect_hv: ExpectHv::Auto,
-                ram_test_mib: Some(16),
-                ..Config::default()
-            }
-        );
+        let (c, notes) = parse_collect("/k quiet foo=bar expect_hv=2 ram_test_mib=x ram_test_mib=16 crash=now");
+        assert_eq!(c, Config { expect_hv: ExpectHv::Auto, ram_test_mib: Some(16), ..Config::default() });
         assert!(parse("modes_break=1", |_| {}).modes_break);
-        assert!(
-            parse("long_break=1", |_| {}).long_break && !parse("long_break=0", |_| {}).long_break
-        );
-        assert_eq!(
-            [
-                parse("modes=0", |_| {}).modes,
-                parse("modes=1", |_| {}).modes,
-                parse("", |_| {}).modes
-            ],
-            [Some(false), Some(true), None]
-        );
+        assert!(parse("long_break=1", |_| {}).long_break && !parse("long_break=0", |_| {}).long_break);
+        assert_eq!([parse("modes=0", |_| {}).modes, parse("modes=1", |_| {}).modes, parse("", |_| {}).modes], [Some(false), Some(true), None]);
         assert_eq!(
             notes,
             [
                 Note::Ignored("/k"),
                 Note::Ignored("quiet"),
                 Note::Ignored("foo=bar"),
-                Note::BadValue {
-                    key: "expect_hv",
-                    value: "2"
-                },
-                Note::BadValue {
-                    key: "ram_test_mib",
-                    value: "x"
-                },
-                Note::BadValue {
-                    key: "crash",
-                    value: "now"
-                },
+                Note::BadValue { key: "expect_hv", value: "2" },
+                Note::BadValue { key: "ram_test_mib", value: "x" },
+                Note::BadValue { key: "crash", value: "now" },
             ]
         );
     }
@@ -348,28 +308,11 @@ mod tests {
     fn bench_words() {
         use crate::bench::{Spec, Workload};
         assert_eq!(parse("", |_| {}).bench, None);
-        assert_eq!(
-            parse("bench_k=4", |_| {}).bench,
-            None,
-            "parameters alone select nothing"
-        );
-        assert_eq!(
-            parse("bench=ctxsw", |_| {}).bench,
-            Some(Spec {
-                workload: Workload::Ctxsw,
-                k: 16,
-                m: 64,
-                r: 20
-            })
-        );
+        assert_eq!(parse("bench_k=4", |_| {}).bench, None, "parameters alone select nothing");
+        assert_eq!(parse("bench=ctxsw", |_| {}).bench, Some(Spec { workload: Workload::Ctxsw, k: 16, m: 64, r: 20 }));
         assert_eq!(
             parse("bench_r=5 bench=ctxsw bench_k=4 bench_m=128", |_| {}).bench,
-            Some(Spec {
-                workload: Workload::Ctxsw,
-                k: 4,
-                m: 128,
-                r: 5
-            })
+            Some(Spec { workload: Workload::Ctxsw, k: 4, m: 128, r: 5 })
         );
         assert_eq!(parse("bench=modewalk", |_| {}).bench.map(|s| s.r), Some(3));
         let (c, notes) = parse_collect("bench=nope bench_k=0 bench_m=x bench=fork");
@@ -377,18 +320,9 @@ mod tests {
         assert_eq!(
             notes,
             [
-                Note::BadValue {
-                    key: "bench",
-                    value: "nope"
-                },
-                Note::BadValue {
-                    key: "bench_k",
-                    value: "0"
-                },
-                Note::BadValue {
-                    key: "bench_m",
-                    value: "x"
-                },
+                Note::BadValue { key: "bench", value: "nope" },
+                Note::BadValue { key: "bench_k", value: "0" },
+                Note::BadValue { key: "bench_m", value: "x" },
             ]
         );
     }
@@ -403,18 +337,9 @@ mod tests {
         assert_eq!(
             notes,
             [
-                Note::BadValue {
-                    key: "sweep",
-                    value: "all"
-                },
-                Note::BadValue {
-                    key: "only",
-                    value: ""
-                },
-                Note::BadValue {
-                    key: "only",
-                    value: "a,,b"
-                },
+                Note::BadValue { key: "sweep", value: "all" },
+                Note::BadValue { key: "only", value: "" },
+                Note::BadValue { key: "only", value: "a,,b" },
             ]
         );
         let only = parse("only=long/pt-write,cache/", |_| {}).only;

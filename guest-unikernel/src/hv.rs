@@ -86,41 +86,17 @@ mod tests {
 
     fn leaf(sig: &[u8; 12]) -> Cpuid {
         let w = |i: usize| u32::from_le_bytes([sig[i], sig[i + 1], sig[i + 2], sig[i + 3]]);
-        Cpuid {
-            eax: 0x4000_0001,
-            ebx: w(0),
-            ecx: w(4),
-            edx: w(8),
-        }
+        Cpuid { eax: 0x4000_0001, ebx: w(0), ecx: w(4), edx: w(8) }
     }
 
     #[test]
     fn quadrant_other_absent() {
-        assert_eq!(
-            Signature::classify(leaf(b"QuadrantVMX!"), 0),
-            Signature::Quadrant {
-                max_leaf: 0x4000_0001
-            }
-        );
+        assert_eq!(Signature::classify(leaf(b"QuadrantVMX!"), 0), Signature::Quadrant { max_leaf: 0x4000_0001 });
         let tcg = Signature::classify(leaf(b"TCGTCGTCGTCG"), CPUID1_ECX_HYPERVISOR);
-        assert_eq!(
-            tcg,
-            Signature::Other {
-                sig: *b"TCGTCGTCGTCG"
-            }
-        );
+        assert_eq!(tcg, Signature::Other { sig: *b"TCGTCGTCGTCG" });
         assert_eq!(format!("{tcg}"), "other hypervisor 'TCGTCGTCGTCG'");
-        assert_eq!(
-            Signature::classify(leaf(b"TCGTCGTCGTCG"), 0),
-            Signature::Absent
-        );
-        let odd = Signature::classify(
-            Cpuid {
-                ebx: 0x0102_0341,
-                ..Cpuid::default()
-            },
-            CPUID1_ECX_HYPERVISOR,
-        );
+        assert_eq!(Signature::classify(leaf(b"TCGTCGTCGTCG"), 0), Signature::Absent);
+        let odd = Signature::classify(Cpuid { ebx: 0x0102_0341, ..Cpuid::default() }, CPUID1_ECX_HYPERVISOR);
         assert!(format!("{odd}").starts_with("other hypervisor 'A\\x03\\x02\\x01"));
     }
 }

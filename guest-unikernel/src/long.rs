@@ -61,26 +61,13 @@ impl Builder {
     pub fn new(m: &mut dyn Machine, frames: Frames) -> Self {
         let home = m.cr3();
         let mut b = [0u8; 8];
-        let entry0 = if m.read(home & ADDR, &mut b) {
-            u64::from_le_bytes(b)
-        } else {
-            0
-        };
-        Builder {
-            frames,
-            entry0,
-            home,
-            allocated: 0,
-        }
+        let entry0 = if m.read(home & ADDR, &mut b) { u64::from_le_bytes(b) } else { 0 };
+        Builder { frames, entry0, home, allocated: 0 }
     }
 
     /// Writes one quadword.
     pub fn put(m: &mut dyn Machine, addr: u64, value: u64) -> Result<(), BuildError> {
-        if m.scratch_write(addr, value) {
-            Ok(())
-        } else {
-            Err(BuildError::Refused(addr))
-        }
+        if m.scratch_write(addr, value) { Ok(()) } else { Err(BuildError::Refused(addr)) }
     }
 
     /// A frame, uninitialised.
@@ -114,13 +101,7 @@ impl Builder {
 
     /// The table of `level` (1..3) on the way to `va` under `pml4`,
     /// created zeroed (and linked supervisor read/write) where missing.
-    pub fn table(
-        &mut self,
-        m: &mut dyn Machine,
-        pml4: u64,
-        va: u64,
-        level: u32,
-    ) -> Result<u64, BuildError> {
+    pub fn table(&mut self, m: &mut dyn Machine, pml4: u64, va: u64, level: u32) -> Result<u64, BuildError> {
         let mut t = pml4;
         for l in (level + 1..=4).rev() {
             let at = t + 8 * index(va, l) as u64;
@@ -140,14 +121,7 @@ impl Builder {
     }
 
     /// Maps the 4 KiB page `va` to `frame` with `flags` under `pml4`.
-    pub fn map(
-        &mut self,
-        m: &mut dyn Machine,
-        pml4: u64,
-        va: u64,
-        frame: u64,
-        flags: u64,
-    ) -> Result<(), BuildError> {
+    pub fn map(&mut self, m: &mut dyn Machine, pml4: u64, va: u64, frame: u64, flags: u64) -> Result<(), BuildError> {
         let pt = self.table(m, pml4, va, 1)?;
         Self::put(m, pt + 8 * index(va, 1) as u64, entry64(frame, flags))
     }
@@ -174,11 +148,7 @@ pub fn expect_frame(m: &mut dyn Machine, va: u64, frame: u64) -> Result<(), Wron
 /// Reads the quadword at `va` and compares it with `want`.
 pub fn expect_word(m: &mut dyn Machine, va: u64, want: u64) -> Result<(), Wrong> {
     let got = m.linear_read(va);
-    if got == Some(want) {
-        Ok(())
-    } else {
-        Err(Wrong { va, got, want })
-    }
+    if got == Some(want) { Ok(()) } else { Err(Wrong { va, got, want }) }
 }
 
 impl core::fmt::Display for Wrong {
@@ -197,10 +167,7 @@ mod tests {
     #[test]
     fn indices_and_tags() {
         let va = crate::machine::TEST_VA_START + 3 * span(3) + 5 * span(2) + 7 * span(1);
-        assert_eq!(
-            [index(va, 4), index(va, 3), index(va, 2), index(va, 1)],
-            [1, 3, 5, 7]
-        );
+        assert_eq!([index(va, 4), index(va, 3), index(va, 2), index(va, 1)], [1, 3, 5, 7]);
         assert_eq!(tag(0x20_0000) & 1, 0);
         assert_ne!(tag(0x20_0000), tag(0x20_1000));
     }

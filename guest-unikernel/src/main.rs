@@ -29,11 +29,7 @@ pub static TALLY: Tally = Tally::new();
 #[unsafe(no_mangle)]
 extern "C" fn quadrant_kernel_main(_magic: u32, info: u32) -> ! {
     let mut out = Console;
-    let _ = writeln!(
-        out,
-        "quadrant-guest: protocol version {}",
-        shared::PROTOCOL_VERSION
-    );
+    let _ = writeln!(out, "quadrant-guest: protocol version {}", shared::PROTOCOL_VERSION);
     trap::init();
     bare::cpu::mask_legacy_pics();
     let mut m = BareMachine;
@@ -74,10 +70,7 @@ static FATAL: AtomicBool = AtomicBool::new(false);
 /// run with status 2.
 pub fn fatal(name: &str, detail: &str) -> ! {
     if FATAL.swap(true, Ordering::Relaxed) {
-        let _ = writeln!(
-            Console,
-            "quadrant-guest: fault while reporting a fault ({name}: {detail})"
-        );
+        let _ = writeln!(Console, "quadrant-guest: fault while reporting a fault ({name}: {detail})");
         Console::flush();
         bare_rt::exit::exit_emulator(2);
     }

@@ -34,14 +34,7 @@ pub enum MapError {
 impl MemMap {
     /// Copies the entries of `info`'s map.
     pub fn read<R: PhysRead + ?Sized>(info: &Info, mem: &R) -> Result<Self, MapError> {
-        let mut m = MemMap {
-            entries: [MmapEntry {
-                base: 0,
-                len: 0,
-                kind: 0,
-            }; MAX_ENTRIES],
-            len: 0,
-        };
+        let mut m = MemMap { entries: [MmapEntry { base: 0, len: 0, kind: 0 }; MAX_ENTRIES], len: 0 };
         for e in info.mmap(mem) {
             let e = e.map_err(MapError::Info)?;
             *m.entries.get_mut(m.len).ok_or(MapError::TooManyEntries)? = e;
@@ -52,14 +45,7 @@ impl MemMap {
 
     /// A map made of `entries` (at most [`MAX_ENTRIES`] are kept).
     pub fn from_entries(entries: &[MmapEntry]) -> Self {
-        let mut m = MemMap {
-            entries: [MmapEntry {
-                base: 0,
-                len: 0,
-                kind: 0,
-            }; MAX_ENTRIES],
-            len: 0,
-        };
+        let mut m = MemMap { entries: [MmapEntry { base: 0, len: 0, kind: 0 }; MAX_ENTRIES], len: 0 };
         let n = entries.len().min(MAX_ENTRIES);
         m.entries[..n].copy_from_slice(&entries[..n]);
         m.len = n;
@@ -75,11 +61,7 @@ impl MemMap {
     /// or touching ones merged. Returns the number written to `out`.
     pub fn available_spans(&self, out: &mut [Range; MAX_ENTRIES]) -> usize {
         let mut n = 0;
-        for e in self
-            .entries()
-            .iter()
-            .filter(|e| e.is_available() && e.len > 0)
-        {
+        for e in self.entries().iter().filter(|e| e.is_available() && e.len > 0) {
             out[n] = Range::new(e.base, e.end());
             n += 1;
         }
@@ -103,10 +85,7 @@ impl MemMap {
         let e = self.entries();
         for i in 0..e.len() {
             for j in i + 1..e.len() {
-                let (a, b) = (
-                    Range::new(e[i].base, e[i].end()),
-                    Range::new(e[j].base, e[j].end()),
-                );
+                let (a, b) = (Range::new(e[i].base, e[i].end()), Range::new(e[j].base, e[j].end()));
                 if a.overlaps(&b) {
                     return Some((i, j));
                 }
@@ -119,10 +98,7 @@ impl MemMap {
     pub fn available_covers(&self, r: Range) -> bool {
         let mut spans = [Range::default(); MAX_ENTRIES];
         let n = self.available_spans(&mut spans);
-        r.is_empty()
-            || spans[..n]
-                .iter()
-                .any(|s| s.start <= r.start && r.end <= s.end)
+        r.is_empty() || spans[..n].iter().any(|s| s.start <= r.start && r.end <= s.end)
     }
 
     /// Bytes of available RAM.
@@ -137,20 +113,12 @@ impl MemMap {
     pub fn first_upper_hole(&self) -> Option<u64> {
         let mut spans = [Range::default(); MAX_ENTRIES];
         let n = self.available_spans(&mut spans);
-        spans[..n]
-            .iter()
-            .find(|s| s.contains(UPPER_START))
-            .map(|s| s.end)
+        spans[..n].iter().find(|s| s.contains(UPPER_START)).map(|s| s.end)
     }
 
     /// The end of the highest available byte below `limit`.
     pub fn top_below(&self, limit: u64) -> u64 {
-        self.entries()
-            .iter()
-            .filter(|e| e.is_available())
-            .map(|e| e.end().min(limit))
-            .max()
-            .unwrap_or(0)
+        self.entries().iter().filter(|e| e.is_available()).map(|e| e.end().min(limit)).max().unwrap_or(0)
     }
 }
 
@@ -180,19 +148,13 @@ pub enum UpperVerdict {
 /// spec 3.3: `mem_upper` is maximally the first upper memory hole minus
 /// 1 MiB).
 pub fn check_mem_upper(map: &MemMap, mem_upper_kb: u32) -> UpperVerdict {
-    let Some(hole) = map.first_upper_hole() else {
-        return UpperVerdict::NoUpperMemory;
-    };
+    let Some(hole) = map.first_upper_hole() else { return UpperVerdict::NoUpperMemory };
     let hole_kb = (hole - UPPER_START) / 1024;
     let upper = u64::from(mem_upper_kb);
     match upper.cmp(&hole_kb) {
         core::cmp::Ordering::Equal => UpperVerdict::Exact,
-        core::cmp::Ordering::Less => UpperVerdict::Below {
-            short_kb: hole_kb - upper,
-        },
-        core::cmp::Ordering::Greater => UpperVerdict::Above {
-            excess_kb: upper - hole_kb,
-        },
+        core::cmp::Ordering::Less => UpperVerdict::Below { short_kb: hole_kb - upper },
+        core::cmp::Ordering::Greater => UpperVerdict::Above { excess_kb: upper - hole_kb },
     }
 }
 
@@ -222,11 +184,7 @@ impl Default for Exclusions {
 impl Exclusions {
     /// Empty.
     pub const fn new() -> Self {
-        Exclusions {
-            ranges: [Range { start: 0, end: 0 }; MAX_EXCLUSIONS],
-            len: 0,
-            overflowed: false,
-        }
+        Exclusions { ranges: [Range { start: 0, end: 0 }; MAX_EXCLUSIONS], len: 0, overflowed: false }
     }
 
     /// Adds `r`, widened to whole pages (nothing when an earlier range
@@ -235,15 +193,8 @@ impl Exclusions {
         if r.is_empty() {
             return;
         }
-        let widened = Range::new(
-            r.start & !(PAGE - 1),
-            r.end.saturating_add(PAGE - 1) & !(PAGE - 1),
-        );
-        if self
-            .ranges()
-            .iter()
-            .any(|x| x.start <= widened.start && widened.end <= x.end)
-        {
+        let widened = Range::new(r.start & !(PAGE - 1), r.end.saturating_add(PAGE - 1) & !(PAGE - 1));
+        if self.ranges().iter().any(|x| x.start <= widened.start && widened.end <= x.end) {
             return;
         }
         match self.ranges.get_mut(self.len) {
@@ -273,21 +224,12 @@ impl Exclusions {
         // The block is 88 bytes up to the VBE fields; newer loaders append
         // framebuffer fields up to 116 bytes.
         x.add(Range::new(info.addr, info.addr + 116));
-        x.add(Range::new(
-            u64::from(info.mmap_addr),
-            u64::from(info.mmap_addr) + u64::from(info.mmap_length),
-        ));
-        for s in [info.cmdline_addr, info.boot_loader_name_addr]
-            .into_iter()
-            .flatten()
-        {
+        x.add(Range::new(u64::from(info.mmap_addr), u64::from(info.mmap_addr) + u64::from(info.mmap_length)));
+        for s in [info.cmdline_addr, info.boot_loader_name_addr].into_iter().flatten() {
             x.add(string_range(mem, u64::from(s)));
         }
         let mods = u64::from(info.mods_addr);
-        x.add(Range::new(
-            mods,
-            mods + u64::from(info.mods_count) * multiboot::MODULE_ENTRY_SIZE as u64,
-        ));
+        x.add(Range::new(mods, mods + u64::from(info.mods_count) * multiboot::MODULE_ENTRY_SIZE as u64));
         for m in info.modules(mem) {
             match m {
                 Ok(m) => {
@@ -322,13 +264,7 @@ fn string_range<R: PhysRead + ?Sized>(mem: &R, addr: u64) -> Range {
 /// Calls `f` with each range the RAM test may overwrite, ascending and
 /// disjoint, page-aligned: available RAM inside `[lo, hi)`, minus the
 /// exclusions. Returns the total bytes planned.
-pub fn plan_ram_test(
-    map: &MemMap,
-    lo: u64,
-    hi: u64,
-    excl: &Exclusions,
-    mut f: impl FnMut(Range),
-) -> u64 {
+pub fn plan_ram_test(map: &MemMap, lo: u64, hi: u64, excl: &Exclusions, mut f: impl FnMut(Range)) -> u64 {
     if excl.overflowed {
         return 0;
     }
@@ -371,7 +307,7 @@ pub fn plan_ram_test(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use shared::multiboot::{SliceMem, MMAP_AVAILABLE as A, MMAP_RESERVED as R};
+    use shared::multiboot::{MMAP_AVAILABLE as A, MMAP_RESERVED as R, SliceMem};
     use test_case::test_case;
 
     const fn e(base: u64, len: u64, kind: u32) -> MmapEntry {
@@ -390,17 +326,10 @@ mod tests {
 
     #[test]
     fn spans_merge_and_sort() {
-        let m = MemMap::from_entries(&[
-            e(0x20_0000, 0x10_0000, A),
-            e(0x10_0000, 0x10_0000, A),
-            e(0, 0x1000, A),
-        ]);
+        let m = MemMap::from_entries(&[e(0x20_0000, 0x10_0000, A), e(0x10_0000, 0x10_0000, A), e(0, 0x1000, A)]);
         let mut out = [Range::default(); MAX_ENTRIES];
         let n = m.available_spans(&mut out);
-        assert_eq!(
-            &out[..n],
-            &[Range::new(0, 0x1000), Range::new(0x10_0000, 0x30_0000)]
-        );
+        assert_eq!(&out[..n], &[Range::new(0, 0x1000), Range::new(0x10_0000, 0x30_0000)]);
         assert_eq!(m.first_upper_hole(), Some(0x30_0000));
         assert_eq!(m.available_bytes(), 0x20_1000);
     }
@@ -408,11 +337,7 @@ mod tests {
     #[test]
     fn overlaps_found() {
         assert_eq!(MemMap::from_entries(&QEMU).find_overlap(), None);
-        let m = MemMap::from_entries(&[
-            e(0, 0x1000, A),
-            e(0x10_0000, 0x1000, A),
-            e(0x10_0800, 0x100, R),
-        ]);
+        let m = MemMap::from_entries(&[e(0, 0x1000, A), e(0x10_0000, 0x1000, A), e(0x10_0800, 0x100, R)]);
         assert_eq!(m.find_overlap(), Some((1, 2)));
         let touching = MemMap::from_entries(&[e(0, 0x1000, A), e(0x1000, 0x1000, R)]);
         assert_eq!(touching.find_overlap(), None);
@@ -423,10 +348,7 @@ mod tests {
     #[test_case(0x7f0_0000, 0x7fe_1000, false ; "into reserved")]
     #[test_case(0x9f000, 0x10_1000, false ; "across the hole")]
     fn coverage(start: u64, end: u64, want: bool) {
-        assert_eq!(
-            MemMap::from_entries(&QEMU).available_covers(Range::new(start, end)),
-            want
-        );
+        assert_eq!(MemMap::from_entries(&QEMU).available_covers(Range::new(start, end)), want);
     }
 
     #[test_case(129_920, UpperVerdict::Exact ; "exact")]
@@ -458,22 +380,12 @@ mod tests {
         let (total, v) = plan(&map, 0x13_f123, FOUR_GIB, &x);
         assert_eq!(
             v,
-            [
-                Range::new(0x14_1000, 0x20_0000),
-                Range::new(0x20_3000, 0x7fe_0000)
-            ],
+            [Range::new(0x14_1000, 0x20_0000), Range::new(0x20_3000, 0x7fe_0000)],
             "lo rounded up to a page; the cmdline page is dropped"
         );
         assert_eq!(total, v.iter().map(Range::len).sum::<u64>());
         let (_, v) = plan(&map, 0x10_0000, 0x40_0000, &x);
-        assert_eq!(
-            v,
-            [
-                Range::new(0x10_0000, 0x14_0000),
-                Range::new(0x14_1000, 0x20_0000),
-                Range::new(0x20_3000, 0x40_0000)
-            ]
-        );
+        assert_eq!(v, [Range::new(0x10_0000, 0x14_0000), Range::new(0x14_1000, 0x20_0000), Range::new(0x20_3000, 0x40_0000)]);
     }
 
     #[test]
@@ -490,20 +402,12 @@ mod tests {
     #[test]
     fn exclusions_from_a_built_block() {
         let mut buf = [0u8; 4096];
-        let n =
-            multiboot::build(&mut buf, 0x9000, 639, 1000, &QEMU, "/k expect_hv=0", "test").unwrap();
-        let mem = SliceMem {
-            base: 0x9000,
-            bytes: &buf[..n],
-        };
+        let n = multiboot::build(&mut buf, 0x9000, 639, 1000, &QEMU, "/k expect_hv=0", "test").unwrap();
+        let mem = SliceMem { base: 0x9000, bytes: &buf[..n] };
         let info = multiboot::parse(&mem, 0x9000).unwrap();
         let x = Exclusions::from_info(&info, &mem);
         assert!(!x.overflowed);
-        assert_eq!(
-            x.ranges(),
-            &[Range::new(0x9000, 0xa000)],
-            "block, map and strings share a page"
-        );
+        assert_eq!(x.ranges(), &[Range::new(0x9000, 0xa000)], "block, map and strings share a page");
         assert!(x.excludes(0x9000) && x.excludes(0x9fff) && !x.excludes(0xa000));
         let map = MemMap::read(&info, &mem).unwrap();
         assert_eq!(map.entries(), &QEMU);
@@ -511,15 +415,9 @@ mod tests {
 
     #[test]
     fn unterminated_string_is_excluded_whole() {
-        let mem = SliceMem {
-            base: 0,
-            bytes: &[b'x'; 100],
-        };
+        let mem = SliceMem { base: 0, bytes: &[b'x'; 100] };
         assert_eq!(string_range(&mem, 10), Range::new(10, 10 + MAX_STRING));
-        let mem = SliceMem {
-            base: 0,
-            bytes: b"abc\0",
-        };
+        let mem = SliceMem { base: 0, bytes: b"abc\0" };
         assert_eq!(string_range(&mem, 0), Range::new(0, 4));
     }
 }

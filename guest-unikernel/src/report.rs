@@ -75,8 +75,7 @@ impl Tally {
 
     /// Marks check `index` of the registry as running (`None`: none).
     pub fn set_current(&self, index: Option<usize>) {
-        self.current
-            .store(index.unwrap_or(usize::MAX), Ordering::Relaxed);
+        self.current.store(index.unwrap_or(usize::MAX), Ordering::Relaxed);
     }
 
     /// The running check's registry index.
@@ -114,10 +113,7 @@ impl Default for Detail {
 impl Detail {
     /// Empty.
     pub const fn new() -> Self {
-        Detail {
-            buf: [0; DETAIL_LEN],
-            len: 0,
-        }
+        Detail { buf: [0; DETAIL_LEN], len: 0 }
     }
 
     /// The text so far.

@@ -99,10 +99,7 @@ impl CpuSlot {
 
     /// Interrupts taken on `v` (one of [`vector::COUNTED`]).
     pub fn irq_count(&self, v: u8) -> u32 {
-        vector::COUNTED
-            .iter()
-            .position(|&c| c == v)
-            .map_or(0, |i| self.irqs[i].load(SeqCst))
+        vector::COUNTED.iter().position(|&c| c == v).map_or(0, |i| self.irqs[i].load(SeqCst))
     }
 }
 
@@ -243,9 +240,7 @@ pub fn on_interrupt(m: &mut dyn Machine, vector: u8) {
 /// An AP's life after the trampoline: mark it online and run posted jobs,
 /// sleeping in HLT in between.
 pub fn ap_loop(m: &mut dyn Machine, out: &mut dyn Write, tally: &Tally) -> ! {
-    let Some(smp) = m.smp() else {
-        panic!("an AP runs on a machine with SMP")
-    };
+    let Some(smp) = m.smp() else { panic!("an AP runs on a machine with SMP") };
     let cpu = smp.cpu_index();
     smp.apic_enable();
     let id = smp.apic_id();
@@ -267,13 +262,7 @@ pub fn ap_loop(m: &mut dyn Machine, out: &mut dyn Write, tally: &Tally) -> ! {
 }
 
 /// Runs job number `job` on this AP (`cpu`); returns its result.
-pub fn run_job(
-    m: &mut dyn Machine,
-    out: &mut dyn Write,
-    tally: &Tally,
-    cpu: usize,
-    job: u32,
-) -> u64 {
+pub fn run_job(m: &mut dyn Machine, out: &mut dyn Write, tally: &Tally, cpu: usize, job: u32) -> u64 {
     let arg = |i: usize| CPUS[cpu].args[i].load(SeqCst);
     let args = [arg(0), arg(1), arg(2), arg(3), arg(4), arg(5)];
     match Job::from_u32(job) {
@@ -340,9 +329,7 @@ pub fn prefixed(cpu: usize, name: &str) -> crate::report::Detail {
 }
 
 fn run_ap_checks(m: &mut dyn Machine, out: &mut dyn Write, tally: &Tally, cpu: usize) {
-    let Some(seed) = SEED.get().copied() else {
-        return;
-    };
+    let Some(seed) = SEED.get().copied() else { return };
     let mut ctx = Ctx::from_seed(m, out, tally, seed);
     for c in AP_CHECKS.iter().flat_map(|a| a.iter()) {
         let name = prefixed(cpu, c.name);
@@ -351,10 +338,7 @@ fn run_ap_checks(m: &mut dyn Machine, out: &mut dyn Write, tally: &Tally, cpu: u
         // first mode walk only.
         let light_skip = ctx.config.light && !c.name.starts_with("modes/walk1/");
         let outcome = if light_skip {
-            let _ = write!(
-                d,
-                "light=1: an AP runs only the first mode walk in this run"
-            );
+            let _ = write!(d, "light=1: an AP runs only the first mode walk in this run");
             shared::Outcome::Skip
         } else if ctx.config.only.selects(c.name) {
             let _ = shared::line::write_check_begin(&mut &mut *ctx.out, name.as_str());
@@ -364,14 +348,7 @@ fn run_ap_checks(m: &mut dyn Machine, out: &mut dyn Write, tally: &Tally, cpu: u
             let _ = write!(d, "not selected (only={})", ctx.config.only.as_str());
             shared::Outcome::Skip
         };
-        crate::checks::report(
-            &mut *ctx.m,
-            &mut *ctx.out,
-            ctx.tally,
-            outcome,
-            name.as_str(),
-            d.as_str(),
-        );
+        crate::checks::report(&mut *ctx.m, &mut *ctx.out, ctx.tally, outcome, name.as_str(), d.as_str());
     }
 }
 
@@ -381,10 +358,7 @@ mod tests {
 
     #[test]
     fn names_and_jobs() {
-        assert_eq!(
-            prefixed(3, "modes/walk1/real").as_str(),
-            "cpu3/modes/walk1/real"
-        );
+        assert_eq!(prefixed(3, "modes/walk1/real").as_str(), "cpu3/modes/walk1/real");
         for j in 1..=8 {
             assert_eq!(Job::from_u32(j).map(|j| j as u32), Some(j));
         }

@@ -135,10 +135,7 @@ mod tests {
         assert_eq!((lo >> 45) & 3, 0, "DPL 0");
         assert_eq!(lo >> 48, 0x1234);
         assert_eq!(hi, 0xFFFF_8000);
-        assert_eq!(
-            interrupt_gate(0x10_0000, 0x08, 1),
-            [0x0010_8E01_0008_0000, 0]
-        );
+        assert_eq!(interrupt_gate(0x10_0000, 0x08, 1), [0x0010_8E01_0008_0000, 0]);
     }
 
     #[test_case(8, true)]
@@ -156,18 +153,8 @@ mod tests {
     #[test]
     fn frame_and_report() {
         assert_eq!(TRAP_FRAME_SIZE, 22 * 8);
-        let fr = TrapFrame {
-            vector: 14,
-            error_code: 2,
-            rip: 0x10_1234,
-            rsp: 0x11_0000,
-            ..TrapFrame::default()
-        };
-        let r = ExceptionReport {
-            frame: &fr,
-            cr2: 0xdead_b000,
-            during: Some("boot/ram-pattern"),
-        };
+        let fr = TrapFrame { vector: 14, error_code: 2, rip: 0x10_1234, rsp: 0x11_0000, ..TrapFrame::default() };
+        let r = ExceptionReport { frame: &fr, cr2: 0xdead_b000, during: Some("boot/ram-pattern") };
         assert_eq!(
             format!("{r}"),
             "#PF ec=0x2 rip=0x101234 cr2=0xdeadb000 vector=14 rsp=0x110000 during boot/ram-pattern"

@@ -99,9 +99,7 @@ pub enum ConfigError {
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ConfigError::BadValue { key, expected } => {
-                write!(f, "bad value for `{key}`: expected {expected}")
-            }
+            ConfigError::BadValue { key, expected } => write!(f, "bad value for `{key}`: expected {expected}"),
         }
     }
 }
@@ -110,10 +108,7 @@ impl Config {
     /// Parses the command line. Unknown keys are returned in `unknown` (the
     /// caller logs them) rather than rejected, so older and newer runners
     /// can share images.
-    pub fn parse<'a>(
-        cmdline: &'a str,
-        mut unknown: impl FnMut(&'a str),
-    ) -> Result<Config, ConfigError> {
+    pub fn parse<'a>(cmdline: &'a str, mut unknown: impl FnMut(&'a str)) -> Result<Config, ConfigError> {
         let mut c = Config::default();
         for (i, word) in cmdline.split_ascii_whitespace().enumerate() {
             let Some((key, value)) = word.split_once('=') else {
@@ -138,36 +133,21 @@ impl Config {
                     c.mmu = match value {
                         "shadow" => MmuMode::Shadow,
                         "ept" => MmuMode::Ept,
-                        _ => {
-                            return Err(ConfigError::BadValue {
-                                key: "mmu",
-                                expected: "`shadow` or `ept`",
-                            })
-                        }
+                        _ => return Err(ConfigError::BadValue { key: "mmu", expected: "`shadow` or `ept`" }),
                     }
                 }
                 "cache" => {
                     c.cache = match value {
                         "0" => false,
                         "1" => true,
-                        _ => {
-                            return Err(ConfigError::BadValue {
-                                key: "cache",
-                                expected: "0 or 1",
-                            })
-                        }
+                        _ => return Err(ConfigError::BadValue { key: "cache", expected: "0 or 1" }),
                     }
                 }
                 "audit" => {
                     c.audit = match value {
                         "0" => false,
                         "1" => true,
-                        _ => {
-                            return Err(ConfigError::BadValue {
-                                key: "audit",
-                                expected: "0 or 1",
-                            })
-                        }
+                        _ => return Err(ConfigError::BadValue { key: "audit", expected: "0 or 1" }),
                     }
                 }
                 "log" => {
@@ -177,16 +157,13 @@ impl Config {
                     })?
                 }
                 "max_exits" => {
-                    c.max_exits = value.parse().map_err(|_| ConfigError::BadValue {
-                        key: "max_exits",
-                        expected: "a number",
-                    })?
+                    c.max_exits = value
+                        .parse()
+                        .map_err(|_| ConfigError::BadValue { key: "max_exits", expected: "a number" })?
                 }
                 "cpus" => {
-                    const E: ConfigError = ConfigError::BadValue {
-                        key: "cpus",
-                        expected: "a number of CPUs from 1 to 16",
-                    };
+                    const E: ConfigError =
+                        ConfigError::BadValue { key: "cpus", expected: "a number of CPUs from 1 to 16" };
                     let n: usize = value.parse().map_err(|_| E)?;
                     if !(1..=shared::acpi::MAX_CPUS).contains(&n) {
                         return Err(E);
@@ -194,23 +171,17 @@ impl Config {
                     c.cpus = Some(n);
                 }
                 "reboot" => {
-                    let secs: u32 = value.parse().ok().filter(|s| *s <= 86_400).ok_or(
-                        ConfigError::BadValue {
-                            key: "reboot",
-                            expected: "seconds from 0 to 86400",
-                        },
-                    )?;
+                    let secs: u32 = value
+                        .parse()
+                        .ok()
+                        .filter(|s| *s <= 86_400)
+                        .ok_or(ConfigError::BadValue { key: "reboot", expected: "seconds from 0 to 86400" })?;
                     c.reboot_after = Some(secs);
                 }
                 "selftest" => {
                     c.selftest = match value {
                         "entry-failure" => Some(SelfTest::EntryFailure),
-                        _ => {
-                            return Err(ConfigError::BadValue {
-                                key: "selftest",
-                                expected: "`entry-failure`",
-                            })
-                        }
+                        _ => return Err(ConfigError::BadValue { key: "selftest", expected: "`entry-failure`" }),
                     }
                 }
                 _ => unknown(word),

@@ -35,11 +35,7 @@ pub fn fail(kind: ErrorKind, text: fmt::Arguments<'_>) -> ! {
         let _ = line::write_result(c, STATUS_NO_GUEST_STATUS, kind.as_str());
         let _ = fmt::Write::write_str(c, "\n");
     });
-    end(
-        STATUS_NO_GUEST_STATUS,
-        Ending::Error(kind.as_str()),
-        detail.as_str(),
-    )
+    end(STATUS_NO_GUEST_STATUS, Ending::Error(kind.as_str()), detail.as_str())
 }
 
 /// A bug in the hypervisor itself (CPU exception, panic).
@@ -79,16 +75,12 @@ fn end(status: u8, ending: Ending<'_>, detail: &str) -> ! {
     cpu::exit_steps(status);
     // No emulator ended the run: a machine (or QEMU without its exit device).
     if reboot == u32::MAX {
-        log::info!(
-            "the run is over: halted with the result on screen (reboot=SECS reboots instead)"
-        );
+        log::info!("the run is over: halted with the result on screen (reboot=SECS reboots instead)");
         cpu::halt_forever()
     }
     log::info!("rebooting in {reboot} s (reboot={reboot})");
     if !cpu::delay_ms(reboot.saturating_mul(1000)) {
-        log::warn!(
-            "the PIT did not count: the reboot delay was a bounded busy wait, not a measured time"
-        );
+        log::warn!("the PIT did not count: the reboot delay was a bounded busy wait, not a measured time");
     }
     log::info!("rebooting now");
     cpu::reset_machine()

@@ -33,9 +33,7 @@ static COUNT: AtomicUsize = AtomicUsize::new(1);
 
 /// This CPU's local APIC (the same mode and base on every CPU).
 pub fn apic() -> LocalApic {
-    *APIC
-        .get()
-        .expect("the host APIC is set up first thing on the BSP")
+    *APIC.get().expect("the host APIC is set up first thing on the BSP")
 }
 
 /// Sets up the BSP's local APIC: software-enabled with the spurious vector,
@@ -43,8 +41,7 @@ pub fn apic() -> LocalApic {
 pub fn init_bsp() -> Result<u32, &'static str> {
     // SAFETY: every CPU with VMX has a local APIC; bare-rt's boot tables map
     // the xAPIC page.
-    let apic = unsafe { LocalApic::current() }
-        .ok_or("the local APIC is disabled (IA32_APIC_BASE.EN = 0)")?;
+    let apic = unsafe { LocalApic::current() }.ok_or("the local APIC is disabled (IA32_APIC_BASE.EN = 0)")?;
     APIC.call_once(|| apic);
     descriptors::set_eoi_target((!apic.is_x2apic()).then(|| apic.base() + u64::from(reg::EOI)));
     apic.software_enable(SPURIOUS_VECTOR);
@@ -76,9 +73,7 @@ pub fn ids() -> impl Iterator<Item = u32> {
 /// The index of the host CPU running the caller.
 pub fn this_cpu() -> usize {
     let id = apic().id();
-    (0..COUNT.load(SeqCst))
-        .find(|&i| IDS[i].load(SeqCst) == id)
-        .unwrap_or(0)
+    (0..COUNT.load(SeqCst)).find(|&i| IDS[i].load(SeqCst) == id).unwrap_or(0)
 }
 
 /// A spin delay of `n` PAUSEs (about a millisecond per 10,000 on current
@@ -102,10 +97,7 @@ impl core::fmt::Display for StartError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             StartError::NoAnswer(id) => {
-                write!(
-                    f,
-                    "the processor with APIC ID {id} did not answer INIT and two start-up IPIs"
-                )
+                write!(f, "the processor with APIC ID {id} did not answer INIT and two start-up IPIs")
             }
             StartError::NoLongMode(id) => {
                 write!(f, "the processor with APIC ID {id} ran the start-up code but never reached long mode")
@@ -171,9 +163,4 @@ fn idle() {
 }
 
 /// The host side of the VM.
-pub const HOST_OPS: HostOps = HostOps {
-    this_cpu,
-    kick,
-    eoi,
-    idle,
-};
+pub const HOST_OPS: HostOps = HostOps { this_cpu, kick, eoi, idle };

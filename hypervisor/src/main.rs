@@ -35,8 +35,8 @@ mod host_cpus;
 use bare_rt as _;
 use core::ops::Range;
 use core::sync::atomic::{AtomicU64, Ordering::SeqCst};
-use hypervisor::arch::bootinfo::BootInfo;
 use hypervisor::arch::memory::PhysAllocator;
+use hypervisor::arch::bootinfo::BootInfo;
 use hypervisor::arch::phys::{BootMemory, DisplayMemory, FramePool, GuestRam, ShadowPool, FRAME};
 use hypervisor::arch::screen::Screen;
 use hypervisor::arch::{console, cpu, descriptors};
@@ -93,8 +93,7 @@ struct Setup {
 static SETUP: spin::Once<Setup> = spin::Once::new();
 static VM: spin::Once<Vm> = spin::Once::new();
 /// Each CPU's VMXON region and VMCS frames, by host CPU index.
-static VMX_FRAMES: [[AtomicU64; 2]; MAX_VCPUS] =
-    [const { [AtomicU64::new(0), AtomicU64::new(0)] }; MAX_VCPUS];
+static VMX_FRAMES: [[AtomicU64; 2]; MAX_VCPUS] = [const { [AtomicU64::new(0), AtomicU64::new(0)] }; MAX_VCPUS];
 
 /// The MMU core's synchronous remote TLB flush (`ShadowFrames::flush_remote_tlbs`).
 fn remote_flush(mask: VcpuMask) {
@@ -117,21 +116,16 @@ fn vmx_on_this_cpu(c: &VmxCaps, index: usize) -> VmxOn {
             // would do; the MSR is unlocked, so the write is allowed.
             unsafe { cpu::wrmsr(caps::IA32_FEATURE_CONTROL, caps::feature_control_enable(fc)) };
         }
-        v @ FeatureControl::LockedDisabled => fatal::fail(
-            ErrorKind::VmxLocked,
-            format_args!("host CPU {index}: {}", v.message(fc)),
-        ),
+        v @ FeatureControl::LockedDisabled => {
+            fatal::fail(ErrorKind::VmxLocked, format_args!("host CPU {index}: {}", v.message(fc)))
+        }
     }
     // Host CR0/CR4 with the VMX fixed bits, CR4.VMXE, and EFER.NXE so shadow
     // entries may use the XD bit (SDM Vol. 3C A.7, A.8; Vol. 3A 4.1.4).
     // SAFETY: the fixed bits only force PE/PG/NE (already set) and VMXE.
     unsafe {
         cpu::write_cr0(caps::fixed_cr(cpu::cr0(), c.cr0_fixed0, c.cr0_fixed1));
-        cpu::write_cr4(caps::fixed_cr(
-            cpu::cr4() | (1 << 13),
-            c.cr4_fixed0,
-            c.cr4_fixed1,
-        ));
+        cpu::write_cr4(caps::fixed_cr(cpu::cr4() | (1 << 13), c.cr4_fixed0, c.cr4_fixed1));
         if cpu::cpuid(0x8000_0001, 0).3 & (1 << 20) != 0 {
             cpu::wrmsr(caps::IA32_EFER, cpu::rdmsr(caps::IA32_EFER) | (1 << 11));
         }
@@ -140,28 +134,18 @@ fn vmx_on_this_cpu(c: &VmxCaps, index: usize) -> VmxOn {
     // SAFETY: CR4.VMXE and the fixed bits are set, FEATURE_CONTROL allows
     // VMX, and the frame (allocated by the BSP for this CPU alone) holds the
     // revision id.
-    unsafe { VmxOn::enter(region) }.unwrap_or_else(|e| {
-        fatal::fail(
-            ErrorKind::VmEntryFailure,
-            format_args!("VMXON failed on host CPU {index}: {e}"),
-        )
-    })
+    unsafe { VmxOn::enter(region) }
+        .unwrap_or_else(|e| fatal::fail(ErrorKind::VmEntryFailure, format_args!("VMXON failed on host CPU {index}: {e}")))
 }
 
 /// Builds host CPU `index`'s vCPU on the published VM and runs it.
 fn run_vcpu(index: usize, vmx: &VmxOn) -> ! {
-    let s = SETUP
-        .get()
-        .expect("the BSP publishes the setup before the VM");
+    let s = SETUP.get().expect("the BSP publishes the setup before the VM");
     let vm = VM.get().expect("run_vcpu runs once the VM is published");
     let frame = VMX_FRAMES[index][1].load(SeqCst);
     // SAFETY: the VMCS frame holds the revision id and belongs to this CPU.
-    let vmcs = unsafe { vmx.load(frame) }.unwrap_or_else(|e| {
-        fatal::fail(
-            ErrorKind::VmEntryFailure,
-            format_args!("VMCLEAR/VMPTRLD failed on host CPU {index}: {e}"),
-        )
-    });
+    let vmcs = unsafe { vmx.load(frame) }
+        .unwrap_or_else(|e| fatal::fail(ErrorKind::VmEntryFailure, format_args!("VMCLEAR/VMPTRLD failed on host CPU {index}: {e}")));
     let paging = match s.ept {
         Some(map) => PagingBackend::Ept(EptPaging::new(map, &s.caps, s.maxphyaddr)),
         None => PagingBackend::Shadow,
@@ -224,8 +208,7 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     if let Some(fb) = boot.display() {
         // SAFETY: the boot loader described this display memory (or, on a
         // BIOS boot, it is the VGA text buffer); nothing else draws there.
-        match unsafe { DisplayMemory::new(fb.addr, fb.byte_len()) }.and_then(|m| Screen::new(m, fb))
-        {
+        match unsafe { DisplayMemory::new(fb.addr, fb.byte_len()) }.and_then(|m| Screen::new(m, fb)) {
             Ok(screen) => console::attach_screen(screen),
             Err(why) => log::warn!("no output on the display {fb:?}: {why}"),
         }
@@ -233,26 +216,15 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
 
     // Command line.
     let cmdline = boot.cmdline();
-    let config = Config::parse(cmdline, |w| {
-        log::warn!("unknown command-line word `{w}` ignored")
-    })
-    .unwrap_or_else(|e| {
-        fatal::fail(
-            ErrorKind::Unsupported,
-            format_args!("command line `{cmdline}`: {e}"),
-        )
-    });
+    let config = Config::parse(cmdline, |w| log::warn!("unknown command-line word `{w}` ignored"))
+        .unwrap_or_else(|e| fatal::fail(ErrorKind::Unsupported, format_args!("command line `{cmdline}`: {e}")));
     fatal::set_reboot_after(config.reboot_after);
     log::set_max_level(config.log);
     console::with_console(|c| {
         let _ = shared::line::write_hv_start(c, config.mmu.as_str());
         let _ = core::fmt::Write::write_str(c, "\n");
     });
-    log::info!(
-        "command line: `{cmdline}` ({}; ACPI RSDP {:x?})",
-        boot.protocol.as_str(),
-        boot.rsdp
-    );
+    log::info!("command line: `{cmdline}` ({}; ACPI RSDP {:x?})", boot.protocol.as_str(), boot.rsdp);
     for bug in hypervisor::mmu::inject::active() {
         log::warn!("this build has the deliberate MMU bug `{bug}` (cargo feature inject-{bug}): its results are not Quadrant's");
     }
@@ -271,10 +243,7 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
         ))
     };
     if module.end <= module.start {
-        bad_image(format_args!(
-            "the guest module is empty ({:#x}..{:#x})",
-            module.start, module.end
-        ));
+        bad_image(format_args!("the guest module is empty ({:#x}..{:#x})", module.start, module.end));
     }
     let guest_cmdline_full = module.cmdline();
     // SAFETY: GRUB/QEMU placed the module in RAM below 4 GiB; the physical
@@ -292,32 +261,19 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     }
     let image_range = (&raw const __load_start) as u64..(&raw const __image_end) as u64;
     // The boot information stays: `boot.rsdp` points into it.
-    let reserved = [
-        0..0x10_0000,
-        image_range,
-        module.start..module.end,
-        boot.info_range.clone(),
-    ];
+    let reserved = [0..0x10_0000, image_range, module.start..module.end, boot.info_range.clone()];
     let mut phys = PhysAllocator::new(available[..n].iter().cloned(), &reserved, 1 << 32);
-    log::info!(
-        "physical memory: {} MiB free below 4 GiB",
-        phys.total_free() >> 20
-    );
+    log::info!("physical memory: {} MiB free below 4 GiB", phys.total_free() >> 20);
     let mut take = |what: &str, size: u64, align: u64| {
-        phys.alloc(size, align).unwrap_or_else(|e| {
-            fatal::fail(
-                ErrorKind::Unsupported,
-                format_args!("cannot allocate {what}: {e}"),
-            )
-        })
+        phys.alloc(size, align)
+            .unwrap_or_else(|e| fatal::fail(ErrorKind::Unsupported, format_args!("cannot allocate {what}: {e}")))
     };
     let heap = take("the heap", HEAP_SIZE, FRAME);
     // SAFETY: the range was just carved out of free RAM for the heap alone.
     unsafe { HEAP.lock().init(heap as *mut u8, HEAP_SIZE as usize) };
     // The image is checked before any guest memory is committed, and
     // before VMX: a bad image is reported even where VMX is missing.
-    let plan = loader::parse(image)
-        .unwrap_or_else(|e| bad_image(format_args!("guest module `{guest_cmdline_full}`: {e}")));
+    let plan = loader::parse(image).unwrap_or_else(|e| bad_image(format_args!("guest module `{guest_cmdline_full}`: {e}")));
 
     // VMX (SDM Vol. 3C 24.6: discovering support; 24.7: enabling).
     let (_, _, ecx1, _) = cpu::cpuid(1, 0);
@@ -347,18 +303,10 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     let controls = if ept {
         // SDM Vol. 3C 25.6.2 (secondary controls), 29.3 (EPT); Vol. 3D A.10.
         let controls = setup::Controls::for_ept(&vmx_caps).unwrap_or_else(|e| {
-            fatal::fail(
-                ErrorKind::Unsupported,
-                format_args!(
-                    "mmu=ept needs EPT and unrestricted guest: {e}; use mmu=shadow on this CPU"
-                ),
-            )
+            fatal::fail(ErrorKind::Unsupported, format_args!("mmu=ept needs EPT and unrestricted guest: {e}; use mmu=shadow on this CPU"))
         });
         if let Some(missing) = ept::missing_capability(vmx_caps.ept_vpid) {
-            fatal::fail(
-                ErrorKind::Unsupported,
-                format_args!("mmu=ept: this CPU's EPT lacks {missing}; use mmu=shadow"),
-            );
+            fatal::fail(ErrorKind::Unsupported, format_args!("mmu=ept: this CPU's EPT lacks {missing}; use mmu=shadow"));
         }
         controls
     } else {
@@ -367,54 +315,28 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     };
 
     // The host CPUs: one vCPU each (SDM Vol. 3A 9.4: MP initialisation).
-    let bsp_apic = host_cpus::init_bsp().unwrap_or_else(|e| {
-        fatal::fail(
-            ErrorKind::Unsupported,
-            format_args!("the boot CPU's local APIC: {e}"),
-        )
-    });
+    let bsp_apic = host_cpus::init_bsp()
+        .unwrap_or_else(|e| fatal::fail(ErrorKind::Unsupported, format_args!("the boot CPU's local APIC: {e}")));
     let limit = config.cpus.unwrap_or(MAX_VCPUS);
     let ncpus = match shared::acpi::find_cpus(&Boot, boot.rsdp) {
         Ok(list) => {
             if list.dropped > 0 {
-                log::warn!(
-                    "{} processors beyond the first {MAX_VCPUS} are not used",
-                    list.dropped
-                );
+                log::warn!("{} processors beyond the first {MAX_VCPUS} are not used", list.dropped);
             }
             let n = host_cpus::choose(&list, bsp_apic, limit);
-            log::info!(
-                "host CPUs: {} found ({:?}), using {n}",
-                list.count,
-                list.source
-            );
+            log::info!("host CPUs: {} found ({:?}), using {n}", list.count, list.source);
             n
         }
         Err(e) => {
             log::warn!("no processor table ({e}): running one vCPU on the boot CPU");
-            host_cpus::choose(
-                &shared::acpi::CpuList {
-                    count: 0,
-                    ..single_cpu(bsp_apic)
-                },
-                bsp_apic,
-                1,
-            )
+            host_cpus::choose(&shared::acpi::CpuList { count: 0, ..single_cpu(bsp_apic) }, bsp_apic, 1)
         }
     };
 
     let ram_base = take("guest RAM (lower guest_ram=)", config.guest_ram, 2 << 20);
     let fixed_base = take("VMX frames", 2 * ncpus as u64 * FRAME, FRAME);
     let paging_frames = if ept { EPT_FRAMES } else { SHADOW_FRAMES };
-    let paging_base = take(
-        if ept {
-            "EPT frames"
-        } else {
-            "shadow page frames"
-        },
-        paging_frames as u64 * FRAME,
-        FRAME,
-    );
+    let paging_base = take(if ept { "EPT frames" } else { "shadow page frames" }, paging_frames as u64 * FRAME, FRAME);
     let ap_stacks = take("AP stacks", AP_STACK * (ncpus as u64 - 1).max(1), FRAME);
     // SAFETY: each range was allocated once above, below 4 GiB, and is
     // owned by the object built from it for the rest of the run.
@@ -434,30 +356,15 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     );
 
     // Load the guest and build its Multiboot information and ACPI tables.
-    let reserved_gpa = [
-        GUEST_INFO_GPA..GUEST_INFO_GPA + GUEST_INFO_SIZE as u64,
-        VM86_TSS_GPA..0x10_0000,
-    ];
+    let reserved_gpa = [GUEST_INFO_GPA..GUEST_INFO_GPA + GUEST_INFO_SIZE as u64, VM86_TSS_GPA..0x10_0000];
     plan.validate(config.guest_ram, &reserved_gpa)
         .unwrap_or_else(|e| bad_image(format_args!("guest module `{guest_cmdline_full}`: {e}")));
     plan.load(image, &mut LoadTarget(&ram))
         .unwrap_or_else(|e| bad_image(format_args!("guest module `{guest_cmdline_full}`: {e}")));
     let guest_mmap = [
-        MmapEntry {
-            base: 0,
-            len: VM86_TSS_GPA,
-            kind: multiboot::MMAP_AVAILABLE,
-        },
-        MmapEntry {
-            base: VM86_TSS_GPA,
-            len: 0x10_0000 - VM86_TSS_GPA,
-            kind: multiboot::MMAP_RESERVED,
-        },
-        MmapEntry {
-            base: 0x10_0000,
-            len: config.guest_ram - 0x10_0000,
-            kind: multiboot::MMAP_AVAILABLE,
-        },
+        MmapEntry { base: 0, len: VM86_TSS_GPA, kind: multiboot::MMAP_AVAILABLE },
+        MmapEntry { base: VM86_TSS_GPA, len: 0x10_0000 - VM86_TSS_GPA, kind: multiboot::MMAP_RESERVED },
+        MmapEntry { base: 0x10_0000, len: config.guest_ram - 0x10_0000, kind: multiboot::MMAP_AVAILABLE },
     ];
     let mut info_block = [0u8; GUEST_INFO_SIZE];
     let used = multiboot::build(
@@ -469,46 +376,23 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
         guest_cmdline_full,
         "Quadrant hypervisor",
     )
-    .unwrap_or_else(|e| {
-        bad_image(format_args!(
-            "the guest command line does not fit the information block: {e:?}"
-        ))
-    });
+    .unwrap_or_else(|e| bad_image(format_args!("the guest command line does not fit the information block: {e:?}")));
     ram.write(GUEST_INFO_GPA, &info_block[..used]);
     // The vm86 TSS: zero (no redirection: INT n uses the real-mode IVT), I/O
     // map base at the limit (no port permitted).
     ram.zero(VM86_TSS_GPA, 4096);
-    ram.write(
-        VM86_TSS_GPA + vcpu::TSS_IOMAP_BASE,
-        &(vcpu::VM86_TSS_LIMIT as u16).to_le_bytes(),
-    );
+    ram.write(VM86_TSS_GPA + vcpu::TSS_IOMAP_BASE, &(vcpu::VM86_TSS_LIMIT as u16).to_le_bytes());
     // One Processor Local APIC entry per vCPU, with the host CPU's APIC ID.
     let mut apic_ids = [0u32; MAX_VCPUS];
     for (slot, id) in apic_ids.iter_mut().zip(host_cpus::ids()) {
         *slot = id;
     }
     let mut acpi = [0u8; shared::acpi::guest_tables_len(MAX_VCPUS)];
-    let acpi_len = shared::acpi::build_guest_tables(
-        &mut acpi,
-        GUEST_ACPI_GPA,
-        &apic_ids[..ncpus],
-        shared::acpi::LAPIC_DEFAULT_BASE as u32,
-    )
-    .unwrap_or_else(|| {
-        fatal::fail(
-            ErrorKind::Unsupported,
-            format_args!(
-                "the host APIC IDs {:?} do not fit an xAPIC MADT",
-                &apic_ids[..ncpus]
-            ),
-        )
-    });
+    let acpi_len =
+        shared::acpi::build_guest_tables(&mut acpi, GUEST_ACPI_GPA, &apic_ids[..ncpus], shared::acpi::LAPIC_DEFAULT_BASE as u32)
+            .unwrap_or_else(|| fatal::fail(ErrorKind::Unsupported, format_args!("the host APIC IDs {:?} do not fit an xAPIC MADT", &apic_ids[..ncpus])));
     ram.write(GUEST_ACPI_GPA, &acpi[..acpi_len]);
-    log::info!(
-        "guest `{guest_cmdline_full}` loaded ({:?}, entry {:#x})",
-        plan.kind,
-        plan.entry
-    );
+    log::info!("guest `{guest_cmdline_full}` loaded ({:?}, entry {:#x})", plan.kind, plan.entry);
 
     // Each CPU's VMXON region and VMCS, holding the revision id.
     let revision = (vmx_caps.basic & 0x7fff_ffff) as u32;
@@ -527,79 +411,40 @@ extern "C" fn quadrant_kernel_main(magic: u32, info_addr: u32) -> ! {
     };
     let (ept_map, mmu) = if ept {
         let mut pool = paging_pool;
-        let map = ept::build_identity(&mut pool, ram.base_hpa(), ram.size()).unwrap_or_else(|e| {
-            fatal::fail(
-                ErrorKind::Unsupported,
-                format_args!("mmu=ept: the identity EPT cannot be built: {e}"),
-            )
-        });
-        log::info!(
-            "identity EPT: guest-physical 0..{:#x} in 2 MiB WB leaves, {} tables, EPTP {:#x}",
-            map.size,
-            map.tables,
-            map.eptp
-        );
+        let map = ept::build_identity(&mut pool, ram.base_hpa(), ram.size())
+            .unwrap_or_else(|e| fatal::fail(ErrorKind::Unsupported, format_args!("mmu=ept: the identity EPT cannot be built: {e}")));
+        log::info!("identity EPT: guest-physical 0..{:#x} in 2 MiB WB leaves, {} tables, EPTP {:#x}", map.size, map.tables, map.eptp);
         (Some(map), None)
     } else {
-        let mmu_config = MmuConfig {
-            maxphyaddr,
-            cache: config.cache,
-            ..MmuConfig::new(SHADOW_FRAMES)
-        };
+        let mmu_config = MmuConfig { maxphyaddr, cache: config.cache, ..MmuConfig::new(SHADOW_FRAMES) };
         if !config.cache {
             log::warn!("cache=0: every shadow page is dropped at each guest CR3 load (the behaviour before the cache)");
         }
-        let mut cache =
-            ShadowCache::new(mmu_config, ShadowPool::new(paging_pool, &ram, remote_flush))
-                .unwrap_or_else(|e| {
-                    fatal::hypervisor_fault(format_args!(
-                        "the shadow page pool cannot be built: {e:?}"
-                    ))
-                });
+        let mut cache = ShadowCache::new(mmu_config, ShadowPool::new(paging_pool, &ram, remote_flush))
+            .unwrap_or_else(|e| fatal::hypervisor_fault(format_args!("the shadow page pool cannot be built: {e:?}")));
         let mut vcpus = [const { None }; MAX_VCPUS];
         for (id, slot) in vcpus[..ncpus].iter_mut().enumerate() {
-            let (vmmu, flush) = cache.add_vcpu(id as u32).unwrap_or_else(|e| {
-                fatal::hypervisor_fault(format_args!("no shadow root for vCPU {id}: {e:?}"))
-            });
+            let (vmmu, flush) = cache
+                .add_vcpu(id as u32)
+                .unwrap_or_else(|e| fatal::hypervisor_fault(format_args!("no shadow root for vCPU {id}: {e:?}")));
             flush.done();
             *slot = Some(vmmu);
         }
         (None, Some(MmuLock::new(MmuState { cache, vcpus })))
     };
-    let start = setup::GuestStart {
-        rip: plan.entry as u64,
-        info: GUEST_INFO_GPA,
-        vm86_tss: VM86_TSS_GPA,
-    };
-    SETUP.call_once(|| Setup {
-        caps: vmx_caps,
-        controls,
-        ept: ept_map,
-        maxphyaddr,
-        start,
-    });
+    let start = setup::GuestStart { rip: plan.entry as u64, info: GUEST_INFO_GPA, vm86_tss: VM86_TSS_GPA };
+    SETUP.call_once(|| Setup { caps: vmx_caps, controls, ept: ept_map, maxphyaddr, start });
 
     // The APs come up and do VMXON; they wait for the VM to be published.
     if ncpus > 1 {
-        let page = trampoline_page(&available[..n]).unwrap_or_else(|| {
-            fatal::fail(
-                ErrorKind::Unsupported,
-                format_args!("no free page below 1 MiB for the AP start-up code"),
-            )
-        });
+        let page = trampoline_page(&available[..n])
+            .unwrap_or_else(|| fatal::fail(ErrorKind::Unsupported, format_args!("no free page below 1 MiB for the AP start-up code")));
         // SAFETY: the page is free RAM below 1 MiB (the Multiboot
         // information was read out already) and the stacks were allocated
         // for the APs alone.
-        unsafe { host_cpus::start_aps(page, ap_stacks, AP_STACK) }.unwrap_or_else(|e| {
-            fatal::fail(
-                ErrorKind::Unsupported,
-                format_args!("starting the host CPUs: {e}"),
-            )
-        });
-        log::info!(
-            "{} application processors started (trampoline at {page:#x})",
-            ncpus - 1
-        );
+        unsafe { host_cpus::start_aps(page, ap_stacks, AP_STACK) }
+            .unwrap_or_else(|e| fatal::fail(ErrorKind::Unsupported, format_args!("starting the host CPUs: {e}")));
+        log::info!("{} application processors started (trampoline at {page:#x})", ncpus - 1);
     }
     let vmx = vmx_on_this_cpu(&vmx_caps, 0);
     VM.call_once(|| Vm::new(ram, mmu, host_cpus::HOST_OPS, config, &apic_ids[..ncpus]));

@@ -206,12 +206,7 @@ impl MmuState {
     /// The cache and vCPU `id`'s state, borrowed together.
     pub fn split(&mut self, id: usize) -> (&mut ShadowCache<ShadowPool>, &mut VcpuMmu) {
         let MmuState { cache, vcpus } = self;
-        (
-            cache,
-            vcpus[id]
-                .as_mut()
-                .expect("the vCPU was registered with the cache"),
-        )
+        (cache, vcpus[id].as_mut().expect("the vCPU was registered with the cache"))
     }
 }
 
@@ -239,16 +234,13 @@ impl MmuLock {
 
     /// Takes the lock, counting contention.
     pub fn lock(&self) -> spin::MutexGuard<'_, MmuState> {
-        self.acquisitions
-            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        self.acquisitions.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         if let Some(g) = self.inner.try_lock() {
             return g;
         }
-        self.contended
-            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+        self.contended.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         loop {
-            self.spins
-                .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            self.spins.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
             core::hint::spin_loop();
             if let Some(g) = self.inner.try_lock() {
                 return g;
@@ -304,10 +296,7 @@ pub struct Vm {
 
 impl core::fmt::Debug for Vm {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Vm")
-            .field("count", &self.count)
-            .field("config", &self.config)
-            .finish_non_exhaustive()
+        f.debug_struct("Vm").field("count", &self.count).field("config", &self.config).finish_non_exhaustive()
     }
 }
 
@@ -327,13 +316,7 @@ pub fn mask_bits(m: VcpuMask) -> impl Iterator<Item = usize> {
 
 impl Vm {
     /// A VM with `apic_ids.len()` vCPUs (vCPU 0 the bootstrap processor).
-    pub fn new(
-        ram: GuestRam,
-        mmu: Option<MmuLock>,
-        host: HostOps,
-        config: Config,
-        apic_ids: &[u32],
-    ) -> Self {
+    pub fn new(ram: GuestRam, mmu: Option<MmuLock>, host: HostOps, config: Config, apic_ids: &[u32]) -> Self {
         let vm = Vm {
             ram,
             mmu,
@@ -351,11 +334,7 @@ impl Vm {
             let v = &vm.vcpus[i];
             v.present.store(true, SeqCst);
             v.apic_id.store(id, SeqCst);
-            let state = if i == 0 {
-                RunState::Running
-            } else {
-                RunState::WaitForSipi
-            };
+            let state = if i == 0 { RunState::Running } else { RunState::WaitForSipi };
             v.state.store(state as u8, SeqCst);
         }
         vm
@@ -397,10 +376,7 @@ impl Vm {
             // Done once it exited, or began a new entry (which flushes
             // before any guest instruction runs; the kick may then have
             // landed in VMX root operation, before the entry).
-            while v.in_guest.load(SeqCst)
-                && v.exits.load(SeqCst) == exits
-                && v.entries.load(SeqCst) == entries
-            {
+            while v.in_guest.load(SeqCst) && v.exits.load(SeqCst) == exits && v.entries.load(SeqCst) == entries {
                 core::hint::spin_loop();
             }
         }
@@ -456,9 +432,7 @@ impl Vm {
                 DeliveryMode::StartUp => {
                     // Accepted while waiting for SIPI, or with an INIT the
                     // target has not acted on yet (it will wait first).
-                    if v.state() != RunState::WaitForSipi
-                        && v.requests.load(SeqCst) & req::INIT == 0
-                    {
+                    if v.state() != RunState::WaitForSipi && v.requests.load(SeqCst) & req::INIT == 0 {
                         continue;
                     }
                     v.sipi_vector.store(u32::from(icr.vector), SeqCst);
@@ -520,10 +494,7 @@ impl Vm {
         self.sum_by_reason(|v| &v.exit_cycles)
     }
 
-    fn sum_by_reason(
-        &self,
-        of: impl Fn(&VcpuShared) -> &[AtomicU64; EXIT_REASONS],
-    ) -> [u64; EXIT_REASONS] {
+    fn sum_by_reason(&self, of: impl Fn(&VcpuShared) -> &[AtomicU64; EXIT_REASONS]) -> [u64; EXIT_REASONS] {
         let mut t = [0u64; EXIT_REASONS];
         for v in &self.vcpus[..self.count] {
             for (i, n) in of(v).iter().enumerate() {
@@ -559,12 +530,7 @@ mod tests {
     fn vm(n: usize) -> Vm {
         // SAFETY: never dereferenced: these tests touch no guest memory.
         let ram = unsafe { GuestRam::new(0, 0) };
-        let host = HostOps {
-            this_cpu,
-            kick,
-            eoi: nop,
-            idle: nop,
-        };
+        let host = HostOps { this_cpu, kick, eoi: nop, idle: nop };
         let ids: std::vec::Vec<u32> = (0..n as u32).collect();
         Vm::new(ram, None, host, Config::default(), &ids)
     }
@@ -573,30 +539,20 @@ mod tests {
     fn start_up_sequence() {
         let vm = vm(3);
         assert_eq!(vm.vcpus[1].state(), RunState::WaitForSipi);
-        let all_but_self = Icr {
-            shorthand: shared::apic::Shorthand::AllExcludingSelf,
-            ..Icr::init(0)
-        };
+        let all_but_self = Icr { shorthand: shared::apic::Shorthand::AllExcludingSelf, ..Icr::init(0) };
         vm.deliver_ipi(0, all_but_self, false).unwrap();
         assert_eq!(vm.vcpus[1].requests.load(SeqCst) & req::INIT, req::INIT);
         assert_eq!(vm.vcpus[0].requests.load(SeqCst), 0, "not to the sender");
         vm.deliver_ipi(0, Icr::startup(0x9a, 2), false).unwrap();
         assert_eq!(vm.vcpus[2].requests.load(SeqCst) & req::SIPI, req::SIPI);
         assert_eq!(vm.vcpus[2].sipi_vector.load(SeqCst), 0x9a);
-        assert_eq!(
-            vm.vcpus[1].requests.load(SeqCst) & req::SIPI,
-            0,
-            "physical destination 2 only"
-        );
+        assert_eq!(vm.vcpus[1].requests.load(SeqCst) & req::SIPI, 0, "physical destination 2 only");
         // A running vCPU ignores SIPI.
         vm.vcpus[2].state.store(RunState::Running as u8, SeqCst);
         vm.vcpus[2].requests.store(0, SeqCst);
         vm.deliver_ipi(0, Icr::startup(0x9a, 2), false).unwrap();
         assert_eq!(vm.vcpus[2].requests.load(SeqCst), 0);
-        assert_eq!(
-            vm.deliver_ipi(1, Icr::init(0), false),
-            Err(IpiError::InitToBsp)
-        );
+        assert_eq!(vm.deliver_ipi(1, Icr::init(0), false), Err(IpiError::InitToBsp));
     }
 
     #[test]
@@ -611,14 +567,7 @@ mod tests {
         vm.vcpus[1].clear_irr(0x40);
         assert!(vm.deadlocked());
         assert!(matches!(
-            vm.deliver_ipi(
-                0,
-                Icr {
-                    delivery: DeliveryMode::Smi,
-                    ..Icr::fixed(0, 1)
-                },
-                false
-            ),
+            vm.deliver_ipi(0, Icr { delivery: DeliveryMode::Smi, ..Icr::fixed(0, 1) }, false),
             Err(IpiError::Unsupported("SMI"))
         ));
     }

@@ -23,8 +23,7 @@
 
 use hypervisor::mmu::host::{TestFrames, TestMem};
 use hypervisor::mmu::{
-    FaultOutcome, GuestMode, MmuConfig, ShadowCache, VcpuMmu, CR0_PE, CR0_PG, CR0_WP, CR4_PAE,
-    EFER_LME, EFER_NXE,
+    FaultOutcome, GuestMode, MmuConfig, ShadowCache, VcpuMmu, CR0_PE, CR0_PG, CR0_WP, CR4_PAE, EFER_LME, EFER_NXE,
 };
 
 /// An operation of the MMU core.
@@ -44,13 +43,7 @@ pub enum Op {
 
 impl Op {
     /// Every operation.
-    pub const ALL: [Op; 5] = [
-        Op::FaultFill,
-        Op::Cr3Hit,
-        Op::Cr3Miss,
-        Op::PtWrite,
-        Op::Recycle,
-    ];
+    pub const ALL: [Op; 5] = [Op::FaultFill, Op::Cr3Hit, Op::Cr3Miss, Op::PtWrite, Op::Recycle];
 
     /// The name in benchmark ids and reports.
     pub const fn name(self) -> &'static str {
@@ -126,36 +119,17 @@ impl Scenario {
             }
         }
         let frames = TestFrames::new(pool, mem.ram.len() as u64);
-        let config = MmuConfig {
-            cache,
-            ..MmuConfig::new(pool)
-        };
+        let config = MmuConfig { cache, ..MmuConfig::new(pool) };
         let mut cache = ShadowCache::new(config, frames).expect("the pool");
         let (mut vcpu, f) = cache.add_vcpu(0).expect("a vCPU");
         f.done();
+        cache.load_cr3(&mut vcpu, &mem, pml4(0)).expect("CR3").done();
         cache
-            .load_cr3(&mut vcpu, &mem, pml4(0))
-            .expect("CR3")
-            .done();
-        cache
-            .set_paging_mode(
-                &mut vcpu,
-                &mem,
-                CR0_PE | CR0_PG | CR0_WP,
-                CR4_PAE,
-                EFER_LME | EFER_NXE,
-            )
+            .set_paging_mode(&mut vcpu, &mem, CR0_PE | CR0_PG | CR0_WP, CR4_PAE, EFER_LME | EFER_NXE)
             .expect("long mode")
             .done();
         assert_eq!(vcpu.mode(), GuestMode::Long);
-        let mut s = Scenario {
-            cache,
-            vcpu,
-            mem,
-            op,
-            spaces,
-            i: 0,
-        };
+        let mut s = Scenario { cache, vcpu, mem, op, spaces, i: 0 };
         // Warm up: both spaces (all of them for `recycle`) loaded and every
         // page of space 0 touched.
         for sp in (1..spaces).chain([0]) {
@@ -169,17 +143,11 @@ impl Scenario {
     }
 
     fn load(&mut self, space: u64) {
-        self.cache
-            .load_cr3(&mut self.vcpu, &self.mem, pml4(space))
-            .expect("CR3")
-            .done();
+        self.cache.load_cr3(&mut self.vcpu, &self.mem, pml4(space)).expect("CR3").done();
     }
 
     fn fault(&mut self, gva: u64, error_code: u32) {
-        match self
-            .cache
-            .page_fault(&mut self.vcpu, &mut self.mem, gva, error_code)
-        {
+        match self.cache.page_fault(&mut self.vcpu, &mut self.mem, gva, error_code) {
             FaultOutcome::Fixed { flush } => flush.done(),
             o => panic!("#PF at {gva:#x}: {o:?}"),
         }
@@ -212,9 +180,7 @@ impl Scenario {
             Op::Cr3Hit | Op::Cr3Miss => self.load((i + 1) % 2),
             Op::PtWrite => {
                 let v = ((DATA + (i * 7) % PAGES) << 12) | FLAGS;
-                self.cache
-                    .guest_pt_write(&mut self.vcpu, &mut self.mem, pte(0, i % PAGES), 8, v)
-                    .done();
+                self.cache.guest_pt_write(&mut self.vcpu, &mut self.mem, pte(0, i % PAGES), 8, v).done();
             }
             Op::Recycle => {
                 self.load((i + 1) % self.spaces);
@@ -234,14 +200,7 @@ mod tests {
         let mut s = Scenario::new(op, cache);
         let st = |s: &Scenario| {
             let t = s.cache.stats();
-            [
-                t.created,
-                t.cr3_hits,
-                t.cr3_misses,
-                t.recycles,
-                t.pt_writes,
-                t.page_faults,
-            ]
+            [t.created, t.cr3_hits, t.cr3_misses, t.recycles, t.pt_writes, t.page_faults]
         };
         let a = st(&s);
         for _ in 0..n {
@@ -269,15 +228,8 @@ mod tests {
         // recycle: misses and recycling with the cache.
         let [created, hits, misses, recycles, _, _] = run(Op::Recycle, true, 64);
         assert_eq!((hits, misses), (0, 64));
-        assert!(
-            created >= 64 * 4 && recycles >= 64 * 3,
-            "{created} {recycles}"
-        );
-        assert_eq!(
-            run(Op::Recycle, false, 64)[3],
-            0,
-            "without the cache nothing is left to recycle"
-        );
+        assert!(created >= 64 * 4 && recycles >= 64 * 3, "{created} {recycles}");
+        assert_eq!(run(Op::Recycle, false, 64)[3], 0, "without the cache nothing is left to recycle");
     }
 
     #[test]

@@ -48,13 +48,7 @@ impl CpuList {
     }
 
     fn empty(source: CpuSource, lapic_base: u64) -> Self {
-        CpuList {
-            apic_ids: [0; MAX_CPUS],
-            count: 0,
-            dropped: 0,
-            lapic_base,
-            source,
-        }
+        CpuList { apic_ids: [0; MAX_CPUS], count: 0, dropped: 0, lapic_base, source }
     }
 
     fn push(&mut self, id: u32) {
@@ -86,14 +80,8 @@ pub enum AcpiError {
 impl core::fmt::Display for AcpiError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
-            AcpiError::NoTables => write!(
-                f,
-                "no ACPI RSDP and no MP floating pointer in the EBDA or 0xE0000-0xFFFFF"
-            ),
-            AcpiError::BadTable(a) => write!(
-                f,
-                "the table at {a:#x} has a bad signature, length or checksum"
-            ),
+            AcpiError::NoTables => write!(f, "no ACPI RSDP and no MP floating pointer in the EBDA or 0xE0000-0xFFFFF"),
+            AcpiError::BadTable(a) => write!(f, "the table at {a:#x} has a bad signature, length or checksum"),
             AcpiError::NoMadt => write!(f, "the ACPI RSDT/XSDT lists no MADT (\"APIC\") table"),
             AcpiError::NoProcessors => write!(f, "the processor table lists no enabled processor"),
         }
@@ -136,20 +124,11 @@ fn checksum_ok(m: &dyn PhysRead, addr: u64, len: usize) -> bool {
 /// (MP spec 4), and 0xE0000-0xFFFFF (ACPI 5.2.5.1).
 fn search_areas(m: &dyn PhysRead) -> [(u64, u64); 3] {
     let ebda = read::<2>(m, 0x40e).map_or(0, |b| u64::from(u16::from_le_bytes(b)) << 4);
-    let ebda_area = if (0x8_0000..0xA_0000).contains(&ebda) {
-        (ebda, ebda + 1024)
-    } else {
-        (0, 0)
-    };
+    let ebda_area = if (0x8_0000..0xA_0000).contains(&ebda) { (ebda, ebda + 1024) } else { (0, 0) };
     [ebda_area, (0x9_FC00, 0xA_0000), (0xE_0000, 0x10_0000)]
 }
 
-fn scan(
-    m: &dyn PhysRead,
-    sig: &[u8; 8],
-    sig_len: usize,
-    valid: impl Fn(u64) -> bool,
-) -> Option<u64> {
+fn scan(m: &dyn PhysRead, sig: &[u8; 8], sig_len: usize, valid: impl Fn(u64) -> bool) -> Option<u64> {
     for (start, end) in search_areas(m) {
         let mut a = start;
         while a + 16 <= end {
@@ -175,11 +154,7 @@ pub fn rsdp_tables(m: &dyn PhysRead, addr: u64) -> Result<(u64, u64), AcpiError>
     }
     let rsdt = u64::from(u32_at(&b, 16));
     // Revision 2 and later: XSDT address, checked with the extended checksum.
-    let xsdt = if b[15] >= 2 && checksum_ok(m, addr, u32_at(&b, 20) as usize) {
-        u64_at(&b, 24)
-    } else {
-        0
-    };
+    let xsdt = if b[15] >= 2 && checksum_ok(m, addr, u32_at(&b, 20) as usize) { u64_at(&b, 24) } else { 0 };
     Ok((rsdt, xsdt))
 }
 
@@ -198,11 +173,7 @@ fn table_len(m: &dyn PhysRead, addr: u64, sig: &[u8; 4]) -> Result<usize, AcpiEr
 /// present) or the RSDT.
 pub fn find_table(m: &dyn PhysRead, rsdp: u64, sig: &[u8; 4]) -> Result<Option<u64>, AcpiError> {
     let (rsdt, xsdt) = rsdp_tables(m, rsdp)?;
-    let (root, root_sig, width) = if xsdt != 0 {
-        (xsdt, b"XSDT", 8)
-    } else {
-        (rsdt, b"RSDT", 4)
-    };
+    let (root, root_sig, width) = if xsdt != 0 { (xsdt, b"XSDT", 8) } else { (rsdt, b"RSDT", 4) };
     let len = table_len(m, root, root_sig)?;
     for i in 0..(len - 36) / width {
         let at = root + 36 + (i * width) as u64;
@@ -298,9 +269,7 @@ pub fn find_cpus(m: &dyn PhysRead, rsdp: Option<u64>) -> Result<CpuList, AcpiErr
     match acpi {
         Some(r) => r,
         None => match mp_cpus(m) {
-            Err(AcpiError::NoTables) if rsdp.is_some() || find_rsdp(m).is_some() => {
-                Err(AcpiError::NoMadt)
-            }
+            Err(AcpiError::NoTables) if rsdp.is_some() || find_rsdp(m).is_some() => Err(AcpiError::NoMadt),
             r => r,
         },
     }
@@ -337,17 +306,9 @@ fn header(t: &mut [u8], sig: &[u8; 4], revision: u8) {
 /// physical address `base` (16-byte aligned, inside 0xE0000-0xFFFFF so
 /// [`find_rsdp`] finds it). Returns the bytes used, or `None` when `buf` is
 /// too small or an ID does not fit the 8-bit xAPIC entry.
-pub fn build_guest_tables(
-    buf: &mut [u8],
-    base: u64,
-    apic_ids: &[u32],
-    lapic_base: u32,
-) -> Option<usize> {
+pub fn build_guest_tables(buf: &mut [u8], base: u64, apic_ids: &[u32], lapic_base: u32) -> Option<usize> {
     let len = guest_tables_len(apic_ids.len());
-    if buf.len() < len
-        || base > u64::from(u32::MAX) - len as u64
-        || apic_ids.iter().any(|&id| id > 0xfe)
-    {
+    if buf.len() < len || base > u64::from(u32::MAX) - len as u64 || apic_ids.iter().any(|&id| id > 0xfe) {
         return None;
     }
     let buf = &mut buf[..len];
@@ -393,10 +354,7 @@ mod tests {
     #[test]
     fn guest_tables_round_trip() {
         let mem = mem_with(0xE_0000, &[0, 1, 2, 3]);
-        let m = SliceMem {
-            base: 0,
-            bytes: &mem,
-        };
+        let m = SliceMem { base: 0, bytes: &mem };
         assert_eq!(find_rsdp(&m), Some(0xE_0000));
         let cpus = find_cpus(&m, None).unwrap();
         assert_eq!(cpus.ids(), &[0, 1, 2, 3]);
@@ -410,21 +368,12 @@ mod tests {
         let mut mem = mem_with(0xE_0100, &[0, 1]);
         // Corrupt one MADT byte: its checksum no longer holds.
         mem[0xE_0100 + GUEST_MADT + 44 + 3] ^= 0x40;
-        let m = SliceMem {
-            base: 0,
-            bytes: &mem,
-        };
-        assert_eq!(
-            find_cpus(&m, None),
-            Err(AcpiError::BadTable(0xE_0100 + GUEST_MADT as u64))
-        );
+        let m = SliceMem { base: 0, bytes: &mem };
+        assert_eq!(find_cpus(&m, None), Err(AcpiError::BadTable(0xE_0100 + GUEST_MADT as u64)));
         // A corrupt RSDP is not found at all.
         let mut mem = mem_with(0xE_0100, &[0, 1]);
         mem[0xE_0100 + 16] ^= 1;
-        let m = SliceMem {
-            base: 0,
-            bytes: &mem,
-        };
+        let m = SliceMem { base: 0, bytes: &mem };
         assert_eq!(find_rsdp(&m), None);
         assert_eq!(find_cpus(&m, None), Err(AcpiError::NoTables));
     }
@@ -437,24 +386,15 @@ mod tests {
         mem[madt + 44 + 8 + 4] = 0;
         let len = u32_at(&mem, madt + 4) as usize;
         set_checksum(&mut mem[madt..madt + len], 9);
-        let m = SliceMem {
-            base: 0,
-            bytes: &mem,
-        };
+        let m = SliceMem { base: 0, bytes: &mem };
         assert_eq!(find_cpus(&m, None).unwrap().ids(), &[0, 2]);
     }
 
     #[test]
     fn tables_too_many_or_too_wide_are_refused() {
         let mut buf = [0u8; 0x200];
-        assert_eq!(
-            build_guest_tables(&mut buf, 0xE_0000, &[0x100], 0xFEE0_0000),
-            None
-        );
-        assert_eq!(
-            build_guest_tables(&mut buf[..0x40], 0xE_0000, &[0], 0xFEE0_0000),
-            None
-        );
+        assert_eq!(build_guest_tables(&mut buf, 0xE_0000, &[0x100], 0xFEE0_0000), None);
+        assert_eq!(build_guest_tables(&mut buf[..0x40], 0xE_0000, &[0], 0xFEE0_0000), None);
     }
 
     /// An MP floating pointer + configuration table with processors `ids`
@@ -478,11 +418,7 @@ mod tests {
             let e = &mut t[44 + 20 * i..64 + 20 * i];
             e[0] = 0;
             e[1] = id;
-            e[3] = if disable_last && i == ids.len() - 1 {
-                0
-            } else {
-                1
-            } | if i == 0 { 2 } else { 0 };
+            e[3] = if disable_last && i == ids.len() - 1 { 0 } else { 1 } | if i == 0 { 2 } else { 0 };
         }
         // One bus entry after the processors.
         t[44 + 20 * ids.len()] = 1;
@@ -493,10 +429,7 @@ mod tests {
     #[test]
     fn mp_table_when_there_is_no_acpi() {
         let mem = mp_mem(&[0, 1, 5], true);
-        let m = SliceMem {
-            base: 0,
-            bytes: &mem,
-        };
+        let m = SliceMem { base: 0, bytes: &mem };
         let cpus = find_cpus(&m, None).unwrap();
         assert_eq!(cpus.ids(), &[0, 1]);
         assert_eq!(cpus.source, CpuSource::MpTable);
@@ -505,10 +438,7 @@ mod tests {
     #[test]
     fn nothing_at_all() {
         let mem = std::vec![0u8; 0x10_0000];
-        let m = SliceMem {
-            base: 0,
-            bytes: &mem,
-        };
+        let m = SliceMem { base: 0, bytes: &mem };
         assert_eq!(find_cpus(&m, None), Err(AcpiError::NoTables));
     }
 
@@ -516,10 +446,7 @@ mod tests {
     fn more_cpus_than_max_are_counted_as_dropped() {
         let ids: std::vec::Vec<u32> = (0..20).collect();
         let mem = mem_with(0xE_0000, &ids);
-        let m = SliceMem {
-            base: 0,
-            bytes: &mem,
-        };
+        let m = SliceMem { base: 0, bytes: &mem };
         let cpus = find_cpus(&m, None).unwrap();
         assert_eq!(cpus.count, MAX_CPUS);
         assert_eq!(cpus.dropped, 4);

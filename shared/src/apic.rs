@@ -172,27 +172,17 @@ impl Icr {
 
     /// INIT (level assert) to physical destination `dest` (SDM Vol. 3A 9.4.4.1).
     pub const fn init(dest: u32) -> Icr {
-        Icr {
-            delivery: DeliveryMode::Init,
-            vector: 0,
-            ..Icr::fixed(0, dest)
-        }
+        Icr { delivery: DeliveryMode::Init, vector: 0, ..Icr::fixed(0, dest) }
     }
 
     /// NMI (the vector is ignored) to physical destination `dest`.
     pub const fn nmi(dest: u32) -> Icr {
-        Icr {
-            delivery: DeliveryMode::Nmi,
-            ..Icr::fixed(0, dest)
-        }
+        Icr { delivery: DeliveryMode::Nmi, ..Icr::fixed(0, dest) }
     }
 
     /// Start-up IPI with start page `page` (start address `page << 12`).
     pub const fn startup(page: u8, dest: u32) -> Icr {
-        Icr {
-            delivery: DeliveryMode::StartUp,
-            ..Icr::fixed(page, dest)
-        }
+        Icr { delivery: DeliveryMode::StartUp, ..Icr::fixed(page, dest) }
     }
 
     /// INIT level de-assert, the obsolete broadcast of the MP specification
@@ -272,16 +262,10 @@ mod tests {
         assert: bool,
     ) {
         let icr = Icr::from_xapic(low, 3 << 24);
-        assert_eq!(
-            (icr.delivery, icr.shorthand, icr.vector, icr.level_assert),
-            (mode, sh, vector, assert)
-        );
+        assert_eq!((icr.delivery, icr.shorthand, icr.vector, icr.level_assert), (mode, sh, vector, assert));
         assert_eq!(icr.dest, 3);
         assert_eq!(icr.to_xapic(), (low, 3 << 24));
-        assert_eq!(
-            icr.is_init_deassert(),
-            mode == DeliveryMode::Init && !assert
-        );
+        assert_eq!(icr.is_init_deassert(), mode == DeliveryMode::Init && !assert);
     }
 
     #[test]
@@ -290,10 +274,7 @@ mod tests {
         assert_eq!(Icr::from_x2apic(icr.to_x2apic()), icr);
         assert_eq!(icr.to_x2apic() >> 32, 0x1_0203);
         // xAPIC keeps only 8 destination bits.
-        assert_eq!(
-            Icr::from_xapic(icr.to_xapic().0, icr.to_xapic().1).dest,
-            0x03
-        );
+        assert_eq!(Icr::from_xapic(icr.to_xapic().0, icr.to_xapic().1).dest, 0x03);
         assert_eq!(Icr::init(2).to_xapic(), (0x4500, 2 << 24));
         assert_eq!(Icr::startup(0x9a, 1).to_xapic(), (0x469a, 1 << 24));
     }

@@ -209,12 +209,8 @@ impl BenchCounters {
             mmu: MmuCounters::from_values(mmu),
             exits: after.exits.wrapping_sub(self.exits).saturating_sub(1),
             hv_cycles: after.hv_cycles.wrapping_sub(self.hv_cycles),
-            exits_by_reason: core::array::from_fn(|r| {
-                after.exits_by_reason[r].wrapping_sub(self.exits_by_reason[r])
-            }),
-            cycles_by_reason: core::array::from_fn(|r| {
-                after.cycles_by_reason[r].wrapping_sub(self.cycles_by_reason[r])
-            }),
+            exits_by_reason: core::array::from_fn(|r| after.exits_by_reason[r].wrapping_sub(self.exits_by_reason[r])),
+            cycles_by_reason: core::array::from_fn(|r| after.cycles_by_reason[r].wrapping_sub(self.cycles_by_reason[r])),
         };
         d.exits_by_reason[EXIT_VMCALL] = d.exits_by_reason[EXIT_VMCALL].saturating_sub(1);
         d
@@ -224,9 +220,7 @@ impl BenchCounters {
     /// hypercall inside their loops; the VMCALL row holds the snapshots').
     pub fn without_vmcall(&self) -> (u64, u64) {
         let exits = self.exits - self.exits_by_reason[EXIT_VMCALL].min(self.exits);
-        let cycles = self
-            .hv_cycles
-            .saturating_sub(self.cycles_by_reason[EXIT_VMCALL]);
+        let cycles = self.hv_cycles.saturating_sub(self.cycles_by_reason[EXIT_VMCALL]);
         (exits, cycles)
     }
 }
@@ -237,11 +231,7 @@ mod tests {
 
     #[test]
     fn round_trip_and_size() {
-        let mut c = BenchCounters {
-            exits: 99,
-            hv_cycles: 12345,
-            ..Default::default()
-        };
+        let mut c = BenchCounters { exits: 99, hv_cycles: 12345, ..Default::default() };
         c.mmu.cr3_hits = 7;
         c.mmu.recycles = 3;
         c.exits_by_reason[28] = 80;
@@ -255,11 +245,7 @@ mod tests {
 
     #[test]
     fn delta_drops_the_closing_hypercall() {
-        let mut a = BenchCounters {
-            exits: 10,
-            hv_cycles: 1000,
-            ..Default::default()
-        };
+        let mut a = BenchCounters { exits: 10, hv_cycles: 1000, ..Default::default() };
         a.exits_by_reason[EXIT_VMCALL] = 4;
         a.cycles_by_reason[EXIT_VMCALL] = 400;
         a.mmu.live = 50;
@@ -274,14 +260,7 @@ mod tests {
         b.cycles_by_reason[EXIT_VMCALL] += 90;
         b.mmu.live = 48;
         let d = a.delta(&b);
-        assert_eq!(
-            (
-                d.exits,
-                d.exits_by_reason[28],
-                d.exits_by_reason[EXIT_VMCALL]
-            ),
-            (16, 16, 0)
-        );
+        assert_eq!((d.exits, d.exits_by_reason[28], d.exits_by_reason[EXIT_VMCALL]), (16, 16, 0));
         assert_eq!((d.mmu.created, d.mmu.live), (0, 48));
         assert_eq!(d.without_vmcall(), (16, 1600));
     }

@@ -90,12 +90,7 @@ impl fmt::Display for RoleValue {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "g{} L{} q{} ", self.glevels, self.level, self.quadrant)?;
         write_access(f, self.access)?;
-        write!(
-            f,
-            " wp={} nx={}",
-            u8::from(self.cr0_wp),
-            u8::from(self.efer_nx)
-        )?;
+        write!(f, " wp={} nx={}", u8::from(self.cr0_wp), u8::from(self.efer_nx))?;
         if self.metaphysical {
             f.write_str(" meta")?;
         }
@@ -127,10 +122,7 @@ pub fn parse_access(s: &str) -> Option<u8> {
         return None;
     }
     let mut access = 0;
-    for (i, (bit, ch)) in [(ACCESS_U, b'u'), (ACCESS_W, b'w'), (ACCESS_X, b'x')]
-        .into_iter()
-        .enumerate()
-    {
+    for (i, (bit, ch)) in [(ACCESS_U, b'u'), (ACCESS_W, b'w'), (ACCESS_X, b'x')].into_iter().enumerate() {
         match b[i] {
             c if c == ch => access |= bit,
             b'-' => {}
@@ -198,9 +190,7 @@ impl RolePattern {
             && ok(self.quadrant, v.quadrant)
             && ok(self.metaphysical, v.metaphysical)
             && ok(self.access, v.access)
-            && self
-                .access_bit
-                .is_none_or(|(bit, set)| (v.access & bit != 0) == set)
+            && self.access_bit.is_none_or(|(bit, set)| (v.access & bit != 0) == set)
             && ok(self.cr0_wp, v.cr0_wp)
             && ok(self.efer_nx, v.efer_nx)
             && ok(self.smep_andnot_wp, v.smep_andnot_wp)
@@ -275,36 +265,20 @@ const fn at(name: &'static str, glevels: u8, level: u8, metaphysical: bool) -> R
 /// (`guest-unikernel/src/modes/walk.rs`, `regs`), which also tells them
 /// apart from the guest's own boot-time long mode (CR0.WP = 0).
 const fn walk(name: &'static str, glevels: u8, level: u8, metaphysical: bool) -> RolePattern {
-    RolePattern {
-        cr0_wp: Some(true),
-        ..at(name, glevels, level, metaphysical)
-    }
+    RolePattern { cr0_wp: Some(true), ..at(name, glevels, level, metaphysical) }
 }
 
 /// A 32-bit walk pattern fixing the quadrant of a shadowed guest table.
 const fn long_access(name: &'static str, bit: u8, set: bool) -> RolePattern {
-    RolePattern {
-        glevels: Some(4),
-        access_bit: Some((bit, set)),
-        name,
-        ..RolePattern::ANY
-    }
+    RolePattern { glevels: Some(4), access_bit: Some((bit, set)), name, ..RolePattern::ANY }
 }
 
 const fn long_nx(name: &'static str, set: bool) -> RolePattern {
-    RolePattern {
-        glevels: Some(4),
-        efer_nx: Some(set),
-        name,
-        ..RolePattern::ANY
-    }
+    RolePattern { glevels: Some(4), efer_nx: Some(set), name, ..RolePattern::ANY }
 }
 
 const fn q32(name: &'static str, level: u8, quadrant: u8) -> RolePattern {
-    RolePattern {
-        quadrant: Some(quadrant),
-        ..walk(name, 2, level, false)
-    }
+    RolePattern { quadrant: Some(quadrant), ..walk(name, 2, level, false) }
 }
 
 /// What the guest suite (the `modes/...` checks under the hypervisor, with
@@ -329,10 +303,7 @@ pub const PROMISED: &[RolePattern] = &[
     q32("32-bit PD quadrant 3", 2, 3),
     q32("32-bit PT quadrant 0", 1, 0),
     // modes/walk*/pg32, LARGE_VA: a PSE 4 MiB page split into shadow PTs.
-    RolePattern {
-        cr4_pse: Some(true),
-        ..walk("metaphysical large-page split (32-bit 4 MiB)", 2, 1, true)
-    },
+    RolePattern { cr4_pse: Some(true), ..walk("metaphysical large-page split (32-bit 4 MiB)", 2, 1, true) },
     // modes/walk*/pae: the PDs of the guest's PDPTEs, a PT, a 2 MiB page.
     walk("PAE PD", 3, 2, false),
     walk("PAE PT", 3, 1, false),
@@ -368,23 +339,11 @@ pub const PROMISED: &[RolePattern] = &[
     // laboratory's upper levels allow everything (U=1); the read-only paths
     // of long/upper-alias-perms give W=0; the XD 2 MiB alias of
     // long/large-alias-perms gives X=0.
-    long_access(
-        "long mode, supervisor-only path (access U=0)",
-        ACCESS_U,
-        false,
-    ),
+    long_access("long mode, supervisor-only path (access U=0)", ACCESS_U, false),
     long_access("long mode, user path (access U=1)", ACCESS_U, true),
-    long_access(
-        "long mode, read-only path (access W=0, long/upper-alias-perms)",
-        ACCESS_W,
-        false,
-    ),
+    long_access("long mode, read-only path (access W=0, long/upper-alias-perms)", ACCESS_W, false),
     long_access("long mode, writable path (access W=1)", ACCESS_W, true),
-    long_access(
-        "long mode, XD path (access X=0, long/large-alias-perms)",
-        ACCESS_X,
-        false,
-    ),
+    long_access("long mode, XD path (access X=0, long/large-alias-perms)", ACCESS_X, false),
     long_access("long mode, executable path (access X=1)", ACCESS_X, true),
     // EFER.NXE: the boot runs with NXE=0; the long/... laboratory sets it.
     long_nx("long mode with EFER.NXE=0", false),
@@ -397,9 +356,7 @@ pub fn missing<'p, 'c>(
     promised: &'p [RolePattern],
     created: &'c [RoleValue],
 ) -> impl Iterator<Item = &'p RolePattern> + use<'p, 'c> {
-    promised
-        .iter()
-        .filter(move |p| !created.iter().any(|v| p.matches(v)))
+    promised.iter().filter(move |p| !created.iter().any(|v| p.matches(v)))
 }
 
 /// The bit of the pair of guest paging levels (a, b), a < b, in the
@@ -412,9 +369,7 @@ pub const fn glevels_pair_bit(a: u8, b: u8) -> u32 {
 
 /// The pairs set in a `loaded_glevels_pairs` value, as (a, b) with a < b.
 pub fn glevels_pairs(mask: u32) -> impl Iterator<Item = (u8, u8)> {
-    (0..5u8)
-        .flat_map(move |a| (a + 1..5).map(move |b| (a, b)))
-        .filter(move |&(a, b)| mask & glevels_pair_bit(a, b) != 0)
+    (0..5u8).flat_map(move |a| (a + 1..5).map(move |b| (a, b))).filter(move |&(a, b)| mask & glevels_pair_bit(a, b) != 0)
 }
 
 /// The pair SMP runs must show: real mode (an AP after its start-up IPI)
@@ -445,95 +400,42 @@ mod tests {
         assert!(q32("t", 1, 1).matches(&x));
         assert!(!q32("t", 1, 0).matches(&x));
         assert!(!q32("t", 2, 1).matches(&x));
-        assert!(!q32("t", 1, 1).matches(&RoleValue {
-            metaphysical: true,
-            ..x
-        }));
+        assert!(!q32("t", 1, 1).matches(&RoleValue { metaphysical: true, ..x }));
         assert!(!q32("t", 1, 1).matches(&RoleValue { cr0_wp: false, ..x }));
-        let wp0 = RolePattern {
-            cr0_wp: Some(false),
-            ..RolePattern::ANY
-        };
+        let wp0 = RolePattern { cr0_wp: Some(false), ..RolePattern::ANY };
         assert!(!wp0.matches(&x));
         assert!(wp0.matches(&RoleValue { cr0_wp: false, ..x }));
-        let ro = RolePattern {
-            access: Some(ACCESS_U | ACCESS_X),
-            ..RolePattern::ANY
-        };
+        let ro = RolePattern { access: Some(ACCESS_U | ACCESS_X), ..RolePattern::ANY };
         assert!(!ro.matches(&x));
-        assert!(ro.matches(&RoleValue {
-            access: ACCESS_U | ACCESS_X,
-            ..x
-        }));
+        assert!(ro.matches(&RoleValue { access: ACCESS_U | ACCESS_X, ..x }));
         let w0 = long_access("w0", ACCESS_W, false);
-        assert!(
-            !w0.matches(&RoleValue { glevels: 4, ..x }),
-            "access uwx has W"
-        );
-        assert!(w0.matches(&RoleValue {
-            glevels: 4,
-            access: ACCESS_U | ACCESS_X,
-            ..x
-        }));
-        assert!(w0.matches(&RoleValue {
-            glevels: 4,
-            access: 0,
-            ..x
-        }));
+        assert!(!w0.matches(&RoleValue { glevels: 4, ..x }), "access uwx has W");
+        assert!(w0.matches(&RoleValue { glevels: 4, access: ACCESS_U | ACCESS_X, ..x }));
+        assert!(w0.matches(&RoleValue { glevels: 4, access: 0, ..x }));
         assert!(!w0.matches(&RoleValue { access: 0, ..x }), "glevels 2");
         let mut s = heapless_names::Str::default();
-        fmt::write(
-            &mut s,
-            format_args!("{w0} / {}", long_access("x1", ACCESS_X, true)),
-        )
-        .unwrap();
+        fmt::write(&mut s, format_args!("{w0} / {}", long_access("x1", ACCESS_X, true))).unwrap();
         assert_eq!(s.as_str(), "glevels=4 access.w=0 / glevels=4 access.x=1");
-        assert!(long_nx("nx1", true).matches(&RoleValue {
-            glevels: 4,
-            efer_nx: true,
-            ..x
-        }));
+        assert!(long_nx("nx1", true).matches(&RoleValue { glevels: 4, efer_nx: true, ..x }));
         assert!(!long_nx("nx1", true).matches(&RoleValue { glevels: 4, ..x }));
     }
 
     #[test]
     fn missing_names_exactly_the_unmatched_promises() {
-        let promised = [
-            q32("PT q0", 1, 0),
-            q32("PT q1", 1, 1),
-            walk("long PML4", 4, 4, false),
-        ];
+        let promised = [q32("PT q0", 1, 0), q32("PT q1", 1, 1), walk("long PML4", 4, 4, false)];
         let created = [v(2, 1, 0, false), v(4, 4, 0, false)];
         let m: heapless_names::Names = missing(&promised, &created).map(|p| p.name).collect();
         assert_eq!(m.as_slice(), ["PT q1"]);
         let m: heapless_names::Names = missing(&promised, &[]).map(|p| p.name).collect();
         assert_eq!(m.as_slice(), ["PT q0", "PT q1", "long PML4"]);
-        assert_eq!(
-            missing(
-                &promised,
-                &[v(2, 1, 0, false), v(2, 1, 1, false), v(4, 4, 0, false)]
-            )
-            .count(),
-            0
-        );
+        assert_eq!(missing(&promised, &[v(2, 1, 0, false), v(2, 1, 1, false), v(4, 4, 0, false)]).count(), 0);
     }
 
     #[test]
     fn promised_names_are_unique_and_patterns_not_trivial() {
         for (i, p) in PROMISED.iter().enumerate() {
-            assert!(
-                PROMISED[..i].iter().all(|q| q.name != p.name),
-                "duplicate name {}",
-                p.name
-            );
-            assert!(
-                *p != RolePattern {
-                    name: p.name,
-                    ..RolePattern::ANY
-                },
-                "{} matches any role",
-                p.name
-            );
+            assert!(PROMISED[..i].iter().all(|q| q.name != p.name), "duplicate name {}", p.name);
+            assert!(*p != RolePattern { name: p.name, ..RolePattern::ANY }, "{} matches any role", p.name);
         }
     }
 
@@ -572,20 +474,7 @@ mod tests {
         fmt::write(&mut s, format_args!("{r}")).unwrap();
         assert_eq!(s.as_str(), "g2 L1 q3 u-x wp=0 nx=1 meta pse=1 smep&!wp");
         let mut s = heapless_names::Str::default();
-        fmt::write(
-            &mut s,
-            format_args!(
-                "{}",
-                RoleValue {
-                    glevels: 4,
-                    level: 4,
-                    access: 7,
-                    cr0_wp: true,
-                    ..r
-                }
-            ),
-        )
-        .unwrap();
+        fmt::write(&mut s, format_args!("{}", RoleValue { glevels: 4, level: 4, access: 7, cr0_wp: true, ..r })).unwrap();
         assert_eq!(s.as_str(), "g4 L4 q3 uwx wp=1 nx=1 meta smep&!wp");
     }
 
@@ -593,19 +482,12 @@ mod tests {
     fn pattern_display_lists_fixed_fields() {
         let mut s = heapless_names::Str::default();
         fmt::write(&mut s, format_args!("{}", q32("x", 1, 1))).unwrap();
-        assert_eq!(
-            s.as_str(),
-            "glevels=2 level=1 quadrant=1 metaphysical=0 cr0_wp=1"
-        );
+        assert_eq!(s.as_str(), "glevels=2 level=1 quadrant=1 metaphysical=0 cr0_wp=1");
         let mut s = heapless_names::Str::default();
         fmt::write(&mut s, format_args!("{}", RolePattern::ANY)).unwrap();
         assert_eq!(s.as_str(), "any");
         let mut s = heapless_names::Str::default();
-        let p = RolePattern {
-            access: Some(ACCESS_U),
-            cr0_wp: Some(false),
-            ..RolePattern::ANY
-        };
+        let p = RolePattern { access: Some(ACCESS_U), cr0_wp: Some(false), ..RolePattern::ANY };
         fmt::write(&mut s, format_args!("{p}")).unwrap();
         assert_eq!(s.as_str(), "access=u-- cr0_wp=0");
     }
@@ -652,10 +534,7 @@ mod tests {
         impl fmt::Write for Str {
             fn write_str(&mut self, s: &str) -> fmt::Result {
                 let end = self.n + s.len();
-                self.b
-                    .get_mut(self.n..end)
-                    .ok_or(fmt::Error)?
-                    .copy_from_slice(s.as_bytes());
+                self.b.get_mut(self.n..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
                 self.n = end;
                 Ok(())
             }

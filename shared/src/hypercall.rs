@@ -364,22 +364,13 @@ impl ShadowWalkRecord {
             linear,
             root,
             leaf_gfn: NO_GFN,
-            entries: [ShadowEntry {
-                value: 0,
-                table: 0,
-                gfn: 0,
-                role: 0,
-                level: 0,
-                index: 0,
-            }; SHADOW_WALK_MAX],
+            entries: [ShadowEntry { value: 0, table: 0, gfn: 0, role: 0, level: 0, index: 0 }; SHADOW_WALK_MAX],
         }
     }
 
     /// Appends an entry; `false` when the record is full.
     pub fn push(&mut self, e: ShadowEntry) -> bool {
-        let Some(slot) = self.entries.get_mut(self.count as usize) else {
-            return false;
-        };
+        let Some(slot) = self.entries.get_mut(self.count as usize) else { return false };
         *slot = e;
         self.count += 1;
         true
@@ -393,10 +384,7 @@ impl ShadowWalkRecord {
     /// The record as guest memory holds it (`#[repr(C)]`, little endian).
     pub fn to_bytes(&self) -> [u8; Self::SIZE] {
         let mut b = [0u8; Self::SIZE];
-        for (i, w) in [self.magic, self.version, self.status, self.count]
-            .iter()
-            .enumerate()
-        {
+        for (i, w) in [self.magic, self.version, self.status, self.count].iter().enumerate() {
             b[4 * i..4 * i + 4].copy_from_slice(&w.to_le_bytes());
         }
         b[16..24].copy_from_slice(&self.linear.to_le_bytes());
@@ -462,10 +450,7 @@ mod tests {
         let r = CheckRecord::new(Outcome::Fail, "long/self-map", "pte 0x1003 expected 0x2003");
         let bytes: [u8; CheckRecord::SIZE] = unsafe_free_bytes(&r);
         let back = CheckRecord::from_bytes(&bytes);
-        assert_eq!(
-            back.decode(),
-            Ok((Outcome::Fail, "long/self-map", "pte 0x1003 expected 0x2003"))
-        );
+        assert_eq!(back.decode(), Ok((Outcome::Fail, "long/self-map", "pte 0x1003 expected 0x2003")));
     }
 
     #[test]
@@ -506,13 +491,7 @@ mod tests {
 
     #[test]
     fn hypercall_numbers_are_stable() {
-        for h in [
-            Hypercall::Version,
-            Hypercall::ReportCheck,
-            Hypercall::MmuStats,
-            Hypercall::ShadowWalk,
-            Hypercall::BenchCounters,
-        ] {
+        for h in [Hypercall::Version, Hypercall::ReportCheck, Hypercall::MmuStats, Hypercall::ShadowWalk, Hypercall::BenchCounters] {
             assert_eq!(Hypercall::from_u64(h as u64), Some(h));
         }
         assert_eq!(Hypercall::from_u64(0), None);
@@ -523,36 +502,16 @@ mod tests {
         let mut r = ShadowWalkRecord::new(ShadowWalkStatus::Walked, 0x8000_2000_0010, 0x3c_5000);
         assert_eq!(ShadowWalkRecord::SIZE, 168);
         r.leaf_gfn = 0x400;
-        assert!(r.push(ShadowEntry {
-            value: 0x3c_6027,
-            table: 0x3c_5000,
-            gfn: 0x2f3,
-            role: 0x4c844,
-            level: 4,
-            index: 256
-        }));
-        assert!(r.push(ShadowEntry {
-            value: (1 << 63) | 0x1_0040_0025,
-            table: 0x3c_7000,
-            gfn: 0x400,
-            role: 7,
-            level: 1,
-            index: 511
-        }));
+        assert!(r.push(ShadowEntry { value: 0x3c_6027, table: 0x3c_5000, gfn: 0x2f3, role: 0x4c844, level: 4, index: 256 }));
+        assert!(r.push(ShadowEntry { value: (1 << 63) | 0x1_0040_0025, table: 0x3c_7000, gfn: 0x400, role: 7, level: 1, index: 511 }));
         let back = ShadowWalkRecord::from_bytes(&r.to_bytes()).unwrap();
         assert_eq!(back, r);
         assert_eq!(back.walked().len(), 2);
-        assert_eq!(
-            ShadowWalkStatus::from_u32(back.status),
-            Some(ShadowWalkStatus::Walked)
-        );
+        assert_eq!(ShadowWalkStatus::from_u32(back.status), Some(ShadowWalkStatus::Walked));
         for _ in 2..SHADOW_WALK_MAX {
             assert!(r.push(ShadowEntry::default()));
         }
-        assert!(
-            !r.push(ShadowEntry::default()),
-            "a fifth entry does not fit"
-        );
+        assert!(!r.push(ShadowEntry::default()), "a fifth entry does not fit");
         let mut bytes = r.to_bytes();
         bytes[0] ^= 1;
         assert_eq!(ShadowWalkRecord::from_bytes(&bytes), None);
@@ -565,10 +524,7 @@ mod tests {
     /// Serialises a record the way guest memory holds it, field by field.
     fn unsafe_free_bytes(r: &CheckRecord) -> [u8; CheckRecord::SIZE] {
         let mut b = [0u8; CheckRecord::SIZE];
-        for (i, v) in [r.magic, r.version, r.outcome, r.name_len, r.detail_len]
-            .iter()
-            .enumerate()
-        {
+        for (i, v) in [r.magic, r.version, r.outcome, r.name_len, r.detail_len].iter().enumerate() {
             b[i * 4..i * 4 + 4].copy_from_slice(&v.to_le_bytes());
         }
         b[20..20 + CHECK_NAME_LEN].copy_from_slice(&r.name);

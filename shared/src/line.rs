@@ -220,8 +220,7 @@ pub fn write_xlate(w: &mut impl Write, name: &str, text: fmt::Arguments<'_>) -> 
     impl<W: Write> Write for OneLine<'_, W> {
         fn write_str(&mut self, s: &str) -> fmt::Result {
             for c in s.chars() {
-                self.0
-                    .write_char(if c == '\n' || c == '\r' { ' ' } else { c })?;
+                self.0.write_char(if c == '\n' || c == '\r' { ' ' } else { c })?;
             }
             Ok(())
         }
@@ -235,25 +234,13 @@ pub fn write_check_begin(w: &mut impl Write, name: &str) -> fmt::Result {
 }
 
 /// Writes the guest summary line (no newline).
-pub fn write_guest_summary(
-    w: &mut impl Write,
-    passed: u32,
-    failed: u32,
-    skipped: u32,
-) -> fmt::Result {
-    write!(
-        w,
-        "{GUEST_SUMMARY} passed={passed} failed={failed} skipped={skipped}"
-    )
+pub fn write_guest_summary(w: &mut impl Write, passed: u32, failed: u32, skipped: u32) -> fmt::Result {
+    write!(w, "{GUEST_SUMMARY} passed={passed} failed={failed} skipped={skipped}")
 }
 
 /// Writes the hypervisor start banner (no newline).
 pub fn write_hv_start(w: &mut impl Write, mmu: &str) -> fmt::Result {
-    write!(
-        w,
-        "{HV_START} version={} mmu={mmu}",
-        crate::PROTOCOL_VERSION
-    )
+    write!(w, "{HV_START} version={} mmu={mmu}", crate::PROTOCOL_VERSION)
 }
 
 /// Writes a fatal error line (no newline).
@@ -267,13 +254,7 @@ pub fn write_result(w: &mut impl Write, status: u8, reason: &str) -> fmt::Result
 }
 
 /// Writes one row of the role-coverage table (no newline).
-pub fn write_role_coverage(
-    w: &mut impl Write,
-    role: &RoleValue,
-    word: u32,
-    count: u64,
-    hits: u64,
-) -> fmt::Result {
+pub fn write_role_coverage(w: &mut impl Write, role: &RoleValue, word: u32, count: u64, hits: u64) -> fmt::Result {
     let b = u8::from;
     write!(
         w,
@@ -307,12 +288,7 @@ pub fn write_mmu_stats(w: &mut impl Write, fields: &[(&str, u64)]) -> fmt::Resul
 /// Writes a benchmark line `bench NAME key=value ... exit.R=N hvcyc.R=C ...`
 /// (no newline): `fields` in order, then for every exit reason R with exits
 /// its count and the hypervisor's cycles (`reasons`: (R, exits, cycles)).
-pub fn write_bench(
-    w: &mut impl Write,
-    name: &str,
-    fields: &[(&str, u64)],
-    reasons: &[(usize, u64, u64)],
-) -> fmt::Result {
+pub fn write_bench(w: &mut impl Write, name: &str, fields: &[(&str, u64)], reasons: &[(usize, u64, u64)]) -> fmt::Result {
     write!(w, "{BENCH} {name}")?;
     for (k, v) in fields {
         write!(w, " {k}={v}")?;
@@ -344,11 +320,7 @@ pub fn parse(line: &str) -> Option<Line<'_>> {
             if name.is_empty() || name.contains(' ') {
                 return None;
             }
-            Some(Line::Check {
-                outcome,
-                name,
-                detail,
-            })
+            Some(Line::Check { outcome, name, detail })
         }
         XLATE => {
             let (name, text) = match rest.split_once(": ") {
@@ -372,10 +344,7 @@ pub fn parse(line: &str) -> Option<Line<'_>> {
         }),
         ERROR => {
             let (kind, text) = rest.split_once(": ")?;
-            Some(Line::Error {
-                kind: ErrorKind::from_word(kind)?,
-                text,
-            })
+            Some(Line::Error { kind: ErrorKind::from_word(kind)?, text })
         }
         RESULT => Some(Line::Result {
             status: field(rest, "status")?.parse().ok()?,
@@ -415,17 +384,14 @@ pub fn parse(line: &str) -> Option<Line<'_>> {
             let (name, fields) = rest.split_once(' ').unwrap_or((rest, ""));
             (!name.is_empty() && !name.contains('=')).then_some(Line::Bench { name, fields })
         }
-        ROLE_COVERAGE_END => Some(Line::RoleCoverageEnd {
-            distinct: field(rest, "distinct")?.parse().ok()?,
-        }),
+        ROLE_COVERAGE_END => Some(Line::RoleCoverageEnd { distinct: field(rest, "distinct")?.parse().ok()? }),
         _ => None,
     }
 }
 
 /// The value of `key=value` among space-separated words.
 fn field<'a>(rest: &'a str, key: &str) -> Option<&'a str> {
-    rest.split(' ')
-        .find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
+    rest.split(' ').find_map(|w| w.strip_prefix(key)?.strip_prefix('='))
 }
 
 #[cfg(test)]
@@ -441,10 +407,7 @@ mod tests {
     impl Write for Buf {
         fn write_str(&mut self, s: &str) -> fmt::Result {
             let end = self.n + s.len();
-            self.b
-                .get_mut(self.n..end)
-                .ok_or(fmt::Error)?
-                .copy_from_slice(s.as_bytes());
+            self.b.get_mut(self.n..end).ok_or(fmt::Error)?.copy_from_slice(s.as_bytes());
             self.n = end;
             Ok(())
         }
@@ -459,23 +422,12 @@ mod tests {
     }
 
     #[test_case(Outcome::Pass, "boot/multiboot-magic", "eax=0x2badb002")]
-    #[test_case(
-        Outcome::Fail,
-        "long/self-map/write-pde",
-        "expected #PF ec=0x3, got none"
-    )]
+    #[test_case(Outcome::Fail, "long/self-map/write-pde", "expected #PF ec=0x3, got none")]
     #[test_case(Outcome::Skip, "boot/hypervisor-signature", "")]
     fn check_round_trip(outcome: Outcome, name: &str, detail: &str) {
         let mut b = buf();
         write_check(&mut b, outcome, name, detail).unwrap();
-        assert_eq!(
-            parse(b.as_str()),
-            Some(Line::Check {
-                outcome,
-                name,
-                detail
-            })
-        );
+        assert_eq!(parse(b.as_str()), Some(Line::Check { outcome, name, detail }));
     }
 
     #[test]
@@ -488,27 +440,10 @@ mod tests {
     #[test]
     fn xlate_round_trip_and_one_line() {
         let mut b = buf();
-        write_xlate(
-            &mut b,
-            "long/self-map",
-            format_args!("  PTE[1] @{:#x}\nx", 0x1008),
-        )
-        .unwrap();
+        write_xlate(&mut b, "long/self-map", format_args!("  PTE[1] @{:#x}\nx", 0x1008)).unwrap();
         assert_eq!(b.as_str(), "xlate long/self-map:   PTE[1] @0x1008 x");
-        assert_eq!(
-            parse(b.as_str()),
-            Some(Line::Xlate {
-                name: "long/self-map",
-                text: "  PTE[1] @0x1008 x"
-            })
-        );
-        assert_eq!(
-            parse("xlate a/b:"),
-            Some(Line::Xlate {
-                name: "a/b",
-                text: ""
-            })
-        );
+        assert_eq!(parse(b.as_str()), Some(Line::Xlate { name: "long/self-map", text: "  PTE[1] @0x1008 x" }));
+        assert_eq!(parse("xlate a/b:"), Some(Line::Xlate { name: "a/b", text: "" }));
         assert_eq!(parse("xlate a b: x"), None);
     }
 
@@ -516,43 +451,18 @@ mod tests {
     fn summary_result_error_round_trip() {
         let mut b = buf();
         write_guest_summary(&mut b, 7, 1, 2).unwrap();
-        assert_eq!(
-            parse(b.as_str()),
-            Some(Line::GuestSummary {
-                passed: 7,
-                failed: 1,
-                skipped: 2
-            })
-        );
+        assert_eq!(parse(b.as_str()), Some(Line::GuestSummary { passed: 7, failed: 1, skipped: 2 }));
         let mut b = buf();
         write_result(&mut b, 3, "guest-exit").unwrap();
-        assert_eq!(
-            parse(b.as_str()),
-            Some(Line::Result {
-                status: 3,
-                reason: "guest-exit"
-            })
-        );
+        assert_eq!(parse(b.as_str()), Some(Line::Result { status: 3, reason: "guest-exit" }));
         for kind in ErrorKind::ALL {
             let mut b = buf();
             write_error(&mut b, kind, format_args!("why {}", 1)).unwrap();
-            assert_eq!(
-                parse(b.as_str()),
-                Some(Line::Error {
-                    kind,
-                    text: "why 1"
-                })
-            );
+            assert_eq!(parse(b.as_str()), Some(Line::Error { kind, text: "why 1" }));
         }
         let mut b = buf();
         write_hv_start(&mut b, "shadow").unwrap();
-        assert_eq!(
-            parse(b.as_str()),
-            Some(Line::HvStart {
-                version: crate::PROTOCOL_VERSION,
-                mmu: "shadow"
-            })
-        );
+        assert_eq!(parse(b.as_str()), Some(Line::HvStart { version: crate::PROTOCOL_VERSION, mmu: "shadow" }));
     }
 
     #[test]
@@ -581,22 +491,10 @@ mod tests {
         ];
         for (i, role) in roles.iter().enumerate() {
             let mut b = buf();
-            write_role_coverage(
-                &mut b,
-                role,
-                0x84112 + i as u32,
-                40 + i as u64,
-                7 * i as u64,
-            )
-            .unwrap();
+            write_role_coverage(&mut b, role, 0x84112 + i as u32, 40 + i as u64, 7 * i as u64).unwrap();
             assert_eq!(
                 parse(b.as_str()),
-                Some(Line::RoleCoverage {
-                    role: *role,
-                    word: 0x84112 + i as u32,
-                    count: 40 + i as u64,
-                    hits: 7 * i as u64
-                }),
+                Some(Line::RoleCoverage { role: *role, word: 0x84112 + i as u32, count: 40 + i as u64, hits: 7 * i as u64 }),
                 "{}",
                 b.as_str()
             );
@@ -604,10 +502,7 @@ mod tests {
         let mut b = buf();
         write_role_coverage_end(&mut b, 17).unwrap();
         assert_eq!(b.as_str(), "role-coverage-end distinct=17");
-        assert_eq!(
-            parse(b.as_str()),
-            Some(Line::RoleCoverageEnd { distinct: 17 })
-        );
+        assert_eq!(parse(b.as_str()), Some(Line::RoleCoverageEnd { distinct: 17 }));
     }
 
     #[test]
@@ -631,55 +526,21 @@ mod tests {
         let mut b = buf();
         write_mmu_stats(&mut b, &[("created", 52), ("cr3_hits", 70)]).unwrap();
         assert_eq!(b.as_str(), "mmu-stats created=52 cr3_hits=70");
-        assert_eq!(
-            parse(b.as_str()),
-            Some(Line::MmuStats {
-                fields: "created=52 cr3_hits=70"
-            })
-        );
+        assert_eq!(parse(b.as_str()), Some(Line::MmuStats { fields: "created=52 cr3_hits=70" }));
         let mut b = buf();
         write_check_begin(&mut b, "long/pt-write/np-to-p").unwrap();
         assert_eq!(b.as_str(), "check-begin long/pt-write/np-to-p");
-        assert_eq!(
-            parse(b.as_str()),
-            Some(Line::CheckBegin {
-                name: "long/pt-write/np-to-p"
-            })
-        );
-        assert_eq!(
-            parse("check-begin a/b\r"),
-            Some(Line::CheckBegin { name: "a/b" })
-        );
+        assert_eq!(parse(b.as_str()), Some(Line::CheckBegin { name: "long/pt-write/np-to-p" }));
+        assert_eq!(parse("check-begin a/b\r"), Some(Line::CheckBegin { name: "a/b" }));
     }
 
     #[test]
     fn bench_round_trip() {
         let mut b = buf();
-        write_bench(
-            &mut b,
-            "ctxsw",
-            &[("k", 16), ("cycles", 1234)],
-            &[(14, 0, 0), (28, 320, 9000)],
-        )
-        .unwrap();
-        assert_eq!(
-            b.as_str(),
-            "bench ctxsw k=16 cycles=1234 exit.28=320 hvcyc.28=9000"
-        );
-        assert_eq!(
-            parse(b.as_str()),
-            Some(Line::Bench {
-                name: "ctxsw",
-                fields: "k=16 cycles=1234 exit.28=320 hvcyc.28=9000"
-            })
-        );
-        assert_eq!(
-            parse("bench modewalk"),
-            Some(Line::Bench {
-                name: "modewalk",
-                fields: ""
-            })
-        );
+        write_bench(&mut b, "ctxsw", &[("k", 16), ("cycles", 1234)], &[(14, 0, 0), (28, 320, 9000)]).unwrap();
+        assert_eq!(b.as_str(), "bench ctxsw k=16 cycles=1234 exit.28=320 hvcyc.28=9000");
+        assert_eq!(parse(b.as_str()), Some(Line::Bench { name: "ctxsw", fields: "k=16 cycles=1234 exit.28=320 hvcyc.28=9000" }));
+        assert_eq!(parse("bench modewalk"), Some(Line::Bench { name: "modewalk", fields: "" }));
         assert_eq!(parse("bench k=1"), None);
     }
 
@@ -706,11 +567,7 @@ mod tests {
     fn crlf_is_ignored() {
         assert_eq!(
             parse("check PASS a/b: ok\r\n"),
-            Some(Line::Check {
-                outcome: Outcome::Pass,
-                name: "a/b",
-                detail: "ok"
-            })
+            Some(Line::Check { outcome: Outcome::Pass, name: "a/b", detail: "ok" })
         );
     }
 }

@@ -108,15 +108,9 @@ pub struct SliceMem<'a> {
 
 impl PhysRead for SliceMem<'_> {
     fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
-        let Some(start) = addr.checked_sub(self.base) else {
-            return false;
-        };
-        let Ok(start) = usize::try_from(start) else {
-            return false;
-        };
-        let Some(end) = start.checked_add(buf.len()) else {
-            return false;
-        };
+        let Some(start) = addr.checked_sub(self.base) else { return false };
+        let Ok(start) = usize::try_from(start) else { return false };
+        let Some(end) = start.checked_add(buf.len()) else { return false };
         match self.bytes.get(start..end) {
             Some(src) => {
                 buf.copy_from_slice(src);
@@ -243,39 +237,23 @@ pub fn parse<R: PhysRead + ?Sized>(mem: &R, info_addr: u64) -> Result<Info, Info
         mmap_addr,
         mmap_length,
         boot_loader_name_addr: when(FLAG_BOOT_LOADER_NAME, off::BOOT_LOADER_NAME)?,
-        framebuffer: if flags & FLAG_FRAMEBUFFER != 0 {
-            Some(framebuffer(mem, info_addr)?)
-        } else {
-            None
-        },
+        framebuffer: if flags & FLAG_FRAMEBUFFER != 0 { Some(framebuffer(mem, info_addr)?) } else { None },
     })
 }
 
 /// The `framebuffer_*` fields. Type 0 is indexed colour, 1 direct RGB
 /// (then the colour information gives each channel's position and size),
 /// 2 EGA text.
-fn framebuffer<R: PhysRead + ?Sized>(
-    mem: &R,
-    info_addr: u64,
-) -> Result<crate::screen::Framebuffer, InfoError> {
+fn framebuffer<R: PhysRead + ?Sized>(mem: &R, info_addr: u64) -> Result<crate::screen::Framebuffer, InfoError> {
     use crate::screen::{Channel, Framebuffer, FramebufferKind, PixelFormat};
     let at = |o: u64| info_addr.wrapping_add(o);
     let mut b = [0u8; 8];
     if !mem.read(at(off::FRAMEBUFFER_BPP_TYPE), &mut b) {
-        return Err(InfoError::Unreadable {
-            addr: at(off::FRAMEBUFFER_BPP_TYPE),
-        });
+        return Err(InfoError::Unreadable { addr: at(off::FRAMEBUFFER_BPP_TYPE) });
     }
-    let ch = |i: usize| Channel {
-        pos: b[2 + 2 * i],
-        size: b[3 + 2 * i],
-    };
+    let ch = |i: usize| Channel { pos: b[2 + 2 * i], size: b[3 + 2 * i] };
     let kind = match b[1] {
-        1 => FramebufferKind::Rgb(PixelFormat {
-            red: ch(0),
-            green: ch(1),
-            blue: ch(2),
-        }),
+        1 => FramebufferKind::Rgb(PixelFormat { red: ch(0), green: ch(1), blue: ch(2) }),
         2 => FramebufferKind::EgaText,
         _ => FramebufferKind::Indexed,
     };
@@ -298,23 +276,12 @@ impl Info {
     /// The memory-map entries (none without [`FLAG_MMAP`]).
     pub fn mmap<'m, R: PhysRead + ?Sized>(&self, mem: &'m R) -> MmapIter<'m, R> {
         let start = u64::from(self.mmap_addr);
-        MmapIter {
-            mem,
-            next: start,
-            end: start + u64::from(self.mmap_length),
-            done: false,
-        }
+        MmapIter { mem, next: start, end: start + u64::from(self.mmap_length), done: false }
     }
 
     /// The module entries (none without [`FLAG_MODS`]).
     pub fn modules<'m, R: PhysRead + ?Sized>(&self, mem: &'m R) -> ModuleIter<'m, R> {
-        ModuleIter {
-            mem,
-            addr: u64::from(self.mods_addr),
-            index: 0,
-            count: self.mods_count,
-            done: false,
-        }
+        ModuleIter { mem, addr: u64::from(self.mods_addr), index: 0, count: self.mods_count, done: false }
     }
 }
 
@@ -438,11 +405,7 @@ impl<R: PhysRead + ?Sized> Iterator for ModuleIter<'_, R> {
 /// Reads the NUL-terminated string at `addr` into `buf`. `None` when a byte
 /// is unreadable, no NUL occurs within `buf.len()` bytes, or the string is
 /// not UTF-8.
-pub fn read_cstr<'b, R: PhysRead + ?Sized>(
-    mem: &R,
-    addr: u64,
-    buf: &'b mut [u8],
-) -> Option<&'b str> {
+pub fn read_cstr<'b, R: PhysRead + ?Sized>(mem: &R, addr: u64, buf: &'b mut [u8]) -> Option<&'b str> {
     for i in 0..buf.len() {
         let mut b = [0u8; 1];
         if !mem.read(addr.checked_add(i as u64)?, &mut b) {
@@ -489,25 +452,15 @@ pub fn build(
         return Err(BuildError::NulInString);
     }
     let mmap_off = INFO_SIZE;
-    let mmap_len = mmap
-        .len()
-        .checked_mul(MMAP_ENTRY_SIZE)
-        .ok_or(BuildError::AddressOverflow)?;
+    let mmap_len = mmap.len().checked_mul(MMAP_ENTRY_SIZE).ok_or(BuildError::AddressOverflow)?;
     let cmdline_off = mmap_off + mmap_len;
-    let name_off = cmdline_off
-        .checked_add(cmdline.len() + 1)
-        .ok_or(BuildError::AddressOverflow)?;
-    let needed = name_off
-        .checked_add(boot_loader_name.len() + 1)
-        .ok_or(BuildError::AddressOverflow)?;
+    let name_off = cmdline_off.checked_add(cmdline.len() + 1).ok_or(BuildError::AddressOverflow)?;
+    let needed = name_off.checked_add(boot_loader_name.len() + 1).ok_or(BuildError::AddressOverflow)?;
     if buf.len() < needed {
         return Err(BuildError::BufferTooSmall { needed });
     }
     let addr = |o: usize| -> Result<u32, BuildError> {
-        u32::try_from(o)
-            .ok()
-            .and_then(|o| base_addr.checked_add(o))
-            .ok_or(BuildError::AddressOverflow)
+        u32::try_from(o).ok().and_then(|o| base_addr.checked_add(o)).ok_or(BuildError::AddressOverflow)
     };
     // The last byte must be addressable too.
     addr(needed - 1)?;
@@ -515,12 +468,8 @@ pub fn build(
 
     let buf = &mut buf[..needed];
     buf[..INFO_SIZE].fill(0);
-    let mut put32 =
-        |o: u64, v: u32| buf[o as usize..o as usize + 4].copy_from_slice(&v.to_le_bytes());
-    put32(
-        off::FLAGS,
-        FLAG_MEM | FLAG_CMDLINE | FLAG_MMAP | FLAG_BOOT_LOADER_NAME,
-    );
+    let mut put32 = |o: u64, v: u32| buf[o as usize..o as usize + 4].copy_from_slice(&v.to_le_bytes());
+    put32(off::FLAGS, FLAG_MEM | FLAG_CMDLINE | FLAG_MMAP | FLAG_BOOT_LOADER_NAME);
     put32(off::MEM_LOWER, mem_lower_kb);
     put32(off::MEM_UPPER, mem_upper_kb);
     put32(off::CMDLINE, addr(cmdline_off)?);
@@ -549,34 +498,13 @@ mod tests {
     const BASE: u32 = 0x9000;
 
     const MAP: [MmapEntry; 3] = [
-        MmapEntry {
-            base: 0,
-            len: 0x9fc00,
-            kind: MMAP_AVAILABLE,
-        },
-        MmapEntry {
-            base: 0xf0000,
-            len: 0x10000,
-            kind: MMAP_RESERVED,
-        },
-        MmapEntry {
-            base: 0x10_0000,
-            len: 0x7ee_0000,
-            kind: MMAP_AVAILABLE,
-        },
+        MmapEntry { base: 0, len: 0x9fc00, kind: MMAP_AVAILABLE },
+        MmapEntry { base: 0xf0000, len: 0x10000, kind: MMAP_RESERVED },
+        MmapEntry { base: 0x10_0000, len: 0x7ee_0000, kind: MMAP_AVAILABLE },
     ];
 
     fn built(buf: &mut [u8; 512]) -> usize {
-        build(
-            buf,
-            BASE,
-            639,
-            130_048,
-            &MAP,
-            "/guest expect_hv=1",
-            "quadrant",
-        )
-        .unwrap()
+        build(buf, BASE, 639, 130_048, &MAP, "/guest expect_hv=1", "quadrant").unwrap()
     }
 
     fn put(buf: &mut [u8], o: usize, v: u32) {
@@ -587,14 +515,8 @@ mod tests {
     fn build_then_parse_round_trips() {
         let mut buf = [0xAAu8; 512];
         let n = built(&mut buf);
-        assert_eq!(
-            n,
-            88 + 3 * 24 + "/guest expect_hv=1".len() + 1 + "quadrant".len() + 1
-        );
-        let mem = SliceMem {
-            base: u64::from(BASE),
-            bytes: &buf[..n],
-        };
+        assert_eq!(n, 88 + 3 * 24 + "/guest expect_hv=1".len() + 1 + "quadrant".len() + 1);
+        let mem = SliceMem { base: u64::from(BASE), bytes: &buf[..n] };
         let info = parse(&mem, u64::from(BASE)).unwrap();
         assert!(info.has(FLAG_MEM | FLAG_CMDLINE | FLAG_MMAP | FLAG_BOOT_LOADER_NAME));
         assert!(!info.has(FLAG_MODS));
@@ -603,11 +525,7 @@ mod tests {
         assert_eq!(info.boot_device, None);
         assert_eq!(info.mmap_addr, BASE + 88);
         assert_eq!(info.mmap_length, 72);
-        let mut got = [MmapEntry {
-            base: 0,
-            len: 0,
-            kind: 0,
-        }; 3];
+        let mut got = [MmapEntry { base: 0, len: 0, kind: 0 }; 3];
         let mut count = 0;
         for (i, e) in info.mmap(&mem).enumerate() {
             got[i] = e.unwrap();
@@ -615,14 +533,8 @@ mod tests {
         }
         assert_eq!((count, got), (3, MAP));
         let mut s = [0u8; 64];
-        assert_eq!(
-            read_cstr(&mem, info.cmdline_addr.unwrap().into(), &mut s),
-            Some("/guest expect_hv=1")
-        );
-        assert_eq!(
-            read_cstr(&mem, info.boot_loader_name_addr.unwrap().into(), &mut s),
-            Some("quadrant")
-        );
+        assert_eq!(read_cstr(&mem, info.cmdline_addr.unwrap().into(), &mut s), Some("/guest expect_hv=1"));
+        assert_eq!(read_cstr(&mem, info.boot_loader_name_addr.unwrap().into(), &mut s), Some("quadrant"));
         assert_eq!(info.modules(&mem).count(), 0);
     }
 
@@ -636,68 +548,29 @@ mod tests {
         put(&mut buf, 100, 1024);
         put(&mut buf, 104, 768);
         buf[108..116].copy_from_slice(&[32, 1, 16, 8, 8, 8, 0, 8]);
-        let mem = SliceMem {
-            base: 0,
-            bytes: &buf,
-        };
+        let mem = SliceMem { base: 0, bytes: &buf };
         let fb = parse(&mem, 0).unwrap().framebuffer.unwrap();
-        assert_eq!(
-            (fb.addr, fb.pitch, fb.width, fb.height, fb.bpp),
-            (0xfd00_0000, 4096, 1024, 768, 32)
-        );
+        assert_eq!((fb.addr, fb.pitch, fb.width, fb.height, fb.bpp), (0xfd00_0000, 4096, 1024, 768, 32));
         let c = |pos, size| Channel { pos, size };
-        assert_eq!(
-            fb.kind,
-            FramebufferKind::Rgb(PixelFormat {
-                red: c(16, 8),
-                green: c(8, 8),
-                blue: c(0, 8)
-            })
-        );
+        assert_eq!(fb.kind, FramebufferKind::Rgb(PixelFormat { red: c(16, 8), green: c(8, 8), blue: c(0, 8) }));
         buf[109] = 2;
-        let mem = SliceMem {
-            base: 0,
-            bytes: &buf,
-        };
-        assert_eq!(
-            parse(&mem, 0).unwrap().framebuffer.unwrap().kind,
-            FramebufferKind::EgaText
-        );
+        let mem = SliceMem { base: 0, bytes: &buf };
+        assert_eq!(parse(&mem, 0).unwrap().framebuffer.unwrap().kind, FramebufferKind::EgaText);
         // Cut short inside the framebuffer fields.
-        let mem = SliceMem {
-            base: 0,
-            bytes: &buf[..110],
-        };
+        let mem = SliceMem { base: 0, bytes: &buf[..110] };
         assert!(matches!(parse(&mem, 0), Err(InfoError::Unreadable { .. })));
         // Without the flag nothing is read there.
-        assert_eq!(
-            parse(
-                &SliceMem {
-                    base: 0,
-                    bytes: &[0u8; 88]
-                },
-                0
-            )
-            .unwrap()
-            .framebuffer,
-            None
-        );
+        assert_eq!(parse(&SliceMem { base: 0, bytes: &[0u8; 88] }, 0).unwrap().framebuffer, None);
     }
 
     #[test]
     fn empty_map_and_strings() {
         let mut buf = [0u8; 90];
         assert_eq!(build(&mut buf, 0, 0, 0, &[], "", ""), Ok(90));
-        let mem = SliceMem {
-            base: 0,
-            bytes: &buf,
-        };
+        let mem = SliceMem { base: 0, bytes: &buf };
         let info = parse(&mem, 0).unwrap();
         assert_eq!(info.mmap(&mem).count(), 0);
-        assert_eq!(
-            read_cstr(&mem, info.cmdline_addr.unwrap().into(), &mut [0u8; 4]),
-            Some("")
-        );
+        assert_eq!(read_cstr(&mem, info.cmdline_addr.unwrap().into(), &mut [0u8; 4]), Some(""));
     }
 
     #[test_case(0 ; "empty buffer")]
@@ -705,34 +578,15 @@ mod tests {
     #[test_case(88 + 72 + 19 ; "no room for the last NUL")]
     fn build_rejects_small_buffers(len: usize) {
         let mut buf = [0u8; 512];
-        let r = build(
-            &mut buf[..len],
-            BASE,
-            639,
-            130_048,
-            &MAP,
-            "/guest expect_hv=1",
-            "quadrant",
-        );
-        assert_eq!(
-            r,
-            Err(BuildError::BufferTooSmall {
-                needed: 88 + 72 + 19 + 9
-            })
-        );
+        let r = build(&mut buf[..len], BASE, 639, 130_048, &MAP, "/guest expect_hv=1", "quadrant");
+        assert_eq!(r, Err(BuildError::BufferTooSmall { needed: 88 + 72 + 19 + 9 }));
     }
 
     #[test]
     fn build_rejects_overflow_and_nul() {
         let mut buf = [0u8; 512];
-        assert_eq!(
-            build(&mut buf, u32::MAX - 100, 0, 0, &MAP, "", ""),
-            Err(BuildError::AddressOverflow)
-        );
-        assert_eq!(
-            build(&mut buf, 0, 0, 0, &MAP, "a\0b", ""),
-            Err(BuildError::NulInString)
-        );
+        assert_eq!(build(&mut buf, u32::MAX - 100, 0, 0, &MAP, "", ""), Err(BuildError::AddressOverflow));
+        assert_eq!(build(&mut buf, 0, 0, 0, &MAP, "a\0b", ""), Err(BuildError::NulInString));
     }
 
     #[test]
@@ -740,20 +594,14 @@ mod tests {
         let mut buf = [0u8; 512];
         let n = built(&mut buf);
         put(&mut buf, 44, 72 - 5);
-        let mem = SliceMem {
-            base: u64::from(BASE),
-            bytes: &buf[..n],
-        };
+        let mem = SliceMem { base: u64::from(BASE), bytes: &buf[..n] };
         let info = parse(&mem, u64::from(BASE)).unwrap();
         let mut it = info.mmap(&mem);
         assert!(it.next().unwrap().is_ok());
         assert!(it.next().unwrap().is_ok());
         assert_eq!(
             it.next(),
-            Some(Err(InfoError::MmapEntryPastEnd {
-                addr: u64::from(BASE) + 88 + 48,
-                remaining: 19
-            }))
+            Some(Err(InfoError::MmapEntryPastEnd { addr: u64::from(BASE) + 88 + 48, remaining: 19 }))
         );
         assert_eq!(it.next(), None);
     }
@@ -763,30 +611,18 @@ mod tests {
         let mut buf = [0u8; 512];
         let n = built(&mut buf);
         put(&mut buf, 88 + 24, 1000);
-        let mem = SliceMem {
-            base: u64::from(BASE),
-            bytes: &buf[..n],
-        };
+        let mem = SliceMem { base: u64::from(BASE), bytes: &buf[..n] };
         let info = parse(&mem, u64::from(BASE)).unwrap();
         let mut it = info.mmap(&mem);
         assert!(it.next().unwrap().is_ok());
-        assert!(matches!(
-            it.next(),
-            Some(Err(InfoError::MmapEntryPastEnd { remaining: 48, .. }))
-        ));
+        assert!(matches!(it.next(), Some(Err(InfoError::MmapEntryPastEnd { remaining: 48, .. }))));
         assert_eq!(it.next(), None);
 
         put(&mut buf, 88 + 24, 3);
-        let mem = SliceMem {
-            base: u64::from(BASE),
-            bytes: &buf[..n],
-        };
+        let mem = SliceMem { base: u64::from(BASE), bytes: &buf[..n] };
         let mut it = info.mmap(&mem);
         assert!(it.next().unwrap().is_ok());
-        assert!(matches!(
-            it.next(),
-            Some(Err(InfoError::MmapEntryTooSmall { size: 3, .. }))
-        ));
+        assert!(matches!(it.next(), Some(Err(InfoError::MmapEntryTooSmall { size: 3, .. }))));
         assert_eq!(it.next(), None);
     }
 
@@ -804,28 +640,11 @@ mod tests {
         put(&mut buf, 0x54, 1);
         put(&mut buf, 0x60, 20);
         put(&mut buf, 0x60 + 20, 2);
-        let mem = SliceMem {
-            base: 0,
-            bytes: &buf,
-        };
+        let mem = SliceMem { base: 0, bytes: &buf };
         let info = parse(&mem, 0).unwrap();
         let mut it = info.mmap(&mem);
-        assert_eq!(
-            it.next(),
-            Some(Ok(MmapEntry {
-                base: 0x1000,
-                len: 0x2000,
-                kind: 1
-            }))
-        );
-        assert_eq!(
-            it.next(),
-            Some(Ok(MmapEntry {
-                base: 0,
-                len: 0,
-                kind: 2
-            }))
-        );
+        assert_eq!(it.next(), Some(Ok(MmapEntry { base: 0x1000, len: 0x2000, kind: 1 })));
+        assert_eq!(it.next(), Some(Ok(MmapEntry { base: 0, len: 0, kind: 2 })));
         assert_eq!(it.next(), None);
     }
 
@@ -833,30 +652,15 @@ mod tests {
     fn unreadable_addresses() {
         let mut buf = [0u8; 512];
         let n = built(&mut buf);
-        let mem = SliceMem {
-            base: u64::from(BASE),
-            bytes: &buf[..n],
-        };
-        assert_eq!(
-            parse(&mem, 0x1000),
-            Err(InfoError::Unreadable { addr: 0x1000 })
-        );
+        let mem = SliceMem { base: u64::from(BASE), bytes: &buf[..n] };
+        assert_eq!(parse(&mem, 0x1000), Err(InfoError::Unreadable { addr: 0x1000 }));
         // The block itself cut short after the flags word.
-        let short = SliceMem {
-            base: u64::from(BASE),
-            bytes: &buf[..6],
-        };
-        assert!(matches!(
-            parse(&short, u64::from(BASE)),
-            Err(InfoError::Unreadable { .. })
-        ));
+        let short = SliceMem { base: u64::from(BASE), bytes: &buf[..6] };
+        assert!(matches!(parse(&short, u64::from(BASE)), Err(InfoError::Unreadable { .. })));
         // The map pointing outside memory.
         let mut bad = buf;
         put(&mut bad, 48, 0x10);
-        let mem = SliceMem {
-            base: u64::from(BASE),
-            bytes: &bad[..n],
-        };
+        let mem = SliceMem { base: u64::from(BASE), bytes: &bad[..n] };
         let info = parse(&mem, u64::from(BASE)).unwrap();
         let mut it = info.mmap(&mem);
         assert_eq!(it.next(), Some(Err(InfoError::Unreadable { addr: 0x10 })));
@@ -864,33 +668,10 @@ mod tests {
         // Strings: unreadable, unterminated within the buffer, not UTF-8.
         let mut s = [0u8; 8];
         assert_eq!(read_cstr(&mem, 0x10, &mut s), None);
-        assert_eq!(
-            read_cstr(&mem, info.cmdline_addr.unwrap().into(), &mut s),
-            None
-        );
+        assert_eq!(read_cstr(&mem, info.cmdline_addr.unwrap().into(), &mut s), None);
         let raw = [0xffu8, 0xfe, 0];
-        assert_eq!(
-            read_cstr(
-                &SliceMem {
-                    base: 0,
-                    bytes: &raw
-                },
-                0,
-                &mut s
-            ),
-            None
-        );
-        assert_eq!(
-            read_cstr(
-                &SliceMem {
-                    base: 0,
-                    bytes: &raw
-                },
-                u64::MAX,
-                &mut s
-            ),
-            None
-        );
+        assert_eq!(read_cstr(&SliceMem { base: 0, bytes: &raw }, 0, &mut s), None);
+        assert_eq!(read_cstr(&SliceMem { base: 0, bytes: &raw }, u64::MAX, &mut s), None);
     }
 
     #[test]
@@ -899,54 +680,24 @@ mod tests {
         put(&mut buf, 0, FLAG_MODS);
         put(&mut buf, 20, 3);
         put(&mut buf, 24, 0x80);
-        let m = [
-            (0x20_0000u32, 0x20_1000u32, 0x100u32),
-            (0x30_0000, 0x30_0000, 0),
-            (0x50_0000, 0x40_0000, 0),
-        ];
+        let m = [(0x20_0000u32, 0x20_1000u32, 0x100u32), (0x30_0000, 0x30_0000, 0), (0x50_0000, 0x40_0000, 0)];
         for (i, (s, e, c)) in m.iter().enumerate() {
             put(&mut buf, 0x80 + 16 * i, *s);
             put(&mut buf, 0x84 + 16 * i, *e);
             put(&mut buf, 0x88 + 16 * i, *c);
         }
-        let mem = SliceMem {
-            base: 0,
-            bytes: &buf,
-        };
+        let mem = SliceMem { base: 0, bytes: &buf };
         let info = parse(&mem, 0).unwrap();
         let mut it = info.modules(&mem);
-        assert_eq!(
-            it.next(),
-            Some(Ok(Module {
-                start: 0x20_0000,
-                end: 0x20_1000,
-                cmdline_addr: 0x100
-            }))
-        );
-        assert_eq!(
-            it.next(),
-            Some(Ok(Module {
-                start: 0x30_0000,
-                end: 0x30_0000,
-                cmdline_addr: 0
-            }))
-        );
-        assert_eq!(
-            it.next(),
-            Some(Err(InfoError::ModuleEndBeforeStart { index: 2 }))
-        );
+        assert_eq!(it.next(), Some(Ok(Module { start: 0x20_0000, end: 0x20_1000, cmdline_addr: 0x100 })));
+        assert_eq!(it.next(), Some(Ok(Module { start: 0x30_0000, end: 0x30_0000, cmdline_addr: 0 })));
+        assert_eq!(it.next(), Some(Err(InfoError::ModuleEndBeforeStart { index: 2 })));
         assert_eq!(it.next(), None);
         // A module array past the end of memory.
         put(&mut buf, 24, 0xf8);
-        let mem = SliceMem {
-            base: 0,
-            bytes: &buf,
-        };
+        let mem = SliceMem { base: 0, bytes: &buf };
         let info = parse(&mem, 0).unwrap();
-        assert_eq!(
-            info.modules(&mem).next(),
-            Some(Err(InfoError::Unreadable { addr: 0xf8 + 8 }))
-        );
+        assert_eq!(info.modules(&mem).next(), Some(Err(InfoError::Unreadable { addr: 0xf8 + 8 })));
     }
 
     #[test]
@@ -966,18 +717,11 @@ mod tests {
             put(&mut buf, 44, ((x >> 8) as u32) & 0x1ff);
             put(&mut buf, 24, ((x >> 16) as u32) & 0xff);
             put(&mut buf, 20, ((x >> 24) as u32) & 0x1f);
-            let mem = SliceMem {
-                base: 0,
-                bytes: &buf,
-            };
+            let mem = SliceMem { base: 0, bytes: &buf };
             if let Ok(info) = parse(&mem, 0) {
                 assert!(info.mmap(&mem).take(1000).count() < 1000);
                 let _ = info.modules(&mem).count();
-                let _ = read_cstr(
-                    &mem,
-                    u64::from(info.cmdline_addr.unwrap_or(0)),
-                    &mut [0u8; 32],
-                );
+                let _ = read_cstr(&mem, u64::from(info.cmdline_addr.unwrap_or(0)), &mut [0u8; 32]);
             }
         }
     }

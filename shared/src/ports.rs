@@ -34,11 +34,7 @@ pub fn exit_steps(status: u8) -> impl Iterator<Item = ExitStep> {
     let pass = (status == 0).then_some(ExitStep::MagicBreak);
     core::iter::once(ExitStep::Out(EXIT, status))
         .chain(pass)
-        .chain(
-            BOCHS_SHUTDOWN_WORD
-                .iter()
-                .map(|b| ExitStep::Out(BOCHS_SHUTDOWN, *b)),
-        )
+        .chain(BOCHS_SHUTDOWN_WORD.iter().map(|b| ExitStep::Out(BOCHS_SHUTDOWN, *b)))
 }
 
 #[cfg(test)]

@@ -159,15 +159,7 @@ pub fn render_cell(cell: Cell, scale: u32, fmt: &PixelFormat, mut put: impl FnMu
     let scale = scale.max(1);
     for y in 0..GLYPH * scale {
         for x in 0..GLYPH * scale {
-            put(
-                x,
-                y,
-                if ink(cell.ch, x / scale, y / scale) {
-                    fg
-                } else {
-                    bg
-                },
-            );
+            put(x, y, if ink(cell.ch, x / scale, y / scale) { fg } else { bg });
         }
     }
 }
@@ -202,14 +194,8 @@ pub enum FramebufferKind {
 
 impl Framebuffer {
     /// The VGA text screen a PC BIOS leaves: 80x25 cells at 0xb8000.
-    pub const VGA_TEXT: Framebuffer = Framebuffer {
-        addr: 0xb_8000,
-        pitch: 160,
-        width: 80,
-        height: 25,
-        bpp: 16,
-        kind: FramebufferKind::EgaText,
-    };
+    pub const VGA_TEXT: Framebuffer =
+        Framebuffer { addr: 0xb_8000, pitch: 160, width: 80, height: 25, bpp: 16, kind: FramebufferKind::EgaText };
 
     /// Bytes of display memory (pitch times rows).
     pub fn byte_len(&self) -> u64 {
@@ -220,18 +206,12 @@ impl Framebuffer {
     pub fn unusable(&self) -> Option<&'static str> {
         match self.kind {
             FramebufferKind::Indexed => Some("an indexed-colour (palette) mode"),
-            FramebufferKind::Rgb(_) if !matches!(self.bpp, 16 | 24 | 32) => {
-                Some("a pixel size other than 16, 24 or 32 bits")
-            }
+            FramebufferKind::Rgb(_) if !matches!(self.bpp, 16 | 24 | 32) => Some("a pixel size other than 16, 24 or 32 bits"),
             _ if self.width == 0 || self.height == 0 || self.pitch == 0 => Some("a zero size"),
-            FramebufferKind::Rgb(_)
-                if u64::from(self.pitch) * 8 < u64::from(self.width) * u64::from(self.bpp) =>
-            {
+            FramebufferKind::Rgb(_) if u64::from(self.pitch) * 8 < u64::from(self.width) * u64::from(self.bpp) => {
                 Some("a pitch shorter than a row of pixels")
             }
-            FramebufferKind::EgaText if self.pitch < self.width * 2 => {
-                Some("a pitch shorter than a row of cells")
-            }
+            FramebufferKind::EgaText if self.pitch < self.width * 2 => Some("a pitch shorter than a row of cells"),
             _ => None,
         }
     }
@@ -240,11 +220,7 @@ impl Framebuffer {
     /// font pixel; 1 for text mode).
     pub fn grid(&self) -> (usize, usize, u32) {
         match self.kind {
-            FramebufferKind::EgaText => (
-                (self.width as usize).min(MAX_COLS),
-                (self.height as usize).min(MAX_ROWS),
-                1,
-            ),
+            FramebufferKind::EgaText => ((self.width as usize).min(MAX_COLS), (self.height as usize).min(MAX_ROWS), 1),
             _ => {
                 let s = scale_for(self.width);
                 let cols = (self.width / (GLYPH * s)) as usize;
@@ -307,11 +283,7 @@ pub fn write_banner_title(w: &mut impl Write, ending: Ending<'_>, t: &Tally) -> 
         Ending::GuestExit(s) => write!(w, " (guest status {s})")?,
         Ending::Error(kind) => write!(w, " ({kind})")?,
     }
-    write!(
-        w,
-        ": {} passed, {} failed, {} skipped",
-        t.passed, t.failed, t.skipped
-    )
+    write!(w, ": {} passed, {} failed, {} skipped", t.passed, t.failed, t.skipped)
 }
 
 /// The text grid: banner rows on top, a scrolling log below.
@@ -333,29 +305,9 @@ impl TextGrid {
     /// An empty grid of `cols` x `rows` (clamped to the maximum; at least
     /// one log row below the banner).
     pub const fn new(cols: usize, rows: usize) -> TextGrid {
-        let cols = if cols > MAX_COLS {
-            MAX_COLS
-        } else if cols == 0 {
-            1
-        } else {
-            cols
-        };
-        let rows = if rows > MAX_ROWS {
-            MAX_ROWS
-        } else if rows < BANNER_ROWS + 1 {
-            BANNER_ROWS + 1
-        } else {
-            rows
-        };
-        TextGrid {
-            cells: [[Cell::blank(Paint::Log); MAX_COLS]; MAX_ROWS],
-            cols,
-            rows,
-            col: 0,
-            row: BANNER_ROWS,
-            pending_newline: false,
-            dirty: 0,
-        }
+        let cols = if cols > MAX_COLS { MAX_COLS } else if cols == 0 { 1 } else { cols };
+        let rows = if rows > MAX_ROWS { MAX_ROWS } else if rows < BANNER_ROWS + 1 { BANNER_ROWS + 1 } else { rows };
+        TextGrid { cells: [[Cell::blank(Paint::Log); MAX_COLS]; MAX_ROWS], cols, rows, col: 0, row: BANNER_ROWS, pending_newline: false, dirty: 0 }
     }
 
     /// Makes this grid an empty `cols` x `rows` one in place (clamped like
@@ -366,14 +318,7 @@ impl TextGrid {
         for r in self.cells.iter_mut() {
             r.fill(Cell::blank(Paint::Log));
         }
-        (
-            self.cols,
-            self.rows,
-            self.col,
-            self.row,
-            self.pending_newline,
-            self.dirty,
-        ) = (cols, rows, 0, BANNER_ROWS, false, 0);
+        (self.cols, self.rows, self.col, self.row, self.pending_newline, self.dirty) = (cols, rows, 0, BANNER_ROWS, false, 0);
     }
 
     /// Columns.
@@ -407,10 +352,7 @@ impl TextGrid {
                     if self.col == self.cols {
                         self.newline();
                     }
-                    self.cells[self.row][self.col] = Cell {
-                        ch: b,
-                        paint: Paint::Log,
-                    };
+                    self.cells[self.row][self.col] = Cell { ch: b, paint: Paint::Log };
                     self.dirty |= 1 << self.row;
                     self.col += 1;
                 }
@@ -469,10 +411,7 @@ pub struct FixedText<const N: usize> {
 
 impl<const N: usize> Default for FixedText<N> {
     fn default() -> Self {
-        FixedText {
-            buf: [0; N],
-            len: 0,
-        }
+        FixedText { buf: [0; N], len: 0 }
     }
 }
 
@@ -527,25 +466,13 @@ mod tests {
         assert_eq!(scale_for(1920), 2);
         assert_eq!(scale_for(3840), 3);
         let rgb = PixelFormat::XRGB8888;
-        let fb = Framebuffer {
-            addr: 0x8000_0000,
-            pitch: 1280 * 4,
-            width: 1280,
-            height: 800,
-            bpp: 32,
-            kind: FramebufferKind::Rgb(rgb),
-        };
+        let fb = Framebuffer { addr: 0x8000_0000, pitch: 1280 * 4, width: 1280, height: 800, bpp: 32, kind: FramebufferKind::Rgb(rgb) };
         assert_eq!(fb.grid(), (160, 100, 1));
         assert_eq!(fb.unusable(), None);
         assert_eq!(Framebuffer::VGA_TEXT.grid(), (80, 25, 1));
         assert!(Framebuffer { bpp: 8, ..fb }.unusable().is_some());
         assert!(Framebuffer { pitch: 100, ..fb }.unusable().is_some());
-        assert!(Framebuffer {
-            kind: FramebufferKind::Indexed,
-            ..fb
-        }
-        .unusable()
-        .is_some());
+        assert!(Framebuffer { kind: FramebufferKind::Indexed, ..fb }.unusable().is_some());
     }
 
     #[test]
@@ -566,31 +493,15 @@ mod tests {
         let rgb = PixelFormat::XRGB8888;
         let mut px = [[0u32; 16]; 16];
         let mut n = 0;
-        render_cell(
-            Cell {
-                ch: b'I',
-                paint: Paint::Fail,
-            },
-            2,
-            &rgb,
-            |x, y, v| {
-                px[y as usize][x as usize] = v;
-                n += 1;
-            },
-        );
+        render_cell(Cell { ch: b'I', paint: Paint::Fail }, 2, &rgb, |x, y, v| {
+            px[y as usize][x as usize] = v;
+            n += 1;
+        });
         assert_eq!(n, 256);
         let (fg, bg) = (rgb.encode(Paint::Fail.fg()), rgb.encode(Paint::Fail.bg()));
         for (y, row) in px.iter().enumerate() {
             for (x, v) in row.iter().enumerate() {
-                assert_eq!(
-                    *v,
-                    if ink(b'I', x as u32 / 2, y as u32 / 2) {
-                        fg
-                    } else {
-                        bg
-                    },
-                    "({x}, {y})"
-                );
+                assert_eq!(*v, if ink(b'I', x as u32 / 2, y as u32 / 2) { fg } else { bg }, "({x}, {y})");
             }
         }
         assert!(px.iter().flatten().any(|v| *v == fg) && px.iter().flatten().any(|v| *v == bg));
@@ -621,15 +532,7 @@ mod tests {
         let mut g = TextGrid::new(12, 6);
         g.write_log("abc\nx");
         g.reset(200, 1);
-        assert_eq!(
-            (
-                g.cols(),
-                g.rows(),
-                g.cell(0, BANNER_ROWS).ch,
-                g.take_dirty()
-            ),
-            (MAX_COLS, BANNER_ROWS + 1, b' ', 0)
-        );
+        assert_eq!((g.cols(), g.rows(), g.cell(0, BANNER_ROWS).ch, g.take_dirty()), (MAX_COLS, BANNER_ROWS + 1, b' ', 0));
         g.write_log("z");
         assert_eq!(g.cell(0, BANNER_ROWS).ch, b'z');
     }
@@ -637,37 +540,17 @@ mod tests {
     #[test]
     fn banner_text_and_rows() {
         let mut t = Tally::default();
-        for l in [
-            "check PASS a/b: x",
-            "check PASS a/c:",
-            "check SKIP a/d: no",
-            "log text",
-            "check FAIL e/f: y",
-        ] {
+        for l in ["check PASS a/b: x", "check PASS a/c:", "check SKIP a/d: no", "log text", "check FAIL e/f: y"] {
             t.count(l);
         }
-        assert_eq!(
-            t,
-            Tally {
-                passed: 2,
-                failed: 1,
-                skipped: 1
-            }
-        );
+        assert_eq!(t, Tally { passed: 2, failed: 1, skipped: 1 });
         let mut s = FixedText::<80>::default();
         write_banner_title(&mut s, Ending::GuestExit(0), &t).unwrap();
         assert_eq!(s.as_str(), "QUADRANT FAIL: 2 passed, 1 failed, 1 skipped");
         let mut s = FixedText::<80>::default();
         write_banner_title(&mut s, Ending::Error("no-vmx"), &Tally::default()).unwrap();
-        assert_eq!(
-            s.as_str(),
-            "QUADRANT FAIL (no-vmx): 0 passed, 0 failed, 0 skipped"
-        );
-        let ok = Tally {
-            passed: 3,
-            failed: 0,
-            skipped: 0,
-        };
+        assert_eq!(s.as_str(), "QUADRANT FAIL (no-vmx): 0 passed, 0 failed, 0 skipped");
+        let ok = Tally { passed: 3, failed: 0, skipped: 0 };
         assert!(Ending::GuestExit(0).passed(&ok));
         assert!(!Ending::GuestExit(1).passed(&ok));
         let mut s = FixedText::<80>::default();
@@ -681,22 +564,8 @@ mod tests {
         assert_eq!(g.cell(11, 1), Cell::blank(Paint::Fail));
         assert_eq!(&row_text(&g, 2)[..7], b" second");
         assert_eq!(g.take_dirty(), 0b111);
-        g.put(
-            3,
-            4,
-            Cell {
-                ch: b'x',
-                paint: Paint::Log,
-            },
-        );
-        g.put(
-            30,
-            4,
-            Cell {
-                ch: b'y',
-                paint: Paint::Log,
-            },
-        );
+        g.put(3, 4, Cell { ch: b'x', paint: Paint::Log });
+        g.put(30, 4, Cell { ch: b'y', paint: Paint::Log });
         assert_eq!((g.cell(3, 4).ch, g.take_dirty()), (b'x', 1 << 4));
         let mut short = FixedText::<4>::default();
         write!(short, "abcdef").unwrap();

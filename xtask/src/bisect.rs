@@ -25,22 +25,14 @@ const STEP_DIR_VAR: &str = "QUADRANT_BISECT_DIR";
 /// Runs the whole bisection; true when a first bad commit was found.
 pub fn bisect(ws: &Workspace, good: &str, bad: &str, run: &RunOpts) -> Result<bool> {
     let sh = ws.shell()?;
-    let dirty = cmd!(sh, "git status --porcelain --untracked-files=no")
-        .quiet()
-        .read()?;
+    let dirty = cmd!(sh, "git status --porcelain --untracked-files=no").quiet().read()?;
     if !dirty.trim().is_empty() {
         bail!(
             "the work tree has uncommitted changes; bisecting checks out other commits, so commit or \
              stash them first:\n{dirty}"
         );
     }
-    if cmd!(sh, "git rev-parse --verify --quiet refs/bisect/bad")
-        .quiet()
-        .ignore_status()
-        .read()?
-        .trim()
-        != ""
-    {
+    if cmd!(sh, "git rev-parse --verify --quiet refs/bisect/bad").quiet().ignore_status().read()?.trim() != "" {
         bail!("a git bisect is already in progress here; end it with `git bisect reset`");
     }
     let verify = |rev: &str| -> Result<String> {
@@ -55,20 +47,11 @@ pub fn bisect(ws: &Workspace, good: &str, bad: &str, run: &RunOpts) -> Result<bo
     packages::ensure(emu.needs())?;
 
     // The step binary: a copy of this one, outside the tree git rewrites.
-    let (_, tmp) = ws.new_run_dir_in(
-        "bisect",
-        &format!("{}-{}", short(&good_sha), short(&bad_sha)),
-    )?;
+    let (_, tmp) = ws.new_run_dir_in("bisect", &format!("{}-{}", short(&good_sha), short(&bad_sha)))?;
     let exe = std::env::current_exe().context("locating the running xtask binary")?;
     let copy = tmp.join("xtask");
-    std::fs::copy(&exe, &copy)
-        .with_context(|| format!("copying {} to {}", exe.display(), copy.display()))?;
-    println!(
-        "bisecting {good} ({}) .. {bad} ({}) with {}",
-        short(&good_sha),
-        short(&bad_sha),
-        copy.display()
-    );
+    std::fs::copy(&exe, &copy).with_context(|| format!("copying {} to {}", exe.display(), copy.display()))?;
+    println!("bisecting {good} ({}) .. {bad} ({}) with {}", short(&good_sha), short(&bad_sha), copy.display());
 
     cmd!(sh, "git bisect start {bad_sha} {good_sha}").run()?;
     // Whatever happens from here on, end the bisection (git bisect reset).
@@ -76,10 +59,7 @@ pub fn bisect(ws: &Workspace, good: &str, bad: &str, run: &RunOpts) -> Result<bo
         let step_args = run.to_args();
         let step_args = &step_args;
         let copy_s = copy.to_string_lossy().into_owned();
-        println!(
-            "$ git bisect run {copy_s} bisect-step {}",
-            step_args.join(" ")
-        );
+        println!("$ git bisect run {copy_s} bisect-step {}", step_args.join(" "));
         // git's and the steps' output streams straight to the terminal.
         let ran = std::process::Command::new("git")
             .args(["bisect", "run"])
@@ -92,19 +72,10 @@ pub fn bisect(ws: &Workspace, good: &str, bad: &str, run: &RunOpts) -> Result<bo
             .status()
             .context("starting `git bisect run`")?;
 
-        let log = cmd!(sh, "git bisect log")
-            .quiet()
-            .ignore_status()
-            .read()
-            .unwrap_or_default();
+        let log = cmd!(sh, "git bisect log").quiet().ignore_status().read().unwrap_or_default();
         std::fs::write(tmp.join("bisect.log"), &log)?;
         let mut summary = Summary::from_log(&log, &good_sha, &bad_sha);
-        let subject = |sha: &str| {
-            cmd!(sh, "git log -1 --format=%h%x20%s {sha}")
-                .quiet()
-                .read()
-                .unwrap_or_default()
-        };
+        let subject = |sha: &str| cmd!(sh, "git log -1 --format=%h%x20%s {sha}").quiet().read().unwrap_or_default();
         for step in &mut summary.steps {
             step.subject = subject(&step.commit);
         }
@@ -127,15 +98,8 @@ pub fn bisect(ws: &Workspace, good: &str, bad: &str, run: &RunOpts) -> Result<bo
         } else {
             println!("\nthe bisection found no single first bad commit (`git bisect run` {ran}; see above)");
         }
-        std::fs::write(
-            tmp.join("summary.json"),
-            serde_json::to_string_pretty(&summary)? + "\n",
-        )?;
-        let skipped: Vec<_> = summary
-            .steps
-            .iter()
-            .filter(|s| s.verdict == "skip")
-            .collect();
+        std::fs::write(tmp.join("summary.json"), serde_json::to_string_pretty(&summary)? + "\n")?;
+        let skipped: Vec<_> = summary.steps.iter().filter(|s| s.verdict == "skip").collect();
         if !skipped.is_empty() {
             println!("skipped (did not build or could not boot):");
             for s in skipped {
@@ -184,16 +148,10 @@ impl Summary {
     /// The steps and the first bad commit, from `git bisect log` (GOOD and
     /// BAD, marked at the start, are not steps: git never tests them).
     fn from_log(log: &str, good: &str, bad: &str) -> Self {
-        let mut s = Summary {
-            good: good.into(),
-            bad: bad.into(),
-            ..Default::default()
-        };
+        let mut s = Summary { good: good.into(), bad: bad.into(), ..Default::default() };
         for l in log.lines() {
             let mut w = l.split_whitespace();
-            let (Some("git"), Some("bisect"), Some(v), Some(commit)) =
-                (w.next(), w.next(), w.next(), w.next())
-            else {
+            let (Some("git"), Some("bisect"), Some(v), Some(commit)) = (w.next(), w.next(), w.next(), w.next()) else {
                 continue;
             };
             let verdict = match v {
@@ -203,30 +161,19 @@ impl Summary {
                 _ => continue,
             };
             if commit != good && commit != bad {
-                s.steps.push(Step {
-                    commit: commit.into(),
-                    subject: String::new(),
-                    verdict,
-                });
+                s.steps.push(Step { commit: commit.into(), subject: String::new(), verdict });
             }
         }
-        s.first_bad = log
-            .lines()
-            .find_map(|l| l.strip_prefix("# first bad commit: ["))
-            .and_then(|l| l.split(']').next())
-            .map(str::to_string);
+        s.first_bad =
+            log.lines().find_map(|l| l.strip_prefix("# first bad commit: [")).and_then(|l| l.split(']').next()).map(str::to_string);
         s
     }
 
     /// Takes the failed checks and reasons from the first bad commit's
     /// step record.
     fn read_record(&mut self, record: &Path) {
-        let Ok(text) = std::fs::read_to_string(record) else {
-            return;
-        };
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-            return;
-        };
+        let Ok(text) = std::fs::read_to_string(record) else { return };
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else { return };
         for c in v["checks"].as_array().cloned().unwrap_or_default() {
             if c["outcome"] == "fail" {
                 self.failed_checks.push(crate::verdict::Check {
@@ -234,25 +181,11 @@ impl Summary {
                     outcome: "fail",
                     passed: false,
                     detail: c["detail"].as_str().unwrap_or("").into(),
-                    report: c["report"]
-                        .as_array()
-                        .map(|r| {
-                            r.iter()
-                                .filter_map(|l| l.as_str().map(String::from))
-                                .collect()
-                        })
-                        .unwrap_or_default(),
+                    report: c["report"].as_array().map(|r| r.iter().filter_map(|l| l.as_str().map(String::from)).collect()).unwrap_or_default(),
                 });
             }
         }
-        self.reasons = v["failure_reasons"]
-            .as_array()
-            .map(|r| {
-                r.iter()
-                    .filter_map(|l| l.as_str().map(String::from))
-                    .collect()
-            })
-            .unwrap_or_default();
+        self.reasons = v["failure_reasons"].as_array().map(|r| r.iter().filter_map(|l| l.as_str().map(String::from)).collect()).unwrap_or_default();
     }
 
     /// The failed checks (with their translation reports) and the reasons,
@@ -297,24 +230,14 @@ pub fn step(ws: &Workspace, opts: &RunOpts) -> ExitCode {
         println!("{e:#}\n=> this commit does not build: skipped");
         return ExitCode::from(SKIP);
     }
-    let emu = match opts
-        .resolve_emulator()
-        .and_then(|e| packages::ensure(e.needs()).map(|()| e))
-    {
+    let emu = match opts.resolve_emulator().and_then(|e| packages::ensure(e.needs()).map(|()| e)) {
         Ok(e) => e,
         Err(e) => {
             println!("error: {e:#}\n=> aborting the bisection");
             return ExitCode::from(ABORT);
         }
     };
-    match boot::boot(
-        ws,
-        &opts.spec(emu),
-        Style {
-            stream: true,
-            verbose: opts.verbose,
-        },
-    ) {
+    match boot::boot(ws, &opts.spec(emu), Style { stream: true, verbose: opts.verbose }) {
         Err(e) => {
             println!("error: {e:#}\n=> this commit cannot be booted: skipped");
             ExitCode::from(SKIP)
@@ -341,26 +264,10 @@ mod tests {
                    # bad: [8083] c6\ngit bisect bad 8083\n# first bad commit: [8083] c6\n";
         let s = Summary::from_log(log, "4e0b", "a89e");
         assert_eq!(s.first_bad.as_deref(), Some("8083"));
-        let steps: Vec<_> = s
-            .steps
-            .iter()
-            .map(|x| (x.commit.as_str(), x.verdict))
-            .collect();
-        assert_eq!(
-            steps,
-            [
-                ("9526", "skip"),
-                ("8aa6", "good"),
-                ("d683", "good"),
-                ("8083", "bad")
-            ]
-        );
+        let steps: Vec<_> = s.steps.iter().map(|x| (x.commit.as_str(), x.verdict)).collect();
+        assert_eq!(steps, [("9526", "skip"), ("8aa6", "good"), ("d683", "good"), ("8083", "bad")]);
         // An older git logs the marks as commands too; they are no steps.
-        let s = Summary::from_log(
-            "git bisect start\ngit bisect bad a89e\ngit bisect good 4e0b\ngit bisect bad 8083\n",
-            "4e0b",
-            "a89e",
-        );
+        let s = Summary::from_log("git bisect start\ngit bisect bad a89e\ngit bisect good 4e0b\ngit bisect bad 8083\n", "4e0b", "a89e");
         assert_eq!((s.steps.len(), s.first_bad), (1, None));
     }
 }

@@ -96,8 +96,7 @@ pub fn run(ws: &Workspace, timeout: u64, say: &mut dyn FnMut(&str)) -> Result<Fo
     let repo = dir.join("repo");
     let target = dir.join("target");
     if repo.exists() {
-        std::fs::remove_dir_all(&repo)
-            .with_context(|| format!("removing the old {}", repo.display()))?;
+        std::fs::remove_dir_all(&repo).with_context(|| format!("removing the old {}", repo.display()))?;
     }
     std::fs::create_dir_all(&repo)?;
     copy_work_tree(&ws.root, &repo)?;
@@ -114,26 +113,16 @@ pub fn run(ws: &Workspace, timeout: u64, say: &mut dyn FnMut(&str)) -> Result<Fo
     // One pipe for stdout and stderr (cargo and git write there), in order.
     let (reader, writer) = std::io::pipe()?;
     let mut cmd = Command::new(&exe);
-    cmd.args([
-        "bisect",
-        &h.good,
-        &h.bad,
-        "--emulator",
-        "bochs",
-        "--cpu-model",
-        "core2_penryn_t9600",
-    ])
-    .arg(format!("--timeout={timeout}"))
-    .arg(format!("--guest-args={GUEST_ARGS}"))
-    .current_dir(&repo)
-    .env("CARGO_MANIFEST_DIR", repo.join("xtask"))
-    .env("CARGO_TARGET_DIR", &target)
-    .stdin(Stdio::null())
-    .stdout(writer.try_clone()?)
-    .stderr(writer);
-    let mut child = cmd
-        .spawn()
-        .context("starting `xtask bisect` in the throw-away repository")?;
+    cmd.args(["bisect", &h.good, &h.bad, "--emulator", "bochs", "--cpu-model", "core2_penryn_t9600"])
+        .arg(format!("--timeout={timeout}"))
+        .arg(format!("--guest-args={GUEST_ARGS}"))
+        .current_dir(&repo)
+        .env("CARGO_MANIFEST_DIR", repo.join("xtask"))
+        .env("CARGO_TARGET_DIR", &target)
+        .stdin(Stdio::null())
+        .stdout(writer.try_clone()?)
+        .stderr(writer);
+    let mut child = cmd.spawn().context("starting `xtask bisect` in the throw-away repository")?;
     drop(cmd); // our copies of the pipe's write end: the reader sees EOF when the child ends
     let mut summary = None;
     for line in BufReader::new(reader).lines().map_while(Result::ok) {
@@ -144,70 +133,32 @@ pub fn run(ws: &Workspace, timeout: u64, say: &mut dyn FnMut(&str)) -> Result<Fo
     }
     let status = child.wait()?;
     let summary = summary.context("`xtask bisect` printed no `summary:` line")?;
-    ensure!(
-        status.success(),
-        "`xtask bisect` exited with {status} (expected 0: a first bad commit found)"
-    );
-    let text = std::fs::read_to_string(&summary)
-        .with_context(|| format!("reading {}", summary.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", summary.display()))?;
+    ensure!(status.success(), "`xtask bisect` exited with {status} (expected 0: a first bad commit found)");
+    let text = std::fs::read_to_string(&summary).with_context(|| format!("reading {}", summary.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", summary.display()))?;
     let detail = judge(&v, &h)?;
     let sh = Shell::new()?;
     sh.change_dir(&repo);
-    if cmd!(sh, "git bisect log")
-        .quiet()
-        .ignore_stderr()
-        .read()
-        .is_ok()
-    {
-        bail!(
-            "the bisection is still in progress in {} (no `git bisect reset`)",
-            repo.display()
-        );
+    if cmd!(sh, "git bisect log").quiet().ignore_stderr().read().is_ok() {
+        bail!("the bisection is still in progress in {} (no `git bisect reset`)", repo.display());
     }
     let head = cmd!(sh, "git rev-parse HEAD").quiet().read()?;
-    ensure!(
-        head == h.bad,
-        "after the bisection HEAD is {head}, not c8 {} again",
-        h.bad
-    );
+    ensure!(head == h.bad, "after the bisection HEAD is {head}, not c8 {} again", h.bad);
     Ok(Found { detail, summary })
 }
 
 /// The verdict on a bisection's summary: the detail line, or what is wrong.
 fn judge(v: &serde_json::Value, h: &History) -> Result<String> {
     let first_bad = v["first_bad"].as_str().unwrap_or("");
-    ensure!(
-        first_bad == h.regression,
-        "the bisection named {first_bad:?}, not the regression c6 {}",
-        h.regression
-    );
+    ensure!(first_bad == h.regression, "the bisection named {first_bad:?}, not the regression c6 {}", h.regression);
     let steps = v["steps"].as_array().cloned().unwrap_or_default();
-    let verdict_of = |c: &str| {
-        steps
-            .iter()
-            .find(|s| s["commit"] == c)
-            .and_then(|s| s["verdict"].as_str())
-    };
-    ensure!(
-        verdict_of(&h.no_build) == Some("skip"),
-        "c4 {} (does not build) was not skipped: {:?}",
-        h.no_build,
-        verdict_of(&h.no_build)
-    );
+    let verdict_of = |c: &str| steps.iter().find(|s| s["commit"] == c).and_then(|s| s["verdict"].as_str());
+    ensure!(verdict_of(&h.no_build) == Some("skip"), "c4 {} (does not build) was not skipped: {:?}", h.no_build, verdict_of(&h.no_build));
     let failed = v["failed_checks"].as_array().cloned().unwrap_or_default();
-    let check = failed
-        .iter()
-        .find(|c| c["name"] == CHECK)
-        .with_context(|| format!("{CHECK} is not among the checks failing at c6: {failed:?}"))?;
-    let report: Vec<&str> = check["report"]
-        .as_array()
-        .map(|r| r.iter().filter_map(|l| l.as_str()).collect())
-        .unwrap_or_default();
+    let check = failed.iter().find(|c| c["name"] == CHECK).with_context(|| format!("{CHECK} is not among the checks failing at c6: {failed:?}"))?;
+    let report: Vec<&str> = check["report"].as_array().map(|r| r.iter().filter_map(|l| l.as_str()).collect()).unwrap_or_default();
     ensure!(
-        report.iter().any(|l| l.contains("shadow: hardware CR3"))
-            && report.iter().any(|l| l.contains("guest: 4-level paging")),
+        report.iter().any(|l| l.contains("shadow: hardware CR3")) && report.iter().any(|l| l.contains("guest: 4-level paging")),
         "{CHECK} failed at c6 without a translation-failure report with both walks: {report:?}"
     );
     let names: Vec<&str> = failed.iter().filter_map(|c| c["name"].as_str()).collect();
@@ -228,9 +179,7 @@ fn short(sha: &str) -> &str {
 fn copy_work_tree(root: &Path, to: &Path) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(root);
-    let list = cmd!(sh, "git ls-files -z --cached --others --exclude-standard")
-        .quiet()
-        .read()?;
+    let list = cmd!(sh, "git ls-files -z --cached --others --exclude-standard").quiet().read()?;
     let mut n = 0;
     for f in list.split('\0').filter(|f| !f.is_empty()) {
         let src = root.join(f);
@@ -253,11 +202,7 @@ fn make_history(repo: &Path) -> Result<History> {
     let sh = Shell::new()?;
     sh.change_dir(repo);
     cmd!(sh, "git init -q").run()?;
-    for (k, v) in [
-        ("user.name", "Quadrant bisect test"),
-        ("user.email", "bisect-test@quadrant.invalid"),
-        ("commit.gpgsign", "false"),
-    ] {
+    for (k, v) in [("user.name", "Quadrant bisect test"), ("user.email", "bisect-test@quadrant.invalid"), ("commit.gpgsign", "false")] {
         cmd!(sh, "git config {k} {v}").run()?;
     }
     let commit = |msg: &str| -> Result<String> {
@@ -267,8 +212,7 @@ fn make_history(repo: &Path) -> Result<History> {
     };
     let append = |file: &str, text: &str| -> Result<()> {
         let p = repo.join(file);
-        let mut s =
-            std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
+        let mut s = std::fs::read_to_string(&p).with_context(|| format!("reading {}", p.display()))?;
         s += text;
         Ok(std::fs::write(&p, s)?)
     };
@@ -279,40 +223,21 @@ fn make_history(repo: &Path) -> Result<History> {
     }
     let lib = repo.join("hypervisor/src/lib.rs");
     let lib_text = std::fs::read_to_string(&lib)?;
-    append(
-        "hypervisor/src/lib.rs",
-        "\ncompile_error!(\"bisect test: this commit does not build\");\n",
-    )?;
+    append("hypervisor/src/lib.rs", "\ncompile_error!(\"bisect test: this commit does not build\");\n")?;
     let no_build = commit("c4: does not build")?;
     std::fs::write(&lib, &lib_text)?;
     commit("c5: good (builds again)")?;
     let manifest = repo.join("hypervisor/Cargo.toml");
     let m = std::fs::read_to_string(&manifest)?;
-    ensure!(
-        m.contains("\n[features]\n") && m.contains(&format!("\n{FEATURE} = []")),
-        "hypervisor/Cargo.toml has no {FEATURE} feature"
-    );
-    std::fs::write(
-        &manifest,
-        m.replacen(
-            "\n[features]\n",
-            &format!("\n[features]\ndefault = [\"{FEATURE}\"]\n"),
-            1,
-        ),
-    )?;
-    let regression =
-        commit("c6: the regression (the shadow cache key without the inherited access)")?;
+    ensure!(m.contains("\n[features]\n") && m.contains(&format!("\n{FEATURE} = []")), "hypervisor/Cargo.toml has no {FEATURE} feature");
+    std::fs::write(&manifest, m.replacen("\n[features]\n", &format!("\n[features]\ndefault = [\"{FEATURE}\"]\n"), 1))?;
+    let regression = commit("c6: the regression (the shadow cache key without the inherited access)")?;
     for i in 7..=8 {
         append("README.md", &format!("\n<!-- bisect test note {i} -->\n"))?;
         commit(&format!("c{i}: bad (a README line after the regression)"))?;
     }
     let bad = cmd!(sh, "git rev-parse HEAD").quiet().read()?;
-    Ok(History {
-        good,
-        no_build,
-        regression,
-        bad,
-    })
+    Ok(History { good, no_build, regression, bad })
 }
 
 #[cfg(test)]
@@ -320,12 +245,7 @@ mod tests {
     use super::*;
 
     fn history() -> History {
-        History {
-            good: "g0".into(),
-            no_build: "c4".into(),
-            regression: "c6".into(),
-            bad: "c8".into(),
-        }
+        History { good: "g0".into(), no_build: "c4".into(), regression: "c6".into(), bad: "c8".into() }
     }
 
     fn summary(first_bad: &str, skip: &str, report: &[&str]) -> serde_json::Value {
@@ -338,34 +258,18 @@ mod tests {
 
     #[test]
     fn the_summary_must_name_the_regression_the_skip_and_the_report() {
-        let both = [
-            "  guest: 4-level paging, CR3 0x1",
-            "  shadow: hardware CR3 0x2",
-        ];
+        let both = ["  guest: 4-level paging, CR3 0x1", "  shadow: hardware CR3 0x2"];
         let d = judge(&summary("c6", "c4", &both), &history()).unwrap();
-        assert_eq!(
-            d,
-            format!("named c6 c6 in 3 steps (c4 c4 skipped); failing there: {CHECK}")
-        );
-        assert!(judge(&summary("c7", "c4", &both), &history())
-            .unwrap_err()
-            .to_string()
-            .contains("not the regression"));
-        assert!(judge(&summary("c6", "c5", &both), &history())
-            .unwrap_err()
-            .to_string()
-            .contains("was not skipped"));
-        assert!(judge(&summary("c6", "c4", &both[..1]), &history())
-            .unwrap_err()
-            .to_string()
-            .contains("without a translation-failure report"));
+        assert_eq!(d, format!("named c6 c6 in 3 steps (c4 c4 skipped); failing there: {CHECK}"));
+        assert!(judge(&summary("c7", "c4", &both), &history()).unwrap_err().to_string().contains("not the regression"));
+        assert!(judge(&summary("c6", "c5", &both), &history()).unwrap_err().to_string().contains("was not skipped"));
+        assert!(judge(&summary("c6", "c4", &both[..1]), &history()).unwrap_err().to_string().contains("without a translation-failure report"));
     }
 
     #[test]
     fn the_feature_exists_and_the_manifest_edit_applies() {
         let m = include_str!("../../hypervisor/Cargo.toml");
         assert!(m.contains("\n[features]\n") && m.contains(&format!("\n{FEATURE} = []")));
-        assert!(include_str!("../../hypervisor/src/mmu/inject.rs")
-            .contains(&format!("(\"{}\"", &FEATURE["inject-".len()..])));
+        assert!(include_str!("../../hypervisor/src/mmu/inject.rs").contains(&format!("(\"{}\"", &FEATURE["inject-".len()..])));
     }
 }

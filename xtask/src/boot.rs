@@ -5,7 +5,7 @@ use crate::emulator::{self, Emulator, Launch};
 use crate::media::{self, Media, Module};
 use crate::report::{self, Report};
 use crate::verdict::coverage::{MissingRow, RoleRow};
-use crate::verdict::{self, Console, Event, Exit, Expectation, ExpectedFailure, Verdict};
+use crate::verdict::{self, Console, Event, Exit, ExpectedFailure, Expectation, Verdict};
 use crate::workspace::Workspace;
 use anyhow::{bail, Context, Result};
 use shared::line::ErrorKind;
@@ -87,15 +87,12 @@ pub struct BootSpec {
 impl BootSpec {
     /// The CPU model in use.
     pub fn cpu_model(&self) -> String {
-        self.cpu_model
-            .clone()
-            .unwrap_or_else(|| self.emulator.default_cpu_model().to_string())
+        self.cpu_model.clone().unwrap_or_else(|| self.emulator.default_cpu_model().to_string())
     }
 
     /// The timeout in use, in seconds.
     pub fn timeout(&self) -> u64 {
-        self.timeout
-            .unwrap_or_else(|| self.emulator.default_timeout())
+        self.timeout.unwrap_or_else(|| self.emulator.default_timeout())
     }
 
     /// The header line of the boot's block.
@@ -166,17 +163,10 @@ const NOT_MULTIBOOT: &str = "This is a text file, not a Multiboot kernel.\n\
 /// (missing files, emulator not startable), not verdicts.
 pub fn boot(ws: &Workspace, spec: &BootSpec, style: Style) -> Result<BootResult> {
     let (run_id, dir) = ws.new_run_dir(&spec.name)?;
-    boot_in(ws, spec, style, run_id, &dir)
-        .with_context(|| format!("{} (run directory {})", spec.name, dir.display()))
+    boot_in(ws, spec, style, run_id, &dir).with_context(|| format!("{} (run directory {})", spec.name, dir.display()))
 }
 
-fn boot_in(
-    ws: &Workspace,
-    spec: &BootSpec,
-    style: Style,
-    run_id: String,
-    dir: &Path,
-) -> Result<BootResult> {
+fn boot_in(ws: &Workspace, spec: &BootSpec, style: Style, run_id: String, dir: &Path) -> Result<BootResult> {
     let dir = dir.to_path_buf();
     let mut pre = String::new(); // text printed before the check lines
     let _ = writeln!(pre, "{}", spec.header());
@@ -184,8 +174,7 @@ fn boot_in(
     let guest_path = match &spec.guest {
         GuestImage::Built => ws.release_bin("quadrant-guest"),
         GuestImage::Path(p) => {
-            let p =
-                std::fs::canonicalize(p).with_context(|| format!("guest image {}", p.display()))?;
+            let p = std::fs::canonicalize(p).with_context(|| format!("guest image {}", p.display()))?;
             if p.to_string_lossy().contains([' ', ',']) {
                 // QEMU's module string is "path args": keep the path one plain word.
                 let copy = dir.join("guest.elf");
@@ -203,11 +192,7 @@ fn boot_in(
     };
     media::check_args("--hv-args", &spec.hv_args)?;
     media::check_args("--guest-args", &spec.guest_args)?;
-    let expect_hv = if spec.hypervisor {
-        "expect_hv=1"
-    } else {
-        "expect_hv=0"
-    };
+    let expect_hv = if spec.hypervisor { "expect_hv=1" } else { "expect_hv=0" };
     // Our guest checks the processor table against the emulator's count.
     let cpus = match spec.guest {
         GuestImage::Built => format!("cpus={}", spec.cpus),
@@ -215,28 +200,14 @@ fn boot_in(
     };
     let guest_args = media::join_args(&[expect_hv, &cpus, &spec.guest_args]);
     let m = if spec.hypervisor {
-        let name = guest_path
-            .file_name()
-            .map(|n| crate::workspace::sanitize(&n.to_string_lossy()))
-            .unwrap_or_default();
+        let name = guest_path.file_name().map(|n| crate::workspace::sanitize(&n.to_string_lossy())).unwrap_or_default();
         Media {
-            kernel: spec
-                .hv_kernel
-                .clone()
-                .unwrap_or_else(|| ws.release_bin("quadrant-hv")),
+            kernel: spec.hv_kernel.clone().unwrap_or_else(|| ws.release_bin("quadrant-hv")),
             kernel_args: media::join_args(&[&format!("mmu={}", spec.mmu.as_str()), &spec.hv_args]),
-            module: Some(Module {
-                path: guest_path.clone(),
-                name,
-                args: guest_args.clone(),
-            }),
+            module: Some(Module { path: guest_path.clone(), name, args: guest_args.clone() }),
         }
     } else {
-        Media {
-            kernel: guest_path.clone(),
-            kernel_args: guest_args.clone(),
-            module: None,
-        }
+        Media { kernel: guest_path.clone(), kernel_args: guest_args.clone(), module: None }
     };
     for f in std::iter::once(&m.kernel).chain(m.module.as_ref().map(|g| &g.path)) {
         if !f.is_file() {
@@ -249,13 +220,8 @@ fn boot_in(
         Emulator::Bochs => {
             let iso = match &spec.image {
                 Some(img) => {
-                    let img = std::fs::canonicalize(img)
-                        .with_context(|| format!("the image {}", img.display()))?;
-                    let _ = writeln!(
-                        pre,
-                        "  booting the image {} (its default menu entry)",
-                        img.display()
-                    );
+                    let img = std::fs::canonicalize(img).with_context(|| format!("the image {}", img.display()))?;
+                    let _ = writeln!(pre, "  booting the image {} (its default menu entry)", img.display());
                     img.to_string_lossy().into_owned()
                 }
                 None => {
@@ -271,16 +237,9 @@ fn boot_in(
             std::fs::write(dir.join("bochs.rc"), emulator::BOCHS_RC)?;
             if style.verbose {
                 let settings: Vec<&str> = rc.lines().filter(|l| !l.starts_with('#')).collect();
-                let _ = writeln!(
-                    pre,
-                    "-- bochsrc (comments left out) --\n{}",
-                    settings.join("\n")
-                );
+                let _ = writeln!(pre, "-- bochsrc (comments left out) --\n{}", settings.join("\n"));
             }
-            let mut a: Vec<String> = emulator::netns_wrapper()
-                .iter()
-                .map(|s| s.to_string())
-                .collect();
+            let mut a: Vec<String> = emulator::netns_wrapper().iter().map(|s| s.to_string()).collect();
             a.extend(["bochs-bin", "-q", "-f", "bochsrc", "-rc", "bochs.rc"].map(String::from));
             a
         }
@@ -294,52 +253,28 @@ fn boot_in(
             a
         }
     };
-    let launch = Launch {
-        argv,
-        cwd: dir.clone(),
-        output: dir.join(spec.emulator.output_name()),
-    };
-    std::fs::write(
-        dir.join("command.sh"),
-        format!("#!/bin/sh\n{}\n", launch.display()),
-    )?;
+    let launch = Launch { argv, cwd: dir.clone(), output: dir.join(spec.emulator.output_name()) };
+    std::fs::write(dir.join("command.sh"), format!("#!/bin/sh\n{}\n", launch.display()))?;
     if style.verbose {
         let _ = writeln!(pre, "-- command --\n{}", launch.display());
     }
     if style.stream {
         say(&pre);
     } else {
-        say(&format!(
-            "booting {} ({} {}, timeout {} s)\n",
-            spec.name,
-            spec.emulator,
-            model,
-            spec.timeout()
-        ));
+        say(&format!("booting {} ({} {}, timeout {} s)\n", spec.name, spec.emulator, model, spec.timeout()));
     }
 
     // Run, following the serial log for live output and progress.
     let serial = dir.join("serial.log");
-    let mut live = Live {
-        pos: 0,
-        partial: String::new(),
-        console: Console::default(),
-    };
+    let mut live = Live { pos: 0, partial: String::new(), console: Console::default() };
     let mut next_progress = 30;
     let (exit, took) = emulator::run(&launch, Duration::from_secs(spec.timeout()), |el| {
         if style.stream {
             live.poll(&serial, style.verbose);
         }
         if el.as_secs() >= next_progress {
-            let prefix = if style.stream {
-                String::new()
-            } else {
-                format!("{}: ", spec.name)
-            };
-            say(&format!(
-                "  ... {prefix}still running, {} s\n",
-                el.as_secs()
-            ));
+            let prefix = if style.stream { String::new() } else { format!("{}: ", spec.name) };
+            say(&format!("  ... {prefix}still running, {} s\n", el.as_secs()));
             next_progress += 30;
         }
     })?;
@@ -390,20 +325,13 @@ fn boot_in(
         kernel_args: m.kernel_args.clone(),
         guest_args: spec.hypervisor.then(|| guest_args.clone()),
         expect_error: spec.expect_error.map(|k| k.as_str().to_string()),
-        expect_failures: spec
-            .expect_failures
-            .iter()
-            .map(|x| x.check.to_string())
-            .collect(),
+        expect_failures: spec.expect_failures.iter().map(|x| x.check.to_string()).collect(),
         checks: console.checks.clone(),
         counts: verdict.counts,
         counts_by_mode: console.counts_by_mode(),
         counts_by_cpu: console.counts_by_cpu(),
         guest_summary: console.summary,
-        result: console
-            .result
-            .clone()
-            .map(|(status, reason)| report::ResultLine { status, reason }),
+        result: console.result.clone().map(|(status, reason)| report::ResultLine { status, reason }),
         passed: verdict.passed,
         failure_reasons: verdict.reasons.clone(),
         errors: console.errors.clone(),
@@ -412,37 +340,23 @@ fn boot_in(
         mmu_stats: console.mmu_stats.clone(),
         bench: console.bench.clone(),
         coverage_checked: role_coverage,
-        coverage_missing: verdict
-            .coverage_missing
-            .iter()
-            .map(|p| MissingRow::of(p))
-            .collect(),
+        coverage_missing: verdict.coverage_missing.iter().map(|p| MissingRow::of(p)).collect(),
         exit_status: exit.code(),
         timed_out: matches!(exit, Exit::Timeout { .. }),
         timeout_s: spec.timeout(),
         duration_s: (took.as_secs_f64() * 10.0).round() / 10.0,
         run_dir: dir.to_string_lossy().into_owned(),
         serial_log: serial.to_string_lossy().into_owned(),
-        emulator_log: dir
-            .join(spec.emulator.log_name())
-            .to_string_lossy()
-            .into_owned(),
+        emulator_log: dir.join(spec.emulator.log_name()).to_string_lossy().into_owned(),
         debugcon_log: dir
-            .join(if spec.emulator == Emulator::Bochs {
-                "bochs.out"
-            } else {
-                "debugcon.log"
-            })
+            .join(if spec.emulator == Emulator::Bochs { "bochs.out" } else { "debugcon.log" })
             .to_string_lossy()
             .into_owned(),
         command: launch.display(),
     };
     let report_path = ws.reports_dir().join(format!("{run_id}.json"));
     report.write(&report_path)?;
-    std::fs::write(
-        dir.join("report.json"),
-        serde_json::to_string_pretty(&report)? + "\n",
-    )?;
+    std::fs::write(dir.join("report.json"), serde_json::to_string_pretty(&report)? + "\n")?;
 
     let mut block = String::new();
     if !style.stream {
@@ -456,12 +370,7 @@ fn boot_in(
             block += "\n";
         }
     }
-    block += &verdict::coverage::block_lines(
-        &console,
-        role_coverage,
-        &verdict.coverage_missing,
-        style.verbose,
-    );
+    block += &verdict::coverage::block_lines(&console, role_coverage, &verdict.coverage_missing, style.verbose);
     block += &report::block_end(&report, &verdict, &report_path);
     say(&block);
 
@@ -470,11 +379,7 @@ fn boot_in(
         let _ = std::fs::remove_file(dir.join("boot.iso"));
         let _ = std::fs::remove_dir_all(dir.join("iso"));
     }
-    Ok(BootResult {
-        report,
-        verdict,
-        report_path,
-    })
+    Ok(BootResult { report, verdict, report_path })
 }
 
 /// What is on the ISO (for --verbose): `xorriso -lsl /boot` and the
@@ -485,15 +390,7 @@ fn iso_listing(dir: &Path) -> String {
     let ls = std::process::Command::new("xorriso")
         .arg("-indev")
         .arg(&iso)
-        .args([
-            "-osirrox",
-            "on",
-            "-lsl",
-            "/boot",
-            "--",
-            "-extract",
-            "/boot/grub/grub.cfg",
-        ])
+        .args(["-osirrox", "on", "-lsl", "/boot", "--", "-extract", "/boot/grub/grub.cfg"])
         .arg(&back)
         .stderr(std::process::Stdio::null())
         .output();
@@ -544,9 +441,7 @@ impl Live {
         match self.console.feed(line) {
             Event::Check(c) => say(&(report::check_line(&c) + "\n")),
             Event::Error(e) => say(&(report::error_line(&e) + "\n")),
-            Event::Protocol | Event::Text if verbose => {
-                say(&format!("    | {}\n", report::printable(line)))
-            }
+            Event::Protocol | Event::Text if verbose => say(&format!("    | {}\n", report::printable(line))),
             _ => {}
         }
     }
@@ -565,10 +460,7 @@ pub fn boot_many(
     let total = specs.len();
     let queue = Mutex::new(specs.into_iter().enumerate().rev().collect::<Vec<_>>());
     let done: Mutex<Vec<(usize, BootSpec, Result<BootResult>)>> = Mutex::new(Vec::new());
-    let style = Style {
-        stream: false,
-        verbose,
-    };
+    let style = Style { stream: false, verbose };
     std::thread::scope(|s| {
         for _ in 0..jobs.max(1) {
             s.spawn(|| loop {

@@ -21,10 +21,7 @@ pub fn build(ws: &Workspace) -> Result<()> {
         "quadrant-guest",
     ];
     println!("$ cargo {}", args.join(" "));
-    let st = Command::new(cargo_program())
-        .args(args)
-        .current_dir(&ws.root)
-        .status()?;
+    let st = Command::new(cargo_program()).args(args).current_dir(&ws.root).status()?;
     if !st.success() {
         bail!("building the hypervisor and the guest failed ({st}); cargo's errors are above");
     }
@@ -58,33 +55,13 @@ fn inject_features(manifest: &str) -> Vec<String> {
 pub fn build_injected(ws: &Workspace, bug: &str) -> Result<PathBuf> {
     let all = injectable(ws)?;
     if !all.iter().any(|b| b == bug) {
-        bail!(
-            "unknown MMU bug `{bug}`; the hypervisor can be built with: {}",
-            all.join(", ")
-        );
+        bail!("unknown MMU bug `{bug}`; the hypervisor can be built with: {}", all.join(", "));
     }
     let target = ws.target.join("inject");
     let feature = format!("hypervisor/inject-{bug}");
-    let args = [
-        "build",
-        "--release",
-        "-p",
-        "hypervisor",
-        "--bin",
-        "quadrant-hv",
-        "--features",
-        &feature,
-    ];
-    println!(
-        "$ CARGO_TARGET_DIR={} cargo {}",
-        target.display(),
-        args.join(" ")
-    );
-    let st = Command::new(cargo_program())
-        .args(args)
-        .env("CARGO_TARGET_DIR", &target)
-        .current_dir(&ws.root)
-        .status()?;
+    let args = ["build", "--release", "-p", "hypervisor", "--bin", "quadrant-hv", "--features", &feature];
+    println!("$ CARGO_TARGET_DIR={} cargo {}", target.display(), args.join(" "));
+    let st = Command::new(cargo_program()).args(args).env("CARGO_TARGET_DIR", &target).current_dir(&ws.root).status()?;
     if !st.success() {
         bail!("building the hypervisor with inject-{bug} failed ({st}); cargo's errors are above");
     }

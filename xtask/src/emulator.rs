@@ -127,11 +127,7 @@ impl KvmFacts {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let flags: Vec<&str> = cpuinfo
             .lines()
-            .find_map(|l| {
-                l.strip_prefix("flags")
-                    .and_then(|r| r.split_once(':'))
-                    .map(|(_, f)| f)
-            })
+            .find_map(|l| l.strip_prefix("flags").and_then(|r| r.split_once(':')).map(|(_, f)| f))
             .unwrap_or("")
             .split_whitespace()
             .collect();
@@ -146,25 +142,15 @@ impl KvmFacts {
         kvm_modules.sort();
         KvmFacts {
             dev_exists: dev.exists(),
-            dev_usable: std::fs::OpenOptions::new()
-                .read(true)
-                .write(true)
-                .open(dev)
-                .is_ok(),
+            dev_usable: std::fs::OpenOptions::new().read(true).write(true).open(dev).is_ok(),
             vendor: cpuinfo
                 .lines()
-                .find_map(|l| {
-                    l.strip_prefix("vendor_id")
-                        .and_then(|r| r.split_once(':'))
-                        .map(|(_, v)| v.trim().to_string())
-                })
+                .find_map(|l| l.strip_prefix("vendor_id").and_then(|r| r.split_once(':')).map(|(_, v)| v.trim().to_string()))
                 .unwrap_or_default(),
             cpu_has_vmx: flags.contains(&"vmx"),
             in_vm: flags.contains(&"hypervisor"),
             kvm_modules,
-            intel_nested: std::fs::read_to_string("/sys/module/kvm_intel/parameters/nested")
-                .ok()
-                .map(|s| s.trim().to_string()),
+            intel_nested: std::fs::read_to_string("/sys/module/kvm_intel/parameters/nested").ok().map(|s| s.trim().to_string()),
         }
     }
 }
@@ -176,23 +162,11 @@ const ENABLE_NESTED: &str = "`sudo modprobe -r kvm_intel && sudo modprobe kvm_in
 /// Whether nested VMX works with these facts; the error says exactly why
 /// not and how to enable it where that is possible.
 pub fn nested_kvm_verdict(f: &KvmFacts) -> std::result::Result<(), String> {
-    let loaded = if f.kvm_modules.is_empty() {
-        "none".to_string()
-    } else {
-        f.kvm_modules.join(", ")
-    };
+    let loaded = if f.kvm_modules.is_empty() { "none".to_string() } else { f.kvm_modules.join(", ") };
     let intel = f.vendor == "GenuineIntel";
     if !intel && !f.vendor.is_empty() {
-        let what = if f.vendor == "AuthenticAMD" {
-            "an AMD host (AMD-V/SVM)"
-        } else {
-            "not an Intel host"
-        };
-        let pvm = if f.kvm_modules.iter().any(|m| m == "kvm_pvm") {
-            "; its /dev/kvm is a paravirtual KVM (kvm_pvm) without nested virtualisation"
-        } else {
-            ""
-        };
+        let what = if f.vendor == "AuthenticAMD" { "an AMD host (AMD-V/SVM)" } else { "not an Intel host" };
+        let pvm = if f.kvm_modules.iter().any(|m| m == "kvm_pvm") { "; its /dev/kvm is a paravirtual KVM (kvm_pvm) without nested virtualisation" } else { "" };
         return Err(format!(
             "this is {what} (vendor {}{pvm}): KVM here cannot give a guest Intel VMX, which Quadrant's hypervisor needs \
              (KVM nests VMX only on Intel hosts with kvm_intel nested=1); use --emulator bochs, which emulates VMX",
@@ -266,19 +240,8 @@ pub fn qemu_machine_args(emu: Emulator, model: &str, cpus: u32, mem_mib: u32) ->
     }
     a.extend(
         [
-            "-cpu",
-            model,
-            "-m",
-            &mem_mib.to_string(),
-            "-smp",
-            &cpus.to_string(),
-            "-display",
-            "none",
-            "-no-reboot",
-            "-serial",
-            "file:serial.log",
-            "-debugcon",
-            "file:debugcon.log",
+            "-cpu", model, "-m", &mem_mib.to_string(), "-smp", &cpus.to_string(), "-display", "none", "-no-reboot",
+            "-serial", "file:serial.log", "-debugcon", "file:debugcon.log",
         ]
         .map(String::from),
     );
@@ -300,20 +263,13 @@ impl Launch {
     /// The command as one shell-pasteable line.
     pub fn display(&self) -> String {
         let words: Vec<String> = self.argv.iter().map(|w| shell_quote(w)).collect();
-        format!(
-            "(cd {} && {})",
-            shell_quote(&self.cwd.to_string_lossy()),
-            words.join(" ")
-        )
+        format!("(cd {} && {})", shell_quote(&self.cwd.to_string_lossy()), words.join(" "))
     }
 }
 
 /// Quotes a word for a POSIX shell when it needs it.
 pub fn shell_quote(w: &str) -> String {
-    if !w.is_empty()
-        && w.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
-    {
+    if !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c)) {
         w.to_string()
     } else {
         format!("'{}'", w.replace('\'', "'\\''"))
@@ -358,14 +314,9 @@ fn deathsig_wrapper() -> &'static [&'static str] {
 
 /// Runs `l` with stdin from /dev/null, in its own process group, killing the
 /// group after `timeout`. `tick(elapsed)` is called about every 100 ms.
-pub fn run(
-    l: &Launch,
-    timeout: Duration,
-    mut tick: impl FnMut(Duration),
-) -> Result<(Exit, Duration)> {
+pub fn run(l: &Launch, timeout: Duration, mut tick: impl FnMut(Duration)) -> Result<(Exit, Duration)> {
     use std::os::unix::process::{CommandExt, ExitStatusExt};
-    let out = std::fs::File::create(&l.output)
-        .with_context(|| format!("creating {}", l.output.display()))?;
+    let out = std::fs::File::create(&l.output).with_context(|| format!("creating {}", l.output.display()))?;
     let err = out.try_clone()?;
     let mut argv: Vec<&str> = deathsig_wrapper().to_vec();
     argv.extend(l.argv.iter().map(String::as_str));
@@ -391,17 +342,10 @@ pub fn run(
         let el = start.elapsed();
         if el >= timeout {
             let pgid = child.id();
-            let _ = Command::new("kill")
-                .args(["-KILL", "--", &format!("-{pgid}")])
-                .status();
+            let _ = Command::new("kill").args(["-KILL", "--", &format!("-{pgid}")]).status();
             let _ = child.kill();
             let _ = child.wait();
-            return Ok((
-                Exit::Timeout {
-                    secs: timeout.as_secs(),
-                },
-                start.elapsed(),
-            ));
+            return Ok((Exit::Timeout { secs: timeout.as_secs() }, start.elapsed()));
         }
         tick(el);
         std::thread::sleep(Duration::from_millis(100));
@@ -431,10 +375,7 @@ mod tests {
         ] {
             assert!(rc.contains(want), "missing {want:?} in\n{rc}");
         }
-        assert!(
-            !rc.lines().any(|l| !l.starts_with('#') && l.contains('@')),
-            "unfilled field in\n{rc}"
-        );
+        assert!(!rc.lines().any(|l| !l.starts_with('#') && l.contains('@')), "unfilled field in\n{rc}");
     }
 
     #[test]
@@ -446,10 +387,7 @@ mod tests {
              -debugcon file:debugcon.log -device isa-debug-exit,iobase=0xf4,iosize=0x04"
         );
         let k = qemu_args(Emulator::QemuKvm, "host,+vmx", 2).join(" ");
-        assert!(
-            k.starts_with("-machine pc -enable-kvm -cpu host,+vmx -m 256 -smp 2 "),
-            "{k}"
-        );
+        assert!(k.starts_with("-machine pc -enable-kvm -cpu host,+vmx -m 256 -smp 2 "), "{k}");
     }
 
     #[test]
@@ -463,16 +401,8 @@ mod tests {
         };
         let (e, _) = run(&l("echo hi; exit 3"), Duration::from_secs(10), |_| {}).unwrap();
         assert_eq!(e, Exit::Code(3));
-        assert_eq!(
-            std::fs::read_to_string(dir.join("out.log")).unwrap(),
-            "hi\n"
-        );
-        let (e, d) = run(
-            &l("sleep 30 & sleep 30"),
-            Duration::from_millis(300),
-            |_| {},
-        )
-        .unwrap();
+        assert_eq!(std::fs::read_to_string(dir.join("out.log")).unwrap(), "hi\n");
+        let (e, d) = run(&l("sleep 30 & sleep 30"), Duration::from_millis(300), |_| {}).unwrap();
         assert_eq!(e, Exit::Timeout { secs: 0 });
         assert!(d < Duration::from_secs(5));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -490,15 +420,9 @@ mod tests {
             intel_nested: Some("Y".into()),
         };
         assert_eq!(nested_kvm_verdict(&intel), Ok(()));
-        let off = KvmFacts {
-            intel_nested: Some("N".into()),
-            ..intel.clone()
-        };
+        let off = KvmFacts { intel_nested: Some("N".into()), ..intel.clone() };
         let e = nested_kvm_verdict(&off).unwrap_err();
-        assert!(
-            e.contains("nested=N") && e.contains("modprobe kvm_intel nested=1"),
-            "{e}"
-        );
+        assert!(e.contains("nested=N") && e.contains("modprobe kvm_intel nested=1"), "{e}");
         let amd_pvm = KvmFacts {
             vendor: "AuthenticAMD".into(),
             cpu_has_vmx: false,
@@ -508,50 +432,17 @@ mod tests {
             ..intel.clone()
         };
         let e = nested_kvm_verdict(&amd_pvm).unwrap_err();
-        assert!(
-            e.contains("AMD host") && e.contains("kvm_pvm") && e.contains("--emulator bochs"),
-            "{e}"
-        );
-        let pvm_intel = KvmFacts {
-            kvm_modules: vec!["kvm".into(), "kvm_pvm".into()],
-            intel_nested: None,
-            ..intel.clone()
-        };
-        assert!(nested_kvm_verdict(&pvm_intel)
-            .unwrap_err()
-            .contains("paravirtual KVM (kvm_pvm"));
-        let unloaded = KvmFacts {
-            kvm_modules: vec!["kvm".into()],
-            intel_nested: None,
-            ..intel.clone()
-        };
-        assert!(nested_kvm_verdict(&unloaded)
-            .unwrap_err()
-            .contains("kvm_intel is not loaded"));
-        let no_dev_vm = KvmFacts {
-            dev_exists: false,
-            cpu_has_vmx: false,
-            in_vm: true,
-            ..intel.clone()
-        };
-        assert!(nested_kvm_verdict(&no_dev_vm)
-            .unwrap_err()
-            .contains("VM without nested virtualisation"));
-        let no_vtx = KvmFacts {
-            dev_exists: false,
-            cpu_has_vmx: false,
-            ..intel.clone()
-        };
-        assert!(nested_kvm_verdict(&no_vtx)
-            .unwrap_err()
-            .contains("enable Intel VT-x in the firmware"));
-        let no_perm = KvmFacts {
-            dev_usable: false,
-            ..intel
-        };
-        assert!(nested_kvm_verdict(&no_perm)
-            .unwrap_err()
-            .contains("`kvm` group"));
+        assert!(e.contains("AMD host") && e.contains("kvm_pvm") && e.contains("--emulator bochs"), "{e}");
+        let pvm_intel = KvmFacts { kvm_modules: vec!["kvm".into(), "kvm_pvm".into()], intel_nested: None, ..intel.clone() };
+        assert!(nested_kvm_verdict(&pvm_intel).unwrap_err().contains("paravirtual KVM (kvm_pvm"));
+        let unloaded = KvmFacts { kvm_modules: vec!["kvm".into()], intel_nested: None, ..intel.clone() };
+        assert!(nested_kvm_verdict(&unloaded).unwrap_err().contains("kvm_intel is not loaded"));
+        let no_dev_vm = KvmFacts { dev_exists: false, cpu_has_vmx: false, in_vm: true, ..intel.clone() };
+        assert!(nested_kvm_verdict(&no_dev_vm).unwrap_err().contains("VM without nested virtualisation"));
+        let no_vtx = KvmFacts { dev_exists: false, cpu_has_vmx: false, ..intel.clone() };
+        assert!(nested_kvm_verdict(&no_vtx).unwrap_err().contains("enable Intel VT-x in the firmware"));
+        let no_perm = KvmFacts { dev_usable: false, ..intel };
+        assert!(nested_kvm_verdict(&no_perm).unwrap_err().contains("`kvm` group"));
     }
 
     #[test]

@@ -21,9 +21,7 @@ pub enum Format {
 
 /// One line of text made safe for a TAP description or YAML scalar.
 fn one_line(s: &str) -> String {
-    s.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect()
 }
 
 /// TAP version 13: the plan, then one line per result of every run.
@@ -99,21 +97,13 @@ pub fn junit(rows: &[Row]) -> String {
             r.secs
         );
         for it in &r.items {
-            let head = format!(
-                "    <testcase classname=\"{}\" name=\"{}\"",
-                xml(&r.name),
-                xml(&it.name)
-            );
+            let head = format!("    <testcase classname=\"{}\" name=\"{}\"", xml(&r.name), xml(&it.name));
             match it.outcome {
                 "pass" => {
                     let _ = writeln!(s, "{head}/>");
                 }
                 "skip" => {
-                    let _ = writeln!(
-                        s,
-                        "{head}>\n      <skipped message=\"{}\"/>\n    </testcase>",
-                        xml(&it.detail)
-                    );
+                    let _ = writeln!(s, "{head}>\n      <skipped message=\"{}\"/>\n    </testcase>", xml(&it.detail));
                 }
                 _ => {
                     let _ = writeln!(
@@ -142,10 +132,7 @@ mod tests {
             detail: detail.into(),
         };
         vec![
-            Row::for_test(
-                "host tests (cargo test)",
-                vec![it("shared: line::tests::a", "pass", "")],
-            ),
+            Row::for_test("host tests (cargo test)", vec![it("shared: line::tests::a", "pass", "")]),
             Row::for_test(
                 "hypervisor, bochs penryn (shadow)",
                 vec![
@@ -163,22 +150,10 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines[0], "TAP version 13");
         assert_eq!(lines[1], "1..4");
-        assert_eq!(
-            lines[2],
-            "ok 1 - host tests (cargo test): shared: line::tests::a"
-        );
-        assert_eq!(
-            lines[3],
-            "ok 2 - hypervisor, bochs penryn (shadow): boot/handoff"
-        );
-        assert_eq!(
-            lines[4],
-            "ok 3 - hypervisor, bochs penryn (shadow): cache/flood # SKIP needs the hypervisor"
-        );
-        assert_eq!(
-            lines[5],
-            "not ok 4 - hypervisor, bochs penryn (shadow): long/x%231"
-        );
+        assert_eq!(lines[2], "ok 1 - host tests (cargo test): shared: line::tests::a");
+        assert_eq!(lines[3], "ok 2 - hypervisor, bochs penryn (shadow): boot/handoff");
+        assert_eq!(lines[4], "ok 3 - hypervisor, bochs penryn (shadow): cache/flood # SKIP needs the hypervisor");
+        assert_eq!(lines[5], "not ok 4 - hypervisor, bochs penryn (shadow): long/x%231");
         assert_eq!(lines[6], "  ---");
         assert_eq!(lines[7], "  message: \"expected <1> & got \\\"2\\\" next\"");
         assert_eq!(lines[8], "  ...");
@@ -190,17 +165,12 @@ mod tests {
         let x = junit(&rows());
         assert!(x.starts_with("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"quadrant\" tests=\"4\" failures=\"1\""));
         assert!(x.contains("<testsuite name=\"hypervisor, bochs penryn (shadow)\" tests=\"3\" failures=\"1\" errors=\"0\" skipped=\"1\""));
-        assert!(x.contains(
-            "<testcase classname=\"hypervisor, bochs penryn (shadow)\" name=\"boot/handoff\"/>"
-        ));
+        assert!(x.contains("<testcase classname=\"hypervisor, bochs penryn (shadow)\" name=\"boot/handoff\"/>"));
         assert!(x.contains("<skipped message=\"needs the hypervisor\"/>"));
         assert!(x.contains("<failure message=\"expected &lt;1&gt; &amp; got &quot;2&quot; next\">expected &lt;1&gt; &amp; got &quot;2&quot;\nnext</failure>"));
         assert!(x.ends_with("</testsuites>\n"));
         // Balanced elements.
-        assert_eq!(
-            x.matches("<testsuite ").count(),
-            x.matches("</testsuite>").count()
-        );
+        assert_eq!(x.matches("<testsuite ").count(), x.matches("</testsuite>").count());
         assert_eq!(x.matches("<testcase ").count(), 4);
     }
 }

@@ -29,26 +29,14 @@ pub struct MenuEntry {
 /// The image's menu, the first entry the default. To add a workload, add
 /// one line.
 pub const MENU: &[MenuEntry] = &[
-    MenuEntry {
-        title: "guest suite under the hypervisor (shadow paging)",
-        hv_args: Some("mmu=shadow"),
-        guest_args: "",
-    },
+    MenuEntry { title: "guest suite under the hypervisor (shadow paging)", hv_args: Some("mmu=shadow"), guest_args: "" },
     MenuEntry {
         title: "guest suite under the hypervisor, reboot 60 s after the result",
         hv_args: Some("mmu=shadow reboot=60"),
         guest_args: "",
     },
-    MenuEntry {
-        title: "guest suite under the hypervisor (EPT reference)",
-        hv_args: Some("mmu=ept"),
-        guest_args: "",
-    },
-    MenuEntry {
-        title: "bare guest, no hypervisor (results on COM1 only)",
-        hv_args: None,
-        guest_args: "",
-    },
+    MenuEntry { title: "guest suite under the hypervisor (EPT reference)", hv_args: Some("mmu=ept"), guest_args: "" },
+    MenuEntry { title: "bare guest, no hypervisor (results on COM1 only)", hv_args: None, guest_args: "" },
 ];
 
 /// Default seconds the menu waits before booting the first entry.
@@ -127,13 +115,9 @@ pub fn make_image(ws: &Workspace, out: &Path, menu_timeout: u32) -> Result<()> {
     std::fs::create_dir_all(root.join("boot/grub"))?;
     for b in ["quadrant-hv", "quadrant-guest"] {
         let from = ws.release_bin(b);
-        std::fs::copy(&from, root.join("boot").join(b))
-            .with_context(|| format!("copying {}", from.display()))?;
+        std::fs::copy(&from, root.join("boot").join(b)).with_context(|| format!("copying {}", from.display()))?;
     }
-    std::fs::write(
-        root.join("boot/grub/grub.cfg"),
-        grub_cfg(MENU, menu_timeout),
-    )?;
+    std::fs::write(root.join("boot/grub/grub.cfg"), grub_cfg(MENU, menu_timeout))?;
     if let Some(d) = out.parent() {
         std::fs::create_dir_all(d)?;
     }
@@ -147,11 +131,7 @@ pub fn image(ws: &Workspace, opts: &ImageOpts) -> Result<bool> {
     let out = opts.output.clone().unwrap_or_else(|| default_path(ws));
     make_image(ws, &out, opts.menu_timeout)?;
     let size = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-    println!(
-        "image: {} ({:.1} MiB; BIOS and UEFI)",
-        out.display(),
-        size as f64 / (1 << 20) as f64
-    );
+    println!("image: {} ({:.1} MiB; BIOS and UEFI)", out.display(), size as f64 / (1 << 20) as f64);
     println!("menu (default first, after {} s):", opts.menu_timeout);
     for e in MENU {
         println!("  - {}", e.title);
@@ -165,12 +145,7 @@ pub fn image(ws: &Workspace, opts: &ImageOpts) -> Result<bool> {
     for reason in &r.reasons {
         println!("  - {reason}");
     }
-    println!(
-        "{}: UEFI boot of the image in {:.1} s (run dir: {})",
-        if r.passed { "PASS" } else { "FAIL" },
-        r.secs,
-        r.dir.display()
-    );
+    println!("{}: UEFI boot of the image in {:.1} s (run dir: {})", if r.passed { "PASS" } else { "FAIL" }, r.secs, r.dir.display());
     Ok(r.passed)
 }
 
@@ -186,12 +161,7 @@ mod tests {
     #[test]
     fn menu_has_a_platform_switch_per_hypervisor_entry() {
         let cfg = grub_cfg(MENU, 5);
-        assert!(
-            cfg.starts_with(
-                "set timeout=5\nset default=0\nif serial --unit=0 --speed=115200; then\n"
-            ),
-            "{cfg}"
-        );
+        assert!(cfg.starts_with("set timeout=5\nset default=0\nif serial --unit=0 --speed=115200; then\n"), "{cfg}");
         assert!(
             cfg.contains(
                 "menuentry \"Quadrant: guest suite under the hypervisor (shadow paging)\" {\n  \
@@ -203,17 +173,11 @@ mod tests {
             ),
             "{cfg}"
         );
-        assert!(
-            cfg.contains("  multiboot /boot/quadrant-guest expect_hv=0\n  boot\n"),
-            "{cfg}"
-        );
+        assert!(cfg.contains("  multiboot /boot/quadrant-guest expect_hv=0\n  boot\n"), "{cfg}");
         assert_eq!(cfg.matches("menuentry ").count(), MENU.len());
         assert_eq!(cfg.matches("outb 0x8900 0x53").count(), MENU.len());
         // The default entry is the plain suite under the hypervisor.
-        assert_eq!(
-            (MENU[0].hv_args, MENU[0].guest_args),
-            (Some("mmu=shadow"), "")
-        );
+        assert_eq!((MENU[0].hv_args, MENU[0].guest_args), (Some("mmu=shadow"), ""));
     }
 
     #[test]
@@ -222,11 +186,7 @@ mod tests {
             media::check_args("hv", e.hv_args.unwrap_or("")).unwrap();
             media::check_args("guest", e.guest_args).unwrap();
         }
-        let e = MenuEntry {
-            title: "t",
-            hv_args: Some("mmu=ept"),
-            guest_args: "only=long/",
-        };
+        let e = MenuEntry { title: "t", hv_args: Some("mmu=ept"), guest_args: "only=long/" };
         assert_eq!(
             load_lines(&e, "2", ""),
             "multiboot2 /boot/quadrant-hv mmu=ept\nmodule2 /boot/quadrant-guest quadrant-guest expect_hv=1 only=long/\n"

@@ -100,20 +100,10 @@ pub struct RunOpts {
     #[arg(long, value_name = "PATH")]
     pub guest: Option<PathBuf>,
     /// Extra hypervisor arguments (after `mmu=...`).
-    #[arg(
-        long,
-        value_name = "ARGS",
-        default_value = "",
-        allow_hyphen_values = true
-    )]
+    #[arg(long, value_name = "ARGS", default_value = "", allow_hyphen_values = true)]
     pub hv_args: String,
     /// Extra guest arguments (after `expect_hv=0|1`).
-    #[arg(
-        long,
-        value_name = "ARGS",
-        default_value = "",
-        allow_hyphen_values = true
-    )]
+    #[arg(long, value_name = "ARGS", default_value = "", allow_hyphen_values = true)]
     pub guest_args: String,
     /// Run the whole access sweep (guest `sweep=full`; the default timeout
     /// becomes 1800 s).
@@ -229,15 +219,8 @@ impl RunOpts {
     /// The boot this describes.
     pub fn spec(&self, emu: Emulator) -> BootSpec {
         let hv = !self.bare;
-        let model = self
-            .cpu_model
-            .clone()
-            .unwrap_or_else(|| emu.default_cpu_model().to_string());
-        let name = format!(
-            "{emu}-{}-{}",
-            model.split(',').next().unwrap_or(""),
-            if hv { "hv" } else { "bare" }
-        );
+        let model = self.cpu_model.clone().unwrap_or_else(|| emu.default_cpu_model().to_string());
+        let name = format!("{emu}-{}-{}", model.split(',').next().unwrap_or(""), if hv { "hv" } else { "bare" });
         BootSpec {
             name,
             emulator: emu,
@@ -245,15 +228,8 @@ impl RunOpts {
             cpus: self.cpus,
             hypervisor: hv,
             mmu: self.mmu,
-            guest: self
-                .guest
-                .clone()
-                .map_or(GuestImage::Built, GuestImage::Path),
-            hv_args: if self.mmu_audit {
-                format!("audit=1 {}", self.hv_args).trim_end().to_string()
-            } else {
-                self.hv_args.clone()
-            },
+            guest: self.guest.clone().map_or(GuestImage::Built, GuestImage::Path),
+            hv_args: if self.mmu_audit { format!("audit=1 {}", self.hv_args).trim_end().to_string() } else { self.hv_args.clone() },
             guest_args: media::join_args(&[&test_cmd::full_args(self.full), &self.guest_args]),
             timeout: self.timeout.or(self.full.then_some(test_cmd::FULL_TIMEOUT)),
             expect_error: self.expect_error,
@@ -283,14 +259,7 @@ fn run(ws: &Workspace, opts: &RunOpts) -> Result<bool> {
         spec.name = format!("{}-inject-{bug}", spec.name);
     }
     packages::ensure(emu.needs())?;
-    let r = boot::boot(
-        ws,
-        &spec,
-        Style {
-            stream: true,
-            verbose: opts.verbose,
-        },
-    )?;
+    let r = boot::boot(ws, &spec, Style { stream: true, verbose: opts.verbose })?;
     Ok(r.verdict.passed)
 }
 
@@ -310,9 +279,7 @@ fn main() -> ExitCode {
         Cmd::Image(o) => image::image(&ws, o),
         Cmd::Bisect(o) => bisect::bisect(&ws, &o.good, &o.bad, &o.run),
         Cmd::Mutants(o) => mutants::mutants(&ws, o),
-        Cmd::BisectTest(o) => {
-            packages::ensure(packages::BOCHS).map(|()| bisect_test::report(&ws, o.timeout, true).0)
-        }
+        Cmd::BisectTest(o) => packages::ensure(packages::BOCHS).map(|()| bisect_test::report(&ws, o.timeout, true).0),
         Cmd::Bench(o) => bench::bench(&ws, o),
         Cmd::BisectStep(o) => return bisect::step(&ws, o),
     };
@@ -339,32 +306,14 @@ mod tests {
     #[test]
     fn run_options_round_trip_through_args() {
         let cli = Cli::try_parse_from([
-            "xtask",
-            "run",
-            "--emulator",
-            "bochs",
-            "--cpu-model",
-            "core2_penryn_t9600",
-            "--cpus",
-            "2",
-            "--timeout",
-            "90",
-            "--mmu",
-            "ept",
-            "--hv-args",
-            "audit=1",
-            "--guest-args",
-            "-x only=a",
-            "--expect-error",
-            "no-vmx",
+            "xtask", "run", "--emulator", "bochs", "--cpu-model", "core2_penryn_t9600", "--cpus", "2", "--timeout",
+            "90", "--mmu", "ept", "--hv-args", "audit=1", "--guest-args", "-x only=a", "--expect-error", "no-vmx",
         ])
         .unwrap();
         let Cmd::Run(o) = cli.cmd else { panic!() };
         let mut argv = vec!["xtask".to_string(), "bisect-step".to_string()];
         argv.extend(o.to_args());
-        let Cmd::BisectStep(p) = Cli::try_parse_from(argv).unwrap().cmd else {
-            panic!()
-        };
+        let Cmd::BisectStep(p) = Cli::try_parse_from(argv).unwrap().cmd else { panic!() };
         assert_eq!(p.to_args(), o.to_args());
         assert_eq!(p.guest_args, "-x only=a");
         assert_eq!(p.expect_error, Some(ErrorKind::NoVmx));
@@ -379,24 +328,12 @@ mod tests {
 
     #[test]
     fn image_option_round_trips_and_excludes_what_the_image_fixes() {
-        let cli =
-            Cli::try_parse_from(["xtask", "run", "--emulator", "bochs", "--image", "/x/q.img"])
-                .unwrap();
+        let cli = Cli::try_parse_from(["xtask", "run", "--emulator", "bochs", "--image", "/x/q.img"]).unwrap();
         let Cmd::Run(o) = cli.cmd else { panic!() };
         let args = o.to_args();
-        assert!(
-            args.windows(2).any(|w| w == ["--image", "/x/q.img"]),
-            "{args:?}"
-        );
-        assert_eq!(
-            o.spec(Emulator::Bochs).image,
-            Some(PathBuf::from("/x/q.img"))
-        );
-        for other in [
-            ["--bare", ""],
-            ["--hv-args", "audit=1"],
-            ["--guest-args", "only=a"],
-        ] {
+        assert!(args.windows(2).any(|w| w == ["--image", "/x/q.img"]), "{args:?}");
+        assert_eq!(o.spec(Emulator::Bochs).image, Some(PathBuf::from("/x/q.img")));
+        for other in [["--bare", ""], ["--hv-args", "audit=1"], ["--guest-args", "only=a"]] {
             let mut argv = vec!["xtask", "run", "--image", "/x/q.img"];
             argv.extend(other.iter().filter(|a| !a.is_empty()));
             assert!(Cli::try_parse_from(argv).is_err(), "{other:?}");
@@ -405,30 +342,15 @@ mod tests {
 
     #[test]
     fn full_passes_sweep_full_to_the_guest() {
-        let cli =
-            Cli::try_parse_from(["xtask", "run", "--full", "--guest-args", "only=long/"]).unwrap();
+        let cli = Cli::try_parse_from(["xtask", "run", "--full", "--guest-args", "only=long/"]).unwrap();
         let Cmd::Run(o) = cli.cmd else { panic!() };
         assert!(o.to_args().contains(&"--full".to_string()));
         let s = o.spec(Emulator::Bochs);
-        assert_eq!(
-            (s.guest_args.as_str(), s.timeout()),
-            ("sweep=full only=long/", test_cmd::FULL_TIMEOUT)
-        );
+        assert_eq!((s.guest_args.as_str(), s.timeout()), ("sweep=full only=long/", test_cmd::FULL_TIMEOUT));
         let cli = Cli::try_parse_from(["xtask", "run", "--full", "--timeout", "20"]).unwrap();
         let Cmd::Run(o) = cli.cmd else { panic!() };
-        assert_eq!(
-            (
-                o.spec(Emulator::Bochs).guest_args.as_str(),
-                o.spec(Emulator::Bochs).timeout()
-            ),
-            ("sweep=full", 20)
-        );
-        let Cmd::Test(t) = Cli::try_parse_from(["xtask", "test", "--full"])
-            .unwrap()
-            .cmd
-        else {
-            panic!()
-        };
+        assert_eq!((o.spec(Emulator::Bochs).guest_args.as_str(), o.spec(Emulator::Bochs).timeout()), ("sweep=full", 20));
+        let Cmd::Test(t) = Cli::try_parse_from(["xtask", "test", "--full"]).unwrap().cmd else { panic!() };
         assert!(t.full);
     }
 
@@ -439,32 +361,18 @@ mod tests {
         let run = cmd.find_subcommand_mut("run").unwrap();
         let help = run.render_long_help().to_string().replace(['\n', ' '], "");
         for k in ErrorKind::ALL {
-            assert!(
-                help.contains(k.as_str()),
-                "{} missing from --expect-error's help",
-                k.as_str()
-            );
+            assert!(help.contains(k.as_str()), "{} missing from --expect-error's help", k.as_str());
         }
     }
 
     #[test]
     fn header_format() {
-        let o = RunOpts {
-            cpus: 1,
-            ..Default::default()
-        };
+        let o = RunOpts { cpus: 1, ..Default::default() };
         assert_eq!(
             o.spec(Emulator::Bochs).header(),
             "== bochs corei7_skylake_x 1 cpu, hypervisor (mmu=shadow): booting (timeout 300 s) =="
         );
-        let o = RunOpts {
-            cpus: 1,
-            bare: true,
-            ..Default::default()
-        };
-        assert_eq!(
-            o.spec(Emulator::QemuTcg).header(),
-            "== qemu-tcg max 1 cpu, bare guest: booting (timeout 60 s) =="
-        );
+        let o = RunOpts { cpus: 1, bare: true, ..Default::default() };
+        assert_eq!(o.spec(Emulator::QemuTcg).header(), "== qemu-tcg max 1 cpu, bare guest: booting (timeout 60 s) ==");
     }
 }

@@ -33,10 +33,7 @@ pub struct Module {
 
 /// Rejects argument text that GRUB's or QEMU's parsers would change.
 pub fn check_args(what: &str, args: &str) -> Result<()> {
-    if let Some(c) = args
-        .chars()
-        .find(|c| !(c.is_ascii_graphic() || *c == ' ') || "\"'\\$;|&{}#<>`".contains(*c))
-    {
+    if let Some(c) = args.chars().find(|c| !(c.is_ascii_graphic() || *c == ' ') || "\"'\\$;|&{}#<>`".contains(*c)) {
         bail!("{what} {args:?}: the character {c:?} is not allowed (use letters, digits, spaces and =._-/:+,@%)");
     }
     Ok(())
@@ -44,12 +41,7 @@ pub fn check_args(what: &str, args: &str) -> Result<()> {
 
 /// Joins argument words, dropping empty ones.
 pub fn join_args(parts: &[&str]) -> String {
-    parts
-        .iter()
-        .map(|s| s.trim())
-        .filter(|s| !s.is_empty())
-        .collect::<Vec<_>>()
-        .join(" ")
+    parts.iter().map(|s| s.trim()).filter(|s| !s.is_empty()).collect::<Vec<_>>().join(" ")
 }
 
 /// The path the kernel has inside the ISO.
@@ -71,11 +63,7 @@ pub fn grub_cfg(m: &Media) -> String {
         "serial --unit=0 --speed=115200\nterminal_output serial console\n\
          set timeout=0\nset timeout_style=hidden\nset default=0\n",
     );
-    let title = if m.module.is_some() {
-        "Quadrant: hypervisor + guest"
-    } else {
-        "Quadrant: bare guest"
-    };
+    let title = if m.module.is_some() { "Quadrant: hypervisor + guest" } else { "Quadrant: bare guest" };
     s += &format!("menuentry \"{title}\" {{\n");
     s += &format!("  multiboot {}", iso_kernel_path(m));
     if !m.kernel_args.is_empty() {
@@ -102,11 +90,7 @@ pub fn boot_or_stop(indent: &str) -> String {
     s += &format!("{indent}echo \"grub: could not boot the kernel (GRUB's error is above); stopping Bochs\"\n");
     s += &format!("{indent}insmod iorw\n");
     for b in shared::ports::BOCHS_SHUTDOWN_WORD {
-        s += &format!(
-            "{indent}outb {:#x} {:#x}\n",
-            shared::ports::BOCHS_SHUTDOWN,
-            b
-        );
+        s += &format!("{indent}outb {:#x} {:#x}\n", shared::ports::BOCHS_SHUTDOWN, b);
     }
     s
 }
@@ -124,10 +108,7 @@ pub fn grub_mkrescue(root: &Path, out: &Path, log: &Path) -> Result<()> {
         .context("starting grub-mkrescue")?;
     if !st.success() {
         let text = std::fs::read_to_string(log).unwrap_or_default();
-        bail!(
-            "grub-mkrescue failed ({st}); its output ({}):\n{text}",
-            log.display()
-        );
+        bail!("grub-mkrescue failed ({st}); its output ({}):\n{text}", log.display());
     }
     Ok(())
 }
@@ -154,10 +135,7 @@ pub fn make_iso(run: &Path, m: &Media) -> Result<PathBuf> {
 
 /// QEMU's boot arguments: `-kernel`, `-append` and for the hypervisor `-initrd`.
 pub fn qemu_boot_args(m: &Media) -> Vec<String> {
-    let mut a = vec![
-        "-kernel".to_string(),
-        m.kernel.to_string_lossy().into_owned(),
-    ];
+    let mut a = vec!["-kernel".to_string(), m.kernel.to_string_lossy().into_owned()];
     a.extend(["-append".to_string(), m.kernel_args.clone()]);
     if let Some(g) = &m.module {
         // Modules are comma-separated, each "path args"; a literal comma is ",,".
@@ -186,12 +164,7 @@ mod tests {
     #[test]
     fn grub_cfg_hypervisor_and_bare() {
         let cfg = grub_cfg(&hv());
-        assert!(
-            cfg.starts_with(
-                "serial --unit=0 --speed=115200\nterminal_output serial console\nset timeout=0\n"
-            ),
-            "{cfg}"
-        );
+        assert!(cfg.starts_with("serial --unit=0 --speed=115200\nterminal_output serial console\nset timeout=0\n"), "{cfg}");
         assert!(
             cfg.contains(
                 "menuentry \"Quadrant: hypervisor + guest\" {\n  \
@@ -200,19 +173,10 @@ mod tests {
             ),
             "{cfg}"
         );
-        assert!(
-            cfg.contains("  outb 0x8900 0x53\n  outb 0x8900 0x68\n"),
-            "{cfg}"
-        );
+        assert!(cfg.contains("  outb 0x8900 0x53\n  outb 0x8900 0x68\n"), "{cfg}");
         assert!(cfg.ends_with("  outb 0x8900 0x6e\n}\n"), "{cfg}");
-        let bare = Media {
-            kernel: "/x/g".into(),
-            kernel_args: "expect_hv=0".into(),
-            module: None,
-        };
-        assert!(
-            grub_cfg(&bare).contains("\n  multiboot /boot/quadrant-guest expect_hv=0\n  boot\n")
-        );
+        let bare = Media { kernel: "/x/g".into(), kernel_args: "expect_hv=0".into(), module: None };
+        assert!(grub_cfg(&bare).contains("\n  multiboot /boot/quadrant-guest expect_hv=0\n  boot\n"));
     }
 
     #[test]

@@ -88,12 +88,7 @@ fn stage_specs(stage: &'static str, hv: &std::path::Path, timeout: u64) -> Vec<B
         image: None,
     };
     match stage {
-        "fast" => vec![one(
-            "penryn 2 cpus fast",
-            "core2_penryn_t9600",
-            2,
-            "ram_test_mib=0",
-        )],
+        "fast" => vec![one("penryn 2 cpus fast", "core2_penryn_t9600", 2, "ram_test_mib=0")],
         _ => vec![
             one("penryn 2 cpus full", "core2_penryn_t9600", 2, ""),
             one("skylake 4 cpus full", "corei7_skylake_x", 4, ""),
@@ -113,12 +108,7 @@ fn kill_of(r: &BootResult) -> Option<(Option<String>, String)> {
     // the emulator's exit status.
     let why = match r.report.errors.first() {
         Some(e) => format!("quadrant-error {}: {}", e.kind, e.text),
-        None => r
-            .verdict
-            .reasons
-            .first()
-            .cloned()
-            .unwrap_or_else(|| "the boot failed".into()),
+        None => r.verdict.reasons.first().cloned().unwrap_or_else(|| "the boot failed".into()),
     };
     Some((None, why))
 }
@@ -129,16 +119,10 @@ pub fn mutants(ws: &Workspace, opts: &MutantsOpts) -> Result<bool> {
     let all = build::injectable(ws)?;
     for o in &opts.only {
         if !all.contains(o) {
-            bail!(
-                "unknown variant `{o}`; the hypervisor can be built with: {}",
-                all.join(", ")
-            );
+            bail!("unknown variant `{o}`; the hypervisor can be built with: {}", all.join(", "));
         }
     }
-    let variants: Vec<String> = all
-        .into_iter()
-        .filter(|v| opts.only.is_empty() || opts.only.contains(v))
-        .collect();
+    let variants: Vec<String> = all.into_iter().filter(|v| opts.only.is_empty() || opts.only.contains(v)).collect();
     packages::ensure(packages::BOCHS)?;
     println!("== building the hypervisor and the guest ==");
     build::build(ws)?;
@@ -146,15 +130,10 @@ pub fn mutants(ws: &Workspace, opts: &MutantsOpts) -> Result<bool> {
     std::fs::create_dir_all(&bins)?;
     let mut hv_of = Vec::new();
     for (i, v) in variants.iter().enumerate() {
-        println!(
-            "== [{}/{}] building the hypervisor with inject-{v} ==",
-            i + 1,
-            variants.len()
-        );
+        println!("== [{}/{}] building the hypervisor with inject-{v} ==", i + 1, variants.len());
         let built = build::build_injected(ws, v)?;
         let dst: PathBuf = bins.join(format!("quadrant-hv-{v}"));
-        std::fs::copy(&built, &dst)
-            .with_context(|| format!("copying {} to {}", built.display(), dst.display()))?;
+        std::fs::copy(&built, &dst).with_context(|| format!("copying {} to {}", built.display(), dst.display()))?;
         hv_of.push(dst);
     }
 
@@ -175,29 +154,17 @@ pub fn mutants(ws: &Workspace, opts: &MutantsOpts) -> Result<bool> {
             .iter()
             .zip(&hv_of)
             .filter(|(r, _)| !r.killed)
-            .flat_map(|(r, hv)| {
-                stage_specs(stage, hv, opts.timeout)
-                    .into_iter()
-                    .map(move |spec| (r, spec))
-            })
+            .flat_map(|(r, hv)| stage_specs(stage, hv, opts.timeout).into_iter().map(move |spec| (r, spec)))
             .map(|(r, mut spec)| {
                 spec.name = format!("{} {}", r.variant, spec.name);
-                Job {
-                    variant: r.variant.clone(),
-                    stage,
-                    spec,
-                }
+                Job { variant: r.variant.clone(), stage, spec }
             })
             .collect();
         if jobs.is_empty() {
             break;
         }
         let alive = rows.iter().filter(|r| !r.killed).count();
-        println!(
-            "== stage {stage}: {} boots for {alive} variants, {} at a time ==",
-            jobs.len(),
-            opts.jobs.max(1)
-        );
+        println!("== stage {stage}: {} boots for {alive} variants, {} at a time ==", jobs.len(), opts.jobs.max(1));
         let specs = jobs.iter().map(|j| j.spec.clone()).collect();
         let results = boot::boot_many(ws, specs, opts.jobs, opts.verbose, |n, total, spec, r| {
             let verdict = match r {
@@ -209,18 +176,11 @@ pub fn mutants(ws: &Workspace, opts: &MutantsOpts) -> Result<bool> {
                 },
                 Err(e) => format!("runner error: {e:#}"),
             };
-            println!(
-                "  [{n}/{total}, {:.0} s] {}: {verdict}",
-                start.elapsed().as_secs_f64(),
-                spec.name
-            );
+            println!("  [{n}/{total}, {:.0} s] {}: {verdict}", start.elapsed().as_secs_f64(), spec.name);
         });
         let results = jobs.into_iter().zip(results.into_iter().map(|(_, r)| r));
         for (job, r) in results {
-            let row = rows
-                .iter_mut()
-                .find(|r| r.variant == job.variant)
-                .expect("variant of a job");
+            let row = rows.iter_mut().find(|r| r.variant == job.variant).expect("variant of a job");
             let b = r?;
             row.reports.push(b.report_path.display().to_string());
             if let (false, Some((check, why))) = (row.killed, kill_of(&b)) {
@@ -236,11 +196,7 @@ pub fn mutants(ws: &Workspace, opts: &MutantsOpts) -> Result<bool> {
     println!("== kill matrix ({:.0} s) ==", start.elapsed().as_secs_f64());
     print!("{}", matrix(&rows));
     let killed = rows.iter().filter(|r| r.killed).count();
-    println!(
-        "{killed} of {} variants killed ({:.0}%)",
-        rows.len(),
-        100.0 * killed as f64 / rows.len().max(1) as f64
-    );
+    println!("{killed} of {} variants killed ({:.0}%)", rows.len(), 100.0 * killed as f64 / rows.len().max(1) as f64);
     let out = ws.quadrant_dir().join("mutants").join("summary.json");
     std::fs::write(&out, serde_json::to_string_pretty(&rows)? + "\n")?;
     println!("matrix: {}", out.display());
@@ -249,16 +205,8 @@ pub fn mutants(ws: &Workspace, opts: &MutantsOpts) -> Result<bool> {
 
 /// The matrix as a text table.
 fn matrix(rows: &[Row]) -> String {
-    let w = rows
-        .iter()
-        .map(|r| r.variant.len())
-        .max()
-        .unwrap_or(7)
-        .max(7);
-    let mut s = format!(
-        "{:<w$}  {:<8}  {:<5}  first failing check (or why)\n",
-        "variant", "result", "stage"
-    );
+    let w = rows.iter().map(|r| r.variant.len()).max().unwrap_or(7).max(7);
+    let mut s = format!("{:<w$}  {:<8}  {:<5}  first failing check (or why)\n", "variant", "result", "stage");
     for r in rows {
         let what = match (&r.first_failing_check, r.killed) {
             (Some(c), _) => format!("{c}: {}", r.why),
@@ -292,49 +240,22 @@ mod tests {
             reports: Vec::new(),
         };
         let m = matrix(&[
-            row(
-                "key-no-quadrant",
-                true,
-                Some("pg32/pt-quadrants"),
-                "probe 3: expected 0x1",
-            ),
-            row(
-                "no-write-protect",
-                true,
-                None,
-                "quadrant-error hypervisor-fault: x",
-            ),
+            row("key-no-quadrant", true, Some("pg32/pt-quadrants"), "probe 3: expected 0x1"),
+            row("no-write-protect", true, None, "quadrant-error hypervisor-fault: x"),
             row("x", false, None, ""),
         ]);
         let lines: Vec<&str> = m.lines().collect();
-        assert_eq!(
-            lines[0],
-            "variant           result    stage  first failing check (or why)"
-        );
-        assert_eq!(
-            lines[1],
-            "key-no-quadrant   killed    fast   pg32/pt-quadrants: probe 3: expected 0x1"
-        );
-        assert_eq!(
-            lines[2],
-            "no-write-protect  killed    fast   quadrant-error hypervisor-fault: x"
-        );
-        assert_eq!(
-            lines[3],
-            "x                 SURVIVED  -      every check passed"
-        );
+        assert_eq!(lines[0], "variant           result    stage  first failing check (or why)");
+        assert_eq!(lines[1], "key-no-quadrant   killed    fast   pg32/pt-quadrants: probe 3: expected 0x1");
+        assert_eq!(lines[2], "no-write-protect  killed    fast   quadrant-error hypervisor-fault: x");
+        assert_eq!(lines[3], "x                 SURVIVED  -      every check passed");
     }
 
     #[test]
     fn full_stage_boots_both_models() {
         let s = stage_specs("full", std::path::Path::new("/hv"), 5);
         assert_eq!(s.len(), 2);
-        assert!(s.iter().all(
-            |b| b.hv_kernel.as_deref() == Some(std::path::Path::new("/hv")) && b.timeout == Some(5)
-        ));
-        assert_eq!(
-            stage_specs("fast", std::path::Path::new("/hv"), 5)[0].guest_args,
-            "ram_test_mib=0"
-        );
+        assert!(s.iter().all(|b| b.hv_kernel.as_deref() == Some(std::path::Path::new("/hv")) && b.timeout == Some(5)));
+        assert_eq!(stage_specs("fast", std::path::Path::new("/hv"), 5)[0].guest_args, "ram_test_mib=0");
     }
 }

@@ -46,73 +46,31 @@ impl What {
 /// Bochs' system BIOS.
 pub const BOCHS_BIOS: &str = "/usr/share/bochs/BIOS-bochs-latest";
 /// Where the VGA BIOS may be (bochsbios' link, vgabios' file).
-pub const VGA_BIOS: &[&str] = &[
-    "/usr/share/bochs/VGABIOS-lgpl-latest",
-    "/usr/share/vgabios/vgabios.bin",
-];
+pub const VGA_BIOS: &[&str] = &["/usr/share/bochs/VGABIOS-lgpl-latest", "/usr/share/vgabios/vgabios.bin"];
 
 /// Counting instructions of the host microbenchmarks (`cargo xtask bench`).
-pub const VALGRIND: &[Need] = &[Need {
-    what: What::Program("valgrind"),
-    package: "valgrind",
-}];
+pub const VALGRIND: &[Need] = &[Need { what: What::Program("valgrind"), package: "valgrind" }];
 
 /// Booting in Bochs: the emulator, its ROMs and a GRUB ISO toolchain.
 pub const BOCHS: &[Need] = &[
-    Need {
-        what: What::Program("bochs-bin"),
-        package: "bochs",
-    },
-    Need {
-        what: What::AnyPath(&[BOCHS_BIOS]),
-        package: "bochsbios",
-    },
-    Need {
-        what: What::AnyPath(VGA_BIOS),
-        package: "vgabios",
-    },
-    Need {
-        what: What::Program("grub-mkrescue"),
-        package: "grub-common",
-    },
-    Need {
-        what: What::AnyPath(&["/usr/lib/grub/i386-pc"]),
-        package: "grub-pc-bin",
-    },
-    Need {
-        what: What::Program("xorriso"),
-        package: "xorriso",
-    },
-    Need {
-        what: What::Program("mformat"),
-        package: "mtools",
-    },
+    Need { what: What::Program("bochs-bin"), package: "bochs" },
+    Need { what: What::AnyPath(&[BOCHS_BIOS]), package: "bochsbios" },
+    Need { what: What::AnyPath(VGA_BIOS), package: "vgabios" },
+    Need { what: What::Program("grub-mkrescue"), package: "grub-common" },
+    Need { what: What::AnyPath(&["/usr/lib/grub/i386-pc"]), package: "grub-pc-bin" },
+    Need { what: What::Program("xorriso"), package: "xorriso" },
+    Need { what: What::Program("mformat"), package: "mtools" },
 ];
 
 /// The rig image (`cargo xtask image`): GRUB for BIOS and for UEFI, and
 /// what grub-mkrescue needs to build a hybrid image (xorriso; mtools for
 /// the EFI system partition).
 pub const IMAGE: &[Need] = &[
-    Need {
-        what: What::Program("grub-mkrescue"),
-        package: "grub-common",
-    },
-    Need {
-        what: What::AnyPath(&["/usr/lib/grub/i386-pc"]),
-        package: "grub-pc-bin",
-    },
-    Need {
-        what: What::AnyPath(&["/usr/lib/grub/x86_64-efi"]),
-        package: "grub-efi-amd64-bin",
-    },
-    Need {
-        what: What::Program("xorriso"),
-        package: "xorriso",
-    },
-    Need {
-        what: What::Program("mformat"),
-        package: "mtools",
-    },
+    Need { what: What::Program("grub-mkrescue"), package: "grub-common" },
+    Need { what: What::AnyPath(&["/usr/lib/grub/i386-pc"]), package: "grub-pc-bin" },
+    Need { what: What::AnyPath(&["/usr/lib/grub/x86_64-efi"]), package: "grub-efi-amd64-bin" },
+    Need { what: What::Program("xorriso"), package: "xorriso" },
+    Need { what: What::Program("mformat"), package: "mtools" },
 ];
 
 /// UEFI firmware for QEMU (Debian `ovmf`; the first path that exists is used).
@@ -120,38 +78,21 @@ pub const OVMF_FIRMWARE: &[&str] = &["/usr/share/ovmf/OVMF.fd", "/usr/share/qemu
 
 /// Booting the image under UEFI in QEMU.
 pub const OVMF: &[Need] = &[
-    Need {
-        what: What::Program("qemu-system-x86_64"),
-        package: "qemu-system-x86",
-    },
-    Need {
-        what: What::AnyPath(OVMF_FIRMWARE),
-        package: "ovmf",
-    },
+    Need { what: What::Program("qemu-system-x86_64"), package: "qemu-system-x86" },
+    Need { what: What::AnyPath(OVMF_FIRMWARE), package: "ovmf" },
 ];
 
 /// The OVMF firmware file to pass to QEMU's `-bios`.
 pub fn ovmf_firmware() -> &'static str {
-    OVMF_FIRMWARE
-        .iter()
-        .copied()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or(OVMF_FIRMWARE[0])
+    OVMF_FIRMWARE.iter().copied().find(|p| Path::new(p).exists()).unwrap_or(OVMF_FIRMWARE[0])
 }
 
 /// Booting in QEMU (TCG or KVM).
-pub const QEMU: &[Need] = &[Need {
-    what: What::Program("qemu-system-x86_64"),
-    package: "qemu-system-x86",
-}];
+pub const QEMU: &[Need] = &[Need { what: What::Program("qemu-system-x86_64"), package: "qemu-system-x86" }];
 
 /// The VGA BIOS path to put in bochsrc.
 pub fn vga_bios() -> &'static str {
-    VGA_BIOS
-        .iter()
-        .copied()
-        .find(|p| Path::new(p).exists())
-        .unwrap_or(VGA_BIOS[0])
+    VGA_BIOS.iter().copied().find(|p| Path::new(p).exists()).unwrap_or(VGA_BIOS[0])
 }
 
 /// Finds `name` on PATH (and in the sbin directories, where Debian keeps some tools).
@@ -165,9 +106,7 @@ pub fn find_program(name: &str) -> Option<PathBuf> {
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    p.metadata()
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
+    p.metadata().map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
 }
 
 /// Whether the effective user is root (from /proc/self/status).
@@ -219,10 +158,7 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
     apt(&args)?;
     let still = missing(needs);
     if !still.is_empty() {
-        let s: Vec<String> = still
-            .iter()
-            .map(|(p, w)| format!("{p} (for {w})"))
-            .collect();
+        let s: Vec<String> = still.iter().map(|(p, w)| format!("{p} (for {w})")).collect();
         bail!("apt-get ran, but these are still missing: {}", s.join(", "));
     }
     Ok(())
@@ -230,10 +166,7 @@ pub fn ensure(needs: &[Need]) -> Result<()> {
 
 fn apt(args: &[&str]) -> Result<()> {
     println!("$ apt-get {}", args.join(" "));
-    let st = Command::new("apt-get")
-        .args(args)
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .status()?;
+    let st = Command::new("apt-get").args(args).env("DEBIAN_FRONTEND", "noninteractive").status()?;
     if !st.success() {
         bail!("`apt-get {}` failed ({st})", args.join(" "));
     }
@@ -247,22 +180,10 @@ mod tests {
     #[test]
     fn missing_lists_each_package_once() {
         let needs = [
-            Need {
-                what: What::Program("quadrant-no-such-tool"),
-                package: "pkg-a",
-            },
-            Need {
-                what: What::AnyPath(&["/quadrant/no/such/file"]),
-                package: "pkg-a",
-            },
-            Need {
-                what: What::AnyPath(&["/quadrant/nope", "/"]),
-                package: "pkg-b",
-            },
-            Need {
-                what: What::Program("sh"),
-                package: "dash",
-            },
+            Need { what: What::Program("quadrant-no-such-tool"), package: "pkg-a" },
+            Need { what: What::AnyPath(&["/quadrant/no/such/file"]), package: "pkg-a" },
+            Need { what: What::AnyPath(&["/quadrant/nope", "/"]), package: "pkg-b" },
+            Need { what: What::Program("sh"), package: "dash" },
         ];
         assert_eq!(missing(&needs), vec![("pkg-a", "quadrant-no-such-tool")]);
     }

@@ -138,10 +138,7 @@ pub fn error_line(e: &ErrorLine) -> String {
 
 /// The `N passed, M failed, K skipped` line of one boot.
 pub fn counts_line(c: Counts) -> String {
-    format!(
-        "{} passed, {} failed, {} skipped",
-        c.passed, c.failed, c.skipped
-    )
+    format!("{} passed, {} failed, {} skipped", c.passed, c.failed, c.skipped)
 }
 
 /// The per-mode counts as one line:
@@ -166,22 +163,14 @@ fn counts_line_of(what: &str, counts: &[ModeCounts]) -> String {
     }
     let parts: Vec<String> = counts
         .iter()
-        .map(|m| {
-            format!(
-                "{} {}/{}/{}",
-                m.mode, m.counts.passed, m.counts.failed, m.counts.skipped
-            )
-        })
+        .map(|m| format!("{} {}/{}/{}", m.mode, m.counts.passed, m.counts.failed, m.counts.skipped))
         .collect();
     format!("{what} (passed/failed/skipped): {}", parts.join(", "))
 }
 
 /// A log line made safe for a terminal: no escape sequences or control characters.
 pub fn printable(l: &str) -> String {
-    crate::verdict::strip_ansi(l)
-        .chars()
-        .filter(|c| !c.is_control() || *c == '\t')
-        .collect()
+    crate::verdict::strip_ansi(l).chars().filter(|c| !c.is_control() || *c == '\t').collect()
 }
 
 /// The last `n` lines of a file, indented; or why there are none.
@@ -206,8 +195,7 @@ pub fn tail(path: &Path, n: usize) -> String {
 /// Whether a bochs.log line is an error or a panic (`00000000123e[SER   ] ...`).
 pub fn is_bochs_problem(line: &str) -> bool {
     let head = line.trim_start_matches(|c: char| c.is_ascii_digit());
-    head.len() < line.len() && (head.starts_with("e[") || head.starts_with("p["))
-        || line.contains(">>PANIC<<")
+    head.len() < line.len() && (head.starts_with("e[") || head.starts_with("p[")) || line.contains(">>PANIC<<")
 }
 
 /// The last `n` error/panic lines of a bochs.log, or its tail when it has none.
@@ -218,10 +206,7 @@ fn bochs_problems(path: &Path, n: usize) -> String {
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.lines().filter(|l| is_bochs_problem(l)).collect();
     if lines.is_empty() {
-        return format!(
-            "      (no error or panic lines; the log ends with:)\n{}",
-            tail(path, n)
-        );
+        return format!("      (no error or panic lines; the log ends with:)\n{}", tail(path, n));
     }
     let mut s = String::new();
     for l in &lines[lines.len().saturating_sub(n)..] {
@@ -235,27 +220,14 @@ fn bochs_problems(path: &Path, n: usize) -> String {
 pub fn block_end(r: &Report, v: &Verdict, report_path: &Path) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "{}", counts_line(v.counts));
-    for line in [
-        mode_counts_line(&r.counts_by_mode),
-        cpu_counts_line(&r.counts_by_cpu),
-    ] {
+    for line in [mode_counts_line(&r.counts_by_mode), cpu_counts_line(&r.counts_by_cpu)] {
         if !line.is_empty() {
             let _ = writeln!(s, "{line}");
         }
     }
     if v.passed {
-        let what = if r.expect_error.is_some() || !r.expect_failures.is_empty() {
-            " (failed as expected)"
-        } else {
-            ""
-        };
-        let _ = writeln!(
-            s,
-            "PASS{what}: {} in {:.1} s (report: {})",
-            r.name,
-            r.duration_s,
-            report_path.display()
-        );
+        let what = if r.expect_error.is_some() || !r.expect_failures.is_empty() { " (failed as expected)" } else { "" };
+        let _ = writeln!(s, "PASS{what}: {} in {:.1} s (report: {})", r.name, r.duration_s, report_path.display());
         return s;
     }
     let _ = writeln!(s, "FAIL: {} after {:.1} s", r.name, r.duration_s);
@@ -266,11 +238,7 @@ pub fn block_end(r: &Report, v: &Verdict, report_path: &Path) -> String {
     s += &tail(Path::new(&r.serial_log), 20);
     if r.emulator == "bochs" {
         // bochs.log ends with a register dump; its errors and panics say more.
-        let _ = writeln!(
-            s,
-            "  emulator log: {} (last 20 error/panic lines):",
-            r.emulator_log
-        );
+        let _ = writeln!(s, "  emulator log: {} (last 20 error/panic lines):", r.emulator_log);
         s += &bochs_problems(Path::new(&r.emulator_log), 20);
     } else {
         let _ = writeln!(s, "  emulator log: {} (last 20 lines):", r.emulator_log);
@@ -289,15 +257,9 @@ mod tests {
 
     #[test]
     fn bochs_problem_lines() {
-        assert!(is_bochs_problem(
-            "00228277236e[SER   ] com1: write to tx hold register when not empty"
-        ));
-        assert!(is_bochs_problem(
-            "00000123456p[CPU0  ] >>PANIC<< VMENTER FAIL"
-        ));
-        assert!(!is_bochs_problem(
-            "00228278050i[CPU0  ] | RSI=0000000000101588"
-        ));
+        assert!(is_bochs_problem("00228277236e[SER   ] com1: write to tx hold register when not empty"));
+        assert!(is_bochs_problem("00000123456p[CPU0  ] >>PANIC<< VMENTER FAIL"));
+        assert!(!is_bochs_problem("00228278050i[CPU0  ] | RSI=0000000000101588"));
         assert!(!is_bochs_problem("e[ not a bochs line"));
     }
 
@@ -319,10 +281,7 @@ mod tests {
         assert_eq!(crate::verdict::mode_of("cpu12/pae/x"), "pae");
         assert_eq!(crate::verdict::mode_of("cpux/pae"), "cpux");
         let cpus = c.counts_by_cpu();
-        assert_eq!(
-            cpu_counts_line(&cpus),
-            "by CPU (passed/failed/skipped): cpu0 3/1/1, cpu1 1/0/0"
-        );
+        assert_eq!(cpu_counts_line(&cpus), "by CPU (passed/failed/skipped): cpu0 3/1/1, cpu1 1/0/0");
         assert_eq!(crate::verdict::cpu_of("cpu12/pae/x"), "cpu12");
         assert_eq!(crate::verdict::cpu_of("cpux/pae"), "cpu0");
         assert_eq!(crate::verdict::cpu_of("cpu3"), "cpu0");
@@ -334,9 +293,7 @@ mod tests {
     #[test]
     fn a_check_that_never_finished_fails_by_name() {
         use crate::verdict::Console;
-        let mut c = Console::from_text(
-            "check-begin boot/a\ncheck PASS boot/a: x\ncheck-begin modes/walk1/pg32\n",
-        );
+        let mut c = Console::from_text("check-begin boot/a\ncheck PASS boot/a: x\ncheck-begin modes/walk1/pg32\n");
         assert_eq!(c.running.as_deref(), Some("modes/walk1/pg32"));
         let f = c.fail_unfinished("timed out after 300 s (killed)").unwrap();
         assert_eq!(
@@ -353,10 +310,7 @@ mod tests {
 
     #[test]
     fn log_lines_are_made_printable() {
-        assert_eq!(
-            printable("\x1b[H\x1b[J\x1b[1;1H  Booting `x'\r"),
-            "  Booting `x'"
-        );
+        assert_eq!(printable("\x1b[H\x1b[J\x1b[1;1H  Booting `x'\r"), "  Booting `x'");
         assert_eq!(printable("\ra\tb\x07"), "a\tb");
     }
 }

@@ -79,18 +79,11 @@ impl Picture {
         }
         i += 1; // the one whitespace byte before the samples
         if fields[0] != "P6" || fields[3] != "255" {
-            bail!(
-                "not a binary PPM with 8-bit samples (magic {}, maxval {})",
-                fields[0],
-                fields[3]
-            );
+            bail!("not a binary PPM with 8-bit samples (magic {}, maxval {})", fields[0], fields[3]);
         }
         let width: usize = fields[1].parse().context("PPM width")?;
         let height: usize = fields[2].parse().context("PPM height")?;
-        let rgb = bytes
-            .get(i..i + width * height * 3)
-            .context("the PPM has fewer samples than its size says")?
-            .to_vec();
+        let rgb = bytes.get(i..i + width * height * 3).context("the PPM has fewer samples than its size says")?.to_vec();
         Ok(Picture { width, height, rgb })
     }
 
@@ -115,11 +108,7 @@ pub fn find_text(pic: &Picture, text: &str, paint: Paint) -> Option<(usize, usiz
         let want = |dx: usize, dy: usize| {
             let c = bytes[dx / cell];
             let (gx, gy) = (((dx % cell) as u32) / scale, (dy as u32) / scale);
-            if screen::ink(c, gx, gy) {
-                fg
-            } else {
-                bg
-            }
+            if screen::ink(c, gx, gy) { fg } else { bg }
         };
         for y in 0..=pic.height - h {
             for x in 0..=pic.width - w {
@@ -140,11 +129,7 @@ pub fn find_text(pic: &Picture, text: &str, paint: Paint) -> Option<(usize, usiz
 /// and its colours.
 pub fn expected_banner(console: &Console) -> Option<(String, Paint)> {
     let c = console.counts();
-    let tally = Tally {
-        passed: c.passed,
-        failed: c.failed,
-        skipped: c.skipped,
-    };
+    let tally = Tally { passed: c.passed, failed: c.failed, skipped: c.skipped };
     let ending = match (console.errors.last(), &console.result) {
         (Some(e), _) => Ending::Error(&e.kind),
         (None, Some((status, _))) => Ending::GuestExit(*status),
@@ -152,19 +137,14 @@ pub fn expected_banner(console: &Console) -> Option<(String, Paint)> {
     };
     let mut t = FixedText::<200>::default();
     screen::write_banner_title(&mut t, ending, &tally).ok()?;
-    let paint = if ending.passed(&tally) {
-        Paint::Pass
-    } else {
-        Paint::Fail
-    };
+    let paint = if ending.passed(&tally) { Paint::Pass } else { Paint::Fail };
     Some((t.as_str().to_string(), paint))
 }
 
 /// Sends one HMP command to QEMU's monitor socket and reads until the next
 /// prompt (or the timeout).
 fn monitor(sock: &Path, command: &str) -> Result<String> {
-    let mut s = std::os::unix::net::UnixStream::connect(sock)
-        .with_context(|| format!("connecting to {}", sock.display()))?;
+    let mut s = std::os::unix::net::UnixStream::connect(sock).with_context(|| format!("connecting to {}", sock.display()))?;
     s.set_read_timeout(Some(Duration::from_millis(200)))?;
     let mut out = Vec::new();
     let read_prompt = |s: &mut std::os::unix::net::UnixStream, out: &mut Vec<u8>, from: usize| {
@@ -193,27 +173,21 @@ fn monitor(sock: &Path, command: &str) -> Result<String> {
 /// hypervisor halts as on a rig).
 pub fn uefi_qemu_args(image: &Path) -> Vec<String> {
     let mut a = vec!["qemu-system-x86_64".to_string()];
-    a.extend(emulator::qemu_machine_args(
-        Emulator::QemuTcg,
-        "max",
-        1,
-        512,
-    ));
-    a.extend([
-        "-bios".to_string(),
-        packages::ovmf_firmware().to_string(),
-        "-drive".into(),
-        format!(
-            "if=none,id=stick,format=raw,readonly=on,file={}",
-            image.display()
-        ),
-        "-device".into(),
-        "qemu-xhci".into(),
-        "-device".into(),
-        "usb-storage,drive=stick".into(),
-        "-monitor".into(),
-        "unix:monitor.sock,server,nowait".into(),
-    ]);
+    a.extend(emulator::qemu_machine_args(Emulator::QemuTcg, "max", 1, 512));
+    a.extend(
+        [
+            "-bios".to_string(),
+            packages::ovmf_firmware().to_string(),
+            "-drive".into(),
+            format!("if=none,id=stick,format=raw,readonly=on,file={}", image.display()),
+            "-device".into(),
+            "qemu-xhci".into(),
+            "-device".into(),
+            "usb-storage,drive=stick".into(),
+            "-monitor".into(),
+            "unix:monitor.sock,server,nowait".into(),
+        ],
+    );
     a
 }
 
@@ -233,66 +207,39 @@ struct Halted {
 /// device) until the hypervisor has halted after its result, then sends
 /// `capture` (a monitor command writing `file` into the run directory) and
 /// `quit`.
-fn run_until_halted(
-    launch: &Launch,
-    what: &str,
-    timeout: u64,
-    capture: &str,
-    file: &str,
-) -> Result<Halted> {
+fn run_until_halted(launch: &Launch, what: &str, timeout: u64, capture: &str, file: &str) -> Result<Halted> {
     let dir = &launch.cwd;
-    std::fs::write(
-        dir.join("command.sh"),
-        format!("#!/bin/sh\n{}\n", launch.display()),
-    )?;
+    std::fs::write(dir.join("command.sh"), format!("#!/bin/sh\n{}\n", launch.display()))?;
     let serial = dir.join("serial.log");
     let mut result_seen: Option<Duration> = None;
     let mut shot: Option<std::result::Result<(), String>> = None;
     let mut next_progress = 30;
     let (exit, took) = emulator::run(launch, Duration::from_secs(timeout), |el| {
         if el.as_secs() >= next_progress {
-            crate::boot::say(&format!(
-                "  ... {what}: still running, {} s\n",
-                el.as_secs()
-            ));
+            crate::boot::say(&format!("  ... {what}: still running, {} s\n", el.as_secs()));
             next_progress += 30;
         }
         if shot.is_some() {
             return;
         }
-        let text =
-            String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+        let text = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
         if result_seen.is_none() && text.contains(shared::line::RESULT) {
             result_seen = Some(el);
         }
         // The banner is drawn after the result line; the hypervisor says
         // when it has halted (or, at the latest, 10 s after the result).
-        let over = text.contains("the run is over")
-            || result_seen.is_some_and(|t| el > t + Duration::from_secs(10));
+        let over = text.contains("the run is over") || result_seen.is_some_and(|t| el > t + Duration::from_secs(10));
         if over {
             let sock = dir.join("monitor.sock");
-            let r = monitor(&sock, capture)
-                .map_err(|e| format!("{e:#}"))
-                .and_then(|reply| {
-                    if dir.join(file).is_file() {
-                        Ok(())
-                    } else {
-                        Err(format!(
-                            "no {file} after `{capture}` (monitor said {reply:?})"
-                        ))
-                    }
-                });
+            let r = monitor(&sock, capture).map_err(|e| format!("{e:#}")).and_then(|reply| {
+                if dir.join(file).is_file() { Ok(()) } else { Err(format!("no {file} after `{capture}` (monitor said {reply:?})")) }
+            });
             shot = Some(r);
             let _ = monitor(&sock, "quit");
         }
     })?;
     let text = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
-    Ok(Halted {
-        text,
-        exit,
-        took,
-        capture: shot,
-    })
+    Ok(Halted { text, exit, took, capture: shot })
 }
 
 /// The serial expectations of a hypervisor run in QEMU TCG (no VMX): the
@@ -314,44 +261,21 @@ fn no_vmx_reasons(console: &Console, exit: Exit) -> Vec<String> {
 pub fn uefi_image_boot(ws: &Workspace, image: &Path, timeout: u64) -> Result<RigRun> {
     packages::ensure(packages::OVMF)?;
     let (_, dir) = ws.new_run_dir("uefi-ovmf-image")?;
-    let image =
-        std::fs::canonicalize(image).with_context(|| format!("the image {}", image.display()))?;
+    let image = std::fs::canonicalize(image).with_context(|| format!("the image {}", image.display()))?;
     if image.to_string_lossy().contains(',') {
-        bail!(
-            "the image path {} contains a comma, which QEMU's -drive cannot take",
-            image.display()
-        );
+        bail!("the image path {} contains a comma, which QEMU's -drive cannot take", image.display());
     }
-    let launch = Launch {
-        argv: uefi_qemu_args(&image),
-        cwd: dir.clone(),
-        output: dir.join("qemu.log"),
-    };
-    let h = run_until_halted(
-        &launch,
-        "uefi image boot",
-        timeout,
-        "screendump screen.ppm",
-        "screen.ppm",
-    )?;
+    let launch = Launch { argv: uefi_qemu_args(&image), cwd: dir.clone(), output: dir.join("qemu.log") };
+    let h = run_until_halted(&launch, "uefi image boot", timeout, "screendump screen.ppm", "screen.ppm")?;
     let console = Console::from_text(&h.text);
     let mut reasons = no_vmx_reasons(&console, h.exit);
     if !h.text.contains("(Multiboot 2; ACPI RSDP Some(") {
-        reasons.push(
-            "the hypervisor did not say it came up by Multiboot 2 with an ACPI RSDP from its tags"
-                .into(),
-        );
+        reasons.push("the hypervisor did not say it came up by Multiboot 2 with an ACPI RSDP from its tags".into());
     }
     match &h.capture {
-        None => reasons.push(format!(
-            "no screendump: the run never reached its result ({})",
-            ExitConvention::Qemu.describe(h.exit)
-        )),
+        None => reasons.push(format!("no screendump: the run never reached its result ({})", ExitConvention::Qemu.describe(h.exit))),
         Some(Err(e)) => reasons.push(format!("screendump failed: {e}")),
-        Some(Ok(())) => match (
-            expected_banner(&console),
-            std::fs::read(dir.join("screen.ppm")),
-        ) {
+        Some(Ok(())) => match (expected_banner(&console), std::fs::read(dir.join("screen.ppm"))) {
             (None, _) => reasons.push("the serial log has no result to expect a banner for".into()),
             (_, Err(e)) => reasons.push(format!("reading screen.ppm: {e}")),
             (Some((title, paint)), Ok(bytes)) => match Picture::from_ppm(&bytes) {
@@ -372,16 +296,9 @@ pub fn uefi_image_boot(ws: &Workspace, image: &Path, timeout: u64) -> Result<Rig
     let passed = reasons.is_empty();
     if passed {
         let title = expected_banner(&console).map(|b| b.0).unwrap_or_default();
-        reasons.push(format!(
-            "serial: quadrant-error no-vmx by Multiboot 2; screen: `{title}`"
-        ));
+        reasons.push(format!("serial: quadrant-error no-vmx by Multiboot 2; screen: `{title}`"));
     }
-    Ok(RigRun {
-        passed,
-        reasons,
-        secs: h.took.as_secs_f64(),
-        dir,
-    })
+    Ok(RigRun { passed, reasons, secs: h.took.as_secs_f64(), dir })
 }
 
 /// Boots `image` under OVMF like [`uefi_image_boot`], but picks the bare
@@ -395,30 +312,18 @@ pub fn uefi_image_bare(ws: &Workspace, image: &Path, timeout: u64) -> Result<Rig
     };
     let title = format!("Quadrant: {}", crate::image::MENU[index].title);
     let (_, dir) = ws.new_run_dir("uefi-ovmf-image-bare")?;
-    let image =
-        std::fs::canonicalize(image).with_context(|| format!("the image {}", image.display()))?;
+    let image = std::fs::canonicalize(image).with_context(|| format!("the image {}", image.display()))?;
     let mut argv = uefi_qemu_args(&image);
-    argv.extend([
-        "-device".to_string(),
-        "isa-debug-exit,iobase=0xf4,iosize=0x04".to_string(),
-    ]);
-    let launch = Launch {
-        argv,
-        cwd: dir.clone(),
-        output: dir.join("qemu.log"),
-    };
-    std::fs::write(
-        dir.join("command.sh"),
-        format!("#!/bin/sh\n{}\n", launch.display()),
-    )?;
+    argv.extend(["-device".to_string(), "isa-debug-exit,iobase=0xf4,iosize=0x04".to_string()]);
+    let launch = Launch { argv, cwd: dir.clone(), output: dir.join("qemu.log") };
+    std::fs::write(dir.join("command.sh"), format!("#!/bin/sh\n{}\n", launch.display()))?;
     let serial = dir.join("serial.log");
     let mut keys: Option<std::result::Result<(), String>> = None;
     let (exit, took) = emulator::run(&launch, Duration::from_secs(timeout), |_| {
         if keys.is_some() {
             return;
         }
-        let text =
-            String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
+        let text = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
         // GRUB's countdown line: the menu is up and takes keys.
         if text.contains("executed automatically") {
             let sock = dir.join("monitor.sock");
@@ -434,14 +339,7 @@ pub fn uefi_image_bare(ws: &Workspace, image: &Path, timeout: u64) -> Result<Rig
     })?;
     let text = String::from_utf8_lossy(&std::fs::read(&serial).unwrap_or_default()).into_owned();
     let console = Console::from_text(&text);
-    let exp = Expectation {
-        hypervisor: false,
-        expect_error: None,
-        expect_text: None,
-        role_coverage: false,
-        expect_failures: &[],
-        smp_modes: false,
-    };
+    let exp = Expectation { hypervisor: false, expect_error: None, expect_text: None, role_coverage: false, expect_failures: &[], smp_modes: false };
     let v = verdict::judge(&console, exit, ExitConvention::Qemu, exp);
     let mut reasons = v.reasons.clone();
     match keys {
@@ -457,17 +355,9 @@ pub fn uefi_image_bare(ws: &Workspace, image: &Path, timeout: u64) -> Result<Rig
     let passed = reasons.is_empty();
     if passed {
         let c = v.counts;
-        reasons.push(format!(
-            "`{title}` under UEFI: {} passed, {} failed, {} skipped",
-            c.passed, c.failed, c.skipped
-        ));
+        reasons.push(format!("`{title}` under UEFI: {} passed, {} failed, {} skipped", c.passed, c.failed, c.skipped));
     }
-    Ok(RigRun {
-        passed,
-        reasons,
-        secs: took.as_secs_f64(),
-        dir,
-    })
+    Ok(RigRun { passed, reasons, secs: took.as_secs_f64(), dir })
 }
 
 /// The VGA text buffer (BIOS): where and how big.
@@ -477,10 +367,7 @@ const VGA_TEXT_LEN: usize = 80 * 25 * 2;
 /// The text and attribute of row `row` of a VGA text buffer dump.
 fn vga_row(dump: &[u8], row: usize) -> (String, Vec<u8>) {
     let cells = dump.get(row * 160..(row + 1) * 160).unwrap_or(&[]);
-    (
-        cells.chunks(2).map(|c| c[0] as char).collect(),
-        cells.chunks(2).map(|c| c[1]).collect(),
-    )
+    (cells.chunks(2).map(|c| c[0] as char).collect(), cells.chunks(2).map(|c| c[1]).collect())
 }
 
 /// Whether a VGA text dump shows `title` in banner row 1 from column 1, in
@@ -498,22 +385,10 @@ pub fn bios_vga_banner(ws: &Workspace, timeout: u64) -> Result<RigRun> {
     let (_, dir) = ws.new_run_dir("bios-vga-banner")?;
     let m = hv_media(ws, "mmu=shadow");
     let mut argv = vec!["qemu-system-x86_64".to_string()];
-    argv.extend(emulator::qemu_machine_args(
-        Emulator::QemuTcg,
-        "max",
-        1,
-        256,
-    ));
+    argv.extend(emulator::qemu_machine_args(Emulator::QemuTcg, "max", 1, 256));
     argv.extend(media::qemu_boot_args(&m));
-    argv.extend([
-        "-monitor".to_string(),
-        "unix:monitor.sock,server,nowait".to_string(),
-    ]);
-    let launch = Launch {
-        argv,
-        cwd: dir.clone(),
-        output: dir.join("qemu.log"),
-    };
+    argv.extend(["-monitor".to_string(), "unix:monitor.sock,server,nowait".to_string()]);
+    let launch = Launch { argv, cwd: dir.clone(), output: dir.join("qemu.log") };
     let capture = format!("pmemsave {VGA_TEXT:#x} {VGA_TEXT_LEN} vga.bin");
     let h = run_until_halted(&launch, "bios vga banner", timeout, &capture, "vga.bin")?;
     let console = Console::from_text(&h.text);
@@ -523,10 +398,7 @@ pub fn bios_vga_banner(ws: &Workspace, timeout: u64) -> Result<RigRun> {
     }
     let expected = expected_banner(&console);
     match (&h.capture, &expected, std::fs::read(dir.join("vga.bin"))) {
-        (None, _, _) => reasons.push(format!(
-            "no VGA dump: the run never reached its result ({})",
-            ExitConvention::Qemu.describe(h.exit)
-        )),
+        (None, _, _) => reasons.push(format!("no VGA dump: the run never reached its result ({})", ExitConvention::Qemu.describe(h.exit))),
         (Some(Err(e)), _, _) => reasons.push(format!("pmemsave failed: {e}")),
         (_, None, _) => reasons.push("the serial log has no result to expect a banner for".into()),
         (_, _, Err(e)) => reasons.push(format!("reading vga.bin: {e}")),
@@ -544,17 +416,9 @@ pub fn bios_vga_banner(ws: &Workspace, timeout: u64) -> Result<RigRun> {
     }
     let passed = reasons.is_empty();
     if passed {
-        reasons.push(format!(
-            "serial: quadrant-error no-vmx by Multiboot 1; VGA text: `{}`",
-            expected.map(|b| b.0).unwrap_or_default()
-        ));
+        reasons.push(format!("serial: quadrant-error no-vmx by Multiboot 1; VGA text: `{}`", expected.map(|b| b.0).unwrap_or_default()));
     }
-    Ok(RigRun {
-        passed,
-        reasons,
-        secs: h.took.as_secs_f64(),
-        dir,
-    })
+    Ok(RigRun { passed, reasons, secs: h.took.as_secs_f64(), dir })
 }
 
 /// The built hypervisor with the built guest as its module.
@@ -562,11 +426,7 @@ fn hv_media(ws: &Workspace, hv_args: &str) -> Media {
     Media {
         kernel: ws.release_bin("quadrant-hv"),
         kernel_args: hv_args.to_string(),
-        module: Some(Module {
-            path: ws.release_bin("quadrant-guest"),
-            name: "quadrant-guest".into(),
-            args: "expect_hv=1".into(),
-        }),
+        module: Some(Module { path: ws.release_bin("quadrant-guest"), name: "quadrant-guest".into(), args: "expect_hv=1".into() }),
     }
 }
 
@@ -580,32 +440,15 @@ pub fn reboot_after_result(ws: &Workspace, timeout: u64) -> Result<RigRun> {
     let (_, dir) = ws.new_run_dir("reboot-after-result")?;
     let m = hv_media(ws, &format!("mmu=shadow reboot={REBOOT_SECS}"));
     let mut argv = vec!["qemu-system-x86_64".to_string()];
-    argv.extend(emulator::qemu_machine_args(
-        Emulator::QemuTcg,
-        "max",
-        1,
-        256,
-    ));
+    argv.extend(emulator::qemu_machine_args(Emulator::QemuTcg, "max", 1, 256));
     argv.extend(media::qemu_boot_args(&m));
-    let launch = Launch {
-        argv,
-        cwd: dir.clone(),
-        output: dir.join("qemu.log"),
-    };
-    std::fs::write(
-        dir.join("command.sh"),
-        format!("#!/bin/sh\n{}\n", launch.display()),
-    )?;
+    let launch = Launch { argv, cwd: dir.clone(), output: dir.join("qemu.log") };
+    std::fs::write(dir.join("command.sh"), format!("#!/bin/sh\n{}\n", launch.display()))?;
     let (exit, took) = emulator::run(&launch, Duration::from_secs(timeout), |_| {})?;
-    let text = String::from_utf8_lossy(&std::fs::read(dir.join("serial.log")).unwrap_or_default())
-        .into_owned();
+    let text = String::from_utf8_lossy(&std::fs::read(dir.join("serial.log")).unwrap_or_default()).into_owned();
     let console = Console::from_text(&text);
     let mut reasons = Vec::new();
-    if !console
-        .errors
-        .iter()
-        .any(|e| e.kind == ErrorKind::NoVmx.as_str())
-    {
+    if !console.errors.iter().any(|e| e.kind == ErrorKind::NoVmx.as_str()) {
         reasons.push("no `quadrant-error no-vmx` line".into());
     }
     let (wait, now) = (format!("rebooting in {REBOOT_SECS} s"), "rebooting now");
@@ -614,27 +457,16 @@ pub fn reboot_after_result(ws: &Workspace, timeout: u64) -> Result<RigRun> {
         _ => reasons.push(format!("the serial log lacks `{wait}` followed by `{now}`")),
     }
     if exit != Exit::Code(0) {
-        reasons.push(format!(
-            "QEMU did not end by the reset: {}",
-            ExitConvention::Qemu.describe(exit)
-        ));
+        reasons.push(format!("QEMU did not end by the reset: {}", ExitConvention::Qemu.describe(exit)));
     }
     if took < Duration::from_secs(u64::from(REBOOT_SECS)) {
-        reasons.push(format!(
-            "the run took {:.1} s, less than the {REBOOT_SECS} s delay",
-            took.as_secs_f64()
-        ));
+        reasons.push(format!("the run took {:.1} s, less than the {REBOOT_SECS} s delay", took.as_secs_f64()));
     }
     let passed = reasons.is_empty();
     if passed {
         reasons.push(format!("reset after the result and a {REBOOT_SECS} s delay; QEMU exited by itself after {:.1} s", took.as_secs_f64()));
     }
-    Ok(RigRun {
-        passed,
-        reasons,
-        secs: took.as_secs_f64(),
-        dir,
-    })
+    Ok(RigRun { passed, reasons, secs: took.as_secs_f64(), dir })
 }
 
 #[cfg(test)]
@@ -656,11 +488,7 @@ mod tests {
     }
 
     fn blank(w: usize, h: usize) -> Picture {
-        Picture {
-            width: w,
-            height: h,
-            rgb: vec![0; w * h * 3],
-        }
+        Picture { width: w, height: h, rgb: vec![0; w * h * 3] }
     }
 
     #[test]
@@ -669,10 +497,7 @@ mod tests {
         let title = "QUADRANT FAIL (no-vmx): 0 passed";
         draw(&mut pic, title, 16, 16, 1, Paint::Fail);
         assert_eq!(find_text(&pic, title, Paint::Fail), Some((16, 16, 1)));
-        assert_eq!(
-            find_text(&pic, "QUADRANT PASS (no-vmx): 0 passed", Paint::Fail),
-            None
-        );
+        assert_eq!(find_text(&pic, "QUADRANT PASS (no-vmx): 0 passed", Paint::Fail), None);
         assert_eq!(find_text(&pic, title, Paint::Pass), None);
         // One wrong pixel inside a glyph and it is not there.
         let o = ((16 + 3) * pic.width + 16 + 8 * 5 + 3) * 3;
@@ -698,23 +523,9 @@ mod tests {
     #[test]
     fn expected_banner_follows_the_serial_log() {
         let c = Console::from_text("quadrant-hv version=2 mmu=shadow\nquadrant-error no-vmx: no VMX\nquadrant-result status=255 reason=no-vmx\n");
-        assert_eq!(
-            expected_banner(&c),
-            Some((
-                "QUADRANT FAIL (no-vmx): 0 passed, 0 failed, 0 skipped".into(),
-                Paint::Fail
-            ))
-        );
-        let c = Console::from_text(
-            "check PASS a/b: x\ncheck SKIP a/c: y\nquadrant-result status=0 reason=guest-exit\n",
-        );
-        assert_eq!(
-            expected_banner(&c),
-            Some((
-                "QUADRANT PASS: 1 passed, 0 failed, 1 skipped".into(),
-                Paint::Pass
-            ))
-        );
+        assert_eq!(expected_banner(&c), Some(("QUADRANT FAIL (no-vmx): 0 passed, 0 failed, 0 skipped".into(), Paint::Fail)));
+        let c = Console::from_text("check PASS a/b: x\ncheck SKIP a/c: y\nquadrant-result status=0 reason=guest-exit\n");
+        assert_eq!(expected_banner(&c), Some(("QUADRANT PASS: 1 passed, 0 failed, 1 skipped".into(), Paint::Pass)));
         assert_eq!(expected_banner(&Console::from_text("nothing\n")), None);
     }
 
@@ -741,14 +552,8 @@ mod tests {
     fn uefi_boot_uses_ovmf_and_a_usb_stick_without_the_exit_device() {
         let a = uefi_qemu_args(Path::new("/x/quadrant.img")).join(" ");
         assert!(a.contains("-bios "), "{a}");
-        assert!(
-            a.contains("file=/x/quadrant.img") && a.contains("usb-storage,drive=stick"),
-            "{a}"
-        );
-        assert!(
-            a.contains("-monitor unix:monitor.sock,server,nowait"),
-            "{a}"
-        );
+        assert!(a.contains("file=/x/quadrant.img") && a.contains("usb-storage,drive=stick"), "{a}");
+        assert!(a.contains("-monitor unix:monitor.sock,server,nowait"), "{a}");
         assert!(!a.contains("isa-debug-exit"), "{a}");
     }
 }

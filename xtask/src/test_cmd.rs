@@ -28,9 +28,9 @@
 //! bad exit, ...) counts as one failure so that the line never hides it.
 
 use crate::boot::{self, BootResult, BootSpec, GuestImage, Mmu, Style};
+use crate::verdict::ExpectedFailure;
 use crate::emulator::{self, Emulator};
 use crate::formats::{self, Format};
-use crate::verdict::ExpectedFailure;
 use crate::workspace::{cargo_program, Workspace};
 use crate::{build, image, packages, rig};
 use clap::Args;
@@ -82,11 +82,7 @@ pub const FULL_TIMEOUT: u64 = 1800;
 
 /// The guest words of `--full`.
 pub fn full_args(full: bool) -> String {
-    if full {
-        "sweep=full".into()
-    } else {
-        String::new()
-    }
+    if full { "sweep=full".into() } else { String::new() }
 }
 
 /// One line of the closing table, with the results it stands for.
@@ -120,6 +116,7 @@ pub struct Item {
     pub detail: String,
 }
 
+
 /// Counts of one `cargo test` output.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct HostCounts {
@@ -133,9 +130,7 @@ pub struct HostCounts {
 
 /// Adds one `test result: ok. 5 passed; 0 failed; 1 ignored; ...` line.
 pub fn add_test_result(c: &mut HostCounts, line: &str) -> bool {
-    let Some(rest) = line.trim().strip_prefix("test result:") else {
-        return false;
-    };
+    let Some(rest) = line.trim().strip_prefix("test result:") else { return false };
     let words: Vec<&str> = rest.split_whitespace().collect();
     for w in words.windows(2) {
         let n: u32 = match w[0].parse() {
@@ -177,11 +172,7 @@ fn host_tests(ws: &Workspace) -> Row {
                     // (The `Running <binary>` lines go to stderr, unordered
                     // with these: a test is named by its path alone.)
                     if let Some((name, outcome)) = test_line(&line) {
-                        items.push(Item {
-                            name,
-                            outcome,
-                            detail: String::new(),
-                        });
+                        items.push(Item { name, outcome, detail: String::new() });
                     }
                 }
             }
@@ -204,11 +195,7 @@ fn host_tests(ws: &Workspace) -> Row {
     );
     Row {
         name: "host tests (cargo test)".into(),
-        verdict: if ok && counts.failed == 0 {
-            "PASS"
-        } else {
-            "FAIL"
-        },
+        verdict: if ok && counts.failed == 0 { "PASS" } else { "FAIL" },
         passed: counts.passed,
         failed: counts.failed,
         skipped: counts.ignored,
@@ -223,17 +210,7 @@ fn host_tests(ws: &Workspace) -> Row {
 impl Row {
     /// A row holding `items` (for the format tests).
     pub fn for_test(name: &str, items: Vec<Item>) -> Row {
-        Row {
-            name: name.into(),
-            verdict: "PASS",
-            passed: 0,
-            failed: 0,
-            skipped: 0,
-            secs: 1.5,
-            n_pass: 0,
-            n_fail: 0,
-            items,
-        }
+        Row { name: name.into(), verdict: "PASS", passed: 0, failed: 0, skipped: 0, secs: 1.5, n_pass: 0, n_fail: 0, items }
     }
 }
 
@@ -253,89 +230,44 @@ fn test_line(line: &str) -> Option<(String, &'static str)> {
 /// The guest words of the deliberate-failure boots: one mode-walk probe
 /// (`modes_break=1`) and one long-mode probe (`long_break=1`) expect a
 /// wrong value, and only those checks run.
-const BROKEN_WORDS: &str =
-    "only=modes/walk1,long/large-alias-perms ram_test_mib=0 modes_break=1 long_break=1";
+const BROKEN_WORDS: &str = "only=modes/walk1,long/large-alias-perms ram_test_mib=0 modes_break=1 long_break=1";
 
 /// What the translation-failure reports of those two checks must show:
 /// the probe and both outcomes, the guest's entries on the walk, and under
 /// the hypervisor the shadow entries on the hardware walk (`SHADOW`) or
 /// bare, that there are none.
 const fn broken_reports(shadow: bool) -> &'static [ExpectedFailure] {
-    const GUEST_PG32: [&str; 5] = [
-        "read32 0x40000000: la 0x40000000, read at CPL 0: expected value 0x",
-        "guest: 32-bit paging",
-        "    PDE[256] @0x",
-        "    PTE[0] @0x",
-        "    => 4 KiB page",
-    ];
-    const GUEST_LONG: [&str; 5] = [
-        "A0 read: la 0x",
-        ", read at CPL 0: expected ok 0x",
-        "guest: 4-level paging, CR3 0x",
-        "    PML4E[",
-        "    => 2 MiB page",
-    ];
+    const GUEST_PG32: [&str; 5] =
+        ["read32 0x40000000: la 0x40000000, read at CPL 0: expected value 0x", "guest: 32-bit paging", "    PDE[256] @0x", "    PTE[0] @0x", "    => 4 KiB page"];
+    const GUEST_LONG: [&str; 5] =
+        ["A0 read: la 0x", ", read at CPL 0: expected ok 0x", "guest: 4-level paging, CR3 0x", "    PML4E[", "    => 2 MiB page"];
     const HV: &[ExpectedFailure] = &[
         ExpectedFailure {
             check: "modes/walk1/pg32",
             report: &[
-                GUEST_PG32[0],
-                GUEST_PG32[1],
-                GUEST_PG32[2],
-                GUEST_PG32[3],
-                GUEST_PG32[4],
-                "shadow: hardware CR3 0x",
-                "; the PAE root",
-                "; shadow page of gfn 0x",
-                " (g2 L1 ",
-                "    => maps gfn 0x",
+                GUEST_PG32[0], GUEST_PG32[1], GUEST_PG32[2], GUEST_PG32[3], GUEST_PG32[4],
+                "shadow: hardware CR3 0x", "; the PAE root", "; shadow page of gfn 0x", " (g2 L1 ", "    => maps gfn 0x",
             ],
         },
         ExpectedFailure {
             check: "long/large-alias-perms",
             report: &[
-                GUEST_LONG[0],
-                GUEST_LONG[1],
-                GUEST_LONG[2],
-                GUEST_LONG[3],
-                GUEST_LONG[4],
-                "shadow: hardware CR3 0x",
-                "    L4[",
-                " (g4 L4 ",
-                "    L1[",
-                "    => maps gfn 0x",
+                GUEST_LONG[0], GUEST_LONG[1], GUEST_LONG[2], GUEST_LONG[3], GUEST_LONG[4],
+                "shadow: hardware CR3 0x", "    L4[", " (g4 L4 ", "    L1[", "    => maps gfn 0x",
             ],
         },
     ];
     const BARE: &[ExpectedFailure] = &[
         ExpectedFailure {
             check: "modes/walk1/pg32",
-            report: &[
-                GUEST_PG32[0],
-                GUEST_PG32[1],
-                GUEST_PG32[2],
-                GUEST_PG32[3],
-                GUEST_PG32[4],
-                "shadow: none (bare: no hypervisor",
-            ],
+            report: &[GUEST_PG32[0], GUEST_PG32[1], GUEST_PG32[2], GUEST_PG32[3], GUEST_PG32[4], "shadow: none (bare: no hypervisor"],
         },
         ExpectedFailure {
             check: "long/large-alias-perms",
-            report: &[
-                GUEST_LONG[0],
-                GUEST_LONG[1],
-                GUEST_LONG[2],
-                GUEST_LONG[3],
-                GUEST_LONG[4],
-                "shadow: none (bare: no hypervisor",
-            ],
+            report: &[GUEST_LONG[0], GUEST_LONG[1], GUEST_LONG[2], GUEST_LONG[3], GUEST_LONG[4], "shadow: none (bare: no hypervisor"],
         },
     ];
-    if shadow {
-        HV
-    } else {
-        BARE
-    }
+    if shadow { HV } else { BARE }
 }
 
 fn spec(name: &str, emu: Emulator, model: Option<&str>, hv: bool, opts: &TestOpts) -> BootSpec {
@@ -384,18 +316,10 @@ impl Job {
 /// The bisect test as a row of the table (its output comes as one block).
 fn bisect_row(ws: &Workspace, opts: &TestOpts) -> Row {
     let start = Instant::now();
-    let (ok, line) = crate::bisect_test::report(
-        ws,
-        opts.timeout.unwrap_or(crate::bisect_test::TIMEOUT),
-        false,
-    );
+    let (ok, line) = crate::bisect_test::report(ws, opts.timeout.unwrap_or(crate::bisect_test::TIMEOUT), false);
     println!();
     let outcome = if ok { "pass" } else { "fail" };
-    let items = vec![Item {
-        name: "bisect names the injected regression and the failing check".into(),
-        outcome,
-        detail: line,
-    }];
+    let items = vec![Item { name: "bisect names the injected regression and the failing check".into(), outcome, detail: line }];
     Row {
         name: "bisect test (throw-away history)".into(),
         verdict: if ok { "PASS" } else { "FAIL" },
@@ -413,22 +337,8 @@ fn row_of(name: &str, r: anyhow::Result<BootResult>) -> Row {
     match r {
         Err(e) => {
             println!("ERROR: {name}: {e:#}\n");
-            let items = vec![Item {
-                name: "run".into(),
-                outcome: "fail",
-                detail: format!("runner error: {e:#}"),
-            }];
-            Row {
-                name: name.into(),
-                verdict: "ERROR",
-                passed: 0,
-                failed: 0,
-                skipped: 0,
-                secs: 0.0,
-                n_pass: 0,
-                n_fail: 1,
-                items,
-            }
+            let items = vec![Item { name: "run".into(), outcome: "fail", detail: format!("runner error: {e:#}") }];
+            Row { name: name.into(), verdict: "ERROR", passed: 0, failed: 0, skipped: 0, secs: 0.0, n_pass: 0, n_fail: 1, items }
         }
         Ok(r) => {
             println!();
@@ -438,43 +348,25 @@ fn row_of(name: &str, r: anyhow::Result<BootResult>) -> Row {
             let (n_pass, n_fail) = if negative {
                 (u32::from(r.verdict.passed), u32::from(!r.verdict.passed))
             } else {
-                (
-                    c.passed,
-                    c.failed + u32::from(!r.verdict.passed && c.failed == 0),
-                )
+                (c.passed, c.failed + u32::from(!r.verdict.passed && c.failed == 0))
             };
             let reasons = r.verdict.reasons.join("; ");
             let items = if negative {
                 let outcome = if r.verdict.passed { "pass" } else { "fail" };
                 let what = match &r.report.expect_error {
                     Some(k) => format!("ends with quadrant-error {k}"),
-                    None => format!(
-                        "fails in exactly {} with translation reports",
-                        r.report.expect_failures.join(", ")
-                    ),
+                    None => format!("fails in exactly {} with translation reports", r.report.expect_failures.join(", ")),
                 };
-                vec![Item {
-                    name: what,
-                    outcome,
-                    detail: reasons,
-                }]
+                vec![Item { name: what, outcome, detail: reasons }]
             } else {
                 let mut v: Vec<Item> = r
                     .report
                     .checks
                     .iter()
-                    .map(|k| Item {
-                        name: k.name.clone(),
-                        outcome: k.outcome,
-                        detail: k.detail_with_report(),
-                    })
+                    .map(|k| Item { name: k.name.clone(), outcome: k.outcome, detail: k.detail_with_report() })
                     .collect();
                 if !r.verdict.passed && c.failed == 0 {
-                    v.push(Item {
-                        name: "boot".into(),
-                        outcome: "fail",
-                        detail: reasons,
-                    });
+                    v.push(Item { name: "boot".into(), outcome: "fail", detail: reasons });
                 }
                 v
             };
@@ -511,10 +403,7 @@ pub fn test(ws: &Workspace, opts: &TestOpts) -> anyhow::Result<bool> {
 
     println!("== summary ({:.0} s) ==", start.elapsed().as_secs_f64());
     let w = rows.iter().map(|r| r.name.len()).max().unwrap_or(3).max(3);
-    println!(
-        "{:<w$} {:<7} {:>6} {:>6} {:>7} {:>8}",
-        "run", "verdict", "passed", "failed", "skipped", "time"
-    );
+    println!("{:<w$} {:<7} {:>6} {:>6} {:>7} {:>8}", "run", "verdict", "passed", "failed", "skipped", "time");
     for r in &rows {
         println!(
             "{:<w$} {:<7} {:>6} {:>6} {:>7} {:>6.1} s",
@@ -537,18 +426,12 @@ pub fn test(ws: &Workspace, opts: &TestOpts) -> anyhow::Result<bool> {
                 f.flush()?;
             }
             (None, path) => {
-                let path = path
-                    .clone()
-                    .unwrap_or_else(|| ws.quadrant_dir().join("junit.xml"));
+                let path = path.clone().unwrap_or_else(|| ws.quadrant_dir().join("junit.xml"));
                 if let Some(d) = path.parent() {
                     std::fs::create_dir_all(d)?;
                 }
                 std::fs::write(&path, text)?;
-                let what = if opts.format == Format::Tap {
-                    "TAP"
-                } else {
-                    "JUnit XML"
-                };
+                let what = if opts.format == Format::Tap { "TAP" } else { "JUnit XML" };
                 println!("{what} results: {}", path.display());
             }
         }
@@ -566,12 +449,7 @@ fn row_of_rig(name: &str, r: anyhow::Result<rig::RigRun>) -> Row {
     for reason in &r.reasons {
         block += &format!("  {} {reason}\n", if r.passed { "-" } else { "- FAIL:" });
     }
-    block += &format!(
-        "{}: {name} in {:.1} s (run dir: {})\n\n",
-        if r.passed { "PASS" } else { "FAIL" },
-        r.secs,
-        r.dir.display()
-    );
+    block += &format!("{}: {name} in {:.1} s (run dir: {})\n\n", if r.passed { "PASS" } else { "FAIL" }, r.secs, r.dir.display());
     boot::say(&block);
     let outcome = if r.passed { "pass" } else { "fail" };
     Row {
@@ -583,11 +461,7 @@ fn row_of_rig(name: &str, r: anyhow::Result<rig::RigRun>) -> Row {
         secs: r.secs,
         n_pass: u32::from(r.passed),
         n_fail: u32::from(!r.passed),
-        items: vec![Item {
-            name: name.into(),
-            outcome,
-            detail: r.reasons.join("; "),
-        }],
+        items: vec![Item { name: name.into(), outcome, detail: r.reasons.join("; ") }],
     }
 }
 
@@ -611,92 +485,39 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     if let Err(e) = ready {
         println!("ERROR: {e:#}\n");
         let secs = setup.elapsed().as_secs_f64();
-        let items = vec![Item {
-            name: "setup".into(),
-            outcome: "fail",
-            detail: format!("{e:#}"),
-        }];
-        rows.push(Row {
-            name: "setup (packages, build)".into(),
-            verdict: "ERROR",
-            passed: 0,
-            failed: 0,
-            skipped: 0,
-            secs,
-            n_pass: 0,
-            n_fail: 1,
-            items,
-        });
+        let items = vec![Item { name: "setup".into(), outcome: "fail", detail: format!("{e:#}") }];
+        rows.push(Row { name: "setup (packages, build)".into(), verdict: "ERROR", passed: 0, failed: 0, skipped: 0, secs, n_pass: 0, n_fail: 1, items });
         return;
     }
     println!();
-    let stream = Style {
-        stream: true,
-        verbose: opts.verbose,
-    };
+    let stream = Style { stream: true, verbose: opts.verbose };
 
     // The bare reference boot, with 4 CPUs (the SMP checks start the APs).
-    let mut bare = spec(
-        "bare guest, qemu-tcg, 4 cpus",
-        Emulator::QemuTcg,
-        None,
-        false,
-        opts,
-    );
+    let mut bare = spec("bare guest, qemu-tcg, 4 cpus", Emulator::QemuTcg, None, false, opts);
     bare.cpus = 4;
     rows.push(row_of(&bare.name, boot::boot(ws, &bare, stream)));
 
     // Hypervisor boots in Bochs, `jobs` at a time: one vCPU (Penryn), and
     // several (2 on Penryn, without x2APIC; 4 on Skylake, with it).
-    let mut pen2 = spec(
-        "hypervisor, bochs penryn, 2 cpus (shadow)",
-        Emulator::Bochs,
-        Some("core2_penryn_t9600"),
-        true,
-        opts,
-    );
+    let mut pen2 = spec("hypervisor, bochs penryn, 2 cpus (shadow)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts);
     pen2.cpus = 2;
-    let mut sky4 = spec(
-        "hypervisor, bochs skylake, 4 cpus (shadow)",
-        Emulator::Bochs,
-        Some("corei7_skylake_x"),
-        true,
-        opts,
-    );
+    let mut sky4 = spec("hypervisor, bochs skylake, 4 cpus (shadow)", Emulator::Bochs, Some("corei7_skylake_x"), true, opts);
     sky4.cpus = 4;
     sky4.timeout = Some(opts.timeout.unwrap_or(900));
     let mut hv = vec![
-        spec(
-            "hypervisor, bochs penryn (shadow)",
-            Emulator::Bochs,
-            Some("core2_penryn_t9600"),
-            true,
-            opts,
-        ),
+        spec("hypervisor, bochs penryn (shadow)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts),
         pen2,
         sky4,
     ];
     // The bare reference in Bochs too: QEMU TCG does not model everything
     // (PDPTE registers, reserved CR3 bits), Bochs does.
-    let mut bare_bochs = spec(
-        "bare guest, bochs skylake, 4 cpus",
-        Emulator::Bochs,
-        Some("corei7_skylake_x"),
-        false,
-        opts,
-    );
+    let mut bare_bochs = spec("bare guest, bochs skylake, 4 cpus", Emulator::Bochs, Some("corei7_skylake_x"), false, opts);
     bare_bochs.cpus = 4;
     hv.push(bare_bochs);
     // The EPT reference: the same guest on an identity EPT with
     // unrestricted guest (Skylake has both); 2 vCPUs, so the APs start in
     // real mode natively.
-    let mut ept = spec(
-        "hypervisor, bochs skylake, 2 cpus (ept)",
-        Emulator::Bochs,
-        Some("corei7_skylake_x"),
-        true,
-        opts,
-    );
+    let mut ept = spec("hypervisor, bochs skylake, 2 cpus (ept)", Emulator::Bochs, Some("corei7_skylake_x"), true, opts);
     ept.mmu = Mmu::Ept;
     ept.cpus = 2;
     hv.push(ept);
@@ -706,13 +527,7 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     // longest boot: about 12 minutes here, most of it the AP's mode walk
     // in smp/concurrent-mode-walks, each of its exits audited over a cache
     // the earlier checks filled.
-    let mut audit = spec(
-        "hypervisor, bochs penryn, 2 cpus (shadow, audit=1)",
-        Emulator::Bochs,
-        Some("core2_penryn_t9600"),
-        true,
-        opts,
-    );
+    let mut audit = spec("hypervisor, bochs penryn, 2 cpus (shadow, audit=1)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts);
     audit.cpus = 2;
     audit.hv_args = "audit=1".into();
     audit.guest_args = "ram_test_mib=0 light=1".into();
@@ -721,74 +536,35 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     // Negative tests that need VMX, so Bochs: each error path of the
     // hypervisor must end the run with its own named error.
     let penryn = Some("core2_penryn_t9600");
-    let mut entry = spec(
-        "negative: VM-entry failure names the field",
-        Emulator::Bochs,
-        penryn,
-        true,
-        opts,
-    );
+    let mut entry = spec("negative: VM-entry failure names the field", Emulator::Bochs, penryn, true, opts);
     entry.hv_args = "selftest=entry-failure".into();
     entry.expect_error = Some(ErrorKind::VmEntryFailure);
     entry.expect_text = Some("GUEST_TR_AR_BYTES");
-    let mut triple = spec(
-        "negative: guest triple fault",
-        Emulator::Bochs,
-        penryn,
-        true,
-        opts,
-    );
+    let mut triple = spec("negative: guest triple fault", Emulator::Bochs, penryn, true, opts);
     triple.guest_args = "crash=triple-fault ram_test_mib=1 modes=0".into();
     triple.expect_error = Some(ErrorKind::TripleFault);
-    let mut budget = spec(
-        "negative: exit budget (timeout)",
-        Emulator::Bochs,
-        penryn,
-        true,
-        opts,
-    );
+    let mut budget = spec("negative: exit budget (timeout)", Emulator::Bochs, penryn, true, opts);
     budget.hv_args = "max_exits=200".into();
     budget.expect_error = Some(ErrorKind::Timeout);
     budget.expect_text = Some("max_exits=200");
     // mmu=ept on a CPU without EPT: refused before VM entry, naming the control.
-    let mut no_ept = spec(
-        "negative: mmu=ept without EPT",
-        Emulator::Bochs,
-        penryn,
-        true,
-        opts,
-    );
+    let mut no_ept = spec("negative: mmu=ept without EPT", Emulator::Bochs, penryn, true, opts);
     no_ept.mmu = Mmu::Ept;
     no_ept.expect_error = Some(ErrorKind::Unsupported);
     no_ept.expect_text = Some("\"enable EPT\"");
     // Deliberate failures: each failing translation check must print its
     // report, with the shadow side under the hypervisor.
-    let mut reports = spec(
-        "deliberate failures: translation reports",
-        Emulator::Bochs,
-        penryn,
-        true,
-        opts,
-    );
+    let mut reports = spec("deliberate failures: translation reports", Emulator::Bochs, penryn, true, opts);
     reports.guest_args = BROKEN_WORDS.into();
     reports.expect_failures = broken_reports(true);
     hv.extend([entry, triple, budget, no_ept, reports]);
     // The rig image via BIOS: its default entry (the hypervisor with the
     // guest, mmu=shadow) must pass the whole suite, role coverage included.
-    let mut via_bios = spec(
-        "image via BIOS, bochs penryn (shadow)",
-        Emulator::Bochs,
-        Some("core2_penryn_t9600"),
-        true,
-        opts,
-    );
+    let mut via_bios = spec("image via BIOS, bochs penryn (shadow)", Emulator::Bochs, Some("core2_penryn_t9600"), true, opts);
     via_bios.guest_args = String::new();
     via_bios.image = Some(img.clone());
     hv.push(via_bios);
-    let parallel = Style {
-        stream: false,
-        verbose: opts.verbose,
-    };
+    let parallel = Style { stream: false, verbose: opts.verbose };
     let mut jobs: Vec<Job> = hv.drain(..).map(|sp| Job::Boot(Box::new(sp))).collect();
     if !opts.no_bisect {
         jobs.insert(jobs.len().min(5), Job::Bisect);
@@ -809,9 +585,7 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
                     Job::Boot(sp) => row_of(&sp.name, boot::boot(ws, &sp, parallel)),
                     Job::Bisect => bisect_row(ws, opts),
                 };
-                done.lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((i, row));
+                done.lock().unwrap_or_else(|e| e.into_inner()).push((i, row));
             });
         }
     });
@@ -822,13 +596,7 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
     // Nested KVM where this host has it.
     match emulator::nested_kvm_status() {
         Ok(()) => {
-            let k = spec(
-                "hypervisor, qemu-kvm (shadow)",
-                Emulator::QemuKvm,
-                None,
-                true,
-                opts,
-            );
+            let k = spec("hypervisor, qemu-kvm (shadow)", Emulator::QemuKvm, None, true, opts);
             rows.push(row_of(&k.name, boot::boot(ws, &k, stream)));
         }
         Err(why) => println!("(skipping the qemu-kvm boot: {why})\n"),
@@ -836,56 +604,23 @@ fn boots(ws: &Workspace, opts: &TestOpts, rows: &mut Vec<Row>) {
 
     // The rig image under UEFI, and the reboot at the end of a run.
     let uefi_timeout = opts.timeout.unwrap_or(300);
-    rows.push(row_of_rig(
-        "image via UEFI, qemu-tcg ovmf (no VMX, serial + screen)",
-        rig::uefi_image_boot(ws, &img, uefi_timeout),
-    ));
-    rows.push(row_of_rig(
-        "image via UEFI, bare guest entry, qemu-tcg ovmf",
-        rig::uefi_image_bare(ws, &img, uefi_timeout),
-    ));
-    rows.push(row_of_rig(
-        "rig: BIOS VGA text banner, qemu-tcg (no VMX)",
-        rig::bios_vga_banner(ws, 60),
-    ));
-    rows.push(row_of_rig(
-        "rig: reboot=2 resets after the result",
-        rig::reboot_after_result(ws, 60),
-    ));
+    rows.push(row_of_rig("image via UEFI, qemu-tcg ovmf (no VMX, serial + screen)", rig::uefi_image_boot(ws, &img, uefi_timeout)));
+    rows.push(row_of_rig("image via UEFI, bare guest entry, qemu-tcg ovmf", rig::uefi_image_bare(ws, &img, uefi_timeout)));
+    rows.push(row_of_rig("rig: BIOS VGA text banner, qemu-tcg (no VMX)", rig::bios_vga_banner(ws, 60)));
+    rows.push(row_of_rig("rig: reboot=2 resets after the result", rig::reboot_after_result(ws, 60)));
 
     // Negative tests.
-    let mut novmx = spec(
-        "negative: hypervisor without VMX",
-        Emulator::QemuTcg,
-        None,
-        true,
-        opts,
-    );
+    let mut novmx = spec("negative: hypervisor without VMX", Emulator::QemuTcg, None, true, opts);
     novmx.expect_error = Some(ErrorKind::NoVmx);
     rows.push(row_of(&novmx.name, boot::boot(ws, &novmx, stream)));
-    let mut bad = spec(
-        "negative: non-Multiboot guest",
-        Emulator::QemuTcg,
-        None,
-        true,
-        opts,
-    );
+    let mut bad = spec("negative: non-Multiboot guest", Emulator::QemuTcg, None, true, opts);
     bad.expect_error = Some(ErrorKind::BadGuestImage);
     bad.guest = GuestImage::NotMultiboot;
     rows.push(row_of(&bad.name, boot::boot(ws, &bad, stream)));
-    let mut bare_reports = spec(
-        "deliberate failures: translation reports, bare qemu-tcg",
-        Emulator::QemuTcg,
-        None,
-        false,
-        opts,
-    );
+    let mut bare_reports = spec("deliberate failures: translation reports, bare qemu-tcg", Emulator::QemuTcg, None, false, opts);
     bare_reports.guest_args = BROKEN_WORDS.into();
     bare_reports.expect_failures = broken_reports(false);
-    rows.push(row_of(
-        &bare_reports.name,
-        boot::boot(ws, &bare_reports, stream),
-    ));
+    rows.push(row_of(&bare_reports.name, boot::boot(ws, &bare_reports, stream)));
 }
 
 #[cfg(test)]
@@ -899,32 +634,16 @@ mod tests {
             &mut c,
             "test result: ok. 12 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s"
         ));
-        assert!(add_test_result(
-            &mut c,
-            "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured"
-        ));
+        assert!(add_test_result(&mut c, "test result: FAILED. 3 passed; 2 failed; 0 ignored; 0 measured"));
         assert!(!add_test_result(&mut c, "running 12 tests"));
-        assert_eq!(
-            c,
-            HostCounts {
-                passed: 15,
-                failed: 2,
-                ignored: 1
-            }
-        );
+        assert_eq!(c, HostCounts { passed: 15, failed: 2, ignored: 1 });
     }
 
     #[test]
     fn host_test_lines_become_items() {
-        assert_eq!(
-            test_line("test mmu::tests::a ... ok"),
-            Some(("mmu::tests::a".into(), "pass"))
-        );
+        assert_eq!(test_line("test mmu::tests::a ... ok"), Some(("mmu::tests::a".into(), "pass")));
         assert_eq!(test_line("test b ... FAILED"), Some(("b".into(), "fail")));
-        assert_eq!(
-            test_line("test c ... ignored, slow"),
-            Some(("c".into(), "skip"))
-        );
+        assert_eq!(test_line("test c ... ignored, slow"), Some(("c".into(), "skip")));
         assert_eq!(test_line("test result: ok. 1 passed"), None);
     }
 }

@@ -36,19 +36,15 @@ impl ExitConvention {
         match (self, exit) {
             (_, Exit::Timeout { secs }) => format!("timed out after {secs} s (killed)"),
             (_, Exit::Signal(s)) => format!("the emulator was killed by signal {s}"),
-            (ExitConvention::Bochs, Exit::Code(0)) => {
-                "Bochs exit 0: the magic breakpoint (pass)".into()
-            }
+            (ExitConvention::Bochs, Exit::Code(0)) => "Bochs exit 0: the magic breakpoint (pass)".into(),
             (ExitConvention::Bochs, Exit::Code(1)) => {
-                "Bochs exit 1: shutdown port, triple fault or emulator panic (see the emulator log)"
-                    .into()
+                "Bochs exit 1: shutdown port, triple fault or emulator panic (see the emulator log)".into()
             }
             (ExitConvention::Bochs, Exit::Code(c)) => {
                 format!("Bochs exit {c}: the emulator failed")
             }
             (ExitConvention::Qemu, Exit::Code(0)) => {
-                "QEMU exit 0: the machine reset or triple-faulted without a status on port 0xf4"
-                    .into()
+                "QEMU exit 0: the machine reset or triple-faulted without a status on port 0xf4".into()
             }
             (ExitConvention::Qemu, Exit::Code(c)) if c & 1 == 1 => {
                 let v = c >> 1;
@@ -174,10 +170,7 @@ impl BenchLine {
     /// Splits the words after the name; words that are not `key=number`
     /// are left out.
     pub fn parse(name: &str, fields: &str) -> Self {
-        BenchLine {
-            name: name.to_string(),
-            fields: numeric_fields(fields),
-        }
+        BenchLine { name: name.to_string(), fields: numeric_fields(fields) }
     }
 }
 
@@ -253,11 +246,7 @@ impl Console {
         let l = cleaned.trim_start_matches(|c: char| c.is_control() && c != '\t');
         match line::parse(l) {
             None => Event::Text,
-            Some(Line::Check {
-                outcome,
-                name,
-                detail,
-            }) => {
+            Some(Line::Check { outcome, name, detail }) => {
                 let check = Check {
                     name: name.to_string(),
                     outcome: match outcome {
@@ -280,20 +269,11 @@ impl Console {
                 Event::Protocol
             }
             Some(Line::Xlate { name, text }) => {
-                self.pending_reports
-                    .push((name.to_string(), text.to_string()));
+                self.pending_reports.push((name.to_string(), text.to_string()));
                 Event::Protocol
             }
-            Some(Line::GuestSummary {
-                passed,
-                failed,
-                skipped,
-            }) => {
-                self.summary = Some(Counts {
-                    passed,
-                    failed,
-                    skipped,
-                });
+            Some(Line::GuestSummary { passed, failed, skipped }) => {
+                self.summary = Some(Counts { passed, failed, skipped });
                 Event::Protocol
             }
             Some(Line::HvStart { version, mmu }) => {
@@ -301,10 +281,7 @@ impl Console {
                 Event::Protocol
             }
             Some(Line::Error { kind, text }) => {
-                let e = ErrorLine {
-                    kind: kind.as_str().to_string(),
-                    text: text.to_string(),
-                };
+                let e = ErrorLine { kind: kind.as_str().to_string(), text: text.to_string() };
                 self.errors.push(e.clone());
                 Event::Error(e)
             }
@@ -312,18 +289,8 @@ impl Console {
                 self.result = Some((status, reason.to_string()));
                 Event::Protocol
             }
-            Some(Line::RoleCoverage {
-                role,
-                word,
-                count,
-                hits,
-            }) => {
-                self.role_coverage.push(RoleCount {
-                    role,
-                    word,
-                    count,
-                    hits,
-                });
+            Some(Line::RoleCoverage { role, word, count, hits }) => {
+                self.role_coverage.push(RoleCount { role, word, count, hits });
                 Event::Protocol
             }
             Some(Line::MmuStats { fields }) => {
@@ -343,9 +310,7 @@ impl Console {
 
     /// The report lines filed so far for check `name` (taken out).
     fn take_reports(&mut self, name: &str) -> Vec<String> {
-        let (mine, rest) = std::mem::take(&mut self.pending_reports)
-            .into_iter()
-            .partition(|(n, _)| n == name);
+        let (mine, rest) = std::mem::take(&mut self.pending_reports).into_iter().partition(|(n, _)| n == name);
         self.pending_reports = rest;
         mine.into_iter().map(|(_, t)| t).collect()
     }
@@ -360,9 +325,7 @@ impl Console {
             name,
             outcome: "fail",
             passed: false,
-            detail: format!(
-                "did not finish: {how} while it ran (runner's verdict; the guest reported nothing)"
-            ),
+            detail: format!("did not finish: {how} while it ran (runner's verdict; the guest reported nothing)"),
             report,
         };
         self.checks.push(check.clone());
@@ -397,10 +360,7 @@ impl Console {
             let i = match v.iter().position(|m| m.mode == mode) {
                 Some(i) => i,
                 None => {
-                    v.push(ModeCounts {
-                        mode: mode.to_string(),
-                        counts: Counts::default(),
-                    });
+                    v.push(ModeCounts { mode: mode.to_string(), counts: Counts::default() });
                     v.len() - 1
                 }
             };
@@ -414,14 +374,8 @@ impl Console {
 /// BSP) for the others.
 pub fn cpu_of(name: &str) -> &str {
     let first = name.split('/').next().unwrap_or("");
-    let is_cpu = first.len() > 3
-        && first.starts_with("cpu")
-        && first[3..].bytes().all(|b| b.is_ascii_digit());
-    if is_cpu && name.len() > first.len() {
-        first
-    } else {
-        "cpu0"
-    }
+    let is_cpu = first.len() > 3 && first.starts_with("cpu") && first[3..].bytes().all(|b| b.is_ascii_digit());
+    if is_cpu && name.len() > first.len() { first } else { "cpu0" }
 }
 
 /// The mode of a check: the first part of its name (`long` of
@@ -429,9 +383,7 @@ pub fn cpu_of(name: &str) -> &str {
 pub fn mode_of(name: &str) -> &str {
     let mut parts = name.split('/');
     let first = parts.next().unwrap_or("");
-    let is_cpu = first.len() > 3
-        && first.starts_with("cpu")
-        && first[3..].bytes().all(|b| b.is_ascii_digit());
+    let is_cpu = first.len() > 3 && first.starts_with("cpu") && first[3..].bytes().all(|b| b.is_ascii_digit());
     match (is_cpu, parts.next()) {
         (true, Some(second)) => second,
         _ => first,
@@ -507,20 +459,9 @@ pub struct ExpectedFailure {
 /// The judgement of a deliberate-failure test (see
 /// [`Expectation::expect_failures`]): a clean run whose only failures are
 /// the expected checks, each with the report texts.
-fn judge_expected_failures(
-    console: &Console,
-    exit: Exit,
-    conv: ExitConvention,
-    exp: Expectation,
-    reasons: &mut Vec<String>,
-) {
-    if matches!(exit, Exit::Timeout { .. } | Exit::Signal(_))
-        || exit == Exit::Code(conv.pass_status())
-    {
-        reasons.push(format!(
-            "expected the failing exit of a run with failed checks, got: {}",
-            conv.describe(exit)
-        ));
+fn judge_expected_failures(console: &Console, exit: Exit, conv: ExitConvention, exp: Expectation, reasons: &mut Vec<String>) {
+    if matches!(exit, Exit::Timeout { .. } | Exit::Signal(_)) || exit == Exit::Code(conv.pass_status()) {
+        reasons.push(format!("expected the failing exit of a run with failed checks, got: {}", conv.describe(exit)));
     }
     for e in &console.errors {
         reasons.push(format!("quadrant-error {}: {}", e.kind, e.text));
@@ -531,38 +472,20 @@ fn judge_expected_failures(
     if console.summary.is_none() {
         reasons.push("no `guest-summary` line: the guest did not finish its checks".into());
     }
-    let failed: Vec<&Check> = console
-        .checks
-        .iter()
-        .filter(|c| c.outcome == "fail")
-        .collect();
+    let failed: Vec<&Check> = console.checks.iter().filter(|c| c.outcome == "fail").collect();
     for c in &failed {
         if !exp.expect_failures.iter().any(|x| x.check == c.name) {
-            reasons.push(format!(
-                "{} failed, but only {} should",
-                c.name,
-                exp.expect_failures
-                    .iter()
-                    .map(|x| x.check)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
+            reasons.push(format!("{} failed, but only {} should", c.name, exp.expect_failures.iter().map(|x| x.check).collect::<Vec<_>>().join(", ")));
         }
     }
     for x in exp.expect_failures {
         let Some(c) = failed.iter().find(|c| c.name == x.check) else {
-            reasons.push(format!(
-                "{} was expected to fail (a guest word breaks it on purpose), but did not",
-                x.check
-            ));
+            reasons.push(format!("{} was expected to fail (a guest word breaks it on purpose), but did not", x.check));
             continue;
         };
         for needle in x.report {
             if !c.report.iter().any(|l| l.contains(needle)) {
-                reasons.push(format!(
-                    "the translation-failure report of {} has no line with `{needle}`",
-                    x.check
-                ));
+                reasons.push(format!("the translation-failure report of {} has no line with `{needle}`", x.check));
             }
         }
     }
@@ -590,55 +513,28 @@ pub fn judge(console: &Console, exit: Exit, conv: ExitConvention, exp: Expectati
     if let Some(kind) = exp.expect_error {
         let seen = console.errors.iter().any(|e| e.kind == kind.as_str());
         if let (true, Some(needle)) = (seen, exp.expect_text) {
-            if !console
-                .errors
-                .iter()
-                .any(|e| e.kind == kind.as_str() && e.text.contains(needle))
-            {
-                reasons.push(format!(
-                    "the `quadrant-error {}` line does not mention `{needle}`",
-                    kind.as_str()
-                ));
+            if !console.errors.iter().any(|e| e.kind == kind.as_str() && e.text.contains(needle)) {
+                reasons.push(format!("the `quadrant-error {}` line does not mention `{needle}`", kind.as_str()));
             }
         }
         if !seen {
             let others: Vec<_> = console.errors.iter().map(|e| e.kind.as_str()).collect();
             reasons.push(if others.is_empty() {
-                format!(
-                    "expected `quadrant-error {}`, but no error line was printed",
-                    kind.as_str()
-                )
+                format!("expected `quadrant-error {}`, but no error line was printed", kind.as_str())
             } else {
-                format!(
-                    "expected `quadrant-error {}`, got {}",
-                    kind.as_str(),
-                    others.join(", ")
-                )
+                format!("expected `quadrant-error {}`, got {}", kind.as_str(), others.join(", "))
             });
         }
         if let Exit::Timeout { .. } = exit {
             reasons.push(conv.describe(exit));
         } else if exit_passed {
-            reasons.push(format!(
-                "expected a failing exit, got the pass status: {}",
-                conv.describe(exit)
-            ));
+            reasons.push(format!("expected a failing exit, got the pass status: {}", conv.describe(exit)));
         }
-        return Verdict {
-            passed: reasons.is_empty(),
-            reasons,
-            counts,
-            coverage_missing: Vec::new(),
-        };
+        return Verdict { passed: reasons.is_empty(), reasons, counts, coverage_missing: Vec::new() };
     }
     if !exp.expect_failures.is_empty() {
         judge_expected_failures(console, exit, conv, exp, &mut reasons);
-        return Verdict {
-            passed: reasons.is_empty(),
-            reasons,
-            counts,
-            coverage_missing: Vec::new(),
-        };
+        return Verdict { passed: reasons.is_empty(), reasons, counts, coverage_missing: Vec::new() };
     }
 
     if !exit_passed {
@@ -677,17 +573,8 @@ pub fn judge(console: &Console, exit: Exit, conv: ExitConvention, exp: Expectati
         reasons.push("no check ran".into());
     }
     if counts.failed > 0 {
-        let names: Vec<_> = console
-            .checks
-            .iter()
-            .filter(|c| c.outcome == "fail")
-            .map(|c| c.name.as_str())
-            .collect();
-        reasons.push(format!(
-            "{} check(s) failed: {}",
-            counts.failed,
-            names.join(", ")
-        ));
+        let names: Vec<_> = console.checks.iter().filter(|c| c.outcome == "fail").map(|c| c.name.as_str()).collect();
+        reasons.push(format!("{} check(s) failed: {}", counts.failed, names.join(", ")));
     }
     let mut coverage_missing = Vec::new();
     if exp.role_coverage {
@@ -696,34 +583,17 @@ pub fn judge(console: &Console, exit: Exit, conv: ExitConvention, exp: Expectati
     if exp.smp_modes {
         coverage::judge_smp(console, &mut reasons);
     }
-    Verdict {
-        passed: reasons.is_empty(),
-        reasons,
-        counts,
-        coverage_missing,
-    }
+    Verdict { passed: reasons.is_empty(), reasons, counts, coverage_missing }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const BARE: Expectation = Expectation {
-        hypervisor: false,
-        expect_error: None,
-        expect_text: None,
-        role_coverage: false,
-        expect_failures: &[],
-        smp_modes: false,
-    };
-    const HV: Expectation = Expectation {
-        hypervisor: true,
-        expect_error: None,
-        expect_text: None,
-        role_coverage: false,
-        expect_failures: &[],
-        smp_modes: false,
-    };
+    const BARE: Expectation =
+        Expectation { hypervisor: false, expect_error: None, expect_text: None, role_coverage: false, expect_failures: &[], smp_modes: false };
+    const HV: Expectation =
+        Expectation { hypervisor: true, expect_error: None, expect_text: None, role_coverage: false, expect_failures: &[], smp_modes: false };
 
     const GOOD_BARE: &str = "\
 SeaBIOS (version x)\r
@@ -735,10 +605,7 @@ guest-summary passed=2 failed=0 skipped=1\r
 ";
 
     fn hv_log(body: &str, result: &str) -> String {
-        format!(
-            "quadrant-hv version={} mmu=shadow cpu=GenuineIntel\n{body}{result}\n",
-            shared::PROTOCOL_VERSION
-        )
+        format!("quadrant-hv version={} mmu=shadow cpu=GenuineIntel\n{body}{result}\n", shared::PROTOCOL_VERSION)
     }
 
     #[test]
@@ -746,14 +613,7 @@ guest-summary passed=2 failed=0 skipped=1\r
         let c = Console::from_text(GOOD_BARE);
         let v = judge(&c, Exit::Code(1), ExitConvention::Qemu, BARE);
         assert!(v.passed, "{:?}", v.reasons);
-        assert_eq!(
-            v.counts,
-            Counts {
-                passed: 2,
-                failed: 0,
-                skipped: 1
-            }
-        );
+        assert_eq!(v.counts, Counts { passed: 2, failed: 0, skipped: 1 });
         assert!(judge(&c, Exit::Code(0), ExitConvention::Bochs, BARE).passed);
         assert_eq!(c.checks[0].detail, "eax=0x2badb002");
         assert_eq!(c.checks[2].outcome, "skip");
@@ -777,21 +637,8 @@ guest-summary passed=2 failed=0 skipped=1\r
         let c = Console::from_text(log);
         let v = judge(&c, Exit::Code(1), ExitConvention::Qemu, BARE);
         assert!(!v.passed);
-        assert_eq!(
-            v.counts,
-            Counts {
-                passed: 1,
-                failed: 1,
-                skipped: 0
-            }
-        );
-        assert!(
-            v.reasons
-                .iter()
-                .any(|r| r.contains("long/self-map/write-pde")),
-            "{:?}",
-            v.reasons
-        );
+        assert_eq!(v.counts, Counts { passed: 1, failed: 1, skipped: 0 });
+        assert!(v.reasons.iter().any(|r| r.contains("long/self-map/write-pde")), "{:?}", v.reasons);
         assert_eq!(c.checks[1].detail, "expected #PF ec=0x3, got none");
         assert!(!c.checks[1].passed);
     }
@@ -802,32 +649,21 @@ guest-summary passed=2 failed=0 skipped=1\r
         let c = Console::from_text("check PASS boot/multiboot-magic:  cr0=0x80000011\n");
         let v = judge(&c, Exit::Code(1), ExitConvention::Qemu, BARE);
         assert!(!v.passed);
-        assert_eq!(
-            v.reasons,
-            vec!["no `guest-summary` line: the guest did not finish its checks".to_string()]
-        );
+        assert_eq!(v.reasons, vec!["no `guest-summary` line: the guest did not finish its checks".to_string()]);
         assert_eq!(c.checks[0].detail, "cr0=0x80000011");
     }
 
     #[test]
     fn summary_count_mismatch_fails() {
-        let c = Console::from_text(
-            "check PASS a/b: \ncheck PASS a/c: \nguest-summary passed=3 failed=0 skipped=0\n",
-        );
+        let c = Console::from_text("check PASS a/b: \ncheck PASS a/c: \nguest-summary passed=3 failed=0 skipped=0\n");
         let v = judge(&c, Exit::Code(1), ExitConvention::Qemu, BARE);
         assert!(!v.passed);
-        assert!(
-            v.reasons[0].contains("passed=3") && v.reasons[0].contains("passed=2"),
-            "{:?}",
-            v.reasons
-        );
+        assert!(v.reasons[0].contains("passed=3") && v.reasons[0].contains("passed=2"), "{:?}", v.reasons);
     }
 
     #[test]
     fn no_check_ran_fails() {
-        let c = Console::from_text(
-            "check SKIP a/b: needs hv\nguest-summary passed=0 failed=0 skipped=1\n",
-        );
+        let c = Console::from_text("check SKIP a/b: needs hv\nguest-summary passed=0 failed=0 skipped=1\n");
         let v = judge(&c, Exit::Code(1), ExitConvention::Qemu, BARE);
         assert_eq!(v.reasons, vec!["no check ran".to_string()]);
     }
@@ -842,16 +678,8 @@ guest-summary passed=2 failed=0 skipped=1\r
         let c = Console::from_text(body);
         let v = judge(&c, Exit::Code(0), ExitConvention::Bochs, HV);
         assert!(!v.passed);
-        assert!(
-            v.reasons.iter().any(|r| r.contains("quadrant-hv")),
-            "{:?}",
-            v.reasons
-        );
-        assert!(
-            v.reasons.iter().any(|r| r.contains("quadrant-result")),
-            "{:?}",
-            v.reasons
-        );
+        assert!(v.reasons.iter().any(|r| r.contains("quadrant-hv")), "{:?}", v.reasons);
+        assert!(v.reasons.iter().any(|r| r.contains("quadrant-result")), "{:?}", v.reasons);
     }
 
     #[test]
@@ -863,42 +691,20 @@ guest-summary passed=2 failed=0 skipped=1\r
         let c = Console::from_text(&log);
         let v = judge(&c, Exit::Code(1), ExitConvention::Bochs, HV);
         assert!(!v.passed);
-        assert_eq!(
-            c.errors,
-            vec![ErrorLine {
-                kind: "triple-fault".into(),
-                text: "guest triple fault at rip=0x1000 in long mode".into()
-            }]
-        );
-        assert!(
-            v.reasons
-                .iter()
-                .any(|r| r.starts_with("quadrant-error triple-fault")),
-            "{:?}",
-            v.reasons
-        );
-        assert!(
-            v.reasons.iter().any(|r| r.contains("status=255")),
-            "{:?}",
-            v.reasons
-        );
-        assert!(
-            v.reasons.iter().any(|r| r.contains("guest-summary")),
-            "{:?}",
-            v.reasons
-        );
+        assert_eq!(c.errors, vec![ErrorLine {
+            kind: "triple-fault".into(),
+            text: "guest triple fault at rip=0x1000 in long mode".into()
+        }]);
+        assert!(v.reasons.iter().any(|r| r.starts_with("quadrant-error triple-fault")), "{:?}", v.reasons);
+        assert!(v.reasons.iter().any(|r| r.contains("status=255")), "{:?}", v.reasons);
+        assert!(v.reasons.iter().any(|r| r.contains("guest-summary")), "{:?}", v.reasons);
     }
 
     #[test]
     fn error_line_fails_even_with_pass_exit() {
         let log = hv_log("quadrant-error unsupported: task switch\ncheck PASS a/b: \nguest-summary passed=1 failed=0 skipped=0\n",
             "quadrant-result status=0 reason=guest-exit");
-        let v = judge(
-            &Console::from_text(&log),
-            Exit::Code(0),
-            ExitConvention::Bochs,
-            HV,
-        );
+        let v = judge(&Console::from_text(&log), Exit::Code(0), ExitConvention::Bochs, HV);
         assert!(!v.passed);
     }
 
@@ -957,39 +763,18 @@ guest-summary passed=2 failed=0 skipped=1\r
 
     #[test]
     fn grub_escapes_are_ignored() {
-        let log =
-            "\x1b[H\x1b[J\x1b[1;1H  Booting `Quadrant: bare guest'\n\r\n\rcheck PASS a/b: x\r\n\
+        let log = "\x1b[H\x1b[J\x1b[1;1H  Booting `Quadrant: bare guest'\n\r\n\rcheck PASS a/b: x\r\n\
                    \x1b[0mguest-summary passed=1 failed=0 skipped=0\r\n";
         let c = Console::from_text(log);
-        assert_eq!(
-            c.counts(),
-            Counts {
-                passed: 1,
-                failed: 0,
-                skipped: 0
-            }
-        );
-        assert_eq!(
-            c.summary,
-            Some(Counts {
-                passed: 1,
-                failed: 0,
-                skipped: 0
-            })
-        );
+        assert_eq!(c.counts(), Counts { passed: 1, failed: 0, skipped: 0 });
+        assert_eq!(c.summary, Some(Counts { passed: 1, failed: 0, skipped: 0 }));
         assert_eq!(strip_ansi("a\x1b[1;1Hb"), "ab");
     }
 
     #[test]
     fn a_deliberate_failure_test_wants_exactly_its_failures_and_reports() {
-        const WANT: &[ExpectedFailure] = &[ExpectedFailure {
-            check: "long/a",
-            report: &["guest: 4-level", "shadow: hardware CR3"],
-        }];
-        let exp = Expectation {
-            expect_failures: WANT,
-            ..HV
-        };
+        const WANT: &[ExpectedFailure] = &[ExpectedFailure { check: "long/a", report: &["guest: 4-level", "shadow: hardware CR3"] }];
+        let exp = Expectation { expect_failures: WANT, ..HV };
         let body = "check-begin long/a\nxlate long/a: x\nxlate long/a:   guest: 4-level paging, CR3 0x1\n\
                     xlate long/a:   shadow: hardware CR3 0x2\ncheck FAIL long/a: y\ncheck PASS long/b: z\n\
                     guest-summary passed=1 failed=1 skipped=0\n";
@@ -998,31 +783,13 @@ guest-summary passed=2 failed=0 skipped=1\r
         assert!(v.passed, "{:?}", v.reasons);
         // A pass exit, a missing report text, another failing check, the expected one passing.
         assert!(!judge(&c, Exit::Code(0), ExitConvention::Bochs, exp).passed);
-        let c2 = Console::from_text(&hv_log(
-            &body.replace("shadow: hardware", "shadow: none"),
-            "quadrant-result status=1 reason=guest-exit",
-        ));
+        let c2 = Console::from_text(&hv_log(&body.replace("shadow: hardware", "shadow: none"), "quadrant-result status=1 reason=guest-exit"));
         let v = judge(&c2, Exit::Code(1), ExitConvention::Bochs, exp);
-        assert_eq!(
-            v.reasons,
-            ["the translation-failure report of long/a has no line with `shadow: hardware CR3`"]
-        );
-        let c3 = Console::from_text(&hv_log(
-            &body.replace("PASS long/b", "FAIL long/b"),
-            "quadrant-result status=1 reason=guest-exit",
-        ));
-        assert!(
-            judge(&c3, Exit::Code(1), ExitConvention::Bochs, exp).reasons[0]
-                .starts_with("long/b failed, but only long/a should")
-        );
-        let c4 = Console::from_text(&hv_log(
-            &body.replace("FAIL long/a", "PASS long/a"),
-            "quadrant-result status=0 reason=guest-exit",
-        ));
-        assert!(judge(&c4, Exit::Code(1), ExitConvention::Bochs, exp)
-            .reasons
-            .iter()
-            .any(|r| r.contains("long/a was expected to fail")));
+        assert_eq!(v.reasons, ["the translation-failure report of long/a has no line with `shadow: hardware CR3`"]);
+        let c3 = Console::from_text(&hv_log(&body.replace("PASS long/b", "FAIL long/b"), "quadrant-result status=1 reason=guest-exit"));
+        assert!(judge(&c3, Exit::Code(1), ExitConvention::Bochs, exp).reasons[0].starts_with("long/b failed, but only long/a should"));
+        let c4 = Console::from_text(&hv_log(&body.replace("FAIL long/a", "PASS long/a"), "quadrant-result status=0 reason=guest-exit"));
+        assert!(judge(&c4, Exit::Code(1), ExitConvention::Bochs, exp).reasons.iter().any(|r| r.contains("long/a was expected to fail")));
     }
 
     #[test]
@@ -1033,10 +800,7 @@ guest-summary passed=2 failed=0 skipped=1\r
         let mut c = Console::from_text(log);
         assert_eq!(
             c.checks[0].report,
-            [
-                "read at 0x10 cpl0: expected value 0x1, got value 0x2",
-                "  guest 4-level paging, CR3=0x1000"
-            ]
+            ["read at 0x10 cpl0: expected value 0x1, got value 0x2", "  guest 4-level paging, CR3=0x1000"]
         );
         assert!(c.checks[1].report.is_empty());
         assert_eq!(c.checks[0].detail_with_report(), "probe wrong\nread at 0x10 cpl0: expected value 0x1, got value 0x2\n  guest 4-level paging, CR3=0x1000");
@@ -1056,18 +820,9 @@ guest-summary passed=2 failed=0 skipped=1\r
     fn feed_reports_events() {
         let mut c = Console::default();
         assert_eq!(c.feed("hello"), Event::Text);
-        assert!(matches!(
-            c.feed("check FAIL x/y: z"),
-            Event::Check(Check { passed: false, .. })
-        ));
-        assert!(matches!(
-            c.feed("\u{0}quadrant-error timeout: t"),
-            Event::Error(_)
-        ));
-        assert_eq!(
-            c.feed("guest-summary passed=0 failed=1 skipped=0"),
-            Event::Protocol
-        );
+        assert!(matches!(c.feed("check FAIL x/y: z"), Event::Check(Check { passed: false, .. })));
+        assert!(matches!(c.feed("\u{0}quadrant-error timeout: t"), Event::Error(_)));
+        assert_eq!(c.feed("guest-summary passed=0 failed=1 skipped=0"), Event::Protocol);
         assert_eq!(c.lines, 4);
     }
 }

@@ -30,10 +30,7 @@ impl Workspace {
             .context("xtask's manifest directory has no parent")?
             .to_path_buf();
         if !root.join("Cargo.toml").is_file() {
-            bail!(
-                "{} is not the Quadrant workspace (no Cargo.toml)",
-                root.display()
-            );
+            bail!("{} is not the Quadrant workspace (no Cargo.toml)", root.display());
         }
         let target = target_dir(&root)?;
         Ok(Workspace { root, target })
@@ -75,11 +72,7 @@ impl Workspace {
         std::fs::create_dir_all(&runs).with_context(|| format!("creating {}", runs.display()))?;
         let base = format!("{}-{}", utc_stamp(SystemTime::now()), sanitize(label));
         for n in 1..1000 {
-            let id = if n == 1 {
-                base.clone()
-            } else {
-                format!("{base}-{n}")
-            };
+            let id = if n == 1 { base.clone() } else { format!("{base}-{n}") };
             let dir = runs.join(&id);
             match std::fs::create_dir(&dir) {
                 Ok(()) => return Ok((id, dir)),
@@ -100,23 +93,13 @@ fn target_dir(root: &Path) -> Result<PathBuf> {
     let sh = Shell::new()?;
     sh.change_dir(root);
     let cargo = cargo_program();
-    let json = cmd!(
-        sh,
-        "{cargo} metadata --format-version 1 --no-deps --offline"
-    )
-    .quiet()
-    .read()
-    .or_else(|_| {
-        cmd!(sh, "{cargo} metadata --format-version 1 --no-deps")
-            .quiet()
-            .read()
-    })
-    .context("`cargo metadata` failed")?;
-    let v: serde_json::Value =
-        serde_json::from_str(&json).context("parsing `cargo metadata` output")?;
-    let t = v["target_directory"]
-        .as_str()
-        .context("`cargo metadata` gave no target_directory")?;
+    let json = cmd!(sh, "{cargo} metadata --format-version 1 --no-deps --offline")
+        .quiet()
+        .read()
+        .or_else(|_| cmd!(sh, "{cargo} metadata --format-version 1 --no-deps").quiet().read())
+        .context("`cargo metadata` failed")?;
+    let v: serde_json::Value = serde_json::from_str(&json).context("parsing `cargo metadata` output")?;
+    let t = v["target_directory"].as_str().context("`cargo metadata` gave no target_directory")?;
     Ok(PathBuf::from(t))
 }
 
@@ -140,18 +123,10 @@ pub fn sanitize(s: &str) -> String {
 
 /// `YYYYmmdd-HHMMSS` in UTC.
 pub fn utc_stamp(t: SystemTime) -> String {
-    let secs = t
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+    let secs = t.duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let (y, m, d) = civil_from_days(days as i64);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    format!("{y:04}{m:02}{d:02}-{:02}{:02}{:02}", rem / 3600, rem / 60 % 60, rem % 60)
 }
 
 /// Gregorian date of a day count since 1970-01-01 (H. Hinnant's algorithm).
@@ -177,22 +152,13 @@ mod tests {
     fn stamps() {
         assert_eq!(utc_stamp(UNIX_EPOCH), "19700101-000000");
         // 2026-11-25 00:17:14 UTC
-        assert_eq!(
-            utc_stamp(UNIX_EPOCH + Duration::from_secs(1_795_565_834)),
-            "20261125-001714"
-        );
-        assert_eq!(
-            utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)),
-            "20000229-000000"
-        );
+        assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(1_795_565_834)), "20261125-001714");
+        assert_eq!(utc_stamp(UNIX_EPOCH + Duration::from_secs(951_782_400)), "20000229-000000");
     }
 
     #[test]
     fn sanitizes_labels() {
         assert_eq!(sanitize("bochs core2/penryn hv"), "bochs-core2-penryn-hv");
-        assert_eq!(
-            sanitize("hypervisor, bochs penryn (shadow)"),
-            "hypervisor-bochs-penryn-shadow"
-        );
+        assert_eq!(sanitize("hypervisor, bochs penryn (shadow)"), "hypervisor-bochs-penryn-shadow");
     }
 }

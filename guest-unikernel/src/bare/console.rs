@@ -22,12 +22,8 @@ struct LineBuf {
     len: AtomicUsize,
 }
 
-static LINES: [LineBuf; MAX_CPUS] = [const {
-    LineBuf {
-        bytes: [const { AtomicU8::new(0) }; LINE],
-        len: AtomicUsize::new(0),
-    }
-}; MAX_CPUS];
+static LINES: [LineBuf; MAX_CPUS] =
+    [const { LineBuf { bytes: [const { AtomicU8::new(0) }; LINE], len: AtomicUsize::new(0) } }; MAX_CPUS];
 /// Held while a line goes out.
 static UART_LOCK: AtomicBool = AtomicBool::new(false);
 
@@ -70,10 +66,7 @@ impl Console {
 impl Console {
     /// Writes this CPU's buffered line (and `end`, if any) under the lock.
     fn emit(buf: &LineBuf, end: Option<u8>) {
-        while UART_LOCK
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        while UART_LOCK.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             core::hint::spin_loop();
         }
         let n = buf.len.load(Ordering::Relaxed);

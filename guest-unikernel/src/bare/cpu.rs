@@ -37,9 +37,7 @@ pub fn rdtsc() -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: RDTSC only writes EDX:EAX (CR4.TSD is clear: the boot code
     // never sets it, and the guest runs at CPL 0 anyway).
-    unsafe {
-        asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("rdtsc", out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
     (u64::from(hi) << 32) | u64::from(lo)
 }
 
@@ -177,9 +175,7 @@ pub fn touch(addr: u64) -> u64 {
     let v: u64;
     // SAFETY: the load goes through assembly, not a Rust reference; an
     // unmapped address raises #PF, whose handler ends the run.
-    unsafe {
-        asm!("mov {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(readonly, nostack, preserves_flags))
-    };
+    unsafe { asm!("mov {v}, [{a}]", a = in(reg) addr, v = out(reg) v, options(readonly, nostack, preserves_flags)) };
     v
 }
 

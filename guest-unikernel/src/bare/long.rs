@@ -278,10 +278,7 @@ fn enter_segments() -> Dtr {
     let mut old = Dtr::default();
     // SAFETY: SGDT writes the 10-byte image only.
     unsafe { asm!("sgdt [{}]", in(reg) &raw mut old, options(nostack, preserves_flags)) };
-    let new = Dtr {
-        limit: (core::mem::size_of_val(&GDT) - 1) as u16,
-        base: GDT.as_ptr() as u64,
-    };
+    let new = Dtr { limit: (core::mem::size_of_val(&GDT) - 1) as u16, base: GDT.as_ptr() as u64 };
     if !TR_LOADED.load(Ordering::Relaxed) {
         let rsp0 = RSP0_STACK.0.as_ptr() as u64 + STACK as u64;
         TSS[1].store(rsp0 as u32, Ordering::Relaxed);
@@ -309,9 +306,7 @@ fn enter_segments() -> Dtr {
 fn leave_segments(old: Dtr) {
     // SAFETY: the GDT that was loaded before; our selectors are no longer
     // in use (TR stays cached and is only used on a privilege change).
-    unsafe {
-        asm!("lgdt [{}]", in(reg) &raw const old, options(readonly, nostack, preserves_flags))
-    };
+    unsafe { asm!("lgdt [{}]", in(reg) &raw const old, options(readonly, nostack, preserves_flags)) };
 }
 
 /// Called first by the exception handler: handles an exception of an armed
@@ -385,11 +380,7 @@ impl LongCpu for super::machine::BareMachine {
                     Op::Fetch => (2, 0),
                     _ => {
                         ARMED.store(false, Ordering::SeqCst);
-                        return Err(Fault {
-                            vector: 255,
-                            error_code: 0,
-                            cr2: 0,
-                        });
+                        return Err(Fault { vector: 255, error_code: 0, cr2: 0 });
                     }
                 };
                 let old = enter_segments();

@@ -2,9 +2,9 @@
 //! [`super::cpu`] and the memory of [`super::phys`].
 
 use super::{cpu, modes, paging, phys};
-use core::sync::atomic::{AtomicBool, Ordering};
 use guest_unikernel::machine::{Cpuid, Handoff, Machine, Range};
 use guest_unikernel::modes::layout::EngineInfo;
+use core::sync::atomic::{AtomicBool, Ordering};
 use shared::bench::BenchCounters;
 use shared::hypercall::{CheckRecord, Hypercall, MmuStats, ShadowWalkRecord, STATUS_BAD_ARGUMENT};
 use shared::multiboot::PhysRead;
@@ -37,12 +37,7 @@ impl Machine for BareMachine {
     }
     fn handoff(&self) -> Handoff {
         let h = bare_rt::boot::handoff();
-        Handoff {
-            magic: h.magic,
-            info: h.info,
-            cr0: h.cr0,
-            eflags: h.eflags,
-        }
+        Handoff { magic: h.magic, info: h.info, cr0: h.cr0, eflags: h.eflags }
     }
     fn image(&self) -> Range {
         phys::image()
@@ -53,10 +48,9 @@ impl Machine for BareMachine {
         match call {
             // SAFETY: Version names no memory.
             Hypercall::Version => unsafe { cpu::vmcall(call as u64, args) },
-            Hypercall::ReportCheck
-            | Hypercall::MmuStats
-            | Hypercall::ShadowWalk
-            | Hypercall::BenchCounters => STATUS_BAD_ARGUMENT,
+            Hypercall::ReportCheck | Hypercall::MmuStats | Hypercall::ShadowWalk | Hypercall::BenchCounters => {
+                STATUS_BAD_ARGUMENT
+            }
         }
     }
     fn report_check(&mut self, rec: &CheckRecord) -> u64 {
@@ -82,10 +76,7 @@ impl Machine for BareMachine {
     fn run_engine(&mut self) {
         // One CPU at a time: the engine's window, stack and variables are
         // at fixed low addresses.
-        while ENGINE
-            .compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed)
-            .is_err()
-        {
+        while ENGINE.compare_exchange(false, true, Ordering::Acquire, Ordering::Relaxed).is_err() {
             core::hint::spin_loop();
         }
         // SAFETY: the Machine contract: callers install the engine first and

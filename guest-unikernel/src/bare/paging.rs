@@ -66,20 +66,14 @@ pub fn read_cr3() -> u64 {
 /// A quadword of physical memory, 0 where it cannot be read.
 fn phys_word(addr: u64) -> u64 {
     let mut b = [0u8; 8];
-    if phys::read(addr, &mut b) {
-        u64::from_le_bytes(b)
-    } else {
-        0
-    }
+    if phys::read(addr, &mut b) { u64::from_le_bytes(b) } else { 0 }
 }
 
 /// True when `cr3` may be loaded: the boot PML4, or a page-aligned PML4 in
 /// scratch RAM whose entry 0 is the boot PML4's entry 0.
 fn loadable(cr3: u64) -> bool {
     cr3 == boot_cr3()
-        || (cr3.is_multiple_of(4096)
-            && phys::scratch_read(cr3).is_some()
-            && is_boot_entry0(phys_word(cr3)))
+        || (cr3.is_multiple_of(4096) && phys::scratch_read(cr3).is_some() && is_boot_entry0(phys_word(cr3)))
 }
 
 /// MOV CR3 (SDM Vol. 3A 4.5); `false` (nothing loaded) unless [`loadable`].
@@ -113,9 +107,7 @@ pub fn linear_read(va: u64) -> Option<u64> {
     // SAFETY: a load through assembly from a test address, where no Rust
     // object lives (they are all in the identity map of PML4 entry 0); a
     // not-present page raises #PF, whose handler ends the run.
-    unsafe {
-        asm!("mov {v}, [{a}]", a = in(reg) va, v = out(reg) v, options(readonly, nostack, preserves_flags))
-    };
+    unsafe { asm!("mov {v}, [{a}]", a = in(reg) va, v = out(reg) v, options(readonly, nostack, preserves_flags)) };
     Some(v)
 }
 
@@ -145,9 +137,7 @@ pub fn linear_cmpxchg(va: u64, old: u64, new: u64) -> Option<u64> {
     if !is_test_va(va) {
         return None;
     }
-    let Ok(pa) = translate(&phys_word, Format::Long, loaded(), va, true) else {
-        return None;
-    };
+    let Ok(pa) = translate(&phys_word, Format::Long, loaded(), va, true) else { return None };
     if write_refused(pa, new) {
         return None;
     }
@@ -166,9 +156,7 @@ pub fn linear_write(va: u64, value: u64) -> bool {
     if !is_test_va(va) {
         return false;
     }
-    let Ok(pa) = translate(&phys_word, Format::Long, loaded(), va, true) else {
-        return false;
-    };
+    let Ok(pa) = translate(&phys_word, Format::Long, loaded(), va, true) else { return false };
     if write_refused(pa, value) {
         return false;
     }
@@ -176,9 +164,7 @@ pub fn linear_write(va: u64, value: u64) -> bool {
     // translation is scratch RAM above the image, where no Rust object lives
     // (the checks keep every test mapping they ever make on frames they
     // allocated there, so a stale TLB entry leads there too).
-    unsafe {
-        asm!("mov [{a}], {v}", a = in(reg) va, v = in(reg) value, options(nostack, preserves_flags))
-    };
+    unsafe { asm!("mov [{a}], {v}", a = in(reg) va, v = in(reg) value, options(nostack, preserves_flags)) };
     true
 }
 
@@ -190,16 +176,9 @@ pub fn shadow_walk(la: u64) -> Option<ShadowWalkRecord> {
     // buffer's physical address (identity map), which lives until the call
     // returns. Callers issue it only under the Quadrant hypervisor.
     let n = unsafe {
-        cpu::vmcall(
-            Hypercall::ShadowWalk as u64,
-            [la, addr, ShadowWalkRecord::SIZE as u64],
-        )
+        cpu::vmcall(Hypercall::ShadowWalk as u64, [la, addr, ShadowWalkRecord::SIZE as u64])
     };
-    if n == ShadowWalkRecord::SIZE as u64 {
-        ShadowWalkRecord::from_bytes(&buf)
-    } else {
-        None
-    }
+    if n == ShadowWalkRecord::SIZE as u64 { ShadowWalkRecord::from_bytes(&buf) } else { None }
 }
 
 /// The MmuStats hypercall; `None` when it fails.

@@ -21,10 +21,7 @@ unsafe extern "C" {
 
 /// The guest image `[__load_start, __image_end)`.
 pub fn image() -> Range {
-    Range::new(
-        &raw const __load_start as u64,
-        &raw const __image_end as u64,
-    )
+    Range::new(&raw const __load_start as u64, &raw const __image_end as u64)
 }
 
 /// The physical address of a guest object (identity map).
@@ -35,9 +32,7 @@ pub fn phys_addr<T>(r: &T) -> u64 {
 /// Copies `buf.len()` bytes from physical `addr`; `false` when the range is
 /// not inside `[1, 4 GiB)` (address 0 would be a null pointer).
 pub fn read(addr: u64, buf: &mut [u8]) -> bool {
-    let Some(end) = addr.checked_add(buf.len() as u64) else {
-        return false;
-    };
+    let Some(end) = addr.checked_add(buf.len() as u64) else { return false };
     if addr == 0 || end > MAPPED_END {
         return false;
     }
@@ -53,9 +48,7 @@ pub fn read(addr: u64, buf: &mut [u8]) -> bool {
 /// True when a 64-bit word at `addr` is scratch RAM: aligned, above the
 /// guest image, inside the identity map.
 fn scratch(addr: u64) -> bool {
-    addr.is_multiple_of(8)
-        && addr >= image().end
-        && addr.checked_add(8).is_some_and(|e| e <= MAPPED_END)
+    addr.is_multiple_of(8) && addr >= image().end && addr.checked_add(8).is_some_and(|e| e <= MAPPED_END)
 }
 
 /// Writes a word of scratch RAM; `false` (nothing written) outside it.

@@ -43,11 +43,7 @@ pub fn cpu_index() -> usize {
     unsafe { asm!("mov {}, rsp", out(reg) rsp, options(nomem, nostack, preserves_flags)) };
     let base = (&raw const AP_STACKS) as u64;
     let end = base + (AP_STACK * (MAX_CPUS - 1)) as u64;
-    if (base..end).contains(&rsp) {
-        ((rsp - base) as usize / AP_STACK) + 1
-    } else {
-        0
-    }
+    if (base..end).contains(&rsp) { ((rsp - base) as usize / AP_STACK) + 1 } else { 0 }
 }
 
 fn apic() -> Option<LocalApic> {
@@ -64,12 +60,7 @@ struct ProbeSlot {
     cr2: AtomicU64,
 }
 static PROBES: [ProbeSlot; MAX_CPUS] = [const {
-    ProbeSlot {
-        armed: AtomicBool::new(false),
-        vector: AtomicU64::new(0),
-        error_code: AtomicU64::new(0),
-        cr2: AtomicU64::new(0),
-    }
+    ProbeSlot { armed: AtomicBool::new(false), vector: AtomicU64::new(0), error_code: AtomicU64::new(0), cr2: AtomicU64::new(0) }
 }; MAX_CPUS];
 
 // The probe store: a fault at `guest_smp_probe_at` resumes at
@@ -152,8 +143,7 @@ impl Smp for BareMachine {
         // SAFETY: the check chose `page` from available RAM below 1 MiB
         // outside every boot structure and the engine's window; the stacks
         // are this module's and bare-rt's boot PML4 maps the image.
-        let t =
-            unsafe { Trampoline::install(page, paging::boot_cr3(), stacks, AP_STACK as u64, true) };
+        let t = unsafe { Trampoline::install(page, paging::boot_cr3(), stacks, AP_STACK as u64, true) };
         TRAMPOLINE.store(page, SeqCst);
         t.vector()
     }
@@ -165,13 +155,7 @@ impl Smp for BareMachine {
     }
     fn real_mode_record(&mut self, t: u32) -> Option<RealModeRecord> {
         let r = Trampoline::at(TRAMPOLINE.load(SeqCst)).record(t)?;
-        Some(RealModeRecord {
-            cs: r.cs,
-            msw: r.msw,
-            flags: r.flags,
-            sp: r.sp,
-            released: r.released != 0,
-        })
+        Some(RealModeRecord { cs: r.cs, msw: r.msw, flags: r.flags, sp: r.sp, released: r.released != 0 })
     }
     fn reuse_ticket(&mut self, t: u32) {
         if TRAMPOLINE.load(SeqCst) != 0 {
@@ -218,11 +202,7 @@ impl Smp for BareMachine {
         if faulted == 0 {
             Ok(())
         } else {
-            Err((
-                slot.vector.load(SeqCst) as u8,
-                slot.error_code.load(SeqCst),
-                slot.cr2.load(SeqCst),
-            ))
+            Err((slot.vector.load(SeqCst) as u8, slot.error_code.load(SeqCst), slot.cr2.load(SeqCst)))
         }
     }
     fn cmpxchg(&mut self, va: u64, old: u64, new: u64) -> u64 {

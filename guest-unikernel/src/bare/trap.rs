@@ -39,12 +39,7 @@ pub fn init() {
 pub fn load() {
     // SAFETY: IDT is a static (lives forever) holding a present gate to a
     // stub for every vector the guest can see; AtomicU64 has u64's layout.
-    unsafe {
-        cpu::load_idt(
-            IDT.as_ptr() as u64,
-            (core::mem::size_of_val(&IDT) - 1) as u16,
-        )
-    };
+    unsafe { cpu::load_idt(IDT.as_ptr() as u64, (core::mem::size_of_val(&IDT) - 1) as u16) };
 }
 
 /// Handles an exception or interrupt the stubs caught: an interrupt goes to
@@ -60,17 +55,7 @@ pub fn handle(frame: &mut TrapFrame) {
     }
     let mut d = Detail::new();
     let during = TALLY.current().and_then(checks::check_at).map(|c| c.name);
-    let _ = core::fmt::write(
-        &mut d,
-        format_args!(
-            "{}",
-            ExceptionReport {
-                frame,
-                cr2: cpu::read_cr2(),
-                during
-            }
-        ),
-    );
+    let _ = core::fmt::write(&mut d, format_args!("{}", ExceptionReport { frame, cr2: cpu::read_cr2(), during }));
     crate::fatal("guest/unexpected-exception", d.as_str());
 }
 
@@ -78,14 +63,7 @@ pub fn handle(frame: &mut TrapFrame) {
 /// hypervisor when reporting by hypercall), then the summary, then exit 2.
 pub fn report_fatal(name: &str, detail: &str) -> ! {
     let mut out = Console;
-    checks::report(
-        &mut BareMachine,
-        &mut out,
-        &TALLY,
-        Outcome::Fail,
-        name,
-        detail,
-    );
+    checks::report(&mut BareMachine, &mut out, &TALLY, Outcome::Fail, name, detail);
     checks::write_summary(&mut out, &TALLY);
     Console::flush();
     bare_rt::exit::exit_emulator(2)

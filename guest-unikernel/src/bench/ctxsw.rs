@@ -18,9 +18,7 @@
 //! snapshots (summed over all vCPUs) brackets the whole measured loop.
 //! `ops` = CR3 switches of all CPUs (N x K x R).
 
-use super::{
-    expect, load, param, va, BenchError, Data, Figures, Meter, Outcome3, Spec, MAX_K, MAX_M, MAX_R,
-};
+use super::{expect, load, param, va, BenchError, Data, Figures, Meter, Outcome3, Spec, MAX_K, MAX_M, MAX_R};
 use crate::checks::Ctx;
 use crate::machine::Machine;
 use crate::modes::paging::KRW;
@@ -54,12 +52,7 @@ pub fn build(ctx: &mut Ctx<'_>, k: u32, m: u32) -> Result<Spaces, BenchError> {
     let mut b = super::builder(ctx)?;
     let mach = &mut *ctx.m;
     let data = Data::new(mach, &mut b, m)?;
-    let mut s = Spaces {
-        cr3: [0; MAX_K as usize],
-        k,
-        m,
-        data,
-    };
+    let mut s = Spaces { cr3: [0; MAX_K as usize], k, m, data };
     for (i, cr3) in s.cr3[..k as usize].iter_mut().enumerate() {
         *cr3 = b.pml4(mach)?;
         for j in 0..m {
@@ -78,12 +71,7 @@ pub fn rounds(mach: &mut dyn Machine, s: &Spaces, start: u32, n: u32) -> Result<
             let space = (start + i) % s.k;
             load(mach, s.cr3[space as usize])?;
             for j in 0..s.m {
-                expect(
-                    mach,
-                    "read after the CR3 switch",
-                    va(j),
-                    s.data.frame(j + space),
-                )?;
+                expect(mach, "read after the CR3 switch", va(j), s.data.frame(j + space))?;
             }
             reads += u64::from(s.m);
         }
@@ -93,25 +81,14 @@ pub fn rounds(mach: &mut dyn Machine, s: &Spaces, start: u32, n: u32) -> Result<
 
 /// The workload.
 pub fn run(ctx: &mut Ctx<'_>, spec: Spec, hv: bool) -> Outcome3 {
-    let (k, m, r) = (
-        param("bench_k", spec.k, MAX_K)?,
-        param("bench_m", spec.m, MAX_M)?,
-        param("bench_r", spec.r, MAX_R)?,
-    );
+    let (k, m, r) = (param("bench_k", spec.k, MAX_K)?, param("bench_m", spec.m, MAX_M)?, param("bench_r", spec.r, MAX_R)?);
     let s = build(ctx, k, m)?;
     let mach = &mut *ctx.m;
     rounds(mach, &s, 0, WARM)?;
     let meter = Meter::start(mach, hv);
     let accesses = rounds(mach, &s, 0, r)?;
     let (cycles, c) = meter.stop(mach);
-    Ok((
-        Figures {
-            ops: u64::from(k) * u64::from(r),
-            accesses,
-        },
-        cycles,
-        c,
-    ))
+    Ok((Figures { ops: u64::from(k) * u64::from(r), accesses }, cycles, c))
 }
 
 /// The spaces of `bench=ctxsw-smp`, for the APs' [`Job::BenchCtxsw`].
@@ -128,9 +105,7 @@ const fn start_of(cpu: usize, n: usize, k: u32) -> u32 {
 /// `u64::MAX` with the error left in [`AP_ERRORS`]; the AP's own CR3 is
 /// loaded again either way.
 pub fn ap_rounds(m: &mut dyn Machine, cpu: usize, args: [u64; 6]) -> u64 {
-    let Some(s) = SHARED.get() else {
-        return u64::MAX;
-    };
+    let Some(s) = SHARED.get() else { return u64::MAX };
     let home = m.cr3();
     let r = rounds(m, s, start_of(cpu, args[0] as usize, s.k), args[1] as u32);
     m.load_cr3(home);
@@ -143,13 +118,8 @@ pub fn ap_rounds(m: &mut dyn Machine, cpu: usize, args: [u64; 6]) -> u64 {
 /// Every CPU's `n` rounds at once: posts them to the APs `1..cpus`, runs
 /// the BSP's, waits for all. Returns the reads of all CPUs.
 fn all_rounds(mach: &mut dyn Machine, s: &Spaces, cpus: usize, n: u32) -> Result<u64, BenchError> {
-    let targets: [u32; MAX_CPUS] = core::array::from_fn(|c| {
-        if (1..cpus).contains(&c) {
-            smp::post(mach, c, Job::BenchCtxsw, &[cpus as u64, u64::from(n)])
-        } else {
-            0
-        }
-    });
+    let targets: [u32; MAX_CPUS] =
+        core::array::from_fn(|c| if (1..cpus).contains(&c) { smp::post(mach, c, Job::BenchCtxsw, &[cpus as u64, u64::from(n)]) } else { 0 });
     let mut reads = rounds(mach, s, 0, n)?;
     for (c, &target) in targets.iter().enumerate().take(cpus).skip(1) {
         match smp::wait(mach, c, target, smp::BUDGET) {
@@ -170,11 +140,7 @@ fn all_rounds(mach: &mut dyn Machine, s: &Spaces, cpus: usize, n: u32) -> Result
 /// `bench=ctxsw-smp`: the APs must be online (the `smp/...` start-up
 /// checks ran before, see [`super::Workload::needs_aps`]).
 pub fn run_smp(ctx: &mut Ctx<'_>, spec: Spec, hv: bool) -> Outcome3 {
-    let (k, m, r) = (
-        param("bench_k", spec.k, MAX_K)?,
-        param("bench_m", spec.m, MAX_M)?,
-        param("bench_r", spec.r, MAX_R)?,
-    );
+    let (k, m, r) = (param("bench_k", spec.k, MAX_K)?, param("bench_m", spec.m, MAX_M)?, param("bench_r", spec.r, MAX_R)?);
     let cpus = match ctx.smp {
         Some(run) if run.online && run.aps > 0 => run.aps + 1,
         _ => return Err(BenchError::NoAps),
@@ -186,12 +152,5 @@ pub fn run_smp(ctx: &mut Ctx<'_>, spec: Spec, hv: bool) -> Outcome3 {
     let meter = Meter::start(mach, hv);
     let accesses = all_rounds(mach, &s, cpus, r)?;
     let (cycles, c) = meter.stop(mach);
-    Ok((
-        Figures {
-            ops: (cpus as u64) * u64::from(k) * u64::from(r),
-            accesses,
-        },
-        cycles,
-        c,
-    ))
+    Ok((Figures { ops: (cpus as u64) * u64::from(k) * u64::from(r), accesses }, cycles, c))
 }

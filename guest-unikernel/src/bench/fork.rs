@@ -14,24 +14,14 @@
 //! write of the page and a read back. One fork is unmeasured warm-up.
 //! `ops` = forks (R).
 
-use super::{
-    expect, get, load, param, put, va, write_read, Data, Figures, Meter, Outcome3, Spec, Tables,
-    MAX_M, MAX_R,
-};
+use super::{expect, get, load, param, put, va, write_read, Data, Figures, Meter, Outcome3, Spec, Tables, MAX_M, MAX_R};
 use crate::checks::Ctx;
 use crate::machine::Machine;
 use crate::modes::paging::{entry64, KRW, RW};
 
 /// One fork of `parent` into `child`; `round` varies the values written.
 /// Returns the checked accesses.
-fn fork_once(
-    mach: &mut dyn Machine,
-    parent: &Tables,
-    child: &Tables,
-    data: Data,
-    m: u32,
-    round: u32,
-) -> Result<u64, super::BenchError> {
+fn fork_once(mach: &mut dyn Machine, parent: &Tables, child: &Tables, data: Data, m: u32, round: u32) -> Result<u64, super::BenchError> {
     for j in 0..m {
         let v = get(mach, parent.pte(j))?;
         put(mach, parent.pte(j), v & !RW)?;
@@ -44,34 +34,21 @@ fn fork_once(
     load(mach, parent.pml4)?;
     load(mach, child.pml4)?;
     for j in 0..m {
-        expect(
-            mach,
-            "the child reads the parent's page",
-            va(j),
-            data.frame(j),
-        )?;
+        expect(mach, "the child reads the parent's page", va(j), data.frame(j))?;
     }
     load(mach, parent.pml4)?;
     for j in 0..m {
         let v = get(mach, parent.pte(j))?;
         put(mach, parent.pte(j), v | RW)?;
         mach.invlpg(va(j));
-        write_read(
-            mach,
-            "the parent writes its page back",
-            va(j),
-            u64::from(round) << 32 | u64::from(j),
-        )?;
+        write_read(mach, "the parent writes its page back", va(j), u64::from(round) << 32 | u64::from(j))?;
     }
     Ok(3 * u64::from(m))
 }
 
 /// The workload.
 pub fn run(ctx: &mut Ctx<'_>, spec: Spec, hv: bool) -> Outcome3 {
-    let (m, r) = (
-        param("bench_m", spec.m, MAX_M)?,
-        param("bench_r", spec.r, MAX_R)?,
-    );
+    let (m, r) = (param("bench_m", spec.m, MAX_M)?, param("bench_r", spec.r, MAX_R)?);
     let mut b = super::builder(ctx)?;
     let mach = &mut *ctx.m;
     let data = Data::new(mach, &mut b, m)?;
@@ -91,12 +68,5 @@ pub fn run(ctx: &mut Ctx<'_>, spec: Spec, hv: bool) -> Outcome3 {
         accesses += fork_once(mach, &parent, &child, data, m, round)?;
     }
     let (cycles, c) = meter.stop(mach);
-    Ok((
-        Figures {
-            ops: u64::from(r),
-            accesses,
-        },
-        cycles,
-        c,
-    ))
+    Ok((Figures { ops: u64::from(r), accesses }, cycles, c))
 }

@@ -55,13 +55,7 @@ pub enum Workload {
 
 impl Workload {
     /// Every workload.
-    pub const ALL: [Workload; 5] = [
-        Workload::Ctxsw,
-        Workload::Fork,
-        Workload::Ptchurn,
-        Workload::Modewalk,
-        Workload::CtxswSmp,
-    ];
+    pub const ALL: [Workload; 5] = [Workload::Ctxsw, Workload::Fork, Workload::Ptchurn, Workload::Modewalk, Workload::CtxswSmp];
 
     /// The word on the command line and in the `bench` line.
     pub const fn name(self) -> &'static str {
@@ -121,12 +115,7 @@ impl Spec {
     /// `workload` with the given parameters or its defaults.
     pub fn new(workload: Workload, k: Option<u32>, m: Option<u32>, r: Option<u32>) -> Self {
         let (dk, dm, dr) = workload.defaults();
-        Spec {
-            workload,
-            k: k.unwrap_or(dk),
-            m: m.unwrap_or(dm),
-            r: r.unwrap_or(dr),
-        }
+        Spec { workload, k: k.unwrap_or(dk), m: m.unwrap_or(dm), r: r.unwrap_or(dr) }
     }
 }
 
@@ -200,11 +189,7 @@ impl fmt::Display for BenchError {
 
 /// Checks `1 <= v <= max`.
 fn param(what: &'static str, v: u32, max: u32) -> Result<u32, BenchError> {
-    if (1..=max).contains(&v) {
-        Ok(v)
-    } else {
-        Err(BenchError::Param(what, v, max))
-    }
+    if (1..=max).contains(&v) { Ok(v) } else { Err(BenchError::Param(what, v, max)) }
 }
 
 /// A table builder over the free RAM above the image.
@@ -226,10 +211,7 @@ pub struct Data {
 impl Data {
     /// Allocates and tags the frames.
     pub fn new(m: &mut dyn Machine, b: &mut Builder, n: u32) -> Result<Self, BenchError> {
-        let base = b
-            .frames
-            .alloc_aligned(4096 * n as u64, 4096)
-            .ok_or(BuildError::NoFrames)?;
+        let base = b.frames.alloc_aligned(4096 * n as u64, 4096).ok_or(BuildError::NoFrames)?;
         b.allocated += n;
         for i in 0..n as u64 {
             Builder::put(m, base + 4096 * i + TAG_OFFSET, tag(base + 4096 * i))?;
@@ -266,13 +248,7 @@ impl Tables {
     /// Zeroed tables for `m` pages, linked ([`Self::link`]), no page mapped.
     pub fn new(mach: &mut dyn Machine, b: &mut Builder, m: u32) -> Result<Self, BenchError> {
         let npts = m.div_ceil(512);
-        let mut t = Tables {
-            pml4: b.pml4(mach)?,
-            pdpt: b.zeroed(mach)?,
-            pd: b.zeroed(mach)?,
-            pt: [0; MAX_PTS],
-            npts,
-        };
+        let mut t = Tables { pml4: b.pml4(mach)?, pdpt: b.zeroed(mach)?, pd: b.zeroed(mach)?, pt: [0; MAX_PTS], npts };
         for p in t.pt[..npts as usize].iter_mut() {
             *p = b.zeroed(mach)?;
         }
@@ -312,20 +288,12 @@ fn write_read(mach: &mut dyn Machine, at: &'static str, va: u64, v: u64) -> Resu
 
 /// MOV CR3.
 fn load(m: &mut dyn Machine, cr3: u64) -> Result<(), BenchError> {
-    if m.load_cr3(cr3) {
-        Ok(())
-    } else {
-        Err(BenchError::Cr3(cr3))
-    }
+    if m.load_cr3(cr3) { Ok(()) } else { Err(BenchError::Cr3(cr3)) }
 }
 
 /// A physical store (page-table edits).
 fn put(m: &mut dyn Machine, pa: u64, v: u64) -> Result<(), BenchError> {
-    if m.scratch_write(pa, v) {
-        Ok(())
-    } else {
-        Err(BenchError::Write(pa))
-    }
+    if m.scratch_write(pa, v) { Ok(()) } else { Err(BenchError::Write(pa)) }
 }
 
 /// Reads the tag of page `va` and compares it with `frame`'s.
@@ -361,10 +329,7 @@ impl Meter {
     fn stop(self, m: &mut dyn Machine) -> (u64, Option<BenchCounters>) {
         let t1 = m.rdtsc();
         let after = if self.hv { m.bench_counters() } else { None };
-        (
-            t1.wrapping_sub(self.t0),
-            self.before.zip(after).map(|(a, b)| a.delta(&b)),
-        )
+        (t1.wrapping_sub(self.t0), self.before.zip(after).map(|(a, b)| a.delta(&b)))
     }
 }
 
@@ -414,21 +379,8 @@ pub fn run(ctx: &mut Ctx<'_>, spec: Spec, d: &mut Detail) -> Outcome {
         return Outcome::Fail;
     }
     let rt = if hv { vmcall_cycles(&mut *ctx.m) } else { 0 };
-    let cpus = if spec.workload.needs_aps() {
-        ctx.smp.map_or(1, |run| run.aps as u32 + 1)
-    } else {
-        1
-    };
-    let _ = write_line(
-        &mut *ctx.out,
-        spec,
-        hv,
-        cpus,
-        fig,
-        cycles,
-        counters.as_ref(),
-        rt,
-    );
+    let cpus = if spec.workload.needs_aps() { ctx.smp.map_or(1, |run| run.aps as u32 + 1) } else { 1 };
+    let _ = write_line(&mut *ctx.out, spec, hv, cpus, fig, cycles, counters.as_ref(), rt);
     let _ = ctx.out.write_char('\n');
     let _ = write!(
         d,
@@ -436,11 +388,7 @@ pub fn run(ctx: &mut Ctx<'_>, spec: Spec, d: &mut Detail) -> Outcome {
         spec.k, spec.m, spec.r, fig.ops, fig.accesses, cycles
     );
     if let Some(c) = counters {
-        let _ = write!(
-            d,
-            ", {} exits, {} shadow pages created",
-            c.exits, c.mmu.created
-        );
+        let _ = write!(d, ", {} exits, {} shadow pages created", c.exits, c.mmu.created);
     }
     Outcome::Pass
 }
@@ -478,11 +426,7 @@ fn write_line(
             fields[n] = (i, v);
             n += 1;
         }
-        for (k, v) in [
-            ("exits", c.exits),
-            ("hv_cycles", c.hv_cycles),
-            ("vmcall_cycles", rt),
-        ] {
+        for (k, v) in [("exits", c.exits), ("hv_cycles", c.hv_cycles), ("vmcall_cycles", rt)] {
             fields[n] = (k, v);
             n += 1;
         }

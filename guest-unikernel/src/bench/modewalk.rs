@@ -41,12 +41,5 @@ pub fn run(ctx: &mut Ctx<'_>, spec: Spec, hv: bool) -> Outcome3 {
         accesses += walk(ctx)?;
     }
     let (cycles, c) = meter.stop(&mut *ctx.m);
-    Ok((
-        Figures {
-            ops: u64::from(r),
-            accesses,
-        },
-        cycles,
-        c,
-    ))
+    Ok((Figures { ops: u64::from(r), accesses }, cycles, c))
 }

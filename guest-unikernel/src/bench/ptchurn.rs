@@ -8,23 +8,14 @@
 //! INVLPG; every page is read and must show its new frame. One round is
 //! unmeasured warm-up. `ops` = PTE updates (3 x M x R).
 
-use super::{
-    expect, get, load, param, put, va, write_read, Data, Figures, Meter, Outcome3, Spec, Tables,
-    MAX_M, MAX_R,
-};
+use super::{expect, get, load, param, put, va, write_read, Data, Figures, Meter, Outcome3, Spec, Tables, MAX_M, MAX_R};
 use crate::checks::Ctx;
 use crate::machine::Machine;
 use crate::modes::paging::{entry64, KRW, RW};
 
 /// One round; `shift` is the frame offset of the mapping on entry and is
 /// advanced by the remap. Returns the checked accesses.
-fn round(
-    mach: &mut dyn Machine,
-    t: &Tables,
-    data: Data,
-    m: u32,
-    shift: &mut u32,
-) -> Result<u64, super::BenchError> {
+fn round(mach: &mut dyn Machine, t: &Tables, data: Data, m: u32, shift: &mut u32) -> Result<u64, super::BenchError> {
     for j in 0..m {
         let v = get(mach, t.pte(j))?;
         put(mach, t.pte(j), v & !RW)?;
@@ -39,12 +30,7 @@ fn round(
         mach.invlpg(va(j));
     }
     for j in 0..m {
-        write_read(
-            mach,
-            "write after setting W",
-            va(j),
-            u64::from(*shift) << 32 | u64::from(j),
-        )?;
+        write_read(mach, "write after setting W", va(j), u64::from(*shift) << 32 | u64::from(j))?;
     }
     *shift += 1;
     for j in 0..m {
@@ -59,10 +45,7 @@ fn round(
 
 /// The workload.
 pub fn run(ctx: &mut Ctx<'_>, spec: Spec, hv: bool) -> Outcome3 {
-    let (m, r) = (
-        param("bench_m", spec.m, MAX_M)?,
-        param("bench_r", spec.r, MAX_R)?,
-    );
+    let (m, r) = (param("bench_m", spec.m, MAX_M)?, param("bench_r", spec.r, MAX_R)?);
     let mut b = super::builder(ctx)?;
     let mach = &mut *ctx.m;
     // One spare frame so that the remap always moves to a different frame.
@@ -80,12 +63,5 @@ pub fn run(ctx: &mut Ctx<'_>, spec: Spec, hv: bool) -> Outcome3 {
         accesses += round(mach, &t, data, m, &mut shift)?;
     }
     let (cycles, c) = meter.stop(mach);
-    Ok((
-        Figures {
-            ops: 3 * u64::from(m) * u64::from(r),
-            accesses,
-        },
-        cycles,
-        c,
-    ))
+    Ok((Figures { ops: 3 * u64::from(m) * u64::from(r), accesses }, cycles, c))
 }

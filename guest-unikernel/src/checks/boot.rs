@@ -15,33 +15,15 @@ use shared::Outcome;
 
 /// The `boot/...` checks in run order.
 pub static CHECKS: &[Check] = &[
-    Check {
-        name: "boot/handoff",
-        run: handoff,
-    },
-    Check {
-        name: "boot/info-block",
-        run: info_block,
-    },
-    Check {
-        name: "boot/memory-map",
-        run: memory_map,
-    },
-    Check {
-        name: "boot/long-mode",
-        run: long_mode,
-    },
-    Check {
-        name: "boot/hypervisor-signature",
-        run: hypervisor_signature,
-    },
-    Check {
-        name: "boot/ram-pattern",
-        run: ram_pattern,
-    },
+    Check { name: "boot/handoff", run: handoff },
+    Check { name: "boot/info-block", run: info_block },
+    Check { name: "boot/memory-map", run: memory_map },
+    Check { name: "boot/long-mode", run: long_mode },
+    Check { name: "boot/hypervisor-signature", run: hypervisor_signature },
+    Check { name: "boot/ram-pattern", run: ram_pattern },
 ];
 
-pub use crate::regs::{CR0_PE, CR0_PG, CR4_PAE, EFER_LMA, EFER_LME};
+pub use crate::regs::{CR0_PE, CR0_PG, CR4_PAE, EFER_LME, EFER_LMA};
 /// EFLAGS.IF (SDM Vol. 1 3.4.3).
 pub const EFLAGS_IF: u32 = 1 << 9;
 /// EFLAGS.VM (SDM Vol. 1 3.4.3).
@@ -59,24 +41,12 @@ pub fn handoff(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let h = ctx.m.handoff();
     let (cr0, fl) = (u64::from(h.cr0), u64::from(h.eflags));
     let mut e = Expect::new(d);
-    e.that(
-        h.magic == multiboot::BOOTLOADER_MAGIC,
-        format_args!("EAX={:#x}, expected 0x2badb002", h.magic),
-    );
+    e.that(h.magic == multiboot::BOOTLOADER_MAGIC, format_args!("EAX={:#x}, expected 0x2badb002", h.magic));
     e.that(cr0 & CR0_PE != 0, format_args!("CR0.PE=0, expected 1"));
     e.that(cr0 & CR0_PG == 0, format_args!("CR0.PG=1, expected 0"));
-    e.that(
-        fl & u64::from(EFLAGS_VM) == 0,
-        format_args!("EFLAGS.VM=1, expected 0"),
-    );
-    e.that(
-        fl & u64::from(EFLAGS_IF) == 0,
-        format_args!("EFLAGS.IF=1, expected 0"),
-    );
-    e.finish(format_args!(
-        "eax={:#x} ebx={:#x} cr0={:#x} eflags={:#x}",
-        h.magic, h.info, h.cr0, h.eflags
-    ))
+    e.that(fl & u64::from(EFLAGS_VM) == 0, format_args!("EFLAGS.VM=1, expected 0"));
+    e.that(fl & u64::from(EFLAGS_IF) == 0, format_args!("EFLAGS.IF=1, expected 0"));
+    e.finish(format_args!("eax={:#x} ebx={:#x} cr0={:#x} eflags={:#x}", h.magic, h.info, h.cr0, h.eflags))
 }
 
 /// The information block at EBX parses (Multiboot 1 specification 3.3) and
@@ -88,11 +58,7 @@ pub fn info_block(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let info = match ctx.info {
         Ok(i) => i,
         Err(err) => {
-            let _ = write!(
-                d,
-                "information block at {:#x} unreadable: {err:?}",
-                ctx.info_addr
-            );
+            let _ = write!(d, "information block at {:#x} unreadable: {err:?}", ctx.info_addr);
             return Outcome::Fail;
         }
     };
@@ -102,19 +68,10 @@ pub fn info_block(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         .and_then(|a| multiboot::read_cstr(&*ctx.m, u64::from(a), &mut name_buf))
         .unwrap_or("?");
     let mut e = Expect::new(d);
-    e.that(
-        info.has(FLAG_MEM),
-        format_args!("flags {:#x} lack MEM (bit 0)", info.flags),
-    );
-    e.that(
-        info.has(FLAG_MMAP),
-        format_args!("flags {:#x} lack MMAP (bit 6)", info.flags),
-    );
+    e.that(info.has(FLAG_MEM), format_args!("flags {:#x} lack MEM (bit 0)", info.flags));
+    e.that(info.has(FLAG_MMAP), format_args!("flags {:#x} lack MMAP (bit 6)", info.flags));
     if let Some(lower) = info.mem_lower_kb {
-        e.that(
-            lower <= 640,
-            format_args!("mem_lower={lower} KiB, above the 640 KiB maximum"),
-        );
+        e.that(lower <= 640, format_args!("mem_lower={lower} KiB, above the 640 KiB maximum"));
     }
     if let Some(a) = info.cmdline_addr {
         let mut buf = [0u8; super::MAX_CMDLINE];
@@ -148,32 +105,18 @@ pub fn memory_map(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         return Outcome::Fail;
     };
     if !info.has(FLAG_MMAP) {
-        let _ = write!(
-            d,
-            "no memory map: flags {:#x} lack MMAP (bit 6)",
-            info.flags
-        );
+        let _ = write!(d, "no memory map: flags {:#x} lack MMAP (bit 6)", info.flags);
         return Outcome::Fail;
     }
     let map = match MemMap::read(&info, &*ctx.m) {
         Ok(m) => m,
         Err(err) => {
-            let _ = write!(
-                d,
-                "memory map at {:#x} (+{:#x}) malformed: {err:?}",
-                info.mmap_addr, info.mmap_length
-            );
+            let _ = write!(d, "memory map at {:#x} (+{:#x}) malformed: {err:?}", info.mmap_addr, info.mmap_length);
             return Outcome::Fail;
         }
     };
     for en in map.entries() {
-        let _ = writeln!(
-            ctx.out,
-            "guest: mmap [{:#012x}, {:#012x}) type {}",
-            en.base,
-            en.end(),
-            en.kind
-        );
+        let _ = writeln!(ctx.out, "guest: mmap [{:#012x}, {:#012x}) type {}", en.base, en.end(), en.kind);
     }
     let image = ctx.m.image();
     let entries = map.entries();
@@ -196,35 +139,19 @@ pub fn memory_map(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     }
     e.that(
         map.available_covers(image),
-        format_args!(
-            "guest image [{:#x},{:#x}) not in available RAM",
-            image.start, image.end
-        ),
+        format_args!("guest image [{:#x},{:#x}) not in available RAM", image.start, image.end),
     );
     if let Some(upper) = info.mem_upper_kb {
         match check_mem_upper(&map, upper) {
             UpperVerdict::Exact => {}
             UpperVerdict::Below { short_kb } => {
-                e.that(
-                    false,
-                    format_args!(
-                        "mem_upper={upper} KiB is {short_kb} KiB short of the first upper hole"
-                    ),
-                );
+                e.that(false, format_args!("mem_upper={upper} KiB is {short_kb} KiB short of the first upper hole"));
             }
             UpperVerdict::Above { excess_kb } => {
-                e.that(
-                    false,
-                    format_args!(
-                        "mem_upper={upper} KiB reaches {excess_kb} KiB past the first upper hole"
-                    ),
-                );
+                e.that(false, format_args!("mem_upper={upper} KiB reaches {excess_kb} KiB past the first upper hole"));
             }
             UpperVerdict::NoUpperMemory => {
-                e.that(
-                    false,
-                    format_args!("no available region contains 1 MiB (mem_upper={upper} KiB)"),
-                );
+                e.that(false, format_args!("no available region contains 1 MiB (mem_upper={upper} KiB)"));
             }
         }
     }
@@ -271,10 +198,7 @@ pub fn hypervisor_signature(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let ours = core::str::from_utf8(&shared::cpuid::SIGNATURE).unwrap_or("?");
     match (ctx.config.expect_hv, found.is_quadrant()) {
         (ExpectHv::Yes, false) => {
-            let _ = write!(
-                d,
-                "expect_hv=1 but CPUID.40000000h shows {found}, not '{ours}'"
-            );
+            let _ = write!(d, "expect_hv=1 but CPUID.40000000h shows {found}, not '{ours}'");
             Outcome::Fail
         }
         (ExpectHv::No, true) => {
@@ -305,10 +229,7 @@ pub fn ram_pattern(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         return Outcome::Fail;
     };
     if ctx.exclusions.overflowed {
-        let _ = write!(
-            d,
-            "boot structures not all known: refusing to overwrite RAM"
-        );
+        let _ = write!(d, "boot structures not all known: refusing to overwrite RAM");
         return Outcome::Fail;
     }
     let budget = match ctx.config.ram_test_mib {
@@ -334,20 +255,11 @@ pub fn ram_pattern(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     if let Some((addr, wrote, read)) = r.first_mismatch {
         e.that(
             false,
-            format_args!(
-                "{} mismatches; first at {addr:#x}: wrote {wrote:#x}, read {read:#x}",
-                r.mismatches
-            ),
+            format_args!("{} mismatches; first at {addr:#x}: wrote {wrote:#x}, read {read:#x}", r.mismatches),
         );
     }
     if let Some(addr) = r.refused {
-        e.that(
-            false,
-            format_args!(
-                "{} words refused by the machine, first at {addr:#x}",
-                r.refused_count
-            ),
-        );
+        e.that(false, format_args!("{} words refused by the machine, first at {addr:#x}", r.refused_count));
     }
     e.finish(format_args!(
         "{} pages ({} MiB) in {} ranges up to {:#x}, {} words/page, 2 passes",
@@ -372,14 +284,7 @@ struct RamResult {
 }
 
 /// The planned ranges, cut to `budget` bytes.
-fn planned(
-    map: &MemMap,
-    lo: u64,
-    hi: u64,
-    excl: &Exclusions,
-    budget: u64,
-    mut f: impl FnMut(Range),
-) {
+fn planned(map: &MemMap, lo: u64, hi: u64, excl: &Exclusions, budget: u64, mut f: impl FnMut(Range)) {
     let mut left = budget;
     memmap::plan_ram_test(map, lo, hi, excl, |r| {
         let take = r.len().min(left);
@@ -460,14 +365,8 @@ mod tests {
         m.handoff.eflags = 0x2_0202;
         let (o, d) = run_one(&mut m, "boot/handoff");
         assert_eq!(o, Outcome::Fail);
-        assert!(
-            d.starts_with("EAX=0x1badb002, expected 0x2badb002; CR0.PE=0"),
-            "{d}"
-        );
-        assert!(
-            d.contains("CR0.PG=1") && d.contains("EFLAGS.VM=1") && d.contains("EFLAGS.IF=1"),
-            "{d}"
-        );
+        assert!(d.starts_with("EAX=0x1badb002, expected 0x2badb002; CR0.PE=0"), "{d}");
+        assert!(d.contains("CR0.PG=1") && d.contains("EFLAGS.VM=1") && d.contains("EFLAGS.IF=1"), "{d}");
     }
 
     #[test]
@@ -481,11 +380,7 @@ mod tests {
         assert_eq!(o, Outcome::Fail);
         assert!(d.contains("lack MEM") && d.contains("lack MMAP"), "{d}");
         let (o, d) = run_one(&mut m, "boot/memory-map");
-        assert_eq!(
-            (o, d.contains("no memory map")),
-            (Outcome::Fail, true),
-            "{d}"
-        );
+        assert_eq!((o, d.contains("no memory map")), (Outcome::Fail, true), "{d}");
     }
 
     #[test]
@@ -510,13 +405,7 @@ mod tests {
         m.low[base..base + 8].copy_from_slice(&0x20_0000u64.to_le_bytes());
         let (o, d) = run_one(&mut m, "boot/memory-map");
         assert_eq!(o, Outcome::Fail);
-        assert!(
-            d.contains(&format!(
-                "guest image [{:#x},{:#x}) not in available RAM",
-                IMAGE.start, IMAGE.end
-            )),
-            "{d}"
-        );
+        assert!(d.contains(&format!("guest image [{:#x},{:#x}) not in available RAM", IMAGE.start, IMAGE.end)), "{d}");
     }
 
     #[test]
@@ -525,10 +414,7 @@ mod tests {
         let (o, d) = run_one(&mut m, "boot/ram-pattern");
         let pages = (RAM_END - IMAGE.end) / PAGE;
         assert_eq!(o, Outcome::Pass, "{d}");
-        assert!(
-            d.starts_with(&format!("{pages} pages (14 MiB) in 1 ranges")),
-            "{d}"
-        );
+        assert!(d.starts_with(&format!("{pages} pages (14 MiB) in 1 ranges")), "{d}");
         assert_eq!(m.scratch.len() as u64, pages * 3);
         let mut m = Fake::bare("");
         m.bad_word = Some(0x80_07f8);
@@ -555,10 +441,7 @@ mod tests {
         m.cr4 = 0;
         let (o, d) = run_one(&mut m, "boot/long-mode");
         assert_eq!(o, Outcome::Fail);
-        assert!(
-            d.starts_with("EFER.LMA=0; CR4.PAE=0 | efer=0x100 (LME=1 LMA=0)"),
-            "{d}"
-        );
+        assert!(d.starts_with("EFER.LMA=0; CR4.PAE=0 | efer=0x100 (LME=1 LMA=0)"), "{d}");
     }
 
     #[test]

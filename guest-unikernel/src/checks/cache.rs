@@ -26,26 +26,11 @@ use shared::{cpuid, Outcome, PROTOCOL_VERSION};
 
 /// The checks in run order.
 pub static CHECKS: &[Check] = &[
-    Check {
-        name: "cache/cr3-return-no-new-shadows",
-        run: cr3_return,
-    },
-    Check {
-        name: "cache/flood-unshadows",
-        run: flood_unshadows,
-    },
-    Check {
-        name: "cache/large-page-writes-untrapped",
-        run: large_page_writes,
-    },
-    Check {
-        name: "long/parent-chain",
-        run: parent_chain,
-    },
-    Check {
-        name: "long/zap-active-root",
-        run: zap_active_root,
-    },
+    Check { name: "cache/cr3-return-no-new-shadows", run: cr3_return },
+    Check { name: "cache/flood-unshadows", run: flood_unshadows },
+    Check { name: "cache/large-page-writes-untrapped", run: large_page_writes },
+    Check { name: "long/parent-chain", run: parent_chain },
+    Check { name: "long/zap-active-root", run: zap_active_root },
 ];
 
 /// The pool-pressure checks, run after every other area (`super::AREAS`):
@@ -53,14 +38,8 @@ pub static CHECKS: &[Check] = &[
 /// page recycles one, whose zap flushes every vCPU's TLB. That flush would
 /// hide the missing remote flush `smp/remote-write-protect` looks for.
 pub static PRESSURE: &[Check] = &[
-    Check {
-        name: "cache/pressure-recycles",
-        run: pressure_recycles,
-    },
-    Check {
-        name: "cache/pressure-one-root",
-        run: pressure_one_root,
-    },
+    Check { name: "cache/pressure-recycles", run: pressure_recycles },
+    Check { name: "cache/pressure-one-root", run: pressure_one_root },
 ];
 
 /// Where the checks' frames come from: free RAM above the image, below
@@ -113,19 +92,11 @@ fn builder(ctx: &mut Ctx<'_>) -> Result<Builder, Stop> {
 }
 
 fn load(m: &mut dyn Machine, cr3: u64) -> Result<(), Stop> {
-    if m.load_cr3(cr3) {
-        Ok(())
-    } else {
-        Err(Stop::Cr3(cr3))
-    }
+    if m.load_cr3(cr3) { Ok(()) } else { Err(Stop::Cr3(cr3)) }
 }
 
 fn write(m: &mut dyn Machine, va: u64, v: u64) -> Result<(), Stop> {
-    if m.linear_write(va, v) {
-        Ok(())
-    } else {
-        Err(Stop::Write(va))
-    }
+    if m.linear_write(va, v) { Ok(()) } else { Err(Stop::Write(va)) }
 }
 
 fn frame_at(m: &mut dyn Machine, at: &'static str, va: u64, frame: u64) -> Result<(), Stop> {
@@ -145,11 +116,7 @@ pub(crate) fn has_stats(ctx: &mut Ctx<'_>) -> bool {
 
 /// MmuStats when [`has_stats`] said so.
 pub(crate) fn stats(m: &mut dyn Machine, on: bool) -> Option<MmuStats> {
-    if on {
-        m.mmu_stats()
-    } else {
-        None
-    }
+    if on { m.mmu_stats() } else { None }
 }
 
 /// `after - before` of every counter.
@@ -210,24 +177,12 @@ impl fmt::Display for Plus {
 /// Ends a check: a translation-failure report when a read reached the
 /// wrong frame (still under the CR3 it was read with), back to the home
 /// CR3, then FAIL with the reason when the architectural part stopped.
-fn finish(
-    ctx: &mut Ctx<'_>,
-    home: Option<u64>,
-    d: &mut Detail,
-    r: Result<Outcome, Stop>,
-) -> Outcome {
+fn finish(ctx: &mut Ctx<'_>, home: Option<u64>, d: &mut Detail, r: Result<Outcome, Stop>) -> Outcome {
     if let Err(Stop::Wrong(at, w)) = &r {
         let cr3 = ctx.m.cr3();
         let want = format_args!("value {:#x} (the tag of the frame the tables name)", w.want);
         let got = GotWord(w.got);
-        let f = Failure {
-            what: at,
-            la: w.va,
-            kind: "read",
-            cpl: 0,
-            expected: &want,
-            got: &got,
-        };
+        let f = Failure { what: at, la: w.va, kind: "read", cpl: 0, expected: &want, got: &got };
         Reporter::for_running(ctx.tally).now(&mut *ctx.m, &mut *ctx.out, &f, Paging::long(cr3));
     }
     if let Some(h) = home {
@@ -266,10 +221,7 @@ fn cache_verdict(
     hv: impl FnOnce(&mut Expect<'_>, &MmuStats),
 ) -> Outcome {
     let Some((a, b)) = s else {
-        let _ = write!(
-            d,
-            "needs the hypervisor's shadow paging (architectural part passed: {arch})"
-        );
+        let _ = write!(d, "needs the hypervisor's shadow paging (architectural part passed: {arch})");
         return Outcome::Skip;
     };
     let dl = delta(&a, &b);
@@ -303,13 +255,7 @@ pub fn cr3_return(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             for (i, f) in s.1.iter_mut().enumerate() {
                 *f = b.data(m)?;
                 // Two PTs: pages 0..4 at W, 4..8 in the next 2 MiB.
-                b.map(
-                    m,
-                    s.0,
-                    W + (i / 4) as u64 * span(2) + (i % 4) as u64 * span(1),
-                    *f,
-                    KRW,
-                )?;
+                b.map(m, s.0, W + (i / 4) as u64 * span(2) + (i % 4) as u64 * span(1), *f, KRW)?;
             }
         }
         let va = |i: usize| W + (i / 4) as u64 * span(2) + (i % 4) as u64 * span(1);
@@ -325,8 +271,7 @@ pub fn cr3_return(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
                 frame_at(m, "read after MOV CR3", va(i), f)?;
                 let v = tag(f) ^ round as u64;
                 write(m, va(i) + 8, v)?;
-                crate::long::expect_word(m, va(i) + 8, v)
-                    .map_err(|w| Stop::Wrong("write then read", w))?;
+                crate::long::expect_word(m, va(i) + 8, v).map_err(|w| Stop::Wrong("write then read", w))?;
                 reads += 2;
             }
         }
@@ -337,18 +282,9 @@ pub fn cr3_return(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             format_args!("{reads} reads right, {} CR3 loads", WARM + ROUNDS),
             before.zip(after),
             |e, dl| {
-                e.that(
-                    dl.shadow_pages_created == 0,
-                    format_args!("{} shadow pages created on return", dl.shadow_pages_created),
-                );
-                e.that(
-                    dl.cr3_hits >= loads,
-                    format_args!("cr3_hits +{}, expected at least +{loads}", dl.cr3_hits),
-                );
-                e.that(
-                    dl.cr3_misses == 0,
-                    format_args!("cr3_misses +{}", dl.cr3_misses),
-                );
+                e.that(dl.shadow_pages_created == 0, format_args!("{} shadow pages created on return", dl.shadow_pages_created));
+                e.that(dl.cr3_hits >= loads, format_args!("cr3_hits +{}, expected at least +{loads}", dl.cr3_hits));
+                e.that(dl.cr3_misses == 0, format_args!("cr3_misses +{}", dl.cr3_misses));
             },
         ))
     })();
@@ -405,23 +341,12 @@ pub fn flood_unshadows(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             let a = t + 8 * i;
             let got = m.scratch_read(a);
             if got != Some(tag(a) | 1) {
-                return Err(Stop::Wrong(
-                    "data written through the alias",
-                    Wrong {
-                        va: a,
-                        got,
-                        want: tag(a) | 1,
-                    },
-                ));
+                return Err(Stop::Wrong("data written through the alias", Wrong { va: a, got, want: tag(a) | 1 }));
             }
         }
         // A page table again: the 8 pages reversed.
         for i in 0..512u64 {
-            let e = if i < 8 {
-                entry64(data[7 - i as usize], KRW)
-            } else {
-                0
-            };
+            let e = if i < 8 { entry64(data[7 - i as usize], KRW) } else { 0 };
             Builder::put(m, t + 8 * i, e)?;
         }
         Builder::put(m, pd + 8 * index(W, 2) as u64, entry64(t, KRW))?;
@@ -435,27 +360,14 @@ pub fn flood_unshadows(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         m.invlpg(W);
         frame_at(m, "PTE 0 edited through the alias + INVLPG", W, data[8])?;
         let s3 = stats(m, on);
-        let ptw = s2
-            .zip(s3)
-            .map(|(a, b)| b.pt_writes.wrapping_sub(a.pt_writes));
+        let ptw = s2.zip(s3).map(|(a, b)| b.pt_writes.wrapping_sub(a.pt_writes));
         Ok(cache_verdict(
             d,
-            format_args!(
-                "T={t:#x}: 8+8 pages right, alias edit seen{}",
-                Plus("ptw", ptw)
-            ),
+            format_args!("T={t:#x}: 8+8 pages right, alias edit seen{}", Plus("ptw", ptw)),
             s0.zip(s1),
             |e, dl| {
-                e.that(
-                    dl.unshadows >= 1,
-                    format_args!("memset of the shadowed PT: unshadows +{}", dl.unshadows),
-                );
-                e.that(
-                    ptw.unwrap_or(0) >= 1,
-                    format_args!(
-                        "the edit of the re-shadowed PT was not trapped (pt_writes +{ptw:?})"
-                    ),
-                );
+                e.that(dl.unshadows >= 1, format_args!("memset of the shadowed PT: unshadows +{}", dl.unshadows));
+                e.that(ptw.unwrap_or(0) >= 1, format_args!("the edit of the re-shadowed PT was not trapped (pt_writes +{ptw:?})"));
             },
         ))
     })();
@@ -498,11 +410,7 @@ fn top_2m(ctx: &mut Ctx<'_>) -> Option<u64> {
 /// anything (`unshadows` +0). With `light=1` 8 writes, 256 KiB apart.
 pub fn large_page_writes(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let on = has_stats(ctx);
-    let n = if ctx.config.light {
-        LP_WRITES_LIGHT
-    } else {
-        LP_WRITES
-    };
+    let n = if ctx.config.light { LP_WRITES_LIGHT } else { LP_WRITES };
     let mut home = None;
     let big = top_2m(ctx);
     let r = (|| -> Result<Outcome, Stop> {
@@ -520,22 +428,14 @@ pub fn large_page_writes(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         let s0 = stats(m, on);
         for i in 0..n {
             write(m, W + off(i), val(i))?;
-            crate::long::expect_word(m, W + off(i), val(i))
-                .map_err(|w| Stop::Wrong("write then read through the 2 MiB page", w))?;
+            crate::long::expect_word(m, W + off(i), val(i)).map_err(|w| Stop::Wrong("write then read through the 2 MiB page", w))?;
         }
         let s1 = stats(m, on);
         for i in 0..n {
             let (pa, v) = (base + off(i), val(i));
             let got = m.scratch_read(pa);
             if got != Some(v) {
-                return Err(Stop::Wrong(
-                    "the value at base + offset",
-                    Wrong {
-                        va: pa,
-                        got,
-                        want: v,
-                    },
-                ));
+                return Err(Stop::Wrong("the value at base + offset", Wrong { va: pa, got, want: v }));
             }
         }
         Ok(cache_verdict(
@@ -543,17 +443,8 @@ pub fn large_page_writes(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             format_args!("2 MiB page at {base:#x}: {n} writes read back"),
             s0.zip(s1),
             |e, dl| {
-                e.that(
-                    dl.pt_writes == 0,
-                    format_args!(
-                        "data writes through a 2 MiB page trapped: pt_writes +{}",
-                        dl.pt_writes
-                    ),
-                );
-                e.that(
-                    dl.unshadows == 0,
-                    format_args!("data writes unshadowed: unshadows +{}", dl.unshadows),
-                );
+                e.that(dl.pt_writes == 0, format_args!("data writes through a 2 MiB page trapped: pt_writes +{}", dl.pt_writes));
+                e.that(dl.unshadows == 0, format_args!("data writes unshadowed: unshadows +{}", dl.unshadows));
             },
         ))
     })();
@@ -579,10 +470,7 @@ const P_ROUNDS: usize = 2;
 pub fn pressure_recycles(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let on = has_stats(ctx);
     if ctx.config.light {
-        let _ = write!(
-            d,
-            "light=1: thousands of MMU exits over a full pool are left out of this run"
-        );
+        let _ = write!(d, "light=1: thousands of MMU exits over a full pool are left out of this run");
         return Outcome::Skip;
     }
     let mut home = None;
@@ -617,10 +505,7 @@ pub fn pressure_recycles(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             format_args!("{reads} reads right, {P_SPACES} CR3s x{P_ROUNDS}, {tables} tables"),
             s0.zip(s1),
             |e, dl| {
-                e.that(
-                    dl.recycles > 0,
-                    format_args!("{tables} tables over a 1024-frame pool: recycles +0"),
-                );
+                e.that(dl.recycles > 0, format_args!("{tables} tables over a 1024-frame pool: recycles +0"));
             },
         ))
     })();
@@ -672,18 +557,11 @@ pub fn pressure_one_root(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         let s1 = stats(m, on);
         Ok(cache_verdict(
             d,
-            format_args!(
-                "{} reads right, 1 CR3 load, {tables} tables{}",
-                2 * n,
-                if light { " (light=1)" } else { "" }
-            ),
+            format_args!("{} reads right, 1 CR3 load, {tables} tables{}", 2 * n, if light { " (light=1)" } else { "" }),
             s0.zip(s1),
             |e, dl| {
                 if !light {
-                    e.that(
-                        dl.recycles > 0,
-                        format_args!("{tables} tables over a 1024-frame pool: recycles +0"),
-                    );
+                    e.that(dl.recycles > 0, format_args!("{tables} tables over a 1024-frame pool: recycles +0"));
                 }
             },
         ))
@@ -710,11 +588,7 @@ const PC_EDITS: usize = 64;
 pub fn parent_chain(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let on = has_stats(ctx);
     // light=1: one alias in 16 PD entries, 8 edits.
-    let (pde_step, per_pde, edits) = if ctx.config.light {
-        (16, 1, 8)
-    } else {
-        (1, PC_PTS, PC_EDITS)
-    };
+    let (pde_step, per_pde, edits) = if ctx.config.light { (16, 1, 8) } else { (1, PC_PTS, PC_EDITS) };
     let mut home = None;
     let r = (|| -> Result<Outcome, Stop> {
         let mut b = builder(ctx)?;
@@ -750,8 +624,7 @@ pub fn parent_chain(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
                 let j = (i / PC_PTS) * PC_PTS + t;
                 let v = ((i * 512 + j) as u64) << 1;
                 write(m, alias(i, j) + 8, v)?;
-                crate::long::expect_word(m, alias(i, j) + 8, v)
-                    .map_err(|w| Stop::Wrong("alias write then read", w))?;
+                crate::long::expect_word(m, alias(i, j) + 8, v).map_err(|w| Stop::Wrong("alias write then read", w))?;
                 touched += 1;
             }
         }
@@ -770,35 +643,18 @@ pub fn parent_chain(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             let idx = 2 + s as u64;
             let page = region + idx * span(1);
             write(m, alias(i, j) + 8 * idx, entry64(data[1 + s % 7], KRW))?;
-            frame_at(
-                m,
-                "not present -> present through an alias, no INVLPG",
-                page,
-                data[1 + s % 7],
-            )?;
+            frame_at(m, "not present -> present through an alias, no INVLPG", page, data[1 + s % 7])?;
             let (i2, j2) = ((i + 1) % 512, (j + 255) % 512);
             write(m, alias(i2, j2) + 8 * idx, entry64(data[8 + s % 8], KRW))?;
             m.invlpg(page);
-            frame_at(
-                m,
-                "present PTE changed through an alias + INVLPG",
-                page,
-                data[8 + s % 8],
-            )?;
+            frame_at(m, "present PTE changed through an alias + INVLPG", page, data[8 + s % 8])?;
         }
         let s2 = stats(m, on);
         let dl = s1.zip(s2).map(|(a, b)| delta(&a, &b));
         let dl0 = s0.zip(s1).map(|(a, b)| delta(&a, &b));
         let mut e = Expect::new(d);
         if let Some(dl) = dl {
-            e.that(
-                dl.pt_writes >= 2 * edits as u64,
-                format_args!(
-                    "edits of the PT F through aliases: pt_writes +{}, expected >= {}",
-                    dl.pt_writes,
-                    2 * edits
-                ),
-            );
+            e.that(dl.pt_writes >= 2 * edits as u64, format_args!("edits of the PT F through aliases: pt_writes +{}, expected >= {}", dl.pt_writes, 2 * edits));
         }
         Ok(e.finish(format_args!(
             "{touched} aliases{}, {edits}x2 edits seen{}",
@@ -850,10 +706,7 @@ pub fn zap_active_root(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         };
         check_all(m, "before")?;
         let s0 = stats(m, on);
-        for (table, at) in [
-            (alias, "after flooding the active PML4"),
-            (alias + span(1), "after flooding the active PD"),
-        ] {
+        for (table, at) in [(alias, "after flooding the active PML4"), (alias + span(1), "after flooding the active PD")] {
             for i in 0..n {
                 let a = table + 8 * i;
                 let v = m.linear_read(a).ok_or(Stop::Write(a))?;
@@ -867,18 +720,9 @@ pub fn zap_active_root(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         let dl = s0.zip(s1).map(|(a, b)| delta(&a, &b));
         let mut e = Expect::new(d);
         if let Some(dl) = dl {
-            e.that(
-                dl.unshadows >= 2,
-                format_args!(
-                    "flooding the active PML4 and PD: unshadows +{}, expected >= 2",
-                    dl.unshadows
-                ),
-            );
+            e.that(dl.unshadows >= 2, format_args!("flooding the active PML4 and PD: unshadows +{}, expected >= 2", dl.unshadows));
         }
-        Ok(e.finish(format_args!(
-            "{n} PML4+PD entries rewritten, 8 pages right x3{}",
-            Deltas(dl)
-        )))
+        Ok(e.finish(format_args!("{n} PML4+PD entries rewritten, 8 pages right x3{}", Deltas(dl))))
     })();
     finish(ctx, home, d, r)
 }
@@ -901,12 +745,7 @@ mod tests {
         for c in CHECKS.iter().chain(PRESSURE) {
             let mut d = Detail::new();
             let o = (c.run)(&mut ctx, &mut d);
-            assert_eq!(
-                ctx.m.cr3(),
-                super::super::fake::BOOT_CR3,
-                "{} goes back to the boot CR3",
-                c.name
-            );
+            assert_eq!(ctx.m.cr3(), super::super::fake::BOOT_CR3, "{} goes back to the boot CR3", c.name);
             v.push((c.name, o, d.as_str().to_string()));
         }
         v
@@ -922,19 +761,10 @@ mod tests {
         let mut m = Fake::bare("");
         let v = run(&mut m);
         for (name, o, d) in &v {
-            let want = if name.starts_with("cache/") {
-                Outcome::Skip
-            } else {
-                Outcome::Pass
-            };
+            let want = if name.starts_with("cache/") { Outcome::Skip } else { Outcome::Pass };
             assert_eq!(*o, want, "{name}: {d}");
             if *o == Outcome::Skip {
-                assert!(
-                    d.starts_with(
-                        "needs the hypervisor's shadow paging (architectural part passed: "
-                    ),
-                    "{d}"
-                );
+                assert!(d.starts_with("needs the hypervisor's shadow paging (architectural part passed: "), "{d}");
             }
         }
         assert_eq!(m.mmu.stats_calls, 0);
@@ -958,10 +788,7 @@ mod tests {
         m.mmu.cr3_always_miss = true;
         let (o, d) = outcome(&run(&mut m), "cache/cr3-return-no-new-shadows");
         assert_eq!(o, Outcome::Fail);
-        assert!(
-            d.contains("shadow pages created on return") && d.contains("cr3_misses +6"),
-            "{d}"
-        );
+        assert!(d.contains("shadow pages created on return") && d.contains("cr3_misses +6"), "{d}");
 
         let mut m = Fake::hv("");
         m.mmu.no_flood = true;
@@ -985,37 +812,23 @@ mod tests {
         let v = run(&mut Fake::hv(""));
         let (o, d) = outcome(&v, "cache/large-page-writes-untrapped");
         assert_eq!(o, Outcome::Pass, "{d}");
-        assert!(
-            d.starts_with("2 MiB page at 0x")
-                && d.contains(": 64 writes read back")
-                && d.contains("ptw+0 unsh+0"),
-            "{d}"
-        );
+        assert!(d.starts_with("2 MiB page at 0x") && d.contains(": 64 writes read back") && d.contains("ptw+0 unsh+0"), "{d}");
         let (o, d) = outcome(&v, "cache/pressure-one-root");
         assert_eq!(o, Outcome::Pass, "{d}");
-        assert!(
-            d.starts_with("2400 reads right, 1 CR3 load, ") && !d.contains("rec+0"),
-            "{d}"
-        );
+        assert!(d.starts_with("2400 reads right, 1 CR3 load, ") && !d.contains("rec+0"), "{d}");
 
         let mut m = Fake::hv("");
         m.mmu.data_writes_trapped = true;
         let (o, d) = outcome(&run(&mut m), "cache/large-page-writes-untrapped");
         assert_eq!(o, Outcome::Fail);
-        assert!(
-            d.contains("data writes through a 2 MiB page trapped: pt_writes +64"),
-            "{d}"
-        );
+        assert!(d.contains("data writes through a 2 MiB page trapped: pt_writes +64"), "{d}");
 
         // `recycle-loaded-root`: the loaded root freed, translations lost.
         let mut m = Fake::hv("");
         m.mmu.recycle_loaded_root = true;
         let (o, d) = outcome(&run(&mut m), "cache/pressure-one-root");
         assert_eq!(o, Outcome::Fail);
-        assert!(
-            d.starts_with("first read, one CR3: read 0x") && d.contains(" refused"),
-            "{d}"
-        );
+        assert!(d.starts_with("first read, one CR3: read 0x") && d.contains(" refused"), "{d}");
         assert!(m.mmu.root_freed);
     }
 
@@ -1027,10 +840,7 @@ mod tests {
         m.bad_word = Some(0xE0_0000 + 5 * 0x8000 + 40);
         let (o, d) = outcome(&run(&mut m), "cache/large-page-writes-untrapped");
         assert_eq!(o, Outcome::Fail);
-        assert!(
-            d.starts_with("the value at base + offset: read 0xe28028 = "),
-            "{d}"
-        );
+        assert!(d.starts_with("the value at base + offset: read 0xe28028 = "), "{d}");
     }
 
     #[test]
@@ -1042,19 +852,13 @@ mod tests {
         assert!(d.starts_with("light=1: "), "{d}");
         let (o, d) = outcome(&v, "long/parent-chain");
         assert_eq!(o, Outcome::Pass);
-        assert!(
-            d.starts_with("32 aliases") && d.contains(", 8x2 edits seen"),
-            "{d}"
-        );
+        assert!(d.starts_with("32 aliases") && d.contains(", 8x2 edits seen"), "{d}");
         let (o, d) = outcome(&v, "long/zap-active-root");
         assert_eq!(o, Outcome::Pass);
         assert!(d.starts_with("8 PML4+PD entries rewritten"), "{d}");
         let (o, d) = outcome(&v, "cache/pressure-one-root");
         assert_eq!(o, Outcome::Pass);
-        assert!(
-            d.starts_with("32 reads right, 1 CR3 load, ") && d.contains("(light=1)"),
-            "{d}"
-        );
+        assert!(d.starts_with("32 reads right, 1 CR3 load, ") && d.contains("(light=1)"), "{d}");
         let (o, d) = outcome(&v, "cache/large-page-writes-untrapped");
         assert_eq!(o, Outcome::Pass);
         assert!(d.contains(": 8 writes read back"), "{d}");
@@ -1075,15 +879,9 @@ mod tests {
         ] {
             let (o, d) = outcome(&v, name);
             assert_eq!(o, Outcome::Skip, "{name}: {d}");
-            assert!(
-                d.starts_with("needs the hypervisor's shadow paging (architectural part passed: "),
-                "{d}"
-            );
+            assert!(d.starts_with("needs the hypervisor's shadow paging (architectural part passed: "), "{d}");
         }
-        assert_eq!(
-            m.mmu.stats_calls, 0,
-            "no MmuStats hypercall without shadow paging"
-        );
+        assert_eq!(m.mmu.stats_calls, 0, "no MmuStats hypercall without shadow paging");
     }
 
     /// A read that reaches the wrong frame gets a translation-failure
@@ -1094,31 +892,12 @@ mod tests {
         m.mmu.recycle_loaded_root = true;
         let (mut out, tally) = (String::new(), Tally::new());
         Ctx::start(&mut m, &mut out, &tally, FAKE_INFO).run_all();
-        let report: Vec<&str> = out
-            .lines()
-            .filter_map(|l| l.strip_prefix("xlate cache/pressure-one-root: "))
-            .collect();
-        assert!(
-            report[0].starts_with("first read, one CR3: la 0x80"),
-            "{out}"
-        );
-        assert!(
-            report[0].contains(", read at CPL 0: expected value 0x")
-                && report[0].ends_with("got a refused read"),
-            "{out}"
-        );
-        assert!(
-            report[1].starts_with("  guest: 4-level paging, CR3 0x")
-                && !report[1].contains("CR3 0xe000"),
-            "the check's CR3, not the boot one: {out}"
-        );
+        let report: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("xlate cache/pressure-one-root: ")).collect();
+        assert!(report[0].starts_with("first read, one CR3: la 0x80"), "{out}");
+        assert!(report[0].contains(", read at CPL 0: expected value 0x") && report[0].ends_with("got a refused read"), "{out}");
+        assert!(report[1].starts_with("  guest: 4-level paging, CR3 0x") && !report[1].contains("CR3 0xe000"), "the check's CR3, not the boot one: {out}");
         assert!(report[2].starts_with("    PML4E[1] @0x"), "{out}");
-        assert!(
-            report
-                .iter()
-                .any(|l| l.starts_with("  shadow: hardware CR3")),
-            "{out}"
-        );
+        assert!(report.iter().any(|l| l.starts_with("  shadow: hardware CR3")), "{out}");
         assert_eq!(m.shadow_walks.len(), 1);
     }
 
@@ -1129,10 +908,7 @@ mod tests {
         let v = run(&mut m);
         let (o, d) = outcome(&v, "long/parent-chain");
         assert_eq!(o, Outcome::Fail);
-        assert!(
-            d.starts_with("present PTE changed through an alias + INVLPG: read 0x"),
-            "{d}"
-        );
+        assert!(d.starts_with("present PTE changed through an alias + INVLPG: read 0x"), "{d}");
         let (o, d) = outcome(&v, "cache/flood-unshadows");
         assert_eq!(o, Outcome::Fail, "{d}");
     }

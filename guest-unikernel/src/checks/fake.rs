@@ -6,15 +6,14 @@
 //! 4-level MMU with a TLB over that word map plus a toy shadow cache that
 //! counts MmuStats ([`FakeMmu`]).
 
-use crate::machine::is_test_va;
 use crate::machine::{Cpuid, Handoff, Machine, Range};
 use crate::modes::layout::{self, EngineInfo};
+use crate::machine::is_test_va;
 use crate::modes::paging::{translate, translate_visiting, Format};
 use shared::bench::BenchCounters;
 use shared::coverage::RoleValue;
 use shared::hypercall::{
-    CheckRecord, Hypercall, MmuStats, ShadowEntry, ShadowWalkRecord, ShadowWalkStatus,
-    MMU_STATS_MAGIC, STATUS_OK,
+    CheckRecord, Hypercall, MmuStats, ShadowEntry, ShadowWalkRecord, ShadowWalkStatus, MMU_STATS_MAGIC, STATUS_OK,
 };
 use shared::multiboot::{self, MmapEntry, PhysRead, MMAP_AVAILABLE, MMAP_RESERVED};
 use shared::Outcome;
@@ -126,8 +125,7 @@ impl FakeMmu {
         self.stats.shadow_pages_created += 1;
         if self.shadowed.len() > POOL && !self.no_recycle {
             let victim = self.shadowed.remove(0);
-            if self.recycle_loaded_root && victim == if self.cr3 == 0 { BOOT_CR3 } else { self.cr3 }
-            {
+            if self.recycle_loaded_root && victim == if self.cr3 == 0 { BOOT_CR3 } else { self.cr3 } {
                 self.root_freed = true;
             }
             self.stats.recycles += 1;
@@ -156,56 +154,27 @@ impl FakeMmu {
     }
 }
 
+
 fn sig(s: &[u8; 12], max: u32) -> Cpuid {
     let w = |i: usize| u32::from_le_bytes([s[i], s[i + 1], s[i + 2], s[i + 3]]);
-    Cpuid {
-        eax: max,
-        ebx: w(0),
-        ecx: w(4),
-        edx: w(8),
-    }
+    Cpuid { eax: max, ebx: w(0), ecx: w(4), edx: w(8) }
 }
 
 impl Fake {
     fn new(cmdline: &str) -> Self {
         let map = [
-            MmapEntry {
-                base: 0,
-                len: 0x9fc00,
-                kind: MMAP_AVAILABLE,
-            },
-            MmapEntry {
-                base: 0xf0000,
-                len: 0x10000,
-                kind: MMAP_RESERVED,
-            },
-            MmapEntry {
-                base: 0x10_0000,
-                len: RAM_END - 0x10_0000,
-                kind: MMAP_AVAILABLE,
-            },
+            MmapEntry { base: 0, len: 0x9fc00, kind: MMAP_AVAILABLE },
+            MmapEntry { base: 0xf0000, len: 0x10000, kind: MMAP_RESERVED },
+            MmapEntry { base: 0x10_0000, len: RAM_END - 0x10_0000, kind: MMAP_AVAILABLE },
         ];
         let mut low = vec![0u8; 0x10000];
         low[BOOT_CR3 as usize..][..8].copy_from_slice(&BOOT_ENTRY0.to_le_bytes());
         let upper_kb = ((RAM_END - 0x10_0000) / 1024) as u32;
-        multiboot::build(
-            &mut low[FAKE_INFO as usize..],
-            FAKE_INFO as u32,
-            639,
-            upper_kb,
-            &map,
-            cmdline,
-            "fake",
-        )
-        .unwrap();
+        multiboot::build(&mut low[FAKE_INFO as usize..], FAKE_INFO as u32, 639, upper_kb, &map, cmdline, "fake")
+            .unwrap();
         Fake {
             low,
-            handoff: Handoff {
-                magic: multiboot::BOOTLOADER_MAGIC,
-                info: FAKE_INFO as u32,
-                cr0: 0x11,
-                eflags: 0x2,
-            },
+            handoff: Handoff { magic: multiboot::BOOTLOADER_MAGIC, info: FAKE_INFO as u32, cr0: 0x11, eflags: 0x2 },
             cr0: 0x8000_0033,
             cr4: 0x620,
             efer: 0x500,
@@ -218,13 +187,7 @@ impl Fake {
             reported: Vec::new(),
             scratch: HashMap::new(),
             bad_word: None,
-            engine: Some(EngineInfo {
-                len: 0xb00,
-                entry: 0x20,
-                stubs16: 0x500,
-                stubs32: 0x700,
-                stubs64: 0x900,
-            }),
+            engine: Some(EngineInfo { len: 0xb00, entry: 0x20, stubs16: 0x500, stubs32: 0x700, stubs64: 0x900 }),
             engine_runs: 0,
             leaf_7_ebx: (1 << 7) | (1 << 20),
             other_engine_runs: 0,
@@ -244,13 +207,7 @@ impl Fake {
         self.assert_hypervisor();
         self.shadow_walks.push(la);
         let mut r = ShadowWalkRecord::new(ShadowWalkStatus::Walked, la, FAKE_SHADOW_ROOT);
-        let role = RoleValue {
-            glevels: 4,
-            level: 4,
-            access: 7,
-            cr0_wp: true,
-            ..RoleValue::default()
-        };
+        let role = RoleValue { glevels: 4, level: 4, access: 7, cr0_wp: true, ..RoleValue::default() };
         r.push(ShadowEntry {
             value: 0,
             table: FAKE_SHADOW_ROOT,
@@ -271,11 +228,8 @@ impl Fake {
     pub fn hv(cmdline: &str) -> Self {
         let mut f = Self::new(cmdline);
         f.leaf_4000_0000 = sig(&shared::cpuid::SIGNATURE, shared::cpuid::MAX_LEAF);
-        f.leaf_4000_0001 = Cpuid {
-            eax: shared::PROTOCOL_VERSION,
-            ebx: shared::cpuid::FEATURE_SHADOW_PAGING,
-            ..Cpuid::default()
-        };
+        f.leaf_4000_0001 =
+            Cpuid { eax: shared::PROTOCOL_VERSION, ebx: shared::cpuid::FEATURE_SHADOW_PAGING, ..Cpuid::default() };
         f.hv_version = u64::from(shared::PROTOCOL_VERSION);
         f
     }
@@ -298,11 +252,7 @@ impl Fake {
 
     /// The current CR3.
     fn cr3_now(&self) -> u64 {
-        if self.mmu.cr3 == 0 {
-            BOOT_CR3
-        } else {
-            self.mmu.cr3
-        }
+        if self.mmu.cr3 == 0 { BOOT_CR3 } else { self.mmu.cr3 }
     }
 
     /// The physical address of test address `va` (TLB first, then a walk
@@ -321,9 +271,7 @@ impl Fake {
         let scratch = &self.scratch;
         let word = |a: u64| scratch.get(&a).copied().unwrap_or(0);
         let mut used = Vec::new();
-        let r = translate_visiting(&word, Format::Long, cr3, va, write, &mut |at| {
-            used.push(at & !0xfff)
-        });
+        let r = translate_visiting(&word, Format::Long, cr3, va, write, &mut |at| used.push(at & !0xfff));
         self.mmu.stats.page_faults += 1;
         self.mmu.last_write = None;
         let writable = translate(&word, Format::Long, cr3, va, true).is_ok();
@@ -340,16 +288,9 @@ impl PhysRead for Fake {
     /// Low memory, and above it the scratch words (RAM never written reads 0).
     fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
         if addr < self.low.len() as u64 {
-            return multiboot::SliceMem {
-                base: 0,
-                bytes: &self.low,
-            }
-            .read(addr, buf);
+            return multiboot::SliceMem { base: 0, bytes: &self.low }.read(addr, buf);
         }
-        if addr
-            .checked_add(buf.len() as u64)
-            .is_none_or(|e| e > RAM_END)
-        {
+        if addr.checked_add(buf.len() as u64).is_none_or(|e| e > RAM_END) {
             return false;
         }
         for (i, b) in buf.iter_mut().enumerate() {
@@ -365,33 +306,14 @@ impl Machine for Fake {
         match leaf {
             // Leaf 7 (SMEP bit 7, SMAP bit 20: `leaf_7_ebx`, both by default)
             // and CPUID.1:EDX.PGE for the long/... checks.
-            0 => Cpuid {
-                eax: 7,
-                ..Cpuid::default()
-            },
-            1 => Cpuid {
-                ecx: self.cpuid1_ecx,
-                edx: 1 << 13,
-                ..Cpuid::default()
-            },
-            7 => Cpuid {
-                ebx: self.leaf_7_ebx,
-                ..Cpuid::default()
-            },
+            0 => Cpuid { eax: 7, ..Cpuid::default() },
+            1 => Cpuid { ecx: self.cpuid1_ecx, edx: 1 << 13, ..Cpuid::default() },
+            7 => Cpuid { ebx: self.leaf_7_ebx, ..Cpuid::default() },
             0x4000_0000 => self.leaf_4000_0000,
             0x4000_0001 => self.leaf_4000_0001,
-            0x8000_0000 => Cpuid {
-                eax: 0x8000_0008,
-                ..Cpuid::default()
-            },
-            0x8000_0001 => Cpuid {
-                edx: 1 << 20,
-                ..Cpuid::default()
-            },
-            0x8000_0008 => Cpuid {
-                eax: super::fake_long::MAXPHYADDR,
-                ..Cpuid::default()
-            },
+            0x8000_0000 => Cpuid { eax: 0x8000_0008, ..Cpuid::default() },
+            0x8000_0001 => Cpuid { edx: 1 << 20, ..Cpuid::default() },
+            0x8000_0008 => Cpuid { eax: super::fake_long::MAXPHYADDR, ..Cpuid::default() },
             _ => Cpuid::default(),
         }
     }
@@ -438,11 +360,7 @@ impl Machine for Fake {
             return None;
         }
         let v = self.scratch.get(&addr).copied().unwrap_or(0);
-        Some(if self.bad_word == Some(addr) {
-            v ^ 8
-        } else {
-            v
-        })
+        Some(if self.bad_word == Some(addr) { v ^ 8 } else { v })
     }
     fn install_engine(&mut self) -> Option<EngineInfo> {
         self.engine
@@ -483,11 +401,7 @@ impl Machine for Fake {
     }
     fn load_cr3(&mut self, cr3: u64) -> bool {
         let e0 = self.scratch.get(&cr3).copied().unwrap_or(0);
-        if cr3 != BOOT_CR3
-            && !(Self::scratch_ok(cr3)
-                && cr3.is_multiple_of(4096)
-                && e0 | 0x20 == BOOT_ENTRY0 | 0x20)
-        {
+        if cr3 != BOOT_CR3 && !(Self::scratch_ok(cr3) && cr3.is_multiple_of(4096) && e0 | 0x20 == BOOT_ENTRY0 | 0x20) {
             return false;
         }
         self.mmu.cr3 = cr3;
@@ -562,11 +476,7 @@ impl Machine for Fake {
         self.assert_hypervisor();
         self.mmu.stats_calls += 1;
         let live = self.mmu.shadowed.len() as u64;
-        Some(MmuStats {
-            magic: MMU_STATS_MAGIC,
-            version: shared::PROTOCOL_VERSION,
-            shadow_pages_live: live,
-            ..self.mmu.stats
-        })
+        Some(MmuStats { magic: MMU_STATS_MAGIC, version: shared::PROTOCOL_VERSION, shadow_pages_live: live, ..self.mmu.stats })
     }
 }
+

@@ -9,8 +9,8 @@ use super::fake::Fake;
 use crate::modes::layout as l;
 use crate::modes::paging::{self, Format, WalkFault};
 use crate::modes::probe::{status, Op, VECTOR_GP, VECTOR_PF, VECTOR_UD};
-use crate::modes::Mode;
 use crate::regs::{CR0_PG, CR0_WP, CR4_PAE, CR4_PSE, EFER_LMA, EFER_LME, MSR_EFER};
+use crate::modes::Mode;
 
 /// Deliberate deviations from the architecture.
 #[derive(Clone, Copy, Debug, Default)]
@@ -72,16 +72,10 @@ enum Res {
 }
 
 fn load_pdptes(f: &Fake, q: &Quirks, cr3: u64) -> Result<[u64; 4], ()> {
-    let base = if q.pdpt_page_aligned {
-        cr3 & !0xfff
-    } else {
-        cr3 & !0x1f
-    };
+    let base = if q.pdpt_page_aligned { cr3 & !0xfff } else { cr3 & !0x1f };
     let p = [0, 1, 2, 3].map(|i| word(f, base + 8 * i));
     // SDM Vol. 3A 4.4.1: a present PDPTE with a reserved bit: #GP(0).
-    let bad = p.iter().any(|e| {
-        e & paging::P != 0 && e & (paging::PDPTE_PAE_RESERVED_LOW | 0xFFF0_0000_0000_0000) != 0
-    });
+    let bad = p.iter().any(|e| e & paging::P != 0 && e & (paging::PDPTE_PAE_RESERVED_LOW | 0xFFF0_0000_0000_0000) != 0);
     if bad {
         Err(())
     } else {
@@ -117,13 +111,7 @@ impl Cpu {
             }
             _ => return None,
         };
-        let rd = |a: u64| {
-            if w == 4 {
-                u64::from(read32(f, a))
-            } else {
-                word(f, a)
-            }
-        };
+        let rd = |a: u64| if w == 4 { u64::from(read32(f, a)) } else { word(f, a) };
         let pde = (pd + pde_at, rd(pd + pde_at));
         if pde.1 & paging::P == 0 {
             return None;
@@ -132,11 +120,7 @@ impl Cpu {
             return Some([pde, pde]);
         }
         let at = (pde.1 & 0x000F_FFFF_FFFF_F000 & if w == 4 { 0xFFFF_F000 } else { u64::MAX })
-            + if w == 4 {
-                4 * ((va >> 12) & 0x3FF)
-            } else {
-                8 * ((va >> 12) & 0x1FF)
-            };
+            + if w == 4 { 4 * ((va >> 12) & 0x3FF) } else { 8 * ((va >> 12) & 0x1FF) };
         let pte = (at, rd(at));
         if pte.1 & paging::P == 0 {
             return None;
@@ -146,9 +130,7 @@ impl Cpu {
 
     /// The #PF [`rules`] give for a present translation, if any.
     fn rules(&self, f: &Fake, q: &Quirks, va: u64, write: bool, fetch: bool) -> Result<(), Res> {
-        let Some(e) = self.leaf_entries(f, va) else {
-            return Ok(());
-        };
+        let Some(e) = self.leaf_entries(f, va) else { return Ok(()) };
         let pae = self.mode == Mode::Pae;
         let nxe = pae && f.efer & rules::NXE != 0;
         let id = fetch && (self.cr4 & rules::SMEP != 0 || nxe);
@@ -189,38 +171,23 @@ impl Cpu {
             return Err(Res::Fault(VECTOR_GP, 0, 0));
         }
         let format = match self.mode {
-            Mode::Paging32 => Format::Bits32 {
-                pse: q.pse_always || self.cr4 & CR4_PSE != 0,
-            },
+            Mode::Paging32 => Format::Bits32 { pse: q.pse_always || self.cr4 & CR4_PSE != 0 },
             Mode::Long => Format::Long,
             // Read at every walk, reserved bits unchecked.
-            _ if q.no_pdpte_registers => Format::Pae {
-                pdptes: [0, 1, 2, 3].map(|i| word(f, (self.cr3 & !0x1f) + 8 * i)),
-            },
-            _ => Format::Pae {
-                pdptes: self.pdptes,
-            },
+            _ if q.no_pdpte_registers => Format::Pae { pdptes: [0, 1, 2, 3].map(|i| word(f, (self.cr3 & !0x1f) + 8 * i)) },
+            _ => Format::Pae { pdptes: self.pdptes },
         };
         let mut visited = Vec::new();
-        let r =
-            paging::translate_visiting(&|a| word(f, a), format, self.cr3, va, write, &mut |a| {
-                visited.push(a)
-            });
+        let r = paging::translate_visiting(&|a| word(f, a), format, self.cr3, va, write, &mut |a| visited.push(a));
         // The leaf is the last entry visited; bit 7 is PS there (no PTE here sets PAT).
-        self.large = visited
-            .last()
-            .is_some_and(|a| read32(f, *a) & paging::PS as u32 != 0);
+        self.large = visited.last().is_some_and(|a| read32(f, *a) & paging::PS as u32 != 0);
         for a in visited {
             let e = read32(f, a);
             write32(f, a, e | paging::A as u32);
         }
         r.map_err(|k| {
             let w = write && !q.pf_write_bit_lost;
-            Res::Fault(
-                VECTOR_PF,
-                u32::from(k == WalkFault::ReadOnly) | (u32::from(w) << 1),
-                va,
-            )
+            Res::Fault(VECTOR_PF, u32::from(k == WalkFault::ReadOnly) | (u32::from(w) << 1), va)
         })
     }
 
@@ -248,21 +215,16 @@ impl Cpu {
             Op::Fetch { addr } => (false, true, addr),
             _ => (false, false, 0),
         };
-        if matches!(
-            op,
-            Op::Read32 { .. } | Op::Write32 { .. } | Op::Fetch { .. }
-        ) {
+        if matches!(op, Op::Read32 { .. } | Op::Write32 { .. } | Op::Fetch { .. }) {
             if let Err(e) = self.rules(f, q, at, write, fetch) {
                 return e;
             }
         }
         match op {
-            Op::Read32 { addr, .. } => go(self.translate(f, q, addr, false), &mut |pa| {
-                Res::Value(u64::from(read32(f, pa)))
-            }),
-            Op::Read64 { addr } => go(self.translate(f, q, addr, false), &mut |pa| {
-                Res::Value(u64::from(read32(f, pa)) | u64::from(read32(f, pa + 4)) << 32)
-            }),
+            Op::Read32 { addr, .. } => go(self.translate(f, q, addr, false), &mut |pa| Res::Value(u64::from(read32(f, pa)))),
+            Op::Read64 { addr } => {
+                go(self.translate(f, q, addr, false), &mut |pa| Res::Value(u64::from(read32(f, pa)) | u64::from(read32(f, pa + 4)) << 32))
+            }
             Op::Write32 { addr, value, .. } => match self.translate(f, q, addr, true) {
                 // CR0.WP = 0: supervisor writes ignore R/W (SDM Vol. 3A 4.6.1).
                 Err(Res::Fault(VECTOR_PF, 3, _)) if self.cr0 & CR0_WP == 0 => {
@@ -305,11 +267,7 @@ impl Cpu {
             Op::ReadCr3 => Res::Value(self.cr3),
             Op::ReadCr4 => Res::Value(self.cr4),
             Op::Ud2 => Res::Fault(VECTOR_UD, 0, 0),
-            Op::Rdmsr { msr: MSR_EFER } => Res::Value(if self.mode == Mode::Long {
-                EFER_LME | EFER_LMA
-            } else {
-                0
-            }),
+            Op::Rdmsr { msr: MSR_EFER } => Res::Value(if self.mode == Mode::Long { EFER_LME | EFER_LMA } else { 0 }),
             // VMCALL: #UD bare (SDM Vol. 3C 26.1.2); the fake hypervisor's answer otherwise.
             Op::ShadowWalk { .. } if !f.is_quadrant() => Res::Fault(VECTOR_UD, 0, 0),
             Op::ShadowWalk { addr, buf } => {
@@ -328,30 +286,15 @@ pub fn run(f: &mut Fake, q: Quirks) {
     for s in 0..u64::from(count) {
         let at = l::STOPS + l::STOP_SIZE * s;
         let field = |i: u64| u64::from(read32(f, at + 4 * i));
-        let mode = [
-            Mode::Real,
-            Mode::Prot,
-            Mode::Paging32,
-            Mode::Pae,
-            Mode::Long,
-        ][field(0) as usize];
-        let mut cpu = Cpu {
-            mode,
-            cr0: field(1),
-            cr3: field(2),
-            cr4: field(3),
-            pdptes: [0; 4],
-            large: false,
-        };
+        let mode = [Mode::Real, Mode::Prot, Mode::Paging32, Mode::Pae, Mode::Long][field(0) as usize];
+        let mut cpu = Cpu { mode, cr0: field(1), cr3: field(2), cr4: field(3), pdptes: [0; 4], large: false };
         if mode == Mode::Pae {
             assert!(cpu.cr4 & CR4_PAE != 0);
             let p = [0, 1, 2, 3].map(|i| word(f, (cpu.cr3 & !0x1f) + 8 * i));
             cpu.pdptes = match load_pdptes(f, &q, cpu.cr3) {
                 Ok(p) => p,
                 // The quirk reads a PDPT from the wrong place: whatever is there.
-                Err(()) if q.pdpt_page_aligned => {
-                    [0, 1, 2, 3].map(|i| word(f, (cpu.cr3 & !0xfff) + 8 * i))
-                }
+                Err(()) if q.pdpt_page_aligned => [0, 1, 2, 3].map(|i| word(f, (cpu.cr3 & !0xfff) + 8 * i)),
                 Err(()) => panic!("stop {s}: PAE entered with bad PDPTEs {p:x?}"),
             };
         }

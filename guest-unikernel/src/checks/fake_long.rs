@@ -93,10 +93,7 @@ struct Access {
 
 /// Drops the model's TLB entries: all, or only the non-global ones.
 fn flush(keep_global: bool) {
-    TLB.with(|t| {
-        t.borrow_mut()
-            .retain(|_, e| keep_global && matches!(e, Some((_, true))))
-    });
+    TLB.with(|t| t.borrow_mut().retain(|_, e| keep_global && matches!(e, Some((_, true)))));
 }
 
 impl Fake {
@@ -127,21 +124,15 @@ impl Fake {
         let page = va & !0xFFF;
         if let Some(hit) = TLB.with(|t| t.borrow().get(&page).copied()) {
             match hit {
-                Some((f, g)) if has(bug::NO_INVLPG) || (g && has(bug::STICKY_GLOBAL)) => {
-                    return Ok(f | (va & 0xFFF))
-                }
-                None if has(bug::NEG_CACHE) => {
-                    return Err(u64::from(acc.write) << 1 | u64::from(acc.user) << 2)
-                }
+                Some((f, g)) if has(bug::NO_INVLPG) || (g && has(bug::STICKY_GLOBAL)) => return Ok(f | (va & 0xFFF)),
+                None if has(bug::NEG_CACHE) => return Err(u64::from(acc.write) << 1 | u64::from(acc.user) << 2),
                 _ => {}
             }
         }
         let r = self.walk_tables(va, acc);
         match r {
             Ok((pa, g)) => TLB.with(|t| t.borrow_mut().insert(page, Some((pa & !0xFFF, g)))),
-            Err(e) if e & ec::P == 0 && e & ec::RSVD == 0 => {
-                TLB.with(|t| t.borrow_mut().insert(page, None))
-            }
+            Err(e) if e & ec::P == 0 && e & ec::RSVD == 0 => TLB.with(|t| t.borrow_mut().insert(page, None)),
             Err(_) => None,
         };
         r.map(|(pa, _)| pa)
@@ -217,16 +208,7 @@ impl Fake {
         for (i, &a) in used[..n].iter().enumerate() {
             let e = self.load(a, 8);
             let leaf = i + 1 == n;
-            self.store(
-                a,
-                8,
-                e | A
-                    | if leaf && acc.write && !has(bug::NO_DIRTY) {
-                        D
-                    } else {
-                        0
-                    },
-            );
+            self.store(a, 8, e | A | if leaf && acc.write && !has(bug::NO_DIRTY) { D } else { 0 });
         }
         Ok((pa, global))
     }
@@ -235,55 +217,21 @@ impl Fake {
 impl LongCpu for Fake {
     fn probe(&mut self, op: Op, addr: u64, cpl: Cpl) -> Probe {
         let user = cpl == Cpl::User;
-        let acc = |write, fetch| Access {
-            write,
-            user,
-            fetch,
-            ac: false,
-        };
-        let acc_ac = |write| Access {
-            write,
-            user,
-            fetch: false,
-            ac: true,
-        };
-        let pf = |e| Fault {
-            vector: PF,
-            error_code: e,
-            cr2: addr,
-        };
+        let acc = |write, fetch| Access { write, user, fetch, ac: false };
+        let acc_ac = |write| Access { write, user, fetch: false, ac: true };
+        let pf = |e| Fault { vector: PF, error_code: e, cr2: addr };
         if user && !matches!(op, Op::Read | Op::Write(_) | Op::Fetch) {
-            return Err(Fault {
-                vector: 255,
-                error_code: 0,
-                cr2: 0,
-            });
+            return Err(Fault { vector: 255, error_code: 0, cr2: 0 });
         }
         match op {
-            Op::Read => self
-                .walk(addr, acc(false, false))
-                .map(|pa| self.load(pa, 8))
-                .map_err(pf),
-            Op::ReadAc => self
-                .walk(addr, acc_ac(false))
-                .map(|pa| self.load(pa, 8))
-                .map_err(pf),
-            Op::WriteAc(v) => self
-                .walk(addr, acc_ac(true))
-                .map(|pa| self.store(pa, 8, v))
-                .map(|()| 0)
-                .map_err(pf),
+            Op::Read => self.walk(addr, acc(false, false)).map(|pa| self.load(pa, 8)).map_err(pf),
+            Op::ReadAc => self.walk(addr, acc_ac(false)).map(|pa| self.load(pa, 8)).map_err(pf),
+            Op::WriteAc(v) => self.walk(addr, acc_ac(true)).map(|pa| self.store(pa, 8, v)).map(|()| 0).map_err(pf),
             Op::Fetch => self.walk(addr, acc(false, true)).map(|_| 0).map_err(pf),
-            Op::Write(v) => self
-                .walk(addr, acc(true, false))
-                .map(|pa| self.store(pa, 8, v))
-                .map(|()| 0)
-                .map_err(pf),
-            Op::Write32(v) => self
-                .walk(addr, acc(true, false))
-                .map(|pa| self.store(pa, 4, u64::from(v)))
-                .map(|()| 0)
-                .map_err(pf),
+            Op::Write(v) => self.walk(addr, acc(true, false)).map(|pa| self.store(pa, 8, v)).map(|()| 0).map_err(pf),
+            Op::Write32(v) => {
+                self.walk(addr, acc(true, false)).map(|pa| self.store(pa, 4, u64::from(v))).map(|()| 0).map_err(pf)
+            }
             Op::AndByte(m) => {
                 let pa = self.walk(addr, acc(true, false)).map_err(pf)?;
                 let b = self.byte(pa);
@@ -292,10 +240,7 @@ impl LongCpu for Fake {
             }
             Op::RepStosb { byte, len } => {
                 for i in 0..len {
-                    let pa = self.walk(addr + i, acc(true, false)).map_err(|e| Fault {
-                        cr2: addr + i,
-                        ..pf(e)
-                    })?;
+                    let pa = self.walk(addr + i, acc(true, false)).map_err(|e| Fault { cr2: addr + i, ..pf(e) })?;
                     self.set_byte(pa, byte);
                 }
                 Ok(u64::from(byte))
@@ -308,29 +253,17 @@ impl LongCpu for Fake {
             }
             Op::Invlpg => {
                 let page = addr & !0xFFF;
-                let sticky = |e: Option<(u64, bool)>| {
-                    matches!(e, Some((_, true))) && has(bug::STICKY_GLOBAL)
-                };
-                if !has(bug::NO_INVLPG)
-                    && !TLB.with(|t| t.borrow().get(&page).is_some_and(|e| sticky(*e)))
-                {
+                let sticky = |e: Option<(u64, bool)>| matches!(e, Some((_, true))) && has(bug::STICKY_GLOBAL);
+                if !has(bug::NO_INVLPG) && !TLB.with(|t| t.borrow().get(&page).is_some_and(|e| sticky(*e))) {
                     TLB.with(|t| t.borrow_mut().remove(&page));
                 }
                 Ok(0)
             }
             // CR4.VMXE is 0 on the fake, as on every guest here: #UD.
-            Op::Vmxon => Err(Fault {
-                vector: crate::longcpu::UD,
-                error_code: 0,
-                cr2: 0,
-            }),
+            Op::Vmxon => Err(Fault { vector: crate::longcpu::UD, error_code: 0, cr2: 0 }),
             Op::MovCr3 => {
                 if addr & (HIGH_RSVD | XD) != 0 && !has(bug::CR3_RSVD) {
-                    return Err(Fault {
-                        vector: GP,
-                        error_code: 0,
-                        cr2: 0,
-                    });
+                    return Err(Fault { vector: GP, error_code: 0, cr2: 0 });
                 }
                 self.cr3 = addr;
                 // SDM Vol. 3A 4.10.4.1: global translations may survive.
@@ -345,28 +278,16 @@ impl LongCpu for Fake {
     }
 
     fn set_cr0_wp(&mut self, on: bool) {
-        self.cr0 = if on {
-            self.cr0 | CR0_WP
-        } else {
-            self.cr0 & !CR0_WP
-        };
+        self.cr0 = if on { self.cr0 | CR0_WP } else { self.cr0 & !CR0_WP };
     }
 
     fn set_efer_nxe(&mut self, on: bool) {
-        self.efer = if on {
-            self.efer | NXE
-        } else {
-            self.efer & !NXE
-        };
+        self.efer = if on { self.efer | NXE } else { self.efer & !NXE };
     }
 
     fn set_cr4(&mut self, bits: u64, on: bool) {
         let bits = bits & crate::longcpu::cr4::ALL;
-        let new = if on {
-            self.cr4 | bits
-        } else {
-            self.cr4 & !bits
-        };
+        let new = if on { self.cr4 | bits } else { self.cr4 & !bits };
         // SDM Vol. 3A 4.10.4.1: changing PGE flushes everything, globals too.
         if (new ^ self.cr4) & PGE != 0 {
             flush(has(bug::STICKY_GLOBAL));

@@ -13,14 +13,8 @@ use shared::{cpuid, Outcome, PROTOCOL_VERSION};
 
 /// The `hv/...` checks in run order.
 pub static CHECKS: &[Check] = &[
-    Check {
-        name: "hv/protocol-version",
-        run: protocol_version,
-    },
-    Check {
-        name: "hv/vmx-hidden",
-        run: vmx_hidden,
-    },
+    Check { name: "hv/protocol-version", run: protocol_version },
+    Check { name: "hv/vmx-hidden", run: vmx_hidden },
 ];
 
 /// SKIPs unless the signature is there; true when the check may go on.
@@ -47,26 +41,15 @@ pub fn protocol_version(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let mut e = Expect::new(d);
     e.that(
         max_leaf >= cpuid::LEAF_VERSION,
-        format_args!(
-            "max hypervisor leaf {max_leaf:#x} < {:#x}",
-            cpuid::LEAF_VERSION
-        ),
+        format_args!("max hypervisor leaf {max_leaf:#x} < {:#x}", cpuid::LEAF_VERSION),
     );
     if let Some(v) = leaf {
-        e.that(
-            v == PROTOCOL_VERSION,
-            format_args!("CPUID.40000001h:EAX={v}, expected {PROTOCOL_VERSION}; VMCALL not issued"),
-        );
+        e.that(v == PROTOCOL_VERSION, format_args!("CPUID.40000001h:EAX={v}, expected {PROTOCOL_VERSION}; VMCALL not issued"));
     }
     if let Some(v) = call {
-        e.that(
-            v == u64::from(PROTOCOL_VERSION),
-            format_args!("Version hypercall returned {v:#x}, expected {PROTOCOL_VERSION}"),
-        );
+        e.that(v == u64::from(PROTOCOL_VERSION), format_args!("Version hypercall returned {v:#x}, expected {PROTOCOL_VERSION}"));
     }
-    e.finish(format_args!(
-        "cpuid={leaf:?} vmcall={call:?} ours={PROTOCOL_VERSION}"
-    ))
+    e.finish(format_args!("cpuid={leaf:?} vmcall={call:?} ours={PROTOCOL_VERSION}"))
 }
 
 /// The hypervisor hides VMX and announces itself: CPUID.1:ECX bit 5 (VMX,
@@ -79,14 +62,8 @@ pub fn vmx_hidden(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     }
     let ecx = ctx.m.cpuid(1, 0).ecx;
     let mut e = Expect::new(d);
-    e.that(
-        ecx & CPUID1_ECX_VMX == 0,
-        format_args!("CPUID.1:ECX.VMX[bit 5]=1, expected hidden"),
-    );
-    e.that(
-        ecx & CPUID1_ECX_HYPERVISOR != 0,
-        format_args!("CPUID.1:ECX[bit 31]=0, expected the hypervisor bit"),
-    );
+    e.that(ecx & CPUID1_ECX_VMX == 0, format_args!("CPUID.1:ECX.VMX[bit 5]=1, expected hidden"));
+    e.that(ecx & CPUID1_ECX_HYPERVISOR != 0, format_args!("CPUID.1:ECX[bit 31]=0, expected the hypervisor bit"));
     e.finish(format_args!("cpuid.1:ecx={ecx:#x}"))
 }
 
@@ -107,13 +84,7 @@ mod tests {
     #[test]
     fn bare_skips_without_vmcall() {
         let mut m = Fake::bare("");
-        assert_eq!(
-            run(&mut m, protocol_version),
-            (
-                Outcome::Skip,
-                "needs the hypervisor (found: other hypervisor 'TCGTCGTCGTCG')".into()
-            )
-        );
+        assert_eq!(run(&mut m, protocol_version), (Outcome::Skip, "needs the hypervisor (found: other hypervisor 'TCGTCGTCGTCG')".into()));
         assert_eq!(run(&mut m, vmx_hidden).0, Outcome::Skip);
         assert_eq!(m.vmcalls, 0);
     }
@@ -126,22 +97,13 @@ mod tests {
         let (o, d) = run(&mut m, protocol_version);
         assert_eq!(o, Outcome::Fail);
         let ours = shared::PROTOCOL_VERSION;
-        assert!(
-            d.starts_with(&format!("Version hypercall returned 0x7, expected {ours}")),
-            "{d}"
-        );
+        assert!(d.starts_with(&format!("Version hypercall returned 0x7, expected {ours}")), "{d}");
         let mut m = Fake::hv("");
         m.leaf_4000_0001.eax = ours + 1;
         let calls = m.vmcalls;
         let (o, d) = run(&mut m, protocol_version);
         assert_eq!(o, Outcome::Fail);
-        assert!(
-            d.contains(&format!(
-                "CPUID.40000001h:EAX={}, expected {ours}; VMCALL not issued",
-                ours + 1
-            )),
-            "{d}"
-        );
+        assert!(d.contains(&format!("CPUID.40000001h:EAX={}, expected {ours}; VMCALL not issued", ours + 1)), "{d}");
         assert_eq!(m.vmcalls, calls, "no VMCALL with a foreign version");
     }
 

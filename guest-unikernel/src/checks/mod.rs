@@ -42,14 +42,7 @@ pub struct Check {
 
 /// The areas, in run order.
 pub static AREAS: &[&[Check]] = &[
-    boot::CHECKS,
-    hv::CHECKS,
-    modes::CHECKS,
-    scen::CHECKS,
-    sweep::CHECKS,
-    cache::CHECKS,
-    smp::CHECKS,
-    cache::PRESSURE,
+    boot::CHECKS, hv::CHECKS, modes::CHECKS, scen::CHECKS, sweep::CHECKS, cache::CHECKS, smp::CHECKS, cache::PRESSURE,
 ];
 
 /// All checks in run order.
@@ -64,11 +57,7 @@ pub fn check_at(index: usize) -> Option<&'static Check> {
 
 /// CPUID.(EAX=07H,ECX=0):EBX (0 without leaf 7): SMEP is bit 7, SMAP bit 20.
 pub(crate) fn cpuid7_ebx(m: &mut dyn Machine) -> u32 {
-    if m.cpuid(0, 0).eax >= 7 {
-        m.cpuid(7, 0).ebx
-    } else {
-        0
-    }
+    if m.cpuid(0, 0).eax >= 7 { m.cpuid(7, 0).ebx } else { 0 }
 }
 
 /// CPUID.80000001H:EDX.NX \[bit 20\].
@@ -123,22 +112,14 @@ impl<'a> Ctx<'a> {
     /// hypervisor and decides whether results also go through hypercalls
     /// (only with the Quadrant signature and a matching CPUID protocol
     /// version, so that a bare run never executes VMCALL). Logs what it found.
-    pub fn start(
-        m: &'a mut dyn Machine,
-        out: &'a mut dyn Write,
-        tally: &'a Tally,
-        info_addr: u64,
-    ) -> Self {
+    pub fn start(m: &'a mut dyn Machine, out: &'a mut dyn Write, tally: &'a Tally, info_addr: u64) -> Self {
         let info = multiboot::parse(&*m, info_addr);
         let mut config = Config::default();
         let mut exclusions = Exclusions::new();
         match &info {
             Ok(i) => {
                 exclusions = Exclusions::from_info(i, &*m);
-                let _ = write!(
-                    out,
-                    "guest: Multiboot structures (kept out of the RAM test):"
-                );
+                let _ = write!(out, "guest: Multiboot structures (kept out of the RAM test):");
                 for r in exclusions.ranges() {
                     let _ = write!(out, " [{:#x},{:#x})", r.start, r.end);
                 }
@@ -153,28 +134,19 @@ impl<'a> Ctx<'a> {
                                     let _ = writeln!(out, "guest: command line: ignoring '{w}'");
                                 }
                                 Note::BadValue { key, value } => {
-                                    let _ = writeln!(
-                                        out,
-                                        "guest: command line: ignoring bad value {key}={value}"
-                                    );
+                                    let _ = writeln!(out, "guest: command line: ignoring bad value {key}={value}");
                                 }
                             });
                         }
                         None => {
-                            let _ = writeln!(
-                                out,
-                                "guest: command line at {a:#x} unreadable or not UTF-8"
-                            );
+                            let _ = writeln!(out, "guest: command line at {a:#x} unreadable or not UTF-8");
                         }
                     }
                 }
             }
             Err(e) => {
                 exclusions.overflowed = true;
-                let _ = writeln!(
-                    out,
-                    "guest: Multiboot information at {info_addr:#x} unusable: {e:?}"
-                );
+                let _ = writeln!(out, "guest: Multiboot information at {info_addr:#x} unusable: {e:?}");
             }
         }
 
@@ -182,11 +154,7 @@ impl<'a> Ctx<'a> {
         let signature = Signature::classify(m.cpuid(cpuid::LEAF_SIGNATURE, 0), ecx1);
         let mut hypercalls = false;
         if let Signature::Quadrant { max_leaf } = signature {
-            let version = if max_leaf >= cpuid::LEAF_VERSION {
-                Some(m.cpuid(cpuid::LEAF_VERSION, 0).eax)
-            } else {
-                None
-            };
+            let version = if max_leaf >= cpuid::LEAF_VERSION { Some(m.cpuid(cpuid::LEAF_VERSION, 0).eax) } else { None };
             hypercalls = version == Some(shared::PROTOCOL_VERSION);
             let _ = writeln!(
                 out,
@@ -203,20 +171,7 @@ impl<'a> Ctx<'a> {
         }
         tally.set_hypercall_reporting(hypercalls);
 
-        Ctx {
-            m,
-            out,
-            tally,
-            config,
-            info_addr,
-            info,
-            signature,
-            map: None,
-            exclusions,
-            modes: None,
-            long: None,
-            smp: None,
-        }
+        Ctx { m, out, tally, config, info_addr, info, signature, map: None, exclusions, modes: None, long: None, smp: None }
     }
 
     /// What an AP needs to run checks of its own (see [`crate::smp::Seed`]).
@@ -233,12 +188,7 @@ impl<'a> Ctx<'a> {
 
     /// A context for an AP's own checks, from the BSP's seed (quiet: the
     /// BSP already logged what it found).
-    pub fn from_seed(
-        m: &'a mut dyn Machine,
-        out: &'a mut dyn Write,
-        tally: &'a Tally,
-        s: crate::smp::Seed,
-    ) -> Self {
+    pub fn from_seed(m: &'a mut dyn Machine, out: &'a mut dyn Write, tally: &'a Tally, s: crate::smp::Seed) -> Self {
         Ctx {
             m,
             out,
@@ -262,8 +212,7 @@ impl<'a> Ctx<'a> {
     pub fn run_all(&mut self) {
         let bench = self.config.bench;
         for (i, c) in all().enumerate() {
-            let with_aps =
-                bench.is_some_and(|b| b.workload.needs_aps()) && smp::START_UP.contains(&c.name);
+            let with_aps = bench.is_some_and(|b| b.workload.needs_aps()) && smp::START_UP.contains(&c.name);
             if bench.is_some() && !c.name.starts_with("boot/") && !with_aps {
                 continue;
             }
@@ -277,14 +226,7 @@ impl<'a> Ctx<'a> {
                 let _ = write!(d, "not selected (only={})", self.config.only.as_str());
                 Outcome::Skip
             };
-            report(
-                &mut *self.m,
-                &mut *self.out,
-                self.tally,
-                outcome,
-                c.name,
-                d.as_str(),
-            );
+            report(&mut *self.m, &mut *self.out, self.tally, outcome, c.name, d.as_str());
         }
         self.tally.set_current(None);
         if let Some(spec) = bench {
@@ -300,28 +242,14 @@ impl<'a> Ctx<'a> {
         let _ = self.out.write_char('\n');
         let mut d = Detail::new();
         let outcome = crate::bench::run(self, spec, &mut d);
-        report(
-            &mut *self.m,
-            &mut *self.out,
-            self.tally,
-            outcome,
-            name.as_str(),
-            d.as_str(),
-        );
+        report(&mut *self.m, &mut *self.out, self.tally, outcome, name.as_str(), d.as_str());
     }
 }
 
 /// Reports one result: counts it, writes the check line, and when the tally
 /// says so sends it through the ReportCheck hypercall. A hypercall that
 /// fails turns hypercall reporting off and is itself reported as a failure.
-pub fn report(
-    m: &mut dyn Machine,
-    out: &mut dyn Write,
-    tally: &Tally,
-    outcome: Outcome,
-    name: &str,
-    detail: &str,
-) {
+pub fn report(m: &mut dyn Machine, out: &mut dyn Write, tally: &Tally, outcome: Outcome, name: &str, detail: &str) {
     tally.record(outcome);
     let _ = shared::line::write_check(&mut &mut *out, outcome, name, detail);
     let _ = out.write_char('\n');
@@ -330,10 +258,7 @@ pub fn report(
         if status != STATUS_OK {
             tally.set_hypercall_reporting(false);
             let mut d = Detail::new();
-            let _ = write!(
-                d,
-                "ReportCheck for {name} returned {status:#x}; console only from here"
-            );
+            let _ = write!(d, "ReportCheck for {name} returned {status:#x}; console only from here");
             report(m, out, tally, Outcome::Fail, "hv/report-check", d.as_str());
         }
     }
@@ -383,27 +308,14 @@ mod tests {
         // has no PDPTE registers, so two modes/... checks skip there, and it
         // does not check reserved CR3 bits, so long/hostile/cr3-reserved skips.
         // The fake machine has no second processor: the smp/... checks skip.
-        let skips = 5
-            + all().filter(|c| c.name.starts_with("cache/")).count() as u32
-            + smp::CHECKS.len() as u32;
+        let skips = 5 + all().filter(|c| c.name.starts_with("cache/")).count() as u32 + smp::CHECKS.len() as u32;
         assert_eq!((f, s), (0, skips), "{out}");
         assert_eq!((p + skips) as usize, all().count());
         assert!(out.contains("guest: command line: ignoring '/k'"), "{out}");
         let last = out.lines().last().unwrap();
-        assert_eq!(
-            parse(last),
-            Some(Line::GuestSummary {
-                passed: p,
-                failed: 0,
-                skipped: skips
-            })
-        );
+        assert_eq!(parse(last), Some(Line::GuestSummary { passed: p, failed: 0, skipped: skips }));
         assert_eq!(m.mmu.stats_calls, 0, "no MmuStats hypercall bare");
-        assert_eq!(
-            m.engine_runs,
-            crate::modes::walk::PARTS,
-            "one engine run per program serves every modes/... check"
-        );
+        assert_eq!(m.engine_runs, crate::modes::walk::PARTS, "one engine run per program serves every modes/... check");
     }
 
     #[test]
@@ -422,11 +334,7 @@ mod tests {
         let mut m = Fake::hv("expect_hv=1 modes=0");
         let (mut out, tally) = (String::new(), Tally::new());
         Ctx::start(&mut m, &mut out, &tally, FAKE_INFO).run_all();
-        assert_eq!(
-            tally.counts(),
-            (n - n_modes - n_smp, 0, n_modes + n_smp),
-            "{out}"
-        );
+        assert_eq!(tally.counts(), (n - n_modes - n_smp, 0, n_modes + n_smp), "{out}");
         let mut m = Fake::hv("expect_hv=1 modes=1");
         let (mut out, tally) = (String::new(), Tally::new());
         Ctx::start(&mut m, &mut out, &tally, FAKE_INFO).run_all();
@@ -444,11 +352,7 @@ mod tests {
         let (mut out, tally) = (String::new(), Tally::new());
         let mut ctx = Ctx::start(&mut m, &mut out, &tally, FAKE_INFO);
         ctx.run_all();
-        assert_eq!(
-            out.matches("check FAIL hv/report-check").count(),
-            1,
-            "{out}"
-        );
+        assert_eq!(out.matches("check FAIL hv/report-check").count(), 1, "{out}");
         assert!(!tally.hypercall_reporting());
     }
 
@@ -461,9 +365,6 @@ mod tests {
         assert_eq!(m.vmcalls, 0);
         assert_eq!(tally.counts().1, 1, "{out}");
         assert_eq!(tally.exit_status(), 1);
-        assert!(
-            out.contains("check FAIL boot/hypervisor-signature: expect_hv=1"),
-            "{out}"
-        );
+        assert!(out.contains("check FAIL boot/hypervisor-signature: expect_hv=1"), "{out}");
     }
 }

@@ -63,155 +63,53 @@ use super::{Check, Ctx};
 use crate::machine::Range;
 use crate::memmap::{Exclusions, MemMap};
 use crate::modes::engine::{self, Verdicts};
-use crate::modes::layout::EngineInfo;
 use crate::modes::layout::{BLOB_MAX, LOW};
 use crate::modes::paging::Frames;
 use crate::modes::space::{Space, IDENTITY_END};
+use crate::modes::layout::EngineInfo;
 use crate::modes::walk::{self, Env, StopRegs};
-use crate::report::Detail;
 use crate::xlate::{self, Failure, Shadow};
+use crate::report::Detail;
 use core::fmt::Write;
 use shared::Outcome;
 
 /// The `modes/...` checks in run order; `verdict::<T>` reports tag T of
 /// [`crate::modes::walk`].
 pub static CHECKS: &[Check] = &[
-    Check {
-        name: "modes/walk1/real",
-        run: verdict::<0>,
-    },
-    Check {
-        name: "modes/walk1/prot",
-        run: verdict::<1>,
-    },
-    Check {
-        name: "modes/walk1/pg32",
-        run: verdict::<2>,
-    },
-    Check {
-        name: "modes/walk1/pae",
-        run: verdict::<3>,
-    },
-    Check {
-        name: "modes/walk1/long",
-        run: verdict::<4>,
-    },
-    Check {
-        name: "modes/walk1/pae-back",
-        run: verdict::<5>,
-    },
-    Check {
-        name: "modes/walk1/pg32-back",
-        run: verdict::<6>,
-    },
-    Check {
-        name: "modes/walk1/real-back",
-        run: verdict::<7>,
-    },
-    Check {
-        name: "modes/walk2/real",
-        run: verdict::<8>,
-    },
-    Check {
-        name: "modes/walk2/prot",
-        run: verdict::<9>,
-    },
-    Check {
-        name: "modes/walk2/pg32",
-        run: verdict::<10>,
-    },
-    Check {
-        name: "modes/walk2/pae",
-        run: verdict::<11>,
-    },
-    Check {
-        name: "modes/walk2/long",
-        run: verdict::<12>,
-    },
-    Check {
-        name: "modes/walk2/pae-back",
-        run: verdict::<13>,
-    },
-    Check {
-        name: "modes/walk2/pg32-back",
-        run: verdict::<14>,
-    },
-    Check {
-        name: "modes/walk2/real-back",
-        run: verdict::<15>,
-    },
-    Check {
-        name: "modes/edit-from-long",
-        run: verdict::<16>,
-    },
-    Check {
-        name: "modes/edit-from-pg32",
-        run: verdict::<17>,
-    },
-    Check {
-        name: "modes/pae-pdpte-cached",
-        run: verdict::<18>,
-    },
-    Check {
-        name: "modes/pae-pdpte-reserved",
-        run: verdict::<19>,
-    },
-    Check {
-        name: "modes/pae-pdpte-not-present",
-        run: verdict::<20>,
-    },
-    Check {
-        name: "modes/cr0-wp",
-        run: verdict::<21>,
-    },
-    Check {
-        name: "modes/same-gfn",
-        run: verdict::<22>,
-    },
-    Check {
-        name: "pg32/pt-quadrants",
-        run: verdict::<23>,
-    },
-    Check {
-        name: "pg32/pd-quadrants",
-        run: verdict::<24>,
-    },
-    Check {
-        name: "pg32/pse-4m",
-        run: verdict::<25>,
-    },
-    Check {
-        name: "pae/large-2m",
-        run: verdict::<26>,
-    },
-    Check {
-        name: "modes/low-frames",
-        run: verdict::<27>,
-    },
-    Check {
-        name: "pae/pdpte-cr3-align",
-        run: verdict::<28>,
-    },
-    Check {
-        name: "pg32/global-pages",
-        run: verdict::<29>,
-    },
-    Check {
-        name: "pae/global-pages",
-        run: verdict::<30>,
-    },
-    Check {
-        name: "pg32/no-pse",
-        run: verdict::<31>,
-    },
-    Check {
-        name: "modes/same-gfn-pt32-pae",
-        run: verdict::<32>,
-    },
-    Check {
-        name: "modes/same-gfn-pd32-pae",
-        run: verdict::<33>,
-    },
+    Check { name: "modes/walk1/real", run: verdict::<0> },
+    Check { name: "modes/walk1/prot", run: verdict::<1> },
+    Check { name: "modes/walk1/pg32", run: verdict::<2> },
+    Check { name: "modes/walk1/pae", run: verdict::<3> },
+    Check { name: "modes/walk1/long", run: verdict::<4> },
+    Check { name: "modes/walk1/pae-back", run: verdict::<5> },
+    Check { name: "modes/walk1/pg32-back", run: verdict::<6> },
+    Check { name: "modes/walk1/real-back", run: verdict::<7> },
+    Check { name: "modes/walk2/real", run: verdict::<8> },
+    Check { name: "modes/walk2/prot", run: verdict::<9> },
+    Check { name: "modes/walk2/pg32", run: verdict::<10> },
+    Check { name: "modes/walk2/pae", run: verdict::<11> },
+    Check { name: "modes/walk2/long", run: verdict::<12> },
+    Check { name: "modes/walk2/pae-back", run: verdict::<13> },
+    Check { name: "modes/walk2/pg32-back", run: verdict::<14> },
+    Check { name: "modes/walk2/real-back", run: verdict::<15> },
+    Check { name: "modes/edit-from-long", run: verdict::<16> },
+    Check { name: "modes/edit-from-pg32", run: verdict::<17> },
+    Check { name: "modes/pae-pdpte-cached", run: verdict::<18> },
+    Check { name: "modes/pae-pdpte-reserved", run: verdict::<19> },
+    Check { name: "modes/pae-pdpte-not-present", run: verdict::<20> },
+    Check { name: "modes/cr0-wp", run: verdict::<21> },
+    Check { name: "modes/same-gfn", run: verdict::<22> },
+    Check { name: "pg32/pt-quadrants", run: verdict::<23> },
+    Check { name: "pg32/pd-quadrants", run: verdict::<24> },
+    Check { name: "pg32/pse-4m", run: verdict::<25> },
+    Check { name: "pae/large-2m", run: verdict::<26> },
+    Check { name: "modes/low-frames", run: verdict::<27> },
+    Check { name: "pae/pdpte-cr3-align", run: verdict::<28> },
+    Check { name: "pg32/global-pages", run: verdict::<29> },
+    Check { name: "pae/global-pages", run: verdict::<30> },
+    Check { name: "pg32/no-pse", run: verdict::<31> },
+    Check { name: "modes/same-gfn-pt32-pae", run: verdict::<32> },
+    Check { name: "modes/same-gfn-pd32-pae", run: verdict::<33> },
 ];
 
 /// Reports tag `T`, running the walk first if no check did yet.
@@ -230,10 +128,7 @@ fn verdict<const T: usize>(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
 /// True when the engine's low window is free RAM: available in the memory
 /// map, no Multiboot structure in it, and not part of the guest image.
 pub(crate) fn engine_window_free(map: &MemMap, x: &Exclusions, image: Range) -> bool {
-    map.available_covers(LOW)
-        && !x.overflowed
-        && !x.ranges().iter().any(|r| r.overlaps(&LOW))
-        && !image.overlaps(&LOW)
+    map.available_covers(LOW) && !x.overflowed && !x.ranges().iter().any(|r| r.overlaps(&LOW)) && !image.overlaps(&LOW)
 }
 
 /// Builds the address spaces, loads the program, runs the engine once and
@@ -258,9 +153,7 @@ pub fn run_logged(ctx: &mut Ctx<'_>, log: bool) -> Verdicts {
     if ctx.config.modes == Some(false) {
         return Verdicts::all(Outcome::Skip, "modes=0 on the command line");
     }
-    let Some(map) = ctx.map else {
-        return fail("no validated memory map (see boot/memory-map)");
-    };
+    let Some(map) = ctx.map else { return fail("no validated memory map (see boot/memory-map)") };
     let image = ctx.m.image();
     if !engine_window_free(&map, &ctx.exclusions, image) {
         return fail("the engine's low window [0x1000,0x8000) is not free RAM (memory map, Multiboot structures or image)");
@@ -270,18 +163,12 @@ pub fn run_logged(ctx: &mut Ctx<'_>, log: bool) -> Verdicts {
     };
     if u64::from(e.len) > BLOB_MAX {
         let mut d = Detail::new();
-        let _ = write!(
-            d,
-            "engine code is {:#x} bytes, more than the {BLOB_MAX:#x} the window holds",
-            e.len
-        );
+        let _ = write!(d, "engine code is {:#x} bytes, more than the {BLOB_MAX:#x} the window holds", e.len);
         return fail(d.as_str());
     }
     let mut frames = Frames::new(&map, &ctx.exclusions, image.end, IDENTITY_END);
     let Some(space) = Space::alloc(&mut frames) else {
-        return fail(
-            "not enough free RAM below 64 MiB for the walk's tables and a 4 MiB-aligned region",
-        );
+        return fail("not enough free RAM below 64 MiB for the walk's tables and a 4 MiB-aligned region");
     };
     let mut refused = None;
     let m = &mut *ctx.m;
@@ -300,20 +187,12 @@ pub fn run_logged(ctx: &mut Ctx<'_>, log: bool) -> Verdicts {
     });
     if let Some(a) = refused {
         let mut d = Detail::new();
-        let _ = write!(
-            d,
-            "the machine refused a write of the walk's tables or data at {a:#x}"
-        );
+        let _ = write!(d, "the machine refused a write of the walk's tables or data at {a:#x}");
         return fail(d.as_str());
     }
     let mut a20 = [0u8; 4];
     let _ = m.read(0x10_0000, &mut a20);
-    let env = Env {
-        cr0: m.cr0(),
-        cr4: m.cr4(),
-        a20_word: u32::from_le_bytes(a20),
-        broken: ctx.config.modes_break,
-    };
+    let env = Env { cr0: m.cr0(), cr4: m.cr4(), a20_word: u32::from_le_bytes(a20), broken: ctx.config.modes_break };
     let mut judgement = engine::Judgement::default();
     for part in 0..walk::PARTS {
         let m = &mut *ctx.m;
@@ -321,11 +200,7 @@ pub fn run_logged(ctx: &mut Ctx<'_>, log: bool) -> Verdicts {
             Ok(n) => n,
             Err(err) => {
                 let mut d = Detail::new();
-                let _ = write!(
-                    d,
-                    "could not load program {} into the low window: {err:?}",
-                    part + 1
-                );
+                let _ = write!(d, "could not load program {} into the low window: {err:?}", part + 1);
                 return fail(d.as_str());
             }
         };
@@ -353,9 +228,7 @@ pub fn run_logged(ctx: &mut Ctx<'_>, log: bool) -> Verdicts {
         // Reports only for checks that run and stay checks (QEMU TCG turns
         // two into SKIP below).
         let (only, tcg) = (ctx.config.only, ctx.signature.is_tcg());
-        let report = |t: usize| {
-            only.selects(CHECKS[t].name) && !(tcg && [walk::extra(2), walk::extra(3)].contains(&t))
-        };
+        let report = |t: usize| only.selects(CHECKS[t].name) && !(tcg && [walk::extra(2), walk::extra(3)].contains(&t));
         let out: &mut dyn Write = if log { &mut *ctx.out } else { &mut Quiet };
         judgement.part(&mut *ctx.m, out, (&space, &env, part), &report);
         if log {
@@ -366,15 +239,8 @@ pub fn run_logged(ctx: &mut Ctx<'_>, log: bool) -> Verdicts {
     if ctx.signature.is_tcg() {
         for t in [walk::extra(2), walk::extra(3)] {
             let mut d = Detail::new();
-            let _ = write!(
-                d,
-                "QEMU TCG has no PDPTE registers (it reads PDPTEs at every walk); here: {}",
-                v.0[t].detail.as_str()
-            );
-            v.0[t] = engine::Verdict {
-                outcome: Outcome::Skip,
-                detail: d,
-            };
+            let _ = write!(d, "QEMU TCG has no PDPTE registers (it reads PDPTEs at every walk); here: {}", v.0[t].detail.as_str());
+            v.0[t] = engine::Verdict { outcome: Outcome::Skip, detail: d };
         }
     }
     v
@@ -385,15 +251,7 @@ pub fn run_logged(ctx: &mut Ctx<'_>, log: bool) -> Verdicts {
 /// under the hypervisor, the shadow walk of that stop's mode (one short
 /// engine program for them all), filed under the probe's check.
 fn report_failed(ctx: &mut Ctx<'_>, e: &EngineInfo, j: &engine::Judgement) {
-    let mut walks = [(
-        StopRegs {
-            mode: crate::modes::Mode::Real,
-            cr0: 0,
-            cr3: 0,
-            cr4: 0,
-        },
-        0u64,
-    ); engine::FAILED_PER_PART];
+    let mut walks = [(StopRegs { mode: crate::modes::Mode::Real, cr0: 0, cr3: 0, cr4: 0 }, 0u64); engine::FAILED_PER_PART];
     let mut n = 0;
     for (w, f) in walks.iter_mut().zip(j.failed()) {
         *w = (f.regs, f.op.access().map_or(0, |a| a.0));
@@ -409,34 +267,11 @@ fn report_failed(ctx: &mut Ctx<'_>, e: &EngineInfo, j: &engine::Judgement) {
         [Shadow::Bare; engine::FAILED_PER_PART]
     };
     for (f, shadow) in j.failed().zip(shadows) {
-        let Some((la, kind)) = f.op.access() else {
-            continue;
-        };
+        let Some((la, kind)) = f.op.access() else { continue };
         let (paging, when) = xlate::stop_paging(&*m, &f.regs);
-        let what = format_args!(
-            "stop {} ({}) probe {} {}",
-            f.stop,
-            f.regs.mode.name(),
-            f.index,
-            f.op
-        );
-        let failure = Failure {
-            what: &what,
-            la,
-            kind,
-            cpl: 0,
-            expected: &f.exp,
-            got: &f.got,
-        };
-        xlate::write(
-            &mut *ctx.out,
-            CHECKS[f.tag].name,
-            &failure,
-            paging,
-            &shadow,
-            &|a| xlate::read_word(&*m, a),
-            when,
-        );
+        let what = format_args!("stop {} ({}) probe {} {}", f.stop, f.regs.mode.name(), f.index, f.op);
+        let failure = Failure { what: &what, la, kind, cpl: 0, expected: &f.exp, got: &f.got };
+        xlate::write(&mut *ctx.out, CHECKS[f.tag].name, &failure, paging, &shadow, &|a| xlate::read_word(&*m, a), when);
     }
 }
 
@@ -465,11 +300,7 @@ mod tests {
     }
 
     fn only_failures(lines: &[(Outcome, String, String)]) -> Vec<&str> {
-        lines
-            .iter()
-            .filter(|l| l.0 == Outcome::Fail)
-            .map(|l| l.1.as_str())
-            .collect()
+        lines.iter().filter(|l| l.0 == Outcome::Fail).map(|l| l.1.as_str()).collect()
     }
 
     #[test]
@@ -477,88 +308,38 @@ mod tests {
         let lines = modes_lines(&mut Fake::hv("expect_hv=1 modes=1"));
         assert!(lines.iter().all(|l| l.0 == Outcome::Pass), "{lines:#?}");
         let pg32 = &lines[2];
-        assert!(
-            pg32.2
-                .starts_with("23 probes, 6 exceptions as expected; stop 3 pg32 cr0=0x80010033"),
-            "{pg32:?}"
-        );
+        assert!(pg32.2.starts_with("23 probes, 6 exceptions as expected; stop 3 pg32 cr0=0x80010033"), "{pg32:?}");
     }
 
     #[test]
     fn tcg_skips_only_the_pdpte_register_checks() {
         let mut m = Fake::bare("");
-        m.on_run = Some(|f| {
-            fake_engine::run(
-                f,
-                Quirks {
-                    no_pdpte_registers: true,
-                    ..Quirks::default()
-                },
-            )
-        });
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { no_pdpte_registers: true, ..Quirks::default() }));
         let lines = modes_lines(&mut m);
-        let skipped: Vec<_> = lines
-            .iter()
-            .filter(|l| l.0 == Outcome::Skip)
-            .map(|l| l.1.as_str())
-            .collect();
-        assert_eq!(
-            skipped,
-            ["modes/pae-pdpte-cached", "modes/pae-pdpte-reserved"]
-        );
-        assert!(
-            lines[18].2.starts_with("QEMU TCG has no PDPTE registers"),
-            "{:?}",
-            lines[18]
-        );
+        let skipped: Vec<_> = lines.iter().filter(|l| l.0 == Outcome::Skip).map(|l| l.1.as_str()).collect();
+        assert_eq!(skipped, ["modes/pae-pdpte-cached", "modes/pae-pdpte-reserved"]);
+        assert!(lines[18].2.starts_with("QEMU TCG has no PDPTE registers"), "{:?}", lines[18]);
         assert!(only_failures(&lines).is_empty(), "{lines:#?}");
     }
 
     #[test]
     fn missing_pdpte_registers_fail_outside_tcg() {
         let mut m = Fake::hv("modes=1");
-        m.on_run = Some(|f| {
-            fake_engine::run(
-                f,
-                Quirks {
-                    no_pdpte_registers: true,
-                    ..Quirks::default()
-                },
-            )
-        });
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { no_pdpte_registers: true, ..Quirks::default() }));
         let lines = modes_lines(&mut m);
-        assert_eq!(
-            only_failures(&lines),
-            ["modes/pae-pdpte-cached", "modes/pae-pdpte-reserved"]
-        );
-        assert!(
-            lines[19].2.contains("mov cr3=")
-                && lines[19].2.contains("expected #GP ec=0x0, got value"),
-            "{:?}",
-            lines[19]
-        );
+        assert_eq!(only_failures(&lines), ["modes/pae-pdpte-cached", "modes/pae-pdpte-reserved"]);
+        assert!(lines[19].2.contains("mov cr3=") && lines[19].2.contains("expected #GP ec=0x0, got value"), "{:?}", lines[19]);
     }
 
     #[test]
     fn wrong_error_code_is_named() {
         let mut m = Fake::hv("modes=1");
-        m.on_run = Some(|f| {
-            fake_engine::run(
-                f,
-                Quirks {
-                    pf_write_bit_lost: true,
-                    ..Quirks::default()
-                },
-            )
-        });
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { pf_write_bit_lost: true, ..Quirks::default() }));
         let lines = modes_lines(&mut m);
         let pg32 = lines.iter().find(|l| l.1 == "modes/walk1/pg32").unwrap();
         assert_eq!(pg32.0, Outcome::Fail);
         assert!(pg32.2.contains("write32 0x40001010=0x1: expected #PF ec=0x3 cr2=0x40001010, got #PF ec=0x1 cr2=0x40001010"), "{pg32:?}");
-        assert!(
-            lines.iter().find(|l| l.1 == "modes/walk1/real").unwrap().0 == Outcome::Pass,
-            "real mode has no paging"
-        );
+        assert!(lines.iter().find(|l| l.1 == "modes/walk1/real").unwrap().0 == Outcome::Pass, "real mode has no paging");
     }
 
     #[test]
@@ -566,10 +347,7 @@ mod tests {
         let lines = modes_lines(&mut Fake::hv("modes=1 modes_break=1"));
         assert_eq!(only_failures(&lines), ["modes/walk1/pg32"]);
         let d = &lines[2].2;
-        assert!(
-            d.starts_with("probe ") && d.contains(" read32 0x40000000: expected value 0x"),
-            "{d}"
-        );
+        assert!(d.starts_with("probe ") && d.contains(" read32 0x40000000: expected value 0x"), "{d}");
         assert!(d.contains("| 23 probes"), "{d}");
     }
 
@@ -586,76 +364,26 @@ mod tests {
         };
         let mut m = Fake::hv("modes=1 modes_break=1 only=modes/");
         let out = run(&mut m);
-        let report: Vec<&str> = out
-            .lines()
-            .filter_map(|l| l.strip_prefix("xlate modes/walk1/pg32: "))
-            .collect();
-        assert!(
-            report[0].contains(" (pg32) probe ")
-                && report[0]
-                    .contains("read32 0x40000000: la 0x40000000, read at CPL 0: expected value 0x"),
-            "{out}"
-        );
-        assert!(
-            report[1].starts_with("  guest: 32-bit paging (CR4.PSE=1), CR3 0x")
-                && report[1].contains("after the program ran"),
-            "{out}"
-        );
-        assert!(
-            report[2].starts_with("    PDE[256] @0x") && report[3].starts_with("    PTE[0] @0x"),
-            "{out}"
-        );
+        let report: Vec<&str> = out.lines().filter_map(|l| l.strip_prefix("xlate modes/walk1/pg32: ")).collect();
+        assert!(report[0].contains(" (pg32) probe ") && report[0].contains("read32 0x40000000: la 0x40000000, read at CPL 0: expected value 0x"), "{out}");
+        assert!(report[1].starts_with("  guest: 32-bit paging (CR4.PSE=1), CR3 0x") && report[1].contains("after the program ran"), "{out}");
+        assert!(report[2].starts_with("    PDE[256] @0x") && report[3].starts_with("    PTE[0] @0x"), "{out}");
         assert!(report[4].starts_with("    => 4 KiB page 0x"), "{out}");
-        assert!(
-            report[5].contains(&format!("shadow: hardware CR3 {FAKE_SHADOW_ROOT:#x}")),
-            "{out}"
-        );
-        assert_eq!(
-            m.shadow_walks,
-            [0x4000_0000],
-            "one ShadowWalk, in the replayed stop"
-        );
+        assert!(report[5].contains(&format!("shadow: hardware CR3 {FAKE_SHADOW_ROOT:#x}")), "{out}");
+        assert_eq!(m.shadow_walks, [0x4000_0000], "one ShadowWalk, in the replayed stop");
         assert_eq!((m.engine_runs, m.other_engine_runs), (walk::PARTS, 1));
-        assert!(
-            out.find("xlate modes/walk1/pg32:").unwrap()
-                < out.find("check FAIL modes/walk1/pg32:").unwrap()
-        );
-        assert!(
-            !out.lines()
-                .any(|l| l.starts_with("xlate ") && !l.starts_with("xlate modes/walk1/pg32: ")),
-            "{out}"
-        );
+        assert!(out.find("xlate modes/walk1/pg32:").unwrap() < out.find("check FAIL modes/walk1/pg32:").unwrap());
+        assert!(!out.lines().any(|l| l.starts_with("xlate ") && !l.starts_with("xlate modes/walk1/pg32: ")), "{out}");
         // Bare: the guest walk, no shadow and no extra engine run. On QEMU
         // TCG (no PDPTE registers) the two PDPTE checks fail their probes
         // but report SKIP: no report for them, nor for checks not selected.
         let mut m = Fake::bare("modes=1 modes_break=1 only=modes/walk1");
-        m.on_run = Some(|f| {
-            fake_engine::run(
-                f,
-                Quirks {
-                    no_pdpte_registers: true,
-                    ..Quirks::default()
-                },
-            )
-        });
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { no_pdpte_registers: true, ..Quirks::default() }));
         let out = run(&mut m);
-        assert!(
-            out.contains("xlate modes/walk1/pg32:   shadow: none (bare: no hypervisor"),
-            "{out}"
-        );
-        assert!(
-            out.contains("xlate modes/walk1/pg32:     PTE[0] @0x"),
-            "{out}"
-        );
-        assert!(
-            out.contains("guest: modes: stop 4 (pae)"),
-            "the PDPTE check's probes did fail: {out}"
-        );
-        assert!(
-            !out.lines()
-                .any(|l| l.starts_with("xlate ") && !l.starts_with("xlate modes/walk1/pg32: ")),
-            "{out}"
-        );
+        assert!(out.contains("xlate modes/walk1/pg32:   shadow: none (bare: no hypervisor"), "{out}");
+        assert!(out.contains("xlate modes/walk1/pg32:     PTE[0] @0x"), "{out}");
+        assert!(out.contains("guest: modes: stop 4 (pae)"), "the PDPTE check's probes did fail: {out}");
+        assert!(!out.lines().any(|l| l.starts_with("xlate ") && !l.starts_with("xlate modes/walk1/pg32: ")), "{out}");
         assert_eq!((m.other_engine_runs, m.vmcalls), (0, 0));
     }
 
@@ -664,9 +392,7 @@ mod tests {
         let mut m = Fake::hv("modes=1");
         m.engine = None;
         let lines = modes_lines(&mut m);
-        assert!(lines
-            .iter()
-            .all(|l| l.0 == Outcome::Skip && l.2 == "no mode-switch engine on this machine"));
+        assert!(lines.iter().all(|l| l.0 == Outcome::Skip && l.2 == "no mode-switch engine on this machine"));
         let mut m = Fake::hv("modes=0");
         assert!(modes_lines(&mut m).iter().all(|l| l.0 == Outcome::Skip));
         assert_eq!(m.engine_runs, 0);
@@ -674,10 +400,7 @@ mod tests {
         let mut m = Fake::hv("");
         assert!(modes_lines(&mut m).iter().all(|l| l.0 == Outcome::Pass));
         assert_eq!(m.engine_runs, walk::PARTS);
-        assert_eq!(
-            modes_lines(&mut Fake::bare("modes=0"))[0].2,
-            "modes=0 on the command line"
-        );
+        assert_eq!(modes_lines(&mut Fake::bare("modes=0"))[0].2, "modes=0 on the command line");
         // A Multiboot structure inside the window: refuse, never run.
         let mut m = Fake::hv("modes=1");
         let (mut out, tally) = (String::new(), Tally::new());
@@ -687,10 +410,7 @@ mod tests {
         }
         ctx.exclusions.add(Range::new(0x7800, 0x7900));
         let v = run(&mut ctx);
-        assert!(v
-            .0
-            .iter()
-            .all(|v| v.outcome == Outcome::Fail && v.detail.as_str().contains("not free RAM")));
+        assert!(v.0.iter().all(|v| v.outcome == Outcome::Fail && v.detail.as_str().contains("not free RAM")));
         assert_eq!(m.engine_runs, 0);
     }
 
@@ -698,66 +418,25 @@ mod tests {
     #[test]
     fn named_checks_catch_their_faults() {
         let mut m = Fake::hv("modes=1");
-        m.on_run = Some(|f| {
-            fake_engine::run(
-                f,
-                Quirks {
-                    pdpt_page_aligned: true,
-                    ..Quirks::default()
-                },
-            )
-        });
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { pdpt_page_aligned: true, ..Quirks::default() }));
         let lines = modes_lines(&mut m);
         // (same-gfn-pd32-pae's PDPT is at a 32-byte, not page, offset too.)
-        assert_eq!(
-            only_failures(&lines),
-            [
-                "modes/low-frames",
-                "pae/pdpte-cr3-align",
-                "modes/same-gfn-pd32-pae"
-            ]
-        );
-        let d = &lines
-            .iter()
-            .find(|l| l.1 == "pae/pdpte-cr3-align")
-            .unwrap()
-            .2;
+        assert_eq!(only_failures(&lines), ["modes/low-frames", "pae/pdpte-cr3-align", "modes/same-gfn-pd32-pae"]);
+        let d = &lines.iter().find(|l| l.1 == "pae/pdpte-cr3-align").unwrap().2;
         assert!(d.contains("read32 0x40000000: expected value"), "{d}");
         let mut m = Fake::hv("modes=1");
-        m.on_run = Some(|f| {
-            fake_engine::run(
-                f,
-                Quirks {
-                    large_writes_lost: true,
-                    ..Quirks::default()
-                },
-            )
-        });
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { large_writes_lost: true, ..Quirks::default() }));
         let lines = modes_lines(&mut m);
         let failed = only_failures(&lines);
         for name in ["pg32/pse-4m", "pae/large-2m"] {
-            assert!(
-                failed.contains(&name),
-                "{name} catches lost writes through a large page: {failed:?}"
-            );
+            assert!(failed.contains(&name), "{name} catches lost writes through a large page: {failed:?}");
         }
         for name in ["pg32/pt-quadrants", "modes/low-frames", "pg32/global-pages"] {
-            assert!(
-                !failed.contains(&name),
-                "{name} writes through 4 KiB pages only: {failed:?}"
-            );
+            assert!(!failed.contains(&name), "{name} writes through 4 KiB pages only: {failed:?}");
         }
         // A walker that honours PS with CR4.PSE = 0: only pg32/no-pse sees it.
         let mut m = Fake::hv("modes=1");
-        m.on_run = Some(|f| {
-            fake_engine::run(
-                f,
-                Quirks {
-                    pse_always: true,
-                    ..Quirks::default()
-                },
-            )
-        });
+        m.on_run = Some(|f| fake_engine::run(f, Quirks { pse_always: true, ..Quirks::default() }));
         let lines = modes_lines(&mut m);
         assert_eq!(only_failures(&lines), ["pg32/no-pse"]);
         let d = &lines.iter().find(|l| l.1 == "pg32/no-pse").unwrap().2;
@@ -768,24 +447,15 @@ mod tests {
     fn named_program_is_fully_modelled() {
         use crate::modes::walk::{named, Item};
         let (s, _) = crate::modes::space::tests::built();
-        let env = Env {
-            cr0: 0x8000_0033,
-            cr4: 0x620,
-            ..Env::default()
-        };
+        let env = Env { cr0: 0x8000_0033, cr4: 0x620, ..Env::default() };
         let mut reads = 0;
-        named::program(&s, &env, &mut |i| {
-            reads += matches!(i, Item::Op(_, crate::modes::probe::Op::Read32 { .. }, _)) as usize
-        });
+        named::program(&s, &env, &mut |i| reads += matches!(i, Item::Op(_, crate::modes::probe::Op::Read32 { .. }, _)) as usize);
         assert!(reads > 50);
         // Every read the model answers is a word the space wrote (checked
         // by the debug assertion in `named::program`); a word it never
         // wrote is flagged.
         let m = named::Mem::new(&s);
-        assert_eq!(
-            m.read32(s.d0 + 0x7f8),
-            crate::modes::space::pat32(s.d0 + 0x7f8) as u32
-        );
+        assert_eq!(m.read32(s.d0 + 0x7f8), crate::modes::space::pat32(s.d0 + 0x7f8) as u32);
         assert!(!m.unknown.get());
         let _ = m.read32(s.d0 + 0x400);
         assert!(m.unknown.get());
@@ -796,11 +466,7 @@ mod tests {
         assert_eq!(CHECKS.len(), TAGS);
         for (t, c) in CHECKS.iter().enumerate() {
             let want = if t < WALKS * STOPS.len() {
-                format!(
-                    "modes/walk{}/{}",
-                    t / STOPS.len() + 1,
-                    STOPS[t % STOPS.len()].1
-                )
+                format!("modes/walk{}/{}", t / STOPS.len() + 1, STOPS[t % STOPS.len()].1)
             } else {
                 EXTRA[t - WALKS * STOPS.len()].to_string()
             };

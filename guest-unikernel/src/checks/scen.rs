@@ -17,8 +17,8 @@
 
 #[macro_use]
 mod lab;
-mod ctl;
 mod hostile;
+mod ctl;
 
 use super::{Check, Ctx};
 use crate::longcpu::{ec, Cpl, Op};
@@ -34,94 +34,28 @@ pub use lab::Base;
 
 /// The `long/...` checks in run order.
 pub static CHECKS: &[Check] = &[
-    Check {
-        name: "long/self-map",
-        run: self_map,
-    },
-    Check {
-        name: "long/large-alias-perms",
-        run: large_alias_perms,
-    },
-    Check {
-        name: "long/upper-alias-perms/rw-first",
-        run: upper_alias::<0>,
-    },
-    Check {
-        name: "long/upper-alias-perms/ro-first",
-        run: upper_alias::<1>,
-    },
-    Check {
-        name: "long/upper-alias-perms/pml4",
-        run: upper_alias::<2>,
-    },
-    Check {
-        name: "long/pt-write/np-to-p",
-        run: pt_write::<0>,
-    },
-    Check {
-        name: "long/pt-write/remap-invlpg",
-        run: pt_write::<1>,
-    },
-    Check {
-        name: "long/pt-write/clear-w-invlpg",
-        run: pt_write::<2>,
-    },
-    Check {
-        name: "long/pt-write/write32",
-        run: pt_write::<3>,
-    },
-    Check {
-        name: "long/pt-write/rep-stosb",
-        run: pt_write::<4>,
-    },
-    Check {
-        name: "long/pt-write/and-byte",
-        run: pt_write::<5>,
-    },
-    Check {
-        name: "long/pt-write/lock-cmpxchg",
-        run: pt_write::<6>,
-    },
-    Check {
-        name: "long/ad-bits",
-        run: ad_bits,
-    },
-    Check {
-        name: "long/large-2m",
-        run: ctl::large_2m,
-    },
-    Check {
-        name: "long/cr0-wp",
-        run: ctl::cr0_wp,
-    },
-    Check {
-        name: "long/efer-nxe",
-        run: ctl::efer_nxe,
-    },
-    Check {
-        name: "long/smep-smap-wp0",
-        run: ctl::smep_smap_wp0,
-    },
-    Check {
-        name: "long/global-pages",
-        run: ctl::global_pages,
-    },
-    Check {
-        name: "long/hostile/rsvd-bits",
-        run: hostile_rsvd,
-    },
-    Check {
-        name: "long/hostile/invlpg",
-        run: hostile_invlpg,
-    },
-    Check {
-        name: "long/hostile/cr3-reserved",
-        run: hostile_cr3,
-    },
-    Check {
-        name: "long/hostile/vmxon-ud",
-        run: hostile_vmxon,
-    },
+    Check { name: "long/self-map", run: self_map },
+    Check { name: "long/large-alias-perms", run: large_alias_perms },
+    Check { name: "long/upper-alias-perms/rw-first", run: upper_alias::<0> },
+    Check { name: "long/upper-alias-perms/ro-first", run: upper_alias::<1> },
+    Check { name: "long/upper-alias-perms/pml4", run: upper_alias::<2> },
+    Check { name: "long/pt-write/np-to-p", run: pt_write::<0> },
+    Check { name: "long/pt-write/remap-invlpg", run: pt_write::<1> },
+    Check { name: "long/pt-write/clear-w-invlpg", run: pt_write::<2> },
+    Check { name: "long/pt-write/write32", run: pt_write::<3> },
+    Check { name: "long/pt-write/rep-stosb", run: pt_write::<4> },
+    Check { name: "long/pt-write/and-byte", run: pt_write::<5> },
+    Check { name: "long/pt-write/lock-cmpxchg", run: pt_write::<6> },
+    Check { name: "long/ad-bits", run: ad_bits },
+    Check { name: "long/large-2m", run: ctl::large_2m },
+    Check { name: "long/cr0-wp", run: ctl::cr0_wp },
+    Check { name: "long/efer-nxe", run: ctl::efer_nxe },
+    Check { name: "long/smep-smap-wp0", run: ctl::smep_smap_wp0 },
+    Check { name: "long/global-pages", run: ctl::global_pages },
+    Check { name: "long/hostile/rsvd-bits", run: hostile_rsvd },
+    Check { name: "long/hostile/invlpg", run: hostile_invlpg },
+    Check { name: "long/hostile/cr3-reserved", run: hostile_cr3 },
+    Check { name: "long/hostile/vmxon-ud", run: hostile_vmxon },
 ];
 
 /// Scenario 2: one page X is the PD of `t` and, through PDE 1 = X, also
@@ -144,67 +78,22 @@ fn self_map(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     if lab.enter(&mut e, false) {
         let c = Cpl::Sup;
         let want = format_args!("ok {x:#x}|P|RW");
-        lab.expect_by(
-            &mut e,
-            "window PDE 1",
-            Op::Read,
-            win + 8,
-            c,
-            (&want, |got| {
-                got.is_ok_and(|v| v & ADDR == x && v & (P | RW) == P | RW)
-            }),
-        );
+        lab.expect_by(&mut e, "window PDE 1", Op::Read, win + 8, c, (&want, |got| {
+            got.is_ok_and(|v| v & ADDR == x && v & (P | RW) == P | RW)
+        }));
         for i in [0u64, 1, 3] {
             let want = lab.r(x + 8 * i);
-            lab.expect(
-                &mut e,
-                "window read of a PDE",
-                Op::Read,
-                win + 8 * i,
-                c,
-                Want::Val(want),
-            );
+            lab.expect(&mut e, "window read of a PDE", Op::Read, win + 8 * i, c, Want::Val(want));
         }
-        lab.expect(
-            &mut e,
-            "t+4M before PDE 2 is present",
-            Op::Read,
-            t + 2 * M2,
-            c,
-            Want::Pf(0),
-        );
-        lab.expect(
-            &mut e,
-            "write PDE 2 through the window",
-            Op::Write(entry64(pt, UP)),
-            win + 16,
-            c,
-            Want::Done,
-        );
+        lab.expect(&mut e, "t+4M before PDE 2 is present", Op::Read, t + 2 * M2, c, Want::Pf(0));
+        lab.expect(&mut e, "write PDE 2 through the window", Op::Write(entry64(pt, UP)), win + 16, c, Want::Done);
         let pde2 = lab.r(x + 16);
-        e.that(
-            pde2 & !A == entry64(pt, UP),
-            format_args!("PDE 2 in memory {pde2:#x}"),
-        );
-        lab.expect(
-            &mut e,
-            "t+4M after the PDE write, no INVLPG",
-            Op::Read,
-            t + 2 * M2,
-            c,
-            Want::Val(marker(d0)),
-        );
+        e.that(pde2 & !A == entry64(pt, UP), format_args!("PDE 2 in memory {pde2:#x}"));
+        lab.expect(&mut e, "t+4M after the PDE write, no INVLPG", Op::Read, t + 2 * M2, c, Want::Val(marker(d0)));
         let want = format_args!("ok {:#x} (A/D aside)", entry64(d0, P | RW));
-        lab.expect_by(
-            &mut e,
-            "window PTE 2 maps the new PT",
-            Op::Read,
-            t + M2 + 0x2000,
-            c,
-            (&want, |got| {
-                got.is_ok_and(|v| v & !(A | D) == entry64(d0, P | RW))
-            }),
-        );
+        lab.expect_by(&mut e, "window PTE 2 maps the new PT", Op::Read, t + M2 + 0x2000, c, (&want, |got| {
+            got.is_ok_and(|v| v & !(A | D) == entry64(d0, P | RW))
+        }));
         lab.leave();
     }
     let n = lab.probes;
@@ -246,127 +135,29 @@ fn large_alias_perms(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let mut e = Expect::new(d);
     if lab.enter(&mut e, true) {
         let x = &mut e;
-        lab.expect(
-            x,
-            "A0 read",
-            Op::Read,
-            a(0),
-            s,
-            Want::Val(marker(l) ^ broken),
-        );
+        lab.expect(x, "A0 read", Op::Read, a(0), s, Want::Val(marker(l) ^ broken));
         lab.expect(x, "A0 write", Op::Write(1), a(0) + far, s, Want::Done);
         lab.expect(x, "A0 user read", Op::Read, a(0) + far, u, Want::Val(1));
         lab.expect(x, "A0 user write", Op::Write(2), a(0) + far, u, Want::Done);
         lab.expect(x, "A0 fetch", Op::Fetch, a(0) + RET_OFF, s, Want::Done);
         lab.expect(x, "A0 user fetch", Op::Fetch, a(0) + RET_OFF, u, Want::Done);
         lab.expect(x, "A1(W=0) read", Op::Read, a(1) + far, s, Want::Val(2));
-        lab.expect(
-            x,
-            "A1(W=0) write",
-            Op::Write(3),
-            a(1) + far,
-            s,
-            Want::Pf(ec::P | ec::W),
-        );
-        lab.expect(
-            x,
-            "A1(W=0) user read",
-            Op::Read,
-            a(1),
-            u,
-            Want::Val(marker(l)),
-        );
-        lab.expect(
-            x,
-            "A1(W=0) user write",
-            Op::Write(3),
-            a(1) + far,
-            u,
-            Want::Pf(ec::P | ec::W | ec::U),
-        );
+        lab.expect(x, "A1(W=0) write", Op::Write(3), a(1) + far, s, Want::Pf(ec::P | ec::W));
+        lab.expect(x, "A1(W=0) user read", Op::Read, a(1), u, Want::Val(marker(l)));
+        lab.expect(x, "A1(W=0) user write", Op::Write(3), a(1) + far, u, Want::Pf(ec::P | ec::W | ec::U));
         lab.expect(x, "A2(U=0) read", Op::Read, a(2) + far, s, Want::Val(2));
         lab.expect(x, "A2(U=0) write", Op::Write(4), a(2) + far, s, Want::Done);
-        lab.expect(
-            x,
-            "A2(U=0) user read",
-            Op::Read,
-            a(2) + far,
-            u,
-            Want::Pf(ec::P | ec::U),
-        );
-        lab.expect(
-            x,
-            "A2(U=0) user write",
-            Op::Write(5),
-            a(2) + far,
-            u,
-            Want::Pf(ec::P | ec::W | ec::U),
-        );
-        lab.expect(
-            x,
-            "A2(U=0) user fetch",
-            Op::Fetch,
-            a(2) + RET_OFF,
-            u,
-            Want::Pf(ec::P | ec::U | ec::I),
-        );
+        lab.expect(x, "A2(U=0) user read", Op::Read, a(2) + far, u, Want::Pf(ec::P | ec::U));
+        lab.expect(x, "A2(U=0) user write", Op::Write(5), a(2) + far, u, Want::Pf(ec::P | ec::W | ec::U));
+        lab.expect(x, "A2(U=0) user fetch", Op::Fetch, a(2) + RET_OFF, u, Want::Pf(ec::P | ec::U | ec::I));
         lab.expect(x, "A3(XD) read", Op::Read, a(3) + far, s, Want::Val(4));
-        lab.expect(
-            x,
-            "A3(XD) fetch",
-            Op::Fetch,
-            a(3) + RET_OFF,
-            s,
-            Want::Pf(ec::P | ec::I),
-        );
-        lab.expect(
-            x,
-            "A3(XD) user fetch",
-            Op::Fetch,
-            a(3) + RET_OFF,
-            u,
-            Want::Pf(ec::P | ec::U | ec::I),
-        );
-        lab.expect(
-            x,
-            "A3(XD) user write",
-            Op::Write(6),
-            a(3) + far,
-            u,
-            Want::Done,
-        );
-        lab.expect(
-            x,
-            "A0 again: user write",
-            Op::Write(7),
-            a(0) + far,
-            u,
-            Want::Done,
-        );
-        lab.expect(
-            x,
-            "A0 again: fetch",
-            Op::Fetch,
-            a(0) + RET_OFF,
-            s,
-            Want::Done,
-        );
-        lab.expect(
-            x,
-            "A0 again: user fetch",
-            Op::Fetch,
-            a(0) + RET_OFF,
-            u,
-            Want::Done,
-        );
-        lab.expect(
-            x,
-            "A1 sees A0's write",
-            Op::Read,
-            a(1) + far,
-            s,
-            Want::Val(7),
-        );
+        lab.expect(x, "A3(XD) fetch", Op::Fetch, a(3) + RET_OFF, s, Want::Pf(ec::P | ec::I));
+        lab.expect(x, "A3(XD) user fetch", Op::Fetch, a(3) + RET_OFF, u, Want::Pf(ec::P | ec::U | ec::I));
+        lab.expect(x, "A3(XD) user write", Op::Write(6), a(3) + far, u, Want::Done);
+        lab.expect(x, "A0 again: user write", Op::Write(7), a(0) + far, u, Want::Done);
+        lab.expect(x, "A0 again: fetch", Op::Fetch, a(0) + RET_OFF, s, Want::Done);
+        lab.expect(x, "A0 again: user fetch", Op::Fetch, a(0) + RET_OFF, u, Want::Done);
+        lab.expect(x, "A1 sees A0's write", Op::Read, a(1) + far, s, Want::Val(7));
         lab.leave();
     }
     let n = lab.probes;
@@ -412,28 +203,14 @@ fn upper_alias<const CASE: u32>(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             lab.expect(x, "rw path write", Op::Write(1), vw, s, Want::Done);
             lab.expect(x, "rw path user write", Op::Write(2), vw, u, Want::Done);
         }
-        lab.expect(
-            x,
-            "ro path read",
-            Op::Read,
-            vr,
-            s,
-            Want::Val(if CASE == 0 { 2 } else { 0 }),
-        );
+        lab.expect(x, "ro path read", Op::Read, vr, s, Want::Val(if CASE == 0 { 2 } else { 0 }));
         lab.expect(x, "ro path write", Op::Write(3), vr, s, Want::Pf(pw));
         lab.expect(x, "ro path user write", Op::Write(3), vr, u, Want::Pf(upw));
         lab.expect(x, "rw path write", Op::Write(4), vw, s, Want::Done);
         lab.expect(x, "rw path user write", Op::Write(5), vw, u, Want::Done);
         lab.expect(x, "ro path read after", Op::Read, vr, u, Want::Val(5));
         lab.expect(x, "ro path write after", Op::Write(6), vr, s, Want::Pf(pw));
-        lab.expect(
-            x,
-            "ro path user write after",
-            Op::Write(6),
-            vr,
-            u,
-            Want::Pf(upw),
-        );
+        lab.expect(x, "ro path user write after", Op::Write(6), vr, u, Want::Pf(upw));
         lab.expect(x, "rw path read", Op::Read, vw, s, Want::Val(5));
         lab.leave();
     }
@@ -454,11 +231,7 @@ fn upper_alias<const CASE: u32>(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
 /// 6 `lock cmpxchg`: a mismatch leaves the PTE, a match remaps (+ INVLPG).
 fn pt_write<const CASE: u32>(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     // QEMU TCG reports reserved-bit faults with P=0 (see `hostile_rsvd`).
-    let rsvd = if ctx.signature.is_tcg() {
-        ec::RSVD
-    } else {
-        ec::P | ec::RSVD
-    };
+    let rsvd = if ctx.signature.is_tcg() { ec::RSVD } else { ec::P | ec::RSVD };
     let mut lab = lab!(ctx, d);
     let t = lab.t;
     let pt = lab.table_for(t, 1);
@@ -478,107 +251,30 @@ fn pt_write<const CASE: u32>(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         match CASE {
             0 => {
                 lab.expect(x, "not present", Op::Read, v(0), s, Want::Pf(0));
-                lab.expect(
-                    x,
-                    "not present, user",
-                    Op::Read,
-                    v(0),
-                    Cpl::User,
-                    Want::Pf(ec::U),
-                );
-                lab.expect(
-                    x,
-                    "PTE write",
-                    Op::Write(entry64(d0, rw)),
-                    pte(0),
-                    s,
-                    Want::Done,
-                );
-                lab.expect(
-                    x,
-                    "present, no INVLPG",
-                    Op::Read,
-                    v(0),
-                    s,
-                    Want::Val(marker(d0)),
-                );
-                lab.expect(
-                    x,
-                    "present, user",
-                    Op::Read,
-                    v(0),
-                    Cpl::User,
-                    Want::Val(marker(d0)),
-                );
+                lab.expect(x, "not present, user", Op::Read, v(0), Cpl::User, Want::Pf(ec::U));
+                lab.expect(x, "PTE write", Op::Write(entry64(d0, rw)), pte(0), s, Want::Done);
+                lab.expect(x, "present, no INVLPG", Op::Read, v(0), s, Want::Val(marker(d0)));
+                lab.expect(x, "present, user", Op::Read, v(0), Cpl::User, Want::Val(marker(d0)));
             }
             1 => {
                 lab.expect(x, "before", Op::Read, v(1), s, Want::Val(marker(d0)));
-                lab.expect(
-                    x,
-                    "PTE write",
-                    Op::Write(entry64(d1, rw)),
-                    pte(1),
-                    s,
-                    Want::Done,
-                );
+                lab.expect(x, "PTE write", Op::Write(entry64(d1, rw)), pte(1), s, Want::Done);
                 lab.invlpg(x, v(1));
                 lab.expect(x, "remapped", Op::Read, v(1), s, Want::Val(marker(d1)));
             }
             2 => {
                 lab.expect(x, "write", Op::Write(9), v(1) + WR_OFF, s, Want::Done);
-                lab.expect(
-                    x,
-                    "PTE write",
-                    Op::Write(entry64(d0, P | US)),
-                    pte(1),
-                    s,
-                    Want::Done,
-                );
+                lab.expect(x, "PTE write", Op::Write(entry64(d0, P | US)), pte(1), s, Want::Done);
                 lab.invlpg(x, v(1));
-                lab.expect(
-                    x,
-                    "write after W=0",
-                    Op::Write(10),
-                    v(1) + WR_OFF,
-                    s,
-                    Want::Pf(ec::P | ec::W),
-                );
-                lab.expect(
-                    x,
-                    "read after W=0",
-                    Op::Read,
-                    v(1) + WR_OFF,
-                    s,
-                    Want::Val(9),
-                );
+                lab.expect(x, "write after W=0", Op::Write(10), v(1) + WR_OFF, s, Want::Pf(ec::P | ec::W));
+                lab.expect(x, "read after W=0", Op::Read, v(1) + WR_OFF, s, Want::Val(9));
             }
             3 => {
                 lab.expect(x, "before", Op::Read, v(1), s, Want::Val(marker(d0)));
-                lab.expect(
-                    x,
-                    "low half",
-                    Op::Write32(entry64(d1, rw) as u32),
-                    pte(1),
-                    s,
-                    Want::Done,
-                );
+                lab.expect(x, "low half", Op::Write32(entry64(d1, rw) as u32), pte(1), s, Want::Done);
                 lab.invlpg(x, v(1));
-                lab.expect(
-                    x,
-                    "low half remapped",
-                    Op::Read,
-                    v(1),
-                    s,
-                    Want::Val(marker(d1)),
-                );
-                lab.expect(
-                    x,
-                    "high half bit 63",
-                    Op::Write32(0x8000_0000),
-                    pte(1) + 4,
-                    s,
-                    Want::Done,
-                );
+                lab.expect(x, "low half remapped", Op::Read, v(1), s, Want::Val(marker(d1)));
+                lab.expect(x, "high half bit 63", Op::Write32(0x8000_0000), pte(1) + 4, s, Want::Done);
                 lab.invlpg(x, v(1));
                 lab.expect(x, "bit 63 with NXE=0", Op::Read, v(1), s, Want::Pf(rsvd));
                 lab.expect(x, "high half 0", Op::Write32(0), pte(1) + 4, s, Want::Done);
@@ -589,14 +285,7 @@ fn pt_write<const CASE: u32>(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
                 for i in 8..16 {
                     lab.expect(x, "before", Op::Read, v(i), s, Want::Val(marker(d0)));
                 }
-                lab.expect(
-                    x,
-                    "rep stosb",
-                    Op::RepStosb { byte: 0, len: 64 },
-                    pte(8),
-                    s,
-                    Want::Done,
-                );
+                lab.expect(x, "rep stosb", Op::RepStosb { byte: 0, len: 64 }, pte(8), s, Want::Done);
                 for i in 8..16 {
                     lab.invlpg(x, v(i));
                     lab.expect(x, "zeroed PTE", Op::Read, v(i), s, Want::Pf(0));
@@ -604,51 +293,21 @@ fn pt_write<const CASE: u32>(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             }
             5 => {
                 lab.expect(x, "write", Op::Write(9), v(1) + WR_OFF, s, Want::Done);
-                lab.expect(
-                    x,
-                    "and byte",
-                    Op::AndByte(!(RW as u8)),
-                    pte(1),
-                    s,
-                    Want::Done,
-                );
+                lab.expect(x, "and byte", Op::AndByte(!(RW as u8)), pte(1), s, Want::Done);
                 let p = lab.r(pte(1));
-                x.that(
-                    p & !(A | D) == entry64(d0, P | US),
-                    format_args!("PTE after and: {p:#x}"),
-                );
+                x.that(p & !(A | D) == entry64(d0, P | US), format_args!("PTE after and: {p:#x}"));
                 lab.invlpg(x, v(1));
-                lab.expect(
-                    x,
-                    "write after and",
-                    Op::Write(10),
-                    v(1) + WR_OFF,
-                    s,
-                    Want::Pf(ec::P | ec::W),
-                );
-                lab.expect(
-                    x,
-                    "read after and",
-                    Op::Read,
-                    v(1) + WR_OFF,
-                    s,
-                    Want::Val(9),
-                );
+                lab.expect(x, "write after and", Op::Write(10), v(1) + WR_OFF, s, Want::Pf(ec::P | ec::W));
+                lab.expect(x, "read after and", Op::Read, v(1) + WR_OFF, s, Want::Val(9));
             }
             _ => {
                 lab.expect(x, "before", Op::Read, v(1), s, Want::Val(marker(d0)));
                 let cur = lab.r(pte(1));
-                let op = Op::LockCmpxchg {
-                    expect: cur ^ 0x1000,
-                    new: entry64(d1, rw),
-                };
+                let op = Op::LockCmpxchg { expect: cur ^ 0x1000, new: entry64(d1, rw) };
                 lab.expect(x, "cmpxchg mismatch", op, pte(1), s, Want::Val(cur));
                 lab.invlpg(x, v(1));
                 lab.expect(x, "unchanged", Op::Read, v(1), s, Want::Val(marker(d0)));
-                let op = Op::LockCmpxchg {
-                    expect: cur,
-                    new: entry64(d1, rw),
-                };
+                let op = Op::LockCmpxchg { expect: cur, new: entry64(d1, rw) };
                 lab.expect(x, "cmpxchg match", op, pte(1), s, Want::Val(cur));
                 lab.invlpg(x, v(1));
                 lab.expect(x, "remapped", Op::Read, v(1), s, Want::Val(marker(d1)));
@@ -687,10 +346,7 @@ fn ad_bits(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         let x = &mut e;
         let ad = |lab: &mut Lab<'_>, x: &mut Expect<'_>, what: &str, slot: u64, want: u64| {
             let got = lab.r(slot) & (A | D);
-            x.that(
-                got == want,
-                format_args!("{what}: A/D {got:#x}, want {want:#x}"),
-            );
+            x.that(got == want, format_args!("{what}: A/D {got:#x}, want {want:#x}"));
         };
         lab.expect(x, "read", Op::Read, t, s, Want::Val(marker(d0)));
         ad(&mut lab, x, "PTE after read", pt, A);
@@ -702,55 +358,20 @@ fn ad_bits(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         ad(&mut lab, x, "PTE after write", pt, A | D);
         lab.w(pt, entry64(d0, rw));
         lab.invlpg(x, t);
-        lab.expect(
-            x,
-            "read after clearing",
-            Op::Read,
-            t,
-            s,
-            Want::Val(marker(d0)),
-        );
+        lab.expect(x, "read after clearing", Op::Read, t, s, Want::Val(marker(d0)));
         ad(&mut lab, x, "PTE after clear+read", pt, A);
-        lab.expect(
-            x,
-            "write after clearing",
-            Op::Write(2),
-            t + WR_OFF,
-            s,
-            Want::Done,
-        );
+        lab.expect(x, "write after clearing", Op::Write(2), t + WR_OFF, s, Want::Done);
         ad(&mut lab, x, "PTE after clear+write", pt, A | D);
-        lab.expect(
-            x,
-            "first access a write",
-            Op::Write(3),
-            t + 0x1000 + WR_OFF,
-            s,
-            Want::Done,
-        );
+        lab.expect(x, "first access a write", Op::Write(3), t + 0x1000 + WR_OFF, s, Want::Done);
         ad(&mut lab, x, "PTE 1 after write", pt + 8, A | D);
         lab.expect(x, "2M read", Op::Read, t + M2, s, Want::Val(marker(l)));
         ad(&mut lab, x, "2M PDE after read", pd + 8, A);
-        lab.expect(
-            x,
-            "2M write",
-            Op::Write(4),
-            t + M2 + 0x1F_F000,
-            s,
-            Want::Done,
-        );
+        lab.expect(x, "2M write", Op::Write(4), t + M2 + 0x1F_F000, s, Want::Done);
         ad(&mut lab, x, "2M PDE after write", pd + 8, A | D);
         lab.w(pd + 8, pde_2m(l, rw));
         lab.invlpg(x, t + M2);
         lab.invlpg(x, t + M2 + 0x1F_F000);
-        lab.expect(
-            x,
-            "2M write after clearing",
-            Op::Write(5),
-            t + M2 + 0x1F_F000,
-            s,
-            Want::Done,
-        );
+        lab.expect(x, "2M write after clearing", Op::Write(5), t + M2 + 0x1F_F000, s, Want::Done);
         ad(&mut lab, x, "2M PDE after clear+write", pd + 8, A | D);
         lab.leave();
     }
@@ -761,8 +382,8 @@ fn ad_bits(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::Ctx;
     use crate::longcpu::{Fault, GP, PF};
+    use crate::checks::Ctx;
 
     const T: u64 = 0x80_0000_0000;
     const T2: u64 = 0x100_0000_0000;
@@ -774,37 +395,15 @@ mod tests {
         assert_eq!(idx(T + G1, 3), 1);
         assert_eq!(idx(T + 3 * M2, 2), 3);
         assert_eq!(idx(T + 0x5000, 1), 5);
-        let pf = |e, cr2| {
-            Err(Fault {
-                vector: PF,
-                error_code: e,
-                cr2,
-            })
-        };
+        let pf = |e, cr2| Err(Fault { vector: PF, error_code: e, cr2 });
         assert!(matches(pf(3, 0x10), Want::Pf(3), 0x10));
         assert!(!matches(pf(3, 0x10), Want::Pf(3), 0x18), "CR2 is compared");
         assert!(!matches(pf(7, 0x10), Want::Pf(3), 0x10));
         assert!(!matches(Ok(0), Want::Pf(3), 0x10));
         assert!(!matches(pf(3, 0x10), Want::Done, 0x10));
         assert!(matches(Ok(5), Want::Val(5), 0) && !matches(Ok(4), Want::Val(5), 0));
-        assert!(matches(
-            Err(Fault {
-                vector: GP,
-                error_code: 0,
-                cr2: 9
-            }),
-            Want::Gp0,
-            0
-        ));
-        assert!(!matches(
-            Err(Fault {
-                vector: GP,
-                error_code: 8,
-                cr2: 0
-            }),
-            Want::Gp0,
-            0
-        ));
+        assert!(matches(Err(Fault { vector: GP, error_code: 0, cr2: 9 }), Want::Gp0, 0));
+        assert!(!matches(Err(Fault { vector: GP, error_code: 8, cr2: 0 }), Want::Gp0, 0));
     }
 
     /// Runs every check on the fake (under the hypervisor's signature, so
@@ -825,11 +424,7 @@ mod tests {
     fn every_check_passes_on_the_reference_model() {
         let out = run_with(0);
         for c in CHECKS {
-            assert!(
-                out.contains(&format!("check PASS {}:", c.name)),
-                "{}\n{out}",
-                c.name
-            );
+            assert!(out.contains(&format!("check PASS {}:", c.name)), "{}\n{out}", c.name);
         }
     }
 
@@ -837,19 +432,9 @@ mod tests {
     fn each_check_fails_when_the_mmu_breaks_its_rule() {
         use super::super::fake_long::bug;
         let cases: &[(u32, &[&str])] = &[
-            (
-                bug::UPPER_W,
-                &[
-                    "long/upper-alias-perms/rw-first",
-                    "long/upper-alias-perms/ro-first",
-                    "long/upper-alias-perms/pml4",
-                ],
-            ),
+            (bug::UPPER_W, &["long/upper-alias-perms/rw-first", "long/upper-alias-perms/ro-first", "long/upper-alias-perms/pml4"]),
             (bug::NO_DIRTY, &["long/ad-bits"]),
-            (
-                bug::NO_RSVD,
-                &["long/hostile/rsvd-bits", "long/pt-write/write32"],
-            ),
+            (bug::NO_RSVD, &["long/hostile/rsvd-bits", "long/pt-write/write32"]),
             (bug::LARGE_U, &["long/large-alias-perms"]),
             (bug::NO_XD, &["long/large-alias-perms"]),
             (bug::CR3_RSVD, &["long/hostile/cr3-reserved"]),
@@ -870,10 +455,7 @@ mod tests {
         for (b, names) in cases {
             let out = run_with(*b);
             for n in *names {
-                assert!(
-                    out.contains(&format!("check FAIL {n}:")),
-                    "bug {b:#x}: {n} did not fail\n{out}"
-                );
+                assert!(out.contains(&format!("check FAIL {n}:")), "bug {b:#x}: {n} did not fail\n{out}");
             }
         }
     }
@@ -887,39 +469,15 @@ mod tests {
         use super::super::fake_long::{bug, BUGS};
         use crate::report::Tally;
         let out = run_with(bug::LARGE_U);
-        let report: Vec<&str> = out
-            .lines()
-            .filter(|l| l.starts_with("xlate long/large-alias-perms: "))
-            .collect();
-        let heads: Vec<&str> = report
-            .iter()
-            .copied()
-            .filter(|l| !l.contains(":   "))
-            .collect();
+        let report: Vec<&str> = out.lines().filter(|l| l.starts_with("xlate long/large-alias-perms: ")).collect();
+        let heads: Vec<&str> = report.iter().copied().filter(|l| !l.contains(":   ")).collect();
         assert_eq!(heads.len(), crate::xlate::PER_CHECK as usize, "{out}");
         assert!(heads[0].contains("A2(U=0) user read: la 0x"), "{out}");
-        assert!(
-            heads[0].contains(", read at CPL 3: expected #PF ec=0x5 cr2=0x"),
-            "{out}"
-        );
-        assert!(
-            report
-                .iter()
-                .any(|l| l.contains("    PDE[2] @0x") && l.ends_with("P W A D PS")),
-            "{out}"
-        );
-        assert!(
-            report
-                .iter()
-                .any(|l| l.contains("=> 2 MiB page") && l.contains("over the walk U=0 W=1 XD=0")),
-            "{out}"
-        );
+        assert!(heads[0].contains(", read at CPL 3: expected #PF ec=0x5 cr2=0x"), "{out}");
+        assert!(report.iter().any(|l| l.contains("    PDE[2] @0x") && l.ends_with("P W A D PS")), "{out}");
+        assert!(report.iter().any(|l| l.contains("=> 2 MiB page") && l.contains("over the walk U=0 W=1 XD=0")), "{out}");
         let root = format!("shadow: hardware CR3 {FAKE_SHADOW_ROOT:#x}");
-        assert_eq!(
-            report.iter().filter(|l| l.contains(&root)).count(),
-            heads.len(),
-            "{out}"
-        );
+        assert_eq!(report.iter().filter(|l| l.contains(&root)).count(), heads.len(), "{out}");
         // The report comes before the check's line, which the runner files it under.
         let first = out.find("xlate long/large-alias-perms: ").unwrap();
         assert!(first < out.find("check FAIL long/large-alias-perms: ").unwrap());
@@ -929,10 +487,7 @@ mod tests {
         let (mut out, tally) = (String::new(), Tally::new());
         Ctx::start(&mut m, &mut out, &tally, FAKE_INFO).run_all();
         BUGS.with(|b| b.set(0));
-        assert!(
-            out.contains("xlate long/large-alias-perms:   shadow: none (bare: no hypervisor"),
-            "{out}"
-        );
+        assert!(out.contains("xlate long/large-alias-perms:   shadow: none (bare: no hypervisor"), "{out}");
         assert_eq!((m.vmcalls, m.shadow_walks.len()), (0, 0));
     }
 

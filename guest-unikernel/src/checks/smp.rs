@@ -32,64 +32,23 @@ use shared::Outcome;
 
 /// The `smp/...` checks, in run order.
 pub static CHECKS: &[super::Check] = &[
-    super::Check {
-        name: "smp/processors",
-        run: processors,
-    },
-    super::Check {
-        name: "smp/start-aps",
-        run: start_aps,
-    },
-    super::Check {
-        name: "smp/real-mode-beside-long",
-        run: real_mode_beside_long,
-    },
-    super::Check {
-        name: "smp/aps-online",
-        run: aps_online,
-    },
-    super::Check {
-        name: "smp/ipi-xapic",
-        run: ipi_xapic,
-    },
-    super::Check {
-        name: "smp/ipi-x2apic",
-        run: ipi_x2apic,
-    },
-    super::Check {
-        name: "smp/restart-x2apic",
-        run: restart_x2apic,
-    },
-    super::Check {
-        name: "smp/shared-tables",
-        run: shared_tables,
-    },
-    super::Check {
-        name: "smp/no-stale-writable",
-        run: no_stale_writable,
-    },
-    super::Check {
-        name: "smp/remote-write-protect",
-        run: remote_write_protect,
-    },
-    super::Check {
-        name: "smp/pt-write-race",
-        run: pt_write_race,
-    },
-    super::Check {
-        name: "smp/concurrent-mode-walks",
-        run: concurrent_mode_walks,
-    },
+    super::Check { name: "smp/processors", run: processors },
+    super::Check { name: "smp/start-aps", run: start_aps },
+    super::Check { name: "smp/real-mode-beside-long", run: real_mode_beside_long },
+    super::Check { name: "smp/aps-online", run: aps_online },
+    super::Check { name: "smp/ipi-xapic", run: ipi_xapic },
+    super::Check { name: "smp/ipi-x2apic", run: ipi_x2apic },
+    super::Check { name: "smp/restart-x2apic", run: restart_x2apic },
+    super::Check { name: "smp/shared-tables", run: shared_tables },
+    super::Check { name: "smp/no-stale-writable", run: no_stale_writable },
+    super::Check { name: "smp/remote-write-protect", run: remote_write_protect },
+    super::Check { name: "smp/pt-write-race", run: pt_write_race },
+    super::Check { name: "smp/concurrent-mode-walks", run: concurrent_mode_walks },
 ];
 
 /// The checks that find the processors, start the APs and bring them
 /// online in long mode (also run before `bench=ctxsw-smp`).
-pub const START_UP: [&str; 4] = [
-    "smp/processors",
-    "smp/start-aps",
-    "smp/real-mode-beside-long",
-    "smp/aps-online",
-];
+pub const START_UP: [&str; 4] = ["smp/processors", "smp/start-aps", "smp/real-mode-beside-long", "smp/aps-online"];
 
 /// What the `smp/...` checks found and built, in [`Ctx::smp`].
 #[derive(Clone, Copy, Debug)]
@@ -149,10 +108,7 @@ fn run_state(ctx: &mut Ctx<'_>, d: &mut Detail, need_online: bool) -> Result<Smp
         return Err(Outcome::Skip);
     }
     if need_online && !run.online {
-        let _ = write!(
-            d,
-            "the APs did not reach long mode (smp/real-mode-beside-long)"
-        );
+        let _ = write!(d, "the APs did not reach long mode (smp/real-mode-beside-long)");
         return Err(Outcome::Fail);
     }
     Ok(run)
@@ -186,21 +142,13 @@ fn processors(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         // table, which a Multiboot 1 kernel is not given (ACPI 6.5 5.2.5.2):
         // nothing to start the APs from. Quadrant always gives the guest
         // its tables, and `cpus=N` says there are processors to find.
-        Err(shared::acpi::AcpiError::NoTables)
-            if !ctx.signature.is_quadrant() && ctx.config.cpus.is_none() =>
-        {
+        Err(shared::acpi::AcpiError::NoTables) if !ctx.signature.is_quadrant() && ctx.config.cpus.is_none() => {
             let _ = write!(d, "{}: no processor table reachable (a UEFI machine gives a Multiboot 1 kernel no RSDP)", shared::acpi::AcpiError::NoTables);
             return Outcome::Skip;
         }
         Err(e) => return fail(d, format_args!("{e}")),
     };
-    let _ = write!(
-        d,
-        "{} processors ({:?}) APIC IDs {:?}; BSP APIC ID {bsp_id}, IA32_APIC_BASE {base:#x}",
-        cpus.count,
-        cpus.source,
-        cpus.ids()
-    );
+    let _ = write!(d, "{} processors ({:?}) APIC IDs {:?}; BSP APIC ID {bsp_id}, IA32_APIC_BASE {base:#x}", cpus.count, cpus.source, cpus.ids());
     if !cpus.ids().contains(&bsp_id) {
         return fail(d, format_args!("; the BSP is not in the table"));
     }
@@ -212,14 +160,7 @@ fn processors(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             return fail(d, format_args!("; the command line says cpus={n}"));
         }
     }
-    ctx.smp = Some(SmpRun {
-        cpus,
-        bsp_id,
-        aps: 0,
-        online: false,
-        vector: 0,
-        tables: None,
-    });
+    ctx.smp = Some(SmpRun { cpus, bsp_id, aps: 0, online: false, vector: 0, tables: None });
     Outcome::Pass
 }
 
@@ -244,32 +185,17 @@ fn start_aps(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         return Outcome::Skip;
     };
     let aps: [u32; smp::MAX_CPUS] = core::array::from_fn(|i| {
-        run.cpus
-            .ids()
-            .iter()
-            .filter(|&&id| id != run.bsp_id)
-            .nth(i)
-            .copied()
-            .unwrap_or(u32::MAX)
+        run.cpus.ids().iter().filter(|&&id| id != run.bsp_id).nth(i).copied().unwrap_or(u32::MAX)
     });
-    let n = aps
-        .iter()
-        .take_while(|&&id| id != u32::MAX)
-        .count()
-        .min(smp::MAX_CPUS - 1);
+    let n = aps.iter().take_while(|&&id| id != u32::MAX).count().min(smp::MAX_CPUS - 1);
     if n == 0 {
         let _ = write!(d, "one processor: nothing to start");
         return Outcome::Skip;
     }
     let Some(page) = trampoline_page(ctx) else {
-        return fail(
-            d,
-            format_args!("no free page below 1 MiB for the start-up code"),
-        );
+        return fail(d, format_args!("no free page below 1 MiB for the start-up code"));
     };
-    let Some(smp) = ctx.m.smp() else {
-        return Outcome::Skip;
-    };
+    let Some(smp) = ctx.m.smp() else { return Outcome::Skip };
     let vec = smp.install_trampoline(page);
     for (k, &id) in aps[..n].iter().enumerate() {
         smp.send_ipi(Icr::init(id));
@@ -299,10 +225,7 @@ fn start_aps(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         };
         let _ = write!(d, " CS={:#x} MSW={:#x}", r.cs, r.msw);
         if r.cs != u16::from(vec) << 8 || r.msw & 1 != 0 {
-            return fail(
-                d,
-                format_args!(" (expected CS={:#x}, CR0.PE=0)", u16::from(vec) << 8),
-            );
+            return fail(d, format_args!(" (expected CS={:#x}, CR0.PE=0)", u16::from(vec) << 8));
         }
         CPUS[t as usize + 1].apic_id.store(aps[t as usize], SeqCst);
     }
@@ -324,42 +247,24 @@ fn real_mode_beside_long(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         Err(o) => return o,
     };
     let (cr0, efer) = (ctx.m.cr0(), ctx.m.efer());
-    let stats = if super::cache::has_stats(ctx) {
-        ctx.m.mmu_stats()
-    } else {
-        None
-    };
-    let Some(smp) = ctx.m.smp() else {
-        return Outcome::Skip;
-    };
-    let held = (0..run.aps as u32).all(|t| {
-        smp.real_mode_record(t)
-            .is_some_and(|r| r.msw & 1 == 0 && !r.released)
-    });
+    let stats = if super::cache::has_stats(ctx) { ctx.m.mmu_stats() } else { None };
+    let Some(smp) = ctx.m.smp() else { return Outcome::Skip };
+    let held = (0..run.aps as u32).all(|t| smp.real_mode_record(t).is_some_and(|r| r.msw & 1 == 0 && !r.released));
     let _ = write!(d, "{} APs in real mode (PE=0, held: {held}) while the BSP runs with CR0={cr0:#x} EFER={efer:#x}", run.aps);
     if !held || cr0 & crate::regs::CR0_PG == 0 || efer & crate::regs::EFER_LMA == 0 {
-        return fail(
-            d,
-            format_args!("; expected the APs held in real mode and CR0.PG=1, EFER.LMA=1"),
-        );
+        return fail(d, format_args!("; expected the APs held in real mode and CR0.PG=1, EFER.LMA=1"));
     }
     if let Some(s) = stats {
         let _ = write!(d, "; loaded shadow roots' glevels {:#x}", s.loaded_glevels);
         if s.loaded_glevels & 0b1_0001 != 0b1_0001 {
-            return fail(
-                d,
-                format_args!(" (expected real mode (bit 0) and long mode (bit 4) at once)"),
-            );
+            return fail(d, format_args!(" (expected real mode (bit 0) and long mode (bit 4) at once)"));
         }
     }
     smp.release_aps();
     let mut polls = 0u64;
     while !(1..=run.aps).all(|i| CPUS[i].online.load(SeqCst)) {
         if polls == smp::BUDGET {
-            return fail(
-                d,
-                format_args!("; released, but not every AP came online in long mode"),
-            );
+            return fail(d, format_args!("; released, but not every AP came online in long mode"));
         }
         smp.delay(16);
         polls += 1;
@@ -392,12 +297,7 @@ fn aps_online(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         let Some(r) = smp::run_on(ctx.m, cpu, Job::Hello, &[]) else {
             return fail(d, format_args!("CPU {cpu} did not answer"));
         };
-        let (id, initial, bsp, lma) = (
-            r as u32,
-            (r >> 32) as u8,
-            r >> 40 & 1 != 0,
-            r >> 41 & 1 != 0,
-        );
+        let (id, initial, bsp, lma) = (r as u32, (r >> 32) as u8, r >> 40 & 1 != 0, r >> 41 & 1 != 0);
         let want = CPUS[cpu].apic_id.load(SeqCst);
         let _ = write!(d, "cpu{cpu} APIC ID {id} (CPUID {initial}) ");
         if id != want || u32::from(initial) != id & 0xff || bsp || !lma {
@@ -415,9 +315,7 @@ fn ping_round_trips(ctx: &mut Ctx<'_>, d: &mut Detail, aps: usize, n: u32) -> Ou
     for cpu in 1..=aps {
         let before = CPUS[cpu].irq_count(vector::PING);
         let id = CPUS[cpu].apic_id.load(SeqCst);
-        let Some(smp) = ctx.m.smp() else {
-            return Outcome::Skip;
-        };
+        let Some(smp) = ctx.m.smp() else { return Outcome::Skip };
         // One at a time (SDM Vol. 3A 11.8.4: a vector already requested
         // is not requested twice).
         for k in 1..=n {
@@ -434,15 +332,8 @@ fn ping_round_trips(ctx: &mut Ctx<'_>, d: &mut Detail, aps: usize, n: u32) -> Ou
             return fail(d, format_args!(" expected each PING once"));
         }
         // The AP sends n PINGs back while the BSP opens interrupt windows.
-        let target = smp::post(
-            ctx.m,
-            cpu,
-            Job::PingBack,
-            &[u64::from(CPUS[0].apic_id.load(SeqCst)), u64::from(n)],
-        );
-        let Some(smp) = ctx.m.smp() else {
-            return Outcome::Skip;
-        };
+        let target = smp::post(ctx.m, cpu, Job::PingBack, &[u64::from(CPUS[0].apic_id.load(SeqCst)), u64::from(n)]);
+        let Some(smp) = ctx.m.smp() else { return Outcome::Skip };
         let mut polls = 0u64;
         while CPUS[cpu].done.load(SeqCst) < target && polls < smp::BUDGET {
             smp.interrupt_window();
@@ -468,9 +359,7 @@ fn ipi_xapic(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         Ok(r) => r,
         Err(o) => return o,
     };
-    let Some(smp) = ctx.m.smp() else {
-        return Outcome::Skip;
-    };
+    let Some(smp) = ctx.m.smp() else { return Outcome::Skip };
     if smp.is_x2apic() {
         let _ = write!(d, "the BSP's APIC is in x2APIC mode already");
         return Outcome::Skip;
@@ -494,29 +383,17 @@ fn ipi_x2apic(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     }
     for cpu in 0..=run.aps {
         let (ok, base, id) = if cpu == 0 {
-            let Some(smp) = ctx.m.smp() else {
-                return Outcome::Skip;
-            };
+            let Some(smp) = ctx.m.smp() else { return Outcome::Skip };
             let ok = smp.enable_x2apic();
             (ok, smp.apic_base(), smp.apic_id())
         } else {
             let r = smp::run_on(ctx.m, cpu, Job::X2apic, &[]).unwrap_or(0);
-            (
-                r & 1 != 0,
-                r & (APIC_BASE_EN | APIC_BASE_EXTD),
-                (r >> 32) as u32,
-            )
+            (r & 1 != 0, r & (APIC_BASE_EN | APIC_BASE_EXTD), (r >> 32) as u32)
         };
         let want = CPUS[cpu].apic_id.load(SeqCst);
         let _ = write!(d, "cpu{cpu} ID {id};");
-        if !ok
-            || base & (APIC_BASE_EN | APIC_BASE_EXTD) != APIC_BASE_EN | APIC_BASE_EXTD
-            || id != want
-        {
-            return fail(
-                d,
-                format_args!(" expected x2APIC mode (EN, EXTD) with APIC ID {want}"),
-            );
+        if !ok || base & (APIC_BASE_EN | APIC_BASE_EXTD) != APIC_BASE_EN | APIC_BASE_EXTD || id != want {
+            return fail(d, format_args!(" expected x2APIC mode (EN, EXTD) with APIC ID {want}"));
         }
     }
     let _ = write!(d, " x2APIC:");
@@ -534,9 +411,7 @@ fn restart_x2apic(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         Ok(r) => r,
         Err(o) => return o,
     };
-    let Some(smp) = ctx.m.smp() else {
-        return Outcome::Skip;
-    };
+    let Some(smp) = ctx.m.smp() else { return Outcome::Skip };
     if !smp.is_x2apic() {
         let _ = write!(d, "the CPUs are not in x2APIC mode (smp/ipi-x2apic)");
         return Outcome::Skip;
@@ -554,24 +429,14 @@ fn restart_x2apic(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         polls += 1;
     }
     let record = smp.real_mode_record(cpu as u32 - 1);
-    let _ = write!(
-        d,
-        "cpu{cpu} (APIC ID {id}) after INIT + SIPI through MSR 0x830: record {record:?}"
-    );
+    let _ = write!(d, "cpu{cpu} (APIC ID {id}) after INIT + SIPI through MSR 0x830: record {record:?}");
     let want_cs = u16::from(run.vector) << 8;
-    if !CPUS[cpu].online.load(SeqCst) || !record.is_some_and(|r| r.cs == want_cs && r.msw & 1 == 0)
-    {
-        return fail(
-            d,
-            format_args!("; expected it back online after real mode at CS={want_cs:#x}, PE=0"),
-        );
+    if !CPUS[cpu].online.load(SeqCst) || !record.is_some_and(|r| r.cs == want_cs && r.msw & 1 == 0) {
+        return fail(d, format_args!("; expected it back online after real mode at CS={want_cs:#x}, PE=0"));
     }
     match smp::run_on(ctx.m, cpu, Job::X2apic, &[]) {
         Some(r) if r & APIC_BASE_EXTD != 0 && (r >> 32) as u32 == id => Outcome::Pass,
-        r => fail(
-            d,
-            format_args!("; expected x2APIC mode kept with APIC ID {id} (got {r:?})"),
-        ),
+        r => fail(d, format_args!("; expected x2APIC mode kept with APIC ID {id} (got {r:?})")),
     }
 }
 
@@ -584,12 +449,7 @@ fn build_tables(ctx: &mut Ctx<'_>, cpus: usize) -> Result<Tables, long::BuildErr
     let mut b = Builder::new(ctx.m, frames);
     let pml4_0 = b.pml4(ctx.m)?;
     let pt = b.table(ctx.m, pml4_0, VA0, 1)?;
-    let mut t = Tables {
-        pml4: [0; smp::MAX_CPUS],
-        pt,
-        frames: [0; PAGES],
-        b,
-    };
+    let mut t = Tables { pml4: [0; smp::MAX_CPUS], pt, frames: [0; PAGES], b };
     t.pml4[0] = pml4_0;
     for k in 0..PAGES {
         let f = t.b.data(ctx.m)?;
@@ -598,10 +458,7 @@ fn build_tables(ctx: &mut Ctx<'_>, cpus: usize) -> Result<Tables, long::BuildErr
             Builder::put(ctx.m, pt + 8 * k as u64, entry64(f, KRW))?;
         }
     }
-    let shared_pdpt = ctx
-        .m
-        .scratch_read(pml4_0 + 8)
-        .ok_or(long::BuildError::Refused(pml4_0 + 8))?;
+    let shared_pdpt = ctx.m.scratch_read(pml4_0 + 8).ok_or(long::BuildError::Refused(pml4_0 + 8))?;
     for cpu in 1..cpus {
         let p = t.b.pml4(ctx.m)?;
         Builder::put(ctx.m, p + 8, shared_pdpt)?;
@@ -612,9 +469,7 @@ fn build_tables(ctx: &mut Ctx<'_>, cpus: usize) -> Result<Tables, long::BuildErr
 
 /// Reads every present shared page under the loaded CR3: mismatches.
 fn read_pages(m: &mut dyn Machine, frames: &[u64; PAGES], skip: usize) -> u32 {
-    (0..PAGES)
-        .filter(|&k| k != skip && long::expect_frame(m, va(k), frames[k]).is_err())
-        .count() as u32
+    (0..PAGES).filter(|&k| k != skip && long::expect_frame(m, va(k), frames[k]).is_err()).count() as u32
 }
 
 /// Waits (taking interrupts) until `SYNC[i]` reaches `v`.
@@ -636,10 +491,7 @@ fn shootdown(m: &mut dyn Machine, aps: usize, addr: u64) -> bool {
         let before = CPUS[cpu].shootdown_acks.load(SeqCst);
         CPUS[cpu].shootdown_va.store(addr, SeqCst);
         let Some(smp) = m.smp() else { return false };
-        smp.send_ipi(Icr::fixed(
-            vector::SHOOTDOWN,
-            CPUS[cpu].apic_id.load(SeqCst),
-        ));
+        smp.send_ipi(Icr::fixed(vector::SHOOTDOWN, CPUS[cpu].apic_id.load(SeqCst)));
         let mut polls = 0;
         while CPUS[cpu].shootdown_acks.load(SeqCst) == before {
             if polls == smp::BUDGET {
@@ -693,19 +545,11 @@ fn shared_tables(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     };
     let mut targets = [0u32; smp::MAX_CPUS];
     for cpu in 1..=run.aps {
-        targets[cpu] = smp::post(
-            ctx.m,
-            cpu,
-            Job::HoldPages,
-            &[t.pml4[cpu], new3, t.frames[5], 0, 0, 0],
-        );
+        targets[cpu] = smp::post(ctx.m, cpu, Job::HoldPages, &[t.pml4[cpu], new3, t.frames[5], 0, 0, 0]);
     }
     if !wait_sync(ctx.m, 0, run.aps as u64) {
         ctx.m.load_cr3(home);
-        return fail(
-            d,
-            format_args!("not every AP loaded its CR3 and read the pages"),
-        );
+        return fail(d, format_args!("not every AP loaded its CR3 and read the pages"));
     }
     // Remap page 3, INVLPG here and on every AP.
     let ok = Builder::put(ctx.m, t.pt + 8 * 3, entry64(new3, KRW)).is_ok()
@@ -718,25 +562,14 @@ fn shared_tables(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let _ = write!(d, "BSP + {} APs on their own PML4s, shared PDPT", run.aps);
     for cpu in 1..=run.aps {
         let r = smp::wait(ctx.m, cpu, targets[cpu], smp::BUDGET).unwrap_or(u64::MAX);
-        let _ = write!(
-            d,
-            "; cpu{cpu} mismatches {}/{}/{}",
-            r & 0xff,
-            (r >> 8) & 0xff,
-            (r >> 16) & 0xff
-        );
+        let _ = write!(d, "; cpu{cpu} mismatches {}/{}/{}", r & 0xff, (r >> 8) & 0xff, (r >> 16) & 0xff);
         bad += (r & 0xff_ffff != 0) as u32;
     }
     ctx.m.load_cr3(home);
     run.tables = Some(t);
     ctx.smp = Some(run);
     if !acked || bad != 0 {
-        return fail(
-            d,
-            format_args!(
-                "; expected every read right (shootdowns acked: {acked}, BSP mismatches {bad})"
-            ),
-        );
+        return fail(d, format_args!("; expected every read right (shootdowns acked: {acked}, BSP mismatches {bad})"));
     }
     Outcome::Pass
 }
@@ -752,17 +585,10 @@ fn no_stale_writable(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         Ok(r) => r,
         Err(o) => return o,
     };
-    let Some(t) = run.tables else {
-        return fail(d, format_args!("smp/shared-tables built no tables"));
-    };
+    let Some(t) = run.tables else { return fail(d, format_args!("smp/shared-tables built no tables")) };
     reset_sync();
     let page = 6;
-    let target = smp::post(
-        ctx.m,
-        1,
-        Job::StaleWritable,
-        &[t.pml4[1], va(page), 0, 0, 0, 0],
-    );
+    let target = smp::post(ctx.m, 1, Job::StaleWritable, &[t.pml4[1], va(page), 0, 0, 0, 0]);
     if !wait_sync(ctx.m, 0, 1) {
         return fail(d, format_args!("CPU 1 did not write the page"));
     }
@@ -776,22 +602,12 @@ fn no_stale_writable(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let home = ctx.m.cr3();
     ctx.m.load_cr3(t.pml4[0]);
     set_wp(ctx.m, true);
-    let Some(smp) = ctx.m.smp() else {
-        return Outcome::Skip;
-    };
+    let Some(smp) = ctx.m.smp() else { return Outcome::Skip };
     let mine = smp.probe_write(va(page), 0x5157);
     set_wp(ctx.m, false);
     ctx.m.load_cr3(home);
     let want = (14u8, 0x3u64, va(page));
-    let _ = write!(
-        d,
-        "cpu1: {}; BSP: {mine:?}",
-        if r == 0 {
-            "#PF 0x3 at the page"
-        } else {
-            "wrong"
-        }
-    );
+    let _ = write!(d, "cpu1: {}; BSP: {mine:?}", if r == 0 { "#PF 0x3 at the page" } else { "wrong" });
     if !acked || r != 0 || mine != Err(want) {
         return fail(d, format_args!("; expected #PF error code 0x3, CR2 {:#x} on both (AP result {r:#x}, acked {acked})", va(page)));
     }
@@ -820,9 +636,7 @@ fn remote_write_protect(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         Ok(r) => r,
         Err(o) => return o,
     };
-    let Some(mut t) = run.tables else {
-        return fail(d, format_args!("smp/shared-tables built no tables"));
-    };
+    let Some(mut t) = run.tables else { return fail(d, format_args!("smp/shared-tables built no tables")) };
     let built = (|| -> Result<(u64, u64, u64, u64, u64), long::BuildError> {
         let table = t.b.zeroed(ctx.m)?;
         let (f1, f2) = (t.b.data(ctx.m)?, t.b.data(ctx.m)?);
@@ -833,11 +647,7 @@ fn remote_write_protect(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         Builder::put(ctx.m, ap + 8, shared_pdpt)?;
         let bsp = t.b.pml4(ctx.m)?;
         let pd = t.b.table(ctx.m, bsp, WP_VIEW, 2)?;
-        Builder::put(
-            ctx.m,
-            pd + 8 * long::index(WP_VIEW, 2) as u64,
-            entry64(table, KRW),
-        )?;
+        Builder::put(ctx.m, pd + 8 * long::index(WP_VIEW, 2) as u64, entry64(table, KRW))?;
         Ok((table, f1, f2, ap, bsp))
     })();
     let (table, f1, f2, ap, bsp) = match built {
@@ -848,18 +658,10 @@ fn remote_write_protect(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let before = super::cache::stats(ctx.m, on);
     reset_sync();
     let new_entry = entry64(f2, KRW);
-    let target = smp::post(
-        ctx.m,
-        1,
-        Job::RemoteWp,
-        &[ap, WP_ALIAS, WP_ENTRY, new_entry, 0, 0],
-    );
+    let target = smp::post(ctx.m, 1, Job::RemoteWp, &[ap, WP_ALIAS, WP_ENTRY, new_entry, 0, 0]);
     if !wait_sync(ctx.m, 0, 1) {
         let r = smp::wait(ctx.m, 1, target, 1);
-        return fail(
-            d,
-            format_args!("CPU 1 did not write the frame (job result {r:?})"),
-        );
+        return fail(d, format_args!("CPU 1 did not write the frame (job result {r:?})"));
     }
     let home = ctx.m.cr3();
     ctx.m.load_cr3(bsp);
@@ -883,11 +685,7 @@ fn remote_write_protect(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     // flush, so the detail shows how many there were.
     if let (Some(a), Some(b)) = (before, super::cache::stats(ctx.m, on)) {
         let x = super::cache::delta(&a, &b);
-        let _ = write!(
-            d,
-            "mmu rec+{} remote-flush+{}; ",
-            x.recycles, x.remote_flushes
-        );
+        let _ = write!(d, "mmu rec+{} remote-flush+{}; ", x.recycles, x.remote_flushes);
     }
     let _ = write!(
         d,
@@ -931,18 +729,12 @@ fn pt_write_race(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         Ok(r) => r,
         Err(o) => return o,
     };
-    let Some(mut t) = run.tables else {
-        return fail(d, format_args!("smp/shared-tables built no tables"));
-    };
+    let Some(mut t) = run.tables else { return fail(d, format_args!("smp/shared-tables built no tables")) };
     let cpus = run.aps + 1;
     let built = (|| -> Result<(u64, u64), long::BuildError> {
         let table = t.b.zeroed(ctx.m)?;
         let pd = t.b.table(ctx.m, t.pml4[0], VA0, 2)?;
-        Builder::put(
-            ctx.m,
-            pd + 8 * long::index(RACE_VA, 2) as u64,
-            entry64(table, KRW),
-        )?;
+        Builder::put(ctx.m, pd + 8 * long::index(RACE_VA, 2) as u64, entry64(table, KRW))?;
         Builder::put(ctx.m, t.pt + 8 * 8, entry64(table, KRW))?;
         // Two frames per entry, found by the CPUs at table[256 + 2 * i].
         for i in 0..cpus * RACE_ENTRIES {
@@ -958,21 +750,13 @@ fn pt_write_race(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     };
     let mut targets = [0u32; smp::MAX_CPUS];
     for cpu in 1..cpus {
-        targets[cpu] = smp::post(
-            ctx.m,
-            cpu,
-            Job::PtRace,
-            &[t.pml4[cpu], table, cpu as u64, 0, 0, 0],
-        );
+        targets[cpu] = smp::post(ctx.m, cpu, Job::PtRace, &[t.pml4[cpu], table, cpu as u64, 0, 0, 0]);
     }
     let home = ctx.m.cr3();
     let mine = race_part(ctx.m, t.pml4[0], table, 0);
     ctx.m.load_cr3(home);
     let mut bad = mine;
-    let _ = write!(
-        d,
-        "{cpus} CPUs x {RACE_ENTRIES} entries x {RACE_ROUNDS} rounds: cpu0 {mine} wrong"
-    );
+    let _ = write!(d, "{cpus} CPUs x {RACE_ENTRIES} entries x {RACE_ROUNDS} rounds: cpu0 {mine} wrong");
     for cpu in 1..cpus {
         let r = smp::wait(ctx.m, cpu, targets[cpu], smp::BUDGET).unwrap_or(u64::MAX);
         let _ = write!(d, ", cpu{cpu} {r} wrong");
@@ -983,10 +767,7 @@ fn pt_write_race(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     let _ = write!(d, "; counter {counter}/{want}");
     run_with_tables(ctx, run, t);
     if bad != 0 || counter != want {
-        return fail(
-            d,
-            format_args!("; expected every read right and the counter exact"),
-        );
+        return fail(d, format_args!("; expected every read right and the counter exact"));
     }
     Outcome::Pass
 }
@@ -1001,9 +782,7 @@ fn race_part(m: &mut dyn Machine, cr3: u64, table: u64, cpu: usize) -> u64 {
     for round in 0..RACE_ROUNDS {
         for e in 0..RACE_ENTRIES {
             let i = (cpu * RACE_ENTRIES + e) as u64;
-            let frame = m
-                .scratch_read(table + 8 * (256 + 2 * i + (round & 1)))
-                .unwrap_or(0);
+            let frame = m.scratch_read(table + 8 * (256 + 2 * i + (round & 1))).unwrap_or(0);
             let entry_va = RACE_ALIAS + 8 * i;
             let page_va = RACE_VA + 4096 * i;
             if !m.linear_write(entry_va, entry64(frame, KRW)) {
@@ -1048,9 +827,7 @@ fn concurrent_mode_walks(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         Ok(r) => r,
         Err(o) => return o,
     };
-    let Some(t) = run.tables else {
-        return fail(d, format_args!("smp/shared-tables built no tables"));
-    };
+    let Some(t) = run.tables else { return fail(d, format_args!("smp/shared-tables built no tables")) };
     if ctx.config.modes == Some(false) {
         let _ = write!(d, "modes=0 on the command line (no mode walk on the APs)");
         return Outcome::Skip;
@@ -1061,11 +838,7 @@ fn concurrent_mode_walks(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     // light=1 (the audit run, where each of the BSP's exits is audited
     // under the MMU lock): the BSP waits between rounds so that the APs'
     // walks are not starved; it samples the loaded modes every round.
-    let (gap, sample_every) = if ctx.config.light {
-        (WALK_GAP_LIGHT, 1)
-    } else {
-        (1, 8)
-    };
+    let (gap, sample_every) = if ctx.config.light { (WALK_GAP_LIGHT, 1) } else { (1, 8) };
     let (mut loops, mut wrong, mut most_modes, mut polls) = (0u64, 0u64, 0u32, 0u64);
     let mut late = None;
     for cpu in 1..=run.aps {
@@ -1092,39 +865,17 @@ fn concurrent_mode_walks(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     }
     ctx.m.load_cr3(home);
     if let Some(cpu) = late {
-        return fail(
-            d,
-            format_args!(
-                "cpu{cpu} did not finish its checks within the budget ({loops} BSP rounds)"
-            ),
-        );
+        return fail(d, format_args!("cpu{cpu} did not finish its checks within the budget ({loops} BSP rounds)"));
     }
-    let _ = write!(
-        d,
-        "{} APs ran their checks; the BSP did {loops} CR3 switches with reads, {wrong} wrong",
-        run.aps
-    );
+    let _ = write!(d, "{} APs ran their checks; the BSP did {loops} CR3 switches with reads, {wrong} wrong", run.aps);
     if stats_on {
-        let _ = write!(
-            d,
-            "; most paging modes with loaded shadow roots at once: {most_modes}"
-        );
+        let _ = write!(d, "; most paging modes with loaded shadow roots at once: {most_modes}");
     }
     // Under Quadrant, an AP's mode walk leaves long mode while the BSP is in
     // it: two paging modes' roots are loaded at once.
     let walked = ctx.config.only.selects("modes/walk1/real");
     if wrong != 0 || (stats_on && walked && most_modes < 2) {
-        return fail(
-            d,
-            format_args!(
-                "; expected every read right{}",
-                if stats_on {
-                    " and two paging modes loaded at once"
-                } else {
-                    ""
-                }
-            ),
-        );
+        return fail(d, format_args!("; expected every read right{}", if stats_on { " and two paging modes loaded at once" } else { "" }));
     }
     Outcome::Pass
 }
@@ -1137,9 +888,7 @@ pub fn ap_job(m: &mut dyn Machine, job: Job, a: [u64; 6]) -> u64 {
             let Some(smp) = m.smp() else { return 0 };
             let ok = smp.enable_x2apic();
             let base = smp.apic_base();
-            u64::from(ok)
-                | (base & (APIC_BASE_EN | APIC_BASE_EXTD))
-                | (u64::from(smp.apic_id()) << 32)
+            u64::from(ok) | (base & (APIC_BASE_EN | APIC_BASE_EXTD)) | (u64::from(smp.apic_id()) << 32)
         }
         Job::PingBack => {
             // One at a time: a vector already requested is not requested
@@ -1231,10 +980,7 @@ pub fn ap_job(m: &mut dyn Machine, job: Job, a: [u64; 6]) -> u64 {
 fn frames_pt(m: &mut dyn Machine) -> u64 {
     let mut t = m.cr3() & long::ADDR;
     for l in (2..=4).rev() {
-        t = m
-            .scratch_read(t + 8 * long::index(VA0, l) as u64)
-            .unwrap_or(0)
-            & long::ADDR;
+        t = m.scratch_read(t + 8 * long::index(VA0, l) as u64).unwrap_or(0) & long::ADDR;
     }
     t
 }
@@ -1244,10 +990,6 @@ fn read_frames(m: &mut dyn Machine) -> [u64; PAGES] {
     let pt = frames_pt(m);
     core::array::from_fn(|k| {
         let e = m.scratch_read(pt + 8 * k as u64).unwrap_or(0);
-        if e & P != 0 {
-            e & long::ADDR
-        } else {
-            0
-        }
+        if e & P != 0 { e & long::ADDR } else { 0 }
     })
 }

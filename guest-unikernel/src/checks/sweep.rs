@@ -42,18 +42,9 @@ mod legacy;
 
 /// The sweep's checks: one per paging mode.
 pub static CHECKS: &[Check] = &[
-    Check {
-        name: "pg32/access-sweep",
-        run: pg32_sweep,
-    },
-    Check {
-        name: "pae/access-sweep",
-        run: pae_sweep,
-    },
-    Check {
-        name: "long/access-sweep",
-        run: long_sweep,
-    },
+    Check { name: "pg32/access-sweep", run: pg32_sweep },
+    Check { name: "pae/access-sweep", run: pae_sweep },
+    Check { name: "long/access-sweep", run: long_sweep },
 ];
 
 /// The sweep in 32-bit paging (CR4.PSE=1: 4 KiB and 4 MiB pages) at CPL
@@ -144,8 +135,7 @@ impl Rig<'_> {
         self.cpu().set_cr0_wp(s.wp);
         self.cpu().set_efer_nxe(s.nxe);
         self.active = true;
-        self.cpu()
-            .probe(Op::MovCr3, if smx { sup } else { u }, Cpl::Sup)?;
+        self.cpu().probe(Op::MovCr3, if smx { sup } else { u }, Cpl::Sup)?;
         if smx {
             self.cpu().set_smep_smap(s.smep, s.smap);
             // Flush again with the new CR4 (MOV to CR4 need not flush).
@@ -217,15 +207,7 @@ impl Mismatch<'_> {
 struct Want(After, bool);
 impl fmt::Display for Want {
     fn fmt(&self, fm: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let b = |bit: u8| {
-            if self.0.set & bit != 0 {
-                '1'
-            } else if self.0.clear & bit != 0 {
-                '0'
-            } else {
-                '?'
-            }
-        };
+        let b = |bit: u8| if self.0.set & bit != 0 { '1' } else if self.0.clear & bit != 0 { '0' } else { '?' };
         write!(fm, "A={}", b(f::A))?;
         if self.1 {
             write!(fm, " D={}", b(f::D))?;
@@ -323,13 +305,7 @@ fn long_sweep(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     // The harness can set SMEP/SMAP (clearing both is always harmless).
     let smx = cpu.set_smep_smap(false, false);
     let boot_cr3 = cpu.cr3();
-    let feat = Features {
-        nx,
-        smep: smx && l7 & (1 << 7) != 0,
-        smap: smx && l7 & (1 << 20) != 0,
-        user: true,
-        user_with_smx: false,
-    };
+    let feat = Features { nx, smep: smx && l7 & (1 << 7) != 0, smap: smx && l7 & (1 << 20) != 0, user: true, user_with_smx: false };
 
     let mut fr = frames(&map, &ctx.exclusions, image.end, 2);
     let mut rig = Rig {
@@ -347,18 +323,8 @@ fn long_sweep(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         active: false,
     };
     let large = fr.alloc_aligned(M2, M2).unwrap_or(0);
-    let (pml4_u, pml4_s, ipdpt, ipd) = (
-        rig.table(&mut fr),
-        rig.table(&mut fr),
-        rig.table(&mut fr),
-        rig.table(&mut fr),
-    );
-    let (tpdpt, pd, pt, small) = (
-        rig.table(&mut fr),
-        rig.table(&mut fr),
-        rig.table(&mut fr),
-        fr.alloc().unwrap_or(0),
-    );
+    let (pml4_u, pml4_s, ipdpt, ipd) = (rig.table(&mut fr), rig.table(&mut fr), rig.table(&mut fr), rig.table(&mut fr));
+    let (tpdpt, pd, pt, small) = (rig.table(&mut fr), rig.table(&mut fr), rig.table(&mut fr), fr.alloc().unwrap_or(0));
     if [large, pml4_u, pml4_s, ipdpt, ipd, tpdpt, pd, pt, small].contains(&0) {
         let _ = write!(d, "no free frames below {IDENTITY_END:#x}");
         return Outcome::Fail;
@@ -382,8 +348,7 @@ fn long_sweep(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         let _ = write!(d, "the machine refused a table write at {a:#x}");
         return Outcome::Fail;
     }
-    (rig.pml4_u, rig.pml4_s, rig.pd, rig.pt, rig.small, rig.large) =
-        (pml4_u, pml4_s, pd, pt, small, large);
+    (rig.pml4_u, rig.pml4_s, rig.pd, rig.pt, rig.small, rig.large) = (pml4_u, pml4_s, pd, pt, small, large);
 
     let mode = Mode::Long;
     let mut rep = Reporter::for_running(ctx.tally);
@@ -402,43 +367,24 @@ fn long_sweep(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             if *fill == 0 || err.is_some() {
                 return;
             }
-            let r = run_batch(
-                rig,
-                s,
-                &cases[..*fill],
-                tcg,
-                &mut |m, c, want, wp, wt, seen| {
-                    ran += 1;
-                    if let Some((want, wp, wt)) = want.map(|w| (w, wp, wt)) {
-                        bad += 1;
-                        let mm = Mismatch {
-                            case: c,
-                            want,
-                            want_pde: wp,
-                            want_pte: wt,
-                            seen,
-                        };
-                        if bad == 1 {
-                            let _ = write!(first, "{mm}");
-                        }
-                        if bad <= LOGGED {
-                            let _ = writeln!(ctx.out, "guest: long/access-sweep mismatch: {mm}");
-                        }
-                        // Right after the probe, with the batch's tables loaded.
-                        let cr3 = m.long_cpu().map_or(0, |c| c.cr3());
-                        let (w, g) = mm.failure();
-                        let f = Failure {
-                            what: c,
-                            la: seen.addr,
-                            kind: mm.kind(),
-                            cpl: if c.user { 3 } else { 0 },
-                            expected: &w,
-                            got: &g,
-                        };
-                        rep.now(m, &mut *ctx.out, &f, Paging::long(cr3));
+            let r = run_batch(rig, s, &cases[..*fill], tcg, &mut |m, c, want, wp, wt, seen| {
+                ran += 1;
+                if let Some((want, wp, wt)) = want.map(|w| (w, wp, wt)) {
+                    bad += 1;
+                    let mm = Mismatch { case: c, want, want_pde: wp, want_pte: wt, seen };
+                    if bad == 1 {
+                        let _ = write!(first, "{mm}");
                     }
-                },
-            );
+                    if bad <= LOGGED {
+                        let _ = writeln!(ctx.out, "guest: long/access-sweep mismatch: {mm}");
+                    }
+                    // Right after the probe, with the batch's tables loaded.
+                    let cr3 = m.long_cpu().map_or(0, |c| c.cr3());
+                    let (w, g) = mm.failure();
+                    let f = Failure { what: c, la: seen.addr, kind: mm.kind(), cpl: if c.user { 3 } else { 0 }, expected: &w, got: &g };
+                    rep.now(m, &mut *ctx.out, &f, Paging::long(cr3));
+                }
+            });
             if let Err(f) = r {
                 err = Some(f);
             }
@@ -469,10 +415,7 @@ fn long_sweep(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         return Outcome::Fail;
     }
     if let Some(a) = rig.refused {
-        let _ = write!(
-            d,
-            "the machine refused a table write at {a:#x} after {ran} cases"
-        );
+        let _ = write!(d, "the machine refused a table write at {a:#x} after {ran} cases");
         return Outcome::Fail;
     }
     if bad > 0 {
@@ -480,10 +423,7 @@ fn long_sweep(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         return Outcome::Fail;
     }
     let nx = if feat.nx { "" } else { ", no NX" };
-    let _ = write!(
-        d,
-        "{ran} cases ({kind}; full: {total}), 0 mismatches; {smx}{nx}"
-    );
+    let _ = write!(d, "{ran} cases ({kind}; full: {total}), 0 mismatches; {smx}{nx}");
     if ran != want {
         let _ = write!(d, "; expected {want} cases");
         return Outcome::Fail;
@@ -494,11 +434,7 @@ fn long_sweep(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
 /// `e` with bit 63 (XD) as the [`f`] flags `flags` say (the entry
 /// encoders keep flags below bit 12 only).
 const fn with_xd(e: u64, flags: u8) -> u64 {
-    if flags & f::NX != 0 {
-        e | 1 << 63
-    } else {
-        e
-    }
+    if flags & f::NX != 0 { e | 1 << 63 } else { e }
 }
 
 /// Frames for sweep `slot` (0 pg32, 1 pae, 2 long): `[32 + 8 * slot, 40 +
@@ -508,16 +444,9 @@ const fn with_xd(e: u64, flags: u8) -> u64 {
 /// there, from the end of the image.
 fn frames(map: &MemMap, excl: &Exclusions, image_end: u64, slot: u64) -> Frames {
     let lo = (32 + 8 * slot) << 20;
-    let high = Frames::new(
-        map,
-        excl,
-        lo.max(image_end),
-        (lo + (8 << 20)).min(IDENTITY_END),
-    );
+    let high = Frames::new(map, excl, lo.max(image_end), (lo + (8 << 20)).min(IDENTITY_END));
     let mut probe = high;
-    if probe.alloc_aligned(4 << 20, 4 << 20).is_some()
-        && probe.alloc_aligned(64 << 10, 4096).is_some()
-    {
+    if probe.alloc_aligned(4 << 20, 4 << 20).is_some() && probe.alloc_aligned(64 << 10, 4096).is_some() {
         high
     } else {
         Frames::new(map, excl, image_end, IDENTITY_END)
@@ -527,11 +456,7 @@ fn frames(map: &MemMap, excl: &Exclusions, image_end: u64, slot: u64) -> Frames 
 /// The #PF error code the model gives, as this machine reports it (QEMU
 /// TCG: reserved-bit faults with P=0).
 fn as_reported(e: u32, tcg: bool) -> u32 {
-    if tcg && e & ec::RSVD != 0 {
-        e & !ec::P
-    } else {
-        e
-    }
+    if tcg && e & ec::RSVD != 0 { e & !ec::P } else { e }
 }
 
 /// Writes the entries of `cases` (case `i`: PDE `i`, PTE `i`), loads the
@@ -547,13 +472,7 @@ fn run_batch(
     report: &mut dyn FnMut(&mut dyn Machine, &Case, Option<Option<u32>>, After, After, &Seen),
 ) -> Result<(), Fault> {
     let (pd, pt, small, large) = (rig.pd, rig.pt, rig.small, rig.large);
-    let va = |i: u64, c: &Case| {
-        if c.large() {
-            T + i * M2
-        } else {
-            T + i * M2 + i * 0x1000
-        }
-    };
+    let va = |i: u64, c: &Case| if c.large() { T + i * M2 } else { T + i * M2 + i * 0x1000 };
     for (i, c) in cases.iter().enumerate() {
         let Some(c) = c else { continue };
         let i = i as u64;
@@ -561,10 +480,7 @@ fn run_batch(
             rig.w(pd + 8 * i, with_xd(pde_2m(large, entry_bits(c.pde)), c.pde));
         } else {
             rig.w(pd + 8 * i, with_xd(entry64(pt, entry_bits(c.pde)), c.pde));
-            rig.w(
-                pt + 8 * i,
-                with_xd(entry64(small, entry_bits(c.pte)), c.pte),
-            );
+            rig.w(pt + 8 * i, with_xd(entry64(small, entry_bits(c.pte)), c.pte));
         }
     }
     rig.enter(s)?;
@@ -580,11 +496,7 @@ fn run_batch(
         };
         let got = rig.cpu().probe(op, addr, cpl);
         let pde = ad_of(rig.m.scratch_read(pd + 8 * i).unwrap_or(0));
-        let pte = if c.large() {
-            0
-        } else {
-            ad_of(rig.m.scratch_read(pt + 8 * i).unwrap_or(0))
-        };
+        let pte = if c.large() { 0 } else { ad_of(rig.m.scratch_read(pt + 8 * i).unwrap_or(0)) };
         let o = c.outcome();
         let want = o.fault.map(|e| as_reported(e, tcg));
         let frame = if c.large() { large } else { small };
@@ -594,20 +506,8 @@ fn run_batch(
             _ => false,
         };
         let ok_ad = o.pde.holds(pde) && (c.large() || o.pte.holds(pte));
-        let seen = Seen {
-            got,
-            pde,
-            pte,
-            addr,
-        };
-        report(
-            &mut *rig.m,
-            c,
-            (!(ok_access && ok_ad)).then_some(want),
-            o.pde,
-            o.pte,
-            &seen,
-        );
+        let seen = Seen { got, pde, pte, addr };
+        report(&mut *rig.m, c, (!(ok_access && ok_ad)).then_some(want), o.pde, o.pte, &seen);
     }
     Ok(())
 }
@@ -627,11 +527,7 @@ mod tests {
     fn run_on(bugs: u32, words: &str, hv: bool, setup: impl FnOnce(&mut Fake)) -> String {
         BUGS.with(|b| b.set(bugs));
         let line = format!("only=long/access-sweep,pg32/access-sweep,pae/access-sweep {words}");
-        let mut m = if hv {
-            Fake::hv(&format!("expect_hv=1 {line}"))
-        } else {
-            Fake::bare(&line)
-        };
+        let mut m = if hv { Fake::hv(&format!("expect_hv=1 {line}")) } else { Fake::bare(&line) };
         setup(&mut m);
         let (mut out, tally) = (String::new(), Tally::new());
         Ctx::start(&mut m, &mut out, &tally, FAKE_INFO).run_all();
@@ -644,49 +540,18 @@ mod tests {
     /// the Quadrant signature (P=1), with each case count reported.
     #[test]
     fn passes_on_the_reference_model() {
-        let quick = sweep::count(
-            Mode::Long,
-            Features {
-                nx: true,
-                smep: false,
-                smap: false,
-                user: true,
-                user_with_smx: false,
-            },
-            sweep::Size::Quick,
-        );
-        let full = sweep::count(
-            Mode::Long,
-            Features {
-                nx: true,
-                smep: false,
-                smap: false,
-                user: true,
-                user_with_smx: false,
-            },
-            sweep::Size::Full,
-        );
+        let quick = sweep::count(Mode::Long, Features { nx: true, smep: false, smap: false, user: true, user_with_smx: false }, sweep::Size::Quick);
+        let full = sweep::count(Mode::Long, Features { nx: true, smep: false, smap: false, user: true, user_with_smx: false }, sweep::Size::Full);
         assert_eq!((quick, full), (768, 13056));
         for hv in [false, true] {
             let out = run(0, "", hv);
             assert!(out.contains(&format!("check PASS long/access-sweep: {quick} cases (quick; full: {full}), 0 mismatches; no SMEP/SMAP\n")), "{out}");
         }
         let out = run(0, "sweep=full", false);
-        assert!(
-            out.contains(&format!(
-                "check PASS long/access-sweep: {full} cases (full; full: {full})"
-            )),
-            "{out}"
-        );
+        assert!(out.contains(&format!("check PASS long/access-sweep: {full} cases (full; full: {full})")), "{out}");
         let out = run(0, "light=1", true);
-        assert!(
-            out.contains("check SKIP long/access-sweep: light=1"),
-            "{out}"
-        );
-        assert!(
-            out.contains("check SKIP pae/access-sweep: light=1"),
-            "{out}"
-        );
+        assert!(out.contains("check SKIP long/access-sweep: light=1"), "{out}");
+        assert!(out.contains("check SKIP pae/access-sweep: light=1"), "{out}");
     }
 
     /// The fake engine (SDM 4.3, 4.4, 4.6-4.8 at CPL 0, with SMEP/SMAP when
@@ -698,25 +563,16 @@ mod tests {
         for words in ["", "sweep=full"] {
             for hv in [false, true] {
                 let out = run_on(0, words, hv, smx);
-                for (name, n) in [
-                    ("pg32", if words.is_empty() { 768 } else { 3456 }),
-                    ("pae", if words.is_empty() { 1536 } else { 26112 }),
-                ] {
+                for (name, n) in [("pg32", if words.is_empty() { 768 } else { 3456 }), ("pae", if words.is_empty() { 1536 } else { 26112 })] {
                     let want = format!("check PASS {name}/access-sweep: {n} cases (");
-                    assert!(
-                        out.contains(&want) && out.contains("SMEP+SMAP"),
-                        "{want}\n{out}"
-                    );
+                    assert!(out.contains(&want) && out.contains("SMEP+SMAP"), "{want}\n{out}");
                 }
             }
         }
         let out = run(0, "", true);
         assert!(out.contains("check PASS pae/access-sweep: 384 cases (quick; full: 6528), 0 mismatches; CPL 0, no SMEP/SMAP"), "{out}");
         let out = run(0, "modes=0", true);
-        assert!(
-            out.contains("check SKIP pae/access-sweep: modes=0"),
-            "{out}"
-        );
+        assert!(out.contains("check SKIP pae/access-sweep: modes=0"), "{out}");
     }
 
     /// An engine that loses D, the W/R bit of the error code, or ignores
@@ -725,39 +581,9 @@ mod tests {
     fn legacy_sweeps_fail_when_the_engine_breaks_a_rule() {
         use super::super::fake_engine::{run as engine, Quirks};
         let q: [fn(&mut Fake); 3] = [
-            |f| {
-                f.on_run = Some(|f| {
-                    engine(
-                        f,
-                        Quirks {
-                            no_dirty: true,
-                            ..Quirks::default()
-                        },
-                    )
-                })
-            },
-            |f| {
-                f.on_run = Some(|f| {
-                    engine(
-                        f,
-                        Quirks {
-                            pf_write_bit_lost: true,
-                            ..Quirks::default()
-                        },
-                    )
-                })
-            },
-            |f| {
-                f.on_run = Some(|f| {
-                    engine(
-                        f,
-                        Quirks {
-                            no_smep_smap: true,
-                            ..Quirks::default()
-                        },
-                    )
-                })
-            },
+            |f| f.on_run = Some(|f| engine(f, Quirks { no_dirty: true, ..Quirks::default() })),
+            |f| f.on_run = Some(|f| engine(f, Quirks { pf_write_bit_lost: true, ..Quirks::default() })),
+            |f| f.on_run = Some(|f| engine(f, Quirks { no_smep_smap: true, ..Quirks::default() })),
         ];
         for (i, setup) in q.into_iter().enumerate() {
             let out = run_on(0, "", true, |m| {
@@ -765,42 +591,15 @@ mod tests {
                 setup(m);
             });
             for name in ["pg32", "pae"] {
-                assert!(
-                    out.contains(&format!("check FAIL {name}/access-sweep: ")),
-                    "quirk {i} {name}\n{out}"
-                );
-                assert!(
-                    out.contains(&format!("guest: {name}/access-sweep mismatch: {name} pde=")),
-                    "quirk {i}\n{out}"
-                );
+                assert!(out.contains(&format!("check FAIL {name}/access-sweep: ")), "quirk {i} {name}\n{out}");
+                assert!(out.contains(&format!("guest: {name}/access-sweep mismatch: {name} pde=")), "quirk {i}\n{out}");
                 // The first mismatches get a translation-failure report: the
                 // stop's walk, and the shadow walk of a replayed stop.
-                let heads = out
-                    .lines()
-                    .filter(|l| l.starts_with(&format!("xlate {name}/access-sweep: {name} pde=")))
-                    .count();
-                assert_eq!(
-                    heads,
-                    crate::xlate::PER_CHECK as usize,
-                    "quirk {i} {name}\n{out}"
-                );
-                let paging = if name == "pae" {
-                    "PAE paging"
-                } else {
-                    "32-bit paging (CR4.PSE=1)"
-                };
-                assert!(
-                    out.contains(&format!(
-                        "xlate {name}/access-sweep:   guest: {paging}, CR3 0x"
-                    )),
-                    "quirk {i}\n{out}"
-                );
-                assert!(
-                    out.contains(&format!(
-                        "xlate {name}/access-sweep:   shadow: hardware CR3 0x"
-                    )),
-                    "quirk {i}\n{out}"
-                );
+                let heads = out.lines().filter(|l| l.starts_with(&format!("xlate {name}/access-sweep: {name} pde="))).count();
+                assert_eq!(heads, crate::xlate::PER_CHECK as usize, "quirk {i} {name}\n{out}");
+                let paging = if name == "pae" { "PAE paging" } else { "32-bit paging (CR4.PSE=1)" };
+                assert!(out.contains(&format!("xlate {name}/access-sweep:   guest: {paging}, CR3 0x")), "quirk {i}\n{out}");
+                assert!(out.contains(&format!("xlate {name}/access-sweep:   shadow: hardware CR3 0x")), "quirk {i}\n{out}");
             }
         }
     }
@@ -809,43 +608,18 @@ mod tests {
     /// mismatching case completely.
     #[test]
     fn fails_when_the_mmu_breaks_a_rule() {
-        for b in [
-            bug::UPPER_W,
-            bug::NO_DIRTY,
-            bug::NO_RSVD,
-            bug::LARGE_U,
-            bug::NO_XD,
-        ] {
+        for b in [bug::UPPER_W, bug::NO_DIRTY, bug::NO_RSVD, bug::LARGE_U, bug::NO_XD] {
             let out = run(b, "", true);
-            assert!(
-                out.contains("check FAIL long/access-sweep: "),
-                "bug {b:#x}\n{out}"
-            );
-            assert!(
-                out.contains("guest: long/access-sweep mismatch: long pde="),
-                "bug {b:#x}\n{out}"
-            );
-            let heads = out
-                .lines()
-                .filter(|l| l.starts_with("xlate long/access-sweep: long pde="))
-                .count();
+            assert!(out.contains("check FAIL long/access-sweep: "), "bug {b:#x}\n{out}");
+            assert!(out.contains("guest: long/access-sweep mismatch: long pde="), "bug {b:#x}\n{out}");
+            let heads = out.lines().filter(|l| l.starts_with("xlate long/access-sweep: long pde=")).count();
             assert_eq!(heads, crate::xlate::PER_CHECK as usize, "bug {b:#x}\n{out}");
-            assert!(
-                out.contains("xlate long/access-sweep:     PDE[")
-                    && out.contains("xlate long/access-sweep:   shadow: hardware CR3"),
-                "{out}"
-            );
+            assert!(out.contains("xlate long/access-sweep:     PDE[") && out.contains("xlate long/access-sweep:   shadow: hardware CR3"), "{out}");
         }
         let out = run(bug::NO_DIRTY, "", false);
-        assert!(
-            out.contains("xlate long/access-sweep:   shadow: none (bare"),
-            "{out}"
-        );
+        assert!(out.contains("xlate long/access-sweep:   shadow: none (bare"), "{out}");
         let out = run(bug::NO_DIRTY, "", true);
         let line = out.lines().find(|l| l.starts_with("check FAIL")).unwrap();
-        assert!(
-            line.contains("write: want ok") && line.contains("D=1, got ok"),
-            "{line}"
-        );
+        assert!(line.contains("write: want ok") && line.contains("D=1, got ok"), "{line}");
     }
 }

@@ -50,13 +50,7 @@ pub enum LoadError {
 /// Writes the tables page, the real-mode data, the stops and ops of
 /// program `part` of the mode walk, and zero result slots; returns the
 /// number of ops.
-pub fn load(
-    m: &mut dyn Machine,
-    e: &EngineInfo,
-    s: &Space,
-    env: &Env,
-    part: usize,
-) -> Result<usize, LoadError> {
+pub fn load(m: &mut dyn Machine, e: &EngineInfo, s: &Space, env: &Env, part: usize) -> Result<usize, LoadError> {
     let n = load_program(m, e, &mut |emit| walk::program(s, env, part, emit))?;
     // The PAE PDPT real mode edits (`modes/low-frames`).
     let mut pdpt = [0u8; 32];
@@ -82,33 +76,22 @@ pub fn load_program(
     e: &EngineInfo,
     program: &mut Program<'_>,
 ) -> Result<usize, LoadError> {
-    let w = |m: &mut dyn Machine, a: u64, b: &[u8]| {
-        if m.low_write(a, b) {
-            Ok(())
-        } else {
-            Err(LoadError::Refused(a))
-        }
-    };
+    let w = |m: &mut dyn Machine, a: u64, b: &[u8]| if m.low_write(a, b) { Ok(()) } else { Err(LoadError::Refused(a)) };
     w(m, layout::GDT, &layout::tables_page(e))?;
     w(m, layout::REAL_DATA, &walk::real_data())?;
     let (mut stops, mut ops) = (0usize, 0usize);
     let mut cur: Option<(StopRegs, usize)> = None;
     let mut err = Ok(());
-    let flush =
-        |m: &mut dyn Machine, cur: Option<(StopRegs, usize)>, stops: &mut usize, ops: usize| {
-            if let Some((r, first)) = cur {
-                if *stops >= layout::MAX_STOPS {
-                    return Err(LoadError::TooLarge);
-                }
-                w(
-                    m,
-                    layout::STOPS + layout::STOP_SIZE * *stops as u64,
-                    &encode_stop(&r, first, ops - first),
-                )?;
-                *stops += 1;
+    let flush = |m: &mut dyn Machine, cur: Option<(StopRegs, usize)>, stops: &mut usize, ops: usize| {
+        if let Some((r, first)) = cur {
+            if *stops >= layout::MAX_STOPS {
+                return Err(LoadError::TooLarge);
             }
-            Ok(())
-        };
+            w(m, layout::STOPS + layout::STOP_SIZE * *stops as u64, &encode_stop(&r, first, ops - first))?;
+            *stops += 1;
+        }
+        Ok(())
+    };
     program(&mut |item| {
         if err.is_err() {
             return;
@@ -116,14 +99,8 @@ pub fn load_program(
         err = match item {
             Item::Stop(r) => flush(m, cur.replace((r, ops)), &mut stops, ops),
             Item::Op(_, op, _) if ops < layout::MAX_OPS => {
-                let r =
-                    w(m, layout::OPS + layout::OP_SIZE * ops as u64, &op.encode()).and_then(|_| {
-                        w(
-                            m,
-                            layout::RESULTS + layout::RESULT_SIZE * ops as u64,
-                            &[0; 24],
-                        )
-                    });
+                let r = w(m, layout::OPS + layout::OP_SIZE * ops as u64, &op.encode())
+                    .and_then(|_| w(m, layout::RESULTS + layout::RESULT_SIZE * ops as u64, &[0; 24]));
                 ops += 1;
                 r
             }
@@ -159,11 +136,7 @@ pub fn result(m: &mut dyn Machine, n: usize) -> Got {
 /// and stops whose tables no longer map the engine's window one to one
 /// or, in PAE paging, whose PDPTEs now have reserved bits set (entering
 /// would fault outside any probe, SDM Vol. 3A 4.4.1).
-pub fn shadow_walks(
-    m: &mut dyn Machine,
-    e: &EngineInfo,
-    walks: &[(StopRegs, u64)],
-) -> [Shadow; layout::MAX_WALKS] {
+pub fn shadow_walks(m: &mut dyn Machine, e: &EngineInfo, walks: &[(StopRegs, u64)]) -> [Shadow; layout::MAX_WALKS] {
     const NO_RECORD: Shadow = Shadow::NotWalked("the engine's ShadowWalk gave no record");
     let mut answers = [NO_RECORD; layout::MAX_WALKS];
     let walks = &walks[..walks.len().min(layout::MAX_WALKS)];
@@ -178,25 +151,14 @@ pub fn shadow_walks(
     let mut program = |emit: &mut dyn FnMut(Item)| {
         for (i, (regs, la)) in walks.iter().enumerate().filter(|(i, _)| go[*i]) {
             emit(Item::Stop(*regs));
-            emit(Item::Op(
-                0,
-                Op::ShadowWalk {
-                    addr: *la,
-                    buf: buf(i) as u32,
-                },
-                Expect::Done,
-            ));
+            emit(Item::Op(0, Op::ShadowWalk { addr: *la, buf: buf(i) as u32 }, Expect::Done));
         }
     };
     // The program's real-mode data (a PDPT among it) stays as it was.
     let mut real = [0u8; layout::REAL_DATA_LEN as usize];
     let kept = m.low_read(layout::REAL_DATA, &mut real);
     let cleared = (0..walks.len()).all(|i| m.low_write(buf(i), &[0; ShadowWalkRecord::SIZE]));
-    if !kept
-        || !cleared
-        || load_program(m, e, &mut program).is_err()
-        || !m.low_write(layout::REAL_DATA, &real)
-    {
+    if !kept || !cleared || load_program(m, e, &mut program).is_err() || !m.low_write(layout::REAL_DATA, &real) {
         return answers;
     }
     m.run_engine();
@@ -218,15 +180,12 @@ fn enterable(m: &dyn Machine, r: &StopRegs) -> Result<(), &'static str> {
     let format = match r.mode {
         super::Mode::Real => return Err("real mode: the 16-bit interpreter has no ShadowWalk"),
         super::Mode::Prot => return Ok(()),
-        super::Mode::Paging32 => Format::Bits32 {
-            pse: cr4 & CR4_PSE != 0,
-        },
+        super::Mode::Paging32 => Format::Bits32 { pse: cr4 & CR4_PSE != 0 },
         super::Mode::Long => Format::Long,
         super::Mode::Pae => {
             let mut p = [0u64; 4];
             for (i, e) in p.iter_mut().enumerate() {
-                *e = read_word(m, (cr3 & 0xFFFF_FFE0) + 8 * i as u64)
-                    .ok_or("its PDPT is not readable")?;
+                *e = read_word(m, (cr3 & 0xFFFF_FFE0) + 8 * i as u64).ok_or("its PDPT is not readable")?;
             }
             let rsvd = PDPTE_PAE_RESERVED_LOW | 0xFFF0_0000_0000_0000;
             if p.iter().any(|e| e & P != 0 && e & rsvd != 0) {
@@ -239,11 +198,7 @@ fn enterable(m: &dyn Machine, r: &StopRegs) -> Result<(), &'static str> {
     let one_to_one = [layout::LOW_START, layout::BLOB_BASE, layout::STACK_TOP - 8]
         .iter()
         .all(|&a| matches!(walk(&word, format, cr3, a).end, WalkEnd::Page { pa, .. } if pa == a));
-    if one_to_one {
-        Ok(())
-    } else {
-        Err("its tables no longer map the engine's window one to one")
-    }
+    if one_to_one { Ok(()) } else { Err("its tables no longer map the engine's window one to one") }
 }
 
 /// Why the engine refuses what the low window holds.
@@ -271,41 +226,21 @@ pub enum Refusal {
 /// privilege, so this is what keeps a wrong program from writing over the
 /// Rust side (the guest image) or the engine itself. Reads the window
 /// through `read`; returns the number of ops.
-pub fn vet(
-    read: &mut dyn FnMut(u64, &mut [u8]) -> bool,
-    image: crate::machine::Range,
-) -> Result<u32, Refusal> {
+pub fn vet(read: &mut dyn FnMut(u64, &mut [u8]) -> bool, image: crate::machine::Range) -> Result<u32, Refusal> {
     use crate::machine::Range;
-    let mut rd = |a: u64, b: &mut [u8]| {
-        if read(a, b) {
-            Ok(())
-        } else {
-            Err(Refusal::Unreadable(a))
-        }
-    };
+    let mut rd = |a: u64, b: &mut [u8]| if read(a, b) { Ok(()) } else { Err(Refusal::Unreadable(a)) };
     let mut w = [0u8; 4];
     rd(layout::STOP_COUNT, &mut w)?;
     let stops = u32::from_le_bytes(w);
     if stops as usize > layout::MAX_STOPS {
         return Err(Refusal::Stops(stops));
     }
-    let forbidden = [
-        image,
-        Range::new(layout::GDT, layout::REAL_DATA),
-        Range::new(layout::BLOB_BASE, layout::LOW_END),
-    ];
+    let forbidden = [image, Range::new(layout::GDT, layout::REAL_DATA), Range::new(layout::BLOB_BASE, layout::LOW_END)];
     let mut total = 0;
     for i in 0..stops {
         let mut b = [0u8; 32];
         rd(layout::STOPS + layout::STOP_SIZE * u64::from(i), &mut b)?;
-        let f = |k: usize| {
-            u64::from(u32::from_le_bytes([
-                b[4 * k],
-                b[4 * k + 1],
-                b[4 * k + 2],
-                b[4 * k + 3],
-            ]))
-        };
+        let f = |k: usize| u64::from(u32::from_le_bytes([b[4 * k], b[4 * k + 1], b[4 * k + 2], b[4 * k + 3]]));
         let (mode, first, n, results) = (f(0), f(4), f(5), f(6));
         let index = first.wrapping_sub(layout::OPS) / layout::OP_SIZE;
         let ok = mode <= super::Mode::Long as u64
@@ -322,25 +257,15 @@ pub fn vet(
             let op = Op::decode(&ob).ok_or(Refusal::Op(k as u32))?;
             let written = match op {
                 Op::Write32 { seg, addr, .. } => {
-                    let lin = if mode == super::Mode::Real as u64 {
-                        u64::from(seg) * 16 + (addr & 0xFFFF)
-                    } else {
-                        addr
-                    };
+                    let lin = if mode == super::Mode::Real as u64 { u64::from(seg) * 16 + (addr & 0xFFFF) } else { addr };
                     Some(Range::new(lin, lin.saturating_add(4)))
                 }
                 // The hypervisor writes the record at this physical address:
                 // only into the results area.
                 Op::ShadowWalk { buf, .. } => {
-                    let r = Range::new(
-                        u64::from(buf),
-                        u64::from(buf) + ShadowWalkRecord::SIZE as u64,
-                    );
+                    let r = Range::new(u64::from(buf), u64::from(buf) + ShadowWalkRecord::SIZE as u64);
                     if r.start < layout::RESULTS || r.end > layout::BLOB_BASE {
-                        return Err(Refusal::Write {
-                            op: k as u32,
-                            addr: r.start,
-                        });
+                        return Err(Refusal::Write { op: k as u32, addr: r.start });
                     }
                     Some(r)
                 }
@@ -348,10 +273,7 @@ pub fn vet(
             };
             if let Some(r) = written {
                 if forbidden.iter().any(|x| x.overlaps(&r)) {
-                    return Err(Refusal::Write {
-                        op: k as u32,
-                        addr: r.start,
-                    });
+                    return Err(Refusal::Write { op: k as u32, addr: r.start });
                 }
             }
             total += 1;
@@ -378,10 +300,7 @@ impl Verdicts {
     pub fn all(outcome: Outcome, text: &str) -> Self {
         let mut d = Detail::new();
         let _ = d.write_str(text);
-        Verdicts(core::array::from_fn(|_| Verdict {
-            outcome,
-            detail: d.clone(),
-        }))
+        Verdicts(core::array::from_fn(|_| Verdict { outcome, detail: d.clone() }))
     }
 }
 
@@ -436,12 +355,7 @@ pub struct Judgement {
 
 impl Default for Judgement {
     fn default() -> Self {
-        Judgement {
-            acc: [Acc::default(); TAGS],
-            stops: 0,
-            ops: 0,
-            failed: [None; FAILED_PER_PART],
-        }
+        Judgement { acc: [Acc::default(); TAGS], stops: 0, ops: 0, failed: [None; FAILED_PER_PART] }
     }
 }
 
@@ -489,20 +403,9 @@ impl Judgement {
                     let _ = writeln!(out, "guest: modes: stop {stop} ({mode}) probe {i} {op}: expected {exp}, got {got}");
                     a.bad += 1;
                     a.first_bad.get_or_insert((i, op, exp, got));
-                    let keep =
-                        a.bad <= crate::xlate::PER_CHECK && op.access().is_some() && report(tag);
-                    if let (true, Some(r), Some(slot)) =
-                        (keep, regs, failed.iter_mut().find(|f| f.is_none()))
-                    {
-                        *slot = Some(Failed {
-                            tag,
-                            stop,
-                            regs: r,
-                            index: i,
-                            op,
-                            exp,
-                            got,
-                        });
+                    let keep = a.bad <= crate::xlate::PER_CHECK && op.access().is_some() && report(tag);
+                    if let (true, Some(r), Some(slot)) = (keep, regs, failed.iter_mut().find(|f| f.is_none())) {
+                        *slot = Some(Failed { tag, stop, regs: r, index: i, op, exp, got });
                     }
                 }
                 n += 1;
@@ -532,38 +435,17 @@ fn describe(a: &Acc) -> Verdict {
         }
         let _ = write!(d, " | ");
     }
-    let _ = write!(
-        d,
-        "{} probes, {} exceptions as expected",
-        a.probes, a.faults
-    );
+    let _ = write!(d, "{} probes, {} exceptions as expected", a.probes, a.faults);
     match a.stop {
         Some((i, r)) if i == a.last_stop => {
-            let _ = write!(
-                d,
-                "; stop {i} {} cr0={:#x} cr3={:#x} cr4={:#x}",
-                r.mode.name(),
-                r.cr0,
-                r.cr3,
-                r.cr4
-            );
+            let _ = write!(d, "; stop {i} {} cr0={:#x} cr3={:#x} cr4={:#x}", r.mode.name(), r.cr0, r.cr3, r.cr4);
         }
         Some((i, r)) => {
-            let _ = write!(
-                d,
-                "; stops {i}..{} from {} cr3={:#x}",
-                a.last_stop,
-                r.mode.name(),
-                r.cr3
-            );
+            let _ = write!(d, "; stops {i}..{} from {} cr3={:#x}", a.last_stop, r.mode.name(), r.cr3);
         }
         None => {}
     }
-    let outcome = if a.probes > 0 && a.bad == 0 {
-        Outcome::Pass
-    } else {
-        Outcome::Fail
-    };
+    let outcome = if a.probes > 0 && a.bad == 0 { Outcome::Pass } else { Outcome::Fail };
     if a.probes == 0 {
         let _ = write!(d, "; no probes");
     }
@@ -577,12 +459,7 @@ mod tests {
 
     #[test]
     fn stop_record() {
-        let r = StopRegs {
-            mode: Mode::Pae,
-            cr0: 0x8001_0033,
-            cr3: 0x20_3000,
-            cr4: 0x620,
-        };
+        let r = StopRegs { mode: Mode::Pae, cr0: 0x8001_0033, cr3: 0x20_3000, cr4: 0x620 };
         let b = encode_stop(&r, 2, 5);
         let w = |i: usize| u32::from_le_bytes(b[4 * i..4 * i + 4].try_into().unwrap());
         assert_eq!([w(0), w(1), w(2), w(3)], [3, 0x8001_0033, 0x20_3000, 0x620]);
@@ -597,13 +474,7 @@ mod tests {
         use crate::machine::Range;
         let (s, _) = crate::modes::space::tests::built();
         let mut m = Fake::hv("");
-        let e = EngineInfo {
-            len: 0xb00,
-            entry: 0,
-            stubs16: 0x500,
-            stubs32: 0x700,
-            stubs64: 0x900,
-        };
+        let e = EngineInfo { len: 0xb00, entry: 0, stubs16: 0x500, stubs32: 0x700, stubs64: 0x900 };
         let env = Env::default();
         let n = load(&mut m, &e, &s, &env, 0).unwrap();
         let image = Range::new(0x10_0000, 0x12_5000);
@@ -615,21 +486,10 @@ mod tests {
         assert_eq!(vet(&mut read, image), Ok(n1 as u32));
         assert_eq!(load(&mut m, &e, &s, &env, 0), Ok(n));
         // Op 3 becomes a real-mode write to FFFF:0010 = 0x10_0000.
-        let bad = Op::Write32 {
-            seg: 0xFFFF,
-            addr: 0x10,
-            value: 0,
-        }
-        .encode();
+        let bad = Op::Write32 { seg: 0xFFFF, addr: 0x10, value: 0 }.encode();
         assert!(m.low_write(layout::OPS + 3 * layout::OP_SIZE, &bad));
         let mut read = |a: u64, b: &mut [u8]| m.low_read(a, b);
-        assert_eq!(
-            vet(&mut read, image),
-            Err(Refusal::Write {
-                op: 3,
-                addr: 0x10_0000
-            })
-        );
+        assert_eq!(vet(&mut read, image), Err(Refusal::Write { op: 3, addr: 0x10_0000 }));
         assert!(m.low_write(layout::OPS + 3 * layout::OP_SIZE, &[0xEE; 16]));
         let mut read = |a: u64, b: &mut [u8]| m.low_read(a, b);
         assert_eq!(vet(&mut read, image), Err(Refusal::Op(3)));
@@ -640,36 +500,13 @@ mod tests {
 
     #[test]
     fn describe_pass_and_first_mismatch() {
-        let r = StopRegs {
-            mode: Mode::Paging32,
-            cr0: 0x8001_0033,
-            cr3: 0x12_6000,
-            cr4: 0x610,
-        };
-        let mut a = Acc {
-            probes: 3,
-            faults: 1,
-            stop: Some((2, r)),
-            last_stop: 2,
-            ..Acc::default()
-        };
+        let r = StopRegs { mode: Mode::Paging32, cr0: 0x8001_0033, cr3: 0x12_6000, cr4: 0x610 };
+        let mut a = Acc { probes: 3, faults: 1, stop: Some((2, r)), last_stop: 2, ..Acc::default() };
         let v = describe(&a);
         assert_eq!(v.outcome, Outcome::Pass);
-        assert_eq!(
-            v.detail.as_str(),
-            "3 probes, 1 exceptions as expected; stop 2 pg32 cr0=0x80010033 cr3=0x126000 cr4=0x610"
-        );
+        assert_eq!(v.detail.as_str(), "3 probes, 1 exceptions as expected; stop 2 pg32 cr0=0x80010033 cr3=0x126000 cr4=0x610");
         a.bad = 2;
-        a.first_bad = Some((
-            7,
-            Op::Write32 {
-                seg: 0,
-                addr: 0x4000_1010,
-                value: 1,
-            },
-            Expect::pf(3, 0x4000_1010),
-            Got::Value(0),
-        ));
+        a.first_bad = Some((7, Op::Write32 { seg: 0, addr: 0x4000_1010, value: 1 }, Expect::pf(3, 0x4000_1010), Got::Value(0)));
         let v = describe(&a);
         assert_eq!(v.outcome, Outcome::Fail);
         assert!(
@@ -679,20 +516,8 @@ mod tests {
             "{}",
             v.detail.as_str()
         );
-        assert_eq!(
-            describe(&Acc::default()).outcome,
-            Outcome::Fail,
-            "a tag without probes fails"
-        );
-        let spread = Acc {
-            probes: 2,
-            stop: Some((3, r)),
-            last_stop: 15,
-            ..Acc::default()
-        };
-        assert_eq!(
-            describe(&spread).detail.as_str(),
-            "2 probes, 0 exceptions as expected; stops 3..15 from pg32 cr3=0x126000"
-        );
+        assert_eq!(describe(&Acc::default()).outcome, Outcome::Fail, "a tag without probes fails");
+        let spread = Acc { probes: 2, stop: Some((3, r)), last_stop: 15, ..Acc::default() };
+        assert_eq!(describe(&spread).detail.as_str(), "2 probes, 0 exceptions as expected; stops 3..15 from pg32 cr3=0x126000");
     }
 }

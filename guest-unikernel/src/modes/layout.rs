@@ -111,11 +111,7 @@ pub const RESULT_SIZE: u64 = 24;
 pub const MAX_OPS: usize = {
     let by_ops = (RESULTS - OPS) / OP_SIZE;
     let by_results = (BLOB_BASE - RESULTS) / RESULT_SIZE;
-    (if by_ops < by_results {
-        by_ops
-    } else {
-        by_results
-    }) as usize
+    (if by_ops < by_results { by_ops } else { by_results }) as usize
 };
 /// Where a failure report's short program ([`crate::modes::engine::shadow_walks`])
 /// has the hypervisor put its `ShadowWalk` records: inside the results
@@ -140,9 +136,7 @@ const _: () = {
     assert!(OPS + OP_SIZE * MAX_OPS as u64 <= RESULTS);
     assert!(RESULTS + RESULT_SIZE * MAX_OPS as u64 <= BLOB_BASE);
     assert!(RESULTS + RESULT_SIZE * MAX_WALKS as u64 <= WALK_RECORDS);
-    assert!(
-        WALK_RECORDS + (MAX_WALKS * shared::hypercall::ShadowWalkRecord::SIZE) as u64 <= BLOB_BASE
-    );
+    assert!(WALK_RECORDS + (MAX_WALKS * shared::hypercall::ShadowWalkRecord::SIZE) as u64 <= BLOB_BASE);
     assert!(BLOB_BASE + BLOB_MAX < STACK_TOP && STACK_TOP <= 0x8000);
 };
 
@@ -261,36 +255,21 @@ mod tests {
         assert_eq!(gate32(0x1234_5678, 0x18), 0x1234_8E00_0018_5678);
         assert_eq!(ivt_entry(0, 0x6010), 0x0000_6010);
         assert_eq!(ivt_entry(0xF000, 0xFF53), 0xF000_FF53);
-        assert_eq!(
-            pseudo_descriptor(0x2f, 0x1000),
-            [0x2f, 0, 0, 0x10, 0, 0, 0, 0, 0, 0]
-        );
+        assert_eq!(pseudo_descriptor(0x2f, 0x1000), [0x2f, 0, 0, 0x10, 0, 0, 0, 0, 0, 0]);
     }
 
     #[test]
     fn tables_page_contents() {
-        let e = EngineInfo {
-            len: 0x800,
-            entry: 0x20,
-            stubs16: 0x100,
-            stubs32: 0x300,
-            stubs64: 0x500,
-        };
+        let e = EngineInfo { len: 0x800, entry: 0x20, stubs16: 0x100, stubs32: 0x300, stubs64: 0x500 };
         let p = tables_page(&e);
         let q = |a: u64| u64::from_le_bytes(p[(a - GDT) as usize..][..8].try_into().unwrap());
         assert_eq!(q(GDT + 8 * 3), 0x00CF_9A00_0000_FFFF);
         assert_eq!(q(GDTR_PD) & 0xFFFF, 0x2f);
         assert_eq!(q(IDTR32_PD + 2), IDT32);
         // Vector 14's 32-bit gate goes to stub 14 of the 32-bit family.
-        assert_eq!(
-            q(IDT32 + 8 * 14),
-            gate32((BLOB_BASE + 0x300 + 16 * 14) as u32, SEL_CODE32)
-        );
+        assert_eq!(q(IDT32 + 8 * 14), gate32((BLOB_BASE + 0x300 + 16 * 14) as u32, SEL_CODE32));
         let ivt13 = u32::from_le_bytes(p[(IVT - GDT) as usize + 4 * 13..][..4].try_into().unwrap());
         assert_eq!(ivt13, (BLOB_BASE + 0x100 + 16 * 13) as u32);
-        assert_eq!(
-            q(IDT64 + 16 * 2) & 0xFFFF,
-            (BLOB_BASE + 0x500 + 32) & 0xFFFF
-        );
+        assert_eq!(q(IDT64 + 16 * 2) & 0xFFFF, (BLOB_BASE + 0x500 + 32) & 0xFFFF);
     }
 }

@@ -74,11 +74,7 @@ pub struct Table(pub [u64; 512]);
 
 impl core::fmt::Debug for Table {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "Table({} non-zero words)",
-            self.0.iter().filter(|w| **w != 0).count()
-        )
+        write!(f, "Table({} non-zero words)", self.0.iter().filter(|w| **w != 0).count())
     }
 }
 
@@ -124,12 +120,7 @@ pub struct Frames {
 impl Frames {
     /// The free ranges of `map` inside `[lo, hi)`.
     pub fn new(map: &MemMap, excl: &Exclusions, lo: u64, hi: u64) -> Self {
-        let mut f = Frames {
-            ranges: [Range::default(); MAX_RANGES],
-            n: 0,
-            cur: 0,
-            next: 0,
-        };
+        let mut f = Frames { ranges: [Range::default(); MAX_RANGES], n: 0, cur: 0, next: 0 };
         memmap::plan_ram_test(map, lo, hi, excl, |r| {
             if f.n < MAX_RANGES {
                 f.ranges[f.n] = r;
@@ -256,16 +247,9 @@ const ADDR: u64 = 0x000F_FFFF_FFFF_F000;
 /// `word` (`None`: that address cannot be read); stops at the first entry
 /// that is not present or maps a page.
 pub fn walk(word: &dyn Fn(u64) -> Option<u64>, format: Format, cr3: u64, va: u64) -> Walk {
-    let mut w = Walk {
-        entries: [None; 4],
-        end: WalkEnd::NotPresent,
-    };
+    let mut w = Walk { entries: [None; 4], end: WalkEnd::NotPresent };
     let read32 = |a: u64| word(a & !7).map(|x| u64::from((x >> (8 * (a & 4))) as u32));
-    let page = |base: u64, size: u64| WalkEnd::Page {
-        base,
-        size,
-        pa: base | (va & (size - 1)),
-    };
+    let page = |base: u64, size: u64| WalkEnd::Page { base, size, pa: base | (va & (size - 1)) };
     // Reads entry `index` of the table at `table`; `None` when it is unreadable.
     let step = |w: &mut Walk, level: u8, table: u64, index: u64, four: bool| -> Option<u64> {
         let at = table + if four { 4 } else { 8 } * index;
@@ -273,13 +257,7 @@ pub fn walk(word: &dyn Fn(u64) -> Option<u64>, format: Format, cr3: u64, va: u64
             w.end = WalkEnd::Unreadable(at);
             return None;
         };
-        w.push(WalkEntry {
-            level,
-            index: index as u16,
-            at: Some(at),
-            value,
-        })
-        .then_some(value)
+        w.push(WalkEntry { level, index: index as u16, at: Some(at), value }).then_some(value)
     };
     // The PD and PT levels of PAE and 4-level paging, from the PD at `pd`.
     let lower = |w: &mut Walk, pd: u64| -> Option<WalkEnd> {
@@ -292,47 +270,30 @@ pub fn walk(word: &dyn Fn(u64) -> Option<u64>, format: Format, cr3: u64, va: u64
     };
     let end = match format {
         Format::Bits32 { pse } => {
-            let Some(pde) = step(&mut w, 2, cr3 & 0xFFFF_F000, (va >> 22) & 0x3FF, true) else {
-                return w;
-            };
+            let Some(pde) = step(&mut w, 2, cr3 & 0xFFFF_F000, (va >> 22) & 0x3FF, true) else { return w };
             if pse && pde & PS != 0 {
                 page(pde & 0xFFC0_0000, 4 << 20)
             } else {
-                let Some(pte) = step(&mut w, 1, pde & 0xFFFF_F000, (va >> 12) & 0x3FF, true) else {
-                    return w;
-                };
+                let Some(pte) = step(&mut w, 1, pde & 0xFFFF_F000, (va >> 12) & 0x3FF, true) else { return w };
                 page(pte & 0xFFFF_F000, 4 << 10)
             }
         }
         Format::Pae { pdptes } => {
             let i = (va >> 30) & 3;
             let pdpte = pdptes[i as usize];
-            if !w.push(WalkEntry {
-                level: 3,
-                index: i as u16,
-                at: None,
-                value: pdpte,
-            }) {
+            if !w.push(WalkEntry { level: 3, index: i as u16, at: None, value: pdpte }) {
                 return w;
             }
-            let Some(end) = lower(&mut w, pdpte & ADDR) else {
-                return w;
-            };
+            let Some(end) = lower(&mut w, pdpte & ADDR) else { return w };
             end
         }
         Format::Long => {
-            let Some(pml4e) = step(&mut w, 4, cr3 & ADDR, (va >> 39) & 0x1FF, false) else {
-                return w;
-            };
-            let Some(pdpte) = step(&mut w, 3, pml4e & ADDR, (va >> 30) & 0x1FF, false) else {
-                return w;
-            };
+            let Some(pml4e) = step(&mut w, 4, cr3 & ADDR, (va >> 39) & 0x1FF, false) else { return w };
+            let Some(pdpte) = step(&mut w, 3, pml4e & ADDR, (va >> 30) & 0x1FF, false) else { return w };
             if pdpte & PS != 0 {
                 page(pdpte & 0x000F_FFFF_C000_0000, 1 << 30)
             } else {
-                let Some(end) = lower(&mut w, pdpte & ADDR) else {
-                    return w;
-                };
+                let Some(end) = lower(&mut w, pdpte & ADDR) else { return w };
                 end
             }
         }
@@ -344,13 +305,7 @@ pub fn walk(word: &dyn Fn(u64) -> Option<u64>, format: Format, cr3: u64, va: u64
 /// Translates `va` for a supervisor access (write when `write`) with
 /// CR0.WP = 1, reading 64-bit words of physical memory through `word`.
 /// Returns the physical address or the kind of #PF.
-pub fn translate(
-    word: &impl Fn(u64) -> u64,
-    format: Format,
-    cr3: u64,
-    va: u64,
-    write: bool,
-) -> Result<u64, WalkFault> {
+pub fn translate(word: &impl Fn(u64) -> u64, format: Format, cr3: u64, va: u64, write: bool) -> Result<u64, WalkFault> {
     translate_visiting(word, format, cr3, va, write, &mut |_| {})
 }
 
@@ -393,17 +348,9 @@ mod tests {
     #[test]
     fn entry_encodings() {
         assert_eq!(pte32(0x12_3000, KRW), 0x0012_3003);
-        assert_eq!(
-            pde32_table(0x20_1000, KRW | PS),
-            0x0020_1003,
-            "PS never set in a table PDE"
-        );
+        assert_eq!(pde32_table(0x20_1000, KRW | PS), 0x0020_1003, "PS never set in a table PDE");
         assert_eq!(pde32_4m(0x0080_0000, KRW), 0x0080_0083);
-        assert_eq!(
-            pde32_4m(0x0080_1000, KRO),
-            0x0080_0081,
-            "4 MiB base bits 21:12 dropped"
-        );
+        assert_eq!(pde32_4m(0x0080_1000, KRO), 0x0080_0081, "4 MiB base bits 21:12 dropped");
         assert_eq!(pdpte_pae(0x20_3000), 0x20_3001);
         assert_eq!(pdpte_pae(0x20_3000) & PDPTE_PAE_RESERVED_LOW, 0);
         assert_eq!(entry64(0x1_2345_6000, KRW | US), 0x1_2345_6007);
@@ -424,11 +371,7 @@ mod tests {
 
     #[test]
     fn frames_skip_exclusions_and_align() {
-        let map = MemMap::from_entries(&[MmapEntry {
-            base: 0x10_0000,
-            len: 0x3F0_0000,
-            kind: AV,
-        }]);
+        let map = MemMap::from_entries(&[MmapEntry { base: 0x10_0000, len: 0x3F0_0000, kind: AV }]);
         let mut x = Exclusions::new();
         x.add(Range::new(0x12_5000, 0x12_6000));
         let mut f = Frames::new(&map, &x, 0x12_5000, 0x400_0000);
@@ -436,11 +379,7 @@ mod tests {
         assert_eq!(f.alloc(), Some(0x12_7000));
         assert_eq!(f.alloc_aligned(0x40_0000, 0x40_0000), Some(0x40_0000));
         assert_eq!(f.alloc(), Some(0x80_0000));
-        assert_eq!(
-            f.alloc_aligned(0x400_0000, 0x40_0000),
-            None,
-            "nothing that large is left"
-        );
+        assert_eq!(f.alloc_aligned(0x400_0000, 0x40_0000), None, "nothing that large is left");
     }
 
     /// Physical memory of 64-bit words for the reference walker.
@@ -470,69 +409,19 @@ mod tests {
         let va = (1u64 << 39) | (2 << 21) | 0x123;
         let r = walk(&w, Format::Long, pml4, va);
         let got: Vec<_> = r.entries().map(|e| (e.level, e.index, e.at)).collect();
-        assert_eq!(
-            got,
-            [
-                (4, 1, Some(pml4 + 8)),
-                (3, 0, Some(pdpt)),
-                (2, 2, Some(pd + 16))
-            ]
-        );
-        assert_eq!(
-            r.end,
-            WalkEnd::Page {
-                base: 0x60_0000,
-                size: 2 << 20,
-                pa: 0x60_0123
-            }
-        );
+        assert_eq!(got, [(4, 1, Some(pml4 + 8)), (3, 0, Some(pdpt)), (2, 2, Some(pd + 16))]);
+        assert_eq!(r.end, WalkEnd::Page { base: 0x60_0000, size: 2 << 20, pa: 0x60_0123 });
         let r = walk(&w, Format::Long, pml4, (1u64 << 39) | (3 << 21) | (4 << 12));
         assert_eq!((r.entries().count(), r.end), (4, WalkEnd::NotPresent));
         assert_eq!(r.entries().last().unwrap().at, Some(pt + 32));
-        let r = walk(
-            &w,
-            Format::Long,
-            pml4,
-            (1u64 << 39) | (1 << 30) | 0x3456_7890,
-        );
-        assert_eq!(
-            r.end,
-            WalkEnd::Page {
-                base: 0x8000_0000,
-                size: 1 << 30,
-                pa: 0xB456_7890
-            }
-        );
-        assert_eq!(
-            translate(
-                &|a| w(a).unwrap_or(0),
-                Format::Long,
-                pml4,
-                (1u64 << 39) | (1 << 30),
-                true
-            ),
-            Ok(0x8000_0000)
-        );
+        let r = walk(&w, Format::Long, pml4, (1u64 << 39) | (1 << 30) | 0x3456_7890);
+        assert_eq!(r.end, WalkEnd::Page { base: 0x8000_0000, size: 1 << 30, pa: 0xB456_7890 });
+        assert_eq!(translate(&|a| w(a).unwrap_or(0), Format::Long, pml4, (1u64 << 39) | (1 << 30), true), Ok(0x8000_0000));
         // An unreadable table ends the walk there.
-        let r = walk(
-            &|a| (a < pd).then(|| w(a)).flatten(),
-            Format::Long,
-            pml4,
-            va,
-        );
-        assert_eq!(
-            (r.entries().count(), r.end),
-            (2, WalkEnd::Unreadable(pd + 16))
-        );
+        let r = walk(&|a| (a < pd).then(|| w(a)).flatten(), Format::Long, pml4, va);
+        assert_eq!((r.entries().count(), r.end), (2, WalkEnd::Unreadable(pd + 16)));
         // PAE: the PDPTE comes from the registers (no address).
-        let r = walk(
-            &w,
-            Format::Pae {
-                pdptes: [0, pdpte_pae(pd), 0, 0],
-            },
-            0,
-            (1 << 30) | (2 << 21),
-        );
+        let r = walk(&w, Format::Pae { pdptes: [0, pdpte_pae(pd), 0, 0] }, 0, (1 << 30) | (2 << 21));
         assert_eq!(r.entries().next().unwrap().at, None);
         assert_eq!(r.entries().count(), 2);
         let r = walk(&w, Format::Pae { pdptes: [0; 4] }, 0, 0x10);
@@ -551,43 +440,22 @@ mod tests {
         tpt.set32(1, pte32(0x20_1000, KRO));
         let m = mem(&[(pd, &tpd), (pt, &tpt)]);
         let w = |a: u64| m.get(&a).copied().unwrap_or(0);
-        assert_eq!(
-            translate(&w, Format::Bits32 { pse: true }, pd, 0x4000_0123, true),
-            Ok(0x20_0123)
-        );
-        assert_eq!(
-            translate(&w, Format::Bits32 { pse: true }, pd, 0x4000_1000, false),
-            Ok(0x20_1000)
-        );
-        assert_eq!(
-            translate(&w, Format::Bits32 { pse: true }, pd, 0x4000_1000, true),
-            Err(WalkFault::ReadOnly)
-        );
-        assert_eq!(
-            translate(&w, Format::Bits32 { pse: true }, pd, 0x4000_2000, false),
-            Err(WalkFault::NotPresent)
-        );
-        assert_eq!(
-            translate(&w, Format::Bits32 { pse: true }, pd, 0x407F_FFFC, false),
-            Ok(0xBF_FFFC)
-        );
+        assert_eq!(translate(&w, Format::Bits32 { pse: true }, pd, 0x4000_0123, true), Ok(0x20_0123));
+        assert_eq!(translate(&w, Format::Bits32 { pse: true }, pd, 0x4000_1000, false), Ok(0x20_1000));
+        assert_eq!(translate(&w, Format::Bits32 { pse: true }, pd, 0x4000_1000, true), Err(WalkFault::ReadOnly));
+        assert_eq!(translate(&w, Format::Bits32 { pse: true }, pd, 0x4000_2000, false), Err(WalkFault::NotPresent));
+        assert_eq!(translate(&w, Format::Bits32 { pse: true }, pd, 0x407F_FFFC, false), Ok(0xBF_FFFC));
         // CR4.PSE = 0: PS is ignored, PDE 257 references a PT at 0x80_0000
         // (Table 4-5), whose words (unknown here, 0) are not present.
         let no_pse = Format::Bits32 { pse: false };
         assert_eq!(translate(&w, no_pse, pd, 0x4000_0123, true), Ok(0x20_0123));
-        assert_eq!(
-            translate(&w, no_pse, pd, 0x407F_FFFC, false),
-            Err(WalkFault::NotPresent)
-        );
+        assert_eq!(translate(&w, no_pse, pd, 0x407F_FFFC, false), Err(WalkFault::NotPresent));
         let mut tpt2 = Table::default();
         tpt2.set32(0x3FF, pte32(0x30_0000, KRW));
         let m = mem(&[(pd, &tpd), (pt, &tpt), (0x80_0000, &tpt2)]);
         let w = |a: u64| m.get(&a).copied().unwrap_or(0);
         assert_eq!(translate(&w, no_pse, pd, 0x407F_FFFC, false), Ok(0x30_0FFC));
-        assert_eq!(
-            translate(&w, Format::Bits32 { pse: true }, pd, 0x407F_FFFC, false),
-            Ok(0xBF_FFFC)
-        );
+        assert_eq!(translate(&w, Format::Bits32 { pse: true }, pd, 0x407F_FFFC, false), Ok(0xBF_FFFC));
         // PAE: the PDPTE registers decide, whatever the PDPT in memory says.
         let (pdp, pde) = (0x30_0000u64, 0x30_1000u64);
         let mut tpd = Table::default();
@@ -595,14 +463,8 @@ mod tests {
         let m = mem(&[(pde, &tpd)]);
         let w = |a: u64| m.get(&a).copied().unwrap_or(0);
         let pdptes = [0, pdpte_pae(pde), 0, 0];
-        assert_eq!(
-            translate(&w, Format::Pae { pdptes }, pdp, 0x4020_0010, false),
-            Ok(0x60_0010)
-        );
-        assert_eq!(
-            translate(&w, Format::Pae { pdptes }, pdp, 0x0020_0010, false),
-            Err(WalkFault::NotPresent)
-        );
+        assert_eq!(translate(&w, Format::Pae { pdptes }, pdp, 0x4020_0010, false), Ok(0x60_0010));
+        assert_eq!(translate(&w, Format::Pae { pdptes }, pdp, 0x0020_0010, false), Err(WalkFault::NotPresent));
         // 4-level: PML4[0] -> PDPT; PDPT[5] -> the same PD.
         let (pml4, pdpt) = (0x40_0000u64, 0x40_1000u64);
         let mut t4 = Table::default();
@@ -611,13 +473,7 @@ mod tests {
         t3.set64(5, entry64(pde, KRW));
         let m = mem(&[(pde, &tpd), (pml4, &t4), (pdpt, &t3)]);
         let w = |a: u64| m.get(&a).copied().unwrap_or(0);
-        assert_eq!(
-            translate(&w, Format::Long, pml4, 0x1_4020_0008, true),
-            Ok(0x60_0008)
-        );
-        assert_eq!(
-            translate(&w, Format::Long, pml4, 0x8000_0000_0000, false),
-            Err(WalkFault::NotPresent)
-        );
+        assert_eq!(translate(&w, Format::Long, pml4, 0x1_4020_0008, true), Ok(0x60_0008));
+        assert_eq!(translate(&w, Format::Long, pml4, 0x8000_0000_0000, false), Err(WalkFault::NotPresent));
     }
 }

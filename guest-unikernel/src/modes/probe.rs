@@ -189,14 +189,8 @@ impl fmt::Display for Op {
         match *self {
             Op::Read32 { seg: 0, addr } => write!(f, "read32 {addr:#x}"),
             Op::Read32 { seg, addr } => write!(f, "read32 {seg:04x}:{addr:04x}"),
-            Op::Write32 {
-                seg: 0,
-                addr,
-                value,
-            } => write!(f, "write32 {addr:#x}={value:#x}"),
-            Op::Write32 { seg, addr, value } => {
-                write!(f, "write32 {seg:04x}:{addr:04x}={value:#x}")
-            }
+            Op::Write32 { seg: 0, addr, value } => write!(f, "write32 {addr:#x}={value:#x}"),
+            Op::Write32 { seg, addr, value } => write!(f, "write32 {seg:04x}:{addr:04x}={value:#x}"),
             Op::Read64 { addr } => write!(f, "read64 {addr:#x}"),
             Op::Fetch { addr } => write!(f, "fetch {addr:#x}"),
             Op::Invlpg { addr } => write!(f, "invlpg {addr:#x}"),
@@ -253,11 +247,7 @@ impl Got {
         match b[0] {
             status::NOT_RUN => Got::NotRun,
             status::DONE => Got::Value(q(8)),
-            status::FAULT => Got::Fault {
-                vector: b[1],
-                error: u32::from_le_bytes([b[4], b[5], b[6], b[7]]),
-                cr2: q(16),
-            },
+            status::FAULT => Got::Fault { vector: b[1], error: u32::from_le_bytes([b[4], b[5], b[6], b[7]]), cr2: q(16) },
             status::UNSUPPORTED => Got::Unsupported,
             s => Got::Garbled(s),
         }
@@ -270,11 +260,7 @@ impl fmt::Display for Got {
             Got::NotRun => write!(f, "not run"),
             Got::Value(v) => write!(f, "value {v:#x}"),
             Got::Fault { vector, error, cr2 } => {
-                write!(
-                    f,
-                    "{} ec={error:#x}",
-                    shared::x86::exception_mnemonic(vector)
-                )?;
+                write!(f, "{} ec={error:#x}", shared::x86::exception_mnemonic(vector))?;
                 if vector == VECTOR_PF {
                     write!(f, " cr2={cr2:#x}")?;
                 }
@@ -314,30 +300,18 @@ pub enum Expect {
 impl Expect {
     /// A #PF with `error` at `cr2`.
     pub const fn pf(error: u32, cr2: u64) -> Self {
-        Expect::Fault {
-            vector: VECTOR_PF,
-            error,
-            cr2,
-        }
+        Expect::Fault { vector: VECTOR_PF, error, cr2 }
     }
 
     /// #GP(0) (for instance MOV CR3 with a reserved PDPTE bit, SDM Vol. 3A
     /// 4.4.1, or a non-canonical address, SDM Vol. 3A 3.3.7.1).
     pub const fn gp0() -> Self {
-        Expect::Fault {
-            vector: VECTOR_GP,
-            error: 0,
-            cr2: 0,
-        }
+        Expect::Fault { vector: VECTOR_GP, error: 0, cr2: 0 }
     }
 
     /// #UD (no error code).
     pub const fn ud() -> Self {
-        Expect::Fault {
-            vector: VECTOR_UD,
-            error: 0,
-            cr2: 0,
-        }
+        Expect::Fault { vector: VECTOR_UD, error: 0, cr2: 0 }
     }
 
     /// True when `got` meets the expectation.
@@ -346,14 +320,9 @@ impl Expect {
             (Expect::Done, Got::Value(_)) => true,
             (Expect::Value(w), Got::Value(v)) => w == v,
             (Expect::Masked { mask, want }, Got::Value(v)) => v & mask == want,
-            (
-                Expect::Fault { vector, error, cr2 },
-                Got::Fault {
-                    vector: gv,
-                    error: ge,
-                    cr2: gc,
-                },
-            ) => vector == gv && error == ge && (vector != VECTOR_PF || cr2 == gc),
+            (Expect::Fault { vector, error, cr2 }, Got::Fault { vector: gv, error: ge, cr2: gc }) => {
+                vector == gv && error == ge && (vector != VECTOR_PF || cr2 == gc)
+            }
             _ => false,
         }
     }
@@ -365,7 +334,9 @@ impl fmt::Display for Expect {
             Expect::Done => write!(f, "completion"),
             Expect::Value(v) => write!(f, "value {v:#x}"),
             Expect::Masked { mask, want } => write!(f, "value&{mask:#x}={want:#x}"),
-            Expect::Fault { vector, error, cr2 } => Got::Fault { vector, error, cr2 }.fmt(f),
+            Expect::Fault { vector, error, cr2 } => {
+                Got::Fault { vector, error, cr2 }.fmt(f)
+            }
         }
     }
 }
@@ -386,18 +357,9 @@ mod tests {
     #[test]
     fn ops_round_trip() {
         let ops = [
-            Op::Read32 {
-                seg: 0x1c0,
-                addr: 0x10,
-            },
-            Op::Write32 {
-                seg: 0,
-                addr: 0x4000_1000,
-                value: 0xdead_beef,
-            },
-            Op::Read64 {
-                addr: 0x1_4000_0ff8,
-            },
+            Op::Read32 { seg: 0x1c0, addr: 0x10 },
+            Op::Write32 { seg: 0, addr: 0x4000_1000, value: 0xdead_beef },
+            Op::Read64 { addr: 0x1_4000_0ff8 },
             Op::Fetch { addr: 0x4000_4000 },
             Op::Invlpg { addr: 0x4080_0000 },
             Op::MovCr3 { value: 0x20_3000 },
@@ -408,24 +370,13 @@ mod tests {
             Op::ReadCr4,
             Op::Rdmsr { msr: 0xC000_0080 },
             Op::Ud2,
-            Op::ShadowWalk {
-                addr: 0x4000_1000,
-                buf: 0x4400,
-            },
+            Op::ShadowWalk { addr: 0x4000_1000, buf: 0x4400 },
         ];
         for op in ops {
             assert_eq!(Op::decode(&op.encode()), Some(op), "{op}");
         }
-        let w = Op::Write32 {
-            seg: 0x01c0,
-            addr: 0x8,
-            value: 0x1234_5678,
-        }
-        .encode();
-        assert_eq!(
-            w,
-            [2, 0, 0xc0, 1, 0x78, 0x56, 0x34, 0x12, 8, 0, 0, 0, 0, 0, 0, 0]
-        );
+        let w = Op::Write32 { seg: 0x01c0, addr: 0x8, value: 0x1234_5678 }.encode();
+        assert_eq!(w, [2, 0, 0xc0, 1, 0x78, 0x56, 0x34, 0x12, 8, 0, 0, 0, 0, 0, 0, 0]);
         assert_eq!(Op::decode(&[0xff; 16]), None);
     }
 
@@ -445,11 +396,7 @@ mod tests {
         assert_eq!(Got::decode(&result(1, 0, 0, 0x1234, 0)), Got::Value(0x1234));
         assert_eq!(
             Got::decode(&result(2, 14, 3, 0, 0x4000_1000)),
-            Got::Fault {
-                vector: 14,
-                error: 3,
-                cr2: 0x4000_1000
-            }
+            Got::Fault { vector: 14, error: 3, cr2: 0x4000_1000 }
         );
         assert_eq!(Got::decode(&result(3, 0, 0, 0, 0)), Got::Unsupported);
         assert_eq!(Got::decode(&result(9, 0, 0, 0, 0)), Got::Garbled(9));
@@ -458,46 +405,16 @@ mod tests {
     #[test]
     fn expectations() {
         let pf = Expect::pf(pf_error(true, true, false, false), 0x4000_1000);
-        assert!(pf.met_by(&Got::Fault {
-            vector: 14,
-            error: 3,
-            cr2: 0x4000_1000
-        }));
-        assert!(!pf.met_by(&Got::Fault {
-            vector: 14,
-            error: 3,
-            cr2: 0x4000_1004
-        }));
-        assert!(!pf.met_by(&Got::Fault {
-            vector: 14,
-            error: 2,
-            cr2: 0x4000_1000
-        }));
+        assert!(pf.met_by(&Got::Fault { vector: 14, error: 3, cr2: 0x4000_1000 }));
+        assert!(!pf.met_by(&Got::Fault { vector: 14, error: 3, cr2: 0x4000_1004 }));
+        assert!(!pf.met_by(&Got::Fault { vector: 14, error: 2, cr2: 0x4000_1000 }));
         assert!(!pf.met_by(&Got::Value(0)));
         // CR2 is not compared for #GP.
-        assert!(Expect::gp0().met_by(&Got::Fault {
-            vector: 13,
-            error: 0,
-            cr2: 0x1234
-        }));
-        assert!(Expect::Masked {
-            mask: 0x8000_0001,
-            want: 0
-        }
-        .met_by(&Got::Value(0x10)));
+        assert!(Expect::gp0().met_by(&Got::Fault { vector: 13, error: 0, cr2: 0x1234 }));
+        assert!(Expect::Masked { mask: 0x8000_0001, want: 0 }.met_by(&Got::Value(0x10)));
         assert!(Expect::Done.met_by(&Got::Value(7)) && !Expect::Done.met_by(&Got::NotRun));
         assert_eq!(format!("{pf}"), "#PF ec=0x3 cr2=0x40001000");
-        assert_eq!(
-            format!(
-                "{}",
-                Got::Fault {
-                    vector: 13,
-                    error: 0,
-                    cr2: 5
-                }
-            ),
-            "#GP ec=0x0"
-        );
+        assert_eq!(format!("{}", Got::Fault { vector: 13, error: 0, cr2: 5 }), "#GP ec=0x0");
     }
 
     #[test]

@@ -233,14 +233,7 @@ impl Space {
         s.large = f.alloc_aligned(4 << 20, 4 << 20)?;
         s.large2 = f.alloc_aligned(4 << 20, 4 << 20)?;
         s.pt_ns = f.alloc_aligned(PAGE, 4 << 20)?;
-        for slot in [
-            &mut s.pt_sh,
-            &mut s.pd_ns,
-            &mut s.pdpt_ns,
-            &mut s.pd_nsp,
-            &mut s.pd_sh,
-            &mut s.pt_sh2,
-        ] {
+        for slot in [&mut s.pt_sh, &mut s.pd_ns, &mut s.pdpt_ns, &mut s.pd_nsp, &mut s.pd_sh, &mut s.pt_sh2] {
             *slot = f.alloc()?;
         }
         (s.large2 + (4 << 20) <= IDENTITY_END && s.pt_sh2 + PAGE <= IDENTITY_END).then_some(s)
@@ -259,41 +252,11 @@ impl Space {
     /// Every page-table frame.
     fn table_frames(&self) -> [u64; 35] {
         [
-            self.pd32,
-            self.pt32_low,
-            self.pt32_win,
-            self.pt32_e,
-            self.pdpt,
-            self.pd_low,
-            self.pd_win,
-            self.pt_win,
-            self.pt_e,
-            self.pd_alt,
-            self.pml4,
-            self.pdpt_l,
-            self.pd_high,
-            self.pt_high,
-            self.pd_same,
-            self.pdpt_same,
-            self.pml4_same,
-            self.pdpt_lsame,
-            self.pt_same,
-            self.pd_q,
-            self.pt_q,
-            self.pt_g,
-            self.pt_gp,
-            self.pdpt_x,
-            self.pt_lf,
-            self.pd_2m,
-            self.pt_l(),
-            self.pt_lp(),
-            self.pt_ns,
-            self.pt_sh,
-            self.pd_ns,
-            self.pdpt_ns,
-            self.pd_nsp,
-            self.pd_sh,
-            self.pt_sh2,
+            self.pd32, self.pt32_low, self.pt32_win, self.pt32_e, self.pdpt, self.pd_low, self.pd_win, self.pt_win,
+            self.pt_e, self.pd_alt, self.pml4, self.pdpt_l, self.pd_high, self.pt_high, self.pd_same, self.pdpt_same,
+            self.pml4_same, self.pdpt_lsame, self.pt_same, self.pd_q, self.pt_q, self.pt_g, self.pt_gp, self.pdpt_x,
+            self.pt_lf, self.pd_2m, self.pt_l(), self.pt_lp(), self.pt_ns, self.pt_sh, self.pd_ns, self.pdpt_ns,
+            self.pd_nsp, self.pd_sh, self.pt_sh2,
         ]
     }
 
@@ -313,12 +276,7 @@ impl Space {
     /// real-mode data): the same PDPTEs as `pdpt`.
     pub fn real_pdpt(&self) -> [u64; 4] {
         use paging::pdpte_pae;
-        [
-            pdpte_pae(self.pd_low),
-            pdpte_pae(self.pd_win),
-            pdpte_pae(self.pd_low),
-            0,
-        ]
+        [pdpte_pae(self.pd_low), pdpte_pae(self.pd_win), pdpte_pae(self.pd_low), 0]
     }
 
     /// The 32-bit word the space puts at physical `addr` (4-aligned) before
@@ -347,9 +305,7 @@ impl Space {
         if [self.d0, self.d1, self.d2, self.d3].contains(&frame) {
             return OFFSETS.contains(&off);
         }
-        if (self.large..self.large + (4 << 20)).contains(&addr)
-            && LARGE_OFFSETS.contains(&(addr - self.large))
-        {
+        if (self.large..self.large + (4 << 20)).contains(&addr) && LARGE_OFFSETS.contains(&(addr - self.large)) {
             return true;
         }
         let in_large = |b: u64| (b..b + (4 << 20)).contains(&addr);
@@ -368,14 +324,7 @@ impl Space {
         // identity pages (every 32-bit PD of the space has them).
         let identity32 = |t: &mut Table| {
             for i in 0..16 {
-                t.set32(
-                    i,
-                    if i == 0 {
-                        pde32_table(self.pt32_low, KRW)
-                    } else {
-                        pde32_4m((i as u64) << 22, KRW)
-                    },
-                );
+                t.set32(i, if i == 0 { pde32_table(self.pt32_low, KRW) } else { pde32_4m((i as u64) << 22, KRW) });
             }
         };
         let f = frame;
@@ -522,10 +471,7 @@ impl Space {
                 t.set32(2 * i, pte32(self.large2 + PAGE * k, KRW));
             }
         } else if f == self.pd_nsp {
-            t.set64(
-                ((SH_VA_PAE >> 21) & 0x1FF) as usize,
-                entry64(self.pt_sh, KRW),
-            );
+            t.set64(((SH_VA_PAE >> 21) & 0x1FF) as usize, entry64(self.pt_sh, KRW));
         } else {
             return None;
         }
@@ -534,12 +480,7 @@ impl Space {
 
     /// The window's 4 KiB pages: (PT index, (frame, flags)).
     fn window(&self) -> [(usize, (u64, u64)); 4] {
-        [
-            (0, (self.d0, KRW)),
-            (1, (self.d1, KRO)),
-            (3, (self.d0, KRW)),
-            (4, (self.ret, KRW)),
-        ]
+        [(0, (self.d0, KRW)), (1, (self.d1, KRO)), (3, (self.d0, KRW)), (4, (self.ret, KRW))]
     }
 
     /// Calls `sink(addr, word)` for every pattern word of the data frames,
@@ -577,11 +518,7 @@ pub(crate) mod tests {
 
     /// The space over the fake's RAM, and its tables as memory words.
     pub(crate) fn built() -> (Space, HashMap<u64, u64>) {
-        let map = MemMap::from_entries(&[MmapEntry {
-            base: 0x10_0000,
-            len: 0x7F0_0000,
-            kind: MMAP_AVAILABLE,
-        }]);
+        let map = MemMap::from_entries(&[MmapEntry { base: 0x10_0000, len: 0x7F0_0000, kind: MMAP_AVAILABLE }]);
         let mut x = Exclusions::new();
         x.add(Range::new(0x12_5000, 0x12_6000));
         let mut f = Frames::new(&map, &x, 0x12_5000, IDENTITY_END);
@@ -601,9 +538,7 @@ pub(crate) mod tests {
     #[test]
     fn frames_are_distinct_and_below_64_mib() {
         let (s, _) = built();
-        let f = [
-            s.pd32, s.pt32_low, s.pdpt, s.pd_alt, s.pml4, s.pt_high, s.d0, s.d3, s.ret,
-        ];
+        let f = [s.pd32, s.pt32_low, s.pdpt, s.pd_alt, s.pml4, s.pt_high, s.d0, s.d3, s.ret];
         for (i, a) in f.iter().enumerate() {
             assert!(a % PAGE == 0 && *a >= 0x12_6000 && *a < IDENTITY_END);
             assert!(!f[..i].contains(a));
@@ -616,24 +551,12 @@ pub(crate) mod tests {
         let (s, mem) = built();
         let w = |a: u64| mem.get(&a).copied().unwrap_or(0);
         let pdptes = [0, 1, 2, 3].map(|i| w(s.pdpt + 8 * i));
-        let formats = [
-            (Format::Bits32 { pse: true }, s.pd32),
-            (Format::Pae { pdptes }, s.pdpt),
-            (Format::Long, s.pml4),
-        ];
+        let formats = [(Format::Bits32 { pse: true }, s.pd32), (Format::Pae { pdptes }, s.pdpt), (Format::Long, s.pml4)];
         for (fmt, cr3) in formats {
             let t = |va, write| translate(&w, fmt, cr3, va, write);
             let code = crate::modes::layout::BLOB_BASE;
-            assert_eq!(
-                t(code, true),
-                Ok(code),
-                "{fmt:?}: the engine's code is identity-mapped"
-            );
-            assert_eq!(
-                t(s.pd32 + 4 * 258, true),
-                Ok(s.pd32 + 4 * 258),
-                "{fmt:?}: tables identity-mapped"
-            );
+            assert_eq!(t(code, true), Ok(code), "{fmt:?}: the engine's code is identity-mapped");
+            assert_eq!(t(s.pd32 + 4 * 258, true), Ok(s.pd32 + 4 * 258), "{fmt:?}: tables identity-mapped");
             assert_eq!(t(WIN + 0x10, true), Ok(s.d0 + 0x10), "{fmt:?}");
             assert_eq!(t(WIN + 0x1000, false), Ok(s.d1));
             assert_eq!(t(WIN + 0x1000, true), Err(WalkFault::ReadOnly));
@@ -641,19 +564,12 @@ pub(crate) mod tests {
             assert_eq!(t(WIN + 0x3104, true), Ok(s.d0 + 0x104));
             assert_eq!(t(WIN + 0x4000, false), Ok(s.ret));
             for o in LARGE_OFFSETS {
-                assert_eq!(
-                    t(LARGE_VA + o, false),
-                    Ok(s.large + o),
-                    "{fmt:?} large +{o:#x}"
-                );
+                assert_eq!(t(LARGE_VA + o, false), Ok(s.large + o), "{fmt:?} large +{o:#x}");
             }
             assert_eq!(t(EDIT_VA, false), Ok(s.d2));
             assert_eq!(t(UNMAPPED_VA, false), Err(WalkFault::NotPresent), "{fmt:?}");
         }
-        assert_eq!(
-            translate(&w, Format::Long, s.pml4, HIGH_VA + 8, false),
-            Ok(s.d3 + 8)
-        );
+        assert_eq!(translate(&w, Format::Long, s.pml4, HIGH_VA + 8, false), Ok(s.d3 + 8));
         assert_eq!(w(s.ret) & 0xFF, 0xC3);
     }
 
@@ -668,77 +584,35 @@ pub(crate) mod tests {
         let (off, on) = (Format::Bits32 { pse: false }, Format::Bits32 { pse: true });
         for (i, k) in NS_FRAMES.iter().enumerate() {
             let va = NS_VA + PAGE * i as u64 + 0x10;
-            assert_eq!(
-                translate(&w, off, s.pd_ns, va, false),
-                Ok(s.large2 + PAGE * k + 0x10)
-            );
-            assert_eq!(
-                translate(&w, on, s.pd_ns, va, false),
-                Ok(s.pt_ns + PAGE * i as u64 + 0x10)
-            );
+            assert_eq!(translate(&w, off, s.pd_ns, va, false), Ok(s.large2 + PAGE * k + 0x10));
+            assert_eq!(translate(&w, on, s.pd_ns, va, false), Ok(s.pt_ns + PAGE * i as u64 + 0x10));
         }
-        assert_eq!(
-            translate(&w, off, s.pd_ns, NS_VA + 4 * PAGE, false),
-            Err(WalkFault::NotPresent)
-        );
-        assert_eq!(
-            translate(&w, off, s.pd_ns, NS_VA + 5 * PAGE, true),
-            Err(WalkFault::ReadOnly)
-        );
+        assert_eq!(translate(&w, off, s.pd_ns, NS_VA + 4 * PAGE, false), Err(WalkFault::NotPresent));
+        assert_eq!(translate(&w, off, s.pd_ns, NS_VA + 5 * PAGE, true), Err(WalkFault::ReadOnly));
         let pdptes = [0, 1, 2, 3].map(|i| w(s.pdpt_ns + 8 * i));
         let pae = Format::Pae { pdptes };
-        assert_eq!(
-            translate(&w, pae, s.pdpt_ns, crate::modes::layout::BLOB_BASE, false),
-            Ok(crate::modes::layout::BLOB_BASE)
-        );
+        assert_eq!(translate(&w, pae, s.pdpt_ns, crate::modes::layout::BLOB_BASE, false), Ok(crate::modes::layout::BLOB_BASE));
         for j in 0..4u64 {
             let p = translate(&w, pae, s.pdpt_ns, SH_VA_PAE + PAGE * j, false);
             assert_eq!(p, Ok(s.large2 + PAGE * SH_FRAMES[j as usize]));
-            assert_eq!(
-                p,
-                translate(&w, off, s.pd_ns, SH_VA32 + PAGE * 2 * j, false),
-                "PAE page {j} = 32-bit page {}",
-                2 * j
-            );
+            assert_eq!(p, translate(&w, off, s.pd_ns, SH_VA32 + PAGE * 2 * j, false), "PAE page {j} = 32-bit page {}", 2 * j);
             if j > 0 {
-                assert_ne!(
-                    p,
-                    translate(&w, off, s.pd_ns, SH_VA32 + PAGE * j, false),
-                    "PAE page {j} is not 32-bit page {j}"
-                );
+                assert_ne!(p, translate(&w, off, s.pd_ns, SH_VA32 + PAGE * j, false), "PAE page {j} is not 32-bit page {j}");
             }
         }
-        assert_eq!(
-            translate(&w, off, s.pd_ns, SH_VA32 + PAGE, false),
-            Err(WalkFault::NotPresent)
-        );
+        assert_eq!(translate(&w, off, s.pd_ns, SH_VA32 + PAGE, false), Err(WalkFault::NotPresent));
         // pd_sh: 32-bit PDE 2i is PAE PDE i of PDPTE 1 (pdpt_ns + 0x20).
         let pdptes = [0, 1, 2, 3].map(|i| w(s.pdpt_ns + PDPT_SH_OFFSET + 8 * i));
         let pae = Format::Pae { pdptes };
         let cr3 = s.pdpt_ns + PDPT_SH_OFFSET;
         for (i, k) in SH2_FRAMES.iter().enumerate() {
             let want = Ok(s.large2 + PAGE * k);
-            assert_eq!(
-                translate(&w, off, s.pd_sh, (8 << 22) + PAGE * 2 * i as u64, false),
-                want
-            );
-            assert_eq!(
-                translate(&w, pae, cr3, (1 << 30) + (4 << 21) + PAGE * i as u64, false),
-                want
-            );
+            assert_eq!(translate(&w, off, s.pd_sh, (8 << 22) + PAGE * 2 * i as u64, false), want);
+            assert_eq!(translate(&w, pae, cr3, (1 << 30) + (4 << 21) + PAGE * i as u64, false), want);
         }
-        assert_eq!(
-            translate(&w, pae, cr3, (1 << 30) + (1 << 21), false),
-            Ok(s.large2 + PAGE * SH_FRAMES[0])
-        );
-        assert_eq!(
-            translate(&w, off, s.pd_sh, 1 << 22, false),
-            Err(WalkFault::NotPresent)
-        );
-        assert_eq!(
-            translate(&w, pae, cr3, (1 << 30) + (2 << 21), false),
-            Err(WalkFault::NotPresent)
-        );
+        assert_eq!(translate(&w, pae, cr3, (1 << 30) + (1 << 21), false), Ok(s.large2 + PAGE * SH_FRAMES[0]));
+        assert_eq!(translate(&w, off, s.pd_sh, 1 << 22, false), Err(WalkFault::NotPresent));
+        assert_eq!(translate(&w, pae, cr3, (1 << 30) + (2 << 21), false), Err(WalkFault::NotPresent));
     }
 
     #[test]

@@ -13,8 +13,7 @@ use super::probe::{pf_error, Expect, Op};
 use super::space::{pat32, pat64, Space, EDIT_VA, HIGH_VA, LARGE_VA, UNMAPPED_VA, WIN};
 use super::{layout, paging, Mode};
 use crate::regs::{
-    CR0_PE, CR0_PG, CR0_WP, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PAE, CR4_PSE, EFER_LMA, EFER_LME,
-    MSR_EFER,
+    CR0_PE, CR0_PG, CR0_WP, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PAE, CR4_PSE, EFER_LMA, EFER_LME, MSR_EFER,
 };
 
 /// The stops of one walk, in order, with the name of their check.
@@ -122,12 +121,7 @@ pub fn regs(s: &Space, env: &Env, mode: Mode) -> StopRegs {
         Mode::Pae => (paged, s.pdpt, base4 | CR4_PAE),
         Mode::Long => (paged, s.pml4, base4 | CR4_PAE),
     };
-    StopRegs {
-        mode,
-        cr0: c0 as u32,
-        cr3: c3 as u32,
-        cr4: c4 as u32,
-    }
+    StopRegs { mode, cr0: c0 as u32, cr3: c3 as u32, cr4: c4 as u32 }
 }
 
 /// The builder's view of what the walk has changed so far.
@@ -177,14 +171,7 @@ pub fn program(s: &Space, env: &Env, part: usize, emit: &mut dyn FnMut(Item)) {
                     identity(s, env, *mode, tag, op);
                     translation(s, w, tag, op, env.broken && w == 0);
                     // The baseline of the edit made later from long mode.
-                    op(
-                        EDIT_FROM_LONG,
-                        Op::Read32 {
-                            seg: 0,
-                            addr: EDIT_VA,
-                        },
-                        edit_expect(s, st.pd32_edited),
-                    );
+                    op(EDIT_FROM_LONG, Op::Read32 { seg: 0, addr: EDIT_VA }, edit_expect(s, st.pd32_edited));
                 }
                 (Mode::Paging32, _) => {
                     identity(s, env, *mode, tag, op);
@@ -210,20 +197,8 @@ pub fn program(s: &Space, env: &Env, part: usize, emit: &mut dyn FnMut(Item)) {
                     // SDM Vol. 3A 4.3: the 32-bit PD is ordinary memory here.
                     let pde = s.pd32 + 4 * (EDIT_VA >> 22);
                     let edited = paging::pde32_table(s.pt32_win, paging::KRW);
-                    op(
-                        EDIT_FROM_LONG,
-                        Op::Write32 {
-                            seg: 0,
-                            addr: pde,
-                            value: edited,
-                        },
-                        Expect::Done,
-                    );
-                    op(
-                        EDIT_FROM_LONG,
-                        Op::Read32 { seg: 0, addr: pde },
-                        Expect::Value(u64::from(edited)),
-                    );
+                    op(EDIT_FROM_LONG, Op::Write32 { seg: 0, addr: pde, value: edited }, Expect::Done);
+                    op(EDIT_FROM_LONG, Op::Read32 { seg: 0, addr: pde }, Expect::Value(u64::from(edited)));
                     st.pd32_edited = true;
                 }
             }
@@ -243,346 +218,97 @@ fn edit_expect(s: &Space, edited: bool) -> Expect {
 fn real(env: &Env, w: usize, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
     let base = layout::REAL_DATA;
     let v = |a: u64| Expect::Value(u64::from(real_word(a)));
-    op(
-        tag,
-        Op::ReadCr0,
-        Expect::Masked {
-            mask: CR0_PE | CR0_PG | CR0_WP,
-            want: 0,
-        },
-    );
+    op(tag, Op::ReadCr0, Expect::Masked { mask: CR0_PE | CR0_PG | CR0_WP, want: 0 });
     // Delivered through the IVT the engine loaded with LIDT (SDM Vol. 3A 21.1.4).
     op(tag, Op::Ud2, Expect::ud());
     op(tag, Op::Read32 { seg: 0, addr: base }, v(base));
-    op(
-        tag,
-        Op::Read32 {
-            seg: (base >> 4) as u16,
-            addr: 0,
-        },
-        v(base),
-    );
-    op(
-        tag,
-        Op::Read32 {
-            seg: (base >> 4) as u16 - 1,
-            addr: 0x10,
-        },
-        v(base),
-    );
-    op(
-        tag,
-        Op::Read32 {
-            seg: (base >> 4) as u16 + 0x10,
-            addr: 0x3c,
-        },
-        v(base + 0x13c),
-    );
+    op(tag, Op::Read32 { seg: (base >> 4) as u16, addr: 0 }, v(base));
+    op(tag, Op::Read32 { seg: (base >> 4) as u16 - 1, addr: 0x10 }, v(base));
+    op(tag, Op::Read32 { seg: (base >> 4) as u16 + 0x10, addr: 0x3c }, v(base + 0x13c));
     let t = token(w) ^ 0x0E00_0000;
-    op(
-        tag,
-        Op::Write32 {
-            seg: (base >> 4) as u16,
-            addr: 0x208,
-            value: t,
-        },
-        Expect::Done,
-    );
-    op(
-        tag,
-        Op::Read32 {
-            seg: 0,
-            addr: base + 0x208,
-        },
-        Expect::Value(u64::from(t)),
-    );
-    op(
-        tag,
-        Op::Write32 {
-            seg: 0,
-            addr: base + 0x208,
-            value: real_word(base + 0x208),
-        },
-        Expect::Done,
-    );
-    op(
-        tag,
-        Op::Read32 {
-            seg: 0xFFFF,
-            addr: 0x10,
-        },
-        Expect::Value(u64::from(env.a20_word)),
-    );
+    op(tag, Op::Write32 { seg: (base >> 4) as u16, addr: 0x208, value: t }, Expect::Done);
+    op(tag, Op::Read32 { seg: 0, addr: base + 0x208 }, Expect::Value(u64::from(t)));
+    op(tag, Op::Write32 { seg: 0, addr: base + 0x208, value: real_word(base + 0x208) }, Expect::Done);
+    op(tag, Op::Read32 { seg: 0xFFFF, addr: 0x10 }, Expect::Value(u64::from(env.a20_word)));
 }
 
 /// Protected mode without paging: linear = physical (SDM Vol. 3A 3.4).
 fn prot(s: &Space, w: usize, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
-    op(
-        tag,
-        Op::ReadCr0,
-        Expect::Masked {
-            mask: CR0_PE | CR0_PG | CR0_WP,
-            want: CR0_PE,
-        },
-    );
-    op(
-        tag,
-        Op::Rdmsr { msr: MSR_EFER },
-        Expect::Masked {
-            mask: EFER_LME | EFER_LMA,
-            want: 0,
-        },
-    );
+    op(tag, Op::ReadCr0, Expect::Masked { mask: CR0_PE | CR0_PG | CR0_WP, want: CR0_PE });
+    op(tag, Op::Rdmsr { msr: MSR_EFER }, Expect::Masked { mask: EFER_LME | EFER_LMA, want: 0 });
     op(tag, Op::Ud2, Expect::ud());
-    op(
-        tag,
-        Op::Read32 {
-            seg: 0,
-            addr: layout::REAL_DATA,
-        },
-        Expect::Value(u64::from(real_word(layout::REAL_DATA))),
-    );
-    op(
-        tag,
-        Op::Read32 { seg: 0, addr: s.d0 },
-        Expect::Value(pat32(s.d0)),
-    );
-    op(
-        tag,
-        Op::Read64 {
-            addr: s.large + 0x20_0000,
-        },
-        Expect::Value(pat64(s.large + 0x20_0000)),
-    );
+    op(tag, Op::Read32 { seg: 0, addr: layout::REAL_DATA }, Expect::Value(u64::from(real_word(layout::REAL_DATA))));
+    op(tag, Op::Read32 { seg: 0, addr: s.d0 }, Expect::Value(pat32(s.d0)));
+    op(tag, Op::Read64 { addr: s.large + 0x20_0000 }, Expect::Value(pat64(s.large + 0x20_0000)));
     // The page tables are plain memory; after walk 1 used PDE 256 the
     // processor has set its accessed flag (SDM Vol. 3A 4.8).
     let a = if w == 0 { 0 } else { paging::A };
     let pde = u64::from(paging::pde32_table(s.pt32_win, paging::KRW)) | a;
-    op(
-        tag,
-        Op::Read32 {
-            seg: 0,
-            addr: s.pd32 + 4 * 256,
-        },
-        Expect::Value(pde),
-    );
-    op(
-        tag,
-        Op::Write32 {
-            seg: 0,
-            addr: s.d0 + 0x100,
-            value: token(w),
-        },
-        Expect::Done,
-    );
-    op(
-        tag,
-        Op::Read32 {
-            seg: 0,
-            addr: s.d0 + 0x100,
-        },
-        Expect::Value(u64::from(token(w))),
-    );
+    op(tag, Op::Read32 { seg: 0, addr: s.pd32 + 4 * 256 }, Expect::Value(pde));
+    op(tag, Op::Write32 { seg: 0, addr: s.d0 + 0x100, value: token(w) }, Expect::Done);
+    op(tag, Op::Read32 { seg: 0, addr: s.d0 + 0x100 }, Expect::Value(u64::from(token(w))));
 }
 
 /// The mode's own control state: CR0/CR4/CR3 as loaded, EFER.LMA.
 fn identity(s: &Space, env: &Env, mode: Mode, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
     let r = regs(s, env, mode);
     let paged = CR0_PE | CR0_PG | CR0_WP;
-    op(
-        tag,
-        Op::ReadCr0,
-        Expect::Masked {
-            mask: paged,
-            want: paged,
-        },
-    );
+    op(tag, Op::ReadCr0, Expect::Masked { mask: paged, want: paged });
     op(tag, Op::ReadCr3, Expect::Value(u64::from(r.cr3)));
-    op(
-        tag,
-        Op::ReadCr4,
-        Expect::Masked {
-            mask: CR4_PSE | CR4_PAE,
-            want: u64::from(r.cr4) & (CR4_PSE | CR4_PAE),
-        },
-    );
-    let lma = if mode == Mode::Long {
-        EFER_LME | EFER_LMA
-    } else {
-        0
-    };
-    op(
-        tag,
-        Op::Rdmsr { msr: MSR_EFER },
-        Expect::Masked {
-            mask: EFER_LME | EFER_LMA,
-            want: lma,
-        },
-    );
+    op(tag, Op::ReadCr4, Expect::Masked { mask: CR4_PSE | CR4_PAE, want: u64::from(r.cr4) & (CR4_PSE | CR4_PAE) });
+    let lma = if mode == Mode::Long { EFER_LME | EFER_LMA } else { 0 };
+    op(tag, Op::Rdmsr { msr: MSR_EFER }, Expect::Masked { mask: EFER_LME | EFER_LMA, want: lma });
     op(tag, Op::Ud2, Expect::ud());
 }
 
 /// The window through the mode's tables (SDM Vol. 3A 4.3, 4.4.2, 4.5.4),
 /// and #PF error codes and CR2 (SDM Vol. 3A 4.7).
-fn translation(
-    s: &Space,
-    w: usize,
-    tag: usize,
-    op: &mut dyn FnMut(usize, Op, Expect),
-    broken: bool,
-) {
+fn translation(s: &Space, w: usize, tag: usize, op: &mut dyn FnMut(usize, Op, Expect), broken: bool) {
     let r = |addr| Op::Read32 { seg: 0, addr };
     let val = |v: u64| Expect::Value(v);
-    op(
-        tag,
-        r(layout::REAL_DATA),
-        val(u64::from(real_word(layout::REAL_DATA))),
-    );
+    op(tag, r(layout::REAL_DATA), val(u64::from(real_word(layout::REAL_DATA))));
     op(tag, r(WIN), val(pat32(s.d0) ^ u64::from(broken)));
     op(tag, r(WIN + 0xffc), val(pat32(s.d0 + 0xffc)));
-    op(
-        tag,
-        Op::Read64 { addr: WIN + 0x7f8 },
-        val(pat64(s.d0 + 0x7f8)),
-    );
+    op(tag, Op::Read64 { addr: WIN + 0x7f8 }, val(pat64(s.d0 + 0x7f8)));
     op(tag, r(WIN + 0x100), val(u64::from(token(w))));
     op(tag, r(WIN + 0x1000), val(pat32(s.d1)));
     let ro = WIN + 0x1010;
-    op(
-        tag,
-        Op::Write32 {
-            seg: 0,
-            addr: ro,
-            value: 1,
-        },
-        Expect::pf(pf_error(true, true, false, false), ro),
-    );
+    op(tag, Op::Write32 { seg: 0, addr: ro, value: 1 }, Expect::pf(pf_error(true, true, false, false), ro));
     let np = WIN + 0x2010;
-    op(
-        tag,
-        r(np),
-        Expect::pf(pf_error(false, false, false, false), np),
-    );
-    op(
-        tag,
-        Op::Write32 {
-            seg: 0,
-            addr: np,
-            value: 1,
-        },
-        Expect::pf(pf_error(false, true, false, false), np),
-    );
+    op(tag, r(np), Expect::pf(pf_error(false, false, false, false), np));
+    op(tag, Op::Write32 { seg: 0, addr: np, value: 1 }, Expect::pf(pf_error(false, true, false, false), np));
     let alias = 0xA11A_0000 | w as u32;
-    op(
-        tag,
-        Op::Write32 {
-            seg: 0,
-            addr: WIN + 0x3104,
-            value: alias,
-        },
-        Expect::Done,
-    );
+    op(tag, Op::Write32 { seg: 0, addr: WIN + 0x3104, value: alias }, Expect::Done);
     op(tag, r(WIN + 0x104), val(u64::from(alias)));
     op(tag, Op::Fetch { addr: WIN + 0x4000 }, Expect::Done);
     // No NX here (EFER.NXE = 0), so I/D stays 0 (SDM Vol. 3A 4.7).
-    op(
-        tag,
-        Op::Fetch { addr: WIN + 0x2000 },
-        Expect::pf(pf_error(false, false, false, false), WIN + 0x2000),
-    );
+    op(tag, Op::Fetch { addr: WIN + 0x2000 }, Expect::pf(pf_error(false, false, false, false), WIN + 0x2000));
     op(tag, r(LARGE_VA), val(pat32(s.large)));
-    op(
-        tag,
-        r(LARGE_VA + 0x1f_fffc),
-        val(pat32(s.large + 0x1f_fffc)),
-    );
-    op(
-        tag,
-        r(LARGE_VA + 0x20_0000),
-        val(pat32(s.large + 0x20_0000)),
-    );
-    op(
-        tag,
-        Op::Read64 {
-            addr: LARGE_VA + 0x3f_fff8,
-        },
-        val(pat64(s.large + 0x3f_fff8)),
-    );
+    op(tag, r(LARGE_VA + 0x1f_fffc), val(pat32(s.large + 0x1f_fffc)));
+    op(tag, r(LARGE_VA + 0x20_0000), val(pat32(s.large + 0x20_0000)));
+    op(tag, Op::Read64 { addr: LARGE_VA + 0x3f_fff8 }, val(pat64(s.large + 0x3f_fff8)));
     op(tag, r(UNMAPPED_VA + 8), Expect::pf(0, UNMAPPED_VA + 8));
 }
 
 /// 4-level paging only: a page above 4 GiB, and a non-canonical address,
 /// which is #GP(0) and not #PF (SDM Vol. 3A 3.3.7.1, 6.15 "Interrupt 13").
 fn long_only(s: &Space, tag: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
-    op(
-        tag,
-        Op::Read64 {
-            addr: HIGH_VA + 0x7f8,
-        },
-        Expect::Value(pat64(s.d3 + 0x7f8)),
-    );
-    op(
-        tag,
-        Op::Read32 {
-            seg: 0,
-            addr: 0x0000_8000_0000_0000,
-        },
-        Expect::gp0(),
-    );
+    op(tag, Op::Read64 { addr: HIGH_VA + 0x7f8 }, Expect::Value(pat64(s.d3 + 0x7f8)));
+    op(tag, Op::Read32 { seg: 0, addr: 0x0000_8000_0000_0000 }, Expect::gp0());
 }
 
 /// CR0.WP (SDM Vol. 3A 4.6.1): with WP = 0 a supervisor write to a
 /// read-only page succeeds; with WP = 1 it is a #PF with P and W/R set.
 /// The written word is not one of the pattern words.
-fn write_protect(
-    s: &Space,
-    env: &Env,
-    mode: Mode,
-    w: usize,
-    op: &mut dyn FnMut(usize, Op, Expect),
-) {
+fn write_protect(s: &Space, env: &Env, mode: Mode, w: usize, op: &mut dyn FnMut(usize, Op, Expect)) {
     let cr0 = u64::from(regs(s, env, mode).cr0);
     let (va, v) = (WIN + 0x1020, 0x5770_0000 | (w as u32) << 8 | mode as u32);
-    op(
-        WP_TOGGLE,
-        Op::WriteCr0 {
-            value: (cr0 & !CR0_WP) as u32,
-        },
-        Expect::Value(cr0 & !CR0_WP),
-    );
-    op(
-        WP_TOGGLE,
-        Op::Write32 {
-            seg: 0,
-            addr: va,
-            value: v,
-        },
-        Expect::Done,
-    );
-    op(
-        WP_TOGGLE,
-        Op::Read32 { seg: 0, addr: va },
-        Expect::Value(u64::from(v)),
-    );
-    op(
-        WP_TOGGLE,
-        Op::WriteCr0 { value: cr0 as u32 },
-        Expect::Value(cr0),
-    );
-    op(
-        WP_TOGGLE,
-        Op::Write32 {
-            seg: 0,
-            addr: va,
-            value: !v,
-        },
-        Expect::pf(pf_error(true, true, false, false), va),
-    );
-    op(
-        WP_TOGGLE,
-        Op::Read32 { seg: 0, addr: va },
-        Expect::Value(u64::from(v)),
-    );
+    op(WP_TOGGLE, Op::WriteCr0 { value: (cr0 & !CR0_WP) as u32 }, Expect::Value(cr0 & !CR0_WP));
+    op(WP_TOGGLE, Op::Write32 { seg: 0, addr: va, value: v }, Expect::Done);
+    op(WP_TOGGLE, Op::Read32 { seg: 0, addr: va }, Expect::Value(u64::from(v)));
+    op(WP_TOGGLE, Op::WriteCr0 { value: cr0 as u32 }, Expect::Value(cr0));
+    op(WP_TOGGLE, Op::Write32 { seg: 0, addr: va, value: !v }, Expect::pf(pf_error(true, true, false, false), va));
+    op(WP_TOGGLE, Op::Read32 { seg: 0, addr: va }, Expect::Value(u64::from(v)));
 }
 
 /// Back in 32-bit paging after long mode: the PDE edited from long mode is
@@ -590,58 +316,28 @@ fn write_protect(
 /// it, INVLPG, and the old mapping is back. Then edit the PAE PD for the
 /// next PAE stop.
 fn pg32_back(s: &Space, st: &mut State, op: &mut dyn FnMut(usize, Op, Expect)) {
-    let r = Op::Read32 {
-        seg: 0,
-        addr: EDIT_VA,
-    };
+    let r = Op::Read32 { seg: 0, addr: EDIT_VA };
     op(EDIT_FROM_LONG, r, edit_expect(s, st.pd32_edited));
     let pde = s.pd32 + 4 * (EDIT_VA >> 22);
-    op(
-        EDIT_FROM_LONG,
-        Op::Write32 {
-            seg: 0,
-            addr: pde,
-            value: paging::pde32_table(s.pt32_e, paging::KRW),
-        },
-        Expect::Done,
-    );
+    op(EDIT_FROM_LONG, Op::Write32 { seg: 0, addr: pde, value: paging::pde32_table(s.pt32_e, paging::KRW) }, Expect::Done);
     op(EDIT_FROM_LONG, Op::Invlpg { addr: EDIT_VA }, Expect::Done);
     st.pd32_edited = false;
     op(EDIT_FROM_LONG, r, edit_expect(s, false));
     let pae_pde = s.pd_win + 8 * ((EDIT_VA >> 21) & 0x1ff);
     let value = paging::entry64(s.pt_win, paging::KRW) as u32;
-    op(
-        EDIT_FROM_PG32,
-        Op::Write32 {
-            seg: 0,
-            addr: pae_pde,
-            value,
-        },
-        Expect::Done,
-    );
+    op(EDIT_FROM_PG32, Op::Write32 { seg: 0, addr: pae_pde, value }, Expect::Done);
     st.pae_edited = true;
 }
 
 /// First PAE stop of a walk: the PAE PDE edited from 32-bit mode (in the
 /// previous walk) is in effect; undo it.
 fn pae_edit_seen(s: &Space, st: &mut State, op: &mut dyn FnMut(usize, Op, Expect)) {
-    let r = Op::Read32 {
-        seg: 0,
-        addr: EDIT_VA,
-    };
+    let r = Op::Read32 { seg: 0, addr: EDIT_VA };
     op(EDIT_FROM_PG32, r, edit_expect(s, st.pae_edited));
     if st.pae_edited {
         let pae_pde = s.pd_win + 8 * ((EDIT_VA >> 21) & 0x1ff);
         let value = paging::entry64(s.pt_e, paging::KRW) as u32;
-        op(
-            EDIT_FROM_PG32,
-            Op::Write32 {
-                seg: 0,
-                addr: pae_pde,
-                value,
-            },
-            Expect::Done,
-        );
+        op(EDIT_FROM_PG32, Op::Write32 { seg: 0, addr: pae_pde, value }, Expect::Done);
         op(EDIT_FROM_PG32, Op::Invlpg { addr: EDIT_VA }, Expect::Done);
         st.pae_edited = false;
         op(EDIT_FROM_PG32, r, edit_expect(s, false));
@@ -656,84 +352,30 @@ fn pae_edit_seen(s: &Space, st: &mut State, op: &mut dyn FnMut(usize, Op, Expect
 fn pdpte(s: &Space, op: &mut dyn FnMut(usize, Op, Expect)) {
     let cr3 = s.pdpt as u32;
     let r = Op::Read32 { seg: 0, addr: WIN };
-    let wr = |i: u64, v: u64| Op::Write32 {
-        seg: 0,
-        addr: s.pdpt + 8 * i,
-        value: v as u32,
-    };
+    let wr = |i: u64, v: u64| Op::Write32 { seg: 0, addr: s.pdpt + 8 * i, value: v as u32 };
     op(PDPTE_CACHED, r, Expect::Value(pat32(s.d0)));
-    op(
-        PDPTE_CACHED,
-        wr(1, paging::pdpte_pae(s.pd_alt)),
-        Expect::Done,
-    );
+    op(PDPTE_CACHED, wr(1, paging::pdpte_pae(s.pd_alt)), Expect::Done);
     op(PDPTE_CACHED, Op::Invlpg { addr: WIN }, Expect::Done);
     op(PDPTE_CACHED, r, Expect::Value(pat32(s.d0)));
-    op(
-        PDPTE_CACHED,
-        Op::MovCr3 { value: cr3 },
-        Expect::Value(u64::from(cr3)),
-    );
+    op(PDPTE_CACHED, Op::MovCr3 { value: cr3 }, Expect::Value(u64::from(cr3)));
     op(PDPTE_CACHED, r, Expect::Value(pat32(s.d2)));
-    op(
-        PDPTE_CACHED,
-        wr(1, paging::pdpte_pae(s.pd_win)),
-        Expect::Done,
-    );
-    op(
-        PDPTE_CACHED,
-        Op::MovCr3 { value: cr3 },
-        Expect::Value(u64::from(cr3)),
-    );
+    op(PDPTE_CACHED, wr(1, paging::pdpte_pae(s.pd_win)), Expect::Done);
+    op(PDPTE_CACHED, Op::MovCr3 { value: cr3 }, Expect::Value(u64::from(cr3)));
     op(PDPTE_CACHED, r, Expect::Value(pat32(s.d0)));
 
     // Bit 1 (R/W in other entries) is reserved in a PAE PDPTE.
-    op(
-        PDPTE_RESERVED,
-        wr(2, paging::pdpte_pae(s.pd_low) | paging::RW),
-        Expect::Done,
-    );
+    op(PDPTE_RESERVED, wr(2, paging::pdpte_pae(s.pd_low) | paging::RW), Expect::Done);
     op(PDPTE_RESERVED, Op::MovCr3 { value: cr3 }, Expect::gp0());
     op(PDPTE_RESERVED, Op::ReadCr3, Expect::Value(u64::from(cr3)));
     op(PDPTE_RESERVED, r, Expect::Value(pat32(s.d0)));
-    op(
-        PDPTE_RESERVED,
-        wr(2, paging::pdpte_pae(s.pd_low)),
-        Expect::Done,
-    );
-    op(
-        PDPTE_RESERVED,
-        Op::MovCr3 { value: cr3 },
-        Expect::Value(u64::from(cr3)),
-    );
+    op(PDPTE_RESERVED, wr(2, paging::pdpte_pae(s.pd_low)), Expect::Done);
+    op(PDPTE_RESERVED, Op::MovCr3 { value: cr3 }, Expect::Value(u64::from(cr3)));
     // PDPTE 2 (linear 2..3 GiB) is the identity PD again.
     let again = 0x8000_0000 + layout::REAL_DATA;
-    op(
-        PDPTE_RESERVED,
-        Op::Read32 {
-            seg: 0,
-            addr: again,
-        },
-        Expect::Value(u64::from(real_word(layout::REAL_DATA))),
-    );
+    op(PDPTE_RESERVED, Op::Read32 { seg: 0, addr: again }, Expect::Value(u64::from(real_word(layout::REAL_DATA))));
 
-    op(
-        PDPTE_NOT_PRESENT,
-        Op::Read32 {
-            seg: 0,
-            addr: UNMAPPED_VA + 0x123 * 4,
-        },
-        Expect::pf(0, UNMAPPED_VA + 0x123 * 4),
-    );
-    op(
-        PDPTE_NOT_PRESENT,
-        Op::Write32 {
-            seg: 0,
-            addr: UNMAPPED_VA,
-            value: 0,
-        },
-        Expect::pf(pf_error(false, true, false, false), UNMAPPED_VA),
-    );
+    op(PDPTE_NOT_PRESENT, Op::Read32 { seg: 0, addr: UNMAPPED_VA + 0x123 * 4 }, Expect::pf(0, UNMAPPED_VA + 0x123 * 4));
+    op(PDPTE_NOT_PRESENT, Op::Write32 { seg: 0, addr: UNMAPPED_VA, value: 0 }, Expect::pf(pf_error(false, true, false, false), UNMAPPED_VA));
 }
 
 #[cfg(test)]
@@ -743,11 +385,7 @@ mod tests {
     #[test]
     fn program_shape() {
         let (s, _) = crate::modes::space::tests::built();
-        let env = Env {
-            cr0: 0x8000_0033,
-            cr4: 0x620,
-            ..Env::default()
-        };
+        let env = Env { cr0: 0x8000_0033, cr4: 0x620, ..Env::default() };
         let mut per_tag = [0u32; TAGS];
         let mut stops = Vec::new();
         for part in 0..PARTS {
@@ -764,16 +402,10 @@ mod tests {
                     per_tag[t] += 1;
                 }
             });
-            assert!(
-                n_stops <= layout::MAX_STOPS && ops <= layout::MAX_OPS,
-                "part {part}: {n_stops} stops, {ops} ops"
-            );
+            assert!(n_stops <= layout::MAX_STOPS && ops <= layout::MAX_OPS, "part {part}: {n_stops} stops, {ops} ops");
         }
         assert_eq!(stops.len(), WALKS * STOPS.len());
-        assert!(
-            per_tag.iter().all(|n| *n > 0),
-            "every check has probes: {per_tag:?}"
-        );
+        assert!(per_tag.iter().all(|n| *n > 0), "every check has probes: {per_tag:?}");
         // 32-bit paging -> PAE and PAE -> 32-bit paging are direct (through
         // the hub, not through long mode); real -> protected likewise.
         let modes: Vec<_> = stops.iter().map(|r| r.mode).collect();
@@ -781,15 +413,8 @@ mod tests {
         assert!(modes.windows(2).any(|w| w == [Mode::Pae, Mode::Paging32]));
         assert!(modes.windows(2).any(|w| w == [Mode::Real, Mode::Prot]));
         let pae = stops.iter().find(|r| r.mode == Mode::Pae).unwrap();
-        assert_eq!(
-            (pae.cr0, pae.cr3 as u64, pae.cr4),
-            (0x8001_0033, s.pdpt, 0x620)
-        );
+        assert_eq!((pae.cr0, pae.cr3 as u64, pae.cr4), (0x8001_0033, s.pdpt, 0x620));
         let real = stops[0];
-        assert_eq!(
-            (real.cr0, real.cr4),
-            (0x32, 0x600),
-            "PE, PG and WP clear; SSE bits kept"
-        );
+        assert_eq!((real.cr0, real.cr4), (0x32, 0x600), "PE, PG and WP clear; SSE bits kept");
     }
 }

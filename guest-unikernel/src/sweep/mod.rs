@@ -35,11 +35,7 @@ pub enum Size {
 impl Size {
     /// From the command line (`sweep=full`).
     pub const fn of(full: bool) -> Self {
-        if full {
-            Size::Full
-        } else {
-            Size::Quick
-        }
+        if full { Size::Full } else { Size::Quick }
     }
 
     /// `quick` or `full`.
@@ -91,38 +87,23 @@ pub struct Setting {
 
 /// Flags of the PDEs that reference a page table (D and PS are clear).
 const fn pde_table_flags(mode: Mode) -> &'static [u8] {
-    if mode.has_xd() {
-        &[f::U, f::W, f::NX, f::A]
-    } else {
-        &[f::U, f::W, f::A]
-    }
+    if mode.has_xd() { &[f::U, f::W, f::NX, f::A] } else { &[f::U, f::W, f::A] }
 }
 
 /// Flags of leaf entries (PTEs and large PDEs).
 const fn leaf_flags(mode: Mode) -> &'static [u8] {
-    if mode.has_xd() {
-        &[f::U, f::W, f::NX, f::A, f::D]
-    } else {
-        &[f::U, f::W, f::A, f::D]
-    }
+    if mode.has_xd() { &[f::U, f::W, f::NX, f::A, f::D] } else { &[f::U, f::W, f::A, f::D] }
 }
 
 /// Spreads the bits of `i` over `flags`.
 fn spread(i: u32, flags: &[u8]) -> u8 {
-    flags
-        .iter()
-        .enumerate()
-        .filter(|&(k, _)| i >> k & 1 != 0)
-        .fold(0, |a, (_, &b)| a | b)
+    flags.iter().enumerate().filter(|&(k, _)| i >> k & 1 != 0).fold(0, |a, (_, &b)| a | b)
 }
 
 /// The entry flag combinations of `mode`: every PDE referencing a table x
 /// every PTE, then every large PDE.
 pub fn leaf_count(mode: Mode) -> u32 {
-    let (t, l) = (
-        pde_table_flags(mode).len() as u32,
-        leaf_flags(mode).len() as u32,
-    );
+    let (t, l) = (pde_table_flags(mode).len() as u32, leaf_flags(mode).len() as u32);
     (1 << (t + l)) + (1 << l)
 }
 
@@ -161,13 +142,7 @@ pub fn settings(mode: Mode, feat: Features, mut each: impl FnMut(Setting)) {
                         if user && (!feat.user || (smep || smap) && !feat.user_with_smx) {
                             continue;
                         }
-                        each(Setting {
-                            wp,
-                            nxe,
-                            smep,
-                            smap,
-                            user,
-                        });
+                        each(Setting { wp, nxe, smep, smap, user });
                     }
                 }
             }
@@ -182,17 +157,7 @@ const MAX_INNER: usize = 1632;
 pub fn case(mode: Mode, s: Setting, k: u32) -> Case {
     let (pde, pte) = leaf(mode, k / 3);
     let acc = Access::ALL[(k % 3) as usize];
-    Case {
-        mode,
-        pde,
-        pte,
-        wp: s.wp,
-        nxe: s.nxe,
-        smep: s.smep,
-        smap: s.smap,
-        user: s.user,
-        acc,
-    }
+    Case { mode, pde, pte, wp: s.wp, nxe: s.nxe, smep: s.smep, smap: s.smap, user: s.user, acc }
 }
 
 /// The inner indices of setting number `n` (its position in [`settings`]):
@@ -240,13 +205,7 @@ pub fn count(mode: Mode, feat: Features, size: Size) -> u32 {
 mod tests {
     use super::*;
 
-    const ALL: Features = Features {
-        nx: true,
-        smep: true,
-        smap: true,
-        user: true,
-        user_with_smx: false,
-    };
+    const ALL: Features = Features { nx: true, smep: true, smap: true, user: true, user_with_smx: false };
 
     #[test]
     fn sizes() {
@@ -254,28 +213,11 @@ mod tests {
         assert_eq!(leaf_count(Mode::Pg32), 8 * 16 + 16);
         // 2 WP x 2 NXE x (SMEP/SMAP 00 at CPL 0 and 3, 3 more at CPL 0) x 544 x 3.
         assert_eq!(count(Mode::Long, ALL, Size::Full), 4 * 5 * 544 * 3);
-        assert_eq!(
-            count(
-                Mode::Long,
-                Features {
-                    smep: false,
-                    smap: false,
-                    ..ALL
-                },
-                Size::Full
-            ),
-            4 * 2 * 1632
-        );
+        assert_eq!(count(Mode::Long, Features { smep: false, smap: false, ..ALL }, Size::Full), 4 * 2 * 1632);
         assert_eq!(count(Mode::Long, ALL, Size::Quick), 20 * QUICK_PER_SETTING);
         // CPL 0 only: 2 WP x 2 NXE x 4 SMEP/SMAP; 32-bit paging has no NXE setting.
-        assert_eq!(
-            count(Mode::Pae, Features { user: false, ..ALL }, Size::Full),
-            16 * 1632
-        );
-        assert_eq!(
-            count(Mode::Pg32, Features { user: false, ..ALL }, Size::Full),
-            8 * 144 * 3
-        );
+        assert_eq!(count(Mode::Pae, Features { user: false, ..ALL }, Size::Full), 16 * 1632);
+        assert_eq!(count(Mode::Pg32, Features { user: false, ..ALL }, Size::Full), 8 * 144 * 3);
         for m in [Mode::Pg32, Mode::Pae, Mode::Long] {
             let large = (1u32 << leaf_flags(m).len()) * 3;
             for t in [inner_count(m) - large, large] {
@@ -330,17 +272,11 @@ mod tests {
                 for large in [false, true] {
                     for b in [f::U, f::W, f::A] {
                         for v in [false, true] {
-                            assert!(
-                                seen.contains(&(0, b, v, large)),
-                                "{m:?} {s:?} pde {b} {v} {large}"
-                            );
+                            assert!(seen.contains(&(0, b, v, large)), "{m:?} {s:?} pde {b} {v} {large}");
                         }
                     }
                     for a in 0..3 {
-                        assert!(
-                            seen.contains(&(2, a, true, large)),
-                            "{m:?} {s:?} access {a} large {large}"
-                        );
+                        assert!(seen.contains(&(2, a, true, large)), "{m:?} {s:?} access {a} large {large}");
                     }
                 }
                 for b in [f::U, f::W, f::A, f::D] {

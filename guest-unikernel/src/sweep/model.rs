@@ -146,31 +146,20 @@ impl Case {
 
     /// The flags of the entry that maps the page (the PTE, or the large PDE).
     pub const fn leaf(&self) -> u8 {
-        if self.large() {
-            self.pde
-        } else {
-            self.pte
-        }
+        if self.large() { self.pde } else { self.pte }
     }
 
     /// The architectural outcome (SDM Vol. 3A 4.6.1, 4.7, 4.8).
     pub fn outcome(&self) -> Outcome {
         let large = self.large();
         // The entries the walk uses: the PDE, then the PTE unless PS.
-        let entries: &[u8] = if large {
-            &[self.pde]
-        } else {
-            &[self.pde, self.pte]
-        };
+        let entries: &[u8] = if large { &[self.pde] } else { &[self.pde, self.pte] };
         let write = self.acc == Access::Write;
         let fetch = self.acc == Access::Fetch;
         // 4.7: I/D is 1 for a fetch when SMEP=1, or with PAE/4-level paging and NXE=1.
         let id = fetch && (self.smep || (self.mode.has_xd() && self.nxe));
         let code = |p_rsvd: u32| {
-            p_rsvd
-                | if write { ec::W } else { 0 }
-                | if self.user { ec::U } else { 0 }
-                | if id { ec::I } else { 0 }
+            p_rsvd | if write { ec::W } else { 0 } | if self.user { ec::U } else { 0 } | if id { ec::I } else { 0 }
         };
         // 4.5.4/4.4.2 (Tables 4-11, 4-17..4-19): with NXE=0 bit 63 is reserved; a
         // reserved bit in any entry used is a fault with RSVD=1 and P=1 (4.7).
@@ -186,18 +175,8 @@ impl Case {
         // write, D in the leaf; without a write D stays as it was. The
         // processor never clears A or D.
         let (pde0, pte0) = (self.pde & (f::A | f::D), self.pte & (f::A | f::D));
-        let mut pde = After {
-            set: pde0 & f::A,
-            clear: 0,
-        };
-        let mut pte = if large {
-            After::default()
-        } else {
-            After {
-                set: pte0,
-                clear: 0,
-            }
-        };
+        let mut pde = After { set: pde0 & f::A, clear: 0 };
+        let mut pte = if large { After::default() } else { After { set: pte0, clear: 0 } };
         if large {
             pde.set |= pde0 & f::D;
         }
@@ -247,14 +226,7 @@ impl fmt::Display for Case {
     fn fmt(&self, fm: &mut fmt::Formatter<'_>) -> fmt::Result {
         let xd = self.mode.has_xd();
         let bits = |fm: &mut fmt::Formatter<'_>, e: u8, pde: bool| {
-            for (b, n) in [
-                (f::U, 'u'),
-                (f::W, 'w'),
-                (f::NX, 'x'),
-                (f::A, 'a'),
-                (f::D, 'd'),
-                (f::PS, 's'),
-            ] {
+            for (b, n) in [(f::U, 'u'), (f::W, 'w'), (f::NX, 'x'), (f::A, 'a'), (f::D, 'd'), (f::PS, 's')] {
                 let shown = match b {
                     f::NX => xd,
                     f::D => !pde || e & f::PS != 0,
@@ -262,15 +234,7 @@ impl fmt::Display for Case {
                     _ => true,
                 };
                 if shown {
-                    write!(
-                        fm,
-                        "{}",
-                        if e & b != 0 {
-                            n.to_ascii_uppercase()
-                        } else {
-                            n
-                        }
-                    )?;
+                    write!(fm, "{}", if e & b != 0 { n.to_ascii_uppercase() } else { n })?;
                 }
             }
             Ok(())
@@ -334,17 +298,7 @@ mod tests {
     use super::*;
 
     fn case(mode: Mode, pde: u8, pte: u8, user: bool, acc: Access) -> Case {
-        Case {
-            mode,
-            pde,
-            pte,
-            wp: true,
-            nxe: true,
-            smep: false,
-            smap: false,
-            user,
-            acc,
-        }
+        Case { mode, pde, pte, wp: true, nxe: true, smep: false, smap: false, user, acc }
     }
     const ALLOW: u8 = U | W | A;
 
@@ -359,33 +313,18 @@ mod tests {
         assert_eq!(o.pte.set, A | D);
         // 4.6.1: W=0 in the PDE makes the page read-only for users (0x7) and,
         // with WP=1, for the supervisor (0x3); with WP=0 supervisor writes pass.
-        assert_eq!(
-            case(m, U | A, ALLOW, true, Write).outcome().fault,
-            Some(0x7)
-        );
-        assert_eq!(
-            case(m, U | A, ALLOW, false, Write).outcome().fault,
-            Some(0x3)
-        );
+        assert_eq!(case(m, U | A, ALLOW, true, Write).outcome().fault, Some(0x7));
+        assert_eq!(case(m, U | A, ALLOW, false, Write).outcome().fault, Some(0x3));
         let mut c = case(m, U | A, ALLOW, false, Write);
         c.wp = false;
         assert_eq!(c.outcome().fault, None);
         // U=0 in the PTE: user read 0x5, user fetch 0x15 (NXE=1), supervisor fine.
         assert_eq!(case(m, ALLOW, W | A, true, Read).outcome().fault, Some(0x5));
-        assert_eq!(
-            case(m, ALLOW, W | A, true, Fetch).outcome().fault,
-            Some(0x15)
-        );
+        assert_eq!(case(m, ALLOW, W | A, true, Fetch).outcome().fault, Some(0x15));
         assert_eq!(case(m, ALLOW, W | A, false, Fetch).outcome().fault, None);
         // XD in the PDE with NXE=1: fetches fault 0x11 / 0x15, reads pass.
-        assert_eq!(
-            case(m, ALLOW | NX, ALLOW, false, Fetch).outcome().fault,
-            Some(0x11)
-        );
-        assert_eq!(
-            case(m, ALLOW | NX, ALLOW, true, Fetch).outcome().fault,
-            Some(0x15)
-        );
+        assert_eq!(case(m, ALLOW | NX, ALLOW, false, Fetch).outcome().fault, Some(0x11));
+        assert_eq!(case(m, ALLOW | NX, ALLOW, true, Fetch).outcome().fault, Some(0x15));
         assert_eq!(case(m, ALLOW | NX, ALLOW, true, Read).outcome().fault, None);
         // XD with NXE=0 is a reserved bit (0x9 | W | U), and I/D is 0 then (4.7).
         let mut c = case(m, ALLOW, ALLOW | NX, true, Fetch);
@@ -413,11 +352,7 @@ mod tests {
         c.smep = true;
         assert_eq!(c.outcome().fault, Some(ec::P | ec::I));
         c.acc = Read;
-        assert_eq!(
-            c.outcome().fault,
-            None,
-            "SMEP does not restrict data accesses"
-        );
+        assert_eq!(c.outcome().fault, None, "SMEP does not restrict data accesses");
         c.smap = true;
         assert_eq!(c.outcome().fault, Some(ec::P));
         c.acc = Write;
@@ -440,55 +375,27 @@ mod tests {
         use Access::*;
         // 4 KiB read: A in PDE and PTE, D stays 0.
         let o = case(Mode::Long, U | W, U | W, false, Read).outcome();
-        assert_eq!(
-            (o.pde, o.pte),
-            (After { set: A, clear: 0 }, After { set: A, clear: D })
-        );
+        assert_eq!((o.pde, o.pte), (After { set: A, clear: 0 }, After { set: A, clear: D }));
         // Large write: A and D in the PDE, nothing about a PTE.
         let o = case(Mode::Long, U | W | PS, 0, false, Write).outcome();
-        assert_eq!(
-            (o.fault, o.pde, o.pte),
-            (
-                None,
-                After {
-                    set: A | D,
-                    clear: 0
-                },
-                After::default()
-            )
-        );
+        assert_eq!((o.fault, o.pde, o.pte), (None, After { set: A | D, clear: 0 }, After::default()));
         // A faulting write leaves D clear; A is not determined (except bits already set).
         let o = case(Mode::Long, U | A, U | W, true, Write).outcome();
-        assert_eq!(
-            (o.pde, o.pte),
-            (After { set: A, clear: 0 }, After { set: 0, clear: D })
-        );
+        assert_eq!((o.pde, o.pte), (After { set: A, clear: 0 }, After { set: 0, clear: D }));
         // D already set stays set.
         let o = case(Mode::Long, U | W, U | W | D, true, Read).outcome();
-        assert_eq!(
-            o.pte,
-            After {
-                set: A | D,
-                clear: 0
-            }
-        );
+        assert_eq!(o.pte, After { set: A | D, clear: 0 });
         // An entry image round-trips its A/D.
         assert_eq!(ad_of(entry_bits(A | D | U)), A | D);
-        assert_eq!(entry_bits(NX | PS), 1 | 1 << 7 | 1 << 63);
+        assert_eq!(entry_bits(NX | PS) , 1 | 1 << 7 | 1 << 63);
     }
 
     #[test]
     fn display_names_every_dimension() {
         let mut c = case(Mode::Long, U | W | A, U | D, true, Access::Fetch);
         c.smap = true;
-        assert_eq!(
-            c.to_string(),
-            "long pde=UWxAs pte=UwxaD wp1 nxe1 smep0 smap1 cpl3 fetch"
-        );
+        assert_eq!(c.to_string(), "long pde=UWxAs pte=UwxaD wp1 nxe1 smep0 smap1 cpl3 fetch");
         let c = case(Mode::Pg32, U | PS | D, 0, false, Access::Read);
-        assert_eq!(
-            c.to_string(),
-            "pg32 pde=UwaDS wp1 nxe1 smep0 smap0 cpl0 read"
-        );
+        assert_eq!(c.to_string(), "pg32 pde=UwaDS wp1 nxe1 smep0 smap0 cpl0 read");
     }
 }

@@ -52,18 +52,12 @@ pub struct Text<const N: usize> {
 }
 
 impl<const N: usize> Text<N> {
-    const EMPTY: Self = Text {
-        buf: [0; N],
-        len: 0,
-    };
+    const EMPTY: Self = Text { buf: [0; N], len: 0 };
 
     fn set(&mut self, s: &str) -> Result<(), BootInfoError> {
         let b = s.as_bytes();
         if b.len() > N {
-            return Err(BootInfoError::StringTooLong {
-                len: b.len(),
-                max: N,
-            });
+            return Err(BootInfoError::StringTooLong { len: b.len(), max: N });
         }
         self.buf[..b.len()].copy_from_slice(b);
         self.len = b.len();
@@ -141,13 +135,8 @@ impl BootInfoError {
         matches!(
             self,
             BootInfoError::Modules(_)
-                | BootInfoError::TooMany {
-                    what: "modules",
-                    ..
-                }
-                | BootInfoError::BadString {
-                    what: "module string"
-                }
+                | BootInfoError::TooMany { what: "modules", .. }
+                | BootInfoError::BadString { what: "module string" }
         )
     }
 }
@@ -192,22 +181,14 @@ pub struct BootInfo {
     pub info_range: Range<u64>,
 }
 
-const NO_MODULE: BootModule = BootModule {
-    start: 0,
-    end: 0,
-    cmdline: Text::EMPTY,
-};
+const NO_MODULE: BootModule = BootModule { start: 0, end: 0, cmdline: Text::EMPTY };
 
 impl BootInfo {
     fn empty(protocol: Protocol, info_range: Range<u64>) -> Self {
         BootInfo {
             protocol,
             cmdline: Text::EMPTY,
-            mmap: [MmapEntry {
-                base: 0,
-                len: 0,
-                kind: 0,
-            }; MAX_MMAP],
+            mmap: [MmapEntry { base: 0, len: 0, kind: 0 }; MAX_MMAP],
             mmap_len: 0,
             modules: [NO_MODULE; MAX_MODULES],
             modules_len: 0,
@@ -244,26 +225,14 @@ impl BootInfo {
     }
 
     fn push_mmap(&mut self, e: MmapEntry) -> Result<(), BootInfoError> {
-        let slot = self
-            .mmap
-            .get_mut(self.mmap_len)
-            .ok_or(BootInfoError::TooMany {
-                what: "memory-map entries",
-                max: MAX_MMAP,
-            })?;
+        let slot = self.mmap.get_mut(self.mmap_len).ok_or(BootInfoError::TooMany { what: "memory-map entries", max: MAX_MMAP })?;
         *slot = e;
         self.mmap_len += 1;
         Ok(())
     }
 
     fn push_module(&mut self, start: u64, end: u64, cmdline: &str) -> Result<(), BootInfoError> {
-        let slot = self
-            .modules
-            .get_mut(self.modules_len)
-            .ok_or(BootInfoError::TooMany {
-                what: "modules",
-                max: MAX_MODULES,
-            })?;
+        let slot = self.modules.get_mut(self.modules_len).ok_or(BootInfoError::TooMany { what: "modules", max: MAX_MODULES })?;
         slot.start = start;
         slot.end = end;
         slot.cmdline.set(cmdline)?;
@@ -272,17 +241,12 @@ impl BootInfo {
     }
 
     /// Parses a Multiboot 1 information block at `addr`.
-    pub fn from_multiboot1<R: PhysRead + ?Sized>(
-        mem: &R,
-        addr: u64,
-    ) -> Result<Self, BootInfoError> {
+    pub fn from_multiboot1<R: PhysRead + ?Sized>(mem: &R, addr: u64) -> Result<Self, BootInfoError> {
         let info = mb1::parse(mem, addr).map_err(BootInfoError::Multiboot1)?;
         let mut b = BootInfo::empty(Protocol::Multiboot1, addr..addr + mb1::INFO_SIZE as u64);
         let mut buf = [0u8; MAX_CMDLINE];
         if let Some(a) = info.cmdline_addr {
-            let s = mb1::read_cstr(mem, a.into(), &mut buf).ok_or(BootInfoError::BadString {
-                what: "command line",
-            })?;
+            let s = mb1::read_cstr(mem, a.into(), &mut buf).ok_or(BootInfoError::BadString { what: "command line" })?;
             b.cmdline.set(s)?;
         }
         for e in info.mmap(mem) {
@@ -292,9 +256,7 @@ impl BootInfo {
             let m = m.map_err(BootInfoError::Modules)?;
             let s = match m.cmdline_addr {
                 0 => "",
-                a => mb1::read_cstr(mem, a.into(), &mut buf).ok_or(BootInfoError::BadString {
-                    what: "module string",
-                })?,
+                a => mb1::read_cstr(mem, a.into(), &mut buf).ok_or(BootInfoError::BadString { what: "module string" })?,
             };
             b.push_module(m.start.into(), m.end.into(), s)?;
         }
@@ -307,67 +269,37 @@ impl BootInfo {
         let range = mbi.start_address() as u64..mbi.end_address() as u64;
         let mut b = BootInfo::empty(Protocol::Multiboot2, range);
         if let Some(c) = mbi.command_line_tag() {
-            b.cmdline
-                .set(c.cmdline().map_err(|_| BootInfoError::BadString {
-                    what: "command line",
-                })?)?;
+            b.cmdline.set(c.cmdline().map_err(|_| BootInfoError::BadString { what: "command line" })?)?;
         }
         if let Some(map) = mbi.memory_map_tag() {
             for a in map.memory_areas() {
-                b.push_mmap(MmapEntry {
-                    base: a.start_address(),
-                    len: a.size(),
-                    kind: a.typ().val(),
-                })?;
+                b.push_mmap(MmapEntry { base: a.start_address(), len: a.size(), kind: a.typ().val() })?;
             }
         }
         for m in mbi.module_tags() {
-            let s = m.cmdline().map_err(|_| BootInfoError::BadString {
-                what: "module string",
-            })?;
+            let s = m.cmdline().map_err(|_| BootInfoError::BadString { what: "module string" })?;
             if m.end_address() < m.start_address() {
                 return Err(BootInfoError::Multiboot2("a module ends before it starts"));
             }
             b.push_module(m.start_address().into(), m.end_address().into(), s)?;
         }
         if let Some(fb) = mbi.framebuffer_tag() {
-            let fb = fb.map_err(|_| {
-                BootInfoError::Multiboot2("the framebuffer tag has an unknown type")
-            })?;
+            let fb = fb.map_err(|_| BootInfoError::Multiboot2("the framebuffer tag has an unknown type"))?;
             let kind = match fb.buffer_type() {
                 Ok(FramebufferType::RGB { red, green, blue }) => {
-                    let ch = |f: multiboot2::FramebufferField| Channel {
-                        pos: f.position,
-                        size: f.size,
-                    };
-                    FramebufferKind::Rgb(PixelFormat {
-                        red: ch(red),
-                        green: ch(green),
-                        blue: ch(blue),
-                    })
+                    let ch = |f: multiboot2::FramebufferField| Channel { pos: f.position, size: f.size };
+                    FramebufferKind::Rgb(PixelFormat { red: ch(red), green: ch(green), blue: ch(blue) })
                 }
                 Ok(FramebufferType::Text) => FramebufferKind::EgaText,
                 Ok(FramebufferType::Indexed { .. }) | Err(_) => FramebufferKind::Indexed,
             };
-            b.framebuffer = Some(Framebuffer {
-                addr: fb.address(),
-                pitch: fb.pitch(),
-                width: fb.width(),
-                height: fb.height(),
-                bpp: fb.bpp(),
-                kind,
-            });
+            b.framebuffer =
+                Some(Framebuffer { addr: fb.address(), pitch: fb.pitch(), width: fb.width(), height: fb.height(), bpp: fb.bpp(), kind });
         }
         // The tag's RSDP copy follows its 8-byte tag header.
-        if let Some(t) = mbi
-            .rsdp_v2_tag()
-            .filter(|t| t.checksum_is_valid() && t.signature() == Ok("RSD PTR "))
-        {
+        if let Some(t) = mbi.rsdp_v2_tag().filter(|t| t.checksum_is_valid() && t.signature() == Ok("RSD PTR ")) {
             b.rsdp = Some(core::ptr::from_ref(t) as u64 + 8);
-        } else if let Some(t) = mbi
-            .rsdp_v1_tag()
-            .filter(|t| t.checksum_is_valid() && t.signature() == Ok("RSD PTR "))
-        {
+        } else if let Some(t) = mbi.rsdp_v1_tag().filter(|t| t.checksum_is_valid() && t.signature() == Ok("RSD PTR ")) {
             b.rsdp = Some(core::ptr::from_ref(t) as u64 + 8);
         }
         Ok(b)
@@ -378,11 +310,7 @@ impl BootInfo {
         use super::phys::BootMemory;
         match magic {
             mb1::BOOTLOADER_MAGIC => Self::from_multiboot1(&BootMemory, addr.into()),
-            multiboot2::MAGIC => Self::from_multiboot2(
-                &BootMemory
-                    .multiboot2(addr.into())
-                    .map_err(BootInfoError::Multiboot2)?,
-            ),
+            multiboot2::MAGIC => Self::from_multiboot2(&BootMemory.multiboot2(addr.into()).map_err(BootInfoError::Multiboot2)?),
             _ => Err(BootInfoError::NotMultiboot { magic }),
         }
     }
@@ -423,11 +351,7 @@ mod tests {
         let mut mmap = std::vec::Vec::new();
         mmap.extend_from_slice(&24u32.to_le_bytes());
         mmap.extend_from_slice(&0u32.to_le_bytes());
-        for (base, len, typ) in [
-            (0u64, 0x9f000u64, 1u32),
-            (0x10_0000, 0x3ff0_0000, 1),
-            (0x4000_0000, 0x1000, 3),
-        ] {
+        for (base, len, typ) in [(0u64, 0x9f000u64, 1u32), (0x10_0000, 0x3ff0_0000, 1), (0x4000_0000, 0x1000, 3)] {
             mmap.extend_from_slice(&base.to_le_bytes());
             mmap.extend_from_slice(&len.to_le_bytes());
             mmap.extend_from_slice(&typ.to_le_bytes());
@@ -464,35 +388,15 @@ mod tests {
         assert_eq!(b.protocol, Protocol::Multiboot2);
         assert_eq!(b.cmdline(), "mmu=shadow log=debug");
         assert_eq!(b.memory_map().len(), 3);
-        assert_eq!(
-            b.memory_map()[1],
-            MmapEntry {
-                base: 0x10_0000,
-                len: 0x3ff0_0000,
-                kind: 1
-            }
-        );
+        assert_eq!(b.memory_map()[1], MmapEntry { base: 0x10_0000, len: 0x3ff0_0000, kind: 1 });
         assert_eq!(b.memory_map()[2].kind, 3);
         assert_eq!(b.modules().len(), 1);
-        assert_eq!(
-            (b.modules()[0].start, b.modules()[0].end),
-            (0x20_0000, 0x24_0000)
-        );
+        assert_eq!((b.modules()[0].start, b.modules()[0].end), (0x20_0000, 0x24_0000));
         assert_eq!(b.modules()[0].cmdline(), "quadrant-guest expect_hv=1");
         let fb = b.framebuffer.unwrap();
-        assert_eq!(
-            (fb.addr, fb.pitch, fb.width, fb.height, fb.bpp),
-            (0x8000_0000, 5120, 1280, 800, 32)
-        );
+        assert_eq!((fb.addr, fb.pitch, fb.width, fb.height, fb.bpp), (0x8000_0000, 5120, 1280, 800, 32));
         let c = |pos, size| Channel { pos, size };
-        assert_eq!(
-            fb.kind,
-            FramebufferKind::Rgb(PixelFormat {
-                red: c(16, 8),
-                green: c(8, 8),
-                blue: c(0, 8)
-            })
-        );
+        assert_eq!(fb.kind, FramebufferKind::Rgb(PixelFormat { red: c(16, 8), green: c(8, 8), blue: c(0, 8) }));
         assert_eq!(b.display(), Some(fb));
         // The RSDP is the copy inside the structure, and it reads back.
         let base = m.0.as_ptr() as u64;
@@ -530,32 +434,9 @@ mod tests {
     #[test]
     fn multiboot1_block_becomes_boot_info() {
         let mut buf = [0u8; 512];
-        let map = [
-            MmapEntry {
-                base: 0,
-                len: 0x9fc00,
-                kind: 1,
-            },
-            MmapEntry {
-                base: 0x10_0000,
-                len: 0x3f0_0000,
-                kind: 1,
-            },
-        ];
-        let n = mb1::build(
-            &mut buf,
-            0x9000,
-            639,
-            0xfc00,
-            &map,
-            "/boot/quadrant-hv mmu=ept",
-            "GRUB",
-        )
-        .unwrap();
-        let mem = SliceMem {
-            base: 0x9000,
-            bytes: &buf[..n],
-        };
+        let map = [MmapEntry { base: 0, len: 0x9fc00, kind: 1 }, MmapEntry { base: 0x10_0000, len: 0x3f0_0000, kind: 1 }];
+        let n = mb1::build(&mut buf, 0x9000, 639, 0xfc00, &map, "/boot/quadrant-hv mmu=ept", "GRUB").unwrap();
+        let mem = SliceMem { base: 0x9000, bytes: &buf[..n] };
         let b = BootInfo::from_multiboot1(&mem, 0x9000).unwrap();
         assert_eq!(b.protocol, Protocol::Multiboot1);
         assert_eq!(b.cmdline(), "/boot/quadrant-hv mmu=ept");
@@ -575,22 +456,11 @@ mod tests {
     fn errors_say_what_is_wrong() {
         let e = std::format!("{}", BootInfoError::NotMultiboot { magic: 0x1234 });
         assert!(e.contains("0x2badb002") && e.contains("0x36d76289"), "{e}");
-        assert!(
-            BootInfoError::Modules(mb1::InfoError::ModuleEndBeforeStart { index: 0 }).is_modules()
-        );
+        assert!(BootInfoError::Modules(mb1::InfoError::ModuleEndBeforeStart { index: 0 }).is_modules());
         assert!(!BootInfoError::Multiboot2("x").is_modules());
-        assert!(BootInfoError::BadString {
-            what: "module string"
-        }
-        .is_modules());
-        assert!(!BootInfoError::BadString {
-            what: "command line"
-        }
-        .is_modules());
+        assert!(BootInfoError::BadString { what: "module string" }.is_modules());
+        assert!(!BootInfoError::BadString { what: "command line" }.is_modules());
         let mut t = Text::<4>::EMPTY;
-        assert_eq!(
-            t.set("abcde"),
-            Err(BootInfoError::StringTooLong { len: 5, max: 4 })
-        );
+        assert_eq!(t.set("abcde"), Err(BootInfoError::StringTooLong { len: 5, max: 4 }));
     }
 }

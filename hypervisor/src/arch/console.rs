@@ -45,10 +45,7 @@ impl Write for Console {
     }
 }
 
-static CONSOLE: Mutex<Console> = Mutex::new(Console {
-    uart: None,
-    screen: None,
-});
+static CONSOLE: Mutex<Console> = Mutex::new(Console { uart: None, screen: None });
 
 /// Initialises COM1 (115200 8N1, the crate's default) and installs the
 /// logger. Returns false when no UART answered the self-test.

@@ -19,9 +19,7 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> (u32, u32, u32, u32) {
 pub unsafe fn rdmsr(msr: u32) -> u64 {
     let (lo, hi): (u32, u32);
     // SAFETY: the caller guarantees the MSR exists.
-    unsafe {
-        asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("rdmsr", in("ecx") msr, out("eax") lo, out("edx") hi, options(nomem, nostack, preserves_flags)) };
     ((hi as u64) << 32) | lo as u64
 }
 
@@ -180,9 +178,7 @@ pub fn selectors() -> [u16; 7] {
 /// The caller must know what the device at `port` does with it.
 pub unsafe fn outb(port: u16, v: u8) {
     // SAFETY: the caller vouches for the device; OUT touches no memory.
-    unsafe {
-        asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("out dx, al", in("dx") port, in("al") v, options(nomem, nostack, preserves_flags)) };
 }
 
 /// Reads the time-stamp counter.
@@ -208,9 +204,7 @@ pub fn mask_legacy_pics() {
 pub unsafe fn inb(port: u16) -> u8 {
     let v: u8;
     // SAFETY: the caller vouches for the device; IN touches no memory.
-    unsafe {
-        asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags))
-    };
+    unsafe { asm!("in al, dx", out("al") v, in("dx") port, options(nomem, nostack, preserves_flags)) };
     v
 }
 

@@ -54,26 +54,12 @@ struct TablesCell<T>(UnsafeCell<T>);
 // read-only afterwards (the CPUs read them through GDTR/IDTR/TR).
 unsafe impl<T> Sync for TablesCell<T> {}
 
-const EMPTY_TSS: Tss = Tss {
-    _reserved0: 0,
-    rsp: [0; 3],
-    _reserved1: 0,
-    ist: [0; 7],
-    _reserved2: 0,
-    _reserved3: 0,
-    iomap_base: 0,
-};
+const EMPTY_TSS: Tss =
+    Tss { _reserved0: 0, rsp: [0; 3], _reserved1: 0, ist: [0; 7], _reserved2: 0, _reserved3: 0, iomap_base: 0 };
 
 // All zero, so the array lives in .bss; `init_cpu` fills in its entry.
-static CPU_TABLES: TablesCell<[CpuTables; MAX_CPUS]> = TablesCell(UnsafeCell::new(
-    [const {
-        CpuTables {
-            gdt: [0; 5],
-            tss: EMPTY_TSS,
-            ist1_stack: [0; 16384],
-        }
-    }; MAX_CPUS],
-));
+static CPU_TABLES: TablesCell<[CpuTables; MAX_CPUS]> =
+    TablesCell(UnsafeCell::new([const { CpuTables { gdt: [0; 5], tss: EMPTY_TSS, ist1_stack: [0; 16384] } }; MAX_CPUS]));
 
 #[repr(C, align(16))]
 struct Idt([[u64; 2]; 256]);
@@ -100,14 +86,7 @@ unsafe extern "C" {
 
 /// A 64-bit interrupt gate, present, DPL 0 (SDM Vol. 3A 6.14.1).
 const fn gate(handler: u64, ist: u64) -> [u64; 2] {
-    [
-        (handler & 0xffff)
-            | ((HOST_CS as u64) << 16)
-            | (ist << 32)
-            | (0x8E << 40)
-            | (((handler >> 16) & 0xffff) << 48),
-        handler >> 32,
-    ]
+    [(handler & 0xffff) | ((HOST_CS as u64) << 16) | (ist << 32) | (0x8E << 40) | (((handler >> 16) & 0xffff) << 48), handler >> 32]
 }
 
 /// Base address of the TSS this CPU's TR selects (for HOST_TR_BASE), read
@@ -117,12 +96,7 @@ pub fn current_tss_base() -> u64 {
     let tr = cpu::selectors()[6] as u64 & !7;
     // SAFETY: GDTR points at this CPU's live GDT (`init_cpu`), whose TSS
     // descriptor at TR is 16 bytes inside it.
-    let (lo, hi) = unsafe {
-        (
-            core::ptr::read_volatile((gdt + tr) as *const u64),
-            core::ptr::read_volatile((gdt + tr + 8) as *const u64),
-        )
-    };
+    let (lo, hi) = unsafe { (core::ptr::read_volatile((gdt + tr) as *const u64), core::ptr::read_volatile((gdt + tr + 8) as *const u64)) };
     ((lo >> 16) & 0xff_ffff) | (((lo >> 56) & 0xff) << 24) | (hi << 32)
 }
 
@@ -142,10 +116,7 @@ pub fn init_cpu(index: usize) {
         let tss = core::ptr::addr_of!((*t).tss) as u64;
         let limit = (core::mem::size_of::<Tss>() - 1) as u64;
         // 64-bit available TSS descriptor, type 9 (SDM Vol. 3A 7.2.3).
-        (*t).gdt[3] = (limit & 0xffff)
-            | ((tss & 0xff_ffff) << 16)
-            | (0x89 << 40)
-            | (((limit >> 16) & 0xf) << 48)
+        (*t).gdt[3] = (limit & 0xffff) | ((tss & 0xff_ffff) << 16) | (0x89 << 40) | (((limit >> 16) & 0xf) << 48)
             | (((tss >> 24) & 0xff) << 56);
         (*t).gdt[4] = tss >> 32;
         let stack_top = core::ptr::addr_of!((*t).ist1_stack) as u64 + 16384;
@@ -158,19 +129,12 @@ pub fn init_cpu(index: usize) {
             }
             (*idt).0[2] = gate(host_nmi_stub as *const () as u64, 1);
             (*idt).0[crate::vm::KICK_VECTOR as usize] = gate(host_kick_stub as *const () as u64, 0);
-            (*idt).0[crate::vm::SPURIOUS_VECTOR as usize] =
-                gate(host_spurious_stub as *const () as u64, 0);
+            (*idt).0[crate::vm::SPURIOUS_VECTOR as usize] = gate(host_spurious_stub as *const () as u64, 0);
         }
-        let gdtr = DescriptorTablePointer {
-            limit: (5 * 8 - 1) as u16,
-            base: core::ptr::addr_of!((*t).gdt) as u64,
-        };
+        let gdtr = DescriptorTablePointer { limit: (5 * 8 - 1) as u16, base: core::ptr::addr_of!((*t).gdt) as u64 };
         cpu::load_gdt(&gdtr, HOST_CS, HOST_DS);
         cpu::load_tr(HOST_TR);
-        let idtr = DescriptorTablePointer {
-            limit: (256 * 16 - 1) as u16,
-            base: idt as u64,
-        };
+        let idtr = DescriptorTablePointer { limit: (256 * 16 - 1) as u16, base: idt as u64 };
         cpu::load_idt(&idtr);
     }
 }
@@ -267,10 +231,7 @@ macro_rules! stub_asm {
         );
     };
 }
-stub_asm!(
-    0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25,
-    26, 27, 28, 29, 30, 31
-);
+stub_asm!(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31);
 
 /// The common exception handler: reports and ends the run.
 extern "C" fn host_exception(frame: &ExceptionFrame) -> ! {

@@ -46,16 +46,8 @@ impl core::fmt::Display for OutOfMemory {
 impl PhysAllocator {
     /// Starts from `available` regions, clipped to `[0, limit)` (the
     /// hypervisor identity-maps only the low 4 GiB), minus `reserved`.
-    pub fn new(
-        available: impl IntoIterator<Item = Range<u64>>,
-        reserved: &[Range<u64>],
-        limit: u64,
-    ) -> Self {
-        let mut a = PhysAllocator {
-            free: [const { 0..0 }; MAX_RANGES],
-            len: 0,
-            limit,
-        };
+    pub fn new(available: impl IntoIterator<Item = Range<u64>>, reserved: &[Range<u64>], limit: u64) -> Self {
+        let mut a = PhysAllocator { free: [const { 0..0 }; MAX_RANGES], len: 0, limit };
         for r in available {
             a.add(r.start.min(limit)..r.end.min(limit));
         }
@@ -103,28 +95,18 @@ impl PhysAllocator {
         for i in 0..self.len {
             let r = &self.free[i];
             let start = (r.start + align - 1) & !(align - 1);
-            if start.checked_add(size).is_some_and(|e| e <= r.end)
-                && best.is_none_or(|(_, s)| start < s)
-            {
+            if start.checked_add(size).is_some_and(|e| e <= r.end) && best.is_none_or(|(_, s)| start < s) {
                 best = Some((i, start));
             }
         }
-        let (_, start) = best.ok_or(OutOfMemory {
-            size,
-            align,
-            largest_free: self.largest_free(),
-        })?;
+        let (_, start) = best.ok_or(OutOfMemory { size, align, largest_free: self.largest_free() })?;
         self.remove(start..start + size);
         Ok(start)
     }
 
     /// Size of the largest free range.
     pub fn largest_free(&self) -> u64 {
-        self.free[..self.len]
-            .iter()
-            .map(|r| r.end - r.start)
-            .max()
-            .unwrap_or(0)
+        self.free[..self.len].iter().map(|r| r.end - r.start).max().unwrap_or(0)
     }
 
     /// Total free bytes.
@@ -158,11 +140,7 @@ mod tests {
 
     #[test]
     fn reserved_ranges_are_never_handed_out() {
-        let mut a = PhysAllocator::new(
-            [0..0x9fc00, MIB..256 * MIB],
-            &[0..MIB, MIB..3 * MIB, 10 * MIB..11 * MIB],
-            4 << 30,
-        );
+        let mut a = PhysAllocator::new([0..0x9fc00, MIB..256 * MIB], &[0..MIB, MIB..3 * MIB, 10 * MIB..11 * MIB], 4 << 30);
         let g = a.alloc(64 * MIB, 2 * MIB).unwrap();
         assert!(g >= 11 * MIB, "guest RAM {g:#x} overlaps a reserved range");
         assert_eq!(g % (2 * MIB), 0);
@@ -187,11 +165,7 @@ mod tests {
 
     #[test]
     fn memory_above_the_limit_is_ignored() {
-        let mut a = PhysAllocator::new(
-            core::iter::once((4u64 << 30) - MIB..(5u64 << 30)),
-            &[],
-            4 << 30,
-        );
+        let mut a = PhysAllocator::new(core::iter::once((4u64 << 30) - MIB..(5u64 << 30)), &[], 4 << 30);
         assert_eq!(a.total_free(), MIB);
         assert!(a.alloc(2 * MIB, 4096).is_err());
     }

@@ -50,8 +50,7 @@ impl GuestRam {
     }
 
     fn range_ok(&self, gpa: u64, len: usize) -> bool {
-        gpa.checked_add(len as u64)
-            .is_some_and(|end| end <= self.size)
+        gpa.checked_add(len as u64).is_some_and(|end| end <= self.size)
     }
 
     /// Copies guest memory at `gpa` into `buf`; false when any byte is
@@ -137,10 +136,7 @@ impl GuestRam {
         // SAFETY: aligned and inside the owned region; guest CPUs access it
         // concurrently, which is what the atomic instruction is for.
         let a = unsafe { &*((self.base + gpa) as *const AtomicU64) };
-        Some(
-            a.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok(),
-        )
+        Some(a.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).is_ok())
     }
 
     /// LOCK CMPXCHG of a naturally aligned u32 (see [`GuestRam::cmpxchg_u64`]).
@@ -150,10 +146,7 @@ impl GuestRam {
         }
         // SAFETY: as in `cmpxchg_u64`.
         let a = unsafe { &*((self.base + gpa) as *const AtomicU32) };
-        Some(
-            a.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst)
-                .is_ok(),
-        )
+        Some(a.compare_exchange(old, new, Ordering::SeqCst, Ordering::SeqCst).is_ok())
     }
 }
 
@@ -175,12 +168,7 @@ impl FramePool {
     /// used by nothing else for the rest of the run.
     pub unsafe fn new(base: u64, frames: usize) -> Self {
         debug_assert_eq!(base % FRAME, 0);
-        FramePool {
-            base,
-            frames,
-            next: 0,
-            free_list: alloc::vec::Vec::new(),
-        }
+        FramePool { base, frames, next: 0, free_list: alloc::vec::Vec::new() }
     }
 
     /// Number of frames in the pool.
@@ -194,9 +182,7 @@ impl FramePool {
     }
 
     fn owns(&self, hpa: u64) -> bool {
-        hpa >= self.base
-            && hpa < self.base + self.frames as u64 * FRAME
-            && hpa.is_multiple_of(FRAME)
+        hpa >= self.base && hpa < self.base + self.frames as u64 * FRAME && hpa.is_multiple_of(FRAME)
     }
 
     /// A zeroed frame, or `None` when the pool is exhausted.
@@ -216,10 +202,7 @@ impl FramePool {
 
     /// Returns a frame to the pool.
     pub fn free(&mut self, hpa: u64) {
-        assert!(
-            self.owns(hpa),
-            "freeing frame {hpa:#x} that is not in the pool"
-        );
+        assert!(self.owns(hpa), "freeing frame {hpa:#x} that is not in the pool");
         self.free_list.push(hpa);
     }
 
@@ -231,10 +214,7 @@ impl FramePool {
 
     /// Reads entry `index` of the table in frame `hpa`.
     pub fn read_entry(&self, hpa: u64, index: usize) -> u64 {
-        assert!(
-            self.owns(hpa) && index < 512,
-            "table access {hpa:#x}[{index}] outside the pool"
-        );
+        assert!(self.owns(hpa) && index < 512, "table access {hpa:#x}[{index}] outside the pool");
         // SAFETY: inside a frame this pool owns; the CPU may set A/D bits
         // concurrently, hence volatile.
         unsafe { ptr::read_volatile((hpa as *const u64).add(index)) }
@@ -251,10 +231,7 @@ impl FramePool {
 
     /// Writes entry `index` of the table in frame `hpa`.
     pub fn write_entry(&self, hpa: u64, index: usize, v: u64) {
-        assert!(
-            self.owns(hpa) && index < 512,
-            "table access {hpa:#x}[{index}] outside the pool"
-        );
+        assert!(self.owns(hpa) && index < 512, "table access {hpa:#x}[{index}] outside the pool");
         // SAFETY: as in `read_entry`.
         unsafe { ptr::write_volatile((hpa as *mut u64).add(index), v) };
     }
@@ -288,11 +265,7 @@ pub struct BootMemory;
 impl BootMemory {
     /// Copies physical memory; false when the range is not below 4 GiB.
     pub fn read(&self, addr: u64, buf: &mut [u8]) -> bool {
-        if addr
-            .checked_add(buf.len() as u64)
-            .is_none_or(|e| e > 1 << 32)
-            || addr == 0
-        {
+        if addr.checked_add(buf.len() as u64).is_none_or(|e| e > 1 << 32) || addr == 0 {
             return false;
         }
         // SAFETY: the low 4 GiB are identity-mapped; boot-loader data is
@@ -314,10 +287,7 @@ impl BootMemory {
     /// The Multiboot 2 boot information at `addr` (EBX at entry), borrowed
     /// for the rest of the run: the loader's memory is never freed, and the
     /// caller keeps its range out of the allocator (`BootInfo::info_range`).
-    pub fn multiboot2(
-        &self,
-        addr: u64,
-    ) -> Result<multiboot2::BootInformation<'static>, &'static str> {
+    pub fn multiboot2(&self, addr: u64) -> Result<multiboot2::BootInformation<'static>, &'static str> {
         let mut head = [0u8; 8];
         if !self.read(addr, &mut head) {
             return Err("its address is not readable memory below 4 GiB");
@@ -332,10 +302,8 @@ impl BootMemory {
         // SAFETY: `[addr, addr + total)` is identity-mapped boot-loader
         // memory below 4 GiB (checked above) that nothing writes for the
         // rest of the run; `load` reads only within total_size.
-        unsafe {
-            multiboot2::BootInformation::load(addr as *const multiboot2::BootInformationHeader)
-        }
-        .map_err(|_| "its tags are malformed (a size runs past total_size, or no end tag)")
+        unsafe { multiboot2::BootInformation::load(addr as *const multiboot2::BootInformationHeader) }
+            .map_err(|_| "its tags are malformed (a size runs past total_size, or no end tag)")
     }
 }
 
@@ -347,9 +315,7 @@ impl shared::multiboot::PhysRead for BootMemory {
 
 /// Multiboot 2 boot information held in `bytes` (host tests build it so).
 /// Refuses a misaligned slice and a total_size larger than the slice.
-pub fn multiboot2_from_bytes(
-    bytes: &[u8],
-) -> Result<multiboot2::BootInformation<'_>, &'static str> {
+pub fn multiboot2_from_bytes(bytes: &[u8]) -> Result<multiboot2::BootInformation<'_>, &'static str> {
     if !(bytes.as_ptr() as usize).is_multiple_of(8) {
         return Err("not 8-byte aligned");
     }
@@ -362,8 +328,7 @@ pub fn multiboot2_from_bytes(
     }
     // SAFETY: the structure lies inside `bytes` (total_size checked against
     // its length), which is aligned and borrowed for the result's lifetime.
-    unsafe { multiboot2::BootInformation::load(bytes.as_ptr().cast()) }
-        .map_err(|_| "its tags are malformed")
+    unsafe { multiboot2::BootInformation::load(bytes.as_ptr().cast()) }.map_err(|_| "its tags are malformed")
 }
 
 /// Display memory (a framebuffer or VGA text memory), written one pixel or
@@ -440,10 +405,7 @@ impl DisplayMemory {
     /// Writes the low `bytes` (1..=4) bytes of `v` at `offset`; out of
     /// range writes are dropped.
     pub fn write(&self, offset: u64, bytes: u8, v: u32) {
-        if offset
-            .checked_add(u64::from(bytes))
-            .is_none_or(|e| e > self.len)
-        {
+        if offset.checked_add(u64::from(bytes)).is_none_or(|e| e > self.len) {
             return;
         }
         let p = self.base + offset;
@@ -508,12 +470,7 @@ impl ShadowPool {
     /// `remote_flush` performs the core's synchronous remote TLB flushes
     /// ([`crate::mmu::ShadowFrames::flush_remote_tlbs`]).
     pub fn new(frames: FramePool, ram: &GuestRam, remote_flush: fn(crate::mmu::VcpuMask)) -> Self {
-        ShadowPool {
-            frames,
-            ram_base: ram.base_hpa(),
-            ram_size: ram.size(),
-            remote_flush,
-        }
+        ShadowPool { frames, ram_base: ram.base_hpa(), ram_size: ram.size(), remote_flush }
     }
 }
 

@@ -10,17 +10,14 @@
 use super::phys::DisplayMemory;
 use core::fmt::{self, Write};
 use shared::screen::{
-    self, Cell, Ending, FixedText, Framebuffer, FramebufferKind, Paint, PixelFormat, Tally,
-    TextGrid, GLYPH,
+    self, Cell, Ending, FixedText, Framebuffer, FramebufferKind, Paint, PixelFormat, Tally, TextGrid, GLYPH,
 };
 
 /// The two text grids of the one screen: what should be shown, and what
 /// is shown (cells are drawn only where the two differ). Static, because
 /// they are larger than the boot stack should carry.
-static GRIDS: spin::Mutex<[TextGrid; 2]> = spin::Mutex::new([
-    TextGrid::new(screen::MAX_COLS, screen::MAX_ROWS),
-    TextGrid::new(screen::MAX_COLS, screen::MAX_ROWS),
-]);
+static GRIDS: spin::Mutex<[TextGrid; 2]> =
+    spin::Mutex::new([TextGrid::new(screen::MAX_COLS, screen::MAX_ROWS), TextGrid::new(screen::MAX_COLS, screen::MAX_ROWS)]);
 
 /// One display and the text on it.
 pub struct Screen {
@@ -37,10 +34,7 @@ pub struct Screen {
 
 impl fmt::Debug for Screen {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Screen")
-            .field("fb", &self.fb)
-            .field("scale", &self.scale)
-            .finish_non_exhaustive()
+        f.debug_struct("Screen").field("fb", &self.fb).field("scale", &self.scale).finish_non_exhaustive()
     }
 }
 
@@ -119,11 +113,7 @@ impl Screen {
     pub fn banner(&mut self, ending: Ending<'_>, detail: &str) {
         let mut title = FixedText::<160>::default();
         let _ = screen::write_banner_title(&mut title, ending, &self.tally);
-        let paint = if ending.passed(&self.tally) {
-            Paint::Pass
-        } else {
-            Paint::Fail
-        };
+        let paint = if ending.passed(&self.tally) { Paint::Pass } else { Paint::Fail };
         self.grids[0].set_banner(paint, &[title.as_str(), detail]);
         self.tally_dirty = false;
         self.flush();
@@ -175,11 +165,7 @@ impl Screen {
         let size = u64::from(GLYPH * self.scale);
         let (x0, y0) = (col * size, row * size);
         screen::render_cell(cell, self.scale, fmt, |x, y, v| {
-            self.mem.write(
-                (y0 + u64::from(y)) * pitch + (x0 + u64::from(x)) * bpp,
-                bpp as u8,
-                v,
-            );
+            self.mem.write((y0 + u64::from(y)) * pitch + (x0 + u64::from(x)) * bpp, bpp as u8, v);
         });
     }
 }

@@ -89,11 +89,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
         Ok(())
     }
 
-    fn audit_accounting(
-        &self,
-        vcpus: &[&VcpuMmu],
-        t: &mut [u64; ENTRIES],
-    ) -> Result<(), AuditError> {
+    fn audit_accounting(&self, vcpus: &[&VcpuMmu], t: &mut [u64; ENTRIES]) -> Result<(), AuditError> {
         use Invariant::Accounting as Acct;
         let mut root_refs: BTreeMap<PageId, u32> = BTreeMap::new();
         for v in vcpus {
@@ -326,12 +322,7 @@ impl<F: ShadowFrames> ShadowCache<F> {
     }
 
     /// Check every present entry of a valid page against the guest.
-    fn audit_page(
-        &self,
-        mem: &impl GuestMemory,
-        id: PageId,
-        t: &mut [u64; ENTRIES],
-    ) -> Result<(), AuditError> {
+    fn audit_page(&self, mem: &impl GuestMemory, id: PageId, t: &mut [u64; ENTRIES]) -> Result<(), AuditError> {
         let p = self.page(id);
         let (gfn, role) = (p.gfn, p.role);
         let ctx = PagingCtx::for_role(role, self.config.maxphyaddr);

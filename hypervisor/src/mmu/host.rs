@@ -144,3 +144,4 @@ impl ShadowFrames for TestFrames {
         self.remote_flushes.push(vcpus);
     }
 }
+

@@ -30,30 +30,12 @@ pub const SWITCHES: &[(&str, bool)] = &[
     ("key-no-access", cfg!(feature = "inject-key-no-access")),
     ("key-no-cr0-wp", cfg!(feature = "inject-key-no-cr0-wp")),
     ("key-no-efer-nx", cfg!(feature = "inject-key-no-efer-nx")),
-    (
-        "no-write-protect",
-        cfg!(feature = "inject-no-write-protect"),
-    ),
-    (
-        "no-pt-write-update",
-        cfg!(feature = "inject-no-pt-write-update"),
-    ),
-    (
-        "pde32-offset-2007",
-        cfg!(feature = "inject-pde32-offset-2007"),
-    ),
-    (
-        "metaphysical-write-protected",
-        cfg!(feature = "inject-metaphysical-write-protected"),
-    ),
-    (
-        "cr3-reuses-stale-root",
-        cfg!(feature = "inject-cr3-reuses-stale-root"),
-    ),
-    (
-        "recycle-loaded-root",
-        cfg!(feature = "inject-recycle-loaded-root"),
-    ),
+    ("no-write-protect", cfg!(feature = "inject-no-write-protect")),
+    ("no-pt-write-update", cfg!(feature = "inject-no-pt-write-update")),
+    ("pde32-offset-2007", cfg!(feature = "inject-pde32-offset-2007")),
+    ("metaphysical-write-protected", cfg!(feature = "inject-metaphysical-write-protected")),
+    ("cr3-reuses-stale-root", cfg!(feature = "inject-cr3-reuses-stale-root")),
+    ("recycle-loaded-root", cfg!(feature = "inject-recycle-loaded-root")),
     ("no-remote-flush", cfg!(feature = "inject-no-remote-flush")),
 ];
 
@@ -74,11 +56,7 @@ mod tests {
         // Every switch has a cargo feature (the xtask reads the manifest).
         let manifest = include_str!("../../Cargo.toml");
         for s in super::SWITCHES {
-            assert!(
-                manifest.contains(&format!("inject-{} = []", s.0)),
-                "{}",
-                s.0
-            );
+            assert!(manifest.contains(&format!("inject-{} = []", s.0)), "{}", s.0);
         }
     }
 }

@@ -78,34 +78,14 @@ impl<F: ShadowFrames> ShadowCache<F> {
     pub fn shadow_walk(&self, v: &VcpuMmu, la: u64) -> Option<ShadowWalk> {
         let (mut page, mut level, mut w) = match v.root {
             Root::None => return None,
-            Root::Long(id) => (
-                id,
-                4u8,
-                ShadowWalk {
-                    root_hpa: self.hpa(id),
-                    steps: [None; MAX_STEPS],
-                },
-            ),
+            Root::Long(id) => (id, 4u8, ShadowWalk { root_hpa: self.hpa(id), steps: [None; MAX_STEPS] }),
             Root::Pae(_) => {
                 let root_hpa = self.hpa(v.pae_root);
-                let mut w = ShadowWalk {
-                    root_hpa,
-                    steps: [None; MAX_STEPS],
-                };
+                let mut w = ShadowWalk { root_hpa, steps: [None; MAX_STEPS] };
                 let index = ((la >> 30) & 3) as u16;
                 let value = self.read(v.pae_root, usize::from(index));
-                w.push(ShadowStep {
-                    level: 3,
-                    index,
-                    table_hpa: root_hpa,
-                    value,
-                    page: None,
-                    maps_gfn: None,
-                });
-                match spte::present(value)
-                    .then(|| self.id_of_hpa(spte::frame(value)))
-                    .flatten()
-                {
+                w.push(ShadowStep { level: 3, index, table_hpa: root_hpa, value, page: None, maps_gfn: None });
+                match spte::present(value).then(|| self.id_of_hpa(spte::frame(value))).flatten() {
                     Some(id) => (id, 2, w),
                     None => return Some(w),
                 }
@@ -117,22 +97,11 @@ impl<F: ShadowFrames> ShadowCache<F> {
             let (meta, maps_gfn) = match &self.slots[page as usize].state {
                 SlotState::Page(p) => {
                     let leaf = level == 1 && spte::present(value);
-                    (
-                        Some((page, p.gfn, p.role)),
-                        leaf.then(|| p.leaf_gfns.get(usize::from(index)).copied())
-                            .flatten(),
-                    )
+                    (Some((page, p.gfn, p.role)), leaf.then(|| p.leaf_gfns.get(usize::from(index)).copied()).flatten())
                 }
                 _ => (None, None),
             };
-            w.push(ShadowStep {
-                level,
-                index,
-                table_hpa: self.hpa(page),
-                value,
-                page: meta,
-                maps_gfn,
-            });
+            w.push(ShadowStep { level, index, table_hpa: self.hpa(page), value, page: meta, maps_gfn });
             if level == 1 || !spte::present(value) || value & PS != 0 {
                 return Some(w);
             }

@@ -64,12 +64,12 @@
 //! was zapped meanwhile (`invalid`).
 #![forbid(unsafe_code)]
 
+pub mod inject;
 pub mod audit;
-mod cache;
-mod events;
 #[cfg(any(test, feature = "host-model"))]
 pub mod host;
-pub mod inject;
+mod cache;
+mod events;
 pub mod inspect;
 mod ptwrite;
 pub mod role;
@@ -83,11 +83,11 @@ mod tests;
 pub use audit::AuditError;
 pub use cache::{PageId, PoolError, ShadowCache};
 pub use events::{GuestMode, HwPaging, VcpuMmu};
+pub use inspect::{ShadowStep, ShadowWalk};
 pub use events::{
     CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE, CR4_SMAP, CR4_SMEP, EFER_LMA, EFER_LME,
     EFER_NXE,
 };
-pub use inspect::{ShadowStep, ShadowWalk};
 pub use role::{Access, Role};
 pub use stats::{MmuStats, ZapReason};
 pub use walk::{AccessKind, MemAccess};

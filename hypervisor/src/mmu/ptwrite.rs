@@ -57,11 +57,7 @@ fn words(gpa: u64, width: u8, value: u64) -> impl Iterator<Item = (u64, u64, u64
         let base = a & !7;
         let off = a - base;
         let n = (8 - off).min(width as u64 - done);
-        let mask = if n == 8 {
-            !0
-        } else {
-            ((1u64 << (8 * n)) - 1) << (8 * off)
-        };
+        let mask = if n == 8 { !0 } else { ((1u64 << (8 * n)) - 1) << (8 * off) };
         let bits = ((value >> (8 * done)) << (8 * off)) & mask;
         done += n;
         Some((base, mask, bits))
@@ -74,13 +70,7 @@ fn words(gpa: u64, width: u8, value: u64) -> impl Iterator<Item = (u64, u64, u64
 /// `expect`, all or nothing: only if the bytes still hold `expect` (an
 /// emulated read-modify-write computed from them); false when they did not
 /// (nothing written). A write split over two words is atomic per word only.
-fn write_bytes(
-    mem: &mut impl GuestMemory,
-    gpa: u64,
-    width: u8,
-    value: u64,
-    expect: Option<u64>,
-) -> bool {
+fn write_bytes(mem: &mut impl GuestMemory, gpa: u64, width: u8, value: u64, expect: Option<u64>) -> bool {
     if let Some(e) = expect {
         for (base, mask, bits) in words(gpa, width, e) {
             if mem.read_u64(base).is_none_or(|w| w & mask != bits) {
@@ -93,9 +83,7 @@ fn write_bytes(
     for (base, mask, bits) in words(gpa, width, value) {
         let want = expected.next().map(|(_, _, b)| b);
         loop {
-            let Some(old) = mem.read_u64(base) else {
-                return false;
-            };
+            let Some(old) = mem.read_u64(base) else { return false };
             if want.is_some_and(|w| old & mask != w) {
                 return false;
             }

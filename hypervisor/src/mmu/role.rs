@@ -95,31 +95,12 @@ const CR4_PSE: u32 = 1 << 19;
 
 /// Role bits the cache key leaves out: none, except in a build with a
 /// deliberate bug from [`super::inject`].
-const KEY_IGNORED: u32 = (if cfg!(feature = "inject-key-no-glevels") {
-    0xf << GLEVELS_SHIFT
-} else {
-    0
-}) | (if cfg!(feature = "inject-key-no-level") {
-    0xf << LEVEL_SHIFT
-} else {
-    0
-}) | (if cfg!(feature = "inject-key-no-quadrant") {
-    3 << QUADRANT_SHIFT
-} else {
-    0
-}) | (if cfg!(feature = "inject-key-no-access") {
-    7 << ACCESS_SHIFT
-} else {
-    0
-}) | (if cfg!(feature = "inject-key-no-cr0-wp") {
-    CR0_WP
-} else {
-    0
-}) | (if cfg!(feature = "inject-key-no-efer-nx") {
-    EFER_NX
-} else {
-    0
-});
+const KEY_IGNORED: u32 = (if cfg!(feature = "inject-key-no-glevels") { 0xf << GLEVELS_SHIFT } else { 0 })
+    | (if cfg!(feature = "inject-key-no-level") { 0xf << LEVEL_SHIFT } else { 0 })
+    | (if cfg!(feature = "inject-key-no-quadrant") { 3 << QUADRANT_SHIFT } else { 0 })
+    | (if cfg!(feature = "inject-key-no-access") { 7 << ACCESS_SHIFT } else { 0 })
+    | (if cfg!(feature = "inject-key-no-cr0-wp") { CR0_WP } else { 0 })
+    | (if cfg!(feature = "inject-key-no-efer-nx") { EFER_NX } else { 0 });
 
 impl Role {
     /// The packed word (what the role-coverage record stores).

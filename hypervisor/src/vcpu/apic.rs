@@ -18,9 +18,7 @@
 //! arms it is stopped with a named error, never left waiting), LINT0/1,
 //! NMI/SMI delivery, the error register's causes, TMR (all edge).
 
-use shared::apic::{
-    self, reg, DeliveryMode, Icr, Shorthand, APIC_BASE_BSP, APIC_BASE_EN, APIC_BASE_EXTD,
-};
+use shared::apic::{self, reg, Icr, DeliveryMode, Shorthand, APIC_BASE_BSP, APIC_BASE_EN, APIC_BASE_EXTD};
 
 /// The architectural default base of the xAPIC page (SDM Vol. 3A 11.4.1).
 pub const DEFAULT_BASE: u64 = shared::acpi::LAPIC_DEFAULT_BASE;
@@ -67,10 +65,7 @@ pub struct VirtualApic {
 }
 
 fn highest(v: &[u64; 4]) -> Option<u8> {
-    (0..4)
-        .rev()
-        .find(|&i| v[i] != 0)
-        .map(|i| (i * 64 + 63 - v[i].leading_zeros() as usize) as u8)
+    (0..4).rev().find(|&i| v[i] != 0).map(|i| (i * 64 + 63 - v[i].leading_zeros() as usize) as u8)
 }
 
 impl VirtualApic {
@@ -101,11 +96,7 @@ impl VirtualApic {
     /// survives INIT).
     pub fn init(&mut self) {
         self.tpr = 0;
-        self.ldr = if self.is_x2apic() {
-            self.x2apic_ldr()
-        } else {
-            0
-        };
+        self.ldr = if self.is_x2apic() { self.x2apic_ldr() } else { 0 };
         self.dfr = 0xFFFF_FFFF;
         self.svr = 0xFF;
         self.esr = 0;
@@ -170,8 +161,7 @@ impl VirtualApic {
     pub fn write_base_msr(&mut self, v: u64) -> Result<(), InjectGp> {
         let en_extd = APIC_BASE_EN | APIC_BASE_EXTD;
         let reserved = !(0x000F_FFFF_FFFF_F000 | APIC_BASE_BSP | en_extd);
-        if v & reserved != 0 || (v & 0x000F_FFFF_FFFF_F000 != DEFAULT_BASE && v & APIC_BASE_EN != 0)
-        {
+        if v & reserved != 0 || (v & 0x000F_FFFF_FFFF_F000 != DEFAULT_BASE && v & APIC_BASE_EN != 0) {
             return Err(InjectGp);
         }
         let (from, to) = (self.base_msr & en_extd, v & en_extd);
@@ -197,11 +187,7 @@ impl VirtualApic {
     pub fn ppr(&self) -> u8 {
         let tpr = self.tpr as u8;
         let isrv = highest(&self.isr).unwrap_or(0);
-        if tpr >> 4 >= isrv >> 4 {
-            tpr
-        } else {
-            isrv & 0xf0
-        }
+        if tpr >> 4 >= isrv >> 4 { tpr } else { isrv & 0xf0 }
     }
 
     /// The vector to deliver next from the requests `irr`: the highest,
@@ -249,9 +235,7 @@ impl VirtualApic {
             reg::ESR => self.esr,
             reg::ICR_LOW => self.icr_low,
             reg::ICR_HIGH if !self.is_x2apic() => self.icr_high,
-            o if (reg::LVT_TIMER..=reg::LVT_ERROR).contains(&o) => {
-                self.lvt[((o - reg::LVT_TIMER) / 16) as usize]
-            }
+            o if (reg::LVT_TIMER..=reg::LVT_ERROR).contains(&o) => self.lvt[((o - reg::LVT_TIMER) / 16) as usize],
             reg::TIMER_INITIAL => self.timer_initial,
             reg::TIMER_CURRENT => 0,
             reg::TIMER_DIVIDE => self.timer_divide,
@@ -283,18 +267,12 @@ impl VirtualApic {
             }
             o if (reg::LVT_TIMER..=reg::LVT_ERROR).contains(&o) => {
                 let i = ((o - reg::LVT_TIMER) / 16) as usize;
-                self.lvt[i] = if self.software_enabled() {
-                    v
-                } else {
-                    v | LVT_MASKED
-                };
+                self.lvt[i] = if self.software_enabled() { v } else { v | LVT_MASKED };
             }
             reg::TIMER_INITIAL => {
                 self.timer_initial = v;
                 if v != 0 && self.lvt[0] & LVT_MASKED == 0 {
-                    return ApicWrite::Unsupported(
-                        "the APIC timer (an unmasked LVT timer with a non-zero initial count)",
-                    );
+                    return ApicWrite::Unsupported("the APIC timer (an unmasked LVT timer with a non-zero initial count)");
                 }
             }
             reg::TIMER_DIVIDE => self.timer_divide = v & 0xb,
@@ -394,10 +372,7 @@ pub fn is_destination(icr: &Icr, x2apic: bool, t: Target) -> bool {
 /// lowest priority, INIT, start-up), or the name of the one it does not.
 pub fn unsupported_delivery(icr: &Icr) -> Option<&'static str> {
     match icr.delivery {
-        DeliveryMode::Fixed
-        | DeliveryMode::LowestPriority
-        | DeliveryMode::Init
-        | DeliveryMode::StartUp => None,
+        DeliveryMode::Fixed | DeliveryMode::LowestPriority | DeliveryMode::Init | DeliveryMode::StartUp => None,
         DeliveryMode::Smi => Some("SMI"),
         DeliveryMode::Nmi => Some("NMI"),
         DeliveryMode::Reserved(_) => Some("a reserved delivery mode"),
@@ -425,10 +400,7 @@ mod tests {
         assert_eq!(a.read(reg::DFR, &[0; 4]), Some(0xffff_ffff));
         assert!(a.mmio_enabled() && !a.is_x2apic() && !a.software_enabled());
         assert_eq!(a.base_msr(), 0xFEE0_0000 | APIC_BASE_EN);
-        assert_eq!(
-            VirtualApic::new(0, true).base_msr() & APIC_BASE_BSP,
-            APIC_BASE_BSP
-        );
+        assert_eq!(VirtualApic::new(0, true).base_msr() & APIC_BASE_BSP, APIC_BASE_BSP);
     }
 
     #[test]
@@ -467,47 +439,28 @@ mod tests {
     #[test]
     fn x2apic_transition_msrs_and_gp() {
         let mut a = VirtualApic::new(0x11, false);
-        assert_eq!(
-            a.read_msr(0x802, &[0; 4]),
-            Err(InjectGp),
-            "#GP in xAPIC mode"
-        );
-        a.write_base_msr(0xFEE0_0000 | APIC_BASE_EN | APIC_BASE_EXTD)
-            .unwrap();
+        assert_eq!(a.read_msr(0x802, &[0; 4]), Err(InjectGp), "#GP in xAPIC mode");
+        a.write_base_msr(0xFEE0_0000 | APIC_BASE_EN | APIC_BASE_EXTD).unwrap();
         assert!(a.is_x2apic() && !a.mmio_enabled());
         assert_eq!(a.read_msr(0x802, &[0; 4]), Ok(0x11));
         assert_eq!(a.read_msr(0x80D, &[0; 4]), Ok((1 << 16) | (1 << 1)));
-        assert_eq!(
-            a.write_msr(0x830, Icr::fixed(0x40, 5).to_x2apic()),
-            Ok(ApicWrite::Send(Icr::fixed(0x40, 5)))
-        );
+        assert_eq!(a.write_msr(0x830, Icr::fixed(0x40, 5).to_x2apic()), Ok(ApicWrite::Send(Icr::fixed(0x40, 5))));
         assert_eq!(a.write_msr(0x80B, 1), Err(InjectGp));
         assert_eq!(a.write_msr(0x802, 0), Err(InjectGp), "ID is read-only");
-        assert_eq!(
-            a.read_msr(0x80E, &[0; 4]),
-            Err(InjectGp),
-            "no DFR in x2APIC mode"
-        );
+        assert_eq!(a.read_msr(0x80E, &[0; 4]), Err(InjectGp), "no DFR in x2APIC mode");
         // x2APIC -> xAPIC directly is illegal; via disabled it is fine.
         assert_eq!(a.write_base_msr(0xFEE0_0000 | APIC_BASE_EN), Err(InjectGp));
         a.write_base_msr(0xFEE0_0000).unwrap();
         a.write_base_msr(0xFEE0_0000 | APIC_BASE_EN).unwrap();
         assert!(a.mmio_enabled());
-        assert_eq!(
-            a.write_base_msr(0xFED0_0000 | APIC_BASE_EN),
-            Err(InjectGp),
-            "moving the page"
-        );
+        assert_eq!(a.write_base_msr(0xFED0_0000 | APIC_BASE_EN), Err(InjectGp), "moving the page");
     }
 
     #[test]
     fn self_ipi_msr() {
         let mut a = VirtualApic::new(0, true);
-        a.write_base_msr(0xFEE0_0000 | APIC_BASE_EN | APIC_BASE_EXTD)
-            .unwrap();
-        let Ok(ApicWrite::Send(icr)) = a.write_msr(0x83F, 0x45) else {
-            panic!()
-        };
+        a.write_base_msr(0xFEE0_0000 | APIC_BASE_EN | APIC_BASE_EXTD).unwrap();
+        let Ok(ApicWrite::Send(icr)) = a.write_msr(0x83F, 0x45) else { panic!() };
         assert_eq!((icr.vector, icr.shorthand), (0x45, Shorthand::ToSelf));
     }
 
@@ -515,25 +468,13 @@ mod tests {
     fn the_timer_is_refused_by_name_only_when_armed() {
         let mut a = VirtualApic::new(0, true);
         a.write(reg::SVR, 0x1ff);
-        assert_eq!(
-            a.write(reg::TIMER_INITIAL, 100),
-            ApicWrite::Done,
-            "masked LVT timer: nothing fires"
-        );
+        assert_eq!(a.write(reg::TIMER_INITIAL, 100), ApicWrite::Done, "masked LVT timer: nothing fires");
         a.write(reg::LVT_TIMER, 0x30);
-        assert!(matches!(
-            a.write(reg::TIMER_INITIAL, 100),
-            ApicWrite::Unsupported(_)
-        ));
+        assert!(matches!(a.write(reg::TIMER_INITIAL, 100), ApicWrite::Unsupported(_)));
     }
 
     fn t(id: u32, ldr: u32, dfr: u32, is_sender: bool) -> Target {
-        Target {
-            id,
-            ldr,
-            dfr,
-            is_sender,
-        }
+        Target { id, ldr, dfr, is_sender }
     }
 
     #[test]
@@ -541,69 +482,28 @@ mod tests {
         let phys = Icr::fixed(0x40, 2);
         assert!(is_destination(&phys, false, t(2, 0, !0, false)));
         assert!(!is_destination(&phys, false, t(1, 0, !0, false)));
-        assert!(is_destination(
-            &Icr::fixed(0x40, 0xff),
-            false,
-            t(1, 0, !0, false)
-        ));
-        let all_but = Icr {
-            shorthand: Shorthand::AllExcludingSelf,
-            ..phys
-        };
+        assert!(is_destination(&Icr::fixed(0x40, 0xff), false, t(1, 0, !0, false)));
+        let all_but = Icr { shorthand: Shorthand::AllExcludingSelf, ..phys };
         assert!(!is_destination(&all_but, false, t(0, 0, !0, true)));
         assert!(is_destination(&all_but, false, t(5, 0, !0, false)));
         // Flat logical: LDR bit 1 set for the target.
-        let logical = Icr {
-            logical: true,
-            dest: 0b0110,
-            ..phys
-        };
+        let logical = Icr { logical: true, dest: 0b0110, ..phys };
         assert!(is_destination(&logical, false, t(7, 0b10 << 24, !0, false)));
         assert!(!is_destination(&logical, false, t(7, 0b1 << 24, !0, false)));
         // Cluster logical: cluster 2, member bit 0.
-        let cl = Icr {
-            logical: true,
-            dest: 0x21,
-            ..phys
-        };
-        assert!(is_destination(
-            &cl,
-            false,
-            t(7, 0x21 << 24, 0x0fff_ffff, false)
-        ));
-        assert!(!is_destination(
-            &cl,
-            false,
-            t(7, 0x31 << 24, 0x0fff_ffff, false)
-        ));
+        let cl = Icr { logical: true, dest: 0x21, ..phys };
+        assert!(is_destination(&cl, false, t(7, 0x21 << 24, 0x0fff_ffff, false)));
+        assert!(!is_destination(&cl, false, t(7, 0x31 << 24, 0x0fff_ffff, false)));
         // x2APIC: 32-bit physical IDs and clusters.
-        assert!(is_destination(
-            &Icr::fixed(0x40, 0x1_0000),
-            true,
-            t(0x1_0000, 0, 0, false)
-        ));
-        let x2l = Icr {
-            logical: true,
-            dest: (1 << 16) | 0b100,
-            ..phys
-        };
-        assert!(is_destination(
-            &x2l,
-            true,
-            t(0x12, (1 << 16) | 0b100, 0, false)
-        ));
+        assert!(is_destination(&Icr::fixed(0x40, 0x1_0000), true, t(0x1_0000, 0, 0, false)));
+        let x2l = Icr { logical: true, dest: (1 << 16) | 0b100, ..phys };
+        assert!(is_destination(&x2l, true, t(0x12, (1 << 16) | 0b100, 0, false)));
         assert!(!is_destination(&x2l, true, t(0x02, 0b100, 0, false)));
     }
 
     #[test]
     fn delivery_modes() {
         assert_eq!(unsupported_delivery(&Icr::startup(8, 1)), None);
-        assert_eq!(
-            unsupported_delivery(&Icr {
-                delivery: DeliveryMode::Nmi,
-                ..Icr::fixed(0, 1)
-            }),
-            Some("NMI")
-        );
+        assert_eq!(unsupported_delivery(&Icr { delivery: DeliveryMode::Nmi, ..Icr::fixed(0, 1) }), Some("NMI"));
     }
 }

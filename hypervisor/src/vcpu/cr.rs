@@ -147,12 +147,7 @@ pub enum Cr0Write {
 
 impl GuestControl {
     /// The state the Multiboot hand-off defines: protected mode, paging off.
-    pub const MULTIBOOT: GuestControl = GuestControl {
-        cr0: cr0::PE | cr0::ET,
-        cr3: 0,
-        cr4: 0,
-        efer: 0,
-    };
+    pub const MULTIBOOT: GuestControl = GuestControl { cr0: cr0::PE | cr0::ET, cr3: 0, cr4: 0, efer: 0 };
 
     /// The current paging mode.
     pub fn mode(&self) -> PagingMode {
@@ -175,10 +170,7 @@ impl GuestControl {
     /// deactivates it; NW=1 with CD=0 is #GP; bits 63:32 set is #GP.
     pub fn write_cr0(&self, value: u64) -> Cr0Write {
         let value = value | cr0::ET;
-        if value >> 32 != 0
-            || (value & cr0::PG != 0 && value & cr0::PE == 0)
-            || (value & cr0::NW != 0 && value & cr0::CD == 0)
-        {
+        if value >> 32 != 0 || (value & cr0::PG != 0 && value & cr0::PE == 0) || (value & cr0::NW != 0 && value & cr0::CD == 0) {
             return Cr0Write::Gp;
         }
         let mut efer = self.efer;
@@ -223,10 +215,7 @@ impl GuestControl {
     /// and VME while real mode runs as virtual-8086 mode (SDM Vol. 3A 20.4:
     /// CLI/STI/PUSHF/POPF/INT n/IRET then work on VIF without exits).
     pub fn hardware_cr4(&self, mmu_cr4: u64, vm86: bool) -> u64 {
-        (self.cr4 & (cr4::OSFXSR | cr4::OSXMMEXCPT))
-            | mmu_cr4
-            | cr4::VMXE
-            | if vm86 { cr4::VME } else { 0 }
+        (self.cr4 & (cr4::OSFXSR | cr4::OSXMMEXCPT)) | mmu_cr4 | cr4::VMXE | if vm86 { cr4::VME } else { 0 }
     }
 }
 
@@ -236,38 +225,22 @@ mod tests {
     use test_case::test_case;
 
     fn long_ready() -> GuestControl {
-        GuestControl {
-            cr0: cr0::PE | cr0::ET,
-            cr3: 0x1000,
-            cr4: cr4::PAE,
-            efer: efer::LME,
-        }
+        GuestControl { cr0: cr0::PE | cr0::ET, cr3: 0x1000, cr4: cr4::PAE, efer: efer::LME }
     }
 
     #[test]
     fn enabling_paging_with_lme_activates_long_mode() {
         let g = long_ready();
-        let Cr0Write::Accept { cr0: c, efer: e } = g.write_cr0(g.cr0 | cr0::PG) else {
-            panic!()
-        };
-        let after = GuestControl {
-            cr0: c,
-            efer: e,
-            ..g
-        };
+        let Cr0Write::Accept { cr0: c, efer: e } = g.write_cr0(g.cr0 | cr0::PG) else { panic!() };
+        let after = GuestControl { cr0: c, efer: e, ..g };
         assert_eq!(after.mode(), PagingMode::Long);
-        let Cr0Write::Accept { efer: e2, .. } = after.write_cr0(c & !cr0::PG) else {
-            panic!()
-        };
+        let Cr0Write::Accept { efer: e2, .. } = after.write_cr0(c & !cr0::PG) else { panic!() };
         assert_eq!(e2 & efer::LMA, 0);
     }
 
     #[test]
     fn long_mode_without_pae_is_gp() {
-        let g = GuestControl {
-            cr4: 0,
-            ..long_ready()
-        };
+        let g = GuestControl { cr4: 0, ..long_ready() };
         assert_eq!(g.write_cr0(g.cr0 | cr0::PG), Cr0Write::Gp);
     }
 
@@ -281,22 +254,12 @@ mod tests {
     #[test]
     fn efer_rules() {
         let g = GuestControl::MULTIBOOT;
-        assert_eq!(
-            g.write_efer(efer::LME | efer::NXE, true),
-            Some(efer::LME | efer::NXE)
-        );
+        assert_eq!(g.write_efer(efer::LME | efer::NXE, true), Some(efer::LME | efer::NXE));
         assert_eq!(g.write_efer(efer::NXE, false), None);
         assert_eq!(g.write_efer(1 << 20, true), None);
         assert_eq!(g.write_efer(efer::LMA, true), Some(0), "LMA is read-only");
-        let paging = GuestControl {
-            cr0: cr0::PE | cr0::PG,
-            ..g
-        };
-        assert_eq!(
-            paging.write_efer(efer::LME, true),
-            None,
-            "LME cannot change while paging is on"
-        );
+        let paging = GuestControl { cr0: cr0::PE | cr0::PG, ..g };
+        assert_eq!(paging.write_efer(efer::LME, true), None, "LME cannot change while paging is on");
     }
 
     #[test_case(GuestControl::MULTIBOOT, PagingMode::NoPaging)]
@@ -309,19 +272,10 @@ mod tests {
 
     #[test]
     fn hardware_view_keeps_vmx_requirements() {
-        let g = GuestControl {
-            cr0: cr0::PE | cr0::TS | cr0::CD,
-            ..GuestControl::MULTIBOOT
-        };
+        let g = GuestControl { cr0: cr0::PE | cr0::TS | cr0::CD, ..GuestControl::MULTIBOOT };
         let forced = cr0::PE | cr0::PG | cr0::WP;
-        assert_eq!(
-            g.hardware_cr0(forced) & (forced | cr0::NE | cr0::TS | cr0::CD),
-            forced | cr0::NE | cr0::TS
-        );
-        assert_eq!(
-            g.hardware_cr4(cr4::PAE, false) & (cr4::VMXE | cr4::PAE | cr4::VME),
-            cr4::VMXE | cr4::PAE
-        );
+        assert_eq!(g.hardware_cr0(forced) & (forced | cr0::NE | cr0::TS | cr0::CD), forced | cr0::NE | cr0::TS);
+        assert_eq!(g.hardware_cr4(cr4::PAE, false) & (cr4::VMXE | cr4::PAE | cr4::VME), cr4::VMXE | cr4::PAE);
         assert_ne!(g.hardware_cr4(cr4::PAE, true) & cr4::VME, 0);
     }
 }

@@ -139,11 +139,7 @@ impl Vcpu<'_> {
     pub(super) fn ept_prepare_entry(&mut self) {
         let lma = self.vmcs.read(Field64::GuestEfer) & efer::LMA != 0;
         let base = self.controls.entry & !entry_ctl::IA32E_MODE_GUEST;
-        let want = if lma {
-            base | entry_ctl::IA32E_MODE_GUEST
-        } else {
-            base
-        };
+        let want = if lma { base | entry_ctl::IA32E_MODE_GUEST } else { base };
         let current = self.vmcs.read(Field32::EntryControls) as u32;
         if current != self.ept().entry {
             log::debug!("EPT: the CPU rewrote the VM-entry controls at VM exit: {:#x} -> {current:#x} (EFER.LMA {lma})", self.ept().entry);
@@ -160,17 +156,9 @@ impl Vcpu<'_> {
         let e = self.ept();
         let view = |hw: u64, shadow: u64, mask: u64| (hw & !mask) | (shadow & mask);
         GuestControl {
-            cr0: view(
-                self.vmcs.read(FieldNatural::GuestCr0),
-                self.vmcs.read(FieldNatural::Cr0ReadShadow),
-                e.cr0_mask,
-            ),
+            cr0: view(self.vmcs.read(FieldNatural::GuestCr0), self.vmcs.read(FieldNatural::Cr0ReadShadow), e.cr0_mask),
             cr3: self.vmcs.read(FieldNatural::GuestCr3),
-            cr4: view(
-                self.vmcs.read(FieldNatural::GuestCr4),
-                self.vmcs.read(FieldNatural::Cr4ReadShadow),
-                e.cr4_mask,
-            ),
+            cr4: view(self.vmcs.read(FieldNatural::GuestCr4), self.vmcs.read(FieldNatural::Cr4ReadShadow), e.cr4_mask),
             efer: self.vmcs.read(Field64::GuestEfer),
         }
     }
@@ -190,10 +178,7 @@ impl Vcpu<'_> {
             }
             (CrAccessType::MovToCr, 4) => self.ept_write_cr4(g, self.gpr(q.gpr)),
             (CrAccessType::MovToCr, 3) => {
-                let next = GuestControl {
-                    cr3: self.gpr(q.gpr),
-                    ..g
-                };
+                let next = GuestControl { cr3: self.gpr(q.gpr), ..g };
                 self.load_pdptes_if_pae(next) && {
                     self.vmcs.write(FieldNatural::GuestCr3, next.cr3);
                     true
@@ -205,11 +190,7 @@ impl Vcpu<'_> {
             }
             _ => {
                 let rip = self.rip();
-                self.die(
-                    ErrorKind::UnhandledExit,
-                    true,
-                    format_args!("unexpected control-register exit under EPT: {q} at RIP {rip:#x}"),
-                )
+                self.die(ErrorKind::UnhandledExit, true, format_args!("unexpected control-register exit under EPT: {q} at RIP {rip:#x}"))
             }
         };
         if ok {
@@ -222,18 +203,8 @@ impl Vcpu<'_> {
     /// Emulates a MOV to CR0 with the architectural rules of
     /// `GuestControl::write_cr0` (IA-32e activation included); false: #GP.
     fn ept_write_cr0(&mut self, g: GuestControl, value: u64) -> bool {
-        let Cr0Write::Accept {
-            cr0: c0,
-            efer: new_efer,
-        } = g.write_cr0(value)
-        else {
-            return false;
-        };
-        let next = GuestControl {
-            cr0: c0,
-            efer: new_efer,
-            ..g
-        };
+        let Cr0Write::Accept { cr0: c0, efer: new_efer } = g.write_cr0(value) else { return false };
+        let next = GuestControl { cr0: c0, efer: new_efer, ..g };
         if !self.load_pdptes_if_pae(next) {
             return false;
         }
@@ -249,10 +220,7 @@ impl Vcpu<'_> {
     /// (SDM Vol. 3A 10.8.5); false: #GP.
     fn ept_write_cr4(&mut self, g: GuestControl, value: u64) -> bool {
         let e = self.ept();
-        if value & !GUEST_CR4_BITS != 0
-            || value & !e.cr4_fixed1 != 0
-            || (g.efer & efer::LMA != 0 && value & cr4::PAE == 0)
-        {
+        if value & !GUEST_CR4_BITS != 0 || value & !e.cr4_fixed1 != 0 || (g.efer & efer::LMA != 0 && value & cr4::PAE == 0) {
             return false;
         }
         let hw = e.hardware_cr4(value);
@@ -281,15 +249,7 @@ impl Vcpu<'_> {
                 _ => return false,
             }
         }
-        for (f, v) in [
-            Field64::GuestPdpte0,
-            Field64::GuestPdpte1,
-            Field64::GuestPdpte2,
-            Field64::GuestPdpte3,
-        ]
-        .into_iter()
-        .zip(pdptes)
-        {
+        for (f, v) in [Field64::GuestPdpte0, Field64::GuestPdpte1, Field64::GuestPdpte2, Field64::GuestPdpte3].into_iter().zip(pdptes) {
             self.vmcs.write(f, v);
         }
         true
@@ -315,9 +275,7 @@ impl Vcpu<'_> {
         let q = EptViolation::decode(self.vmcs.read(FieldNaturalRo::ExitQualification));
         let gpa = self.vmcs.read(Field64Ro::GuestPhysicalAddress);
         let rip = self.rip();
-        let gla = q
-            .linear_address_valid
-            .then(|| self.vmcs.read(FieldNaturalRo::GuestLinearAddress));
+        let gla = q.linear_address_valid.then(|| self.vmcs.read(FieldNaturalRo::GuestLinearAddress));
         if self.apic.mmio_enabled() && gpa & !0xfff == self.apic.mmio_base() {
             return self.apic_mmio(gpa, gla.unwrap_or(gpa));
         }
@@ -355,13 +313,8 @@ impl Vcpu<'_> {
             PagingMode::Pae => GuestMode::Pae,
             PagingMode::Long => GuestMode::Long,
         };
-        let pdptes = [
-            Field64::GuestPdpte0,
-            Field64::GuestPdpte1,
-            Field64::GuestPdpte2,
-            Field64::GuestPdpte3,
-        ]
-        .map(|f| self.vmcs.read(f));
+        let pdptes = [Field64::GuestPdpte0, Field64::GuestPdpte1, Field64::GuestPdpte2, Field64::GuestPdpte3]
+            .map(|f| self.vmcs.read(f));
         PagingCtx {
             mode,
             cr3: g.cr3,
@@ -385,62 +338,19 @@ impl Vcpu<'_> {
         let e = self.ept();
         let (hw0, hw4) = (e.hardware_cr0(super::INIT_CR0), e.hardware_cr4(0));
         self.vmcs.write(FieldNatural::GuestCr0, hw0);
-        self.vmcs
-            .write(FieldNatural::Cr0ReadShadow, super::INIT_CR0);
+        self.vmcs.write(FieldNatural::Cr0ReadShadow, super::INIT_CR0);
         self.vmcs.write(FieldNatural::GuestCr4, hw4);
         self.vmcs.write(FieldNatural::Cr4ReadShadow, 0);
         self.vmcs.write(FieldNatural::GuestCr3, 0);
         self.vmcs.write(Field64::GuestEfer, 0);
         let cs = u64::from(vector) << 8;
         let segs = [
-            (
-                F16::GuestEsSelector,
-                FieldNatural::GuestEsBase,
-                Field32::GuestEsLimit,
-                Field32::GuestEsAccessRights,
-                0,
-                0x93,
-            ),
-            (
-                F16::GuestCsSelector,
-                FieldNatural::GuestCsBase,
-                Field32::GuestCsLimit,
-                Field32::GuestCsAccessRights,
-                cs,
-                0x9b,
-            ),
-            (
-                F16::GuestSsSelector,
-                FieldNatural::GuestSsBase,
-                Field32::GuestSsLimit,
-                Field32::GuestSsAccessRights,
-                0,
-                0x93,
-            ),
-            (
-                F16::GuestDsSelector,
-                FieldNatural::GuestDsBase,
-                Field32::GuestDsLimit,
-                Field32::GuestDsAccessRights,
-                0,
-                0x93,
-            ),
-            (
-                F16::GuestFsSelector,
-                FieldNatural::GuestFsBase,
-                Field32::GuestFsLimit,
-                Field32::GuestFsAccessRights,
-                0,
-                0x93,
-            ),
-            (
-                F16::GuestGsSelector,
-                FieldNatural::GuestGsBase,
-                Field32::GuestGsLimit,
-                Field32::GuestGsAccessRights,
-                0,
-                0x93,
-            ),
+            (F16::GuestEsSelector, FieldNatural::GuestEsBase, Field32::GuestEsLimit, Field32::GuestEsAccessRights, 0, 0x93),
+            (F16::GuestCsSelector, FieldNatural::GuestCsBase, Field32::GuestCsLimit, Field32::GuestCsAccessRights, cs, 0x9b),
+            (F16::GuestSsSelector, FieldNatural::GuestSsBase, Field32::GuestSsLimit, Field32::GuestSsAccessRights, 0, 0x93),
+            (F16::GuestDsSelector, FieldNatural::GuestDsBase, Field32::GuestDsLimit, Field32::GuestDsAccessRights, 0, 0x93),
+            (F16::GuestFsSelector, FieldNatural::GuestFsBase, Field32::GuestFsLimit, Field32::GuestFsAccessRights, 0, 0x93),
+            (F16::GuestGsSelector, FieldNatural::GuestGsBase, Field32::GuestGsLimit, Field32::GuestGsAccessRights, 0, 0x93),
         ];
         for (sel, base, limit, ar, v, rights) in segs {
             self.vmcs.write(sel, v);
@@ -465,10 +375,7 @@ impl Vcpu<'_> {
         self.vmcs.write(FieldNatural::GuestRflags, 2);
         self.regs.gpr[2] = u64::from(crate::arch::cpu::cpuid(1, 0).0);
         self.ept_prepare_entry();
-        log::debug!(
-            "vCPU {} started by SIPI at {cs:04x}:0000 (EPT, unrestricted guest)",
-            self.id
-        );
+        log::debug!("vCPU {} started by SIPI at {cs:04x}:0000 (EPT, unrestricted guest)", self.id);
     }
 
     /// An EPT misconfiguration (SDM Vol. 3C 29.3.3.1): the hypervisor built

@@ -31,13 +31,7 @@ impl Default for ExitStats {
 impl ExitStats {
     /// Nothing counted.
     pub const fn new() -> Self {
-        ExitStats {
-            total: 0,
-            by_reason: [0; EXIT_REASONS],
-            cycles: 0,
-            cycles_by_reason: [0; EXIT_REASONS],
-            current: None,
-        }
+        ExitStats { total: 0, by_reason: [0; EXIT_REASONS], cycles: 0, cycles_by_reason: [0; EXIT_REASONS], current: None }
     }
 
     /// A VM exit reached the hypervisor at TSC `tsc`.
@@ -88,9 +82,6 @@ mod tests {
         s.count(500); // outside the table: counted, its cycles go to reason 0
         s.entering(10_010);
         assert_eq!((s.total, s.by_reason[28], s.by_reason[0]), (3, 1, 1));
-        assert_eq!(
-            (s.cycles, s.cycles_by_reason[28], s.cycles_by_reason[0]),
-            (863 + 4_000 + 10, 863, 4_010)
-        );
+        assert_eq!((s.cycles, s.cycles_by_reason[28], s.cycles_by_reason[0]), (863 + 4_000 + 10, 863, 4_010));
     }
 }

@@ -27,10 +27,7 @@ pub struct LineBuffer {
 
 impl Default for LineBuffer {
     fn default() -> Self {
-        LineBuffer {
-            buf: [0; 512],
-            len: 0,
-        }
+        LineBuffer { buf: [0; 512], len: 0 }
     }
 }
 

@@ -37,10 +37,7 @@ pub fn decode_load(bytes: &[u8], bitness: u32) -> Option<MmioLoad> {
         && ins.op0_kind() == OpKind::Register
         && ins.op1_kind() == OpKind::Memory
         && ins.memory_size().size() == 4;
-    load.then(|| MmioLoad {
-        dest: ins.op0_register(),
-        len: ins.len() as u8,
-    })
+    load.then(|| MmioLoad { dest: ins.op0_register(), len: ins.len() as u8 })
 }
 
 /// The register update of a load of `value`: (register number, new 64-bit
@@ -57,13 +54,7 @@ mod tests {
     #[test]
     fn loads() {
         // mov eax, [rdx+0x300]
-        assert_eq!(
-            decode_load(&[0x8b, 0x82, 0x00, 0x03, 0, 0], 64),
-            Some(MmioLoad {
-                dest: Register::EAX,
-                len: 6
-            })
-        );
+        assert_eq!(decode_load(&[0x8b, 0x82, 0x00, 0x03, 0, 0], 64), Some(MmioLoad { dest: Register::EAX, len: 6 }));
         // mov r9d, [rax]; the load zero-extends.
         let l = decode_load(&[0x44, 0x8b, 0x08], 64).unwrap();
         let mut gpr = [0u64; 16];
@@ -79,16 +70,8 @@ mod tests {
     fn stores_go_through_the_page_table_store_emulator() {
         // or dword [rax+0xf0], 0x1ff (a volatile read-modify-write folded
         // into one instruction) on SVR = 0xff.
-        let e = emulate(
-            &[0x81, 0x88, 0xf0, 0, 0, 0, 0xff, 0x01, 0, 0],
-            64,
-            &[0; 16],
-            0xf0,
-            |_| Some(0xff),
-        );
-        let Emulated::Store(s) = e else {
-            panic!("{e:?}")
-        };
+        let e = emulate(&[0x81, 0x88, 0xf0, 0, 0, 0, 0xff, 0x01, 0, 0], 64, &[0; 16], 0xf0, |_| Some(0xff));
+        let Emulated::Store(s) = e else { panic!("{e:?}") };
         assert_eq!((s.width, s.value, s.len), (4, 0x1ff, 10));
     }
 }

@@ -27,15 +27,10 @@
 macro_rules! shadow {
     ($self:ident) => {
         match &$self.paging {
-            $crate::vcpu::PagingBackend::Shadow => $self
-                .vm
-                .mmu
-                .as_ref()
-                .expect("shadow paging runs with a shadow page cache")
-                .lock(),
-            $crate::vcpu::PagingBackend::Ept(_) => {
-                unreachable!("a shadow-paging path was reached under mmu=ept")
+            $crate::vcpu::PagingBackend::Shadow => {
+                $self.vm.mmu.as_ref().expect("shadow paging runs with a shadow page cache").lock()
             }
+            $crate::vcpu::PagingBackend::Ept(_) => unreachable!("a shadow-paging path was reached under mmu=ept"),
         }
     };
 }
@@ -60,8 +55,8 @@ pub use vm86::{TSS_IOMAP_BASE, VM86_TSS_LIMIT};
 
 use crate::arch::{console, cpu};
 use crate::config::SelfTest;
-use crate::fatal;
 use crate::vm::Vm;
+use crate::fatal;
 use crate::vmx::caps::{self, entry_ctl, VmxCaps};
 use crate::vmx::exit_reason::{
     entry_failure_qualification_text, ExitReason, ExitReasonField, InterruptionInfo,
@@ -70,9 +65,9 @@ use crate::vmx::exit_reason::{
 use crate::vmx::fields::{Field32, Field32Ro, FieldNatural, FieldNaturalRo};
 use crate::vmx::guest_state;
 use crate::vmx::instr::{self, ActiveVmcs, GuestRegisters, RunResult};
-use apic::VirtualApic;
 use core::fmt;
 use cr::{efer, GuestControl};
+use apic::VirtualApic;
 use io::OutEffect;
 use setup::Controls;
 use shared::line::ErrorKind;
@@ -151,9 +146,7 @@ impl<'v> Vcpu<'v> {
         if config.selftest == Some(SelfTest::EntryFailure) && id == 0 {
             // A TSS that is not busy: VM entry must fail on it (SDM Vol. 3C
             // 27.3.1.2), and the report must name GUEST_TR_AR_BYTES.
-            log::warn!(
-                "selftest=entry-failure: entering with GUEST_TR_AR_BYTES = 0x89 (available TSS)"
-            );
+            log::warn!("selftest=entry-failure: entering with GUEST_TR_AR_BYTES = 0x89 (available TSS)");
             vmcs.write(Field32::GuestTrAccessRights, 0x89);
         }
         let mut regs = GuestRegisters::default();
@@ -161,9 +154,7 @@ impl<'v> Vcpu<'v> {
         regs.gpr[3] = start.info;
         let nx_supported = cpu::cpuid(0x8000_0001, 0).3 & (1 << 20) != 0;
         let is_ept = matches!(paging, PagingBackend::Ept(_));
-        let apic_id = vm.vcpus[id]
-            .apic_id
-            .load(core::sync::atomic::Ordering::SeqCst);
+        let apic_id = vm.vcpus[id].apic_id.load(core::sync::atomic::Ordering::SeqCst);
         let mut vcpu = Vcpu {
             vm,
             id,
@@ -240,10 +231,7 @@ impl<'v> Vcpu<'v> {
                     self.dump_vmcs();
                     fatal::fail(
                         ErrorKind::VmEntryFailure,
-                        format_args!(
-                            "VMLAUNCH/VMRESUME failed: {fail} (guest RIP {:#x})",
-                            self.rip()
-                        ),
+                        format_args!("VMLAUNCH/VMRESUME failed: {fail} (guest RIP {:#x})", self.rip()),
                     )
                 }
             }
@@ -267,54 +255,14 @@ impl<'v> Vcpu<'v> {
             rflags: self.vmcs.read(FN::GuestRflags),
             rip: self.rip(),
             segments: [
-                seg(
-                    F16::GuestEsSelector,
-                    FN::GuestEsBase,
-                    Field32::GuestEsLimit,
-                    Field32::GuestEsAccessRights,
-                ),
-                seg(
-                    F16::GuestCsSelector,
-                    FN::GuestCsBase,
-                    Field32::GuestCsLimit,
-                    Field32::GuestCsAccessRights,
-                ),
-                seg(
-                    F16::GuestSsSelector,
-                    FN::GuestSsBase,
-                    Field32::GuestSsLimit,
-                    Field32::GuestSsAccessRights,
-                ),
-                seg(
-                    F16::GuestDsSelector,
-                    FN::GuestDsBase,
-                    Field32::GuestDsLimit,
-                    Field32::GuestDsAccessRights,
-                ),
-                seg(
-                    F16::GuestFsSelector,
-                    FN::GuestFsBase,
-                    Field32::GuestFsLimit,
-                    Field32::GuestFsAccessRights,
-                ),
-                seg(
-                    F16::GuestGsSelector,
-                    FN::GuestGsBase,
-                    Field32::GuestGsLimit,
-                    Field32::GuestGsAccessRights,
-                ),
-                seg(
-                    F16::GuestLdtrSelector,
-                    FN::GuestLdtrBase,
-                    Field32::GuestLdtrLimit,
-                    Field32::GuestLdtrAccessRights,
-                ),
-                seg(
-                    F16::GuestTrSelector,
-                    FN::GuestTrBase,
-                    Field32::GuestTrLimit,
-                    Field32::GuestTrAccessRights,
-                ),
+                seg(F16::GuestEsSelector, FN::GuestEsBase, Field32::GuestEsLimit, Field32::GuestEsAccessRights),
+                seg(F16::GuestCsSelector, FN::GuestCsBase, Field32::GuestCsLimit, Field32::GuestCsAccessRights),
+                seg(F16::GuestSsSelector, FN::GuestSsBase, Field32::GuestSsLimit, Field32::GuestSsAccessRights),
+                seg(F16::GuestDsSelector, FN::GuestDsBase, Field32::GuestDsLimit, Field32::GuestDsAccessRights),
+                seg(F16::GuestFsSelector, FN::GuestFsBase, Field32::GuestFsLimit, Field32::GuestFsAccessRights),
+                seg(F16::GuestGsSelector, FN::GuestGsBase, Field32::GuestGsLimit, Field32::GuestGsAccessRights),
+                seg(F16::GuestLdtrSelector, FN::GuestLdtrBase, Field32::GuestLdtrLimit, Field32::GuestLdtrAccessRights),
+                seg(F16::GuestTrSelector, FN::GuestTrBase, Field32::GuestTrLimit, Field32::GuestTrAccessRights),
             ],
             activity_state: self.vmcs.read(Field32::GuestActivityState) as u32,
             interruptibility: self.vmcs.read(Field32::GuestInterruptibility) as u32,
@@ -333,8 +281,7 @@ impl<'v> Vcpu<'v> {
     fn advance_rip(&mut self) {
         let len = self.vmcs.read(Field32Ro::ExitInstructionLength);
         let rip = self.rip();
-        self.vmcs
-            .write(FieldNatural::GuestRip, rip.wrapping_add(len));
+        self.vmcs.write(FieldNatural::GuestRip, rip.wrapping_add(len));
     }
 
     fn gpr(&self, n: u8) -> u64 {
@@ -356,8 +303,7 @@ impl<'v> Vcpu<'v> {
     /// Injects a hardware exception at the next entry (SDM Vol. 3C 26.6).
     fn inject(&mut self, vector: u8, error_code: Option<u32>) {
         let info = InterruptionInfo::hardware_exception(vector, error_code.is_some());
-        self.vmcs
-            .write(Field32::EntryInterruptionInfo, info.encode() as u64);
+        self.vmcs.write(Field32::EntryInterruptionInfo, info.encode() as u64);
         if let Some(ec) = error_code {
             self.vmcs.write(Field32::EntryExceptionErrorCode, ec as u64);
         }
@@ -365,9 +311,7 @@ impl<'v> Vcpu<'v> {
 
     fn dump_vmcs(&self) {
         console::line(format_args!("[hv] VMCS dump:"));
-        instr::dump(&self.vmcs, |name, v| {
-            console::line(format_args!("[hv]   {name:<36} {v:#018x}"))
-        });
+        instr::dump(&self.vmcs, |name, v| console::line(format_args!("[hv]   {name:<36} {v:#018x}")));
     }
 
     /// Ends the run with a named error, after the VMCS dump and the guest's
@@ -406,10 +350,7 @@ impl<'v> Vcpu<'v> {
         let reason = ExitReasonField::decode(self.vmcs.read(Field32Ro::ExitReason) as u32);
         self.stats.count(reason.basic);
         let total = self.vm.total_exits.fetch_add(1, Relaxed) + 1;
-        if let Some(n) = self.vm.vcpus[self.id]
-            .exit_counts
-            .get(reason.basic as usize)
-        {
+        if let Some(n) = self.vm.vcpus[self.id].exit_counts.get(reason.basic as usize) {
             n.fetch_add(1, Relaxed);
         }
         if self.config().max_exits != 0 && total > self.config().max_exits {
@@ -417,9 +358,7 @@ impl<'v> Vcpu<'v> {
             self.die(
                 ErrorKind::Timeout,
                 false,
-                format_args!(
-                    "the guest did not finish within max_exits={max} VM exits (RIP {rip:#x})"
-                ),
+                format_args!("the guest did not finish within max_exits={max} VM exits (RIP {rip:#x})"),
             );
         }
         if reason.entry_failure {
@@ -449,9 +388,7 @@ impl<'v> Vcpu<'v> {
             // vCPU, or spurious): EOI to the host's local APIC; whatever the
             // kick was for is looked at before the next entry.
             Some(ExitReason::ExternalInterrupt) => {
-                let info = InterruptionInfo::decode(
-                    self.vmcs.read(Field32Ro::ExitInterruptionInfo) as u32,
-                );
+                let info = InterruptionInfo::decode(self.vmcs.read(Field32Ro::ExitInterruptionInfo) as u32);
                 if info.vector != crate::vm::SPURIOUS_VECTOR {
                     (self.vm.host.eoi)();
                 }
@@ -481,12 +418,8 @@ impl<'v> Vcpu<'v> {
                     PagingBackend::Shadow => shared::cpuid::FEATURE_SHADOW_PAGING,
                     PagingBackend::Ept(_) => 0,
                 };
-                let (a, b, c, d) = paravirt::guest_cpuid(
-                    self.regs.gpr[0] as u32,
-                    self.regs.gpr[1] as u32,
-                    features,
-                    cpu::cpuid,
-                );
+                let (a, b, c, d) =
+                    paravirt::guest_cpuid(self.regs.gpr[0] as u32, self.regs.gpr[1] as u32, features, cpu::cpuid);
                 self.regs.gpr[0] = a as u64;
                 self.regs.gpr[3] = b as u64;
                 self.regs.gpr[1] = c as u64;
@@ -567,26 +500,17 @@ impl<'v> Vcpu<'v> {
                 // NMI exit, which would keep the next kick from exiting
                 // until the guest's next IRET (SDM Vol. 3C 25.4.2, 26.3.1.5).
                 let intr = self.vmcs.read(Field32::GuestInterruptibility);
-                self.vmcs
-                    .write(Field32::GuestInterruptibility, intr & !(1 << 3));
+                self.vmcs.write(Field32::GuestInterruptibility, intr & !(1 << 3));
                 // It may have cut the delivery of a guest event short (SDM
                 // Vol. 3C 28.2.4: IDT-vectoring information).
                 self.reinject_vectoring_event();
             }
             (_, PF) => self.page_fault(),
             (_, v) if self.vm86 => self.vm86_exception(v),
-            (_, MC) => self.die(
-                ErrorKind::HypervisorFault,
-                true,
-                format_args!("machine check while the guest ran"),
-            ),
+            (_, MC) => self.die(ErrorKind::HypervisorFault, true, format_args!("machine check while the guest ran")),
             (_, v) => {
                 let rip = self.rip();
-                self.die(
-                    ErrorKind::UnhandledExit,
-                    true,
-                    format_args!("unexpected exception exit: {info} (vector {v}) at RIP {rip:#x}"),
-                )
+                self.die(ErrorKind::UnhandledExit, true, format_args!("unexpected exception exit: {info} (vector {v}) at RIP {rip:#x}"))
             }
         }
     }
@@ -598,11 +522,7 @@ impl<'v> Vcpu<'v> {
             self.die(
                 ErrorKind::Unsupported,
                 false,
-                format_args!(
-                    "string I/O (INS/OUTS{}) on port {:#x} at RIP {rip:#x} is not emulated",
-                    if q.rep { " with REP" } else { "" },
-                    q.port
-                ),
+                format_args!("string I/O (INS/OUTS{}) on port {:#x} at RIP {rip:#x} is not emulated", if q.rep { " with REP" } else { "" }, q.port),
             );
         }
         let mask: u64 = match q.size {
@@ -614,11 +534,7 @@ impl<'v> Vcpu<'v> {
         let value = self.port_access(q.port, q.size, q.is_in, (rax & mask) as u32);
         if q.is_in {
             // IN AL/AX keep the rest of RAX; IN EAX zero-extends (SDM Vol. 1 3.4.1.1).
-            self.regs.gpr[0] = if q.size == 4 {
-                value as u64
-            } else {
-                (rax & !mask) | value as u64
-            };
+            self.regs.gpr[0] = if q.size == 4 { value as u64 } else { (rax & !mask) | value as u64 };
         }
         self.advance_rip();
     }
@@ -654,9 +570,7 @@ impl<'v> Vcpu<'v> {
     fn note_unclaimed(&mut self, port: u16, dir: &str) {
         self.unclaimed_ports += 1;
         if self.unclaimed_ports <= 8 {
-            log::debug!(
-                "guest {dir} on port {port:#x}: no device (reads all ones, writes dropped)"
-            );
+            log::debug!("guest {dir} on port {port:#x}: no device (reads all ones, writes dropped)");
         }
     }
 
@@ -699,10 +613,7 @@ impl<'v> Vcpu<'v> {
             efer::MSR if matches!(self.paging, PagingBackend::Ept(_)) => self.ept_write_efer(value),
             efer::MSR => match self.guest.write_efer(value, self.nx_supported) {
                 Some(v) => {
-                    let next = GuestControl {
-                        efer: v,
-                        ..self.guest
-                    };
+                    let next = GuestControl { efer: v, ..self.guest };
                     if self.apply_paging_state(next) {
                         self.advance_rip();
                     }
@@ -713,8 +624,7 @@ impl<'v> Vcpu<'v> {
                 self.guest_pat = value;
                 self.advance_rip();
             }
-            shared::apic::IA32_APIC_BASE
-            | shared::apic::X2APIC_MSR_BASE..=shared::apic::X2APIC_MSR_LAST => {
+            shared::apic::IA32_APIC_BASE | shared::apic::X2APIC_MSR_BASE..=shared::apic::X2APIC_MSR_LAST => {
                 self.apic_wrmsr(msr, value)
             }
             _ => {
@@ -724,3 +634,4 @@ impl<'v> Vcpu<'v> {
         }
     }
 }
+

@@ -47,12 +47,7 @@ impl Vcpu<'_> {
             ),
         };
         self.vm.flush(self.id, hw.flush);
-        let (c0f0, c0f1, c4f0, c4f1) = (
-            self.caps.cr0_fixed0,
-            self.caps.cr0_fixed1,
-            self.caps.cr4_fixed0,
-            self.caps.cr4_fixed1,
-        );
+        let (c0f0, c0f1, c4f0, c4f1) = (self.caps.cr0_fixed0, self.caps.cr0_fixed1, self.caps.cr4_fixed0, self.caps.cr4_fixed1);
         let hw_cr0 = caps::fixed_cr(self.guest.hardware_cr0(hw.cr0_set), c0f0, c0f1);
         let hw_cr4 = caps::fixed_cr(self.guest.hardware_cr4(hw.cr4, self.vm86), c4f0, c4f1);
         let ia32e = hw.efer & crate::mmu::EFER_LMA != 0;
@@ -140,10 +135,7 @@ impl Vcpu<'_> {
             mmu.page_fault(vmmu, &mut mem, gva, hw_ec)
         };
         let rip = self.rip();
-        let retried = matches!(
-            outcome,
-            FaultOutcome::Fixed { .. } | FaultOutcome::EmulateWrite { .. }
-        );
+        let retried = matches!(outcome, FaultOutcome::Fixed { .. } | FaultOutcome::EmulateWrite { .. });
         self.handle_fault_outcome(outcome, gva);
         // The guest executes the same instruction again (nothing emulated
         // it, nothing injected): count it, and end a livelock with a report
@@ -186,27 +178,18 @@ impl Vcpu<'_> {
                 self.vm.flush(self.id, flush);
                 self.reinject_vectoring_event();
             }
-            FaultOutcome::InjectPf {
-                error_code,
-                cr2,
-                flush,
-            } => {
+            FaultOutcome::InjectPf { error_code, cr2, flush } => {
                 self.vm.flush(self.id, flush);
                 self.regs.cr2 = cr2;
                 // A #PF while delivering a #PF or a contributory exception is
                 // a double fault; while delivering #DF a triple fault (SDM
                 // Vol. 3A 6.15, Table 6-5).
-                let vectoring =
-                    InterruptionInfo::decode(self.vmcs.read(Field32Ro::IdtVectoringInfo) as u32);
+                let vectoring = InterruptionInfo::decode(self.vmcs.read(Field32Ro::IdtVectoringInfo) as u32);
                 if vectoring.valid && vectoring.kind == InterruptionType::HardwareException {
                     match vectoring.vector {
                         DF => {
                             let rip = self.rip();
-                            self.die(
-                                ErrorKind::TripleFault,
-                                true,
-                                format_args!("#PF while delivering #DF at RIP {rip:#x}"),
-                            )
+                            self.die(ErrorKind::TripleFault, true, format_args!("#PF while delivering #DF at RIP {rip:#x}"))
                         }
                         0 | 10..=14 => return self.inject(DF, Some(0)),
                         _ => {}
@@ -236,9 +219,7 @@ impl Vcpu<'_> {
             FaultOutcome::NoShadowFrames => self.die(
                 ErrorKind::HypervisorFault,
                 false,
-                format_args!(
-                    "the shadow page pool holds only loaded roots: too many vCPUs for its size"
-                ),
+                format_args!("the shadow page pool holds only loaded roots: too many vCPUs for its size"),
             ),
         }
     }
@@ -252,12 +233,8 @@ impl Vcpu<'_> {
         if !v.valid {
             return;
         }
-        let reinject = InterruptionInfo {
-            nmi_unblocking: false,
-            ..v
-        };
-        self.vmcs
-            .write(Field32::EntryInterruptionInfo, reinject.encode() as u64);
+        let reinject = InterruptionInfo { nmi_unblocking: false, ..v };
+        self.vmcs.write(Field32::EntryInterruptionInfo, reinject.encode() as u64);
         if v.error_code_valid {
             let ec = self.vmcs.read(Field32Ro::IdtVectoringErrorCode);
             self.vmcs.write(Field32::EntryExceptionErrorCode, ec);
@@ -308,17 +285,7 @@ impl Vcpu<'_> {
             let gpa = if ctx.mode == GuestMode::NoPaging {
                 lin & 0xffff_ffff
             } else {
-                walk::walk(
-                    &ctx,
-                    &mut mem,
-                    lin,
-                    MemAccess {
-                        kind: AccessKind::Fetch,
-                        user,
-                    },
-                )
-                .ok()?
-                .gpa
+                walk::walk(&ctx, &mut mem, lin, MemAccess { kind: AccessKind::Fetch, user }).ok()?.gpa
             };
             let chunk = (4096 - (lin & 0xfff) as usize).min(bytes.len() - n);
             if !self.vm.ram.read(gpa, &mut bytes[n..n + chunk]) {
@@ -348,23 +315,18 @@ impl Vcpu<'_> {
             let mut g = shadow!(self);
             let (mmu, vmmu) = g.split(self.id);
             loop {
-                let Some((bytes, n)) = fetched else {
-                    break Emulated::Retry("instruction bytes not readable");
-                };
+                let Some((bytes, n)) = fetched else { break Emulated::Retry("instruction bytes not readable") };
                 let seen = core::cell::Cell::new(0u64);
                 let old = |w: u8| {
                     let mut b = [0u8; 8];
-                    let v = ram
-                        .read(gpa, &mut b[..w as usize])
-                        .then(|| u64::from_le_bytes(b))?;
+                    let v = ram.read(gpa, &mut b[..w as usize]).then(|| u64::from_le_bytes(b))?;
                     seen.set(v);
                     Some(v)
                 };
                 let e = ptwrite::emulate(&bytes[..n], bitness, &gpr, gva & 0xfff, old);
                 match e {
                     Emulated::Store(s) if s.store && s.reads_old() => {
-                        let (f, written) =
-                            mmu.guest_pt_cmpxchg(vmmu, &mut mem, gpa, s.width, seen.get(), s.value);
+                        let (f, written) = mmu.guest_pt_cmpxchg(vmmu, &mut mem, gpa, s.width, seen.get(), s.value);
                         flush = flush.or(f);
                         if written {
                             break e;
@@ -386,15 +348,10 @@ impl Vcpu<'_> {
                 }
                 if let Some((clear, set)) = s.rflags {
                     let f = self.vmcs.read(FieldNatural::GuestRflags);
-                    self.vmcs
-                        .write(FieldNatural::GuestRflags, (f & !clear) | set);
+                    self.vmcs.write(FieldNatural::GuestRflags, (f & !clear) | set);
                 }
                 let rip = self.rip().wrapping_add(s.len as u64);
-                let rip = if self.code_bitness() == 16 {
-                    rip & 0xffff
-                } else {
-                    rip
-                };
+                let rip = if self.code_bitness() == 16 { rip & 0xffff } else { rip };
                 self.vmcs.write(FieldNatural::GuestRip, rip);
             }
             Emulated::Retry(why) => {
@@ -439,11 +396,7 @@ impl Vcpu<'_> {
             (CrAccessType::MovToCr, 4) => self.write_cr4(self.gpr(q.gpr)),
             _ => {
                 let rip = self.rip();
-                self.die(
-                    ErrorKind::UnhandledExit,
-                    true,
-                    format_args!("unexpected control-register exit: {q} at RIP {rip:#x}"),
-                )
+                self.die(ErrorKind::UnhandledExit, true, format_args!("unexpected control-register exit: {q} at RIP {rip:#x}"))
             }
         }
     }
@@ -463,17 +416,9 @@ impl Vcpu<'_> {
     fn write_cr0(&mut self, value: u64) {
         match self.guest.write_cr0(value) {
             Cr0Write::Gp => self.inject(GP, Some(0)),
-            Cr0Write::Accept {
-                cr0: new_cr0,
-                efer: new_efer,
-            } => {
-                let leaving_protected_mode =
-                    self.guest.cr0 & cr0::PE != 0 && new_cr0 & cr0::PE == 0;
-                let next = GuestControl {
-                    cr0: new_cr0,
-                    efer: new_efer,
-                    ..self.guest
-                };
+            Cr0Write::Accept { cr0: new_cr0, efer: new_efer } => {
+                let leaving_protected_mode = self.guest.cr0 & cr0::PE != 0 && new_cr0 & cr0::PE == 0;
+                let next = GuestControl { cr0: new_cr0, efer: new_efer, ..self.guest };
                 if self.apply_paging_state(next) {
                     self.advance_rip();
                     if leaving_protected_mode {
@@ -489,16 +434,11 @@ impl Vcpu<'_> {
     /// (10.8.5); bits Quadrant does not virtualise (PCIDE, OSXSAVE, PKE, ...)
     /// are refused with #GP, as on a CPU without them. Returns false on #GP.
     pub(super) fn write_cr4_value(&mut self, value: u64) -> bool {
-        if value & !GUEST_CR4_BITS != 0
-            || (self.guest.efer & crate::mmu::EFER_LMA != 0 && value & cr4::PAE == 0)
-        {
+        if value & !GUEST_CR4_BITS != 0 || (self.guest.efer & crate::mmu::EFER_LMA != 0 && value & cr4::PAE == 0) {
             self.inject(GP, Some(0));
             return false;
         }
-        self.apply_paging_state(GuestControl {
-            cr4: value,
-            ..self.guest
-        })
+        self.apply_paging_state(GuestControl { cr4: value, ..self.guest })
     }
 
     fn write_cr4(&mut self, value: u64) {
@@ -517,15 +457,9 @@ impl Vcpu<'_> {
             g.cache.audit(&mem, &vcpus)
         };
         if let Err(e) = r {
-            let n = self.vm.vcpus[self.id]
-                .exits
-                .load(core::sync::atomic::Ordering::SeqCst);
+            let n = self.vm.vcpus[self.id].exits.load(core::sync::atomic::Ordering::SeqCst);
             let id = self.id;
-            self.die(
-                ErrorKind::HypervisorFault,
-                true,
-                format_args!("MMU audit failed after VM exit {n} of vCPU {id}: {e}"),
-            );
+            self.die(ErrorKind::HypervisorFault, true, format_args!("MMU audit failed after VM exit {n} of vCPU {id}: {e}"));
         }
     }
 

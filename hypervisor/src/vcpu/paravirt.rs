@@ -101,11 +101,7 @@ impl Vcpu<'_> {
     /// IA-32e mode only the low 32 bits of the registers count (the upper
     /// halves are undefined after leaving 64-bit mode, SDM Vol. 1 3.4.1.1).
     pub(super) fn hypercall(&mut self) {
-        let width = if self.guest_control().efer & efer::LMA != 0 {
-            u64::MAX
-        } else {
-            u64::from(u32::MAX)
-        };
+        let width = if self.guest_control().efer & efer::LMA != 0 { u64::MAX } else { u64::from(u32::MAX) };
         let [rax, rbx, rcx, rdx] = [0, 3, 1, 2].map(|i| self.regs.gpr[i] & width);
         self.regs.gpr[0] = match Hypercall::from_u64(rax) {
             Some(Hypercall::Version) => shared::PROTOCOL_VERSION as u64,
@@ -121,10 +117,7 @@ impl Vcpu<'_> {
                 let mut stats = hc::MmuStats {
                     magic: hc::MMU_STATS_MAGIC,
                     version: shared::PROTOCOL_VERSION,
-                    exits: self
-                        .vm
-                        .total_exits
-                        .load(core::sync::atomic::Ordering::SeqCst),
+                    exits: self.vm.total_exits.load(core::sync::atomic::Ordering::SeqCst),
                     ..Default::default()
                 };
                 // No shadow under EPT: every shadow counter is honestly 0.
@@ -158,9 +151,7 @@ impl Vcpu<'_> {
                         let (mmu, vmmu) = g.split(self.id);
                         shadow_walk_record(rbx, mmu.shadow_walk(vmmu, rbx).as_ref())
                     }
-                    PagingBackend::Ept(_) => {
-                        ShadowWalkRecord::new(ShadowWalkStatus::NoShadow, rbx, 0)
-                    }
+                    PagingBackend::Ept(_) => ShadowWalkRecord::new(ShadowWalkStatus::NoShadow, rbx, 0),
                 };
                 let bytes = rec.to_bytes();
                 let n = (rdx as usize).min(bytes.len());
@@ -214,10 +205,7 @@ impl Vcpu<'_> {
         let cycles_by_reason = self.vm.exit_cycles();
         BenchCounters {
             mmu,
-            exits: self
-                .vm
-                .total_exits
-                .load(core::sync::atomic::Ordering::SeqCst),
+            exits: self.vm.total_exits.load(core::sync::atomic::Ordering::SeqCst),
             hv_cycles: cycles_by_reason.iter().sum(),
             exits_by_reason: self.vm.exit_counts(),
             cycles_by_reason,
@@ -247,10 +235,7 @@ mod tests {
         let (a, b, c, d) = guest_cpuid(sig::LEAF_SIGNATURE, 0, 0, host);
         assert_eq!(a, sig::MAX_LEAF);
         assert!(sig::is_quadrant(b, c, d));
-        assert_eq!(
-            guest_cpuid(sig::LEAF_VERSION, 0, sig::FEATURE_SHADOW_PAGING, host),
-            (shared::PROTOCOL_VERSION, sig::FEATURE_SHADOW_PAGING, 0, 0)
-        );
+        assert_eq!(guest_cpuid(sig::LEAF_VERSION, 0, sig::FEATURE_SHADOW_PAGING, host), (shared::PROTOCOL_VERSION, sig::FEATURE_SHADOW_PAGING, 0, 0));
         assert_eq!(guest_cpuid(0x4000_0010, 0, 1, host), (0, 0, 0, 0));
         assert_eq!(guest_cpuid(7, 0, 1, host), host(7, 0));
     }
@@ -258,14 +243,8 @@ mod tests {
     #[test]
     fn shadow_walk_without_a_root_says_so() {
         let r = shadow_walk_record(0x1234, None);
-        assert_eq!(
-            ShadowWalkStatus::from_u32(r.status),
-            Some(ShadowWalkStatus::NoRoot)
-        );
-        assert_eq!(
-            (r.linear, r.root, r.count, r.leaf_gfn),
-            (0x1234, 0, 0, hc::NO_GFN)
-        );
+        assert_eq!(ShadowWalkStatus::from_u32(r.status), Some(ShadowWalkStatus::NoRoot));
+        assert_eq!((r.linear, r.root, r.count, r.leaf_gfn), (0x1234, 0, 0, hc::NO_GFN));
     }
 
     #[test]
@@ -282,13 +261,6 @@ mod tests {
         assert_eq!(t.record(&bytes), shared::hypercall::STATUS_OK);
         bytes[0] ^= 1;
         assert_eq!(t.record(&bytes), shared::hypercall::STATUS_BAD_ARGUMENT);
-        assert_eq!(
-            t,
-            CheckTally {
-                failed: 1,
-                rejected: 1,
-                ..Default::default()
-            }
-        );
+        assert_eq!(t, CheckTally { failed: 1, rejected: 1, ..Default::default() });
     }
 }

@@ -81,11 +81,7 @@ fn gpr_slot(r: Register) -> Option<(u8, u32, u32)> {
         return None;
     }
     let n = full.number() as u8;
-    let shift = if matches!(r, Register::AH | Register::CH | Register::DH | Register::BH) {
-        8
-    } else {
-        0
-    };
+    let shift = if matches!(r, Register::AH | Register::CH | Register::DH | Register::BH) { 8 } else { 0 };
     Some((n, shift, r.size() as u32 * 8))
 }
 
@@ -192,14 +188,7 @@ pub fn emulate(
             _ => None,
         }
     };
-    let store = |value: u64| Store {
-        store: true,
-        width,
-        value,
-        reg: None,
-        rflags: None,
-        len,
-    };
+    let store = |value: u64| Store { store: true, width, value, reg: None, rflags: None, len };
     match ins.mnemonic() {
         Mnemonic::Mov => match src(1) {
             Some(v) => Emulated::Store(store(v)),
@@ -207,13 +196,8 @@ pub fn emulate(
         },
         Mnemonic::Xchg => {
             let r = ins.op1_register();
-            let (Some(v), Some(o)) = (read_reg(gpr, r), old(width)) else {
-                return Emulated::Retry("XCHG operands");
-            };
-            Emulated::Store(Store {
-                reg: write_reg(gpr, r, o),
-                ..store(v)
-            })
+            let (Some(v), Some(o)) = (read_reg(gpr, r), old(width)) else { return Emulated::Retry("XCHG operands") };
+            Emulated::Store(Store { reg: write_reg(gpr, r, o), ..store(v) })
         }
         Mnemonic::Cmpxchg => {
             let acc = match width {
@@ -228,35 +212,22 @@ pub fn emulate(
             let f = sub_flags(a, o, bits);
             let all = flags::CF | flags::PF | flags::ZF | flags::SF | flags::OF;
             if a == o {
-                Emulated::Store(Store {
-                    rflags: Some((all, f)),
-                    ..store(v)
-                })
+                Emulated::Store(Store { rflags: Some((all, f)), ..store(v) })
             } else {
                 // The destination is written back unchanged on a real CPU;
                 // writing nothing is equivalent for a page table.
-                Emulated::Store(Store {
-                    store: false,
-                    reg: write_reg(gpr, acc, o),
-                    rflags: Some((all, f)),
-                    ..store(o)
-                })
+                Emulated::Store(Store { store: false, reg: write_reg(gpr, acc, o), rflags: Some((all, f)), ..store(o) })
             }
         }
         m @ (Mnemonic::And | Mnemonic::Or | Mnemonic::Xor) => {
-            let (Some(o), Some(v)) = (old(width), src(1)) else {
-                return Emulated::Retry("logic operands");
-            };
+            let (Some(o), Some(v)) = (old(width), src(1)) else { return Emulated::Retry("logic operands") };
             let r = match m {
                 Mnemonic::And => o & v,
                 Mnemonic::Or => o | v,
                 _ => o ^ v,
             } & mask(bits);
             let clear = flags::CF | flags::OF | flags::PF | flags::ZF | flags::SF;
-            Emulated::Store(Store {
-                rflags: Some((clear, logic_flags(r, bits))),
-                ..store(r)
-            })
+            Emulated::Store(Store { rflags: Some((clear, logic_flags(r, bits))), ..store(r) })
         }
         _ => Emulated::Retry("instruction not emulated"),
     }
@@ -289,14 +260,7 @@ mod tests {
     #[test_case(&[0xc7, 0x03, 0x03, 0x10, 0x00, 0x00], 32, 4, 0x1003 ; "32-bit code mov imm")]
     fn stores(bytes: &[u8], bitness: u32, width: u8, value: u64) {
         match emulate(bytes, bitness, &regs(), 0, |_| Some(0)) {
-            Emulated::Store(Store {
-                store: true,
-                width: w,
-                value: v,
-                reg: None,
-                rflags: None,
-                len,
-            }) => {
+            Emulated::Store(Store { store: true, width: w, value: v, reg: None, rflags: None, len }) => {
                 assert_eq!((w, v, len as usize), (width, value, bytes.len()));
             }
             e => panic!("{e:?}"),
@@ -309,14 +273,7 @@ mod tests {
         let e = emulate(&[0x48, 0x87, 0x0b], 64, &regs(), 0, |_| Some(0xdead));
         assert_eq!(
             e,
-            Emulated::Store(Store {
-                store: true,
-                width: 8,
-                value: 0x2222_2222_2222_2222,
-                reg: Some((1, 0xdead)),
-                rflags: None,
-                len: 3
-            })
+            Emulated::Store(Store { store: true, width: 8, value: 0x2222_2222_2222_2222, reg: Some((1, 0xdead)), rflags: None, len: 3 })
         );
     }
 
@@ -326,24 +283,14 @@ mod tests {
         let b = [0xf0, 0x48, 0x0f, 0xb1, 0x0b];
         let g = regs();
         match emulate(&b, 64, &g, 0, |_| Some(g[0])) {
-            Emulated::Store(Store {
-                store: true,
-                value,
-                rflags: Some((_, f)),
-                ..
-            }) => {
+            Emulated::Store(Store { store: true, value, rflags: Some((_, f)), .. }) => {
                 assert_eq!(value, g[1]);
                 assert_ne!(f & flags::ZF, 0);
             }
             e => panic!("{e:?}"),
         }
         match emulate(&b, 64, &g, 0, |_| Some(5)) {
-            Emulated::Store(Store {
-                store: false,
-                reg: Some((0, 5)),
-                rflags: Some((_, f)),
-                ..
-            }) => assert_eq!(f & flags::ZF, 0),
+            Emulated::Store(Store { store: false, reg: Some((0, 5)), rflags: Some((_, f)), .. }) => assert_eq!(f & flags::ZF, 0),
             e => panic!("{e:?}"),
         }
     }
@@ -352,12 +299,7 @@ mod tests {
     fn and_clears_bits_and_sets_flags() {
         // 83 23 fd = and dword [rbx], ~2 (clear W in a 32-bit PTE)
         match emulate(&[0x83, 0x23, 0xfd], 64, &regs(), 0, |_| Some(0x1003)) {
-            Emulated::Store(Store {
-                value,
-                width: 4,
-                rflags: Some((_, f)),
-                ..
-            }) => {
+            Emulated::Store(Store { value, width: 4, rflags: Some((_, f)), .. }) => {
                 assert_eq!(value, 0x1001);
                 assert_eq!(f & (flags::ZF | flags::CF | flags::OF), 0);
             }
@@ -365,11 +307,7 @@ mod tests {
         }
         // 80 23 00 = and byte [rbx], 0 -> ZF, PF
         match emulate(&[0x80, 0x23, 0x00], 64, &regs(), 0, |_| Some(0x03)) {
-            Emulated::Store(Store {
-                value: 0,
-                rflags: Some((_, f)),
-                ..
-            }) => assert_eq!(f, flags::ZF | flags::PF),
+            Emulated::Store(Store { value: 0, rflags: Some((_, f)), .. }) => assert_eq!(f, flags::ZF | flags::PF),
             e => panic!("{e:?}"),
         }
     }
@@ -383,26 +321,17 @@ mod tests {
     #[test_case(&[0x0f, 0x0b] ; "ud2")]
     #[test_case(&[] ; "no bytes")]
     fn others_retry(bytes: &[u8]) {
-        assert!(matches!(
-            emulate(bytes, 64, &regs(), 0, |_| Some(0)),
-            Emulated::Retry(_)
-        ));
+        assert!(matches!(emulate(bytes, 64, &regs(), 0, |_| Some(0)), Emulated::Retry(_)));
     }
 
     #[test]
     fn straddling_store_retries() {
-        assert!(matches!(
-            emulate(&[0x48, 0x89, 0x03], 64, &regs(), 4092, |_| Some(0)),
-            Emulated::Retry(_)
-        ));
+        assert!(matches!(emulate(&[0x48, 0x89, 0x03], 64, &regs(), 4092, |_| Some(0)), Emulated::Retry(_)));
     }
 
     #[test]
     fn cmp_flags() {
-        assert_eq!(
-            sub_flags(1, 2, 8) & (flags::CF | flags::SF),
-            flags::CF | flags::SF
-        );
+        assert_eq!(sub_flags(1, 2, 8) & (flags::CF | flags::SF), flags::CF | flags::SF);
         assert_eq!(sub_flags(0x80, 1, 8) & flags::OF, flags::OF);
         assert_eq!(sub_flags(5, 5, 32) & flags::ZF, flags::ZF);
     }

@@ -6,8 +6,7 @@
 use super::cr::GuestControl;
 use crate::arch::{cpu, descriptors};
 use crate::vmx::caps::{
-    self, entry_ctl, exit_ctl, pin_based, proc_based, proc_based2, reconcile, AllowedBits,
-    ControlError, ControlWord, VmxCaps,
+    self, entry_ctl, exit_ctl, pin_based, proc_based, proc_based2, reconcile, AllowedBits, ControlError, ControlWord, VmxCaps,
 };
 use crate::vmx::fields::{Field16, Field32, Field64, FieldNatural};
 use crate::vmx::instr::ActiveVmcs;
@@ -72,9 +71,7 @@ impl Controls {
         Self::reconcile_all(
             c,
             Some(proc_based2::ENABLE_EPT | proc_based2::UNRESTRICTED_GUEST),
-            proc_based::HLT_EXITING
-                | proc_based::UNCONDITIONAL_IO_EXITING
-                | proc_based::ACTIVATE_SECONDARY_CONTROLS,
+            proc_based::HLT_EXITING | proc_based::UNCONDITIONAL_IO_EXITING | proc_based::ACTIVATE_SECONDARY_CONTROLS,
             exit_ctl::SAVE_EFER | exit_ctl::LOAD_EFER,
             entry_ctl::LOAD_EFER,
         )
@@ -99,10 +96,7 @@ impl Controls {
                 ControlWord::SecondaryProcBased,
                 need,
                 0,
-                c.procbased2.unwrap_or(AllowedBits {
-                    allowed0: 0,
-                    allowed1: 0,
-                }),
+                c.procbased2.unwrap_or(AllowedBits { allowed0: 0, allowed1: 0 }),
             )?,
             None => 0,
         };
@@ -115,9 +109,7 @@ impl Controls {
         let primary = reconcile(ControlWord::PrimaryProcBased, primary, 0, c.procbased)?;
         caps::check_clear(
             ControlWord::PrimaryProcBased,
-            proc_based::USE_MSR_BITMAPS
-                | proc_based::USE_IO_BITMAPS
-                | proc_based::USE_TSC_OFFSETTING,
+            proc_based::USE_MSR_BITMAPS | proc_based::USE_IO_BITMAPS | proc_based::USE_TSC_OFFSETTING,
             c.procbased,
         )?;
         let exit = reconcile(
@@ -128,13 +120,7 @@ impl Controls {
         )?;
         let entry = reconcile(ControlWord::Entry, entry_extra, 0, c.entry)?;
         reconcile(ControlWord::Entry, entry_ctl::IA32E_MODE_GUEST, 0, c.entry)?;
-        Ok(Controls {
-            pin,
-            primary,
-            secondary,
-            exit,
-            entry,
-        })
+        Ok(Controls { pin, primary, secondary, exit, entry })
     }
 }
 
@@ -186,13 +172,7 @@ pub fn write_vmcs(vmcs: &mut ActiveVmcs<'_>, c: &VmxCaps, ctl: &Controls, start:
     vmcs.write(FN::HostCr3, cpu::cr3());
     vmcs.write(FN::HostCr4, fixed_cr4);
     vmcs.write(F16::HostCsSelector, descriptors::HOST_CS as u64);
-    for f in [
-        F16::HostSsSelector,
-        F16::HostDsSelector,
-        F16::HostEsSelector,
-        F16::HostFsSelector,
-        F16::HostGsSelector,
-    ] {
+    for f in [F16::HostSsSelector, F16::HostDsSelector, F16::HostEsSelector, F16::HostFsSelector, F16::HostGsSelector] {
         vmcs.write(f, descriptors::HOST_DS as u64);
     }
     vmcs.write(F16::HostTrSelector, descriptors::HOST_TR as u64);
@@ -213,19 +193,9 @@ pub fn write_vmcs(vmcs: &mut ActiveVmcs<'_>, c: &VmxCaps, ctl: &Controls, start:
     // CR0/CR3/CR4 are rewritten from the MMU core's choice before every
     // entry (`Vcpu::prepare_entry`); these are the same values.
     let forced = super::cr::cr0::PE | super::cr::cr0::PG | super::cr::cr0::WP;
-    vmcs.write(
-        FN::GuestCr0,
-        caps::fixed_cr(g.hardware_cr0(forced), c.cr0_fixed0, c.cr0_fixed1),
-    );
+    vmcs.write(FN::GuestCr0, caps::fixed_cr(g.hardware_cr0(forced), c.cr0_fixed0, c.cr0_fixed1));
     vmcs.write(FN::Cr0ReadShadow, g.cr0);
-    vmcs.write(
-        FN::GuestCr4,
-        caps::fixed_cr(
-            g.hardware_cr4(super::cr::cr4::PAE, false),
-            c.cr4_fixed0,
-            c.cr4_fixed1,
-        ),
-    );
+    vmcs.write(FN::GuestCr4, caps::fixed_cr(g.hardware_cr4(super::cr::cr4::PAE, false), c.cr4_fixed0, c.cr4_fixed1));
     vmcs.write(FN::Cr4ReadShadow, g.cr4);
     vmcs.write(FN::GuestCr3, 0);
     // Code: selector 0x08, 32-bit execute/read accessed, DPL 0, G=1, D=1.
@@ -235,36 +205,11 @@ pub fn write_vmcs(vmcs: &mut ActiveVmcs<'_>, c: &VmxCaps, ctl: &Controls, start:
     vmcs.write(F32::GuestCsAccessRights, 0xC09B);
     // Data: selector 0x10, read/write accessed.
     for (sel, base, limit, ar) in [
-        (
-            F16::GuestSsSelector,
-            FN::GuestSsBase,
-            F32::GuestSsLimit,
-            F32::GuestSsAccessRights,
-        ),
-        (
-            F16::GuestDsSelector,
-            FN::GuestDsBase,
-            F32::GuestDsLimit,
-            F32::GuestDsAccessRights,
-        ),
-        (
-            F16::GuestEsSelector,
-            FN::GuestEsBase,
-            F32::GuestEsLimit,
-            F32::GuestEsAccessRights,
-        ),
-        (
-            F16::GuestFsSelector,
-            FN::GuestFsBase,
-            F32::GuestFsLimit,
-            F32::GuestFsAccessRights,
-        ),
-        (
-            F16::GuestGsSelector,
-            FN::GuestGsBase,
-            F32::GuestGsLimit,
-            F32::GuestGsAccessRights,
-        ),
+        (F16::GuestSsSelector, FN::GuestSsBase, F32::GuestSsLimit, F32::GuestSsAccessRights),
+        (F16::GuestDsSelector, FN::GuestDsBase, F32::GuestDsLimit, F32::GuestDsAccessRights),
+        (F16::GuestEsSelector, FN::GuestEsBase, F32::GuestEsLimit, F32::GuestEsAccessRights),
+        (F16::GuestFsSelector, FN::GuestFsBase, F32::GuestFsLimit, F32::GuestFsAccessRights),
+        (F16::GuestGsSelector, FN::GuestGsBase, F32::GuestGsLimit, F32::GuestGsAccessRights),
     ] {
         vmcs.write(sel, 0x10);
         vmcs.write(base, 0);
@@ -303,35 +248,19 @@ pub fn write_vmcs(vmcs: &mut ActiveVmcs<'_>, c: &VmxCaps, ctl: &Controls, start:
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::vmx::caps::{AllowedBits as A, ControlErrorKind};
+    use crate::vmx::caps::{ControlErrorKind, AllowedBits as A};
 
     /// A capability snapshot with Bochs' control MSRs (FACTS.md; the control
     /// words other than PROCBASED_CTLS2 as in `vmx::caps` tests).
     fn bochs(procbased2: Option<u64>, true_ctls: bool) -> VmxCaps {
         let m = A::from_msr;
         VmxCaps {
-            basic: if true_ctls {
-                0x00d8_1000_0000_002b
-            } else {
-                0x005a_0800_0000_000d
-            },
+            basic: if true_ctls { 0x00d8_1000_0000_002b } else { 0x005a_0800_0000_000d },
             pinbased: m(0x0000_00ff_0000_0016),
-            procbased: m(if true_ctls {
-                0xfff9_fffe_0400_6172
-            } else {
-                0xf7f9_fffe_0401_e172
-            }),
+            procbased: m(if true_ctls { 0xfff9_fffe_0400_6172 } else { 0xf7f9_fffe_0401_e172 }),
             procbased2: procbased2.map(m),
-            exit: m(if true_ctls {
-                0x01ff_ffff_0003_6dfb
-            } else {
-                0x0003_ffff_0003_6dff
-            }),
-            entry: m(if true_ctls {
-                0x0003_ffff_0000_11fb
-            } else {
-                0x0000_33ff_0000_11ff
-            }),
+            exit: m(if true_ctls { 0x01ff_ffff_0003_6dfb } else { 0x0003_ffff_0003_6dff }),
+            entry: m(if true_ctls { 0x0003_ffff_0000_11fb } else { 0x0000_33ff_0000_11ff }),
             misc: 0x4_01E5,
             cr0_fixed0: 0x8000_0021,
             cr0_fixed1: 0xFFFF_FFFF,
@@ -348,44 +277,23 @@ mod tests {
     }
 
     fn penryn() -> VmxCaps {
-        VmxCaps {
-            ept_vpid: None,
-            ..bochs(Some(0x0000_0041_0000_0000), false)
-        }
+        VmxCaps { ept_vpid: None, ..bochs(Some(0x0000_0041_0000_0000), false) }
     }
 
     #[test]
     fn skylake_allows_ept() {
         let c = Controls::for_ept(&skylake()).unwrap();
-        assert_eq!(
-            c.secondary,
-            proc_based2::ENABLE_EPT | proc_based2::UNRESTRICTED_GUEST
-        );
+        assert_eq!(c.secondary, proc_based2::ENABLE_EPT | proc_based2::UNRESTRICTED_GUEST);
         assert_ne!(c.primary & proc_based::ACTIVATE_SECONDARY_CONTROLS, 0);
-        for off in [
-            proc_based::CR3_LOAD_EXITING,
-            proc_based::CR3_STORE_EXITING,
-            proc_based::INVLPG_EXITING,
-            proc_based::USE_MSR_BITMAPS,
-        ] {
+        for off in [proc_based::CR3_LOAD_EXITING, proc_based::CR3_STORE_EXITING, proc_based::INVLPG_EXITING, proc_based::USE_MSR_BITMAPS] {
             assert_eq!(c.primary & off, 0, "{off:#x}");
         }
         assert_ne!(c.primary & proc_based::HLT_EXITING, 0);
         assert_ne!(c.primary & proc_based::UNCONDITIONAL_IO_EXITING, 0);
-        assert_eq!(
-            c.exit & (exit_ctl::SAVE_EFER | exit_ctl::LOAD_EFER),
-            exit_ctl::SAVE_EFER | exit_ctl::LOAD_EFER
-        );
+        assert_eq!(c.exit & (exit_ctl::SAVE_EFER | exit_ctl::LOAD_EFER), exit_ctl::SAVE_EFER | exit_ctl::LOAD_EFER);
         assert_ne!(c.entry & entry_ctl::LOAD_EFER, 0);
-        assert_eq!(
-            c.entry & entry_ctl::IA32E_MODE_GUEST,
-            0,
-            "set at run time from EFER.LMA"
-        );
-        assert_eq!(
-            crate::vmx::ept::missing_capability(skylake().ept_vpid),
-            None
-        );
+        assert_eq!(c.entry & entry_ctl::IA32E_MODE_GUEST, 0, "set at run time from EFER.LMA");
+        assert_eq!(crate::vmx::ept::missing_capability(skylake().ept_vpid), None);
     }
 
     #[test]
@@ -398,14 +306,7 @@ mod tests {
     #[test]
     fn penryn_refuses_naming_enable_ept() {
         let e = Controls::for_ept(&penryn()).unwrap_err();
-        assert_eq!(
-            (e.word, e.bit, e.kind),
-            (
-                ControlWord::SecondaryProcBased,
-                1,
-                ControlErrorKind::RequiredButUnsupported
-            )
-        );
+        assert_eq!((e.word, e.bit, e.kind), (ControlWord::SecondaryProcBased, 1, ControlErrorKind::RequiredButUnsupported));
         let text = e.to_string();
         assert!(text.contains("\"enable EPT\""), "{text}");
         assert!(text.contains("0x00000041"), "{text}");

@@ -107,12 +107,7 @@ impl Vcpu<'_> {
             let (mmu, vmmu) = g.split(self.id);
             mmu.reset_vcpu(vmmu);
         }
-        self.guest = GuestControl {
-            cr0: INIT_CR0,
-            cr3: 0,
-            cr4: 0,
-            efer: 0,
-        };
+        self.guest = GuestControl { cr0: INIT_CR0, cr3: 0, cr4: 0, efer: 0 };
         self.hw_paging = None;
         self.set_state(RunState::WaitForSipi);
         log::debug!("vCPU {} received INIT: waiting for SIPI", self.id);
@@ -123,23 +118,13 @@ impl Vcpu<'_> {
         self.regs = GuestRegisters::default();
         self.vmcs.write(Field32::GuestInterruptibility, 0);
         self.vmcs.write(Field32::GuestActivityState, 0);
-        self.vmcs
-            .write(FieldNatural::GuestPendingDebugExceptions, 0);
+        self.vmcs.write(FieldNatural::GuestPendingDebugExceptions, 0);
         self.vmcs.write(Field32::EntryInterruptionInfo, 0);
-        let init = GuestControl {
-            cr0: INIT_CR0,
-            cr3: 0,
-            cr4: 0,
-            efer: 0,
-        };
+        let init = GuestControl { cr0: INIT_CR0, cr3: 0, cr4: 0, efer: 0 };
         match self.paging {
             PagingBackend::Shadow => {
                 if self.mmu_set_paging_mode(init).is_err() {
-                    self.die(
-                        ErrorKind::HypervisorFault,
-                        false,
-                        format_args!("the MMU refused the INIT state"),
-                    );
+                    self.die(ErrorKind::HypervisorFault, false, format_args!("the MMU refused the INIT state"));
                 }
                 self.vmcs.write(FieldNatural::Cr0ReadShadow, init.cr0);
                 self.vmcs.write(FieldNatural::Cr4ReadShadow, init.cr4);
@@ -168,25 +153,19 @@ impl Vcpu<'_> {
         } else {
             primary &= !proc_based::INTERRUPT_WINDOW_EXITING;
         }
-        self.vmcs
-            .write(Field32::PrimaryProcBasedControls, u64::from(primary));
+        self.vmcs.write(Field32::PrimaryProcBasedControls, u64::from(primary));
     }
 
     /// Before each entry: inject the highest deliverable interrupt request
     /// as an external interrupt, or ask for an interrupt-window exit.
     pub(super) fn inject_pending_interrupt(&mut self) {
         let shared = &self.vm.vcpus[self.id];
-        let want = if self.vm86 {
-            None
-        } else {
-            self.apic.deliverable(&shared.irr())
-        };
+        let want = if self.vm86 { None } else { self.apic.deliverable(&shared.irr()) };
         let Some(vector) = want else {
             self.set_window_exiting(false);
             return;
         };
-        let busy =
-            InterruptionInfo::decode(self.vmcs.read(Field32::EntryInterruptionInfo) as u32).valid;
+        let busy = InterruptionInfo::decode(self.vmcs.read(Field32::EntryInterruptionInfo) as u32).valid;
         let open = self.vmcs.read(FieldNatural::GuestRflags) & RFLAGS_IF != 0
             && self.vmcs.read(Field32::GuestInterruptibility) & BLOCKING_STI_MOV_SS == 0;
         if busy || !open {
@@ -200,8 +179,7 @@ impl Vcpu<'_> {
             nmi_unblocking: false,
             valid: true,
         };
-        self.vmcs
-            .write(Field32::EntryInterruptionInfo, u64::from(info.encode()));
+        self.vmcs.write(Field32::EntryInterruptionInfo, u64::from(info.encode()));
         shared.clear_irr(vector);
         self.apic.accept(vector);
         shared.interrupts.fetch_add(1, SeqCst);
@@ -213,18 +191,13 @@ impl Vcpu<'_> {
     pub(super) fn hlt(&mut self) {
         self.advance_rip();
         let intr = self.vmcs.read(Field32::GuestInterruptibility);
-        self.vmcs
-            .write(Field32::GuestInterruptibility, intr & !BLOCKING_STI_MOV_SS);
+        self.vmcs.write(Field32::GuestInterruptibility, intr & !BLOCKING_STI_MOV_SS);
         let if_set = self.vmcs.read(FieldNatural::GuestRflags) & RFLAGS_IF != 0;
         let shared = &self.vm.vcpus[self.id];
         if if_set && !self.vm86 && self.apic.deliverable(&shared.irr()).is_some() {
             return;
         }
-        self.set_state(if if_set {
-            RunState::Halted
-        } else {
-            RunState::Parked
-        });
+        self.set_state(if if_set { RunState::Halted } else { RunState::Parked });
     }
 
     /// A guest IPI: delivered, or the run stops with what is not modelled.
@@ -270,11 +243,7 @@ impl Vcpu<'_> {
             self.die(ErrorKind::Unsupported, false, format_args!("the instruction at RIP {rip:#x} that touched the local APIC page ({gva:#x}) is not readable"))
         };
         if gpa & 0xf != 0 {
-            self.die(
-                ErrorKind::Unsupported,
-                false,
-                format_args!("a misaligned access to local APIC register {gpa:#x} at RIP {rip:#x}"),
-            );
+            self.die(ErrorKind::Unsupported, false, format_args!("a misaligned access to local APIC register {gpa:#x} at RIP {rip:#x}"));
         }
         let offset = (gpa & 0xff0) as u32;
         let mut gpr = self.regs.gpr;
@@ -289,9 +258,7 @@ impl Vcpu<'_> {
             }
             load.len
         } else {
-            match ptwrite::emulate(&bytes[..n], bitness, &gpr, gpa & 0xfff, |_| {
-                Some(u64::from(current))
-            }) {
+            match ptwrite::emulate(&bytes[..n], bitness, &gpr, gpa & 0xfff, |_| Some(u64::from(current))) {
                 Emulated::Store(s) if s.width == 4 => {
                     if s.store {
                         let w = self.apic.write(offset, s.value as u32);
@@ -302,17 +269,14 @@ impl Vcpu<'_> {
                     }
                     if let Some((clear, set)) = s.rflags {
                         let f = self.vmcs.read(FieldNatural::GuestRflags);
-                        self.vmcs
-                            .write(FieldNatural::GuestRflags, (f & !clear) | set);
+                        self.vmcs.write(FieldNatural::GuestRflags, (f & !clear) | set);
                     }
                     s.len
                 }
                 other => {
                     let why = match other {
                         Emulated::Retry(why) => why,
-                        Emulated::Store(_) => {
-                            "not a 32-bit access (APIC registers are 32-bit words)"
-                        }
+                        Emulated::Store(_) => "not a 32-bit access (APIC registers are 32-bit words)",
                     };
                     self.die(
                         ErrorKind::Unsupported,

@@ -15,10 +15,7 @@ use core::sync::atomic::Ordering::SeqCst;
 
 /// The `n` most frequent exit reasons of `counts`, most frequent first:
 /// (count, name, basic reason).
-fn top_reasons(
-    counts: &[u64; EXIT_REASONS],
-    n: usize,
-) -> impl Iterator<Item = (u64, &'static str, usize)> {
+fn top_reasons(counts: &[u64; EXIT_REASONS], n: usize) -> impl Iterator<Item = (u64, &'static str, usize)> {
     let mut top: [(u64, usize); EXIT_REASONS] = [(0, 0); EXIT_REASONS];
     for (i, c) in counts.iter().enumerate() {
         top[i] = (*c, i);
@@ -27,13 +24,7 @@ fn top_reasons(
     top.into_iter()
         .take_while(|(c, _)| *c > 0)
         .take(n)
-        .map(|(c, r)| {
-            (
-                c,
-                ExitReason::from_basic(r as u16).map_or("?", |e| e.name()),
-                r,
-            )
-        })
+        .map(|(c, r)| (c, ExitReason::from_basic(r as u16).map_or("?", |e| e.name()), r))
 }
 
 impl Vcpu<'_> {
@@ -57,8 +48,7 @@ impl Vcpu<'_> {
             t.rejected
         );
         for (i, v) in vm.vcpus[..vm.count].iter().enumerate() {
-            let counts: [u64; EXIT_REASONS] =
-                core::array::from_fn(|r| v.exit_counts[r].load(SeqCst));
+            let counts: [u64; EXIT_REASONS] = core::array::from_fn(|r| v.exit_counts[r].load(SeqCst));
             let mut top = alloc::string::String::new();
             for (c, name, _) in top_reasons(&counts, 4) {
                 let _ = fmt::Write::write_fmt(&mut top, format_args!(" {name} {c};"));
@@ -76,10 +66,7 @@ impl Vcpu<'_> {
         }
         let cycles = vm.exit_cycles();
         for (n, name, r) in top_reasons(&vm.exit_counts(), 8) {
-            log::info!(
-                "  exits: {n:>8} {name} ({} hypervisor cycles each)",
-                cycles[r] / n
-            );
+            log::info!("  exits: {n:>8} {name} ({} hypervisor cycles each)", cycles[r] / n);
         }
         match &self.paging {
             PagingBackend::Shadow => self.print_shadow_summary(),
@@ -94,19 +81,13 @@ impl Vcpu<'_> {
             }
         }
         if status == 0 && (t.failed > 0 || t.rejected > 0) {
-            log::warn!(
-                "the guest exited with status 0 although it reported failed or malformed checks"
-            );
+            log::warn!("the guest exited with status 0 although it reported failed or malformed checks");
         }
         fatal::guest_exit(status)
     }
 
     fn print_shadow_summary(&mut self) {
-        let lock = self
-            .vm
-            .mmu
-            .as_ref()
-            .expect("shadow paging runs with a cache");
+        let lock = self.vm.mmu.as_ref().expect("shadow paging runs with a cache");
         let g = lock.lock();
         let s = g.cache.stats();
         let coverage = g.cache.role_coverage();
@@ -126,11 +107,8 @@ impl Vcpu<'_> {
             s.remote_flushes,
             coverage.len()
         );
-        let (acq, cont, spins) = (
-            lock.acquisitions.load(SeqCst),
-            lock.contended.load(SeqCst),
-            lock.spins.load(SeqCst),
-        );
+        let (acq, cont, spins) =
+            (lock.acquisitions.load(SeqCst), lock.contended.load(SeqCst), lock.spins.load(SeqCst));
         log::info!(
             "MMU lock: {acq} acquisitions, {cont} contended, {spins} spins; most guest paging modes live at once: {} (shadow pages), {} (loaded roots, glevels mask {:#x})",
             s.max_live_glevels,
@@ -172,10 +150,7 @@ impl Vcpu<'_> {
                     ("remote_flushes", s.remote_flushes),
                     ("max_live_glevels", u64::from(s.max_live_glevels)),
                     ("max_loaded_glevels", u64::from(s.max_loaded_glevels)),
-                    (
-                        "max_loaded_glevels_mask",
-                        u64::from(s.max_loaded_glevels_mask),
-                    ),
+                    ("max_loaded_glevels_mask", u64::from(s.max_loaded_glevels_mask)),
                     ("loaded_glevels_pairs", u64::from(s.loaded_glevels_pairs)),
                     ("lock_acquisitions", acq),
                     ("lock_contended", cont),

@@ -52,42 +52,12 @@ impl RealModeMemory for RealMem<'_> {
 
 /// Segment fields in VMCS order ES, CS, SS, DS, FS, GS.
 const SEGMENTS: [(Field16, FieldNatural, Field32, Field32); 6] = [
-    (
-        Field16::GuestEsSelector,
-        FieldNatural::GuestEsBase,
-        Field32::GuestEsLimit,
-        Field32::GuestEsAccessRights,
-    ),
-    (
-        Field16::GuestCsSelector,
-        FieldNatural::GuestCsBase,
-        Field32::GuestCsLimit,
-        Field32::GuestCsAccessRights,
-    ),
-    (
-        Field16::GuestSsSelector,
-        FieldNatural::GuestSsBase,
-        Field32::GuestSsLimit,
-        Field32::GuestSsAccessRights,
-    ),
-    (
-        Field16::GuestDsSelector,
-        FieldNatural::GuestDsBase,
-        Field32::GuestDsLimit,
-        Field32::GuestDsAccessRights,
-    ),
-    (
-        Field16::GuestFsSelector,
-        FieldNatural::GuestFsBase,
-        Field32::GuestFsLimit,
-        Field32::GuestFsAccessRights,
-    ),
-    (
-        Field16::GuestGsSelector,
-        FieldNatural::GuestGsBase,
-        Field32::GuestGsLimit,
-        Field32::GuestGsAccessRights,
-    ),
+    (Field16::GuestEsSelector, FieldNatural::GuestEsBase, Field32::GuestEsLimit, Field32::GuestEsAccessRights),
+    (Field16::GuestCsSelector, FieldNatural::GuestCsBase, Field32::GuestCsLimit, Field32::GuestCsAccessRights),
+    (Field16::GuestSsSelector, FieldNatural::GuestSsBase, Field32::GuestSsLimit, Field32::GuestSsAccessRights),
+    (Field16::GuestDsSelector, FieldNatural::GuestDsBase, Field32::GuestDsLimit, Field32::GuestDsAccessRights),
+    (Field16::GuestFsSelector, FieldNatural::GuestFsBase, Field32::GuestFsLimit, Field32::GuestFsAccessRights),
+    (Field16::GuestGsSelector, FieldNatural::GuestGsBase, Field32::GuestGsLimit, Field32::GuestGsAccessRights),
 ];
 
 impl Vcpu<'_> {
@@ -148,11 +118,7 @@ impl Vcpu<'_> {
         // JMP ptr16:16 (EA iw iw) or ptr16:32 (EA id iw), the operand size
         // being the segment's default flipped by a 0x66 prefix (SDM Vol. 2A
         // JMP).
-        let (prefix, op) = if b[0] == 0x66 {
-            (1, 32 - 16 * big as u32)
-        } else {
-            (0, 16 + 16 * big as u32)
-        };
+        let (prefix, op) = if b[0] == 0x66 { (1, 32 - 16 * big as u32) } else { (0, 16 + 16 * big as u32) };
         if !readable || b[prefix] != 0xEA {
             self.die(
                 ErrorKind::Unsupported,
@@ -165,15 +131,9 @@ impl Vcpu<'_> {
         }
         let at = prefix + 1;
         let (ip, sel) = if op == 16 {
-            (
-                u16::from_le_bytes([b[at], b[at + 1]]) as u32,
-                u16::from_le_bytes([b[at + 2], b[at + 3]]),
-            )
+            (u16::from_le_bytes([b[at], b[at + 1]]) as u32, u16::from_le_bytes([b[at + 2], b[at + 3]]))
         } else {
-            (
-                u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]),
-                u16::from_le_bytes([b[at + 4], b[at + 5]]),
-            )
+            (u32::from_le_bytes([b[at], b[at + 1], b[at + 2], b[at + 3]]), u16::from_le_bytes([b[at + 4], b[at + 5]]))
         };
         let mut st = self.real_mode_state();
         st.eflags = self.vmcs.read(FieldNatural::GuestRflags) as u32;
@@ -201,13 +161,7 @@ impl Vcpu<'_> {
     /// which holds the processor signature, CPUID.1:EAX), under the
     /// metaphysical identity map (shadow paging).
     pub(super) fn sipi_vm86(&mut self, vector: u8) {
-        let mut st = RealModeState {
-            gpr: [0; 8],
-            eip: 0,
-            eflags: 2,
-            seg: [0; 6],
-            cr0: super::INIT_CR0 as u32,
-        };
+        let mut st = RealModeState { gpr: [0; 8], eip: 0, eflags: 2, seg: [0; 6], cr0: super::INIT_CR0 as u32 };
         st.gpr[RealModeState::EDX] = crate::arch::cpu::cpuid(1, 0).0;
         st.seg[1] = u16::from(vector) << 8;
         self.vmcs.write(FieldNatural::GuestIdtrBase, 0);
@@ -301,11 +255,7 @@ impl Vcpu<'_> {
                 Cr0Write::Gp => false,
                 Cr0Write::Accept { cr0: c0, efer } => {
                     let entering_protected_mode = c0 & cr0::PE != 0;
-                    let next = GuestControl {
-                        cr0: c0,
-                        efer,
-                        ..self.guest
-                    };
+                    let next = GuestControl { cr0: c0, efer, ..self.guest };
                     // `apply_paging_state` injects #GP itself on refusal;
                     // in vm86 that must go through the IVT instead.
                     match self.mmu_set_paging_mode(next) {
@@ -328,10 +278,7 @@ impl Vcpu<'_> {
             }
             3 => self.mmu_load_cr3(value).is_ok(),
             _ => {
-                let next = GuestControl {
-                    cr4: value,
-                    ..self.guest
-                };
+                let next = GuestControl { cr4: value, ..self.guest };
                 let ok = self.mmu_set_paging_mode(next).is_ok();
                 if ok {
                     self.vmcs.write(FieldNatural::Cr4ReadShadow, value);
@@ -362,12 +309,8 @@ impl Vcpu<'_> {
         self.write_segments(&segs);
         self.vmcs.write(FieldNatural::GuestRip, st.eip as u64);
         // RFLAGS: the guest's own flags, VM clear, reserved bit 1 set.
-        self.vmcs.write(
-            FieldNatural::GuestRflags,
-            ((st.eflags as u64) & !(1 << 17)) | 2,
-        );
-        self.vmcs
-            .write(Field32::ExceptionBitmap, PROTECTED_EXCEPTIONS);
+        self.vmcs.write(FieldNatural::GuestRflags, ((st.eflags as u64) & !(1 << 17)) | 2);
+        self.vmcs.write(Field32::ExceptionBitmap, PROTECTED_EXCEPTIONS);
         self.vm86 = false;
         log::debug!("guest left real mode at {:04x}:{:04x}", st.seg[1], st.eip);
     }

@@ -103,11 +103,7 @@ pub const fn tables_needed(size: u64) -> usize {
 /// reference the next table with R/W/X all set, so the leaf alone decides
 /// access; PDEs with bit 7 map 2 MiB with memory type WB and "ignore PAT"
 /// clear, Tables 29-1 to 29-4).
-pub fn build_identity<T: EptTables>(
-    t: &mut T,
-    ram_hpa: u64,
-    size: u64,
-) -> Result<IdentityEpt, EptError> {
+pub fn build_identity<T: EptTables>(t: &mut T, ram_hpa: u64, size: u64) -> Result<IdentityEpt, EptError> {
     if size == 0 || size > GPA_LIMIT || ram_hpa.checked_add(size).is_none_or(|e| e > GPA_LIMIT) {
         return Err(EptError::BadSize { size });
     }
@@ -124,12 +120,7 @@ pub fn build_identity<T: EptTables>(
         t.write_entry(pd, index(gpa, 21), leaf);
         gpa += PAGE_2M;
     }
-    Ok(IdentityEpt {
-        pml4,
-        eptp: eptp(pml4),
-        size,
-        tables: used,
-    })
+    Ok(IdentityEpt { pml4, eptp: eptp(pml4), size, tables: used })
 }
 
 /// The 9-bit table index of `gpa` at the level whose entries span `1 << shift`.
@@ -138,20 +129,13 @@ const fn index(gpa: u64, shift: u32) -> usize {
 }
 
 fn alloc<T: EptTables>(t: &mut T, used: &mut usize) -> Result<u64, EptError> {
-    let f = t
-        .alloc_table()
-        .ok_or(EptError::OutOfFrames { used: *used })?;
+    let f = t.alloc_table().ok_or(EptError::OutOfFrames { used: *used })?;
     *used += 1;
     Ok(f)
 }
 
 /// The table entry `index` of `table` points to, allocated on first use.
-fn next_table<T: EptTables>(
-    t: &mut T,
-    table: u64,
-    index: usize,
-    used: &mut usize,
-) -> Result<u64, EptError> {
+fn next_table<T: EptTables>(t: &mut T, table: u64, index: usize, used: &mut usize) -> Result<u64, EptError> {
     let e = t.read_entry(table, index);
     if e & READ != 0 {
         return Ok(e & ADDR_MASK);
@@ -191,14 +175,10 @@ pub fn missing_capability(ept_vpid_cap: Option<u64>) -> Option<&'static str> {
     let Some(c) = ept_vpid_cap else {
         return Some("IA32_VMX_EPT_VPID_CAP (no EPT)");
     };
-    [
-        (6, "4-level EPT page walk (EPT_VPID_CAP bit 6)"),
-        (14, "write-back EPT paging structures (EPT_VPID_CAP bit 14)"),
-        (16, "2 MiB EPT pages (EPT_VPID_CAP bit 16)"),
-    ]
-    .into_iter()
-    .find(|(bit, _)| c & (1 << bit) == 0)
-    .map(|(_, name)| name)
+    [(6, "4-level EPT page walk (EPT_VPID_CAP bit 6)"), (14, "write-back EPT paging structures (EPT_VPID_CAP bit 14)"), (16, "2 MiB EPT pages (EPT_VPID_CAP bit 16)")]
+        .into_iter()
+        .find(|(bit, _)| c & (1 << bit) == 0)
+        .map(|(_, name)| name)
 }
 
 #[cfg(test)]
@@ -215,11 +195,7 @@ mod tests {
 
     impl Fake {
         fn new(limit: usize) -> Self {
-            Fake {
-                next: 0x7000_0000,
-                limit,
-                tables: HashMap::new(),
-            }
+            Fake { next: 0x7000_0000, limit, tables: HashMap::new() }
         }
     }
 
@@ -265,11 +241,7 @@ mod tests {
         let pd = f.read_entry(pdpt, 0) & ADDR_MASK;
         for i in 0..32 {
             let leaf = f.read_entry(pd, i);
-            assert_eq!(
-                leaf,
-                (0x4000_0000 + i as u64 * PAGE_2M) | 0x80 | (6 << 3) | 7,
-                "PDE {i}"
-            );
+            assert_eq!(leaf, (0x4000_0000 + i as u64 * PAGE_2M) | 0x80 | (6 << 3) | 7, "PDE {i}");
         }
         assert_eq!(f.read_entry(pd, 32), 0, "nothing past guest RAM");
         assert_eq!(f.read_entry(e.pml4, 1), 0);
@@ -281,14 +253,8 @@ mod tests {
         let mut f = Fake::new(8);
         let e = build_identity(&mut f, 0x4000_0000, RAM).unwrap();
         assert_eq!(translate(&f, e.eptp, 0), Some((0x4000_0000, 7)));
-        assert_eq!(
-            translate(&f, e.eptp, 0x1234_5678 % RAM),
-            Some((0x4000_0000 + 0x1234_5678 % RAM, 7))
-        );
-        assert_eq!(
-            translate(&f, e.eptp, RAM - 1),
-            Some((0x4000_0000 + RAM - 1, 7))
-        );
+        assert_eq!(translate(&f, e.eptp, 0x1234_5678 % RAM), Some((0x4000_0000 + 0x1234_5678 % RAM, 7)));
+        assert_eq!(translate(&f, e.eptp, RAM - 1), Some((0x4000_0000 + RAM - 1, 7)));
         assert_eq!(translate(&f, e.eptp, RAM), None, "first byte past RAM");
         assert_eq!(translate(&f, e.eptp, 0xFEE0_0000), None, "APIC page");
         assert_eq!(translate(&f, e.eptp, 1 << 40), None);
@@ -302,55 +268,31 @@ mod tests {
         let e = build_identity(&mut f, 0x2_0000_0000, size).unwrap();
         assert_eq!(e.tables, 7);
         assert_eq!(tables_needed(size), 7);
-        assert_eq!(
-            translate(&f, e.eptp, size - 0x1000),
-            Some((0x2_0000_0000 + size - 0x1000, 7))
-        );
+        assert_eq!(translate(&f, e.eptp, size - 0x1000), Some((0x2_0000_0000 + size - 0x1000, 7)));
         assert_eq!(translate(&f, e.eptp, size), None);
     }
 
     #[test]
     fn errors() {
-        assert_eq!(
-            build_identity(&mut Fake::new(8), 0x4000_0000, 0),
-            Err(EptError::BadSize { size: 0 })
-        );
+        assert_eq!(build_identity(&mut Fake::new(8), 0x4000_0000, 0), Err(EptError::BadSize { size: 0 }));
         assert_eq!(
             build_identity(&mut Fake::new(8), 0x4000_1000, RAM),
-            Err(EptError::Unaligned {
-                ram_hpa: 0x4000_1000,
-                size: RAM
-            })
+            Err(EptError::Unaligned { ram_hpa: 0x4000_1000, size: RAM })
         );
         assert_eq!(
             build_identity(&mut Fake::new(8), 0x4000_0000, RAM + 0x1000),
-            Err(EptError::Unaligned {
-                ram_hpa: 0x4000_0000,
-                size: RAM + 0x1000
-            })
+            Err(EptError::Unaligned { ram_hpa: 0x4000_0000, size: RAM + 0x1000 })
         );
-        assert_eq!(
-            build_identity(&mut Fake::new(2), 0, 2 << 30),
-            Err(EptError::OutOfFrames { used: 2 })
-        );
+        assert_eq!(build_identity(&mut Fake::new(2), 0, 2 << 30), Err(EptError::OutOfFrames { used: 2 }));
     }
 
     #[test]
     fn capabilities() {
         // Bochs corei7_skylake_x's EPT_VPID_CAP.
         assert_eq!(missing_capability(Some(0x0000_0f01_0631_4141)), None);
-        assert_eq!(
-            missing_capability(None),
-            Some("IA32_VMX_EPT_VPID_CAP (no EPT)")
-        );
-        assert!(missing_capability(Some(0x0000_0f01_0630_4141))
-            .unwrap()
-            .contains("2 MiB"));
-        assert!(missing_capability(Some(0x0000_0f01_0631_4101))
-            .unwrap()
-            .contains("4-level"));
-        assert!(missing_capability(Some(0x0000_0f01_0631_0141))
-            .unwrap()
-            .contains("write-back"));
+        assert_eq!(missing_capability(None), Some("IA32_VMX_EPT_VPID_CAP (no EPT)"));
+        assert!(missing_capability(Some(0x0000_0f01_0630_4141)).unwrap().contains("2 MiB"));
+        assert!(missing_capability(Some(0x0000_0f01_0631_4101)).unwrap().contains("4-level"));
+        assert!(missing_capability(Some(0x0000_0f01_0631_0141)).unwrap().contains("write-back"));
     }
 }

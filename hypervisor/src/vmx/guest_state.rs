@@ -105,11 +105,7 @@ pub struct Violation {
 
 impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} = {:#x}: {} (SDM Vol. 3C {})",
-            self.field, self.value, self.rule, self.sdm
-        )
+        write!(f, "{} = {:#x}: {} (SDM Vol. 3C {})", self.field, self.value, self.rule, self.sdm)
     }
 }
 
@@ -142,83 +138,37 @@ const TR: usize = 7;
 /// Returns the first rule the snapshot breaks, or `None` when every covered
 /// rule holds (then the cause is among the uncovered ones).
 pub fn check(s: &GuestStateSnapshot) -> Option<Violation> {
-    let v = |field, value, rule, sdm| {
-        Some(Violation {
-            field,
-            value,
-            rule,
-            sdm,
-        })
-    };
+    let v = |field, value, rule, sdm| Some(Violation { field, value, rule, sdm });
     // 27.3.1.1: control registers.
     let (f0, f1) = s.cr0_fixed;
-    let f0 = if s.unrestricted_guest {
-        f0 & !((1 << 0) | (1 << 31))
-    } else {
-        f0
-    };
+    let f0 = if s.unrestricted_guest { f0 & !((1 << 0) | (1 << 31)) } else { f0 };
     if fixed_cr(s.cr0, f0, f1) != s.cr0 {
-        return v(
-            "GUEST_CR0",
-            s.cr0,
-            "violates IA32_VMX_CR0_FIXED0/FIXED1 (PE, NE, PG must be 1 without unrestricted guest)",
-            "27.3.1.1",
-        );
+        return v("GUEST_CR0", s.cr0, "violates IA32_VMX_CR0_FIXED0/FIXED1 (PE, NE, PG must be 1 without unrestricted guest)", "27.3.1.1");
     }
     if s.cr0 & (1 << 31) != 0 && s.cr0 & 1 == 0 {
         return v("GUEST_CR0", s.cr0, "PG=1 requires PE=1", "27.3.1.1");
     }
     if fixed_cr(s.cr4, s.cr4_fixed.0, s.cr4_fixed.1) != s.cr4 {
-        return v(
-            "GUEST_CR4",
-            s.cr4,
-            "violates IA32_VMX_CR4_FIXED0/FIXED1 (VMXE must be 1)",
-            "27.3.1.1",
-        );
+        return v("GUEST_CR4", s.cr4, "violates IA32_VMX_CR4_FIXED0/FIXED1 (VMXE must be 1)", "27.3.1.1");
     }
     if s.ia32e_mode_guest && (s.cr0 & (1 << 31) == 0 || s.cr4 & (1 << 5) == 0) {
-        return v(
-            "GUEST_CR4",
-            s.cr4,
-            "the IA-32e mode guest control requires CR0.PG=1 and CR4.PAE=1",
-            "27.3.1.1",
-        );
+        return v("GUEST_CR4", s.cr4, "the IA-32e mode guest control requires CR0.PG=1 and CR4.PAE=1", "27.3.1.1");
     }
     if !s.ia32e_mode_guest && s.cr4 & (1 << 17) != 0 {
-        return v(
-            "GUEST_CR4",
-            s.cr4,
-            "CR4.PCIDE must be 0 outside IA-32e mode",
-            "27.3.1.1",
-        );
+        return v("GUEST_CR4", s.cr4, "CR4.PCIDE must be 0 outside IA-32e mode", "27.3.1.1");
     }
     // 27.3.1.4: RIP and RFLAGS.
     let cs = s.segments[CS];
     if (!s.ia32e_mode_guest || !cs.l()) && s.rip >> 32 != 0 {
-        return v(
-            "GUEST_RIP",
-            s.rip,
-            "bits 63:32 must be 0 outside 64-bit mode",
-            "27.3.1.4",
-        );
+        return v("GUEST_RIP", s.rip, "bits 63:32 must be 0 outside 64-bit mode", "27.3.1.4");
     }
     let rf_reserved = !((1u64 << 22) - 1) | (1 << 15) | (1 << 5) | (1 << 3);
     if s.rflags & rf_reserved != 0 || s.rflags & 2 == 0 {
-        return v(
-            "GUEST_RFLAGS",
-            s.rflags,
-            "reserved bits must be 0 and bit 1 must be 1",
-            "27.3.1.4",
-        );
+        return v("GUEST_RFLAGS", s.rflags, "reserved bits must be 0 and bit 1 must be 1", "27.3.1.4");
     }
     let v86 = s.rflags & (1 << 17) != 0;
     if v86 && (s.ia32e_mode_guest || s.cr0 & 1 == 0) {
-        return v(
-            "GUEST_RFLAGS",
-            s.rflags,
-            "VM=1 requires CR0.PE=1 and no IA-32e mode",
-            "27.3.1.4",
-        );
+        return v("GUEST_RFLAGS", s.rflags, "VM=1 requires CR0.PE=1 and no IA-32e mode", "27.3.1.4");
     }
     // 27.3.1.2: segment registers (protected mode rules).
     if !v86 {
@@ -228,139 +178,56 @@ pub fn check(s: &GuestStateSnapshot) -> Option<Violation> {
     }
     // 27.3.1.5: non-register state.
     if s.activity_state > 3 {
-        return v(
-            "GUEST_ACTIVITY_STATE",
-            s.activity_state as u64,
-            "must be 0 (active), 1 (HLT), 2 (shutdown) or 3 (wait-for-SIPI)",
-            "27.3.1.5",
-        );
+        return v("GUEST_ACTIVITY_STATE", s.activity_state as u64, "must be 0 (active), 1 (HLT), 2 (shutdown) or 3 (wait-for-SIPI)", "27.3.1.5");
     }
     if s.activity_state == 1 && s.segments[SS].dpl() != 0 {
-        return v(
-            "GUEST_ACTIVITY_STATE",
-            1,
-            "HLT requires SS.DPL=0",
-            "27.3.1.5",
-        );
+        return v("GUEST_ACTIVITY_STATE", 1, "HLT requires SS.DPL=0", "27.3.1.5");
     }
     if s.interruptibility >> 5 != 0 {
-        return v(
-            "GUEST_INTERRUPTIBILITY_INFO",
-            s.interruptibility as u64,
-            "bits 31:5 are reserved",
-            "27.3.1.5",
-        );
+        return v("GUEST_INTERRUPTIBILITY_INFO", s.interruptibility as u64, "bits 31:5 are reserved", "27.3.1.5");
     }
     if s.interruptibility & 3 == 3 {
-        return v(
-            "GUEST_INTERRUPTIBILITY_INFO",
-            s.interruptibility as u64,
-            "blocking by STI and by MOV SS cannot both be set",
-            "27.3.1.5",
-        );
+        return v("GUEST_INTERRUPTIBILITY_INFO", s.interruptibility as u64, "blocking by STI and by MOV SS cannot both be set", "27.3.1.5");
     }
     if s.interruptibility & 1 != 0 && s.rflags & (1 << 9) == 0 {
-        return v(
-            "GUEST_INTERRUPTIBILITY_INFO",
-            s.interruptibility as u64,
-            "blocking by STI requires RFLAGS.IF=1",
-            "27.3.1.5",
-        );
+        return v("GUEST_INTERRUPTIBILITY_INFO", s.interruptibility as u64, "blocking by STI requires RFLAGS.IF=1", "27.3.1.5");
     }
     if s.link_pointer != u64::MAX && s.link_pointer & 0xfff != 0 {
-        return v(
-            "VMCS_LINK_POINTER",
-            s.link_pointer,
-            "must be all ones or a 4 KiB-aligned VMCS",
-            "27.3.1.5",
-        );
+        return v("VMCS_LINK_POINTER", s.link_pointer, "must be all ones or a 4 KiB-aligned VMCS", "27.3.1.5");
     }
     None
 }
 
 fn check_segments(s: &GuestStateSnapshot) -> Option<Violation> {
-    let v = |field, value: u64, rule, sdm| {
-        Some(Violation {
-            field,
-            value,
-            rule,
-            sdm,
-        })
-    };
-    let (cs, ss, tr, ldtr) = (
-        s.segments[CS],
-        s.segments[SS],
-        s.segments[TR],
-        s.segments[LDTR],
-    );
+    let v = |field, value: u64, rule, sdm| Some(Violation { field, value, rule, sdm });
+    let (cs, ss, tr, ldtr) = (s.segments[CS], s.segments[SS], s.segments[TR], s.segments[LDTR]);
     // TR (27.3.1.2): usable, type 11 (or 3 outside IA-32e), S=0, present.
     let tr_ok_type = tr.kind() == 11 || (!s.ia32e_mode_guest && tr.kind() == 3);
     if !tr.usable() || !tr_ok_type || tr.s() || !tr.present() {
-        return v(
-            AR_FIELDS[TR],
-            tr.ar as u64,
-            "TR must be usable, present, S=0, type 11 (busy TSS; 3 allowed outside IA-32e mode)",
-            "27.3.1.2",
-        );
+        return v(AR_FIELDS[TR], tr.ar as u64, "TR must be usable, present, S=0, type 11 (busy TSS; 3 allowed outside IA-32e mode)", "27.3.1.2");
     }
     if tr.selector & 4 != 0 {
-        return v(
-            "GUEST_TR_SELECTOR",
-            tr.selector as u64,
-            "TI flag must be 0",
-            "27.3.1.2",
-        );
+        return v("GUEST_TR_SELECTOR", tr.selector as u64, "TI flag must be 0", "27.3.1.2");
     }
     if ldtr.usable() && (ldtr.kind() != 2 || ldtr.s() || !ldtr.present()) {
-        return v(
-            AR_FIELDS[LDTR],
-            ldtr.ar as u64,
-            "a usable LDTR must be present, S=0, type 2",
-            "27.3.1.2",
-        );
+        return v(AR_FIELDS[LDTR], ldtr.ar as u64, "a usable LDTR must be present, S=0, type 2", "27.3.1.2");
     }
     // CS: accessed code (9, 11, 13, 15), or 3 with unrestricted guest.
-    let cs_type_ok =
-        matches!(cs.kind(), 9 | 11 | 13 | 15) || (s.unrestricted_guest && cs.kind() == 3);
+    let cs_type_ok = matches!(cs.kind(), 9 | 11 | 13 | 15) || (s.unrestricted_guest && cs.kind() == 3);
     if !cs.usable() || !cs_type_ok || !cs.s() || !cs.present() {
-        return v(
-            AR_FIELDS[CS],
-            cs.ar as u64,
-            "CS must be present, S=1, an accessed code segment (type 9, 11, 13 or 15)",
-            "27.3.1.2",
-        );
+        return v(AR_FIELDS[CS], cs.ar as u64, "CS must be present, S=1, an accessed code segment (type 9, 11, 13 or 15)", "27.3.1.2");
     }
     if s.ia32e_mode_guest && cs.l() && cs.db() {
-        return v(
-            AR_FIELDS[CS],
-            cs.ar as u64,
-            "L and D/B cannot both be 1 in IA-32e mode",
-            "27.3.1.2",
-        );
+        return v(AR_FIELDS[CS], cs.ar as u64, "L and D/B cannot both be 1 in IA-32e mode", "27.3.1.2");
     }
     if matches!(cs.kind(), 9 | 11) && cs.dpl() != ss.dpl() && !s.unrestricted_guest {
-        return v(
-            AR_FIELDS[CS],
-            cs.ar as u64,
-            "for a non-conforming code segment CS.DPL must equal SS.DPL",
-            "27.3.1.2",
-        );
+        return v(AR_FIELDS[CS], cs.ar as u64, "for a non-conforming code segment CS.DPL must equal SS.DPL", "27.3.1.2");
     }
     if !s.unrestricted_guest && (ss.selector & 3) != (cs.selector & 3) {
-        return v(
-            "GUEST_SS_SELECTOR",
-            ss.selector as u64,
-            "SS.RPL must equal CS.RPL",
-            "27.3.1.2",
-        );
+        return v("GUEST_SS_SELECTOR", ss.selector as u64, "SS.RPL must equal CS.RPL", "27.3.1.2");
     }
     if ss.usable() && (!matches!(ss.kind(), 3 | 7) || !ss.s() || !ss.present()) {
-        return v(
-            AR_FIELDS[SS],
-            ss.ar as u64,
-            "a usable SS must be present, S=1, a writable data segment (type 3 or 7)",
-            "27.3.1.2",
-        );
+        return v(AR_FIELDS[SS], ss.ar as u64, "a usable SS must be present, S=1, a writable data segment (type 3 or 7)", "27.3.1.2");
     }
     for i in 0..8 {
         let seg = s.segments[i];
@@ -369,26 +236,12 @@ fn check_segments(s: &GuestStateSnapshot) -> Option<Violation> {
         }
         if (i == ES || i >= 3) && i < LDTR {
             // DS, ES, FS, GS: accessed; a code segment must be readable.
-            if seg.kind() & 1 == 0
-                || (seg.kind() & 8 != 0 && seg.kind() & 2 == 0)
-                || !seg.s()
-                || !seg.present()
-            {
-                return v(
-                    AR_FIELDS[i],
-                    seg.ar as u64,
-                    "a usable data segment must be present, S=1, accessed, and readable if code",
-                    "27.3.1.2",
-                );
+            if seg.kind() & 1 == 0 || (seg.kind() & 8 != 0 && seg.kind() & 2 == 0) || !seg.s() || !seg.present() {
+                return v(AR_FIELDS[i], seg.ar as u64, "a usable data segment must be present, S=1, accessed, and readable if code", "27.3.1.2");
             }
         }
         if seg.ar & 0xf00 != 0 || seg.ar >> 17 != 0 {
-            return v(
-                AR_FIELDS[i],
-                seg.ar as u64,
-                "access-rights bits 11:8 and 31:17 are reserved",
-                "27.3.1.2",
-            );
+            return v(AR_FIELDS[i], seg.ar as u64, "access-rights bits 11:8 and 31:17 are reserved", "27.3.1.2");
         }
         if (seg.limit & 0xfff != 0xfff && seg.g()) || (seg.limit >> 20 != 0 && !seg.g()) {
             return v(LIMIT_FIELDS[i], seg.limit as u64, "inconsistent with the G bit (limit[11:0] must be 0xFFF when G=1; limit[31:20] must be 0 when G=0)", "27.3.1.2");
@@ -405,12 +258,7 @@ mod tests {
     /// The state Quadrant enters a Multiboot guest with (vcpu::setup), with
     /// Bochs' Penryn fixed bits.
     fn multiboot_state() -> GuestStateSnapshot {
-        let flat = |sel, ar| Segment {
-            selector: sel,
-            base: 0,
-            limit: 0xffff_ffff,
-            ar,
-        };
+        let flat = |sel, ar| Segment { selector: sel, base: 0, limit: 0xffff_ffff, ar };
         GuestStateSnapshot {
             cr0: 0x8001_0031,
             cr4: 0x2020,
@@ -423,18 +271,8 @@ mod tests {
                 flat(0x10, 0xC093),
                 flat(0x10, 0xC093),
                 flat(0x10, 0xC093),
-                Segment {
-                    selector: 0,
-                    base: 0,
-                    limit: 0,
-                    ar: 0x1_0000,
-                },
-                Segment {
-                    selector: 0,
-                    base: 0,
-                    limit: 0x67,
-                    ar: 0x8B,
-                },
+                Segment { selector: 0, base: 0, limit: 0, ar: 0x1_0000 },
+                Segment { selector: 0, base: 0, limit: 0x67, ar: 0x8B },
             ],
             activity_state: 0,
             interruptibility: 0,

@@ -16,9 +16,7 @@
 //! RFLAGS read is unreliable).
 
 use super::errors::VmFail;
-use super::fields::{
-    Field16, Field32, Field32Ro, Field64, Field64Ro, FieldNatural, FieldNaturalRo,
-};
+use super::fields::{Field16, Field32, Field32Ro, Field64, Field64Ro, FieldNatural, FieldNaturalRo};
 use core::arch::{asm, naked_asm};
 use core::marker::PhantomData;
 use core::mem::offset_of;
@@ -27,9 +25,7 @@ fn vm_result(cf: u8, zf: u8, read_error: impl FnOnce() -> u32) -> Result<(), VmF
     if cf != 0 {
         Err(VmFail::Invalid)
     } else if zf != 0 {
-        Err(VmFail::Valid {
-            error: read_error(),
-        })
+        Err(VmFail::Valid { error: read_error() })
     } else {
         Ok(())
     }
@@ -55,14 +51,10 @@ impl VmxOn {
         let (cf, zf): (u8, u8);
         // SAFETY: the caller guarantees the preconditions of VMXON; the
         // operand is a pointer to the 64-bit physical address.
-        unsafe {
-            asm!("vmxon [{}]", "setc {}", "setz {}", in(reg) &region, out(reg_byte) cf, out(reg_byte) zf, options(nostack))
-        };
+        unsafe { asm!("vmxon [{}]", "setc {}", "setz {}", in(reg) &region, out(reg_byte) cf, out(reg_byte) zf, options(nostack)) };
         // No current VMCS can hold an error number yet.
         vm_result(cf, zf, || 0)?;
-        Ok(VmxOn {
-            _cpu_local: PhantomData,
-        })
+        Ok(VmxOn { _cpu_local: PhantomData })
     }
 
     /// VMCLEAR then VMPTRLD of the VMCS in frame `vmcs` (SDM Vol. 3C 25.1,
@@ -75,20 +67,13 @@ impl VmxOn {
     pub unsafe fn load(&self, vmcs: u64) -> Result<ActiveVmcs<'_>, VmFail> {
         let (cf, zf): (u8, u8);
         // SAFETY: VMX operation is proven by `self`; the caller guarantees the region.
-        unsafe {
-            asm!("vmclear [{}]", "setc {}", "setz {}", in(reg) &vmcs, out(reg_byte) cf, out(reg_byte) zf, options(nostack))
-        };
+        unsafe { asm!("vmclear [{}]", "setc {}", "setz {}", in(reg) &vmcs, out(reg_byte) cf, out(reg_byte) zf, options(nostack)) };
         vm_result(cf, zf, || 0)?;
         let (cf, zf): (u8, u8);
         // SAFETY: as above.
-        unsafe {
-            asm!("vmptrld [{}]", "setc {}", "setz {}", in(reg) &vmcs, out(reg_byte) cf, out(reg_byte) zf, options(nostack))
-        };
+        unsafe { asm!("vmptrld [{}]", "setc {}", "setz {}", in(reg) &vmcs, out(reg_byte) cf, out(reg_byte) zf, options(nostack)) };
         vm_result(cf, zf, || 0)?;
-        Ok(ActiveVmcs {
-            _vmx: PhantomData,
-            launched: false,
-        })
+        Ok(ActiveVmcs { _vmx: PhantomData, launched: false })
     }
 }
 
@@ -111,15 +96,7 @@ macro_rules! readable {
         }
     )*};
 }
-readable!(
-    Field16,
-    Field32,
-    Field64,
-    FieldNatural,
-    Field32Ro,
-    Field64Ro,
-    FieldNaturalRo
-);
+readable!(Field16, Field32, Field64, FieldNatural, Field32Ro, Field64Ro, FieldNaturalRo);
 impl WritableField for Field16 {}
 impl WritableField for Field32 {}
 impl WritableField for Field64 {}
@@ -138,11 +115,7 @@ pub struct VmwriteError {
 
 impl core::fmt::Display for VmwriteError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        write!(
-            f,
-            "VMWRITE {} <- {:#x} failed: {}",
-            self.field, self.value, self.fail
-        )
+        write!(f, "VMWRITE {} <- {:#x} failed: {}", self.field, self.value, self.fail)
     }
 }
 
@@ -164,13 +137,7 @@ pub struct GuestRegisters {
 
 impl Default for GuestRegisters {
     fn default() -> Self {
-        let mut r = GuestRegisters {
-            gpr: [0; 16],
-            cr2: 0,
-            _pad: 0,
-            guest_fx: [0; 512],
-            host_fx: [0; 512],
-        };
+        let mut r = GuestRegisters { gpr: [0; 16], cr2: 0, _pad: 0, guest_fx: [0; 512], host_fx: [0; 512] };
         // A valid initial FXSAVE image: FCW 0x037F, MXCSR 0x1F80 (the
         // power-up values, SDM Vol. 1 Table 10-3 and 11.6.4).
         r.guest_fx[0..2].copy_from_slice(&0x037Fu16.to_le_bytes());
@@ -225,13 +192,8 @@ impl ActiveVmcs<'_> {
             asm!("vmwrite {}, {}", "setc {}", "setz {}", in(reg) field.encoding() as u64, in(reg) value,
                  out(reg_byte) cf, out(reg_byte) zf, options(nostack))
         };
-        vm_result(cf, zf, || self.read(Field32Ro::VmInstructionError) as u32).map_err(|fail| {
-            VmwriteError {
-                field: field.name(),
-                value,
-                fail,
-            }
-        })
+        vm_result(cf, zf, || self.read(Field32Ro::VmInstructionError) as u32)
+            .map_err(|fail| VmwriteError { field: field.name(), value, fail })
     }
 
     /// VMWRITE of a field the caller knows exists; a failure ends the run
@@ -267,9 +229,7 @@ impl ActiveVmcs<'_> {
                 RunResult::Exit
             }
             1 => RunResult::EntryFailed(VmFail::Invalid),
-            _ => RunResult::EntryFailed(VmFail::Valid {
-                error: self.instruction_error(),
-            }),
+            _ => RunResult::EntryFailed(VmFail::Valid { error: self.instruction_error() }),
         }
     }
 }
@@ -398,9 +358,7 @@ unsafe extern "C" fn vmx_exit_landing() {
 pub unsafe fn vmxoff(_on: VmxOn) -> Result<(), VmFail> {
     let (cf, zf): (u8, u8);
     // SAFETY: VMX operation is proven by the consumed token.
-    unsafe {
-        asm!("vmxoff", "setc {}", "setz {}", out(reg_byte) cf, out(reg_byte) zf, options(nostack))
-    };
+    unsafe { asm!("vmxoff", "setc {}", "setz {}", out(reg_byte) cf, out(reg_byte) zf, options(nostack)) };
     vm_result(cf, zf, || 0)
 }
 

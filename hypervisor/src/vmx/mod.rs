@@ -14,5 +14,5 @@ pub mod ept;
 pub mod errors;
 pub mod exit_reason;
 pub mod fields;
-pub mod guest_state;
 pub mod instr;
+pub mod guest_state;

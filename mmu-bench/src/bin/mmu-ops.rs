@@ -20,12 +20,8 @@ fn main() -> ExitCode {
         eprintln!("usage: mmu-ops {} cache|nocache N", ops.join("|"));
         ExitCode::from(2)
     };
-    let [_, op, variant, n] = args.as_slice() else {
-        return usage();
-    };
-    let (Some(op), Ok(n)) = (Op::from_name(op), n.parse::<u64>()) else {
-        return usage();
-    };
+    let [_, op, variant, n] = args.as_slice() else { return usage() };
+    let (Some(op), Ok(n)) = (Op::from_name(op), n.parse::<u64>()) else { return usage() };
     let cache = match variant.as_str() {
         "cache" => true,
         "nocache" => false,
@@ -36,11 +32,6 @@ fn main() -> ExitCode {
         s.prepare();
         mmu_bench_op(&mut s);
     }
-    println!(
-        "{} {} {n} ops, {} shadow pages created",
-        op.name(),
-        variant,
-        s.cache.stats().created
-    );
+    println!("{} {} {n} ops, {} shadow pages created", op.name(), variant, s.cache.stats().created);
     ExitCode::SUCCESS
 }

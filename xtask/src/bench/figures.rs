@@ -22,12 +22,7 @@ pub enum Variant {
 
 impl Variant {
     /// Every variant, in table order.
-    pub const ALL: [Variant; 4] = [
-        Variant::Cache,
-        Variant::NoCache,
-        Variant::Ept,
-        Variant::Bare,
-    ];
+    pub const ALL: [Variant; 4] = [Variant::Cache, Variant::NoCache, Variant::Ept, Variant::Bare];
 
     /// The name in tables, JSON and plots.
     pub const fn name(self) -> &'static str {
@@ -106,8 +101,7 @@ fn one() -> u64 {
 
 /// Exit reason `n`'s name (SDM Vol. 3D Table C-1).
 pub fn reason_name(n: u16) -> String {
-    hypervisor::vmx::exit_reason::ExitReason::from_basic(n)
-        .map_or_else(|| format!("reason {n}"), |r| r.name().to_string())
+    hypervisor::vmx::exit_reason::ExitReason::from_basic(n).map_or_else(|| format!("reason {n}"), |r| r.name().to_string())
 }
 
 impl Run {
@@ -121,10 +115,7 @@ impl Run {
         let mut hv_cycles_by_reason = BTreeMap::new();
         let (mut exits_no_vmcall, mut cycles_no_vmcall) = (0, 0);
         for (key, &v) in f {
-            if let Some(n) = key
-                .strip_prefix("exit.")
-                .and_then(|n| n.parse::<u16>().ok())
-            {
+            if let Some(n) = key.strip_prefix("exit.").and_then(|n| n.parse::<u16>().ok()) {
                 exits_by_reason.insert(reason_name(n), v);
                 let c = get(&format!("hvcyc.{n}")).unwrap_or(0);
                 hv_cycles_by_reason.insert(reason_name(n), c);
@@ -134,10 +125,8 @@ impl Run {
                 }
             }
         }
-        let mmu: BTreeMap<String, u64> = shared::bench::MmuCounters::NAMES
-            .iter()
-            .filter_map(|n| Some((n.to_string(), get(n)?)))
-            .collect();
+        let mmu: BTreeMap<String, u64> =
+            shared::bench::MmuCounters::NAMES.iter().filter_map(|n| Some((n.to_string(), get(n)?))).collect();
         let exits = get("exits");
         let hits = get("cr3_hits").unwrap_or(0) + get("fault_hits").unwrap_or(0);
         let misses = get("cr3_misses").unwrap_or(0) + get("fault_misses").unwrap_or(0);
@@ -197,17 +186,11 @@ pub const TARGET_M: u64 = 64;
 /// The targets, checked against `runs`.
 pub fn targets(runs: &[Run]) -> Vec<Target> {
     let find = |v: Variant| runs.iter().find(|r| r.is("ctxsw", v, TARGET_K, TARGET_M));
-    let (cache, nocache, ept) = (
-        find(Variant::Cache),
-        find(Variant::NoCache),
-        find(Variant::Ept),
-    );
+    let (cache, nocache, ept) = (find(Variant::Cache), find(Variant::NoCache), find(Variant::Ept));
     let missing = |name, goal, what: &str| Target {
         name,
         goal,
-        measured: format!(
-            "not measured: the {what} run of ctxsw K={TARGET_K} M={TARGET_M} failed or did not run"
-        ),
+        measured: format!("not measured: the {what} run of ctxsw K={TARGET_K} M={TARGET_M} failed or did not run"),
         value: None,
         met: false,
         note: "see the boot's report".into(),
@@ -240,12 +223,7 @@ pub fn targets(runs: &[Run]) -> Vec<Target> {
     const G2: &str = "cache hit ratio at least 99% when the working set fits the pool";
     let fitting: Vec<&Run> = runs
         .iter()
-        .filter(|r| {
-            r.workload == "ctxsw"
-                && r.variant == Variant::Cache
-                && fits_pool(r.k, r.m)
-                && r.hit_ratio.is_some()
-        })
+        .filter(|r| r.workload == "ctxsw" && r.variant == Variant::Cache && fits_pool(r.k, r.m) && r.hit_ratio.is_some())
         .collect();
     t.push(match fitting.iter().min_by(|a, b| a.hit_ratio.partial_cmp(&b.hit_ratio).unwrap_or(std::cmp::Ordering::Equal)) {
         Some(worst) => {
@@ -272,8 +250,7 @@ pub fn targets(runs: &[Run]) -> Vec<Target> {
         None => missing("hit-ratio", G2, "cache"),
     });
 
-    const G3: &str =
-        "ctxsw with K=16, M=64 takes at least 10x fewer VM exits than the no-cache variant";
+    const G3: &str = "ctxsw with K=16, M=64 takes at least 10x fewer VM exits than the no-cache variant";
     t.push(match (cache, nocache) {
         (Some(c), Some(n)) => {
             let (ce, ne) = (c.exits.unwrap_or(0), n.exits.unwrap_or(0));
@@ -299,8 +276,7 @@ pub fn targets(runs: &[Run]) -> Vec<Target> {
         (_, None) => missing("exits-vs-nocache", G3, "no-cache"),
     });
 
-    const G4: &str =
-        "the ctxsw measured loop under the cache is within 3x of EPT in guest cycles (Bochs)";
+    const G4: &str = "the ctxsw measured loop under the cache is within 3x of EPT in guest cycles (Bochs)";
     t.push(match (cache, ept) {
         (Some(c), Some(e)) => {
             let x = c.cycles as f64 / e.cycles.max(1) as f64;
@@ -351,44 +327,20 @@ mod tests {
         assert_eq!(c.exits_by_reason.get("control-register access"), Some(&320));
         assert_eq!(c.cycles_per_round, 1335185.0 / 20.0);
         let e = Run::of(&line(EPT), Variant::Ept, "").unwrap();
-        assert_eq!(
-            (e.hit_ratio, e.hv_cycles_per_exit),
-            (None, None),
-            "no lookups, no exits"
-        );
-        let bare = Run::of(
-            &line("ctxsw k=1 m=2 r=3 hv=0 ops=3 accesses=6 cycles=99"),
-            Variant::Bare,
-            "",
-        )
-        .unwrap();
-        assert_eq!(
-            (bare.exits, bare.exits_per_op, bare.mmu.len()),
-            (None, None, 0)
-        );
+        assert_eq!((e.hit_ratio, e.hv_cycles_per_exit), (None, None), "no lookups, no exits");
+        let bare = Run::of(&line("ctxsw k=1 m=2 r=3 hv=0 ops=3 accesses=6 cycles=99"), Variant::Bare, "").unwrap();
+        assert_eq!((bare.exits, bare.exits_per_op, bare.mmu.len()), (None, None, 0));
         assert!(Run::of(&line("ctxsw k=1 m=2"), Variant::Bare, "").is_none());
     }
 
     #[test]
     fn all_four_targets_met_with_these_figures() {
-        let runs: Vec<Run> = [
-            (CACHE, Variant::Cache),
-            (NOCACHE, Variant::NoCache),
-            (EPT, Variant::Ept),
-        ]
-        .iter()
-        .map(|(l, v)| Run::of(&line(l), *v, "").unwrap())
-        .collect();
+        let runs: Vec<Run> = [(CACHE, Variant::Cache), (NOCACHE, Variant::NoCache), (EPT, Variant::Ept)]
+            .iter()
+            .map(|(l, v)| Run::of(&line(l), *v, "").unwrap())
+            .collect();
         let t = targets(&runs);
-        assert_eq!(
-            t.iter().map(|t| t.name).collect::<Vec<_>>(),
-            [
-                "cr3-switch-cost",
-                "hit-ratio",
-                "exits-vs-nocache",
-                "cycles-vs-ept"
-            ]
-        );
+        assert_eq!(t.iter().map(|t| t.name).collect::<Vec<_>>(), ["cr3-switch-cost", "hit-ratio", "exits-vs-nocache", "cycles-vs-ept"]);
         assert!(t.iter().all(|t| t.met), "{t:#?}");
         assert_eq!(t[2].value, Some(66.0));
         assert!((t[3].value.unwrap() - 1.4747).abs() < 1e-3);
@@ -396,30 +348,15 @@ mod tests {
 
     #[test]
     fn missed_targets_say_by_how_much() {
-        let slow = CACHE
-            .replace("cycles=1335185", "cycles=3621275")
-            .replace("exits=320", "exits=330")
-            .replace("created=0", "created=2");
+        let slow = CACHE.replace("cycles=1335185", "cycles=3621275").replace("exits=320", "exits=330").replace("created=0", "created=2");
         let runs: Vec<Run> = [(slow.as_str(), Variant::Cache), (EPT, Variant::Ept)]
             .iter()
             .map(|(l, v)| Run::of(&line(l), *v, "").unwrap())
             .collect();
         let t = targets(&runs);
-        assert!(
-            !t[0].met && t[0].measured.starts_with("1.031 exits and 2 shadow pages"),
-            "{:?}",
-            t[0]
-        );
-        assert!(
-            !t[2].met && t[2].measured.starts_with("not measured"),
-            "no no-cache run: {:?}",
-            t[2]
-        );
-        assert!(
-            !t[3].met && t[3].note.starts_with("missed by 33%"),
-            "{:?}",
-            t[3]
-        );
+        assert!(!t[0].met && t[0].measured.starts_with("1.031 exits and 2 shadow pages"), "{:?}", t[0]);
+        assert!(!t[2].met && t[2].measured.starts_with("not measured"), "no no-cache run: {:?}", t[2]);
+        assert!(!t[3].met && t[3].note.starts_with("missed by 33%"), "{:?}", t[3]);
         assert!(targets(&[]).iter().all(|t| !t.met && t.value.is_none()));
     }
 

@@ -55,11 +55,7 @@ pub fn criterion_mean(json: &str) -> Option<f64> {
 /// The instruction count of a callgrind output file (its `totals:` line,
 /// else `summary:`).
 pub fn callgrind_total(out: &str) -> Option<u64> {
-    let line = |k: &str| {
-        out.lines()
-            .rev()
-            .find_map(|l| l.strip_prefix(k)?.split_whitespace().next()?.parse().ok())
-    };
+    let line = |k: &str| out.lines().rev().find_map(|l| l.strip_prefix(k)?.split_whitespace().next()?.parse().ok());
     line("totals:").or_else(|| line("summary:"))
 }
 
@@ -69,17 +65,7 @@ pub fn run(ws: &Workspace) -> Result<HostFigures> {
     println!("== host microbenchmarks: criterion (ns/op) ==");
     let st = Command::new("cargo")
         .current_dir(root)
-        .args([
-            "bench",
-            "-p",
-            "mmu-bench",
-            "--features",
-            "criterion",
-            "--bench",
-            "mmu",
-            "--",
-            "--noplot",
-        ])
+        .args(["bench", "-p", "mmu-bench", "--features", "criterion", "--bench", "mmu", "--", "--noplot"])
         .status()
         .context("running cargo bench")?;
     if !st.success() {
@@ -87,9 +73,7 @@ pub fn run(ws: &Workspace) -> Result<HostFigures> {
     }
     let crit = target.join("criterion");
     let read_mean = |id: &Path| -> Option<f64> {
-        criterion_mean(
-            &std::fs::read_to_string(crit.join(id).join("new").join("estimates.json")).ok()?,
-        )
+        criterion_mean(&std::fs::read_to_string(crit.join(id).join("new").join("estimates.json")).ok()?)
     };
     let timer_ns = read_mean(Path::new("timer/none")).unwrap_or(0.0);
 
@@ -119,29 +103,17 @@ pub fn run(ws: &Workspace) -> Result<HostFigures> {
                 .output()
                 .context("running valgrind")?;
             if !o.status.success() {
-                bail!(
-                    "valgrind mmu-ops {op} {variant} failed: {}",
-                    String::from_utf8_lossy(&o.stderr)
-                );
+                bail!("valgrind mmu-ops {op} {variant} failed: {}", String::from_utf8_lossy(&o.stderr));
             }
             let total = callgrind_total(&std::fs::read_to_string(&out)?)
                 .with_context(|| format!("no totals line in {}", out.display()))?;
             let ins = total as f64 / CALLGRIND_OPS as f64;
             let ns = read_mean(&Path::new(op).join(variant)).map(|m| (m - timer_ns).max(0.0));
             println!("  {op:<10} {variant:<8} {ins:>10.0} instructions/op");
-            rows.push(HostRow {
-                op: op.into(),
-                variant: variant.into(),
-                ns_per_op: ns,
-                instructions_per_op: Some(ins),
-            });
+            rows.push(HostRow { op: op.into(), variant: variant.into(), ns_per_op: ns, instructions_per_op: Some(ins) });
         }
     }
-    Ok(HostFigures {
-        rows,
-        timer_ns,
-        callgrind_ops: CALLGRIND_OPS,
-    })
+    Ok(HostFigures { rows, timer_ns, callgrind_ops: CALLGRIND_OPS })
 }
 
 /// The host figures as a table: per op, cache and no cache side by side.
@@ -183,17 +155,9 @@ mod tests {
 
     #[test]
     fn table_pairs_the_variants() {
-        let row = |op: &str, v: &str, ns, ins| HostRow {
-            op: op.into(),
-            variant: v.into(),
-            ns_per_op: ns,
-            instructions_per_op: ins,
-        };
+        let row = |op: &str, v: &str, ns, ins| HostRow { op: op.into(), variant: v.into(), ns_per_op: ns, instructions_per_op: ins };
         let h = HostFigures {
-            rows: vec![
-                row("cr3-hit", "cache", Some(90.4), Some(442.0)),
-                row("cr3-hit", "nocache", None, Some(30482.0)),
-            ],
+            rows: vec![row("cr3-hit", "cache", Some(90.4), Some(442.0)), row("cr3-hit", "nocache", None, Some(30482.0))],
             timer_ns: 25.0,
             callgrind_ops: 1000,
         };

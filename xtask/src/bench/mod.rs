@@ -80,56 +80,29 @@ pub const SWITCHES: u32 = 320;
 
 /// The workload boots of the quick or the full set.
 pub fn plan(full: bool) -> Vec<Plan> {
-    let (ks, ms): (&[u32], &[u32]) = if full {
-        (&[1, 2, 4, 8, 16, 32, 64, 128, 256], &[16, 64, 256])
-    } else {
-        (&[1, 2, 4, 8, 16], &[64])
-    };
+    let (ks, ms): (&[u32], &[u32]) =
+        if full { (&[1, 2, 4, 8, 16, 32, 64, 128, 256], &[16, 64, 256]) } else { (&[1, 2, 4, 8, 16], &[64]) };
     let mut v = Vec::new();
     for &m in ms {
         for &k in ks {
             for variant in Variant::ALL {
-                v.push(Plan {
-                    workload: "ctxsw",
-                    k,
-                    m,
-                    r: (SWITCHES / k).max(3),
-                    variant,
-                });
+                v.push(Plan { workload: "ctxsw", k, m, r: (SWITCHES / k).max(3), variant });
             }
         }
     }
     for w in ["fork", "ptchurn"] {
         for &m in ms {
             for variant in Variant::ALL {
-                v.push(Plan {
-                    workload: w,
-                    k: 1,
-                    m,
-                    r: 10,
-                    variant,
-                });
+                v.push(Plan { workload: w, k: 1, m, r: 10, variant });
             }
         }
     }
     for variant in Variant::ALL {
-        v.push(Plan {
-            workload: "modewalk",
-            k: 1,
-            m: 0,
-            r: 3,
-            variant,
-        });
+        v.push(Plan { workload: "modewalk", k: 1, m: 0, r: 3, variant });
     }
     // Every CPU switching: the target point's K and M on SMP_CPUS CPUs.
     for variant in Variant::ALL {
-        v.push(Plan {
-            workload: "ctxsw-smp",
-            k: figures::TARGET_K as u32,
-            m: figures::TARGET_M as u32,
-            r: SWITCHES / 16,
-            variant,
-        });
+        v.push(Plan { workload: "ctxsw-smp", k: figures::TARGET_K as u32, m: figures::TARGET_M as u32, r: SWITCHES / 16, variant });
     }
     v
 }
@@ -142,10 +115,7 @@ impl Plan {
     pub fn spec(&self, cpu_model: &str, timeout: u64) -> BootSpec {
         let bench = match self.workload {
             "modewalk" => format!("bench=modewalk bench_r={}", self.r),
-            "ctxsw" | "ctxsw-smp" => format!(
-                "bench={} bench_k={} bench_m={} bench_r={}",
-                self.workload, self.k, self.m, self.r
-            ),
+            "ctxsw" | "ctxsw-smp" => format!("bench={} bench_k={} bench_m={} bench_r={}", self.workload, self.k, self.m, self.r),
             w => format!("bench={w} bench_m={} bench_r={}", self.m, self.r),
         };
         BootSpec {
@@ -154,17 +124,9 @@ impl Plan {
             cpu_model: Some(cpu_model.to_string()),
             cpus: self.cpus(),
             hypervisor: self.variant != Variant::Bare,
-            mmu: if self.variant == Variant::Ept {
-                Mmu::Ept
-            } else {
-                Mmu::Shadow
-            },
+            mmu: if self.variant == Variant::Ept { Mmu::Ept } else { Mmu::Shadow },
             guest: GuestImage::Built,
-            hv_args: if self.variant == Variant::NoCache {
-                "cache=0".into()
-            } else {
-                String::new()
-            },
+            hv_args: if self.variant == Variant::NoCache { "cache=0".into() } else { String::new() },
             guest_args: format!("ram_test_mib=0 {bench}"),
             timeout: Some(timeout),
             expect_error: None,
@@ -177,24 +139,14 @@ impl Plan {
 
     /// CPUs of the boot.
     pub fn cpus(&self) -> u32 {
-        if self.workload == "ctxsw-smp" {
-            SMP_CPUS
-        } else {
-            1
-        }
+        if self.workload == "ctxsw-smp" { SMP_CPUS } else { 1 }
     }
 
     /// `ctxsw K=16 M=64 cache`, `ctxsw-smp K=16 M=64 2 cpus cache`.
     pub fn name(&self) -> String {
         match self.workload {
             "ctxsw" => format!("ctxsw K={} M={} {}", self.k, self.m, self.variant.name()),
-            "ctxsw-smp" => format!(
-                "ctxsw-smp K={} M={} {} cpus {}",
-                self.k,
-                self.m,
-                self.cpus(),
-                self.variant.name()
-            ),
+            "ctxsw-smp" => format!("ctxsw-smp K={} M={} {} cpus {}", self.k, self.m, self.cpus(), self.variant.name()),
             "modewalk" => format!("modewalk {}", self.variant.name()),
             w => format!("{w} M={} {}", self.m, self.variant.name()),
         }
@@ -222,31 +174,12 @@ fn draw_plots(out_dir: &std::path::Path, runs: &[Run], full: bool) -> Result<Vec
     let mut plots = Vec::new();
     let ms: &[u64] = if full { &[16, 64, 256] } else { &[64] };
     for &m in ms {
-        let suffix = if m == figures::TARGET_M {
-            String::new()
-        } else {
-            format!("-m{m}")
-        };
-        let exits = plot::series(runs, m, |r| {
-            r.exits_per_op
-                .or((r.variant == Variant::Bare).then_some(0.0))
-        });
+        let suffix = if m == figures::TARGET_M { String::new() } else { format!("-m{m}") };
+        let exits = plot::series(runs, m, |r| r.exits_per_op.or((r.variant == Variant::Bare).then_some(0.0)));
         let cycles = plot::series(runs, m, |r| Some(r.cycles_per_round));
         for (file, title, y, s, log) in [
-            (
-                format!("ctxsw-exits-per-switch{suffix}.svg"),
-                format!("ctxsw, M={m}: VM exits per CR3 switch"),
-                "exits per switch",
-                exits,
-                false,
-            ),
-            (
-                format!("ctxsw-cycles-per-round{suffix}.svg"),
-                format!("ctxsw, M={m}: guest cycles per round"),
-                "guest TSC cycles per round",
-                cycles,
-                true,
-            ),
+            (format!("ctxsw-exits-per-switch{suffix}.svg"), format!("ctxsw, M={m}: VM exits per CR3 switch"), "exits per switch", exits, false),
+            (format!("ctxsw-cycles-per-round{suffix}.svg"), format!("ctxsw, M={m}: guest cycles per round"), "guest TSC cycles per round", cycles, true),
         ] {
             if s.is_empty() {
                 continue;
@@ -262,12 +195,9 @@ fn draw_plots(out_dir: &std::path::Path, runs: &[Run], full: bool) -> Result<Vec
 /// `--replot`: the table, the targets and the plots from the last run.
 fn replot(out_dir: &std::path::Path) -> Result<bool> {
     let path = out_dir.join("summary.json");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("{} (run `cargo xtask bench` first)", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-    let runs: Vec<Run> = serde_json::from_value(v["runs"].clone())
-        .with_context(|| format!("the runs of {}", path.display()))?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("{} (run `cargo xtask bench` first)", path.display()))?;
+    let v: serde_json::Value = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    let runs: Vec<Run> = serde_json::from_value(v["runs"].clone()).with_context(|| format!("the runs of {}", path.display()))?;
     print!("{}", table(&runs));
     print!("{}", targets_text(&figures::targets(&runs)));
     for p in draw_plots(out_dir, &runs, v["mode"] == "full")? {
@@ -298,30 +228,18 @@ pub fn bench(ws: &Workspace, opts: &BenchOpts) -> Result<bool> {
             if opts.full { "full" } else { "quick" },
             opts.jobs.max(1)
         );
-        let specs = plans
-            .iter()
-            .map(|p| p.spec(&opts.cpu_model, opts.timeout))
-            .collect();
+        let specs = plans.iter().map(|p| p.spec(&opts.cpu_model, opts.timeout)).collect();
         let results = boot::boot_many(ws, specs, opts.jobs, opts.verbose, |n, total, spec, r| {
             let what = match r {
                 Ok(b) if b.verdict.passed => b
                     .report
                     .bench
                     .first()
-                    .map_or("passed, but no bench line".into(), |l| {
-                        format!("{} cycles", l.fields.get("cycles").unwrap_or(&0))
-                    }),
-                Ok(b) => format!(
-                    "FAILED: {}",
-                    b.verdict.reasons.first().cloned().unwrap_or_default()
-                ),
+                    .map_or("passed, but no bench line".into(), |l| format!("{} cycles", l.fields.get("cycles").unwrap_or(&0))),
+                Ok(b) => format!("FAILED: {}", b.verdict.reasons.first().cloned().unwrap_or_default()),
                 Err(e) => format!("runner error: {e:#}"),
             };
-            println!(
-                "  [{n}/{total}, {:.0} s] {}: {what}",
-                start.elapsed().as_secs_f64(),
-                spec.name
-            );
+            println!("  [{n}/{total}, {:.0} s] {}: {what}", start.elapsed().as_secs_f64(), spec.name);
         });
         for (p, (spec, r)) in plans.iter().zip(results) {
             let run = match &r {
@@ -341,10 +259,7 @@ pub fn bench(ws: &Workspace, opts: &BenchOpts) -> Result<bool> {
                     } else {
                         b.verdict.reasons.join("; ")
                     };
-                    failures.push((
-                        spec.name.clone(),
-                        format!("{why} (report {})", b.report_path.display()),
-                    ))
+                    failures.push((spec.name.clone(), format!("{why} (report {})", b.report_path.display())))
                 }
                 (None, Err(e)) => failures.push((spec.name.clone(), format!("{e:#}"))),
             }
@@ -363,11 +278,7 @@ pub fn bench(ws: &Workspace, opts: &BenchOpts) -> Result<bool> {
     };
 
     let targets = figures::targets(&runs);
-    let plots = if runs.is_empty() {
-        Vec::new()
-    } else {
-        draw_plots(&out_dir, &runs, opts.full)?
-    };
+    let plots = if runs.is_empty() { Vec::new() } else { draw_plots(&out_dir, &runs, opts.full)? };
     let ok = failures.is_empty();
     println!("== results ({:.0} s) ==", start.elapsed().as_secs_f64());
     print!("{}", table(&runs));
@@ -406,20 +317,7 @@ fn num(v: Option<f64>, digits: usize) -> String {
 pub fn table(runs: &[Run]) -> String {
     let mut s = format!(
         "{:<9} {:<8} {:>4} {:>4} {:>4} {:>4} {:>6} {:>9} {:>12} {:>8} {:>7} {:>6} {:>6} {:>9}\n",
-        "workload",
-        "variant",
-        "cpus",
-        "K",
-        "M",
-        "R",
-        "ops",
-        "exits/op",
-        "cycles/op",
-        "created",
-        "hit%",
-        "zaps",
-        "recyc",
-        "hvcyc/ex"
+        "workload", "variant", "cpus", "K", "M", "R", "ops", "exits/op", "cycles/op", "created", "hit%", "zaps", "recyc", "hvcyc/ex"
     );
     for r in runs {
         let mmu = |k: &str| r.mmu.get(k).map_or("-".into(), |v| v.to_string());
@@ -449,15 +347,7 @@ pub fn table(runs: &[Run]) -> String {
 pub fn targets_text(t: &[Target]) -> String {
     let mut s = String::from("targets (issue #8 section 6):\n");
     for x in t {
-        let _ = writeln!(
-            s,
-            "  {} {}: {}\n      goal: {}\n      note: {}",
-            if x.met { "MET   " } else { "MISSED" },
-            x.name,
-            x.measured,
-            x.goal,
-            x.note
-        );
+        let _ = writeln!(s, "  {} {}: {}\n      goal: {}\n      note: {}", if x.met { "MET   " } else { "MISSED" }, x.name, x.measured, x.goal, x.note);
     }
     let met = t.iter().filter(|x| x.met).count();
     let _ = writeln!(s, "{met} of {} targets met", t.len());
@@ -472,78 +362,31 @@ mod tests {
     fn quick_plan_has_the_target_points_and_every_variant() {
         let p = plan(false);
         for v in Variant::ALL {
-            assert!(p.contains(&Plan {
-                workload: "ctxsw",
-                k: 16,
-                m: 64,
-                r: 20,
-                variant: v
-            }));
+            assert!(p.contains(&Plan { workload: "ctxsw", k: 16, m: 64, r: 20, variant: v }));
             assert!(p.iter().any(|x| x.workload == "modewalk" && x.variant == v));
         }
         assert_eq!(p.len(), 5 * 4 + 2 * 4 + 4 + 4);
         let smp: Vec<_> = p.iter().filter(|x| x.workload == "ctxsw-smp").collect();
         assert_eq!(smp.len(), 4);
         let s = smp[0].spec("corei7_skylake_x", 60);
-        assert_eq!(
-            (s.cpus, s.name.as_str()),
-            (SMP_CPUS, "ctxsw-smp K=16 M=64 2 cpus cache")
-        );
-        assert_eq!(
-            s.guest_args,
-            "ram_test_mib=0 bench=ctxsw-smp bench_k=16 bench_m=64 bench_r=20"
-        );
+        assert_eq!((s.cpus, s.name.as_str()), (SMP_CPUS, "ctxsw-smp K=16 M=64 2 cpus cache"));
+        assert_eq!(s.guest_args, "ram_test_mib=0 bench=ctxsw-smp bench_k=16 bench_m=64 bench_r=20");
         assert!(plan(true).len() > p.len());
-        assert!(plan(true)
-            .iter()
-            .all(|x| x.workload != "ctxsw" || x.k * x.r >= SWITCHES.min(3 * x.k)));
+        assert!(plan(true).iter().all(|x| x.workload != "ctxsw" || x.k * x.r >= SWITCHES.min(3 * x.k)));
     }
 
     #[test]
     fn specs_select_the_variant() {
-        let p = Plan {
-            workload: "ctxsw",
-            k: 4,
-            m: 16,
-            r: 80,
-            variant: Variant::NoCache,
-        };
+        let p = Plan { workload: "ctxsw", k: 4, m: 16, r: 80, variant: Variant::NoCache };
         let s = p.spec("corei7_skylake_x", 60);
         assert_eq!(s.name, "ctxsw K=4 M=16 nocache");
-        assert_eq!(
-            (s.hv_args.as_str(), s.mmu, s.hypervisor),
-            ("cache=0", Mmu::Shadow, true)
-        );
-        assert_eq!(
-            s.guest_args,
-            "ram_test_mib=0 bench=ctxsw bench_k=4 bench_m=16 bench_r=80"
-        );
-        let e = Plan {
-            variant: Variant::Ept,
-            ..p.clone()
-        }
-        .spec("m", 1);
+        assert_eq!((s.hv_args.as_str(), s.mmu, s.hypervisor), ("cache=0", Mmu::Shadow, true));
+        assert_eq!(s.guest_args, "ram_test_mib=0 bench=ctxsw bench_k=4 bench_m=16 bench_r=80");
+        let e = Plan { variant: Variant::Ept, ..p.clone() }.spec("m", 1);
         assert_eq!((e.mmu, e.hv_args.as_str()), (Mmu::Ept, ""));
-        assert!(
-            !Plan {
-                variant: Variant::Bare,
-                ..p
-            }
-            .spec("m", 1)
-            .hypervisor
-        );
-        let f = Plan {
-            workload: "fork",
-            k: 1,
-            m: 64,
-            r: 10,
-            variant: Variant::Cache,
-        }
-        .spec("m", 1);
-        assert_eq!(
-            f.guest_args,
-            "ram_test_mib=0 bench=fork bench_m=64 bench_r=10"
-        );
+        assert!(!Plan { variant: Variant::Bare, ..p }.spec("m", 1).hypervisor);
+        let f = Plan { workload: "fork", k: 1, m: 64, r: 10, variant: Variant::Cache }.spec("m", 1);
+        assert_eq!(f.guest_args, "ram_test_mib=0 bench=fork bench_m=64 bench_r=10");
     }
 
     #[test]
@@ -553,12 +396,7 @@ mod tests {
         let t = table(std::slice::from_ref(&r));
         assert!(t.lines().nth(1).unwrap().starts_with("ctxsw     cache       1   16   64   20    320     1.000            2        0  100.00"), "{t}");
         let tt = targets_text(&figures::targets(&[r]));
-        assert!(
-            tt.contains(
-                "MET    cr3-switch-cost: 1.000 exits and 0 shadow pages created over 320 switches"
-            ),
-            "{tt}"
-        );
+        assert!(tt.contains("MET    cr3-switch-cost: 1.000 exits and 0 shadow pages created over 320 switches"), "{tt}");
         assert!(tt.ends_with("2 of 4 targets met\n"), "{tt}");
     }
 }

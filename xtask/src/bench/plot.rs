@@ -42,19 +42,9 @@ fn color(v: Variant) -> RGBColor {
 /// light, so that EPT (often on top of it) stays visible.
 pub fn draw(path: &Path, title: &str, y_label: &str, series: &[Series], log_y: bool) -> Result<()> {
     let pts = || series.iter().flat_map(|s| s.1.iter());
-    let k_max = pts()
-        .map(|p| p.0)
-        .max()
-        .ok_or_else(|| anyhow!("{title}: nothing to plot"))?
-        .max(2);
-    let y_max =
-        pts().map(|p| p.1).fold(0.0_f64, f64::max).max(1.0) * if log_y { 30.0 } else { 1.6 };
-    let y_min = (pts()
-        .map(|p| p.1)
-        .filter(|&y| y >= 1.0)
-        .fold(f64::MAX, f64::min)
-        / 3.0)
-        .clamp(1.0, y_max / 10.0);
+    let k_max = pts().map(|p| p.0).max().ok_or_else(|| anyhow!("{title}: nothing to plot"))?.max(2);
+    let y_max = pts().map(|p| p.1).fold(0.0_f64, f64::max).max(1.0) * if log_y { 30.0 } else { 1.6 };
+    let y_min = (pts().map(|p| p.1).filter(|&y| y >= 1.0).fold(f64::MAX, f64::min) / 3.0).clamp(1.0, y_max / 10.0);
     let x_max = (k_max as f64).log2();
     let root = SVGBackend::new(path, (800, 500)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| anyhow!("{e}"))?;
@@ -75,26 +65,15 @@ pub fn draw(path: &Path, title: &str, y_label: &str, series: &[Series], log_y: b
                 .draw()
                 .map_err(err)?;
             for (v, p) in order {
-                let (c, width) = if *v == Variant::Bare {
-                    (color(*v).mix(0.45), 7)
-                } else {
-                    (color(*v).mix(1.0), 2)
-                };
-                let p: Vec<(f64, f64)> = p
-                    .iter()
-                    .filter(|q| !log_y || q.1 >= 1.0)
-                    .map(|q| ((q.0 as f64).log2(), q.1))
-                    .collect();
+                let (c, width) = if *v == Variant::Bare { (color(*v).mix(0.45), 7) } else { (color(*v).mix(1.0), 2) };
+                let p: Vec<(f64, f64)> =
+                    p.iter().filter(|q| !log_y || q.1 >= 1.0).map(|q| ((q.0 as f64).log2(), q.1)).collect();
                 chart
                     .draw_series(LineSeries::new(p.iter().copied(), c.stroke_width(width)))
                     .map_err(err)?
                     .label(v.name())
-                    .legend(move |(x, y)| {
-                        PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(width))
-                    });
-                chart
-                    .draw_series(p.iter().map(|&q| Circle::new(q, 4, c.filled())))
-                    .map_err(err)?;
+                    .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(width)));
+                chart.draw_series(p.iter().map(|&q| Circle::new(q, 4, c.filled()))).map_err(err)?;
             }
             chart
                 .configure_series_labels()
@@ -106,25 +85,14 @@ pub fn draw(path: &Path, title: &str, y_label: &str, series: &[Series], log_y: b
         }};
     }
     let mut b = ChartBuilder::on(&root);
-    b.caption(title, ("sans-serif", 22))
-        .margin(15)
-        .x_label_area_size(45)
-        .y_label_area_size(80);
+    b.caption(title, ("sans-serif", 22)).margin(15).x_label_area_size(45).y_label_area_size(80);
     let x = -0.2..x_max + 0.2;
     if log_y {
-        body!(
-            b.build_cartesian_2d(x, (y_min..y_max).log_scale())
-                .map_err(err)?,
-            |y: &f64| format!("{y:.0e}")
-        );
+        body!(b.build_cartesian_2d(x, (y_min..y_max).log_scale()).map_err(err)?, |y: &f64| format!("{y:.0e}"));
     } else {
-        body!(
-            b.build_cartesian_2d(x, 0.0..y_max).map_err(err)?,
-            |y: &f64| format!("{y:.0}")
-        );
+        body!(b.build_cartesian_2d(x, 0.0..y_max).map_err(err)?, |y: &f64| format!("{y:.0}"));
     }
-    root.present()
-        .map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
+    root.present().map_err(|e| anyhow!("writing {}: {e}", path.display()))?;
     Ok(())
 }
 
@@ -135,40 +103,22 @@ mod tests {
     #[test]
     fn draws_every_variant_into_an_svg() {
         let s: Vec<Series> = vec![
-            (
-                Variant::Cache,
-                vec![(1, 3712.0), (2, 7598.0), (16, 60695.0)],
-            ),
+            (Variant::Cache, vec![(1, 3712.0), (2, 7598.0), (16, 60695.0)]),
             (Variant::NoCache, vec![(1, 1190282.0), (16, 19054416.0)]),
             (Variant::Ept, vec![(1, 2841.0), (16, 45271.0)]),
             (Variant::Bare, vec![(1, 2841.0), (16, 45271.0)]),
         ];
-        let path =
-            std::env::temp_dir().join(format!("quadrant-plot-test-{}.svg", std::process::id()));
-        draw(
-            &path,
-            "ctxsw, M=64: guest cycles per round",
-            "cycles",
-            &s,
-            true,
-        )
-        .unwrap();
+        let path = std::env::temp_dir().join(format!("quadrant-plot-test-{}.svg", std::process::id()));
+        draw(&path, "ctxsw, M=64: guest cycles per round", "cycles", &s, true).unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
         if std::env::var_os("QUADRANT_KEEP_PLOT").is_none() {
             let _ = std::fs::remove_file(&path);
         }
         assert!(svg.starts_with("<svg"), "{}", &svg[..60.min(svg.len())]);
         for v in Variant::ALL {
-            assert!(
-                svg.contains(&format!(">\n{}\n</text>", v.name())),
-                "legend of {}",
-                v.name()
-            );
+            assert!(svg.contains(&format!(">\n{}\n</text>", v.name())), "legend of {}", v.name());
         }
-        assert!(
-            svg.contains(">\n16\n</text>"),
-            "K axis labelled in powers of 2"
-        );
+        assert!(svg.contains(">\n16\n</text>"), "K axis labelled in powers of 2");
         assert!(draw(&path, "empty", "y", &[], false).is_err());
     }
 }

@@ -17,20 +17,12 @@ use std::fmt::Write as _;
 /// suite does not run). `modes=0` is *not* exempt: a run of the whole
 /// suite that skips the mode walk does not create what the suite promises,
 /// and the gate says so.
-pub fn applies(
-    hypervisor: bool,
-    shadow: bool,
-    built_guest: bool,
-    expect_error: bool,
-    guest_args: &str,
-) -> bool {
+pub fn applies(hypervisor: bool, shadow: bool, built_guest: bool, expect_error: bool, guest_args: &str) -> bool {
     hypervisor
         && shadow
         && built_guest
         && !expect_error
-        && !guest_args
-            .split_ascii_whitespace()
-            .any(|w| w.starts_with("crash=") || w.starts_with("only=") || w.starts_with("bench="))
+        && !guest_args.split_ascii_whitespace().any(|w| w.starts_with("crash=") || w.starts_with("only=") || w.starts_with("bench="))
 }
 
 /// The SMP gate: the `mmu-stats` line's `loaded_glevels_pairs` must hold
@@ -38,9 +30,7 @@ pub fn applies(
 /// shadow root beside the BSP's long-mode one). A run without the line
 /// already fails for its missing table and is not blamed twice.
 pub fn judge_smp(console: &Console, reasons: &mut Vec<String>) {
-    let Some(stats) = &console.mmu_stats else {
-        return;
-    };
+    let Some(stats) = &console.mmu_stats else { return };
     let (a, b) = coverage::SMP_PROMISED_PAIR;
     match stats.get("loaded_glevels_pairs") {
         Some(&m) if m as u32 & coverage::glevels_pair_bit(a, b) != 0 => {}
@@ -53,14 +43,8 @@ pub fn judge_smp(console: &Console, reasons: &mut Vec<String>) {
 
 /// `0+4, 2+4` for a `loaded_glevels_pairs` value (`none` when empty).
 pub fn pairs_text(mask: u32) -> String {
-    let v: Vec<String> = coverage::glevels_pairs(mask)
-        .map(|(a, b)| format!("{a}+{b}"))
-        .collect();
-    if v.is_empty() {
-        "none".into()
-    } else {
-        v.join(", ")
-    }
+    let v: Vec<String> = coverage::glevels_pairs(mask).map(|(a, b)| format!("{a}+{b}")).collect();
+    if v.is_empty() { "none".into() } else { v.join(", ") }
 }
 
 /// The gate: the table must be complete and cover every pattern of
@@ -90,10 +74,7 @@ pub fn judge(
     let created: Vec<RoleValue> = console.role_coverage.iter().map(|r| r.role).collect();
     let missing: Vec<&'static RolePattern> = coverage::missing(promised, &created).collect();
     for p in &missing {
-        reasons.push(format!(
-            "role coverage: promised value \"{}\" ({p}) was never created",
-            p.name
-        ));
+        reasons.push(format!("role coverage: promised value \"{}\" ({p}) was never created", p.name));
     }
     missing
 }
@@ -154,11 +135,7 @@ impl RoleRow {
             count: r.count,
             created: r.count,
             hits: r.hits,
-            promised: coverage::PROMISED
-                .iter()
-                .filter(|p| p.matches(&v))
-                .map(|p| p.name)
-                .collect(),
+            promised: coverage::PROMISED.iter().filter(|p| p.matches(&v)).map(|p| p.name).collect(),
         }
     }
 }
@@ -175,21 +152,13 @@ pub struct MissingRow {
 impl MissingRow {
     /// The report row of one missing pattern.
     pub fn of(p: &RolePattern) -> MissingRow {
-        MissingRow {
-            name: p.name,
-            pattern: p.to_string(),
-        }
+        MissingRow { name: p.name, pattern: p.to_string() }
     }
 }
 
 /// The coverage lines of a boot's block: nothing without a table; the
 /// one-line summary; with `verbose`, every created role first.
-pub fn block_lines(
-    console: &Console,
-    checked: bool,
-    missing: &[&RolePattern],
-    verbose: bool,
-) -> String {
+pub fn block_lines(console: &Console, checked: bool, missing: &[&RolePattern], verbose: bool) -> String {
     let mut s = String::new();
     if console.role_coverage_end.is_none() && console.role_coverage.is_empty() {
         return s;
@@ -204,11 +173,7 @@ pub fn block_lines(
             let b = |x: bool| if x { '1' } else { '0' };
             let mut access = String::new();
             let _ = coverage::write_access(&mut access, v.access);
-            let names: Vec<&str> = coverage::PROMISED
-                .iter()
-                .filter(|p| p.matches(&v))
-                .map(|p| p.name)
-                .collect();
+            let names: Vec<&str> = coverage::PROMISED.iter().filter(|p| p.matches(&v)).map(|p| p.name).collect();
             let _ = writeln!(
                 s,
                 "    g{} l{} q{} m{} {access} {}{}{}{}{} {:#07x}: {:>4}{}",
@@ -223,19 +188,12 @@ pub fn block_lines(
                 b(v.cr4_pse),
                 r.word,
                 r.count,
-                if names.is_empty() {
-                    String::new()
-                } else {
-                    format!("  <- {}", names.join("; "))
-                }
+                if names.is_empty() { String::new() } else { format!("  <- {}", names.join("; ")) }
             );
         }
     }
     if let Some(stats) = &console.mmu_stats {
-        if let (Some(&pairs), Some(&most)) = (
-            stats.get("loaded_glevels_pairs"),
-            stats.get("max_loaded_glevels"),
-        ) {
+        if let (Some(&pairs), Some(&most)) = (stats.get("loaded_glevels_pairs"), stats.get("max_loaded_glevels")) {
             if stats.get("vcpus").is_some_and(|&n| n > 1) {
                 let _ = writeln!(
                     s,
@@ -248,15 +206,9 @@ pub fn block_lines(
     let k = console.role_coverage.len();
     let n = coverage::PROMISED.len();
     if !checked {
-        let _ = writeln!(
-            s,
-            "  role coverage: {k} distinct role values (not checked for this run)"
-        );
+        let _ = writeln!(s, "  role coverage: {k} distinct role values (not checked for this run)");
     } else if missing.is_empty() {
-        let _ = writeln!(
-            s,
-            "  role coverage: {k} distinct role values, all {n} promised values covered"
-        );
+        let _ = writeln!(s, "  role coverage: {k} distinct role values, all {n} promised values covered");
     } else {
         let names: Vec<&str> = missing.iter().map(|p| p.name).collect();
         let _ = writeln!(
@@ -317,15 +269,10 @@ mod tests {
     #[test]
     fn smp_gate_wants_real_mode_beside_long_mode() {
         let with = |pairs: u32| {
-            Console::from_text(&format!(
-                "mmu-stats created=1 vcpus=2 max_loaded_glevels=2 loaded_glevels_pairs={pairs}\n"
-            ))
+            Console::from_text(&format!("mmu-stats created=1 vcpus=2 max_loaded_glevels=2 loaded_glevels_pairs={pairs}\n"))
         };
         let mut reasons = Vec::new();
-        judge_smp(
-            &with(coverage::glevels_pair_bit(0, 4) | coverage::glevels_pair_bit(2, 4)),
-            &mut reasons,
-        );
+        judge_smp(&with(coverage::glevels_pair_bit(0, 4) | coverage::glevels_pair_bit(2, 4)), &mut reasons);
         assert!(reasons.is_empty(), "{reasons:?}");
         judge_smp(&with(coverage::glevels_pair_bit(3, 4)), &mut reasons);
         assert_eq!(
@@ -351,26 +298,16 @@ mod tests {
         for p in coverage::PROMISED {
             // Drop every example that would satisfy `p` (the examples of
             // broad promises, like "access U=0", match many patterns).
-            let roles: Vec<RoleValue> = all_promised()
-                .into_iter()
-                .filter(|v| !p.matches(v))
-                .collect();
+            let roles: Vec<RoleValue> = all_promised().into_iter().filter(|v| !p.matches(v)).collect();
             let c = console_with(&roles);
             let mut reasons = Vec::new();
             let missing = judge(&c, coverage::PROMISED, &mut reasons);
             assert!(missing.contains(&p), "removing {}", p.name);
-            let want = format!(
-                "role coverage: promised value \"{}\" ({p}) was never created",
-                p.name
-            );
+            let want = format!("role coverage: promised value \"{}\" ({p}) was never created", p.name);
             assert!(reasons.contains(&want), "{reasons:?}");
             // Only promises whose every example was dropped go missing.
             for q in &missing {
-                assert!(
-                    !roles.iter().any(|v| q.matches(v)),
-                    "{} reported though created",
-                    q.name
-                );
+                assert!(!roles.iter().any(|v| q.matches(v)), "{} reported though created", q.name);
             }
         }
     }
@@ -380,52 +317,18 @@ mod tests {
         let mut roles = all_promised();
         let gone = roles.remove(0);
         let c = console_with(&roles);
-        let exp = super::super::Expectation {
-            hypervisor: true,
-            expect_error: None,
-            expect_text: None,
-            role_coverage: true,
-            expect_failures: &[],
-            smp_modes: false,
-        };
-        let v = super::super::judge(
-            &c,
-            super::super::Exit::Code(0),
-            super::super::ExitConvention::Bochs,
-            exp,
-        );
+        let exp =
+            super::super::Expectation { hypervisor: true, expect_error: None, expect_text: None, role_coverage: true, expect_failures: &[], smp_modes: false };
+        let v = super::super::judge(&c, super::super::Exit::Code(0), super::super::ExitConvention::Bochs, exp);
         assert!(!v.passed);
-        assert!(
-            v.reasons[0].contains(coverage::PROMISED[0].name),
-            "{:?}",
-            v.reasons
-        );
+        assert!(v.reasons[0].contains(coverage::PROMISED[0].name), "{:?}", v.reasons);
         assert_eq!(v.coverage_missing, vec![&coverage::PROMISED[0]]);
         // The same console without the gate passes; with every value it passes too.
-        let off = super::super::Expectation {
-            role_coverage: false,
-            ..exp
-        };
-        assert!(
-            super::super::judge(
-                &c,
-                super::super::Exit::Code(0),
-                super::super::ExitConvention::Bochs,
-                off
-            )
-            .passed
-        );
+        let off = super::super::Expectation { role_coverage: false, ..exp };
+        assert!(super::super::judge(&c, super::super::Exit::Code(0), super::super::ExitConvention::Bochs, off).passed);
         roles.push(gone);
         let c = console_with(&roles);
-        assert!(
-            super::super::judge(
-                &c,
-                super::super::Exit::Code(0),
-                super::super::ExitConvention::Bochs,
-                exp
-            )
-            .passed
-        );
+        assert!(super::super::judge(&c, super::super::Exit::Code(0), super::super::ExitConvention::Bochs, exp).passed);
     }
 
     /// The role-coverage tables of real runs (Bochs `core2_penryn_t9600`;
@@ -448,10 +351,7 @@ mod tests {
     fn measured_run_without_the_mode_walk_fails_naming_the_walks_values() {
         let c = Console::from_text(PENRYN_MODES0);
         let mut reasons = Vec::new();
-        let missing: Vec<&str> = judge(&c, coverage::PROMISED, &mut reasons)
-            .iter()
-            .map(|p| p.name)
-            .collect();
+        let missing: Vec<&str> = judge(&c, coverage::PROMISED, &mut reasons).iter().map(|p| p.name).collect();
         // The no-paging identity map is also created by the boot hand-off
         // (protected mode without paging), and the long/... checks build
         // their own 4-level tables (with every access value and both
@@ -464,27 +364,19 @@ mod tests {
         assert_eq!(want.len(), 11);
         assert_eq!(missing, want);
         assert_eq!(reasons.len(), want.len());
-        assert!(
-            reasons
-                .iter()
-                .any(|r| r.contains("\"32-bit PD quadrant 1\" (glevels=2 level=2 quadrant=1")),
-            "{reasons:?}"
-        );
+        assert!(reasons.iter().any(|r| r.contains("\"32-bit PD quadrant 1\" (glevels=2 level=2 quadrant=1")), "{reasons:?}");
     }
 
     #[test]
     fn missing_or_truncated_table_fails() {
-        let c =
-            Console::from_text("check PASS a/b: \nquadrant-result status=0 reason=guest-exit\n");
+        let c = Console::from_text("check PASS a/b: \nquadrant-result status=0 reason=guest-exit\n");
         let mut reasons = Vec::new();
         judge(&c, coverage::PROMISED, &mut reasons);
         assert_eq!(reasons.len(), 1);
         assert!(reasons[0].contains("no `role-coverage-end`"), "{reasons:?}");
 
         // A run that died early is not blamed for the table.
-        let c = Console::from_text(
-            "quadrant-error triple-fault: x\nquadrant-result status=255 reason=triple-fault\n",
-        );
+        let c = Console::from_text("quadrant-error triple-fault: x\nquadrant-result status=255 reason=triple-fault\n");
         let mut reasons = Vec::new();
         judge(&c, coverage::PROMISED, &mut reasons);
         assert!(reasons.is_empty(), "{reasons:?}");
@@ -506,24 +398,9 @@ mod tests {
         assert!(!applies(true, false, true, false, ""));
         assert!(!applies(true, true, false, false, ""));
         assert!(!applies(true, true, true, true, ""));
-        assert!(!applies(
-            true,
-            true,
-            true,
-            false,
-            "crash=triple-fault modes=0"
-        ));
-        assert!(
-            !applies(true, true, true, false, "ram_test_mib=0 only=long/pt-write"),
-            "a subset promises nothing"
-        );
-        assert!(!applies(
-            true,
-            true,
-            true,
-            false,
-            "ram_test_mib=0 bench=ctxsw"
-        ));
+        assert!(!applies(true, true, true, false, "crash=triple-fault modes=0"));
+        assert!(!applies(true, true, true, false, "ram_test_mib=0 only=long/pt-write"), "a subset promises nothing");
+        assert!(!applies(true, true, true, false, "ram_test_mib=0 bench=ctxsw"));
     }
 
     #[test]
@@ -531,19 +408,10 @@ mod tests {
         let c = console_with(&all_promised());
         let s = block_lines(&c, true, &[], false);
         let n = coverage::PROMISED.len();
-        assert_eq!(
-            s,
-            format!("  role coverage: {n} distinct role values, all {n} promised values covered\n")
-        );
+        assert_eq!(s, format!("  role coverage: {n} distinct role values, all {n} promised values covered\n"));
         let s = block_lines(&c, true, &[&coverage::PROMISED[1]], true);
         assert_eq!(s.lines().count(), n + 2);
-        assert!(
-            s.ends_with(&format!(
-                "1 of {n} promised values missing: {}\n",
-                coverage::PROMISED[1].name
-            )),
-            "{s}"
-        );
+        assert!(s.ends_with(&format!("1 of {n} promised values missing: {}\n", coverage::PROMISED[1].name)), "{s}");
         assert!(block_lines(&c, false, &[], false).contains("not checked"));
         assert_eq!(block_lines(&Console::default(), true, &[], true), "");
     }
@@ -552,10 +420,7 @@ mod tests {
     fn report_rows() {
         let c = console_with(&all_promised());
         let r = RoleRow::of(&c.role_coverage[0]);
-        assert_eq!(
-            r.promised.first().copied(),
-            Some(coverage::PROMISED[0].name)
-        );
+        assert_eq!(r.promised.first().copied(), Some(coverage::PROMISED[0].name));
         assert_eq!(r.word, "0x0");
         let m = MissingRow::of(&coverage::PROMISED[0]);
         assert_eq!(m.pattern, coverage::PROMISED[0].to_string());

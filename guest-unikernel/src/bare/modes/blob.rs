@@ -602,3 +602,4 @@ qm_end:
     walk_size = const shared::hypercall::ShadowWalkRecord::SIZE,
     options(att_syntax)
 );
+

@@ -47,19 +47,12 @@ unsafe extern "C" {
 fn info() -> EngineInfo {
     // SAFETY: the header is five initialised, read-only words.
     let h = unsafe { quadrant_modes_blob };
-    EngineInfo {
-        len: h[0],
-        entry: h[1],
-        stubs16: h[2],
-        stubs32: h[3],
-        stubs64: h[4],
-    }
+    EngineInfo { len: h[0], entry: h[1], stubs16: h[2], stubs32: h[3], stubs64: h[4] }
 }
 
 /// True when `[addr, addr + len)` lies in the low window.
 fn in_window(addr: u64, len: usize) -> bool {
-    addr.checked_add(len as u64)
-        .is_some_and(|end| l::LOW.contains(addr) && end <= l::LOW_END)
+    addr.checked_add(len as u64).is_some_and(|end| l::LOW.contains(addr) && end <= l::LOW_END)
 }
 
 /// Copies the blob to `BLOB_BASE`.
@@ -115,10 +108,7 @@ pub fn read(addr: u64, bytes: &mut [u8]) -> bool {
 /// switches modes, loads those tables and executes every op as given.
 pub unsafe fn run() {
     if let Err(r) = engine::vet(&mut |a, b| read(a, b), super::phys::image()) {
-        let _ = writeln!(
-            Console,
-            "guest: modes: the engine refuses the program in the low window: {r:?}"
-        );
+        let _ = writeln!(Console, "guest: modes: the engine refuses the program in the low window: {r:?}");
         return;
     }
     let entry = l::BLOB_BASE + u64::from(info().entry);

@@ -96,149 +96,39 @@ pub(super) fn large_2m(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
             lab.expect(ex, "2M write", Op::Write(i), t + o + WR_OFF, s, Want::Done);
         }
         for (i, o) in (1u64..).zip(LARGE_OFFS) {
-            lab.expect(
-                ex,
-                "2M read back",
-                Op::Read,
-                t + o + WR_OFF,
-                s,
-                Want::Val(i),
-            );
+            lab.expect(ex, "2M read back", Op::Read, t + o + WR_OFF, s, Want::Val(i));
             let m = lab.r(l + o + WR_OFF);
-            ex.that(
-                m == i,
-                format_args!("memory at {:#x}: {m:#x}, want {i:#x}", l + o + WR_OFF),
-            );
+            ex.that(m == i, format_args!("memory at {:#x}: {m:#x}, want {i:#x}", l + o + WR_OFF));
         }
         // X: the 2 MiB mapping writes it first (PTE 511 stays not present).
         let wx = t + X_OFF;
-        lab.expect(
-            ex,
-            "X: 2M write before it is a PT",
-            Op::Write(0),
-            wx + 8 * 511,
-            s,
-            Want::Done,
-        );
-        lab.expect(
-            ex,
-            "X: PTE 1",
-            Op::Read,
-            u + 0x1000,
-            s,
-            Want::Val(marker(d0)),
-        );
+        lab.expect(ex, "X: 2M write before it is a PT", Op::Write(0), wx + 8 * 511, s, Want::Done);
+        lab.expect(ex, "X: PTE 1", Op::Read, u + 0x1000, s, Want::Val(marker(d0)));
         lab.expect(ex, "X: PTE 0 not present", Op::Read, u, s, Want::Pf(0));
-        lab.expect(
-            ex,
-            "X: PTE 0 written through 2M",
-            Op::Write(entry64(d1, rw)),
-            wx,
-            s,
-            Want::Done,
-        );
-        lab.expect(
-            ex,
-            "X: PTE 0 present, no INVLPG",
-            Op::Read,
-            u,
-            s,
-            Want::Val(marker(d1)),
-        );
-        lab.expect(
-            ex,
-            "X: PTE 1 remapped through 2M",
-            Op::Write(entry64(d1, rw)),
-            wx + 8,
-            s,
-            Want::Done,
-        );
+        lab.expect(ex, "X: PTE 0 written through 2M", Op::Write(entry64(d1, rw)), wx, s, Want::Done);
+        lab.expect(ex, "X: PTE 0 present, no INVLPG", Op::Read, u, s, Want::Val(marker(d1)));
+        lab.expect(ex, "X: PTE 1 remapped through 2M", Op::Write(entry64(d1, rw)), wx + 8, s, Want::Done);
         lab.invlpg(ex, u + 0x1000);
-        lab.expect(
-            ex,
-            "X: PTE 1 after INVLPG",
-            Op::Read,
-            u + 0x1000,
-            s,
-            Want::Val(marker(d1)),
-        );
+        lab.expect(ex, "X: PTE 1 after INVLPG", Op::Read, u + 0x1000, s, Want::Val(marker(d1)));
         let want = format_args!("ok {:#x} (A/D aside)", entry64(d1, rw));
-        lab.expect_by(
-            ex,
-            "X: PTE 1 read through 2M",
-            Op::Read,
-            wx + 8,
-            s,
-            (&want, |got| same_entry(got, entry64(d1, rw))),
-        );
+        lab.expect_by(ex, "X: PTE 1 read through 2M", Op::Read, wx + 8, s, (&want, |got| same_entry(got, entry64(d1, rw))));
         // Y: a page table first, then written through the 2 MiB mapping.
         let wy = t + Y_OFF;
         let v = u + M2;
-        lab.expect(
-            ex,
-            "Y: PTE 1",
-            Op::Read,
-            v + 0x1000,
-            s,
-            Want::Val(marker(d0)),
-        );
+        lab.expect(ex, "Y: PTE 1", Op::Read, v + 0x1000, s, Want::Val(marker(d0)));
         lab.expect(ex, "Y: PTE 0 not present", Op::Read, v, s, Want::Pf(0));
-        lab.expect(
-            ex,
-            "Y: PTE 0 written through 2M",
-            Op::Write(entry64(d1, rw)),
-            wy,
-            s,
-            Want::Done,
-        );
-        lab.expect(
-            ex,
-            "Y: PTE 0 present, no INVLPG",
-            Op::Read,
-            v,
-            s,
-            Want::Val(marker(d1)),
-        );
-        lab.expect(
-            ex,
-            "Y: PTE 1 remapped through 2M",
-            Op::Write(entry64(d1, rw)),
-            wy + 8,
-            s,
-            Want::Done,
-        );
+        lab.expect(ex, "Y: PTE 0 written through 2M", Op::Write(entry64(d1, rw)), wy, s, Want::Done);
+        lab.expect(ex, "Y: PTE 0 present, no INVLPG", Op::Read, v, s, Want::Val(marker(d1)));
+        lab.expect(ex, "Y: PTE 1 remapped through 2M", Op::Write(entry64(d1, rw)), wy + 8, s, Want::Done);
         lab.invlpg(ex, v + 0x1000);
-        lab.expect(
-            ex,
-            "Y: PTE 1 after INVLPG",
-            Op::Read,
-            v + 0x1000,
-            s,
-            Want::Val(marker(d1)),
-        );
-        lab.expect(
-            ex,
-            "Y: PTE 1 cleared through 2M",
-            Op::Write(0),
-            wy + 8,
-            s,
-            Want::Done,
-        );
+        lab.expect(ex, "Y: PTE 1 after INVLPG", Op::Read, v + 0x1000, s, Want::Val(marker(d1)));
+        lab.expect(ex, "Y: PTE 1 cleared through 2M", Op::Write(0), wy + 8, s, Want::Done);
         lab.invlpg(ex, v + 0x1000);
-        lab.expect(
-            ex,
-            "Y: PTE 1 not present after INVLPG",
-            Op::Read,
-            v + 0x1000,
-            s,
-            Want::Pf(0),
-        );
+        lab.expect(ex, "Y: PTE 1 not present after INVLPG", Op::Read, v + 0x1000, s, Want::Pf(0));
         lab.leave();
     }
     let n = lab.probes;
-    e.finish(format_args!(
-        "2 MiB frame {l:#x}, PTs X={x:#x} Y={y:#x} inside it, {n} probes"
-    ))
+    e.finish(format_args!("2 MiB frame {l:#x}, PTs X={x:#x} Y={y:#x} inside it, {n} probes"))
 }
 
 /// Scenario 11 (SDM Vol. 3A 4.6.1): with CR0.WP=0 a supervisor write to a
@@ -270,136 +160,36 @@ pub(super) fn cr0_wp(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     if lab.enter(&mut e, false) {
         let x = &mut e;
         lab.cpu().set_cr0_wp(false);
-        lab.expect(
-            x,
-            "WP=0: sup write U=1 W=0",
-            Op::Write(1),
-            uro,
-            s,
-            Want::Done,
-        );
+        lab.expect(x, "WP=0: sup write U=1 W=0", Op::Write(1), uro, s, Want::Done);
         let m = lab.r(d0 + WR_OFF);
-        x.that(
-            m == 1,
-            format_args!("WP=0: the write landed: memory {m:#x}, want 0x1"),
-        );
+        x.that(m == 1, format_args!("WP=0: the write landed: memory {m:#x}, want 0x1"));
         lab.expect(x, "WP=0: sup read", Op::Read, uro, s, Want::Val(1));
         lab.expect(x, "WP=0: user read", Op::Read, uro, u, Want::Val(1));
         lab.expect(x, "WP=0: user write", Op::Write(9), uro, u, Want::Pf(upw));
-        lab.expect(
-            x,
-            "WP=0: sup write after user access",
-            Op::Write(2),
-            uro,
-            s,
-            Want::Done,
-        );
-        lab.expect(
-            x,
-            "WP=0: sup write U=0 W=0",
-            Op::Write(3),
-            sro,
-            s,
-            Want::Done,
-        );
+        lab.expect(x, "WP=0: sup write after user access", Op::Write(2), uro, s, Want::Done);
+        lab.expect(x, "WP=0: sup write U=0 W=0", Op::Write(3), sro, s, Want::Done);
         lab.cpu().set_cr0_wp(true);
-        lab.expect(
-            x,
-            "WP=1: sup write U=1 W=0",
-            Op::Write(4),
-            uro,
-            s,
-            Want::Pf(pw),
-        );
-        lab.expect(
-            x,
-            "WP=1: sup write U=0 W=0",
-            Op::Write(4),
-            sro,
-            s,
-            Want::Pf(pw),
-        );
+        lab.expect(x, "WP=1: sup write U=1 W=0", Op::Write(4), uro, s, Want::Pf(pw));
+        lab.expect(x, "WP=1: sup write U=0 W=0", Op::Write(4), sro, s, Want::Pf(pw));
         let m = lab.r(d0 + WR_OFF);
-        x.that(
-            m == 2,
-            format_args!("WP=1: memory after the faulting write {m:#x}, want 0x2"),
-        );
+        x.that(m == 2, format_args!("WP=1: memory after the faulting write {m:#x}, want 0x2"));
         lab.expect(x, "WP=1: sup read", Op::Read, uro, s, Want::Val(2));
         lab.expect(x, "WP=1: user read", Op::Read, uro, u, Want::Val(2));
         lab.expect(x, "WP=1: user write", Op::Write(9), uro, u, Want::Pf(upw));
-        lab.expect(
-            x,
-            "WP=1: sup write U=1 W=1",
-            Op::Write(5),
-            urw,
-            s,
-            Want::Done,
-        );
+        lab.expect(x, "WP=1: sup write U=1 W=1", Op::Write(5), urw, s, Want::Done);
         lab.cpu().set_cr0_wp(false);
-        lab.expect(
-            x,
-            "WP=0 again: sup write U=1 W=0",
-            Op::Write(6),
-            uro,
-            s,
-            Want::Done,
-        );
+        lab.expect(x, "WP=0 again: sup write U=1 W=0", Op::Write(6), uro, s, Want::Done);
         lab.expect(x, "WP=0 again: sup read", Op::Read, uro, s, Want::Val(6));
-        lab.expect(
-            x,
-            "WP=0 again: sup write U=0 W=0",
-            Op::Write(7),
-            sro,
-            s,
-            Want::Done,
-        );
+        lab.expect(x, "WP=0 again: sup write U=0 W=0", Op::Write(7), sro, s, Want::Done);
         lab.cpu().set_cr0_wp(true);
-        lab.expect(
-            x,
-            "WP=1 again: sup write U=1 W=0",
-            Op::Write(8),
-            uro,
-            s,
-            Want::Pf(pw),
-        );
-        lab.expect(
-            x,
-            "WP=1 again: user write",
-            Op::Write(8),
-            uro,
-            u,
-            Want::Pf(upw),
-        );
-        lab.expect(
-            x,
-            "WP=1 again: sup write U=0 W=0",
-            Op::Write(8),
-            sro,
-            s,
-            Want::Pf(pw),
-        );
+        lab.expect(x, "WP=1 again: sup write U=1 W=0", Op::Write(8), uro, s, Want::Pf(pw));
+        lab.expect(x, "WP=1 again: user write", Op::Write(8), uro, u, Want::Pf(upw));
+        lab.expect(x, "WP=1 again: sup write U=0 W=0", Op::Write(8), sro, s, Want::Pf(pw));
         lab.invlpg(x, uro);
-        lab.expect(
-            x,
-            "WP=1 after INVLPG: sup write",
-            Op::Write(8),
-            uro,
-            s,
-            Want::Pf(pw),
-        );
-        lab.expect(
-            x,
-            "WP=1 after INVLPG: user read",
-            Op::Read,
-            uro,
-            u,
-            Want::Val(6),
-        );
+        lab.expect(x, "WP=1 after INVLPG: sup write", Op::Write(8), uro, s, Want::Pf(pw));
+        lab.expect(x, "WP=1 after INVLPG: user read", Op::Read, uro, u, Want::Val(6));
         let m = (lab.r(d0 + WR_OFF), lab.r(d1 + WR_OFF), lab.r(d2 + WR_OFF));
-        x.that(
-            m == (6, 7, 5),
-            format_args!("memory at the end {m:x?}, want (6, 7, 5)"),
-        );
+        x.that(m == (6, 7, 5), format_args!("memory at the end {m:x?}, want (6, 7, 5)"));
         lab.leave();
     }
     let n = lab.probes;
@@ -426,11 +216,7 @@ pub(super) fn efer_nxe(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         let _ = write!(d, "CPUID.80000001H:EDX.NX = 0");
         return Outcome::Skip;
     }
-    let rsvd = if ctx.signature.is_tcg() {
-        ec::RSVD
-    } else {
-        ec::P | ec::RSVD
-    };
+    let rsvd = if ctx.signature.is_tcg() { ec::RSVD } else { ec::P | ec::RSVD };
     let mut lab = lab!(ctx, d);
     let t = lab.t;
     let pt = lab.table_for(t, 1);
@@ -453,150 +239,38 @@ pub(super) fn efer_nxe(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         let x = &mut e;
         for round in 0..2 {
             let w = 1 + round;
-            lab.expect(
-                x,
-                "NXE=1: XD PTE fetch",
-                Op::Fetch,
-                vx + RET_OFF,
-                s,
-                Want::Pf(ec::P | ec::I),
-            );
-            lab.expect(
-                x,
-                "NXE=1: XD PTE user fetch",
-                Op::Fetch,
-                vx + RET_OFF,
-                u,
-                Want::Pf(ec::P | ec::U | ec::I),
-            );
-            lab.expect(
-                x,
-                "NXE=1: XD PTE read",
-                Op::Read,
-                vx,
-                s,
-                Want::Val(marker(d0)),
-            );
-            lab.expect(
-                x,
-                "NXE=1: XD PTE write",
-                Op::Write(w),
-                vx + WR_OFF,
-                s,
-                Want::Done,
-            );
-            lab.expect(
-                x,
-                "NXE=1: XD PTE user read",
-                Op::Read,
-                vx + WR_OFF,
-                u,
-                Want::Val(w),
-            );
-            lab.expect(
-                x,
-                "NXE=1: XD 2M fetch",
-                Op::Fetch,
-                v2m + RET_OFF,
-                s,
-                Want::Pf(ec::P | ec::I),
-            );
-            lab.expect(
-                x,
-                "NXE=1: XD 2M read",
-                Op::Read,
-                v2m,
-                s,
-                Want::Val(marker(d1)),
-            );
-            lab.expect(
-                x,
-                "NXE=1: XD PDE fetch",
-                Op::Fetch,
-                vpde + RET_OFF,
-                s,
-                Want::Pf(ec::P | ec::I),
-            );
-            lab.expect(
-                x,
-                "NXE=1: XD PDE read",
-                Op::Read,
-                vpde,
-                s,
-                Want::Val(marker(d1)),
-            );
-            lab.expect(
-                x,
-                "NXE=1: clean fetch",
-                Op::Fetch,
-                vc + RET_OFF,
-                s,
-                Want::Done,
-            );
+            lab.expect(x, "NXE=1: XD PTE fetch", Op::Fetch, vx + RET_OFF, s, Want::Pf(ec::P | ec::I));
+            lab.expect(x, "NXE=1: XD PTE user fetch", Op::Fetch, vx + RET_OFF, u, Want::Pf(ec::P | ec::U | ec::I));
+            lab.expect(x, "NXE=1: XD PTE read", Op::Read, vx, s, Want::Val(marker(d0)));
+            lab.expect(x, "NXE=1: XD PTE write", Op::Write(w), vx + WR_OFF, s, Want::Done);
+            lab.expect(x, "NXE=1: XD PTE user read", Op::Read, vx + WR_OFF, u, Want::Val(w));
+            lab.expect(x, "NXE=1: XD 2M fetch", Op::Fetch, v2m + RET_OFF, s, Want::Pf(ec::P | ec::I));
+            lab.expect(x, "NXE=1: XD 2M read", Op::Read, v2m, s, Want::Val(marker(d1)));
+            lab.expect(x, "NXE=1: XD PDE fetch", Op::Fetch, vpde + RET_OFF, s, Want::Pf(ec::P | ec::I));
+            lab.expect(x, "NXE=1: XD PDE read", Op::Read, vpde, s, Want::Val(marker(d1)));
+            lab.expect(x, "NXE=1: clean fetch", Op::Fetch, vc + RET_OFF, s, Want::Done);
             if round == 1 {
                 break;
             }
             lab.cpu().set_efer_nxe(false);
             lab.reload_cr3(x);
             lab.expect(x, "NXE=0: XD PTE read", Op::Read, vx, s, Want::Pf(rsvd));
-            lab.expect(
-                x,
-                "NXE=0: XD PTE write",
-                Op::Write(7),
-                vx + WR_OFF,
-                s,
-                Want::Pf(rsvd | ec::W),
-            );
-            lab.expect(
-                x,
-                "NXE=0: XD PTE user read",
-                Op::Read,
-                vx,
-                u,
-                Want::Pf(rsvd | ec::U),
-            );
-            lab.expect(
-                x,
-                "NXE=0: XD PTE fetch",
-                Op::Fetch,
-                vx + RET_OFF,
-                s,
-                Want::Pf(rsvd),
-            );
+            lab.expect(x, "NXE=0: XD PTE write", Op::Write(7), vx + WR_OFF, s, Want::Pf(rsvd | ec::W));
+            lab.expect(x, "NXE=0: XD PTE user read", Op::Read, vx, u, Want::Pf(rsvd | ec::U));
+            lab.expect(x, "NXE=0: XD PTE fetch", Op::Fetch, vx + RET_OFF, s, Want::Pf(rsvd));
             lab.expect(x, "NXE=0: XD 2M read", Op::Read, v2m, s, Want::Pf(rsvd));
             lab.expect(x, "NXE=0: XD PDE read", Op::Read, vpde, s, Want::Pf(rsvd));
-            lab.expect(
-                x,
-                "NXE=0: clean read",
-                Op::Read,
-                vc,
-                s,
-                Want::Val(marker(d1)),
-            );
-            lab.expect(
-                x,
-                "NXE=0: clean fetch",
-                Op::Fetch,
-                vc + RET_OFF,
-                s,
-                Want::Done,
-            );
+            lab.expect(x, "NXE=0: clean read", Op::Read, vc, s, Want::Val(marker(d1)));
+            lab.expect(x, "NXE=0: clean fetch", Op::Fetch, vc + RET_OFF, s, Want::Done);
             let m = lab.r(d0 + WR_OFF);
-            x.that(
-                m == 1,
-                format_args!("NXE=0: memory behind the XD PTE {m:#x}, want 0x1"),
-            );
+            x.that(m == 1, format_args!("NXE=0: memory behind the XD PTE {m:#x}, want 0x1"));
             lab.cpu().set_efer_nxe(true);
             lab.reload_cr3(x);
         }
         lab.leave();
     }
     let n = lab.probes;
-    let q = if rsvd & ec::P == 0 {
-        " (QEMU TCG: RSVD faults expected with P=0)"
-    } else {
-        ""
-    };
+    let q = if rsvd & ec::P == 0 { " (QEMU TCG: RSVD faults expected with P=0)" } else { "" };
     e.finish(format_args!("PT {pt:#x} 2M {l:#x}, {n} probes{q}"))
 }
 
@@ -652,279 +326,48 @@ pub(super) fn smep_smap_wp0(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         };
         if smep {
             ctl(&mut lab, x, false, cr4::SMEP);
-            lab.expect(
-                x,
-                "SMEP WP=0: sup fetch, sup page",
-                Op::Fetch,
-                sup + RET_OFF,
-                s,
-                Want::Done,
-            );
-            lab.expect(
-                x,
-                "SMEP WP=0: sup fetch, user RO page",
-                Op::Fetch,
-                uro + RET_OFF,
-                s,
-                Want::Pf(pi),
-            );
-            lab.expect(
-                x,
-                "SMEP WP=0: sup fetch, user RW page",
-                Op::Fetch,
-                urw + RET_OFF,
-                s,
-                Want::Pf(pi),
-            );
-            lab.expect(
-                x,
-                "SMEP WP=0: sup write, user RO page",
-                Op::Write(1),
-                uro + WR_OFF,
-                s,
-                Want::Done,
-            );
-            lab.expect(
-                x,
-                "SMEP WP=0: sup fetch after the write",
-                Op::Fetch,
-                uro + RET_OFF,
-                s,
-                Want::Pf(pi),
-            );
-            lab.expect(
-                x,
-                "SMEP WP=0: sup read, user RO page",
-                Op::Read,
-                uro + WR_OFF,
-                s,
-                Want::Val(1),
-            );
-            lab.expect(
-                x,
-                "SMEP WP=0: sup fetch again",
-                Op::Fetch,
-                uro + RET_OFF,
-                s,
-                Want::Pf(pi),
-            );
+            lab.expect(x, "SMEP WP=0: sup fetch, sup page", Op::Fetch, sup + RET_OFF, s, Want::Done);
+            lab.expect(x, "SMEP WP=0: sup fetch, user RO page", Op::Fetch, uro + RET_OFF, s, Want::Pf(pi));
+            lab.expect(x, "SMEP WP=0: sup fetch, user RW page", Op::Fetch, urw + RET_OFF, s, Want::Pf(pi));
+            lab.expect(x, "SMEP WP=0: sup write, user RO page", Op::Write(1), uro + WR_OFF, s, Want::Done);
+            lab.expect(x, "SMEP WP=0: sup fetch after the write", Op::Fetch, uro + RET_OFF, s, Want::Pf(pi));
+            lab.expect(x, "SMEP WP=0: sup read, user RO page", Op::Read, uro + WR_OFF, s, Want::Val(1));
+            lab.expect(x, "SMEP WP=0: sup fetch again", Op::Fetch, uro + RET_OFF, s, Want::Pf(pi));
             ctl(&mut lab, x, true, cr4::SMEP);
-            lab.expect(
-                x,
-                "SMEP WP=1: sup write, user RO page",
-                Op::Write(2),
-                uro + WR_OFF,
-                s,
-                Want::Pf(pw),
-            );
-            lab.expect(
-                x,
-                "SMEP WP=1: sup fetch, user RO page",
-                Op::Fetch,
-                uro + RET_OFF,
-                s,
-                Want::Pf(pi),
-            );
-            lab.expect(
-                x,
-                "SMEP WP=1: sup write, user RW page",
-                Op::Write(2),
-                urw + WR_OFF,
-                s,
-                Want::Done,
-            );
-            lab.expect(
-                x,
-                "SMEP WP=1: sup fetch, user RW page",
-                Op::Fetch,
-                urw + RET_OFF,
-                s,
-                Want::Pf(pi),
-            );
+            lab.expect(x, "SMEP WP=1: sup write, user RO page", Op::Write(2), uro + WR_OFF, s, Want::Pf(pw));
+            lab.expect(x, "SMEP WP=1: sup fetch, user RO page", Op::Fetch, uro + RET_OFF, s, Want::Pf(pi));
+            lab.expect(x, "SMEP WP=1: sup write, user RW page", Op::Write(2), urw + WR_OFF, s, Want::Done);
+            lab.expect(x, "SMEP WP=1: sup fetch, user RW page", Op::Fetch, urw + RET_OFF, s, Want::Pf(pi));
             ctl(&mut lab, x, false, 0);
-            lab.expect(
-                x,
-                "no SMEP WP=0: sup fetch, user RO page",
-                Op::Fetch,
-                uro + RET_OFF,
-                s,
-                Want::Done,
-            );
+            lab.expect(x, "no SMEP WP=0: sup fetch, user RO page", Op::Fetch, uro + RET_OFF, s, Want::Done);
         }
         if smap {
             ctl(&mut lab, x, false, cr4::SMAP);
-            lab.expect(
-                x,
-                "SMAP WP=0: read, user RW page, AC=0",
-                Op::Read,
-                urw,
-                s,
-                Want::Pf(pr),
-            );
-            lab.expect(
-                x,
-                "SMAP WP=0: read, user RW page, AC=1",
-                Op::ReadAc,
-                urw,
-                s,
-                Want::Val(marker(d1)),
-            );
-            lab.expect(
-                x,
-                "SMAP WP=0: write, user RW page, AC=0",
-                Op::Write(3),
-                urw + WR_OFF,
-                s,
-                Want::Pf(pw),
-            );
-            lab.expect(
-                x,
-                "SMAP WP=0: write, user RW page, AC=1",
-                Op::WriteAc(4),
-                urw + WR_OFF,
-                s,
-                Want::Done,
-            );
-            lab.expect(
-                x,
-                "SMAP WP=0: write, user RO page, AC=1",
-                Op::WriteAc(5),
-                uro + WR_OFF,
-                s,
-                Want::Done,
-            );
-            lab.expect(
-                x,
-                "SMAP WP=0: read after it, AC=0",
-                Op::Read,
-                uro + WR_OFF,
-                s,
-                Want::Pf(pr),
-            );
-            lab.expect(
-                x,
-                "SMAP WP=0: write, user RO page, AC=0",
-                Op::Write(6),
-                uro + WR_OFF,
-                s,
-                Want::Pf(pw),
-            );
-            lab.expect(
-                x,
-                "SMAP WP=0: read, user RO page, AC=1",
-                Op::ReadAc,
-                uro + WR_OFF,
-                s,
-                Want::Val(5),
-            );
-            lab.expect(
-                x,
-                "SMAP WP=0: read, sup page",
-                Op::Read,
-                sup,
-                s,
-                Want::Val(marker(d2)),
-            );
-            lab.expect(
-                x,
-                "SMAP WP=0: write, sup page",
-                Op::Write(7),
-                sup + WR_OFF,
-                s,
-                Want::Done,
-            );
-            lab.expect(
-                x,
-                "SMAP WP=0: fetch, user RO page",
-                Op::Fetch,
-                uro + RET_OFF,
-                s,
-                Want::Done,
-            );
+            lab.expect(x, "SMAP WP=0: read, user RW page, AC=0", Op::Read, urw, s, Want::Pf(pr));
+            lab.expect(x, "SMAP WP=0: read, user RW page, AC=1", Op::ReadAc, urw, s, Want::Val(marker(d1)));
+            lab.expect(x, "SMAP WP=0: write, user RW page, AC=0", Op::Write(3), urw + WR_OFF, s, Want::Pf(pw));
+            lab.expect(x, "SMAP WP=0: write, user RW page, AC=1", Op::WriteAc(4), urw + WR_OFF, s, Want::Done);
+            lab.expect(x, "SMAP WP=0: write, user RO page, AC=1", Op::WriteAc(5), uro + WR_OFF, s, Want::Done);
+            lab.expect(x, "SMAP WP=0: read after it, AC=0", Op::Read, uro + WR_OFF, s, Want::Pf(pr));
+            lab.expect(x, "SMAP WP=0: write, user RO page, AC=0", Op::Write(6), uro + WR_OFF, s, Want::Pf(pw));
+            lab.expect(x, "SMAP WP=0: read, user RO page, AC=1", Op::ReadAc, uro + WR_OFF, s, Want::Val(5));
+            lab.expect(x, "SMAP WP=0: read, sup page", Op::Read, sup, s, Want::Val(marker(d2)));
+            lab.expect(x, "SMAP WP=0: write, sup page", Op::Write(7), sup + WR_OFF, s, Want::Done);
+            lab.expect(x, "SMAP WP=0: fetch, user RO page", Op::Fetch, uro + RET_OFF, s, Want::Done);
             ctl(&mut lab, x, true, cr4::SMAP);
-            lab.expect(
-                x,
-                "SMAP WP=1: write, user RO page, AC=1",
-                Op::WriteAc(8),
-                uro + WR_OFF,
-                s,
-                Want::Pf(pw),
-            );
-            lab.expect(
-                x,
-                "SMAP WP=1: write, user RW page, AC=1",
-                Op::WriteAc(9),
-                urw + WR_OFF,
-                s,
-                Want::Done,
-            );
-            lab.expect(
-                x,
-                "SMAP WP=1: write, user RW page, AC=0",
-                Op::Write(10),
-                urw + WR_OFF,
-                s,
-                Want::Pf(pw),
-            );
-            lab.expect(
-                x,
-                "SMAP WP=1: read, user RW page, AC=0",
-                Op::Read,
-                urw + WR_OFF,
-                s,
-                Want::Pf(pr),
-            );
-            lab.expect(
-                x,
-                "SMAP WP=1: read, user RW page, AC=1",
-                Op::ReadAc,
-                urw + WR_OFF,
-                s,
-                Want::Val(9),
-            );
-            lab.expect(
-                x,
-                "SMAP WP=1: read, user RO page, AC=1",
-                Op::ReadAc,
-                uro + WR_OFF,
-                s,
-                Want::Val(5),
-            );
+            lab.expect(x, "SMAP WP=1: write, user RO page, AC=1", Op::WriteAc(8), uro + WR_OFF, s, Want::Pf(pw));
+            lab.expect(x, "SMAP WP=1: write, user RW page, AC=1", Op::WriteAc(9), urw + WR_OFF, s, Want::Done);
+            lab.expect(x, "SMAP WP=1: write, user RW page, AC=0", Op::Write(10), urw + WR_OFF, s, Want::Pf(pw));
+            lab.expect(x, "SMAP WP=1: read, user RW page, AC=0", Op::Read, urw + WR_OFF, s, Want::Pf(pr));
+            lab.expect(x, "SMAP WP=1: read, user RW page, AC=1", Op::ReadAc, urw + WR_OFF, s, Want::Val(9));
+            lab.expect(x, "SMAP WP=1: read, user RO page, AC=1", Op::ReadAc, uro + WR_OFF, s, Want::Val(5));
         }
         if smep && smap {
             ctl(&mut lab, x, false, cr4::SMEP | cr4::SMAP);
-            lab.expect(
-                x,
-                "both WP=0: write, user RO page, AC=1",
-                Op::WriteAc(11),
-                uro + WR_OFF,
-                s,
-                Want::Done,
-            );
-            lab.expect(
-                x,
-                "both WP=0: fetch, user RO page",
-                Op::Fetch,
-                uro + RET_OFF,
-                s,
-                Want::Pf(pi),
-            );
-            lab.expect(
-                x,
-                "both WP=0: read, user RO page, AC=0",
-                Op::Read,
-                uro + WR_OFF,
-                s,
-                Want::Pf(pr),
-            );
-            lab.expect(
-                x,
-                "both WP=0: read, user RO page, AC=1",
-                Op::ReadAc,
-                uro + WR_OFF,
-                s,
-                Want::Val(11),
-            );
+            lab.expect(x, "both WP=0: write, user RO page, AC=1", Op::WriteAc(11), uro + WR_OFF, s, Want::Done);
+            lab.expect(x, "both WP=0: fetch, user RO page", Op::Fetch, uro + RET_OFF, s, Want::Pf(pi));
+            lab.expect(x, "both WP=0: read, user RO page, AC=0", Op::Read, uro + WR_OFF, s, Want::Pf(pr));
+            lab.expect(x, "both WP=0: read, user RO page, AC=1", Op::ReadAc, uro + WR_OFF, s, Want::Val(11));
         }
         ctl(&mut lab, x, true, 0);
         lab.leave();
@@ -971,63 +414,28 @@ pub(super) fn global_pages(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         lab.expect(x, "PGE=1: global page", Op::Read, vg, s, Want::Val(m0));
         lab.w(pt, entry64(d1, rw | G));
         lab.invlpg(x, vg);
-        lab.expect(
-            x,
-            "global page remapped + INVLPG",
-            Op::Read,
-            vg,
-            s,
-            Want::Val(m1),
-        );
+        lab.expect(x, "global page remapped + INVLPG", Op::Read, vg, s, Want::Val(m1));
         lab.w(pt, entry64(d0, rw | G));
         lab.cpu().set_cr4(cr4::PGE, false);
         lab.cpu().set_cr4(cr4::PGE, true);
-        lab.expect(
-            x,
-            "global page remapped + PGE 1->0->1",
-            Op::Read,
-            vg,
-            s,
-            Want::Val(m0),
-        );
+        lab.expect(x, "global page remapped + PGE 1->0->1", Op::Read, vg, s, Want::Val(m0));
         lab.w(pt, entry64(d1, rw | G));
         lab.reload_cr3(x);
         let want = format_args!("ok {m0:#x} or {m1:#x} (the old or the new frame)");
-        lab.expect_by(
-            x,
-            "global page remapped + MOV CR3",
-            Op::Read,
-            vg,
-            s,
-            (&want, |got| {
-                matches(got, Want::Val(m0), vg) || matches(got, Want::Val(m1), vg)
-            }),
-        );
+        lab.expect_by(x, "global page remapped + MOV CR3", Op::Read, vg, s, (&want, |got| {
+            matches(got, Want::Val(m0), vg) || matches(got, Want::Val(m1), vg)
+        }));
         lab.invlpg(x, vg);
         lab.expect(x, "then INVLPG", Op::Read, vg, s, Want::Val(m1));
         lab.expect(x, "non-global page", Op::Read, vn, s, Want::Val(m0));
         lab.w(pt + 8, entry64(d1, rw));
         lab.reload_cr3(x);
-        lab.expect(
-            x,
-            "non-global page remapped + MOV CR3",
-            Op::Read,
-            vn,
-            s,
-            Want::Val(m1),
-        );
+        lab.expect(x, "non-global page remapped + MOV CR3", Op::Read, vn, s, Want::Val(m1));
         lab.cpu().set_cr4(cr4::PGE, false);
         lab.expect(x, "PGE=0: G=1 page", Op::Read, vg, s, Want::Val(m1));
         lab.w(pt, entry64(d0, rw | G));
         lab.reload_cr3(x);
-        lab.expect(
-            x,
-            "PGE=0: G=1 page remapped + MOV CR3",
-            Op::Read,
-            vg,
-            s,
-            Want::Val(m0),
-        );
+        lab.expect(x, "PGE=0: G=1 page remapped + MOV CR3", Op::Read, vg, s, Want::Val(m0));
         lab.leave();
     }
     let n = lab.probes;
@@ -1041,23 +449,13 @@ mod tests {
     use crate::checks::Ctx;
     use crate::report::Tally;
 
-    const MINE: [&str; 5] = [
-        "long/large-2m",
-        "long/cr0-wp",
-        "long/efer-nxe",
-        "long/smep-smap-wp0",
-        "long/global-pages",
-    ];
+    const MINE: [&str; 5] = ["long/large-2m", "long/cr0-wp", "long/efer-nxe", "long/smep-smap-wp0", "long/global-pages"];
 
     /// Runs the checks on the fake with model bugs `bugs` (bare: the QEMU
     /// TCG signature, else Quadrant's); returns the console.
     fn run(bugs: u32, bare: bool) -> String {
         BUGS.with(|b| b.set(bugs));
-        let mut m = if bare {
-            Fake::bare("modes=0")
-        } else {
-            Fake::hv("expect_hv=1 modes=0")
-        };
+        let mut m = if bare { Fake::bare("modes=0") } else { Fake::hv("expect_hv=1 modes=0") };
         let (mut out, tally) = (String::new(), Tally::new());
         Ctx::start(&mut m, &mut out, &tally, FAKE_INFO).run_all();
         BUGS.with(|b| b.set(0));
@@ -1069,10 +467,7 @@ mod tests {
         for bare in [false, true] {
             let out = run(0, bare);
             for n in MINE {
-                assert!(
-                    out.contains(&format!("check PASS {n}:")),
-                    "{n} (bare {bare})\n{out}"
-                );
+                assert!(out.contains(&format!("check PASS {n}:")), "{n} (bare {bare})\n{out}");
             }
         }
     }
@@ -1094,10 +489,7 @@ mod tests {
         for (b, names) in cases {
             let out = run(*b, false);
             for n in *names {
-                assert!(
-                    out.contains(&format!("check FAIL {n}:")),
-                    "bug {b:#x}: {n} did not fail\n{out}"
-                );
+                assert!(out.contains(&format!("check FAIL {n}:")), "bug {b:#x}: {n} did not fail\n{out}");
             }
         }
     }

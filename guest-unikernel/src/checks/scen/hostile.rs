@@ -45,57 +45,18 @@ pub(super) fn hostile_rsvd(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
         let x = &mut e;
         if mp < 52 {
             lab.expect(x, "PTE bit MAXPHYADDR read", Op::Read, t, s, Want::Pf(rsvd));
-            lab.expect(
-                x,
-                "PTE bit MAXPHYADDR write",
-                Op::Write(1),
-                t + WR_OFF,
-                s,
-                Want::Pf(rsvd | ec::W),
-            );
-            lab.expect(
-                x,
-                "PTE bit MAXPHYADDR user read",
-                Op::Read,
-                t,
-                u,
-                Want::Pf(rsvd | ec::U),
-            );
+            lab.expect(x, "PTE bit MAXPHYADDR write", Op::Write(1), t + WR_OFF, s, Want::Pf(rsvd | ec::W));
+            lab.expect(x, "PTE bit MAXPHYADDR user read", Op::Read, t, u, Want::Pf(rsvd | ec::U));
             lab.expect(x, "PTE bit 51", Op::Read, t + 0x1000, s, Want::Pf(rsvd));
-            lab.expect(
-                x,
-                "PDPTE bit MAXPHYADDR",
-                Op::Read,
-                t + G1,
-                s,
-                Want::Pf(rsvd),
-            );
+            lab.expect(x, "PDPTE bit MAXPHYADDR", Op::Read, t + G1, s, Want::Pf(rsvd));
         }
-        lab.expect(
-            x,
-            "PTE bit 63, NXE=0",
-            Op::Read,
-            t + 0x2000,
-            s,
-            Want::Pf(rsvd),
-        );
-        lab.expect(
-            x,
-            "clean PTE",
-            Op::Read,
-            t + 0x3000,
-            s,
-            Want::Val(marker(d0)),
-        );
+        lab.expect(x, "PTE bit 63, NXE=0", Op::Read, t + 0x2000, s, Want::Pf(rsvd));
+        lab.expect(x, "clean PTE", Op::Read, t + 0x3000, s, Want::Val(marker(d0)));
         lab.expect(x, "2M PDE bit 13", Op::Read, t + M2, s, Want::Pf(rsvd));
         lab.leave();
     }
     let n = lab.probes;
-    let q = if tcg {
-        " (QEMU TCG: RSVD faults expected with P=0)"
-    } else {
-        ""
-    };
+    let q = if tcg { " (QEMU TCG: RSVD faults expected with P=0)" } else { "" };
     e.finish(format_args!("MAXPHYADDR {mp}, {n} probes{q}"))
 }
 
@@ -112,13 +73,7 @@ pub(super) fn hostile_invlpg(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     if lab.enter(&mut e, false) {
         let x = &mut e;
         lab.expect(x, "mapped", Op::Read, t, s, Want::Val(marker(d0)));
-        for va in [
-            0x8000_0000_0000_0000,
-            0x0000_8000_0000_0000,
-            0xFFFF_8000_0000_0000,
-            t + 0x1000,
-            t + 0x7000_0000,
-        ] {
+        for va in [0x8000_0000_0000_0000, 0x0000_8000_0000_0000, 0xFFFF_8000_0000_0000, t + 0x1000, t + 0x7000_0000] {
             lab.expect(x, "invlpg", Op::Invlpg, va, s, Want::Val(0));
         }
         lab.expect(x, "still mapped", Op::Read, t, s, Want::Val(marker(d0)));
@@ -173,19 +128,9 @@ pub(super) fn hostile_cr3(ctx: &mut Ctx<'_>, d: &mut Detail) -> Outcome {
     if lab.enter(&mut e, false) {
         let x = &mut e;
         for b in [mp, 51] {
-            lab.expect(
-                x,
-                "MOV CR3 reserved bit",
-                Op::MovCr3,
-                pml4 | 1 << b,
-                s,
-                Want::Gp0,
-            );
+            lab.expect(x, "MOV CR3 reserved bit", Op::MovCr3, pml4 | 1 << b, s, Want::Gp0);
             let c = lab.cpu().cr3();
-            x.that(
-                c == pml4,
-                format_args!("CR3 after the #GP: {c:#x}, want {pml4:#x}"),
-            );
+            x.that(c == pml4, format_args!("CR3 after the #GP: {c:#x}, want {pml4:#x}"));
         }
         lab.expect(x, "still translates", Op::Read, t, s, Want::Val(marker(d0)));
         lab.leave();

@@ -11,8 +11,8 @@ use crate::machine::Machine;
 use crate::modes::paging::{entry64, pde_2m, Frames, P, RW, US};
 use crate::modes::space::IDENTITY_END;
 use crate::pattern::pattern;
-use crate::regs::CR0_WP;
 use crate::report::{Detail, Expect};
+use crate::regs::CR0_WP;
 use crate::xlate::{Failure, Paging, Reporter};
 use core::fmt::{self, Write};
 use shared::Outcome;
@@ -81,15 +81,7 @@ impl fmt::Display for WantAt {
         match self.0 {
             Want::Val(v) => write!(f, "ok {v:#x}"),
             Want::Done => write!(f, "ok"),
-            Want::Pf(e) => write!(
-                f,
-                "{}",
-                Fault {
-                    vector: PF,
-                    error_code: e,
-                    cr2: self.1
-                }
-            ),
+            Want::Pf(e) => write!(f, "{}", Fault { vector: PF, error_code: e, cr2: self.1 }),
             Want::Gp0 => write!(f, "#GP ec=0x0"),
             Want::Ud => write!(f, "#UD"),
         }
@@ -101,12 +93,9 @@ impl fmt::Display for WantAt {
 fn access_kind(op: Op) -> Option<&'static str> {
     match op {
         Op::Read | Op::ReadAc => Some("read"),
-        Op::Write(_)
-        | Op::Write32(_)
-        | Op::WriteAc(_)
-        | Op::AndByte(_)
-        | Op::RepStosb { .. }
-        | Op::LockCmpxchg { .. } => Some("write"),
+        Op::Write(_) | Op::Write32(_) | Op::WriteAc(_) | Op::AndByte(_) | Op::RepStosb { .. } | Op::LockCmpxchg { .. } => {
+            Some("write")
+        }
         Op::Fetch => Some("fetch"),
         Op::Invlpg | Op::MovCr3 | Op::Vmxon => None,
     }
@@ -117,19 +106,7 @@ impl fmt::Display for Got {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.0 {
             Ok(v) => write!(f, "ok {v:#x}"),
-            Err(Fault {
-                vector,
-                error_code,
-                cr2,
-            }) => write!(
-                f,
-                "{}",
-                Fault {
-                    vector,
-                    error_code,
-                    cr2
-                }
-            ),
+            Err(Fault { vector, error_code, cr2 }) => write!(f, "{}", Fault { vector, error_code, cr2 }),
         }
     }
 }
@@ -194,30 +171,12 @@ impl<'m> Lab<'m> {
         let boot_cr3 = if fresh { cpu.cr3() } else { 0 };
         let (cr0, efer, cr4) = (m.cr0(), m.efer(), m.cr4());
         let f = Frames::new(&map, &excl, image.end, IDENTITY_END);
-        let base = ctx.long.get_or_insert(Base {
-            pml4: 0,
-            f,
-            next_slot: 1,
-            boot_cr3,
-        });
+        let base = ctx.long.get_or_insert(Base { pml4: 0, f, next_slot: 1, boot_cr3 });
         let t = base.next_slot * SLOT;
         base.next_slot += 2;
         let boot_cr3 = base.boot_cr3;
-        let mut lab = Lab {
-            m,
-            out,
-            rep,
-            base,
-            t,
-            pml4: 0,
-            boot_cr3,
-            cr0,
-            efer,
-            cr4,
-            refused: None,
-            probes: 0,
-            active: false,
-        };
+        let mut lab =
+            Lab { m, out, rep, base, t, pml4: 0, boot_cr3, cr0, efer, cr4, refused: None, probes: 0, active: false };
         if fresh {
             let pml4 = lab.table();
             let pdpt = lab.table();
@@ -261,9 +220,7 @@ impl<'m> Lab<'m> {
 
     /// A zeroed 4 KiB table (0 when RAM ran out).
     pub(super) fn table(&mut self) -> u64 {
-        let Some(t) = self.base.f.alloc() else {
-            return 0;
-        };
+        let Some(t) = self.base.f.alloc() else { return 0 };
         for i in 0..512 {
             self.w(t + 8 * i, 0);
         }
@@ -277,9 +234,7 @@ impl<'m> Lab<'m> {
 
     /// A data frame: [`marker`] at offset 0, `ret` at [`RET_OFF`].
     pub(super) fn data(&mut self) -> u64 {
-        let Some(t) = self.base.f.alloc() else {
-            return 0;
-        };
+        let Some(t) = self.base.f.alloc() else { return 0 };
         self.w(t, marker(t));
         self.w(t + WR_OFF, 0);
         self.w(t + RET_OFF, 0xC3);
@@ -326,23 +281,8 @@ impl<'m> Lab<'m> {
 
     /// Probes and records the expectation; a probe that misses it gets a
     /// translation-failure report.
-    pub(super) fn expect(
-        &mut self,
-        e: &mut Expect<'_>,
-        what: &str,
-        op: Op,
-        addr: u64,
-        cpl: Cpl,
-        want: Want,
-    ) {
-        self.expect_by(
-            e,
-            what,
-            op,
-            addr,
-            cpl,
-            (&WantAt(want, addr), |got| matches(got, want, addr)),
-        );
+    pub(super) fn expect(&mut self, e: &mut Expect<'_>, what: &str, op: Op, addr: u64, cpl: Cpl, want: Want) {
+        self.expect_by(e, what, op, addr, cpl, (&WantAt(want, addr), |got| matches(got, want, addr)));
     }
 
     /// Probes and judges the outcome with `want.1`, for expectations a
@@ -358,24 +298,13 @@ impl<'m> Lab<'m> {
         (want, ok): (&dyn fmt::Display, impl FnOnce(Probe) -> bool),
     ) {
         let got = self.probe(op, addr, cpl);
-        if !e.that(
-            ok(got),
-            format_args!("{what} at {addr:#x}: want {want}, got {}", Got(got)),
-        ) {
+        if !e.that(ok(got), format_args!("{what} at {addr:#x}: want {want}, got {}", Got(got))) {
             if let Some(kind) = access_kind(op) {
                 // Right after the probe, with the check's tables still loaded.
                 let cr3 = self.cpu().cr3();
                 let cpl = if cpl == Cpl::User { 3 } else { 0 };
-                let f = Failure {
-                    what: &what,
-                    la: addr,
-                    kind,
-                    cpl,
-                    expected: want,
-                    got: &Got(got),
-                };
-                self.rep
-                    .now(&mut *self.m, &mut *self.out, &f, Paging::long(cr3));
+                let f = Failure { what: &what, la: addr, kind, cpl, expected: want, got: &Got(got) };
+                self.rep.now(&mut *self.m, &mut *self.out, &f, Paging::long(cr3));
             }
         }
     }
@@ -386,10 +315,7 @@ impl<'m> Lab<'m> {
     /// 3A 4.10.4.3).
     pub(super) fn enter(&mut self, e: &mut Expect<'_>, nxe: bool) -> bool {
         if let Some(a) = self.refused {
-            e.that(
-                false,
-                format_args!("the machine refused a table write at {a:#x}"),
-            );
+            e.that(false, format_args!("the machine refused a table write at {a:#x}"));
             return false;
         }
         self.cpu().set_cr0_wp(true);

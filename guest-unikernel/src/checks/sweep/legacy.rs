@@ -18,24 +18,19 @@
 //!
 //! CPL 3 is not swept here: the engine's interpreters run at CPL 0 only.
 
-use super::{
-    as_reported, Mismatch, Seen, CR0_WP, CR4_SMAP, CR4_SMEP, EFER_NXE, LIGHT_SKIP, LOGGED, RET_OFF,
-    WR_OFF,
-};
+use super::{as_reported, LIGHT_SKIP, Mismatch, Seen, CR0_WP, CR4_SMAP, CR4_SMEP, EFER_NXE, LOGGED, RET_OFF, WR_OFF};
 use crate::checks::Ctx;
 use crate::longcpu::Fault;
 use crate::machine::Machine;
 use crate::modes::engine;
 use crate::modes::layout::BLOB_MAX;
-use crate::modes::layout::MAX_WALKS;
-use crate::modes::paging::{
-    entry64, pde32_4m, pde32_table, pde_2m, pdpte_pae, pte32, Frames, A, D, P, RW,
-};
+use crate::modes::paging::{entry64, pde32_4m, pde32_table, pde_2m, pdpte_pae, pte32, Frames, A, D, P, RW};
 use crate::modes::probe::{Expect, Got, Op, VECTOR_PF};
 use crate::modes::space::IDENTITY_END;
 use crate::modes::walk::{Item, StopRegs};
 use crate::pattern::pattern;
 use crate::regs::{CR0_PE, CR0_PG, CR4_OSFXSR, CR4_OSXMMEXCPT, CR4_PAE, CR4_PSE};
+use crate::modes::layout::MAX_WALKS;
 use crate::report::Detail;
 use crate::sweep::model::{ad_of, entry_bits, f, Access, Case, Mode};
 use crate::sweep::{self, Features, Setting};
@@ -70,30 +65,14 @@ struct Space {
 impl Space {
     /// The address of case `i`'s PDE, PTE; its linear address.
     fn pde(&self, i: u64) -> u64 {
-        if self.pae {
-            self.pd + 8 * i
-        } else {
-            self.pd + 4 * (256 + i)
-        }
+        if self.pae { self.pd + 8 * i } else { self.pd + 4 * (256 + i) }
     }
     fn pte(&self, i: u64) -> u64 {
-        if self.pae {
-            self.pt + 8 * i
-        } else {
-            self.pt + 4 * i
-        }
+        if self.pae { self.pt + 8 * i } else { self.pt + 4 * i }
     }
     fn va(&self, i: u64, large: bool) -> u64 {
-        let base = if self.pae {
-            G1 + i * M2
-        } else {
-            (256 + i) * M4
-        };
-        if large {
-            base
-        } else {
-            base + i * 0x1000
-        }
+        let base = if self.pae { G1 + i * M2 } else { (256 + i) * M4 };
+        if large { base } else { base + i * 0x1000 }
     }
 }
 
@@ -103,43 +82,26 @@ fn put(m: &mut dyn Machine, pae: bool, at: u64, v: u64) -> bool {
     if pae {
         return m.scratch_write(at, v);
     }
-    let Some(old) = m.scratch_read(at & !7) else {
-        return false;
-    };
+    let Some(old) = m.scratch_read(at & !7) else { return false };
     let sh = 8 * (at & 4);
-    m.scratch_write(
-        at & !7,
-        (old & !(0xFFFF_FFFF << sh)) | ((v & 0xFFFF_FFFF) << sh),
-    )
+    m.scratch_write(at & !7, (old & !(0xFFFF_FFFF << sh)) | ((v & 0xFFFF_FFFF) << sh))
 }
 
 /// Reads an entry (see [`put`]).
 fn get(m: &mut dyn Machine, pae: bool, at: u64) -> u64 {
     let w = m.scratch_read(at & !7).unwrap_or(0);
-    if pae {
-        w
-    } else {
-        (w >> (8 * (at & 4))) & 0xFFFF_FFFF
-    }
+    if pae { w } else { (w >> (8 * (at & 4))) & 0xFFFF_FFFF }
 }
 
 /// `e` with bit 63 as the flags say.
 const fn with_xd(e: u64, flags: u8) -> u64 {
-    if flags & f::NX != 0 {
-        e | 1 << 63
-    } else {
-        e
-    }
+    if flags & f::NX != 0 { e | 1 << 63 } else { e }
 }
 
 /// The sweep of `mode` (Pg32 or Pae) at CPL 0.
 pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
     let pae = mode == Mode::Pae;
-    let name = if pae {
-        "pae/access-sweep"
-    } else {
-        "pg32/access-sweep"
-    };
+    let name = if pae { "pae/access-sweep" } else { "pg32/access-sweep" };
     let size = sweep::Size::of(ctx.config.sweep_full);
     if ctx.config.light {
         let _ = write!(d, "{LIGHT_SKIP}");
@@ -147,10 +109,7 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
     }
     let tcg = ctx.signature.is_tcg();
     if ctx.config.modes == Some(false) {
-        let _ = write!(
-            d,
-            "modes=0 on the command line (no mode-switch engine runs)"
-        );
+        let _ = write!(d, "modes=0 on the command line (no mode-switch engine runs)");
         return Outcome::Skip;
     }
     let Some(map) = ctx.map else {
@@ -170,30 +129,18 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
         return Outcome::Skip;
     };
     if u64::from(e.len) > BLOB_MAX {
-        let _ = write!(
-            d,
-            "engine code is {:#x} bytes, more than the window holds",
-            e.len
-        );
+        let _ = write!(d, "engine code is {:#x} bytes, more than the window holds", e.len);
         return Outcome::Fail;
     }
     if m.long_cpu().is_none() {
         let _ = write!(d, "no way to set EFER.NXE on this machine");
         return Outcome::Skip;
     }
-    let feat = Features {
-        nx,
-        smep: l7 & (1 << 7) != 0,
-        smap: l7 & (1 << 20) != 0,
-        user: false,
-        user_with_smx: false,
-    };
+    let feat = Features { nx, smep: l7 & (1 << 7) != 0, smap: l7 & (1 << 20) != 0, user: false, user_with_smx: false };
 
     // Tables.
     let mut fr = super::frames(&map, &ctx.exclusions, image.end, u64::from(pae));
-    let large = fr
-        .alloc_aligned(if pae { M2 } else { M4 }, if pae { M2 } else { M4 })
-        .unwrap_or(0);
+    let large = fr.alloc_aligned(if pae { M2 } else { M4 }, if pae { M2 } else { M4 }).unwrap_or(0);
     let mut refused = None::<u64>;
     let table = |m: &mut dyn Machine, fr: &mut Frames, refused: &mut Option<u64>| {
         let Some(t) = fr.alloc() else { return 0 };
@@ -205,16 +152,8 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
         t
     };
     let cr3 = table(m, &mut fr, &mut refused);
-    let ipd = if pae {
-        table(m, &mut fr, &mut refused)
-    } else {
-        cr3
-    };
-    let pd = if pae {
-        table(m, &mut fr, &mut refused)
-    } else {
-        cr3
-    };
+    let ipd = if pae { table(m, &mut fr, &mut refused) } else { cr3 };
+    let pd = if pae { table(m, &mut fr, &mut refused) } else { cr3 };
     let pt = table(m, &mut fr, &mut refused);
     let small = fr.alloc().unwrap_or(0);
     if [large, cr3, ipd, pd, pt, small].contains(&0) {
@@ -235,9 +174,7 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
         }
     }
     for fr in [small, large] {
-        ok &= m.scratch_write(fr, marker(fr))
-            && m.scratch_write(fr + WR_OFF, 0)
-            && m.scratch_write(fr + RET_OFF, 0xC3);
+        ok &= m.scratch_write(fr, marker(fr)) && m.scratch_write(fr + WR_OFF, 0) && m.scratch_write(fr + RET_OFF, 0xC3);
     }
     if !ok || refused.is_some() {
         let _ = write!(d, "the machine refused a table write (around {refused:?})");
@@ -249,11 +186,7 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
     let base0 = (cr0 & !(CR0_PG | CR0_WP)) | CR0_PE | CR0_PG;
     let base4 = (cr4 & (CR4_OSFXSR | CR4_OSXMMEXCPT)) | if pae { CR4_PAE } else { CR4_PSE };
     let regs = |s: Setting| StopRegs {
-        mode: if pae {
-            crate::modes::Mode::Pae
-        } else {
-            crate::modes::Mode::Paging32
-        },
+        mode: if pae { crate::modes::Mode::Pae } else { crate::modes::Mode::Paging32 },
         cr0: (base0 | if s.wp { CR0_WP } else { 0 }) as u32,
         cr3: cr3 as u32,
         cr4: (base4 | if s.smep { CR4_SMEP } else { 0 } | if s.smap { CR4_SMAP } else { 0 }) as u32,
@@ -261,12 +194,8 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
     let mut rep = Reporter::for_running(ctx.tally);
     let mut batch = [None::<(Setting, Case)>; RUN];
     let (mut fill, mut stops, mut last) = (0usize, 0usize, None::<Setting>);
-    let (mut ran, mut bad, mut runs, mut first, mut trouble) =
-        (0u32, 0u32, 0u32, Detail::new(), None::<Detail>);
-    let mut go = |m: &mut dyn Machine,
-                  out: &mut dyn Write,
-                  batch: &mut [Option<(Setting, Case)>; RUN],
-                  fill: &mut usize| {
+    let (mut ran, mut bad, mut runs, mut first, mut trouble) = (0u32, 0u32, 0u32, Detail::new(), None::<Detail>);
+    let mut go = |m: &mut dyn Machine, out: &mut dyn Write, batch: &mut [Option<(Setting, Case)>; RUN], fill: &mut usize| {
         if *fill == 0 || trouble.is_some() {
             *fill = 0;
             return;
@@ -305,11 +234,7 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
                 let va = sp.va(i as u64, c.large());
                 let op = match c.acc {
                     Access::Read => Op::Read32 { seg: 0, addr: va },
-                    Access::Write => Op::Write32 {
-                        seg: 0,
-                        addr: va + WR_OFF,
-                        value: 0x5357_0000 | i as u32,
-                    },
+                    Access::Write => Op::Write32 { seg: 0, addr: va + WR_OFF, value: 0x5357_0000 | i as u32 },
                     Access::Fetch => Op::Fetch { addr: va + RET_OFF },
                 };
                 emit(Item::Op(0, op, Expect::Done));
@@ -324,10 +249,7 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
         }
         if !ok || loaded.is_err() {
             let mut t = Detail::new();
-            let _ = write!(
-                t,
-                "could not set up engine run {runs}: refused table write or {loaded:?}"
-            );
+            let _ = write!(t, "could not set up engine run {runs}: refused table write or {loaded:?}");
             trouble = Some(t);
             *fill = 0;
             return;
@@ -343,19 +265,13 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
             };
             let got = engine::result(m, i);
             let pde = ad_of(get(m, pae, sp.pde(n)));
-            let pte = if c.large() {
-                0
-            } else {
-                ad_of(get(m, pae, sp.pte(n)))
-            };
+            let pte = if c.large() { 0 } else { ad_of(get(m, pae, sp.pte(n))) };
             let o = c.outcome();
             let want = o.fault.map(|e| as_reported(e, tcg));
             let frame = if c.large() { large } else { small };
             let ok_access = match (want, got) {
                 (None, Got::Value(v)) => c.acc != Access::Read || v == marker(frame) & 0xFFFF_FFFF,
-                (Some(e), Got::Fault { vector, error, cr2 }) => {
-                    vector == VECTOR_PF && error == e && cr2 == addr
-                }
+                (Some(e), Got::Fault { vector, error, cr2 }) => vector == VECTOR_PF && error == e && cr2 == addr,
                 _ => false,
             };
             let ok_ad = o.pde.holds(pde) && (c.large() || o.pte.holds(pte));
@@ -364,30 +280,11 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
                 bad += 1;
                 let probe = match got {
                     Got::Value(v) => Ok(v),
-                    Got::Fault { vector, error, cr2 } => Err(Fault {
-                        vector,
-                        error_code: u64::from(error),
-                        cr2,
-                    }),
-                    _ => Err(Fault {
-                        vector: 0xFF,
-                        error_code: 0,
-                        cr2: 0,
-                    }),
+                    Got::Fault { vector, error, cr2 } => Err(Fault { vector, error_code: u64::from(error), cr2 }),
+                    _ => Err(Fault { vector: 0xFF, error_code: 0, cr2: 0 }),
                 };
-                let seen = Seen {
-                    got: probe,
-                    pde,
-                    pte,
-                    addr,
-                };
-                let mm = Mismatch {
-                    case: c,
-                    want,
-                    want_pde: o.pde,
-                    want_pte: o.pte,
-                    seen: &seen,
-                };
+                let seen = Seen { got: probe, pde, pte, addr };
+                let mm = Mismatch { case: c, want, want_pde: o.pde, want_pte: o.pte, seen: &seen };
                 if bad == 1 {
                     let _ = write!(first, "{mm}");
                     if !matches!(got, Got::Value(_) | Got::Fault { .. }) {
@@ -407,11 +304,8 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
         // run, with the batch's EFER.NXE again).
         if let Some((_, s0, _, seen0, _)) = failed[0] {
             let k = failed.iter().flatten().count();
-            let walk_of = |f: Option<(usize, Setting, Case, Seen, Option<u32>)>| {
-                f.map(|(_, s, _, seen, _)| (regs(s), seen.addr))
-            };
-            let walks: [_; PER_CHECK as usize] =
-                core::array::from_fn(|j| walk_of(failed[j]).unwrap_or((regs(s0), seen0.addr)));
+            let walk_of = |f: Option<(usize, Setting, Case, Seen, Option<u32>)>| f.map(|(_, s, _, seen, _)| (regs(s), seen.addr));
+            let walks: [_; PER_CHECK as usize] = core::array::from_fn(|j| walk_of(failed[j]).unwrap_or((regs(s0), seen0.addr)));
             let shadows = if rep.hv() {
                 if let Some(cpu) = m.long_cpu() {
                     cpu.set_efer_nxe(nxe);
@@ -426,32 +320,11 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
             };
             for ((_, s, c, seen, want), shadow) in failed.iter().flatten().zip(shadows) {
                 let o = c.outcome();
-                let mm = Mismatch {
-                    case: c,
-                    want: *want,
-                    want_pde: o.pde,
-                    want_pte: o.pte,
-                    seen,
-                };
+                let mm = Mismatch { case: c, want: *want, want_pde: o.pde, want_pte: o.pte, seen };
                 let (w, g) = mm.failure();
                 let (paging, when) = xlate::stop_paging(&*m, &regs(*s));
-                let f = Failure {
-                    what: c,
-                    la: seen.addr,
-                    kind: mm.kind(),
-                    cpl: 0,
-                    expected: &w,
-                    got: &g,
-                };
-                xlate::write(
-                    out,
-                    rep.check,
-                    &f,
-                    paging,
-                    &shadow,
-                    &|a| xlate::read_word(&*m, a),
-                    when,
-                );
+                let f = Failure { what: c, la: seen.addr, kind: mm.kind(), cpl: 0, expected: &w, got: &g };
+                xlate::write(out, rep.check, &f, paging, &shadow, &|a| xlate::read_word(&*m, a), when);
             }
         }
         *fill = 0;
@@ -494,10 +367,7 @@ pub(super) fn run(ctx: &mut Ctx<'_>, d: &mut Detail, mode: Mode) -> Outcome {
         (false, false) => "no SMEP/SMAP",
     };
     let kind = size.name();
-    let _ = write!(
-        d,
-        "{ran} cases ({kind}; full: {total}), 0 mismatches; CPL 0, {smx}, {runs} engine runs"
-    );
+    let _ = write!(d, "{ran} cases ({kind}; full: {total}), 0 mismatches; CPL 0, {smx}, {runs} engine runs");
     if ran != want {
         let _ = write!(d, "; expected {want} cases");
         return Outcome::Fail;

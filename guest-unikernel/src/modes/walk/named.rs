@@ -28,11 +28,11 @@
 //!     PDPTE 1, 23. 32-bit paging again: `modes/same-gfn-pd32-pae`.
 
 use super::{extra, regs, Env, Item};
-use crate::memmap::PAGE;
 use crate::modes::paging::{self, pde32_4m, pde32_table, pte32, Format, WalkFault, KRW};
 use crate::modes::probe::{pf_error, Expect, Op};
 use crate::modes::space::*;
 use crate::modes::{layout, Mode};
+use crate::memmap::PAGE;
 use crate::regs::{CR0_PE, CR0_PG, CR0_WP, CR4_PAE, CR4_PGE, CR4_PSE};
 use core::cell::Cell;
 
@@ -80,12 +80,7 @@ pub struct Mem<'a> {
 impl<'a> Mem<'a> {
     /// The space's initial contents.
     pub fn new(s: &'a Space) -> Self {
-        Mem {
-            s,
-            log: [(0, 0); LOG],
-            n: 0,
-            unknown: Cell::new(false),
-        }
+        Mem { s, log: [(0, 0); LOG], n: 0, unknown: Cell::new(false) }
     }
 
     /// The 32-bit word at physical `pa` (4-aligned).
@@ -156,12 +151,8 @@ impl B<'_, '_> {
     fn format(&self, mode: Mode) -> Option<Format> {
         match mode {
             Mode::Real | Mode::Prot => None,
-            Mode::Paging32 => Some(Format::Bits32 {
-                pse: self.cr4 & CR4_PSE != 0,
-            }),
-            Mode::Pae => Some(Format::Pae {
-                pdptes: [0, 1, 2, 3].map(|i| self.mem.word((self.cr3 & 0xFFFF_FFE0) + 8 * i)),
-            }),
+            Mode::Paging32 => Some(Format::Bits32 { pse: self.cr4 & CR4_PSE != 0 }),
+            Mode::Pae => Some(Format::Pae { pdptes: [0, 1, 2, 3].map(|i| self.mem.word((self.cr3 & 0xFFFF_FFE0) + 8 * i)) }),
             Mode::Long => Some(Format::Long),
         }
     }
@@ -194,10 +185,7 @@ impl B<'_, '_> {
     /// accessed and dirty flags (SDM Vol. 3A 4.8), so those are not compared.
     fn read_entry(&mut self, tag: usize, va: u64) {
         let e = match self.expect_read(va) {
-            Expect::Value(v) => Expect::Masked {
-                mask: 0xFFFF_FFFF & !(paging::A | paging::D),
-                want: v & !(paging::A | paging::D),
-            },
+            Expect::Value(v) => Expect::Masked { mask: 0xFFFF_FFFF & !(paging::A | paging::D), want: v & !(paging::A | paging::D) },
             e => e,
         };
         self.op(tag, Op::Read32 { seg: 0, addr: va }, e);
@@ -211,15 +199,7 @@ impl B<'_, '_> {
             }
             Err(k) => Expect::pf(pf_error(k == WalkFault::ReadOnly, true, false, false), va),
         };
-        self.op(
-            tag,
-            Op::Write32 {
-                seg: 0,
-                addr: va,
-                value,
-            },
-            e,
-        );
+        self.op(tag, Op::Write32 { seg: 0, addr: va, value }, e);
     }
 
     fn invlpg(&mut self, tag: usize, va: u64) {
@@ -237,11 +217,7 @@ impl B<'_, '_> {
     /// identity-mapped, so paging can go off and on under it). Setting PG
     /// with CR4.PAE = 1 loads the PDPTE registers again (SDM Vol. 3A 4.4.1).
     fn paging(&mut self, tag: usize, on: bool) {
-        let cr0 = if on {
-            self.cr0 | CR0_PG
-        } else {
-            self.cr0 & !CR0_PG
-        };
+        let cr0 = if on { self.cr0 | CR0_PG } else { self.cr0 & !CR0_PG };
         self.fmt = if on { self.format(self.mode) } else { None };
         self.op(tag, Op::WriteCr0 { value: cr0 as u32 }, Expect::Value(cr0));
     }
@@ -259,17 +235,7 @@ impl B<'_, '_> {
 
 /// Emits the second program.
 pub fn program(s: &Space, env: &Env, emit: &mut dyn FnMut(Item)) {
-    let mut b = B {
-        s,
-        env,
-        mem: Mem::new(s),
-        fmt: None,
-        mode: Mode::Prot,
-        cr0: 0,
-        cr3: 0,
-        cr4: 0,
-        emit,
-    };
+    let mut b = B { s, env, mem: Mem::new(s), fmt: None, mode: Mode::Prot, cr0: 0, cr3: 0, cr4: 0, emit };
     same_gfn(&mut b);
     b.stop(Mode::Paging32, s.pd_q, 0);
     pt_quadrants(&mut b);
@@ -286,10 +252,7 @@ pub fn program(s: &Space, env: &Env, emit: &mut dyn FnMut(Item)) {
     no_pse(&mut b);
     same_gfn_pt32_pae(&mut b);
     same_gfn_pd32_pae(&mut b);
-    debug_assert!(
-        !b.mem.unknown.get(),
-        "the named program read a word the space never wrote"
-    );
+    debug_assert!(!b.mem.unknown.get(), "the named program read a word the space never wrote");
 }
 
 /// Scenario 1: one frame is the 32-bit PD, the PAE PD and the 4-level PD
@@ -301,28 +264,14 @@ fn same_gfn(b: &mut B) {
     let t = SAME_GFN;
     let s = b.s;
     b.stop(Mode::Real, 0, 0);
-    b.op(
-        t,
-        Op::ReadCr0,
-        Expect::Masked {
-            mask: CR0_PE | CR0_PG,
-            want: 0,
-        },
-    );
+    b.op(t, Op::ReadCr0, Expect::Masked { mask: CR0_PE | CR0_PG, want: 0 });
     b.stop(Mode::Paging32, s.pd_same, 0);
     b.op(t, Op::ReadCr3, Expect::Value(s.pd_same));
     b.read(t, SAME_VA32);
     b.read(t, SAME_VA32 + 0x7f8);
     b.read(t, SAME_VA64); // 32-bit PDE 2: not present
     b.stop(Mode::Pae, s.pdpt_same, 0);
-    b.op(
-        t,
-        Op::ReadCr4,
-        Expect::Masked {
-            mask: CR4_PAE | CR4_PSE,
-            want: CR4_PAE,
-        },
-    );
+    b.op(t, Op::ReadCr4, Expect::Masked { mask: CR4_PAE | CR4_PSE, want: CR4_PAE });
     b.read(t, SAME_VA64);
     b.read(t, SAME_VA64 + 0xffc);
     b.stop(Mode::Long, s.pml4_same, 0);
@@ -483,20 +432,9 @@ fn cr3_align(b: &mut B) {
 /// that changes PGE invalidates every translation, global ones included.
 fn global(b: &mut B, t: usize, mode: Mode) {
     let s = b.s;
-    let (va, pt, size) = if mode == Mode::Pae {
-        (G_VA_PAE, s.pt_gp, 8)
-    } else {
-        (G_VA32, s.pt_g, 4)
-    };
+    let (va, pt, size) = if mode == Mode::Pae { (G_VA_PAE, s.pt_gp, 8) } else { (G_VA32, s.pt_g, 4) };
     let g = |f: u64| pte32(f, KRW | paging::G);
-    b.op(
-        t,
-        Op::ReadCr4,
-        Expect::Masked {
-            mask: CR4_PGE,
-            want: CR4_PGE,
-        },
-    );
+    b.op(t, Op::ReadCr4, Expect::Masked { mask: CR4_PGE, want: CR4_PGE });
     b.read(t, va);
     b.read(t, va + PAGE + 0x7f8);
     b.write(t, pt, g(s.d2));
@@ -539,22 +477,8 @@ fn low_frames(b: &mut B) {
     b.op(t, Op::ReadCr3, Expect::Value(layout::REAL_PDPT));
     b.read(t, WIN);
     b.stop(Mode::Real, 0, 0);
-    b.op(
-        t,
-        Op::ReadCr0,
-        Expect::Masked {
-            mask: CR0_PE | CR0_PG | CR0_WP,
-            want: 0,
-        },
-    );
-    b.op(
-        t,
-        Op::Read32 {
-            seg: 0,
-            addr: layout::REAL_DATA,
-        },
-        Expect::Value(u64::from(super::real_word(layout::REAL_DATA))),
-    );
+    b.op(t, Op::ReadCr0, Expect::Masked { mask: CR0_PE | CR0_PG | CR0_WP, want: 0 });
+    b.op(t, Op::Read32 { seg: 0, addr: layout::REAL_DATA }, Expect::Value(u64::from(super::real_word(layout::REAL_DATA))));
     // (No read of the PDPTE before the write: QEMU TCG sets bit 5 in PAE
     // PDPTEs it walks, which the SDM reserves there, Vol. 3A Table 4-8.)
     b.write(t, pdpte1, paging::pdpte_pae(s.pd_alt) as u32);
@@ -607,24 +531,10 @@ fn no_pse(b: &mut B) {
         b.read(t, NS_VA + 0x3F_F000); // PTE 1023 not present
     };
     b.stop_cr4(Mode::Paging32, s.pd_ns, 0, CR4_PSE);
-    b.op(
-        t,
-        Op::ReadCr4,
-        Expect::Masked {
-            mask: CR4_PAE | CR4_PSE,
-            want: 0,
-        },
-    );
+    b.op(t, Op::ReadCr4, Expect::Masked { mask: CR4_PAE | CR4_PSE, want: 0 });
     as_pt(b);
     b.stop_cr4(Mode::Paging32, s.pd_ns, CR4_PSE, 0);
-    b.op(
-        t,
-        Op::ReadCr4,
-        Expect::Masked {
-            mask: CR4_PAE | CR4_PSE,
-            want: CR4_PSE,
-        },
-    );
+    b.op(t, Op::ReadCr4, Expect::Masked { mask: CR4_PAE | CR4_PSE, want: CR4_PSE });
     // The 4 MiB page: pt_ns's entries as data, then pt_sh's (the next frame).
     for i in [0u64, 1, 3, 4, 5] {
         b.read_entry(t, NS_VA + 4 * i);
@@ -656,14 +566,7 @@ fn same_gfn_pt32_pae(b: &mut B) {
         }
     };
     b.stop_cr4(Mode::Paging32, s.pd_ns, 0, CR4_PSE);
-    b.op(
-        t,
-        Op::ReadCr4,
-        Expect::Masked {
-            mask: CR4_PAE | CR4_PSE,
-            want: 0,
-        },
-    );
+    b.op(t, Op::ReadCr4, Expect::Masked { mask: CR4_PAE | CR4_PSE, want: 0 });
     pg32(b, 9);
     b.stop(Mode::Pae, s.pdpt_ns, 0);
     b.op(t, Op::ReadCr3, Expect::Value(s.pdpt_ns));
@@ -693,16 +596,10 @@ fn same_gfn_pd32_pae(b: &mut B) {
     let s = b.s;
     let pg32 = |b: &mut B, extra: bool| {
         for j in 0..4u64 {
-            b.read(
-                t,
-                (2 << 22) + PAGE * j + FRAME_OFFSETS[(j / 2 % 2) as usize],
-            );
+            b.read(t, (2 << 22) + PAGE * j + FRAME_OFFSETS[(j / 2 % 2) as usize]);
         }
         for j in 0..5u64 {
-            b.read(
-                t,
-                (8 << 22) + PAGE * j + FRAME_OFFSETS[1 - (j / 2 % 2) as usize],
-            );
+            b.read(t, (8 << 22) + PAGE * j + FRAME_OFFSETS[1 - (j / 2 % 2) as usize]);
         }
         b.read(t, 1 << 22); // PDE 1: not present
         b.read(t, (6 << 22) + FRAME_OFFSETS[0]); // PDE 6: set from PAE paging
@@ -719,14 +616,8 @@ fn same_gfn_pd32_pae(b: &mut B) {
     b.op(t, Op::ReadCr3, Expect::Value(cr3));
     let pae = |b: &mut B| {
         for j in 0..3u64 {
-            b.read(
-                t,
-                (1 << 30) + (1 << 21) + PAGE * j + FRAME_OFFSETS[(j % 2) as usize],
-            );
-            b.read(
-                t,
-                (1 << 30) + (4 << 21) + PAGE * j + FRAME_OFFSETS[1 - (j % 2) as usize],
-            );
+            b.read(t, (1 << 30) + (1 << 21) + PAGE * j + FRAME_OFFSETS[(j % 2) as usize]);
+            b.read(t, (1 << 30) + (4 << 21) + PAGE * j + FRAME_OFFSETS[1 - (j % 2) as usize]);
         }
         b.read(t, (1 << 30) + (2 << 21)); // PAE PDE 2 = 32-bit PDEs 4, 5: not present
     };

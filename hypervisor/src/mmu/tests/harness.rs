@@ -466,13 +466,7 @@ pub struct Racy<'a> {
 
 impl<'a> Racy<'a> {
     pub fn new(inner: &'a mut TestMem, watch: u64, race: u32, before: bool) -> Self {
-        Racy {
-            inner,
-            watch,
-            race,
-            before,
-            fired: false,
-        }
+        Racy { inner, watch, race, before, fired: false }
     }
 }
 

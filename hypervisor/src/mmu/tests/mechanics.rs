@@ -182,20 +182,13 @@ fn no_cache_mode_keeps_nothing_but_the_new_root() {
         assert_eq!(s.zaps_for(ZapReason::NoCache), zapped, "round {i}");
         assert_eq!(s.cr3_hits, 0, "round {i}: a CR3 load hit without the cache");
         assert_eq!(w.go(0, 0x10, rd(true)), Phys(f(data) + 0x10));
-        assert_eq!(
-            w.cache.stats().pages_in_use,
-            5,
-            "round {i}: the path of one page"
-        );
+        assert_eq!(w.cache.stats().pages_in_use, 5, "round {i}: the path of one page");
         w.check();
     }
     let before = w.cache.stats().pages_in_use;
     w.mode(0, GuestMode::Long, false, true, false, false, false);
     w.mode(0, GuestMode::Long, true, true, false, false, false);
-    assert!(
-        w.cache.stats().pages_in_use >= before,
-        "a CR0 write is not a CR3 load"
-    );
+    assert!(w.cache.stats().pages_in_use >= before, "a CR0 write is not a CR3 load");
     w.check();
 }
 

@@ -160,27 +160,11 @@ fn smap_wp0_ac_write_to_user_ro_page_is_emulated() {
     let mut w = world(1);
     chain32(&mut w, 0, f(10) | P | US | A | D);
     w.mode(0, GuestMode::Bits32, false, false, false, false, true);
-    let out = w
-        .cache
-        .page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, 0x2);
-    assert!(
-        matches!(
-            out,
-            FaultOutcome::InjectPf {
-                error_code: 0x3,
-                ..
-            }
-        ),
-        "AC=0: {out:?}"
-    );
+    let out = w.cache.page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, 0x2);
+    assert!(matches!(out, FaultOutcome::InjectPf { error_code: 0x3, .. }), "AC=0: {out:?}");
     w.cpus[0].mmu.set_explicit_ac(true);
-    let out = w
-        .cache
-        .page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, 0x2);
-    assert!(
-        matches!(out, FaultOutcome::EmulateWrite { gpa: 0xa010, .. }),
-        "AC=1: {out:?}"
-    );
+    let out = w.cache.page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, 0x2);
+    assert!(matches!(out, FaultOutcome::EmulateWrite { gpa: 0xa010, .. }), "AC=1: {out:?}");
     w.cpus[0].mmu.set_explicit_ac(false);
     assert_eq!(w.go(0, 0x10, rd(false)), PageFault(0x1));
     assert_eq!(w.go(0, 0x10, rd(true)), Phys(0xa010));
@@ -189,13 +173,8 @@ fn smap_wp0_ac_write_to_user_ro_page_is_emulated() {
     // natively once (leaf made supervisor-writable), instead of looping.
     w.cpus[0].mmu.set_explicit_ac(true);
     w.cpus[0].mmu.smap_wp0_emulation_failed();
-    let out = w
-        .cache
-        .page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, 0x3);
-    assert!(
-        matches!(out, FaultOutcome::Fixed { .. }),
-        "native fallback: {out:?}"
-    );
+    let out = w.cache.page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, 0x3);
+    assert!(matches!(out, FaultOutcome::Fixed { .. }), "native fallback: {out:?}");
     assert!(!w.cpus[0].mmu.smap_wp0_native, "the fallback is used once");
 }
 
@@ -212,35 +191,13 @@ fn smap_ac_repeated_refusal_is_an_implicit_access() {
     w.mode(0, GuestMode::Bits32, true, false, false, false, true);
     w.cpus[0].mmu.set_explicit_ac(true);
     let pf = |w: &mut World, ec| w.cache.page_fault(&mut w.cpus[0].mmu, &mut w.mem, 0x10, ec);
-    assert!(
-        matches!(pf(&mut w, 0), FaultOutcome::Fixed { .. }),
-        "not present: build the leaf"
-    );
-    assert!(
-        matches!(pf(&mut w, 1), FaultOutcome::Fixed { .. }),
-        "first refusal: maybe a stale TLB entry"
-    );
+    assert!(matches!(pf(&mut w, 0), FaultOutcome::Fixed { .. }), "not present: build the leaf");
+    assert!(matches!(pf(&mut w, 1), FaultOutcome::Fixed { .. }), "first refusal: maybe a stale TLB entry");
     let out = pf(&mut w, 1);
-    assert!(
-        matches!(
-            out,
-            FaultOutcome::InjectPf {
-                error_code: 0x1,
-                cr2: 0x10,
-                ..
-            }
-        ),
-        "{out:?}"
-    );
+    assert!(matches!(out, FaultOutcome::InjectPf { error_code: 0x1, cr2: 0x10, .. }), "{out:?}");
     let _ = w.cache.invlpg(&mut w.cpus[0].mmu, 0x10);
-    assert!(
-        matches!(pf(&mut w, 0), FaultOutcome::Fixed { .. }),
-        "after INVLPG"
-    );
-    assert!(
-        matches!(pf(&mut w, 1), FaultOutcome::Fixed { .. }),
-        "a single refusal"
-    );
+    assert!(matches!(pf(&mut w, 0), FaultOutcome::Fixed { .. }), "after INVLPG");
+    assert!(matches!(pf(&mut w, 1), FaultOutcome::Fixed { .. }), "a single refusal");
 }
 
 /// `invalid`: zapping the loaded root (flooding the current PD) keeps it

@@ -38,10 +38,7 @@ fn write_protect_flushes_other_vcpus_before_going_on() {
     assert!(w.load_cr3(0, f(5)));
     w.mode(0, GuestMode::Bits32, true, false, false, false, false);
     let hooks = &w.cache.frames.remote_flushes;
-    assert!(
-        hooks.iter().any(|m| m & 0b10 != 0),
-        "vCPU 1 not flushed synchronously: {hooks:?}"
-    );
+    assert!(hooks.iter().any(|m| m & 0b10 != 0), "vCPU 1 not flushed synchronously: {hooks:?}");
     assert!(w.cache.stats().remote_flushes >= 1);
     w.check();
 }
@@ -58,10 +55,7 @@ fn an_accessed_flag_update_that_loses_a_race_walks_again() {
     let ctx = w.cpus[0].mmu.ctx(MAXPHY);
     let walked = walk::walk(&ctx, &mut racy, 0x10, rd(false)).unwrap();
     assert!(racy.fired);
-    assert_eq!(
-        walked.gpa, 0xb010,
-        "the walk must see the other vCPU's store"
-    );
+    assert_eq!(walked.gpa, 0xb010, "the walk must see the other vCPU's store");
     // Its A flag was set on the new value, not lost.
     assert_eq!(w.mem.r64(f(2)) as u32, race | A as u32);
 }
@@ -76,14 +70,12 @@ fn emulated_read_modify_write_is_all_or_nothing() {
     let before = w.mem.r64(pte);
     // Computed from a stale value: nothing is written.
     let (_, written) =
-        w.cache
-            .guest_pt_cmpxchg(&mut w.cpus[0].mmu, &mut w.mem, pte, 4, f(9) | T, f(12) | T);
+        w.cache.guest_pt_cmpxchg(&mut w.cpus[0].mmu, &mut w.mem, pte, 4, f(9) | T, f(12) | T);
     assert!(!written);
     assert_eq!(w.mem.r64(pte), before);
     // Computed from what is there: written, and the shadow follows.
     let (fl, written) =
-        w.cache
-            .guest_pt_cmpxchg(&mut w.cpus[0].mmu, &mut w.mem, pte, 4, f(10) | T, f(12) | T);
+        w.cache.guest_pt_cmpxchg(&mut w.cpus[0].mmu, &mut w.mem, pte, 4, f(10) | T, f(12) | T);
     assert!(written);
     w.flush(fl);
     for i in 0..4 {
@@ -108,14 +100,8 @@ fn init_drops_the_root_and_loaded_modes_are_recorded() {
     assert_eq!(w.cache.loaded_glevels_mask(), (1 << 4) | 1);
     let s = w.cache.stats();
     assert_eq!(s.max_loaded_glevels, 2);
-    assert_ne!(
-        s.loaded_glevels_pairs & shared::coverage::glevels_pair_bit(0, 4),
-        0
-    );
-    assert_eq!(
-        s.loaded_glevels_pairs & shared::coverage::glevels_pair_bit(2, 4),
-        0
-    );
+    assert_ne!(s.loaded_glevels_pairs & shared::coverage::glevels_pair_bit(0, 4), 0);
+    assert_eq!(s.loaded_glevels_pairs & shared::coverage::glevels_pair_bit(2, 4), 0);
     // INIT: vCPU 1 holds no root any more.
     let cache = &mut w.cache;
     cache.reset_vcpu(&mut w.cpus[1].mmu);

@@ -44,23 +44,13 @@ pub struct Decoded {
 /// CR0.PE, #GP/#SS/#NP push `error_code`.
 pub fn fault(state: &RealModeState, vector: u8, error_code: u32) -> Outcome {
     let pushes = matches!(vector, 8 | 10..=14 | 17);
-    let error_code = if state.cr0 & CR0_PE != 0 && pushes {
-        Some(error_code)
-    } else {
-        None
-    };
+    let error_code = if state.cr0 & CR0_PE != 0 && pushes { Some(error_code) } else { None };
     Outcome::Exception { vector, error_code }
 }
 
 /// An [`Outcome::Unsupported`] naming the first `len` fetched bytes.
 pub fn unsupported(f: &Fetched, len: usize, what: &'static str) -> Outcome {
-    Outcome::Unsupported {
-        bytes: f.bytes,
-        len: len.min(MAX_LEN) as u8,
-        cs: f.cs,
-        ip: f.ip,
-        what,
-    }
+    Outcome::Unsupported { bytes: f.bytes, len: len.min(MAX_LEN) as u8, cs: f.cs, ip: f.ip, what }
 }
 
 /// Reads up to 15 bytes at CS:IP, one at a time so that a read that runs
@@ -68,12 +58,7 @@ pub fn unsupported(f: &Fetched, len: usize, what: &'static str) -> Outcome {
 /// the offset wraps at 64 KiB.
 pub fn fetch(state: &RealModeState, mem: &impl RealModeMemory) -> Result<Fetched, Outcome> {
     let cs = state.seg[sreg::CS];
-    let mut f = Fetched {
-        bytes: [0; MAX_LEN],
-        count: 0,
-        cs,
-        ip: state.eip as u16,
-    };
+    let mut f = Fetched { bytes: [0; MAX_LEN], count: 0, cs, ip: state.eip as u16 };
     if state.eip > 0xffff {
         // EIP beyond the CS limit: #GP(0) (SDM Vol. 3A 20.1.1).
         return Err(fault(state, vector::GP, 0));
@@ -95,18 +80,11 @@ pub fn fetch(state: &RealModeState, mem: &impl RealModeMemory) -> Result<Fetched
 
 /// Decodes the fetched bytes in 16-bit mode.
 pub fn decode(state: &RealModeState, f: &Fetched) -> Result<Decoded, Outcome> {
-    let mut decoder = Decoder::with_ip(
-        16,
-        &f.bytes[..f.count],
-        u64::from(f.ip),
-        DecoderOptions::NONE,
-    );
+    let mut decoder = Decoder::with_ip(16, &f.bytes[..f.count], u64::from(f.ip), DecoderOptions::NONE);
     let insn = decoder.decode();
     if insn.is_invalid() {
         return Err(match decoder.last_error() {
-            DecoderError::NoMoreBytes => {
-                unsupported(f, f.count, "instruction fetch outside guest RAM")
-            }
+            DecoderError::NoMoreBytes => unsupported(f, f.count, "instruction fetch outside guest RAM"),
             // iced reports an instruction that needs more than 15 bytes as
             // invalid with length 15: that is #GP(0) (SDM Vol. 2A 2.1).
             // (An invalid opcode ending exactly at byte 15 is reported the
@@ -121,10 +99,7 @@ pub fn decode(state: &RealModeState, f: &Fetched) -> Result<Decoded, Outcome> {
         // 20.1.1: real-mode segments are 64 KiB; the fetch faults, #GP(0)).
         return Err(fault(state, vector::GP, 0));
     }
-    Ok(Decoded {
-        insn,
-        next_ip: (end & 0xffff) as u16,
-    })
+    Ok(Decoded { insn, next_ip: (end & 0xffff) as u16 })
 }
 
 /// Linear address of `segment:offset` in real mode (SDM Vol. 3A 20.1.1).
@@ -190,9 +165,7 @@ pub fn read_gpr(state: &RealModeState, r: Register) -> Option<u32> {
 
 /// Writes a general-purpose register, keeping the bits outside its width.
 pub fn write_gpr(state: &mut RealModeState, r: Register, value: u32) -> bool {
-    let Some((i, w)) = gpr_slot(r) else {
-        return false;
-    };
+    let Some((i, w)) = gpr_slot(r) else { return false };
     let old = state.gpr[i];
     state.gpr[i] = match w {
         Width::Low8 => (old & !0xff) | (value & 0xff),
@@ -212,56 +185,32 @@ fn is_gpr32(r: Register) -> bool {
 /// 2-1: BX/BP + SI/DI + disp, BP-based forms defaulting to SS) wraps at 64
 /// KiB; 32-bit addressing (0x67, Table 2-2 and SIB) must stay below the
 /// limit. iced resolves the default segment and any override prefix.
-pub fn memory_operand(
-    state: &RealModeState,
-    insn: &Instruction,
-    size: u32,
-) -> Result<u32, Outcome> {
+pub fn memory_operand(state: &RealModeState, insn: &Instruction, size: u32) -> Result<u32, Outcome> {
     let seg = sreg_index(insn.memory_segment()).unwrap_or(sreg::DS);
     let base = insn.memory_base();
     let index = insn.memory_index();
     let disp = insn.memory_displacement32();
-    let value = |r: Register| {
-        if r == Register::None {
-            Some(0)
-        } else {
-            read_gpr(state, r)
-        }
-    };
+    let value = |r: Register| if r == Register::None { Some(0) } else { read_gpr(state, r) };
     let (Some(b), Some(i)) = (value(base), value(index)) else {
         return Err(fault(state, vector::UD, 0));
     };
-    let addr32 = is_gpr32(base)
-        || is_gpr32(index)
-        || (base == Register::None && index == Register::None && insn.memory_displ_size() == 4);
+    let addr32 = is_gpr32(base) || is_gpr32(index) || (base == Register::None && index == Register::None && insn.memory_displ_size() == 4);
     let offset = if addr32 {
-        b.wrapping_add(i.wrapping_mul(insn.memory_index_scale()))
-            .wrapping_add(disp)
+        b.wrapping_add(i.wrapping_mul(insn.memory_index_scale())).wrapping_add(disp)
     } else {
         b.wrapping_add(i).wrapping_add(disp) & 0xffff
     };
     if u64::from(offset) + u64::from(size) - 1 > 0xffff {
-        let v = if seg == sreg::SS {
-            vector::SS
-        } else {
-            vector::GP
-        };
+        let v = if seg == sreg::SS { vector::SS } else { vector::GP };
         return Err(fault(state, v, 0));
     }
     Ok(linear(state.seg[seg], offset))
 }
 
 /// Reads a 16-bit or 32-bit source operand (register or memory).
-pub fn read_rm(
-    state: &RealModeState,
-    mem: &impl RealModeMemory,
-    insn: &Instruction,
-    op: u32,
-    size: u32,
-) -> Result<u32, OperandError> {
+pub fn read_rm(state: &RealModeState, mem: &impl RealModeMemory, insn: &Instruction, op: u32, size: u32) -> Result<u32, OperandError> {
     match insn.op_kind(op) {
-        OpKind::Register => read_gpr(state, insn.op_register(op))
-            .ok_or(OperandError::Fault(fault(state, vector::UD, 0))),
+        OpKind::Register => read_gpr(state, insn.op_register(op)).ok_or(OperandError::Fault(fault(state, vector::UD, 0))),
         OpKind::Memory => {
             let at = memory_operand(state, insn, size).map_err(OperandError::Fault)?;
             let mut buf = [0u8; 4];

@@ -13,10 +13,7 @@
 //! recognized in real-address mode"). Everything else, string I/O included,
 //! is [`Outcome::Unsupported`].
 
-use super::decode::{
-    self, fault, memory_operand, read_gpr, read_rm, unsupported, write_gpr, Decoded, Fetched,
-    OperandError,
-};
+use super::decode::{self, fault, memory_operand, read_gpr, read_rm, unsupported, write_gpr, Decoded, Fetched, OperandError};
 use super::stack::{self, interrupt, push, IretError};
 use super::{flags, sreg, vector, Dtr, Outcome, RealModeMemory, RealModeState, CR0_PE, CR0_TS};
 use iced_x86::{Code, Instruction, OpKind, Register};
@@ -24,12 +21,7 @@ use iced_x86::{Code, Instruction, OpKind, Register};
 const OUTSIDE_RAM: &str = "memory operand outside guest RAM (no MMIO is emulated in real mode)";
 
 /// Runs one decoded instruction.
-pub fn execute(
-    state: &mut RealModeState,
-    mem: &mut impl RealModeMemory,
-    d: &Decoded,
-    f: &Fetched,
-) -> Outcome {
+pub fn execute(state: &mut RealModeState, mem: &mut impl RealModeMemory, d: &Decoded, f: &Fetched) -> Outcome {
     let insn = &d.insn;
     let len = insn.len();
     let unsupported_here = |what| unsupported(f, len, what);
@@ -54,32 +46,20 @@ pub fn execute(
             if matches!(insn.code(), Code::Lgdt_m1632_16 | Code::Lidt_m1632_16) {
                 base &= 0x00ff_ffff;
             }
-            let which = if matches!(insn.code(), Code::Lgdt_m1632_16 | Code::Lgdt_m1632) {
-                Dtr::Gdt
-            } else {
-                Dtr::Idt
-            };
+            let which = if matches!(insn.code(), Code::Lgdt_m1632_16 | Code::Lgdt_m1632) { Dtr::Gdt } else { Dtr::Idt };
             Outcome::LoadDescriptorTable { which, base, limit }
         }
         // MOV CRn, r32 / MOV r32, CRn (SDM Vol. 2B MOV-Move to/from Control
         // Registers): always 32 bits outside 64-bit mode, the mod field is
         // ignored; CR1, CR5-CR7 and CR8 (outside 64-bit mode) are #UD.
         Code::Mov_cr_r32 => {
-            let Some(cr) = control_register(insn.op_register(0)) else {
-                return fault(state, vector::UD, 0);
-            };
-            let Some(value) = read_gpr(state, insn.op_register(1)) else {
-                return fault(state, vector::UD, 0);
-            };
+            let Some(cr) = control_register(insn.op_register(0)) else { return fault(state, vector::UD, 0) };
+            let Some(value) = read_gpr(state, insn.op_register(1)) else { return fault(state, vector::UD, 0) };
             Outcome::WriteCr { cr, value }
         }
         Code::Mov_r32_cr => {
-            let Some(cr) = control_register(insn.op_register(1)) else {
-                return fault(state, vector::UD, 0);
-            };
-            let Some((gpr, _)) = decode::gpr_slot(insn.op_register(0)) else {
-                return fault(state, vector::UD, 0);
-            };
+            let Some(cr) = control_register(insn.op_register(1)) else { return fault(state, vector::UD, 0) };
+            let Some((gpr, _)) = decode::gpr_slot(insn.op_register(0)) else { return fault(state, vector::UD, 0) };
             Outcome::ReadCr { cr, gpr: gpr as u8 }
         }
         // LMSW r/m16 (SDM Vol. 2A LMSW): loads CR0 bits 3:0 (PE MP EM TS);
@@ -116,31 +96,13 @@ pub fn execute(
             Outcome::Continue
         }
         // CLTS (SDM Vol. 2A CLTS): clears CR0.TS.
-        Code::Clts => Outcome::WriteCr {
-            cr: 0,
-            value: state.cr0 & !CR0_TS,
-        },
+        Code::Clts => Outcome::WriteCr { cr: 0, value: state.cr0 & !CR0_TS },
         Code::Hlt => Outcome::Halt,
-        code @ (Code::In_AL_imm8
-        | Code::In_AX_imm8
-        | Code::In_EAX_imm8
-        | Code::In_AL_DX
-        | Code::In_AX_DX
-        | Code::In_EAX_DX) => {
+        code @ (Code::In_AL_imm8 | Code::In_AX_imm8 | Code::In_EAX_imm8 | Code::In_AL_DX | Code::In_AX_DX | Code::In_EAX_DX) => {
             let (port, size) = io_port_and_size(state, insn, code);
-            Outcome::PortIo {
-                port,
-                size,
-                is_in: true,
-                value: 0,
-            }
+            Outcome::PortIo { port, size, is_in: true, value: 0 }
         }
-        code @ (Code::Out_imm8_AL
-        | Code::Out_imm8_AX
-        | Code::Out_imm8_EAX
-        | Code::Out_DX_AL
-        | Code::Out_DX_AX
-        | Code::Out_DX_EAX) => {
+        code @ (Code::Out_imm8_AL | Code::Out_imm8_AX | Code::Out_imm8_EAX | Code::Out_DX_AL | Code::Out_DX_AX | Code::Out_DX_EAX) => {
             let (port, size) = io_port_and_size(state, insn, code);
             let eax = state.gpr[RealModeState::EAX];
             let value = match size {
@@ -148,19 +110,9 @@ pub fn execute(
                 2 => eax & 0xffff,
                 _ => eax,
             };
-            Outcome::PortIo {
-                port,
-                size,
-                is_in: false,
-                value,
-            }
+            Outcome::PortIo { port, size, is_in: false, value }
         }
-        Code::Insb_m8_DX
-        | Code::Insw_m16_DX
-        | Code::Insd_m32_DX
-        | Code::Outsb_DX_m8
-        | Code::Outsw_DX_m16
-        | Code::Outsd_DX_m32 => {
+        Code::Insb_m8_DX | Code::Insw_m16_DX | Code::Insd_m32_DX | Code::Outsb_DX_m8 | Code::Outsw_DX_m16 | Code::Outsd_DX_m32 => {
             return unsupported_here("string I/O (INS/OUTS) is not emulated");
         }
         // INT3, INT n, INTO (SDM Vol. 2A INT n/INTO/INT3/INT1, real-address
@@ -193,12 +145,10 @@ pub fn execute(
             state.eflags |= flags::IF;
             Outcome::Continue
         }
-        Code::Pushfw | Code::Pushfd => {
-            match stack::pushf(state, mem, insn.code() == Code::Pushfd) {
-                Ok(()) => Outcome::Continue,
-                Err(what) => return unsupported_here(what),
-            }
-        }
+        Code::Pushfw | Code::Pushfd => match stack::pushf(state, mem, insn.code() == Code::Pushfd) {
+            Ok(()) => Outcome::Continue,
+            Err(what) => return unsupported_here(what),
+        },
         Code::Popfw | Code::Popfd => match stack::popf(state, mem, insn.code() == Code::Popfd) {
             Ok(()) => Outcome::Continue,
             Err(what) => return unsupported_here(what),
@@ -211,11 +161,7 @@ pub fn execute(
             };
         }
         Code::Jmp_ptr1616 | Code::Jmp_ptr1632 => {
-            let offset = if insn.code() == Code::Jmp_ptr1616 {
-                u32::from(insn.far_branch16())
-            } else {
-                insn.far_branch32()
-            };
+            let offset = if insn.code() == Code::Jmp_ptr1616 { u32::from(insn.far_branch16()) } else { insn.far_branch32() };
             return far_transfer(state, insn.far_branch_selector(), offset);
         }
         // JMP m16:16 / m16:32 (FF /5): offset then selector in memory.
@@ -231,15 +177,9 @@ pub fn execute(
                 return unsupported_here(OUTSIDE_RAM);
             }
             let (offset, sel) = if wide {
-                (
-                    u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]),
-                    u16::from_le_bytes([buf[4], buf[5]]),
-                )
+                (u32::from_le_bytes([buf[0], buf[1], buf[2], buf[3]]), u16::from_le_bytes([buf[4], buf[5]]))
             } else {
-                (
-                    u32::from(u16::from_le_bytes([buf[0], buf[1]])),
-                    u16::from_le_bytes([buf[2], buf[3]]),
-                )
+                (u32::from(u16::from_le_bytes([buf[0], buf[1]])), u16::from_le_bytes([buf[2], buf[3]]))
             };
             return far_transfer(state, sel, offset);
         }
@@ -247,11 +187,7 @@ pub fn execute(
         // then the return IP in the operand size, then transfer.
         Code::Call_ptr1616 | Code::Call_ptr1632 => {
             let wide = insn.code() == Code::Call_ptr1632;
-            let offset = if wide {
-                insn.far_branch32()
-            } else {
-                u32::from(insn.far_branch16())
-            };
+            let offset = if wide { insn.far_branch32() } else { u32::from(insn.far_branch16()) };
             let width = if wide { 4 } else { 2 };
             let mut sp = state.gpr[RealModeState::ESP];
             let cs = u32::from(state.seg[sreg::CS]);
@@ -294,17 +230,10 @@ pub fn execute(
             return fault(state, vector::UD, 0);
         }
         // UD0/UD1/UD2 raise #UD by definition (SDM Vol. 2B UD).
-        Code::Ud0
-        | Code::Ud0_r16_rm16
-        | Code::Ud0_r32_rm32
-        | Code::Ud1_r16_rm16
-        | Code::Ud1_r32_rm32
-        | Code::Ud2 => {
+        Code::Ud0 | Code::Ud0_r16_rm16 | Code::Ud0_r32_rm32 | Code::Ud1_r16_rm16 | Code::Ud1_r32_rm32 | Code::Ud2 => {
             return fault(state, vector::UD, 0);
         }
-        Code::Mov_r32_dr | Code::Mov_dr_r32 => {
-            return unsupported_here("MOV to/from a debug register is not emulated")
-        }
+        Code::Mov_r32_dr | Code::Mov_dr_r32 => return unsupported_here("MOV to/from a debug register is not emulated"),
         _ => return unsupported_here("instruction not emulated in real mode"),
     };
     state.eip = u32::from(d.next_ip);
@@ -334,12 +263,9 @@ fn io_port_and_size(state: &RealModeState, insn: &Instruction, code: Code) -> (u
         _ => 4,
     };
     let port = match code {
-        Code::In_AL_DX
-        | Code::In_AX_DX
-        | Code::In_EAX_DX
-        | Code::Out_DX_AL
-        | Code::Out_DX_AX
-        | Code::Out_DX_EAX => state.gpr[RealModeState::EDX] as u16,
+        Code::In_AL_DX | Code::In_AX_DX | Code::In_EAX_DX | Code::Out_DX_AL | Code::Out_DX_AX | Code::Out_DX_EAX => {
+            state.gpr[RealModeState::EDX] as u16
+        }
         _ => u16::from(insn.immediate8()),
     };
     (port, size)
@@ -354,10 +280,7 @@ fn far_transfer(state: &mut RealModeState, selector: u16, offset: u32) -> Outcom
     if state.cr0 & CR0_PE != 0 {
         state.seg[sreg::CS] = selector;
         state.eip = offset;
-        return Outcome::EnterProtectedMode {
-            cs: selector,
-            eip: offset,
-        };
+        return Outcome::EnterProtectedMode { cs: selector, eip: offset };
     }
     if offset > 0xffff {
         return fault(state, vector::GP, 0);

@@ -47,12 +47,7 @@ const PASSED: u32 = 0x0CD5 | flags::TF | (1 << 10) | flags::NT | flags::AC | fla
 /// (SDM Vol. 3A 20.4.2). The caller must keep hardware CR0.AM clear in vm86
 /// (the guest's AC then has no effect, as in real mode).
 pub fn vm86_entry_state(state: &RealModeState, virtual_interrupt_pending: bool) -> Vm86Entry {
-    let seg = |sel: u16| Segment {
-        selector: sel,
-        base: u64::from(sel) << 4,
-        limit: 0xFFFF,
-        ar: VM86_AR,
-    };
+    let seg = |sel: u16| Segment { selector: sel, base: u64::from(sel) << 4, limit: 0xFFFF, ar: VM86_AR };
     let mut rflags = (state.eflags & PASSED) | flags::FIXED1 | flags::VM | flags::IF;
     if state.eflags & flags::IF != 0 {
         rflags |= flags::VIF;
@@ -60,11 +55,7 @@ pub fn vm86_entry_state(state: &RealModeState, virtual_interrupt_pending: bool) 
     if virtual_interrupt_pending {
         rflags |= flags::VIP;
     }
-    Vm86Entry {
-        segments: state.seg.map(seg),
-        rip: u64::from(state.eip & 0xffff),
-        rflags: u64::from(rflags),
-    }
+    Vm86Entry { segments: state.seg.map(seg), rip: u64::from(state.eip & 0xffff), rflags: u64::from(rflags) }
 }
 
 /// The guest's EFLAGS from the vm86 RFLAGS after an exit: IF is VIF; VM,
@@ -120,19 +111,9 @@ pub fn protected_mode_segments(state: &RealModeState) -> ([Segment; 6], bool) {
             sreg::CS | sreg::SS => {
                 adjusted |= rpl != 0;
                 let ar = if i == sreg::CS { CODE16_AR } else { DATA16_AR };
-                Segment {
-                    selector: sel & !3,
-                    base,
-                    limit: 0xFFFF,
-                    ar,
-                }
+                Segment { selector: sel & !3, base, limit: 0xFFFF, ar }
             }
-            _ => Segment {
-                selector: sel,
-                base,
-                limit: 0xFFFF,
-                ar: DATA16_AR | (rpl << 5),
-            },
+            _ => Segment { selector: sel, base, limit: 0xFFFF, ar: DATA16_AR | (rpl << 5) },
         }
     });
     (segments, adjusted)
@@ -147,26 +128,16 @@ pub fn protected_mode_segments(state: &RealModeState) -> ([Segment; 6], bool) {
 /// (selector); non-conforming needs RPL 0 and DPL 0, conforming DPL 0, or
 /// #GP(selector); not present is #NP(selector); EIP past the limit is
 /// #GP(0). The new CS.RPL is the CPL, 0.
-pub fn protected_mode_handoff(
-    state: &RealModeState,
-    gdt_descriptor: u64,
-) -> Result<ProtectedModeEntry, HandoffError> {
+pub fn protected_mode_handoff(state: &RealModeState, gdt_descriptor: u64) -> Result<ProtectedModeEntry, HandoffError> {
     let selector = state.seg[sreg::CS];
     let err_sel = u32::from(selector & !3);
-    let gp = |code| {
-        HandoffError::Fault(Outcome::Exception {
-            vector: vector::GP,
-            error_code: Some(code),
-        })
-    };
+    let gp = |code| HandoffError::Fault(Outcome::Exception { vector: vector::GP, error_code: Some(code) });
     let ar = descriptor_access_rights(gdt_descriptor);
     let kind = ar & 0xF;
     let dpl = (ar >> 5) & 3;
     if ar & (1 << 4) == 0 {
         return match kind {
-            1 | 4 | 5 | 9 | 12 => Err(HandoffError::Unsupported(
-                "far jump through a gate or to a TSS while entering protected mode",
-            )),
+            1 | 4 | 5 | 9 | 12 => Err(HandoffError::Unsupported("far jump through a gate or to a TSS while entering protected mode")),
             _ => Err(gp(err_sel)),
         };
     }
@@ -178,10 +149,7 @@ pub fn protected_mode_handoff(
         return Err(gp(err_sel));
     }
     if ar & (1 << 7) == 0 {
-        return Err(HandoffError::Fault(Outcome::Exception {
-            vector: vector::NP,
-            error_code: Some(err_sel),
-        }));
+        return Err(HandoffError::Fault(Outcome::Exception { vector: vector::NP, error_code: Some(err_sel) }));
     }
     let limit = descriptor_limit(gdt_descriptor);
     if state.eip > limit {
@@ -191,35 +159,17 @@ pub fn protected_mode_handoff(
     // Loading CS sets the accessed bit; the L bit has no meaning outside
     // IA-32e mode and is dropped (SDM Vol. 3A 3.4.5).
     let cs_ar = (ar | 1) & !(1 << 13);
-    segments[sreg::CS] = Segment {
-        selector: selector & !3,
-        base: u64::from(descriptor_base(gdt_descriptor)),
-        limit,
-        ar: cs_ar,
-    };
+    segments[sreg::CS] = Segment { selector: selector & !3, base: u64::from(descriptor_base(gdt_descriptor)), limit, ar: cs_ar };
     let rflags = (state.eflags & (PASSED | flags::IF | flags::IOPL)) | flags::FIXED1;
-    Ok(ProtectedModeEntry {
-        segments,
-        rip: u64::from(state.eip),
-        rflags: u64::from(rflags),
-        rpl_adjusted,
-        set_accessed: ar & 1 == 0,
-    })
+    Ok(ProtectedModeEntry { segments, rip: u64::from(state.eip), rflags: u64::from(rflags), rpl_adjusted, set_accessed: ar & 1 == 0 })
 }
 
 /// The linear address of the GDT descriptor `selector` names, or the fault
 /// loading it raises (SDM Vol. 3A 3.4.2, Vol. 2A JMP): a null selector is
 /// #GP(0); TI=1 (the LDT, unusable after real mode) or an index past the
 /// GDT limit is #GP(selector).
-pub fn gdt_descriptor_address(
-    gdtr_base: u32,
-    gdtr_limit: u16,
-    selector: u16,
-) -> Result<u32, Outcome> {
-    let gp = |code| Outcome::Exception {
-        vector: vector::GP,
-        error_code: Some(code),
-    };
+pub fn gdt_descriptor_address(gdtr_base: u32, gdtr_limit: u16, selector: u16) -> Result<u32, Outcome> {
+    let gp = |code| Outcome::Exception { vector: vector::GP, error_code: Some(code) };
     if selector & !3 == 0 {
         return Err(gp(0));
     }

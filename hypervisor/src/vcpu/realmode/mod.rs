@@ -66,9 +66,8 @@ mod tests_more;
 mod tests_stack;
 
 pub use handoff::{
-    descriptor_access_rights, descriptor_base, descriptor_limit, gdt_descriptor_address,
-    guest_eflags_from_vm86, protected_mode_handoff, protected_mode_segments, vm86_entry_state,
-    HandoffError, ProtectedModeEntry, Vm86Entry,
+    descriptor_access_rights, descriptor_base, descriptor_limit, gdt_descriptor_address, guest_eflags_from_vm86,
+    protected_mode_handoff, protected_mode_segments, vm86_entry_state, HandoffError, ProtectedModeEntry, Vm86Entry,
 };
 
 /// Segment register numbers, in the VMCS order (ES CS SS DS FS GS), which is
@@ -318,12 +317,7 @@ pub fn complete_in(state: &mut RealModeState, size: u8, value: u32) {
 /// 21.1.4, normally 0): it answers
 /// [`Outcome::Continue`], or [`Outcome::Unsupported`] when the stack or the
 /// table is outside guest RAM.
-pub fn deliver_interrupt(
-    state: &mut RealModeState,
-    mem: &mut impl RealModeMemory,
-    ivt_base: u32,
-    vector: u8,
-) -> Outcome {
+pub fn deliver_interrupt(state: &mut RealModeState, mem: &mut impl RealModeMemory, ivt_base: u32, vector: u8) -> Outcome {
     let ret = state.eip as u16;
     match stack::interrupt(state, mem, ivt_base, vector, ret) {
         Ok(()) => Outcome::Continue,

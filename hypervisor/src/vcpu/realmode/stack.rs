@@ -25,19 +25,10 @@ const POPF32_MASK: u32 = 0x0024_7FD5;
 const POPF16_MASK: u32 = 0x7FD5;
 
 /// Pushes `width` bytes of `value` at SS:SP-width, updating `sp`.
-pub fn push(
-    state: &RealModeState,
-    mem: &mut impl RealModeMemory,
-    sp: &mut u32,
-    value: u32,
-    width: u32,
-) -> Result<(), &'static str> {
+pub fn push(state: &RealModeState, mem: &mut impl RealModeMemory, sp: &mut u32, value: u32, width: u32) -> Result<(), &'static str> {
     *sp = sp.wrapping_sub(width) & 0xffff;
     for (i, b) in value.to_le_bytes().iter().take(width as usize).enumerate() {
-        if !mem.write(
-            linear(state.seg[sreg::SS], (*sp + i as u32) & 0xffff),
-            &[*b],
-        ) {
+        if !mem.write(linear(state.seg[sreg::SS], (*sp + i as u32) & 0xffff), &[*b]) {
             return Err("stack outside guest RAM");
         }
     }
@@ -45,19 +36,11 @@ pub fn push(
 }
 
 /// Pops `width` bytes at SS:SP, updating `sp`.
-pub fn pop(
-    state: &RealModeState,
-    mem: &impl RealModeMemory,
-    sp: &mut u32,
-    width: u32,
-) -> Result<u32, &'static str> {
+pub fn pop(state: &RealModeState, mem: &impl RealModeMemory, sp: &mut u32, width: u32) -> Result<u32, &'static str> {
     let mut bytes = [0u8; 4];
     for (i, b) in bytes.iter_mut().take(width as usize).enumerate() {
         let mut one = [0u8; 1];
-        if !mem.read(
-            linear(state.seg[sreg::SS], (*sp + i as u32) & 0xffff),
-            &mut one,
-        ) {
+        if !mem.read(linear(state.seg[sreg::SS], (*sp + i as u32) & 0xffff), &mut one) {
             return Err("stack outside guest RAM");
         }
         *b = one[0];
@@ -80,28 +63,16 @@ fn popped_flags(old: u32, popped: u32, wide: bool) -> u32 {
 
 /// PUSHF (16 bits) or PUSHFD (32 bits: the image has VM and RF clear, SDM
 /// Vol. 2B PUSHF).
-pub fn pushf(
-    state: &mut RealModeState,
-    mem: &mut impl RealModeMemory,
-    wide: bool,
-) -> Result<(), &'static str> {
+pub fn pushf(state: &mut RealModeState, mem: &mut impl RealModeMemory, wide: bool) -> Result<(), &'static str> {
     let mut sp = state.gpr[RealModeState::ESP];
-    let (value, width) = if wide {
-        (state.eflags & !(flags::VM | flags::RF), 4)
-    } else {
-        (state.eflags & 0xffff, 2)
-    };
+    let (value, width) = if wide { (state.eflags & !(flags::VM | flags::RF), 4) } else { (state.eflags & 0xffff, 2) };
     push(state, mem, &mut sp, value, width)?;
     set_sp(state, sp);
     Ok(())
 }
 
 /// POPF or POPFD (SDM Vol. 2B POPF, real-address mode).
-pub fn popf(
-    state: &mut RealModeState,
-    mem: &impl RealModeMemory,
-    wide: bool,
-) -> Result<(), &'static str> {
+pub fn popf(state: &mut RealModeState, mem: &impl RealModeMemory, wide: bool) -> Result<(), &'static str> {
     let mut sp = state.gpr[RealModeState::ESP];
     let popped = pop(state, mem, &mut sp, if wide { 4 } else { 2 })?;
     state.eflags = popped_flags(state.eflags, popped, wide);
@@ -121,11 +92,7 @@ pub enum IretError {
 /// IRET or IRETD in real mode (SDM Vol. 2A IRET, "REAL-ADDRESS-MODE"): pop
 /// IP, CS, FLAGS in the operand size; an EIP past 0xFFFF is #GP(0) and
 /// changes nothing.
-pub fn iret(
-    state: &mut RealModeState,
-    mem: &impl RealModeMemory,
-    wide: bool,
-) -> Result<(), IretError> {
+pub fn iret(state: &mut RealModeState, mem: &impl RealModeMemory, wide: bool) -> Result<(), IretError> {
     let width = if wide { 4 } else { 2 };
     let mut sp = state.gpr[RealModeState::ESP];
     let mut next = || pop(state, mem, &mut sp, width).map_err(IretError::OutsideRam);
@@ -155,11 +122,7 @@ pub fn interrupt(
         return Err("interrupt vector table outside guest RAM");
     }
     let mut sp = state.gpr[RealModeState::ESP];
-    for value in [
-        state.eflags & 0xffff,
-        u32::from(state.seg[sreg::CS]),
-        u32::from(ret),
-    ] {
+    for value in [state.eflags & 0xffff, u32::from(state.seg[sreg::CS]), u32::from(ret)] {
         push(state, mem, &mut sp, value, 2)?;
     }
     set_sp(state, sp);

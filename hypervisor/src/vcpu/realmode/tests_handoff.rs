@@ -24,28 +24,14 @@ fn vm86_entry_state_matches_what_bochs_accepts() {
     assert_eq!(e.rip, u64::from(CODE_IP));
     for (i, seg) in e.segments.iter().enumerate() {
         let sel = state.seg[i];
-        assert_eq!(
-            *seg,
-            Segment {
-                selector: sel,
-                base: u64::from(sel) << 4,
-                limit: 0xFFFF,
-                ar: 0xF3
-            }
-        );
+        assert_eq!(*seg, Segment { selector: sel, base: u64::from(sel) << 4, limit: 0xFFFF, ar: 0xF3 });
     }
     // The guest's CLI leaves hardware IF on and VIF off; VIP on request.
-    let cli = RealModeState {
-        eflags: 0x2 | flags::CF | flags::OF,
-        ..state
-    };
+    let cli = RealModeState { eflags: 0x2 | flags::CF | flags::OF, ..state };
     assert_eq!(vm86_entry_state(&cli, false).rflags, 0x20202 | 0x801);
     assert_eq!(vm86_entry_state(&cli, true).rflags, 0x120202 | 0x801);
     // IOPL from the guest's view never reaches vm86 (it must stay 0).
-    let iopl = RealModeState {
-        eflags: 0x3202,
-        ..state
-    };
+    let iopl = RealModeState { eflags: 0x3202, ..state };
     assert_eq!(vm86_entry_state(&iopl, false).rflags, 0xA0202);
 }
 
@@ -79,14 +65,7 @@ proptest! {
 #[test_case(0x00A0_9B00_0000_FFFF, 0, 0x0FFF_FFFF, 0xA09B ; "L bit, 64-bit code")]
 #[test_case(0x0000_8B00_1000_0067, 0x1000, 0x67, 0x8B ; "busy TSS")]
 fn descriptor_decoding(desc: u64, base: u32, limit: u32, ar: u32) {
-    assert_eq!(
-        (
-            descriptor_base(desc),
-            descriptor_limit(desc),
-            descriptor_access_rights(desc)
-        ),
-        (base, limit, ar)
-    );
+    assert_eq!((descriptor_base(desc), descriptor_limit(desc), descriptor_access_rights(desc)), (base, limit, ar));
 }
 
 #[test_case(0x0000, Err(0) ; "null")]
@@ -97,10 +76,7 @@ fn descriptor_decoding(desc: u64, base: u32, limit: u32, ar: u32) {
 #[test_case(0x0008, Ok(0x5008) ; "index 1")]
 fn gdt_selector_checks(selector: u16, expect: Result<u32, u32>) {
     let got = gdt_descriptor_address(0x5000, 0x17, selector);
-    let expect = expect.map_err(|code| Outcome::Exception {
-        vector: vector::GP,
-        error_code: Some(code),
-    });
+    let expect = expect.map_err(|code| Outcome::Exception { vector: vector::GP, error_code: Some(code) });
     assert_eq!(got, expect);
 }
 
@@ -109,18 +85,8 @@ fn gdt_selector_checks(selector: u16, expect: Result<u32, u32>) {
 fn snapshot(segments: [Segment; 6], rip: u64, rflags: u64) -> GuestStateSnapshot {
     let mut all = [Segment::default(); 8];
     all[..6].copy_from_slice(&segments);
-    all[6] = Segment {
-        selector: 0,
-        base: 0,
-        limit: 0,
-        ar: 0x1_0000,
-    };
-    all[7] = Segment {
-        selector: 0x18,
-        base: 0x1000,
-        limit: 0x2067,
-        ar: 0x8B,
-    };
+    all[6] = Segment { selector: 0, base: 0, limit: 0, ar: 0x1_0000 };
+    all[7] = Segment { selector: 0x18, base: 0x1000, limit: 0x2067, ar: 0x8B };
     GuestStateSnapshot {
         cr0: 0x8000_0031,
         cr4: 0x2020,
@@ -143,10 +109,7 @@ fn dpl_rules_hold(segments: &[Segment; 6]) -> bool {
     let dpl = |s: &Segment| (s.ar >> 5) & 3;
     let rpl = |s: &Segment| u32::from(s.selector & 3);
     let ss = &segments[sreg::SS];
-    dpl(ss) == rpl(ss)
-        && [sreg::ES, sreg::DS, sreg::FS, sreg::GS]
-            .iter()
-            .all(|&i| dpl(&segments[i]) >= rpl(&segments[i]))
+    dpl(ss) == rpl(ss) && [sreg::ES, sreg::DS, sreg::FS, sreg::GS].iter().all(|&i| dpl(&segments[i]) >= rpl(&segments[i]))
 }
 
 #[test]
@@ -154,44 +117,20 @@ fn mov_cr0_then_far_jump_hands_off_to_protected_mode() {
     // MOV CR0, EAX (0F 22 C0) with PE, then JMP 0x0008:0x0200 (EA 00 02 08 00).
     let (mut state, mut ram) = machine(&[0x0F, 0x22, 0xC0, 0xEA, 0x00, 0x02, 0x08, 0x00]);
     state.gpr[0] = 0x11;
-    let Outcome::WriteCr { cr: 0, value } = emulate(&mut state, &mut ram) else {
-        panic!()
-    };
+    let Outcome::WriteCr { cr: 0, value } = emulate(&mut state, &mut ram) else { panic!() };
     state.cr0 = value; // The caller's CR model accepted it.
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::EnterProtectedMode { cs: 8, eip: 0x200 }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::EnterProtectedMode { cs: 8, eip: 0x200 });
     assert_eq!(gdt_descriptor_address(0x8000, 0x17, 8), Ok(0x8008));
     let entry = protected_mode_handoff(&state, FLAT_CODE32).unwrap();
-    assert_eq!(
-        entry.segments[sreg::CS],
-        Segment {
-            selector: 8,
-            base: 0,
-            limit: 0xFFFF_FFFF,
-            ar: 0xC09B
-        }
-    );
+    assert_eq!(entry.segments[sreg::CS], Segment { selector: 8, base: 0, limit: 0xFFFF_FFFF, ar: 0xC09B });
     assert!(entry.set_accessed && !entry.rpl_adjusted);
     assert_eq!(entry.rip, 0x200);
     assert_eq!(entry.rflags, 0x202);
     for i in [sreg::ES, sreg::SS, sreg::DS, sreg::FS, sreg::GS] {
         let sel = state.seg[i];
-        assert_eq!(
-            entry.segments[i],
-            Segment {
-                selector: sel,
-                base: u64::from(sel) << 4,
-                limit: 0xFFFF,
-                ar: 0x93
-            }
-        );
+        assert_eq!(entry.segments[i], Segment { selector: sel, base: u64::from(sel) << 4, limit: 0xFFFF, ar: 0x93 });
     }
-    assert_eq!(
-        check(&snapshot(entry.segments, entry.rip, entry.rflags)),
-        None
-    );
+    assert_eq!(check(&snapshot(entry.segments, entry.rip, entry.rflags)), None);
     assert!(dpl_rules_hold(&entry.segments));
 }
 
@@ -202,23 +141,12 @@ fn sixteen_bit_code_descriptor_and_32bit_offset() {
     state.seg[sreg::CS] = 0x10;
     state.eip = 0xFFFF;
     let entry = protected_mode_handoff(&state, CODE16).unwrap();
-    assert_eq!(
-        entry.segments[sreg::CS],
-        Segment {
-            selector: 0x10,
-            base: 0x12345,
-            limit: 0xFFFF,
-            ar: 0x9B
-        }
-    );
+    assert_eq!(entry.segments[sreg::CS], Segment { selector: 0x10, base: 0x12345, limit: 0xFFFF, ar: 0x9B });
     assert!(!entry.set_accessed);
     state.eip = 0x1_0000;
     assert_eq!(
         protected_mode_handoff(&state, CODE16),
-        Err(HandoffError::Fault(Outcome::Exception {
-            vector: vector::GP,
-            error_code: Some(0)
-        }))
+        Err(HandoffError::Fault(Outcome::Exception { vector: vector::GP, error_code: Some(0) }))
     );
 }
 
@@ -233,29 +161,10 @@ fn rpl_bits_are_made_acceptable_to_vm_entry() {
     state.seg[sreg::CS] = 0x0008;
     let entry = protected_mode_handoff(&state, FLAT_CODE32).unwrap();
     assert!(entry.rpl_adjusted);
-    assert_eq!(
-        entry.segments[sreg::SS],
-        Segment {
-            selector: 0x3000,
-            base: 0x30010,
-            limit: 0xFFFF,
-            ar: 0x93
-        }
-    );
-    assert_eq!(
-        entry.segments[sreg::DS],
-        Segment {
-            selector: 0x2003,
-            base: 0x20030,
-            limit: 0xFFFF,
-            ar: 0xF3
-        }
-    );
+    assert_eq!(entry.segments[sreg::SS], Segment { selector: 0x3000, base: 0x30010, limit: 0xFFFF, ar: 0x93 });
+    assert_eq!(entry.segments[sreg::DS], Segment { selector: 0x2003, base: 0x20030, limit: 0xFFFF, ar: 0xF3 });
     assert_eq!(entry.segments[sreg::ES].ar, 0xD3);
-    assert_eq!(
-        check(&snapshot(entry.segments, entry.rip, entry.rflags)),
-        None
-    );
+    assert_eq!(check(&snapshot(entry.segments, entry.rip, entry.rflags)), None);
     assert!(dpl_rules_hold(&entry.segments));
 }
 
@@ -266,15 +175,7 @@ fn segments_at_the_mov_cr0_pass_vm_entry_checks() {
     state.seg[sreg::CS] = 0xF001; // RPL 1 in a real-mode paragraph.
     let (segments, adjusted) = protected_mode_segments(&state);
     assert!(adjusted);
-    assert_eq!(
-        segments[sreg::CS],
-        Segment {
-            selector: 0xF000,
-            base: 0xF0010,
-            limit: 0xFFFF,
-            ar: 0x9B
-        }
-    );
+    assert_eq!(segments[sreg::CS], Segment { selector: 0xF000, base: 0xF0010, limit: 0xFFFF, ar: 0x9B });
     assert_eq!(check(&snapshot(segments, u64::from(CODE_IP), 0x202)), None);
     assert!(dpl_rules_hold(&segments));
 }
@@ -293,13 +194,7 @@ fn far_jump_descriptor_faults(cs: u16, desc: u64, v: u8, code: u32) {
     let (mut state, _) = machine(&[]);
     state.cr0 = 0x11;
     state.seg[sreg::CS] = cs;
-    assert_eq!(
-        protected_mode_handoff(&state, desc),
-        Err(HandoffError::Fault(Outcome::Exception {
-            vector: v,
-            error_code: Some(code)
-        }))
-    );
+    assert_eq!(protected_mode_handoff(&state, desc), Err(HandoffError::Fault(Outcome::Exception { vector: v, error_code: Some(code) })));
 }
 
 #[test]
@@ -308,19 +203,10 @@ fn conforming_code_ignores_rpl_and_gates_are_unsupported() {
     state.cr0 = 0x11;
     state.seg[sreg::CS] = 0x0B;
     let entry = protected_mode_handoff(&state, 0x00CF_9E00_0000_FFFF).unwrap();
-    assert_eq!(
-        (
-            entry.segments[sreg::CS].selector,
-            entry.segments[sreg::CS].ar
-        ),
-        (8, 0xC09F)
-    );
+    assert_eq!((entry.segments[sreg::CS].selector, entry.segments[sreg::CS].ar), (8, 0xC09F));
     // An available 32-bit TSS and a call gate.
     for desc in [0x0000_8900_1000_0067u64, 0x0000_8C00_0008_1000] {
-        assert!(matches!(
-            protected_mode_handoff(&state, desc),
-            Err(HandoffError::Unsupported(_))
-        ));
+        assert!(matches!(protected_mode_handoff(&state, desc), Err(HandoffError::Unsupported(_))));
     }
     // The L bit means nothing outside IA-32e mode and is not passed on.
     state.seg[sreg::CS] = 8;

@@ -47,16 +47,7 @@ pub(super) const CODE_IP: u32 = 0x0100;
 pub(super) fn machine(code: &[u8]) -> (RealModeState, Ram) {
     let mut state = RealModeState {
         // EAX ECX EDX EBX ESP EBP ESI EDI
-        gpr: [
-            0x1111_2222,
-            0x0000_0004,
-            0x0000_0060,
-            0x0000_0100,
-            0x0000_FFF0,
-            0x0000_0200,
-            0x0000_0010,
-            0x0000_0020,
-        ],
+        gpr: [0x1111_2222, 0x0000_0004, 0x0000_0060, 0x0000_0100, 0x0000_FFF0, 0x0000_0200, 0x0000_0010, 0x0000_0020],
         eip: CODE_IP,
         eflags: flags::FIXED1 | flags::IF,
         // ES CS SS DS FS GS
@@ -81,11 +72,7 @@ pub(super) fn place(ram: &mut Ram, state: &RealModeState, code: &[u8]) {
 /// 0x12345678.
 const PSEUDO: [u8; 6] = [0xCD, 0xAB, 0x78, 0x56, 0x34, 0x12];
 
-fn run_lgdt(
-    code: &[u8],
-    at: u32,
-    tweak: impl FnOnce(&mut RealModeState),
-) -> (Outcome, RealModeState) {
+fn run_lgdt(code: &[u8], at: u32, tweak: impl FnOnce(&mut RealModeState)) -> (Outcome, RealModeState) {
     let (mut state, mut ram) = machine(code);
     tweak(&mut state);
     ram.0[at as usize..at as usize + 6].copy_from_slice(&PSEUDO);
@@ -123,14 +110,7 @@ fn run_lgdt(
 #[test_case(&[0x65, 0x0F, 0x01, 0x17], 0x60100 ; "gs override")]
 fn lgdt_16bit_addressing_forms(code: &[u8], at: u32) {
     let (o, state) = run_lgdt(code, at, |_| {});
-    assert_eq!(
-        o,
-        Outcome::LoadDescriptorTable {
-            which: Dtr::Gdt,
-            base: 0x0034_5678,
-            limit: 0xABCD
-        }
-    );
+    assert_eq!(o, Outcome::LoadDescriptorTable { which: Dtr::Gdt, base: 0x0034_5678, limit: 0xABCD });
     assert_eq!(state.eip, CODE_IP + code.len() as u32);
 }
 
@@ -138,14 +118,7 @@ fn lgdt_16bit_addressing_forms(code: &[u8], at: u32) {
 #[test]
 fn lidt_loads_the_idtr() {
     let (o, state) = run_lgdt(&[0x0F, 0x01, 0x1F], 0x20100, |_| {});
-    assert_eq!(
-        o,
-        Outcome::LoadDescriptorTable {
-            which: Dtr::Idt,
-            base: 0x0034_5678,
-            limit: 0xABCD
-        }
-    );
+    assert_eq!(o, Outcome::LoadDescriptorTable { which: Dtr::Idt, base: 0x0034_5678, limit: 0xABCD });
     assert_eq!(state.eip, CODE_IP + 3);
 }
 
@@ -156,20 +129,9 @@ fn lidt_loads_the_idtr() {
 #[test_case(&[0x66, 0x0F, 0x01, 0x1F], Dtr::Idt ; "lidt o32")]
 #[test_case(&[0x66, 0x26, 0x0F, 0x01, 0x17], Dtr::Gdt ; "lgdt o32 with es override")]
 fn lgdt_32bit_operand_size_loads_32bit_base(code: &[u8], which: Dtr) {
-    let at = if code.contains(&0x26) {
-        0x40100
-    } else {
-        0x20100
-    };
+    let at = if code.contains(&0x26) { 0x40100 } else { 0x20100 };
     let (o, state) = run_lgdt(code, at, |_| {});
-    assert_eq!(
-        o,
-        Outcome::LoadDescriptorTable {
-            which,
-            base: 0x1234_5678,
-            limit: 0xABCD
-        }
-    );
+    assert_eq!(o, Outcome::LoadDescriptorTable { which, base: 0x1234_5678, limit: 0xABCD });
     assert_eq!(state.eip, CODE_IP + code.len() as u32);
 }
 
@@ -183,19 +145,8 @@ fn lgdt_32bit_operand_size_loads_32bit_base(code: &[u8], which: Dtr) {
 #[test_case(&[0x66, 0x67, 0x26, 0x0F, 0x01, 0x13], 0x40100 ; "o32 a32 es")]
 fn lgdt_32bit_addressing(code: &[u8], at: u32) {
     let (o, _) = run_lgdt(code, at, |s| s.gpr[RealModeState::ESP] = 0xFFE0);
-    let base = if code[0] == 0x66 {
-        0x1234_5678
-    } else {
-        0x0034_5678
-    };
-    assert_eq!(
-        o,
-        Outcome::LoadDescriptorTable {
-            which: Dtr::Gdt,
-            base,
-            limit: 0xABCD
-        }
-    );
+    let base = if code[0] == 0x66 { 0x1234_5678 } else { 0x0034_5678 };
+    assert_eq!(o, Outcome::LoadDescriptorTable { which: Dtr::Gdt, base, limit: 0xABCD });
 }
 
 // Real-address mode: an operand past offset 0xFFFF is #GP (#SS through SS),
@@ -209,13 +160,7 @@ fn lgdt_limit_faults(code: &[u8], tweak: fn(&mut RealModeState), v: u8) {
     let (mut state, mut ram) = machine(code);
     tweak(&mut state);
     let before = state;
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::Exception {
-            vector: v,
-            error_code: None
-        }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::Exception { vector: v, error_code: None });
     assert_eq!(state, before);
 }
 
@@ -227,13 +172,7 @@ fn lidt_register_operand_is_not_a_load() {
     for rm in 0..8u8 {
         let (mut state, mut ram) = machine(&[0x0F, 0x01, 0xD8 | rm]);
         let o = emulate(&mut state, &mut ram);
-        assert!(
-            matches!(
-                o,
-                Outcome::Exception { vector: 6, .. } | Outcome::Unsupported { .. }
-            ),
-            "{rm}: {o:?}"
-        );
+        assert!(matches!(o, Outcome::Exception { vector: 6, .. } | Outcome::Unsupported { .. }), "{rm}: {o:?}");
     }
 }
 
@@ -242,9 +181,7 @@ fn lgdt_operand_outside_ram_is_unsupported() {
     let (mut state, mut ram) = machine(&[0x0F, 0x01, 0x17]);
     state.seg[sreg::DS] = 0xFFFF; // DS:BX = 0x10FF0 + 0x100, past the RAM end.
     ram.0.truncate(0x10200);
-    assert!(
-        matches!(emulate(&mut state, &mut ram), Outcome::Unsupported { what, .. } if what.contains("outside guest RAM"))
-    );
+    assert!(matches!(emulate(&mut state, &mut ram), Outcome::Unsupported { what, .. } if what.contains("outside guest RAM")));
 }
 
 // MOV CR0, r32 = 0F 22 /r with reg = 0: ModR/M 0xC0 | r.
@@ -262,13 +199,7 @@ fn mov_to_cr0_from_each_gpr(r: u8) {
         *g = 0x6000_0010 + i as u32;
     }
     state.gpr[usize::from(r)] = 0x8000_0011;
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::WriteCr {
-            cr: 0,
-            value: 0x8000_0011
-        }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::WriteCr { cr: 0, value: 0x8000_0011 });
     assert_eq!(state.eip, CODE_IP + 3);
 }
 
@@ -279,10 +210,7 @@ fn mov_to_cr0_from_each_gpr(r: u8) {
 #[test_case(7 ; "edi")]
 fn mov_from_cr0_to_each_gpr(r: u8) {
     let (mut state, mut ram) = machine(&[0x0F, 0x20, 0xC0 | r]);
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::ReadCr { cr: 0, gpr: r }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::ReadCr { cr: 0, gpr: r });
     assert_eq!(state.eip, CODE_IP + 3);
     complete_read_cr(&mut state, r, 0x6000_0011);
     assert_eq!(state.gpr[usize::from(r)], 0x6000_0011);
@@ -312,13 +240,7 @@ fn mov_cr_forms(code: &[u8], expect: Outcome) {
 #[test_case(&[0xF0, 0x0F, 0x22, 0xC0] ; "lock cr0 is cr8")]
 fn mov_cr_reserved_registers_are_ud(code: &[u8]) {
     let (mut state, mut ram) = machine(code);
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::Exception {
-            vector: vector::UD,
-            error_code: None
-        }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::Exception { vector: vector::UD, error_code: None });
     assert_eq!(state.eip, CODE_IP);
 }
 
@@ -336,13 +258,7 @@ fn lmsw(code: &[u8], cr0: u32, src: u16, expect: u32) {
     state.gpr[0] = u32::from(src);
     state.gpr[3] = u32::from(src);
     ram.0[0x20500..0x20502].copy_from_slice(&src.to_le_bytes());
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::WriteCr {
-            cr: 0,
-            value: expect
-        }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::WriteCr { cr: 0, value: expect });
     assert_eq!(state.eip, CODE_IP + code.len() as u32);
 }
 
@@ -372,10 +288,7 @@ fn clts_clears_ts_and_hlt_halts() {
     // CLTS = 0F 06.
     let (mut state, mut ram) = machine(&[0x0F, 0x06]);
     state.cr0 = 0x19;
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::WriteCr { cr: 0, value: 0x11 }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::WriteCr { cr: 0, value: 0x11 });
     assert_eq!(state.eip, CODE_IP + 2);
     // HLT = F4: EIP moves past it (an interrupt resumes at the next one).
     let (mut state, mut ram) = machine(&[0xF4]);
@@ -401,15 +314,7 @@ fn clts_clears_ts_and_hlt_halts() {
 fn port_io(code: &[u8], port: u16, size: u8, is_in: bool, value: u32) {
     let (mut state, mut ram) = machine(code);
     state.gpr[RealModeState::EDX] = 0xABCD_3F60;
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::PortIo {
-            port,
-            size,
-            is_in,
-            value
-        }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::PortIo { port, size, is_in, value });
     assert_eq!(state.eip, CODE_IP + code.len() as u32);
 }
 
@@ -431,16 +336,7 @@ fn complete_in_sizes(size: u8, expect: u32) {
 fn string_io_is_unsupported(code: &[u8]) {
     let (mut state, mut ram) = machine(code);
     let o = emulate(&mut state, &mut ram);
-    let Outcome::Unsupported {
-        bytes,
-        len,
-        cs,
-        ip,
-        what,
-    } = o
-    else {
-        panic!("{o:?}")
-    };
+    let Outcome::Unsupported { bytes, len, cs, ip, what } = o else { panic!("{o:?}") };
     assert_eq!(&bytes[..usize::from(len)], code);
     assert_eq!((cs, ip), (CODE_CS, CODE_IP as u16));
     assert!(what.contains("string I/O"));

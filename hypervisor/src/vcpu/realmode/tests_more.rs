@@ -24,16 +24,9 @@ fn far_jump_after_pe_enters_protected_mode(code: &[u8], cs: u16, eip: u32) {
     let (mut state, mut ram) = machine(code);
     state.cr0 = 0x11;
     // DS:0x500 holds offset 0x00100200 (or 0x0200), selector 0x18.
-    let far: &[u8] = if code[0] == 0x66 {
-        &[0x00, 0x02, 0x10, 0x00, 0x18, 0x00]
-    } else {
-        &[0x00, 0x02, 0x18, 0x00]
-    };
+    let far: &[u8] = if code[0] == 0x66 { &[0x00, 0x02, 0x10, 0x00, 0x18, 0x00] } else { &[0x00, 0x02, 0x18, 0x00] };
     ram.0[0x20500..0x20500 + far.len()].copy_from_slice(far);
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::EnterProtectedMode { cs, eip }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::EnterProtectedMode { cs, eip });
     assert_eq!((state.seg[sreg::CS], state.eip), (cs, eip));
 }
 
@@ -45,13 +38,7 @@ fn far_jump_in_real_mode_reloads_cs() {
     // An offset past 0xFFFF is #GP in real mode.
     let (mut state, mut ram) = machine(&[0x66, 0xEA, 0x00, 0x00, 0x01, 0x00, 0x00, 0x20]);
     let before = state;
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::Exception {
-            vector: vector::GP,
-            error_code: None
-        }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::Exception { vector: vector::GP, error_code: None });
     assert_eq!(state, before);
 }
 
@@ -60,40 +47,23 @@ fn far_call_after_pe_pushes_the_return_address() {
     // CALL 0x0008:0x0100 with SP=0xFFF0: CS then IP (0x105) pushed.
     let (mut state, mut ram) = machine(&[0x9A, 0x00, 0x01, 0x08, 0x00]);
     state.cr0 = 0x11;
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::EnterProtectedMode { cs: 8, eip: 0x100 }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::EnterProtectedMode { cs: 8, eip: 0x100 });
     assert_eq!(state.gpr[RealModeState::ESP], 0xFFEC);
     assert_eq!(word_at(&ram, 0x3FFEE), CODE_CS);
     assert_eq!(word_at(&ram, 0x3FFEC), 0x0105);
     // 66 9A: 32-bit pushes.
     let (mut state, mut ram) = machine(&[0x66, 0x9A, 0x78, 0x56, 0x34, 0x12, 0x10, 0x00]);
     state.cr0 = 0x11;
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::EnterProtectedMode {
-            cs: 0x10,
-            eip: 0x1234_5678
-        }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::EnterProtectedMode { cs: 0x10, eip: 0x1234_5678 });
     assert_eq!(state.gpr[RealModeState::ESP], 0xFFE8);
-    assert_eq!(
-        &ram.0[0x3FFE8..0x3FFF0],
-        &[0x08, 0x01, 0, 0, 0x00, 0x10, 0, 0]
-    );
+    assert_eq!(&ram.0[0x3FFE8..0x3FFF0], &[0x08, 0x01, 0, 0, 0x00, 0x10, 0, 0]);
 }
 
 /// IVT entry 0x21 -> 0F00:1234, entry 3 -> 0E00:0333, entry 4 -> 0D00:0444,
 /// entry 13 -> 0C00:0DDD.
 fn with_ivt(code: &[u8]) -> (RealModeState, Ram) {
     let (state, mut ram) = machine(code);
-    for (v, ip, cs) in [
-        (0x21u32, 0x1234u16, 0x0F00u16),
-        (3, 0x0333, 0x0E00),
-        (4, 0x0444, 0x0D00),
-        (13, 0x0DDD, 0x0C00),
-    ] {
+    for (v, ip, cs) in [(0x21u32, 0x1234u16, 0x0F00u16), (3, 0x0333, 0x0E00), (4, 0x0444, 0x0D00), (13, 0x0DDD, 0x0C00)] {
         let at = v as usize * 4;
         ram.0[at..at + 2].copy_from_slice(&ip.to_le_bytes());
         ram.0[at + 2..at + 4].copy_from_slice(&cs.to_le_bytes());
@@ -110,57 +80,29 @@ fn software_interrupts_go_through_the_ivt(code: &[u8], extra: u32, cs: u16, ip: 
     state.eflags = flags::FIXED1 | flags::IF | flags::TF | flags::CF | flags::AC | extra;
     assert_eq!(emulate(&mut state, &mut ram), Outcome::Continue);
     assert_eq!((state.seg[sreg::CS], state.eip), (cs, ip));
-    assert_eq!(
-        state.eflags,
-        flags::FIXED1 | flags::CF | extra,
-        "IF, TF, AC cleared"
-    );
+    assert_eq!(state.eflags, flags::FIXED1 | flags::CF | extra, "IF, TF, AC cleared");
     assert_eq!(state.gpr[RealModeState::ESP], 0xFFEA);
-    assert_eq!(
-        word_at(&ram, 0x3FFEE),
-        (flags::FIXED1 | flags::IF | flags::TF | flags::CF | extra) as u16
-    );
+    assert_eq!(word_at(&ram, 0x3FFEE), (flags::FIXED1 | flags::IF | flags::TF | flags::CF | extra) as u16);
     assert_eq!(word_at(&ram, 0x3FFEC), CODE_CS);
-    assert_eq!(
-        u32::from(word_at(&ram, 0x3FFEA)),
-        CODE_IP + code.len() as u32
-    );
+    assert_eq!(u32::from(word_at(&ram, 0x3FFEA)), CODE_IP + code.len() as u32);
 }
 
 #[test]
 fn into_without_overflow_falls_through() {
     let (mut state, mut ram) = with_ivt(&[0xCE]);
     assert_eq!(emulate(&mut state, &mut ram), Outcome::Continue);
-    assert_eq!(
-        (
-            state.seg[sreg::CS],
-            state.eip,
-            state.gpr[RealModeState::ESP]
-        ),
-        (CODE_CS, CODE_IP + 1, 0xFFF0)
-    );
+    assert_eq!((state.seg[sreg::CS], state.eip, state.gpr[RealModeState::ESP]), (CODE_CS, CODE_IP + 1, 0xFFF0));
 }
 
 #[test]
 fn interrupt_stack_wraps_at_64k_and_deliver_interrupt_returns_to_eip() {
     let (mut state, mut ram) = with_ivt(&[]);
     state.gpr[RealModeState::ESP] = 0xABCD_0002;
-    assert_eq!(
-        deliver_interrupt(&mut state, &mut ram, 0, 13),
-        Outcome::Continue
-    );
-    assert_eq!(
-        state.gpr[RealModeState::ESP],
-        0xABCD_FFFC,
-        "SP wraps, the high half of ESP is kept"
-    );
+    assert_eq!(deliver_interrupt(&mut state, &mut ram, 0, 13), Outcome::Continue);
+    assert_eq!(state.gpr[RealModeState::ESP], 0xABCD_FFFC, "SP wraps, the high half of ESP is kept");
     assert_eq!(word_at(&ram, 0x30000), (flags::FIXED1 | flags::IF) as u16);
     assert_eq!(word_at(&ram, 0x3FFFE), CODE_CS);
-    assert_eq!(
-        u32::from(word_at(&ram, 0x3FFFC)),
-        CODE_IP,
-        "a fault returns to the faulting instruction"
-    );
+    assert_eq!(u32::from(word_at(&ram, 0x3FFFC)), CODE_IP, "a fault returns to the faulting instruction");
     assert_eq!((state.seg[sreg::CS], state.eip), (0x0C00, 0x0DDD));
 }
 
@@ -170,16 +112,7 @@ fn interrupt_with_stack_outside_ram_is_unsupported() {
     ram.0.truncate(0x20000); // SS = 0x3000 is now outside RAM.
     let before = state;
     let o = emulate(&mut state, &mut ram);
-    assert!(
-        matches!(
-            o,
-            Outcome::Unsupported {
-                what: "stack outside guest RAM",
-                ..
-            }
-        ),
-        "{o:?}"
-    );
+    assert!(matches!(o, Outcome::Unsupported { what: "stack outside guest RAM", .. }), "{o:?}");
     assert_eq!(state, before);
 }
 
@@ -204,13 +137,7 @@ fn interrupt_with_stack_outside_ram_is_unsupported() {
 fn invalid_or_protected_mode_only_is_ud(code: &[u8]) {
     let (mut state, mut ram) = machine(code);
     let before = state;
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::Exception {
-            vector: vector::UD,
-            error_code: None
-        }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::Exception { vector: vector::UD, error_code: None });
     assert_eq!(state, before);
 }
 
@@ -226,16 +153,8 @@ fn valid_but_not_emulated_is_unsupported(code: &[u8]) {
     let (mut state, mut ram) = machine(code);
     let before = state;
     let o = emulate(&mut state, &mut ram);
-    let Outcome::Unsupported {
-        bytes, len, cs, ip, ..
-    } = o
-    else {
-        panic!("{o:?}")
-    };
-    assert_eq!(
-        (&bytes[..usize::from(len)], cs, ip),
-        (code, CODE_CS, CODE_IP as u16)
-    );
+    let Outcome::Unsupported { bytes, len, cs, ip, .. } = o else { panic!("{o:?}") };
+    assert_eq!((&bytes[..usize::from(len)], cs, ip), (code, CODE_CS, CODE_IP as u16));
     assert_eq!(state, before);
 }
 
@@ -246,13 +165,7 @@ fn more_than_15_bytes_is_gp() {
     code.extend_from_slice(&[0x0F, 0x22, 0xC0]);
     let (mut state, mut ram) = machine(&code);
     let o = emulate(&mut state, &mut ram);
-    assert_eq!(
-        o,
-        Outcome::Exception {
-            vector: vector::GP,
-            error_code: None
-        }
-    );
+    assert_eq!(o, Outcome::Exception { vector: vector::GP, error_code: None });
     assert_eq!(state.eip, CODE_IP);
 }
 
@@ -264,13 +177,7 @@ fn fetch_outside_ram_is_unsupported() {
     let o = emulate(&mut state, &mut ram);
     assert_eq!(
         o,
-        Outcome::Unsupported {
-            bytes: [0; 15],
-            len: 0,
-            cs: 0xF000,
-            ip: CODE_IP as u16,
-            what: "instruction fetch outside guest RAM"
-        }
+        Outcome::Unsupported { bytes: [0; 15], len: 0, cs: 0xF000, ip: CODE_IP as u16, what: "instruction fetch outside guest RAM" }
     );
 }
 
@@ -280,16 +187,8 @@ fn instruction_running_off_the_end_of_ram_is_unsupported() {
     let (mut state, mut ram) = machine(&[0x0F, 0x01, 0x17]);
     ram.0.truncate(0x10102);
     let o = emulate(&mut state, &mut ram);
-    let Outcome::Unsupported {
-        bytes, len, what, ..
-    } = o
-    else {
-        panic!("{o:?}")
-    };
-    assert_eq!(
-        (&bytes[..usize::from(len)], what),
-        (&[0x0F, 0x01][..], "instruction fetch outside guest RAM")
-    );
+    let Outcome::Unsupported { bytes, len, what, .. } = o else { panic!("{o:?}") };
+    assert_eq!((&bytes[..usize::from(len)], what), (&[0x0F, 0x01][..], "instruction fetch outside guest RAM"));
     // A one-byte HLT as the last byte of RAM still runs.
     let (mut state, mut ram) = machine(&[0xF4]);
     ram.0.truncate(0x10101);
@@ -317,45 +216,21 @@ fn instruction_straddling_the_cs_limit_is_gp() {
     let (mut state, mut ram) = machine(&[]);
     state.eip = 0xFFFF;
     place(&mut ram, &state, &[0xE4, 0x60]);
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::Exception {
-            vector: vector::GP,
-            error_code: None
-        }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::Exception { vector: vector::GP, error_code: None });
     // EIP above 0xFFFF is outside CS.
     state.eip = 0x1_0000;
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::Exception {
-            vector: vector::GP,
-            error_code: None
-        }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::Exception { vector: vector::GP, error_code: None });
 }
 
 #[test]
 fn faults_after_pe_push_error_codes() {
     let (mut state, mut ram) = machine(&[0x0F, 0x01, 0x16, 0xFC, 0xFF]);
     state.cr0 = 0x11;
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::Exception {
-            vector: vector::GP,
-            error_code: Some(0)
-        }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::Exception { vector: vector::GP, error_code: Some(0) });
     // #UD never has one.
     let (mut state, mut ram) = machine(&[0x0F, 0x0B]);
     state.cr0 = 0x11;
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::Exception {
-            vector: vector::UD,
-            error_code: None
-        }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::Exception { vector: vector::UD, error_code: None });
 }
 
 proptest! {
@@ -396,52 +271,16 @@ proptest! {
 }
 
 /// Legacy prefixes (SDM Vol. 2A 2.1.1).
-const PREFIXES: [u8; 11] = [
-    0x66, 0x67, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0xF0, 0xF2, 0xF3,
-];
+const PREFIXES: [u8; 11] = [0x66, 0x67, 0x26, 0x2E, 0x36, 0x3E, 0x64, 0x65, 0xF0, 0xF2, 0xF3];
 /// Opcode bytes of the emulated instructions (and neighbours).
 const HEADS: [&[u8]; 30] = [
-    &[0x0F, 0x01],
-    &[0x0F, 0x20],
-    &[0x0F, 0x22],
-    &[0x0F, 0x00],
-    &[0x0F, 0x06],
-    &[0x0F, 0x0B],
-    &[0x0F, 0x21],
-    &[0xF4],
-    &[0xE4],
-    &[0xE5],
-    &[0xE6],
-    &[0xE7],
-    &[0xEC],
-    &[0xED],
-    &[0xEE],
-    &[0xEF],
-    &[0x6C],
-    &[0x6F],
-    &[0xCC],
-    &[0xCD],
-    &[0xCE],
-    &[0xEA],
-    &[0x9A],
-    &[0xFF],
-    &[0x9C],
-    &[0x9D],
-    &[0xCF],
-    &[0xFA],
-    &[0xFB],
-    &[0x63],
+    &[0x0F, 0x01], &[0x0F, 0x20], &[0x0F, 0x22], &[0x0F, 0x00], &[0x0F, 0x06], &[0x0F, 0x0B], &[0x0F, 0x21],
+    &[0xF4], &[0xE4], &[0xE5], &[0xE6], &[0xE7], &[0xEC], &[0xED], &[0xEE], &[0xEF], &[0x6C], &[0x6F],
+    &[0xCC], &[0xCD], &[0xCE], &[0xEA], &[0x9A], &[0xFF], &[0x9C], &[0x9D], &[0xCF], &[0xFA], &[0xFB], &[0x63],
 ];
 
 /// Runs one instruction and checks the invariants of the property tests.
-fn check_random_instruction(
-    code: &[u8],
-    ip: u16,
-    gpr: [u32; 8],
-    pe: bool,
-    of: bool,
-    small_ram: bool,
-) -> Result<(), TestCaseError> {
+fn check_random_instruction(code: &[u8], ip: u16, gpr: [u32; 8], pe: bool, of: bool, small_ram: bool) -> Result<(), TestCaseError> {
     let (mut state, mut ram) = machine(&[]);
     state.eip = u32::from(ip);
     state.gpr = gpr;
@@ -451,8 +290,7 @@ fn check_random_instruction(
     }
     place(&mut ram, &state, code);
     if small_ram {
-        ram.0
-            .truncate(0x10000 + (usize::from(ip) + code.len()).min(0xFFFF));
+        ram.0.truncate(0x10000 + (usize::from(ip) + code.len()).min(0xFFFF));
     }
     let before = state;
     let o = emulate(&mut state, &mut ram);

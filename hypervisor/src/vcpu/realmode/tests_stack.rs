@@ -61,41 +61,21 @@ fn iret_and_iretd() {
     let (mut state, mut ram) = machine(&[0xCF]);
     put(&mut ram, 0x3FFF0, &[0x34, 0x12, 0x00, 0x0F, 0x03, 0x0C]);
     assert_eq!(emulate(&mut state, &mut ram), Outcome::Continue);
-    assert_eq!(
-        (state.seg[sreg::CS], state.eip, state.eflags),
-        (0x0F00, 0x1234, 0x0C03)
-    );
+    assert_eq!((state.seg[sreg::CS], state.eip, state.eflags), (0x0F00, 0x1234, 0x0C03));
     assert_eq!(state.gpr[RealModeState::ESP], 0xFFF6);
 
     // IRETD: 32-bit EIP, CS, EFLAGS (with AC).
     let (mut state, mut ram) = machine(&[0x66, 0xCF]);
-    put(
-        &mut ram,
-        0x3FFF0,
-        &[0x34, 0x12, 0, 0, 0x00, 0x0F, 0, 0, 0x02, 0x02, 0x04, 0x00],
-    );
+    put(&mut ram, 0x3FFF0, &[0x34, 0x12, 0, 0, 0x00, 0x0F, 0, 0, 0x02, 0x02, 0x04, 0x00]);
     assert_eq!(emulate(&mut state, &mut ram), Outcome::Continue);
-    assert_eq!(
-        (state.seg[sreg::CS], state.eip, state.eflags),
-        (0x0F00, 0x1234, 0x0004_0202)
-    );
+    assert_eq!((state.seg[sreg::CS], state.eip, state.eflags), (0x0F00, 0x1234, 0x0004_0202));
     assert_eq!(state.gpr[RealModeState::ESP], 0xFFFC);
 
     // An EIP past the CS limit is #GP(0) and changes nothing.
     let (mut state, mut ram) = machine(&[0x66, 0xCF]);
-    put(
-        &mut ram,
-        0x3FFF0,
-        &[0x00, 0x00, 0x01, 0x00, 0x00, 0x0F, 0, 0, 0x02, 0x02, 0, 0],
-    );
+    put(&mut ram, 0x3FFF0, &[0x00, 0x00, 0x01, 0x00, 0x00, 0x0F, 0, 0, 0x02, 0x02, 0, 0]);
     let before = state;
-    assert_eq!(
-        emulate(&mut state, &mut ram),
-        Outcome::Exception {
-            vector: vector::GP,
-            error_code: None
-        }
-    );
+    assert_eq!(emulate(&mut state, &mut ram), Outcome::Exception { vector: vector::GP, error_code: None });
     assert_eq!(state, before);
 }
 
@@ -110,13 +90,7 @@ fn int_then_iret_returns_to_the_next_instruction() {
     assert_eq!(emulate(&mut state, &mut ram), Outcome::Continue);
     assert_eq!(state.eflags & flags::IF, 0);
     assert_eq!(emulate(&mut state, &mut ram), Outcome::Continue);
-    assert_eq!(
-        state,
-        RealModeState {
-            eip: CODE_IP + 2,
-            ..start
-        }
-    );
+    assert_eq!(state, RealModeState { eip: CODE_IP + 2, ..start });
     assert_eq!(state.seg[sreg::CS], CODE_CS);
 }
 
