@@ -11,7 +11,18 @@ use alloc::vec::Vec;
 use super::refwalk::{ref_load_pdptes, RefCpu, RefOutcome};
 
 pub use crate::mmu::host::{TestFrames, TestMem, RAM_HPA};
+/// The paging-entry bits the tests build guest tables with (the same
+/// positions in guest and shadow entries, SDM Vol. 3A 4.3-4.5).
+pub use crate::mmu::spte::{A, D, P, PS, RW, US, XD};
 pub const MAXPHY: u8 = 36;
+
+/// A fully permissive guest table entry (P, RW, US, A) without its frame.
+pub const T: u64 = P | RW | US | A;
+
+/// The physical address of guest frame `n`.
+pub fn f(n: u64) -> u64 {
+    n << 12
+}
 
 /// Hardware walk of the shadow tables (PAE or IA-32e paging as the core
 /// asks, CR0.WP=1, EFER.NXE=1). `Ok(hpa)` or `Err(#PF error code)`.

@@ -6,17 +6,6 @@ use super::harness::*;
 use crate::mmu::spte::{self, ADDR_MASK_64};
 use crate::mmu::*;
 
-const P: u64 = 1;
-const RW: u64 = 2;
-const US: u64 = 4;
-const A: u64 = 0x20;
-const D: u64 = 0x40;
-const T: u64 = P | RW | US | A;
-
-fn f(n: u64) -> u64 {
-    n << 12
-}
-
 /// The hardware CR3 the core gives the vCPU.
 fn hw_cr3(w: &mut World) -> u64 {
     let hw = w.cache.prepare_entry(&mut w.cpus[0].mmu).expect("root");

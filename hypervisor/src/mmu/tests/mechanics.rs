@@ -10,19 +10,6 @@ use crate::mmu::spte;
 use crate::mmu::stats::ZapReason;
 use crate::mmu::*;
 
-const P: u64 = 1;
-const RW: u64 = 2;
-const US: u64 = 4;
-const A: u64 = 0x20;
-const D: u64 = 0x40;
-const PS: u64 = 0x80;
-const XD: u64 = 1 << 63;
-const T: u64 = P | RW | US | A;
-
-fn f(n: u64) -> u64 {
-    n << 12
-}
-
 /// Long mode, PML4 at `base`, PDPT base+1, PD base+2, PT base+3, entry 0
 /// of each; PTE 0 -> `data`.
 fn long_tables(w: &mut World, base: u64, data: u64) {

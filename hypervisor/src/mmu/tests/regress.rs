@@ -28,19 +28,6 @@ use crate::mmu::cache::SlotState;
 use crate::mmu::events::Root;
 use crate::mmu::*;
 
-const P: u64 = 1;
-const RW: u64 = 2;
-const US: u64 = 4;
-const A: u64 = 0x20;
-const D: u64 = 0x40;
-const PS: u64 = 0x80;
-const XD: u64 = 1 << 63;
-const T: u64 = P | RW | US | A; // a fully permissive table entry
-
-fn f(n: u64) -> u64 {
-    n << 12
-}
-
 fn world(ncpu: usize) -> World {
     World::new(64, 64, ncpu, true)
 }

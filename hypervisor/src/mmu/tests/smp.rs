@@ -8,16 +8,6 @@ use super::harness::*;
 use super::refwalk::RefOutcome::Phys;
 use crate::mmu::*;
 
-const P: u64 = 1;
-const RW: u64 = 2;
-const US: u64 = 4;
-const A: u64 = 0x20;
-const T: u64 = P | RW | US | A;
-
-fn f(n: u64) -> u64 {
-    n << 12
-}
-
 /// 32-bit paging on vCPU `c`: PD at frame 1, PDE 0 -> PT 2, PTE 0 = `pte0`.
 fn chain32(w: &mut World, c: usize, pte0: u64) {
     w.poke(f(1), 4, f(2) | T);
