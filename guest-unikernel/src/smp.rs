@@ -45,6 +45,9 @@ pub mod vector {
 
 /// What an AP saw in real mode (written by bare-rt's trampoline): CS, the
 /// machine status word (SMSW), FLAGS, SP, a marker, whether it went on.
+/// The library's own form of `bare_rt::smp::RealModeRecord`: using that
+/// type here would link bare-rt into the host tests, whose
+/// `rust_eh_personality` clashes with std's.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RealModeRecord {
     /// CS (the start-up IPI's vector << 8).
